@@ -1,0 +1,53 @@
+/** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
+import { addon } from './native';
+import { FisherLensError, sync } from './errors';
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const pkg = require('../../package.json') as { version: string };
+
+export interface BackendInfo {
+  /** LibTorch version the addon was built against, e.g. "1.13.1". */
+  torchVersion: string;
+  /** Whether CUDA is usable (a CUDA LibTorch and at least one GPU). */
+  cuda: boolean;
+  cudaDeviceCount: number;
+  /** LibTorch intra-op threads (defaults to the available cores; FISHERLENS_THREADS overrides). */
+  threads: number;
+  /** The BLAS library loaded in this process (path). */
+  blas: string;
+  /** Version of the native addon. */
+  addonVersion: string;
+  /** Version of the fisherlens package. */
+  packageVersion: string;
+}
+
+/** Versions and capabilities of the loaded backend. */
+export function backend(): BackendInfo {
+  const b = sync(() => addon().backend());
+  return {
+    torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
+    blas: b.blas, addonVersion: b.addonVersion, packageVersion: pkg.version,
+  };
+}
+
+/** Sets LibTorch's intra-op thread count for ops started afterwards. */
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new FisherLensError('ERR_ARG', `setThreads(n): expected a positive integer, got ${n}`);
+  sync(() => addon().setThreads(n));
+}
+
+/** Checks a device name and that it exists here ('cpu' | 'cuda' | 'cuda:N'); throws ERR_DEVICE otherwise. */
+export function checkDevice(device: string): string {
+  if (device === 'cpu') return device;
+  const m = /^cuda(?::(\d+))?$/.exec(device);
+  if (!m) throw new FisherLensError('ERR_DEVICE', `unknown device '${device}'; expected 'cpu', 'cuda' or 'cuda:N'`);
+  const b = backend();
+  if (!b.cuda) {
+    throw new FisherLensError('ERR_DEVICE',
+      `device '${device}' asked for, but CUDA is not available (LibTorch ${b.torchVersion} without CUDA or no GPU visible); use 'cpu'`);
+  }
+  const idx = m[1] ? Number(m[1]) : 0;
+  if (idx >= b.cudaDeviceCount) {
+    throw new FisherLensError('ERR_DEVICE', `device '${device}' asked for, but only ${b.cudaDeviceCount} CUDA device(s) exist`);
+  }
+  return device;
+}

@@ -1,0 +1,69 @@
+/**
+ * CLI conventions shared by every subcommand: `--json` prints exactly one JSON document on
+ * stdout; logs, warnings and progress go to stderr; exit 0 on success, non-zero with a one-line
+ * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
+ */
+import { FisherLensError } from '../errors';
+
+/** Prints the result: JSON on stdout with --json, else the human text. */
+export function emit(json: boolean, value: unknown, human: () => string): void {
+  if (json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  else process.stdout.write(human() + '\n');
+}
+
+/** A log line on stderr (never on stdout, so --json output stays parseable). */
+export function log(message: string): void {
+  process.stderr.write(message + '\n');
+}
+
+/** Runs a command action; failures print one line `fisherlens: <code>: <reason>` and exit 1. */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      const code = e instanceof FisherLensError ? `${e.code}: ` : '';
+      const msg = e instanceof Error ? e.message : String(e);
+      process.stderr.write(`fisherlens: ${code}${msg.split('\n').join(' ')}\n`);
+      if (process.env.FISHERLENS_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
+
+/** Progress on stderr: a redrawn bar on a terminal, a plain line at most every `everyMs` elsewhere. */
+export class Progress {
+  private last = 0;
+  private readonly tty = Boolean(process.stderr.isTTY);
+  constructor(private readonly label: string, private readonly everyMs = 2000) {}
+  update(done: number, total: number, extra = ''): void {
+    const now = Date.now();
+    const final = done >= total;
+    if (!this.tty && !final && now - this.last < this.everyMs) return;
+    if (this.tty && !final && now - this.last < 100) return;
+    this.last = now;
+    const frac = total > 0 ? Math.min(1, done / total) : 0;
+    if (this.tty) {
+      const w = 30;
+      const bar = '█'.repeat(Math.round(frac * w)).padEnd(w, '░');
+      process.stderr.write(`\r${this.label} ${bar} ${(frac * 100).toFixed(0).padStart(3)}% ${done}/${total} ${extra}\x1b[K`);
+      if (final) process.stderr.write('\n');
+    } else {
+      process.stderr.write(`${this.label} ${done}/${total} (${(frac * 100).toFixed(0)}%) ${extra}\n`);
+    }
+  }
+}
+
+/** Parses a comma-separated list of positive integers ("32,128,512"). */
+export function intList(s: string): number[] {
+  const v = s.split(',').map((x) => Number(x.trim()));
+  if (v.some((x) => !Number.isInteger(x) || x <= 0)) throw new FisherLensError('ERR_ARG', `expected positive integers separated by commas, got '${s}'`);
+  return v;
+}
+
+/** Parses a number option with a clear error. */
+export function num(name: string, s: string): number {
+  const v = Number(s);
+  if (!Number.isFinite(v)) throw new FisherLensError('ERR_ARG', `--${name}: expected a number, got '${s}'`);
+  return v;
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+/** The `fisherlens` command. Each subcommand lives in its own file and registers itself here. */
+import { Command } from 'commander';
+import { register as info } from './info';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const pkg = require('../../../package.json') as { version: string };
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('fisherlens')
+    .description('Adversarial robustness of classifiers through the input-space Fisher information')
+    .version(pkg.version)
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride((err) => {
+      // commander's own errors (unknown option, missing argument): one line, exit 2
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      process.exit(2);
+    });
+  for (const reg of [info]) reg(program);
+  return program;
+}
+
+if (require.main === module) {
+  buildProgram().parseAsync(process.argv).catch((e: unknown) => {
+    process.stderr.write(`fisherlens: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,132 @@
+/**
+ * Dataset: images float32 [N, C, H, W] in [0, 1] and labels int64 [N], as native tensors on
+ * their device. Batches are gathered natively by index; no image passes through JavaScript.
+ */
+import { FisherLensError } from '../errors';
+import { Tensor } from '../tensor';
+
+/** One batch: x [B, C, H, W] float32 in [0, 1], y [B] int64. */
+export interface Batch {
+  x: Tensor;
+  y: Tensor;
+  /** Positions of the batch's samples in the dataset [B]. */
+  indices: number[];
+}
+
+export interface BatchOptions {
+  /** Samples per batch (the last batch may be smaller). */
+  batchSize: number;
+  /** Shuffle with a seeded permutation (default false). */
+  shuffle?: boolean;
+  /** Seed of the permutation (default 0). */
+  seed?: number;
+  /** Drop a last incomplete batch (default false). */
+  dropLast?: boolean;
+}
+
+/** A seeded permutation of 0..n-1 (xorshift128+ Fisher–Yates: same seed, same order everywhere). */
+export function permutation(n: number, seed: number): number[] {
+  let s0 = (BigInt(seed) * 0x9e3779b97f4a7c15n + 1n) & 0xffffffffffffffffn;
+  let s1 = (s0 ^ 0xbf58476d1ce4e5b9n) & 0xffffffffffffffffn;
+  const next = (): number => {
+    let x = s0;
+    const y = s1;
+    s0 = y;
+    x ^= (x << 23n) & 0xffffffffffffffffn;
+    s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
+    return Number(((s1 + y) & 0xffffffffffffffffn) >> 11n) / 2 ** 53;
+  };
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+export class Dataset {
+  /** images [N, C, H, W] float32 in [0, 1] */
+  readonly images: Tensor;
+  /** labels [N] int64 in [0, numClasses) */
+  readonly labels: Tensor;
+  readonly numClasses: number;
+  /** A name for reports (e.g. 'fashion-mnist/test'). */
+  readonly name: string;
+
+  constructor(images: Tensor, labels: Tensor, opts: { numClasses?: number; name?: string } = {}) {
+    const s = images.shape;
+    if (s.length !== 4) throw new FisherLensError('ERR_SHAPE', `Dataset: images must be [N, C, H, W], got [${s.join(', ')}]`);
+    const l = labels.shape;
+    if (l.length !== 1 || l[0] !== s[0]) {
+      throw new FisherLensError('ERR_SHAPE', `Dataset: labels must be [${s[0]}], got [${l.join(', ')}]`);
+    }
+    if (labels.dtype !== 'int64') throw new FisherLensError('ERR_DTYPE', `Dataset: labels must be int64, got ${labels.dtype}`);
+    this.images = images;
+    this.labels = labels;
+    this.numClasses = opts.numClasses ?? 10;
+    this.name = opts.name ?? 'dataset';
+  }
+
+  /** Number of samples N. */
+  get size(): number { return this.images.shape[0]; }
+  /** [C, H, W] of one image. */
+  get imageShape(): number[] { return this.images.shape.slice(1); }
+
+  /** The samples at `indices` as a new Dataset (native gather). */
+  subset(indices: number[], name?: string): Dataset {
+    const idx = Tensor.from(BigInt64Array.from(indices.map((i) => BigInt(i))), [indices.length]);
+    try {
+      return new Dataset(this.images.index(idx), this.labels.index(idx), { numClasses: this.numClasses, name: name ?? this.name });
+    } finally {
+      idx.dispose();
+    }
+  }
+
+  /** The first n samples (or all when n ≥ size). */
+  take(n: number): Dataset {
+    return n >= this.size ? this : this.subset(Array.from({ length: n }, (_, i) => i), this.name);
+  }
+
+  /** The batch of the samples at `indices`. */
+  batch(indices: number[]): Batch {
+    const idx = Tensor.from(BigInt64Array.from(indices.map((i) => BigInt(i))), [indices.length]);
+    try {
+      return { x: this.images.index(idx), y: this.labels.index(idx), indices };
+    } finally {
+      idx.dispose();
+    }
+  }
+
+  /** Index lists of the batches of one pass (seeded shuffle when asked). */
+  batchIndices(opts: BatchOptions): number[][] {
+    if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
+      throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${opts.batchSize}`);
+    }
+    const order = opts.shuffle ? permutation(this.size, opts.seed ?? 0) : Array.from({ length: this.size }, (_, i) => i);
+    const out: number[][] = [];
+    for (let i = 0; i < order.length; i += opts.batchSize) {
+      const b = order.slice(i, i + opts.batchSize);
+      if (opts.dropLast && b.length < opts.batchSize) break;
+      out.push(b);
+    }
+    return out;
+  }
+
+  /** Iterates over batches; each batch's tensors are disposed when the loop moves on. */
+  *batches(opts: BatchOptions): Generator<Batch> {
+    for (const idx of this.batchIndices(opts)) {
+      const b = this.batch(idx);
+      try {
+        yield b;
+      } finally {
+        b.x.dispose();
+        b.y.dispose();
+      }
+    }
+  }
+
+  dispose(): void {
+    this.images.dispose();
+    this.labels.dispose();
+  }
+}

@@ -1,0 +1,104 @@
+// Backend facts and settings: versions, CUDA, intra-op threads, BLAS; diagnostic ops used by
+// tests and benchmarks of the async mechanism (noop round trip, abortable spin).
+#include "backend.h"
+#include "common/errors.h"
+#include "common/tensor.h"
+#include "common/worker.h"
+#include <ATen/Parallel.h>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+namespace fl {
+namespace {
+
+// The BLAS shared library this process mapped (e.g. .../openblas-pthread/libblas.so.3)
+std::string loadedBlas() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto pos = line.find('/');
+    if (pos == std::string::npos) continue;
+    std::string path = line.substr(pos);
+    if (path.find("blas") != std::string::npos || path.find("mkl_") != std::string::npos) return path;
+  }
+  return "unknown";
+}
+
+Napi::Value Backend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));
+  bool cuda = torch::cuda::is_available();
+  o.Set("cuda", Napi::Boolean::New(env, cuda));
+  o.Set("cudaDeviceCount", Napi::Number::New(env, cuda ? static_cast<double>(torch::cuda::device_count()) : 0));
+  o.Set("threads", Napi::Number::New(env, at::get_num_threads()));
+  o.Set("blas", Napi::String::New(env, loadedBlas()));
+  o.Set("addonVersion", Napi::String::New(env, FL_ADDON_VERSION));
+  o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
+  return o;
+}
+
+// setThreads(n): LibTorch intra-op threads for every op that starts after this call
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info.Length() >= 1 && info[0].IsNumber(), ERR_ARG, "setThreads(n): expected a positive integer");
+    int n = info[0].As<Napi::Number>().Int32Value();
+    FL_CHECK(n >= 1 && n <= 1024, ERR_ARG, "setThreads(n): expected 1..1024, got ", n);
+    desiredThreads().store(n);
+    at::set_num_threads(n);
+    return info.Env().Undefined();
+  });
+}
+
+// noop(ctl?) -> Promise<number>: a trivial async op (round-trip benchmark); resolves to the
+// intra-op thread count seen on the worker thread
+Napi::Value Noop(const Napi::CallbackInfo& info) {
+  return startOp(info.Env(), info[0], [](OpContext&) -> Finisher {
+    int threads = at::get_num_threads();
+    return [threads](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, threads); };
+  });
+}
+
+// spin(ms, ctl?) -> Promise<number>: works for `ms` milliseconds in 5 ms slices, checking the
+// AbortSignal and reporting progress between slices (tests of abort latency and progress)
+Napi::Value Spin(const Napi::CallbackInfo& info) {
+  double ms = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  return startOp(info.Env(), info[1], [ms](OpContext& ctx) -> Finisher {
+    auto t0 = std::chrono::steady_clock::now();
+    int slices = 0;
+    for (;;) {
+      double el = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (el >= ms) break;
+      ctx.checkAbort();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (++slices % 4 == 0) ctx.report(str("{\"elapsedMs\":", el, "}"));
+    }
+    return [slices](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, slices); };
+  });
+}
+
+}  // namespace
+
+void initThreads() {
+  // LibTorch here defaults to 1 intra-op thread; use the cores unless FISHERLENS_THREADS says
+  int n = static_cast<int>(std::thread::hardware_concurrency());
+  if (const char* env = std::getenv("FISHERLENS_THREADS")) {
+    int v = std::atoi(env);
+    if (v > 0) n = v;
+  }
+  if (n > 0) {
+    desiredThreads().store(n);
+    at::set_num_threads(n);
+  }
+}
+
+void InitBackend(Napi::Env env, Napi::Object exports) {
+  initThreads();
+  exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
+  exports.Set("spin", Napi::Function::New(env, Spin, "spin"));
+}
+
+}  // namespace fl

@@ -1,0 +1,70 @@
+// One AsyncWorker for every op that can take over a millisecond ("baton" pattern): the op's
+// inputs are captured by value on the main thread (tensors and shared_ptrs keep native state
+// alive however the JS wrappers are collected), Execute touches no N-API, and the result is
+// built on the main thread by a Finisher. Abort: a CancelToken checked between iterations.
+// Progress: an optional JS callback fed JSON strings through a ThreadSafeFunction.
+#pragma once
+#include <napi.h>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fl {
+
+class OpContext {
+ public:
+  // Throws FlError(ERR_ABORTED) when the op's AbortSignal fired. Call between iterations.
+  void checkAbort() const;
+  bool aborted() const { return cancel_ && cancel_->load(); }
+  // Sends a progress event (a JSON object as text) to the JS callback, if any; never blocks.
+  void report(const std::string& json) const;
+
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  std::optional<Napi::ThreadSafeFunction> progress_;
+};
+
+using Finisher = std::function<Napi::Value(Napi::Env)>;
+using OpFn = std::function<Finisher(OpContext&)>;
+using Lock = std::shared_ptr<std::mutex>;
+
+// Starts `fn` on the libuv pool and returns a Promise. `ctl` is undefined or
+// { token?: CancelToken, onProgress?: (json: string) => void }. `locks` are held during
+// Execute, so ops on the same model serialise.
+Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> locks = {});
+
+// Convenience for results: a JS object from name/value pairs, built on the main thread.
+Napi::Object makeObject(Napi::Env env);
+
+// Intra-op threads every op runs with (0: LibTorch's default); set by setThreads().
+std::atomic<int>& desiredThreads();
+
+// Registers CancelToken on `exports`.
+void InitWorker(Napi::Env env, Napi::Object exports);
+
+// Throws a JS Error with `code` (for synchronous bindings).
+[[noreturn]] void throwJs(Napi::Env env, const std::string& code, const std::string& message);
+// Runs fn synchronously, mapping any C++ exception to a JS Error with `code`.
+template <typename F>
+auto guard(Napi::Env env, F&& fn) -> decltype(fn());
+
+}  // namespace fl
+
+#include "common/errors.h"
+namespace fl {
+template <typename F>
+auto guard(Napi::Env env, F&& fn) -> decltype(fn()) {
+  std::string code, message;
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    classifyError(std::current_exception(), code, message);
+  }
+  throwJs(env, code, message);
+}
+}  // namespace fl

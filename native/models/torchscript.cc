@@ -1,0 +1,77 @@
+// TorchScript models exported from PyTorch (torch.jit.script / trace + save), loaded with
+// torch::jit::load. They run everywhere a built-in model does, training included.
+// A TorchScript archive runs code: load only archives from trusted sources.
+#include "models/classifier.h"
+#include "common/errors.h"
+#include <torch/script.h>
+#include <fstream>
+
+namespace fl {
+namespace {
+
+class ScriptClassifier : public Classifier {
+ public:
+  ScriptClassifier(torch::jit::Module m, std::string path) : m_(std::move(m)), path_(std::move(path)) {}
+  torch::Tensor forward(const torch::Tensor& x) override {
+    torch::jit::IValue out = m_.forward({x});
+    TORCH_CHECK(out.isTensor(), "the TorchScript model's forward must return a Tensor of logits [B, K], got ",
+                out.tagKind());
+    torch::Tensor z = out.toTensor();
+    TORCH_CHECK(z.dim() == 2 && z.size(0) == x.size(0), "the TorchScript model's forward must return logits [B, K] for B = ",
+                x.size(0), ", got a tensor with ", z.dim(), " dimensions");
+    return z;
+  }
+  std::vector<torch::Tensor> parameters() override {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : m_.parameters()) out.push_back(p);
+    return out;
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> namedState() override {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& p : m_.named_parameters()) out.emplace_back(p.name, p.value);
+    for (const auto& b : m_.named_buffers()) out.emplace_back(b.name, b.value);
+    return out;
+  }
+  void train(bool on) override { m_.train(on); }
+  bool isTraining() const override { return m_.is_training(); }
+  void to(const torch::Device& d) override { m_.to(d); }
+  torch::Device device() const override {
+    for (const auto& p : m_.parameters()) return p.device();
+    return torch::Device(torch::kCPU);
+  }
+  std::string kind() const override { return "torchscript"; }
+  std::string specJson() const override {
+    std::string esc;
+    for (char c : path_) {
+      if (c == '"' || c == '\\') esc += '\\';
+      esc += c;
+    }
+    return "{\"arch\":\"torchscript\",\"path\":\"" + esc + "\"}";
+  }
+  void exportState(const std::string& path) override { m_.save(path); }
+
+ private:
+  torch::jit::Module m_;
+  std::string path_;
+};
+
+}  // namespace
+
+ClassifierPtr loadTorchScript(const std::string& path, const torch::Device& device) {
+  {
+    std::ifstream f(path, std::ios::binary);
+    FL_CHECK(f.good(), ERR_IO, "cannot open TorchScript model '", path, "': no such file or not readable");
+  }
+  torch::jit::Module m;
+  try {
+    m = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw FlError(ERR_FORMAT, str("'", path, "' is not a loadable TorchScript archive (save it with torch.jit.save): ",
+                                  e.what_without_backtrace()));
+  }
+  FL_CHECK(m.find_method("forward").has_value(), ERR_FORMAT, "TorchScript model '", path, "' has no forward method");
+  m.eval();
+  return std::make_shared<ScriptClassifier>(std::move(m), path);
+}
+
+}  // namespace fl

@@ -1,0 +1,10 @@
+// train: see lib/train.ts for the public API.
+#include "capabilities.h"
+#include "common/errors.h"
+#include "common/tensor.h"
+#include "common/worker.h"
+#include "models/model_wrap.h"
+
+namespace fl {
+void InitTrain(Napi::Env env, Napi::Object exports) {}
+}  // namespace fl
