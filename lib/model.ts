@@ -256,6 +256,13 @@ export class Model {
     }
   }
 
+  /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
+  async state(opts?: OpOptions): Promise<Map<string, Tensor>> {
+    const nm = this.native as NativeModel & { state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>> };
+    const r = await runOp(opts, (ctl) => nm.state(ctl));
+    return new Map(Object.entries(r).map(([k, v]) => [k, new Tensor(v)]));
+  }
+
   /** Logits [B, K] [B, C, H, W] (eval mode is the caller's choice; no gradients). */
   async forward(x: Tensor, opts?: OpOptions): Promise<Tensor> {
     return new Tensor(await runOp(opts, (ctl) => this.native.forward(x.native, ctl)));

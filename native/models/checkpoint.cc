@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <atomic>
 #include <map>
 #include <sstream>
 #include <unistd.h>
@@ -185,7 +186,9 @@ void saveCheckpoint(const std::string& path, Classifier& m, const std::string& m
   putLe(header, payload.size(), 8);
   putLe(header, crc(payload.data(), payload.size()), 4);
 
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  // unique per process and call: two saves of one path never share a temporary file
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   FL_CHECK(f != nullptr, ERR_IO, "cannot write checkpoint '", tmp, "': ", std::strerror(errno));
   bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
