@@ -143,9 +143,10 @@ export class Model {
    * [B, C, H, W] pixels in [0, 1] to logits [B, K]. TorchScript archives run code: load only
    * archives from trusted sources.
    */
-  static async load(path: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
+  static async load(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');
-    return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path, device, ctl)));
+    // absolute: a checkpoint of this model records where to reload the archive from
+    return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path.resolve(file), device, ctl)));
   }
 
   /**

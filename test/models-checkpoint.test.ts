@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync, spawnSync } from 'child_process';
 import { Model, Tensor, FisherLensError, evaluate, loadNpy } from '../lib';
+import { addon } from '../lib/native';
 
 const root = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -214,4 +215,16 @@ np.save('${d}/y.npy', rng.integers(0, 10, 50))
   const bad = spawnSync(process.execPath, [cli, 'eval', '--model', ck, '--data', path.join(d, 'nope.npy')], { encoding: 'utf8' });
   t.is(bad.status, 1);
   t.regex(bad.stderr, /^fisherlens: ERR_ARG: /);
+});
+
+test('optimizer state round-trips through the "optimizer" sub-archive (C++ API used by training)', async (t) => {
+  const m = Model.create({ arch: 'small-cnn' });
+  const file = path.join(tmp, 'opt.ckpt');
+  const r = await (addon() as unknown as { __checkpointOptimizerSelfTest(m: unknown, p: string): Promise<{ hasOptimizer: boolean; steps: number; maxDiff: number }> })
+    .__checkpointOptimizerSelfTest(m.native, file);
+  t.true(r.hasOptimizer);
+  t.is(r.steps, 2);
+  t.is(r.maxDiff, 0);
+  const back = await Model.loadCheckpoint(file);
+  t.true(back.checkpoint!.hasOptimizer);
 });
