@@ -101,7 +101,8 @@ export type Activation = 'relu' | 'identity' | 'tanh' | 'softplus' | 'gelu';
 /** Typed spec of a built-in architecture. */
 export interface ModelSpec {
   /** Architecture name: mlp | small-cnn | mnist-net | lenet | vgg11 | vgg13 | vgg16 |
-   * resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 | preact-resnet18. */
+   * resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 (any wrn-<6n+4>-<k>) | preact-resnet18
+   * (docs/models.md lists each with its parameter count). */
   arch: string;
   /** Input channels (default 1). */
   inChannels?: number;
@@ -109,11 +110,11 @@ export interface ModelSpec {
   inputSize?: number;
   /** Number of classes K (default 10). */
   numClasses?: number;
-  /** Width multiplier (resnets; default 1). */
+  /** Channel width multiplier (resnet20-56, preact-resnet18; default 1): the paper's resnet32×10 is width 10. */
   width?: number;
   /** Activation (default relu). */
   activation?: Activation;
-  /** Pooling of VGG variants (default max). */
+  /** Pooling of vgg* and lenet (default max); identity + avg = the paper's "pure linear" VGG13. */
   pool?: 'max' | 'avg';
   /** Hidden layer sizes of mlp (default [256, 256]). */
   hidden?: number[];
