@@ -272,6 +272,8 @@ test('Dataset: augmentedBatches, split, subsets', async (t) => {
   const all = [...a.classCounts()].map((v, k) => v + b.classCounts()[k]);
   t.deepEqual(all, ds.classCounts());
   t.throws(() => ds.split(1.5), { code: 'ERR_ARG' } as never);
+  t.is(ds.device, 'cpu');
+  t.is(ds.to('cpu'), ds);
 });
 
 test('loadData: names, directories and errors', async (t) => {
