@@ -56,9 +56,12 @@ for (const name of NAMES) {
     await m.loadState(ck);
     const z = (await m.forward(x)).toArray() as Float32Array;
     t.true(maxAbsDiff(z, f.logits) < 1e-5, `built-in logits differ by ${maxAbsDiff(z, f.logits)}`);
-    // 3. backward: input gradients through the whole network (exact Fisher), finite and non-negative
-    const fe = await fisherExact(m, x.slice(0, 1));
+    // 3. backward: input gradients through the whole network (exact Fisher), the same through the
+    // TorchScript module and the built-in
+    const x0 = x.slice(0, 1);
+    const [fe, fts] = [await fisherExact(m, x0), await fisherExact(ts, x0)];
     t.true(Number.isFinite(fe.trace[0]) && fe.trace[0] >= 0);
+    t.true(Math.abs(fe.trace[0] - fts.trace[0]) <= 1e-4 * Math.max(1e-6, fe.trace[0]), `tr G: ${fe.trace[0]} vs ${fts.trace[0]}`);
     ts.dispose();
     m.dispose();
     x.dispose();
