@@ -35,6 +35,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   o.Set("threads", Napi::Number::New(env, at::get_num_threads()));
   o.Set("blas", Napi::String::New(env, loadedBlas()));
   o.Set("addonVersion", Napi::String::New(env, FL_ADDON_VERSION));
+  o.Set("tf32", Napi::Boolean::New(env, at::globalContext().allowTF32CuBLAS()));
   o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
   return o;
 }
@@ -95,6 +96,12 @@ void initThreads() {
 
 void InitBackend(Napi::Env env, Napi::Object exports) {
   initThreads();
+  // Fisher spectra and attack gradients need full float32 precision: TF32 matrix products and
+  // convolutions (on by default for cuDNN) change λ_max in the 3rd digit. FISHERLENS_TF32=1 allows them.
+  const char* tf32 = std::getenv("FISHERLENS_TF32");
+  bool allow = tf32 && std::string(tf32) == "1";
+  at::globalContext().setAllowTF32CuDNN(allow);
+  at::globalContext().setAllowTF32CuBLAS(allow);
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
