@@ -1,0 +1,109 @@
+/**
+ * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
+ * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts, lib/metrics.ts). This file is the ONE
+ * place where experiments touch those modules: when one of them changes its signature, only the
+ * matching function below changes.
+ */
+import { Model } from '../model';
+import { Dataset } from '../data/dataset';
+import { fisherExact } from '../fisher';
+import { FisherLensError } from '../errors';
+import type { Science, RunExecutor, FisherArrays } from './executor';
+import { scienceExecutor } from './executor';
+
+/**
+ * Modules that other branches add (models-data: lib/data/index.ts; attacks-train: lib/train.ts,
+ * lib/attacks.ts; fisher-metrics: lib/metrics.ts). They are looked up when a run needs them, so
+ * that a build without one fails with a message naming what is missing rather than at import.
+ */
+function need<T>(modulePath: string, exportName: string, owner: string): T {
+  let mod: Record<string, unknown>;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    mod = require(modulePath) as Record<string, unknown>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+    throw new FisherLensError('ERR_LOAD', `experiments need ${exportName}() from lib/${modulePath.replace('../', '')}.ts (${owner}), which is not in this build`);
+  }
+  const fn = mod[exportName];
+  if (fn === undefined) throw new FisherLensError('ERR_LOAD', `experiments need ${exportName}() from lib/${modulePath.replace('../', '')}.ts (${owner}), which does not export it`);
+  return fn as T;
+}
+
+/** Per-sample exact Fisher over a dataset, batch by batch (PAPER.md §3; eval mode inside fisherExact). */
+export async function fisherOverDataset(model: Model, data: Dataset, opts: { batchSize: number; signal?: AbortSignal }): Promise<FisherArrays> {
+  const lambdaMax: number[] = [];
+  const frobenius: number[] = [];
+  const trace: number[] = [];
+  for (const b of data.batches({ batchSize: opts.batchSize })) {
+    const r = await fisherExact(model, b.x, { signal: opts.signal });
+    lambdaMax.push(...r.lambdaMax);
+    frobenius.push(...r.frobenius);
+    trace.push(...r.trace);
+    r.spectrum.dispose();
+    r.probs.dispose();
+  }
+  return { lambdaMax, frobenius, trace };
+}
+
+/** The real science API bound for the runner. */
+export function defaultScience(): Science<Model, Dataset> {
+  return {
+    async loadData(data, split, opts) {
+      const loadData = need<(spec: unknown, o: unknown) => Promise<Dataset> | Dataset>('../data/index', 'loadData', 'branch models-data');
+      return await loadData(data, { split, labels: data.labels, seed: opts.seed, device: opts.device, signal: opts.signal,
+        limit: split === 'train' ? data.trainSize : data.testSize });
+    },
+    info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
+    take: (d, n) => d.take(n),
+    async createModel(spec, info, opts) {
+      const { name: _name, path: file, ...arch } = spec;
+      const from = (Model as unknown as { from?: (s: unknown, o?: unknown) => Promise<Model> | Model }).from;
+      if (file !== undefined) {
+        if (!from) throw new FisherLensError('ERR_LOAD', 'model.path needs Model.from() (branch models-data), which is not in this build');
+        return await from(file, { device: opts.device });
+      }
+      const full = { ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses };
+      return from ? await from(full, { device: opts.device, seed: opts.seed }) : Model.create(full as never, { device: opts.device });
+    },
+    async train(model, data, opts) {
+      const train = need<(m: Model, d: Dataset, o: unknown) => Promise<{ model: Model }>>('../train', 'train', 'branch attacks-train');
+      const t = opts.config;
+      const r = await train(model, data, {
+        method: t.method, preset: t.preset, epochs: t.epochs, batchSize: t.batchSize, maxBatches: t.maxBatches,
+        optimizer: t.optimizer, schedule: t.schedule, seed: opts.seed,
+        epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm,
+        checkpointEvery: t.checkpointEvery, probe: opts.probe,
+        outDir: opts.dir.dir, resume: opts.resume, signal: opts.signal,
+        onEvent: (e: { type: string; [k: string]: unknown }) => {
+          if (e.type === 'batch') opts.onBatch(e as never);
+          else if (e.type === 'epoch') opts.onEpoch(e as never);
+        },
+      });
+      return r.model;
+    },
+    async evaluate(model, data, attacks, opts) {
+      const evaluate = need<(m: Model, d: Dataset, a: unknown[], o: unknown) => Promise<{ clean: { accuracy: number; crossEntropy: number; count: number }; attacks: Record<string, { accuracy: number }> }>>('../attacks', 'evaluate', 'branch attacks-train');
+      const r = await evaluate(model, data, attacks.map((a) => ({ ...a.attack, name: a.name })), { batchSize: opts.batchSize, seed: opts.seed, signal: opts.signal });
+      return {
+        accuracy: r.clean.accuracy, crossEntropy: r.clean.crossEntropy, count: r.clean.count,
+        attacks: Object.fromEntries(Object.entries(r.attacks).map(([k, v]) => [k, v.accuracy])),
+      };
+    },
+    async fisher(model, data, opts) {
+      if (opts.method !== 'exact') throw new FisherLensError('ERR_ARG', `eval.fisher.method '${opts.method}': only 'exact' is bound in experiments so far`);
+      return fisherOverDataset(model, data, opts);
+    },
+    async cckl(model, data, opts) {
+      const decompose = need<(m: Model, d: Dataset, o: unknown) => Promise<{ cckl: number; jsMean: number; lowerBound: number; nonRobust: number; nonRobustStderr: number; robust: number; nonRobustFraction: number; pairs: number }>>('../metrics', 'ccklDecomposition', 'branch fisher-metrics');
+      const r = await decompose(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
+      return { cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustStderr, robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.pairs };
+    },
+    dispose: (x) => x.dispose(),
+  };
+}
+
+/** The runner's default executor: {@link scienceExecutor} over {@link defaultScience}. */
+export function defaultExecutor(): RunExecutor {
+  return scienceExecutor(defaultScience());
+}
