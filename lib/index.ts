@@ -4,3 +4,9 @@ export { backend, setThreads, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent } from './op';
+export {
+  runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
+  ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,
+  defaultExecutor, RunDir, RunSummary, EpochRecord, SweepProgress,
+} from './experiment';
+export { buildReport, writeReport, loadRuns, Report, ReportOptions } from './report';

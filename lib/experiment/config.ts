@@ -269,7 +269,7 @@ function formatIssues(error: z.ZodError, input: unknown, prefix: (string | numbe
     }
     return `${fmtPath([...prefix, ...issue.path])}: ${msg}${suffix}`;
   });
-  return lines.join('\n');
+  return lines.join('; ');
 }
 
 /** The sub-schema at a path of an object schema (best effort; null when unknown). */

@@ -91,6 +91,18 @@ export function resolveConfig(config: ExperimentConfig | ExperimentInput | strin
   return typeof config === 'string' ? loadConfig(config) : validateExperiment(config);
 }
 
+/** expandRuns, with the config file's name in front of an error when the config came from a file. */
+function expand(cfg: ExperimentConfig, source: unknown, device?: string): ResolvedRun[] {
+  try {
+    return expandRuns(cfg, { device });
+  } catch (e) {
+    if (typeof source === 'string' && e instanceof FisherLensError && e.code === 'ERR_CONFIG') {
+      throw new FisherLensError('ERR_CONFIG', `${path.basename(source)}: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
 /** Default output folder of a config. */
 export function defaultOut(config: ExperimentConfig): string {
   return config.out ?? path.join('runs', config.name);
@@ -104,7 +116,7 @@ export function defaultOut(config: ExperimentConfig): string {
 export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
-  const runs = expandRuns(cfg, { device: opts.device });
+  const runs = expand(cfg, config, opts.device);
   const emit = (e: ExperimentEvent) => {
     try { opts.onEvent?.(e); } catch { /* a throwing listener must not break the sweep */ }
   };
@@ -217,5 +229,5 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
 export function planExperiment(config: ExperimentConfig | ExperimentInput | string, opts: { out?: string; device?: string } = {}): { out: string; runs: { run: ResolvedRun; state: RunState }[] } {
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
-  return { out, runs: expandRuns(cfg, { device: opts.device }).map((run) => ({ run, state: fs.existsSync(out) ? RunDir.of(out, run.id).state() : 'new' })) };
+  return { out, runs: expand(cfg, config, opts.device).map((run) => ({ run, state: fs.existsSync(out) ? RunDir.of(out, run.id).state() : 'new' })) };
 }

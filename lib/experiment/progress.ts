@@ -1,0 +1,114 @@
+/**
+ * Sweep progress on stderr: one bar over the whole sweep on a terminal (cli-progress), plain
+ * lines elsewhere (run start/end, each epoch, and the overall share at most every `everyMs`).
+ */
+import * as cliProgress from 'cli-progress';
+import type { ExperimentEvent } from './runner';
+
+function pct(x: number | undefined): string {
+  return x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(1)}%`;
+}
+
+export interface SweepProgressOptions {
+  /** Force the terminal bar (true) or plain lines (false); default: stderr is a TTY. */
+  tty?: boolean;
+  /** Plain mode: at most one progress line per this many ms (default 10000). */
+  everyMs?: number;
+  stream?: NodeJS.WriteStream;
+}
+
+/** Turns ExperimentEvents into a progress display; pass `progress.onEvent` to runExperiment. */
+export class SweepProgress {
+  private bar: cliProgress.SingleBar | null = null;
+  private last = 0;
+  private readonly tty: boolean;
+  private readonly stream: NodeJS.WriteStream;
+  private readonly everyMs: number;
+
+  constructor(opts: SweepProgressOptions = {}) {
+    this.stream = opts.stream ?? process.stderr;
+    this.tty = opts.tty ?? Boolean(this.stream.isTTY);
+    this.everyMs = opts.everyMs ?? 10000;
+  }
+
+  private line(s: string): void {
+    if (this.bar) this.bar.stop();
+    this.stream.write(s + '\n');
+    if (this.bar) this.bar.start(1000, Math.round(this.lastOverall * 1000), this.payload);
+  }
+
+  private lastOverall = 0;
+  private payload = { run: '', detail: '' };
+
+  readonly onEvent = (e: ExperimentEvent): void => {
+    switch (e.type) {
+      case 'plan': {
+        const done = e.runs.filter((r) => r.state === 'finished').length;
+        const resumable = e.runs.filter((r) => r.state === 'resumable').length;
+        this.stream.write(`fisherlens: ${e.runs.length} runs in ${e.out} (${done} finished, ${resumable} to resume, ${e.runs.length - done - resumable} to start)\n`);
+        const total = e.runs.reduce((s, r) => s + r.cost, 0) || 1;
+        this.lastOverall = e.runs.filter((r) => r.state === 'finished').reduce((s, r) => s + r.cost, 0) / total;
+        if (this.tty) {
+          this.bar = new cliProgress.SingleBar({
+            format: 'sweep {bar} {percentage}% | ETA {eta_formatted} | {run} {detail}',
+            barCompleteChar: '█', barIncompleteChar: '░', hideCursor: true, clearOnComplete: false,
+            stream: this.stream, etaBuffer: 50, fps: 5,
+          });
+          this.bar.start(1000, Math.round(this.lastOverall * 1000), this.payload);
+        }
+        break;
+      }
+      case 'run-skip':
+        if (e.reason === 'finished') this.line(`[${e.index + 1}/${e.total}] ${e.runId}: finished earlier, skipped`);
+        break;
+      case 'run-start':
+        this.payload = { run: `[${e.index + 1}/${e.total}] ${e.runId}`, detail: '' };
+        this.line(`[${e.index + 1}/${e.total}] ${e.runId}: ${e.resume ? 'resuming from its checkpoint' : 'starting'}`);
+        break;
+      case 'progress': {
+        this.lastOverall = e.overall;
+        const detail = e.phase === 'train'
+          ? `epoch ${e.epoch}/${e.epochs} batch ${e.batch}/${e.batches}${e.loss !== undefined ? ` loss ${e.loss.toFixed(3)}` : ''}${e.accuracy !== undefined ? ` acc ${pct(e.accuracy)}` : ''}`
+          : e.phase === 'eval' ? `evaluating${e.step ? ` (${e.step})` : ''}` : 'loading data';
+        this.payload = { run: this.payload.run, detail };
+        if (this.bar) this.bar.update(Math.round(e.overall * 1000), this.payload);
+        else {
+          const now = Date.now();
+          if (now - this.last >= this.everyMs) {
+            this.last = now;
+            this.stream.write(`  ${(e.overall * 100).toFixed(0)}% of the sweep; ${e.runId}: ${detail}\n`);
+          }
+        }
+        break;
+      }
+      case 'epoch': {
+        const r = e.record;
+        this.line(`  ${e.runId} epoch ${r.epoch}: test acc ${pct(r.testAccuracy)}, mean ‖G‖_F ${r.fisherFrobeniusMean?.toPrecision(4) ?? '–'}${r.seconds !== undefined ? `, ${r.seconds.toFixed(1)} s` : ''}`);
+        break;
+      }
+      case 'run-end': {
+        const s = e.summary;
+        const att = Object.entries(s.attacks).map(([k, v]) => `${k} ${pct(v)}`).join(', ');
+        this.line(`  ${e.runId}: done in ${s.seconds.toFixed(0)} s: clean ${pct(s.accuracy)}${att ? `, ${att}` : ''}` +
+          `${s.fisher ? `, mean ‖G‖_F ${s.fisher.frobeniusMean.toPrecision(4)}` : ''}${s.cckl ? `, CCKL ${s.cckl.cckl.toPrecision(4)} (N/CCKL ${pct(s.cckl.nonRobustFraction)})` : ''}`);
+        break;
+      }
+      case 'run-error':
+        this.line(`  ${e.runId}: FAILED: ${e.error.code ? e.error.code + ': ' : ''}${e.error.message.split('\n')[0]}`);
+        break;
+      case 'done':
+        if (this.bar) {
+          if (!e.result.aborted) this.bar.update(1000, { run: '', detail: 'done' });
+          this.bar.stop();
+          this.bar = null;
+        }
+        break;
+    }
+  };
+
+  /** Stops the bar (e.g. before printing an error). */
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}
