@@ -4,6 +4,11 @@ export { backend, setThreads, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent } from './op';
+export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './model';
+export {
+  Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
+  loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir,
+} from './data';
 export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,

@@ -2,6 +2,7 @@
 /** The `fisherlens` command. Each subcommand lives in its own file and registers itself here. */
 import { Command } from 'commander';
 import { register as info } from './info';
+import { register as evalCmd } from './eval';
 import { register as run } from './run';
 import { register as report } from './report';
 import { register as demo } from './demo';
@@ -21,7 +22,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info, run, report, demo]) reg(program);
+  for (const reg of [info, evalCmd, run, report, demo]) reg(program);
   return program;
 }
 
