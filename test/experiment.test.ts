@@ -92,8 +92,9 @@ test('grid expansion: defaults ← entry ← grid point, per seed, with stable r
 test('the shipped configs validate: demo (6 runs) and the paper\'s CIFAR-10 table (TRADES settings, PGD-20, CW)', (t) => {
   const demo = expandRuns(loadConfig(path.join(root, 'configs', 'demo.yaml')));
   t.deepEqual(demo.map((r) => r.id), ['small-cnn_natural_seed0', 'small-cnn_pgd-at_seed0', 'small-cnn_trades_seed0',
-    'vgg-pure-linear_trades_seed0', 'vgg-half-linear_trades_seed0', 'vgg-normal_trades_seed0']);
+    'pure-linear_trades_seed0', 'half-linear_trades_seed0', 'normal_trades_seed0']);
   t.true(demo.every((r) => r.data.dataset === 'fashion-mnist'));
+  t.deepEqual(demo.map((r) => r.train.method), ['natural', 'pgd-at', 'trades', 'trades', 'trades', 'trades']);
   t.deepEqual(demo.slice(3).map((r) => [r.model.activation, r.model.pool]), [['identity', 'avg'], ['identity', 'max'], ['relu', 'max']]);
   const paper = expandRuns(loadConfig(path.join(root, 'configs', 'paper-cifar10.yaml')));
   t.is(paper.length, 5);

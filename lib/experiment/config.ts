@@ -31,8 +31,6 @@ export const DataSchema = z.object({
   dataset: z.enum(DATASETS),
   /** Folder of the dataset files (default: the Debian package's folder for (fashion-)mnist). */
   root: z.string().optional(),
-  /** Keep only these classes (relabelled 0..k-1 by the loader). */
-  labels: z.array(nonNegInt).nonempty().optional(),
   /** Training images used (a seeded, class-balanced-by-chance subset; default all). */
   trainSize: posInt.optional(),
   /** Test images used for the final evaluation (the first N of the test split; default all). */
@@ -47,7 +45,8 @@ export const DataSchema = z.object({
     trainSize: posInt.default(256),
     testSize: posInt.default(128),
   }).strict().optional(),
-}).strict();
+}).strict().refine((d) => d.root !== undefined || d.dataset === 'fashion-mnist' || d.dataset === 'synthetic',
+  { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] });
 
 /** A built-in architecture (lib/model.ts ModelSpec) or a saved model (`path`). */
 export const ModelSchema = z.object({

@@ -4,8 +4,9 @@
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */
-import { Model } from '../model';
-import { Dataset } from '../data/dataset';
+import { Model, ModelSpec } from '../model';
+import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
+import type { DataConfig } from './config';
 import { fisherExact } from '../fisher';
 import { FisherLensError } from '../errors';
 import type { Science, RunExecutor, FisherArrays } from './executor';
@@ -46,25 +47,63 @@ export async function fisherOverDataset(model: Model, data: Dataset, opts: { bat
   return { lambdaMax, frobenius, trace };
 }
 
+/**
+ * The configured split: fashion-mnist (data.root, else $FISHERLENS_FASHION_MNIST, else Debian's
+ * /usr/share/datasets/fashion-mnist), mnist / cifar10 (data.root), or the synthetic stand-in (one
+ * seeded Gaussian-class set of trainSize + testSize images cut into train and test, so both share
+ * the class structure). trainSize keeps a seeded random subset of the training split; testSize the
+ * first images of the test split.
+ */
+export async function loadRunData(data: DataConfig, split: 'train' | 'test', opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  let full: Dataset;
+  if (data.dataset === 'synthetic') {
+    const s = data.synthetic ?? { channels: 3, size: 32, classes: 10, trainSize: 256, testSize: 128 };
+    const all = await synthetic({ kind: 'gaussian', n: s.trainSize + s.testSize, numClasses: s.classes, channels: s.channels, size: s.size, seed: opts.seed, signal: opts.signal });
+    const idx = split === 'train' ? range(0, s.trainSize) : range(s.trainSize, s.trainSize + s.testSize);
+    full = all.subset(idx, `synthetic/${split}`);
+    all.dispose();
+  } else if (data.dataset === 'fashion-mnist') {
+    full = await fashionMnist({ split, dir: data.root, signal: opts.signal });
+  } else if (data.dataset === 'mnist') {
+    full = await mnist(requireRoot(data), { split, signal: opts.signal });
+  } else {
+    full = await cifar10(requireRoot(data), split, { signal: opts.signal });
+  }
+  const keep = split === 'train' ? data.trainSize : data.testSize;
+  if (keep === undefined || keep >= full.size) return moveTo(full, opts.device);
+  const idx = split === 'train' ? permutation(full.size, opts.seed).slice(0, keep) : range(0, keep);
+  const sub = full.subset(idx, full.name);
+  full.dispose();
+  return moveTo(sub, opts.device);
+}
+
+function range(a: number, b: number): number[] {
+  return Array.from({ length: b - a }, (_, i) => a + i);
+}
+
+function requireRoot(data: DataConfig): string {
+  if (!data.root) throw new FisherLensError('ERR_CONFIG', `data.root: required for dataset '${data.dataset}' (the folder of its files)`);
+  return data.root;
+}
+
+function moveTo(d: Dataset, device: string): Dataset {
+  if (device === 'cpu') return d;
+  const moved = new Dataset(d.images.to(device), d.labels.to(device), { numClasses: d.numClasses, name: d.name });
+  d.dispose();
+  return moved;
+}
+
 /** The real science API bound for the runner. */
 export function defaultScience(): Science<Model, Dataset> {
   return {
-    async loadData(data, split, opts) {
-      const loadData = need<(spec: unknown, o: unknown) => Promise<Dataset> | Dataset>('../data/index', 'loadData', 'branch models-data');
-      return await loadData(data, { split, labels: data.labels, seed: opts.seed, device: opts.device, signal: opts.signal,
-        limit: split === 'train' ? data.trainSize : data.testSize });
-    },
+    loadData: loadRunData,
     info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
     take: (d, n) => d.take(n),
     async createModel(spec, info, opts) {
       const { name: _name, path: file, ...arch } = spec;
-      const from = (Model as unknown as { from?: (s: unknown, o?: unknown) => Promise<Model> | Model }).from;
-      if (file !== undefined) {
-        if (!from) throw new FisherLensError('ERR_LOAD', 'model.path needs Model.from() (branch models-data), which is not in this build');
-        return await from(file, { device: opts.device });
-      }
-      const full = { ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses };
-      return from ? await from(full, { device: opts.device, seed: opts.seed }) : Model.create(full as never, { device: opts.device });
+      if (file !== undefined) return Model.from(file, { device: opts.device });
+      return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
+        { device: opts.device });
     },
     async train(model, data, opts) {
       const train = need<(m: Model, d: Dataset, o: unknown) => Promise<{ model: Model }>>('../train', 'train', 'branch attacks-train');

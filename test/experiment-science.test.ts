@@ -1,0 +1,50 @@
+import test from 'ava';
+import { loadRunData, fisherOverDataset, defaultScience } from '../lib/experiment/science';
+import { DataSchema, ModelSchema } from '../lib/experiment/config';
+import { fisherExact } from '../lib/fisher';
+import { fashionMnistDir } from '../lib/data';
+import * as fs from 'fs';
+
+test('loadRunData: seeded train subset, first-N test subset, synthetic split shares one class structure', async (t) => {
+  const syn = DataSchema.parse({ dataset: 'synthetic', synthetic: { channels: 3, size: 8, classes: 4, trainSize: 40, testSize: 12 }, trainSize: 30 });
+  const tr = await loadRunData(syn, 'train', { seed: 3, device: 'cpu' });
+  const te = await loadRunData(syn, 'test', { seed: 3, device: 'cpu' });
+  t.deepEqual([tr.size, ...tr.imageShape, tr.numClasses], [30, 3, 8, 8, 4]);
+  t.is(te.size, 12);
+  const tr2 = await loadRunData(syn, 'train', { seed: 3, device: 'cpu' });
+  t.deepEqual(Array.from(tr2.labels.toNumbers()), Array.from(tr.labels.toNumbers()), 'same seed, same subset');
+  const tr3 = await loadRunData(syn, 'train', { seed: 4, device: 'cpu' });
+  t.notDeepEqual(Array.from(tr3.images.toArray() as Float32Array).slice(0, 50), Array.from(tr.images.toArray() as Float32Array).slice(0, 50));
+  for (const d of [tr, te, tr2, tr3]) d.dispose();
+});
+
+test('loadRunData: Fashion-MNIST from the Debian package', async (t) => {
+  if (!fs.existsSync(fashionMnistDir())) return t.pass('Fashion-MNIST not installed');
+  const d = DataSchema.parse({ dataset: 'fashion-mnist', trainSize: 500, testSize: 100 });
+  const tr = await loadRunData(d, 'train', { seed: 0, device: 'cpu' });
+  const te = await loadRunData(d, 'test', { seed: 0, device: 'cpu' });
+  t.deepEqual([tr.size, ...tr.imageShape], [500, 1, 28, 28]);
+  t.is(te.size, 100);
+  const counts = new Array(10).fill(0);
+  for (const y of tr.labels.toNumbers()) counts[y]++;
+  t.true(counts.every((c) => c > 20), `a random subset covers every class: ${counts}`);
+  tr.dispose();
+  te.dispose();
+});
+
+test('createModel takes shapes from the data; fisherOverDataset equals fisherExact on the whole set', async (t) => {
+  const sci = defaultScience();
+  const syn = DataSchema.parse({ dataset: 'synthetic', synthetic: { channels: 1, size: 28, classes: 10, trainSize: 10, testSize: 37 } });
+  const te = await sci.loadData(syn, 'test', { seed: 0, device: 'cpu' });
+  const model = await sci.createModel(ModelSchema.parse({ arch: 'lenet', activation: 'identity', pool: 'avg' }), sci.info(te), { seed: 0, device: 'cpu' });
+  t.like(model.spec, { arch: 'lenet', inChannels: 1, inputSize: 28, numClasses: 10, activation: 'identity', pool: 'avg' });
+  const f = await fisherOverDataset(model, te, { batchSize: 16 });
+  t.is(f.lambdaMax.length, 37);
+  const ref = await fisherExact(model, te.images);
+  for (let i = 0; i < 37; i++) {
+    t.true(Math.abs(f.lambdaMax[i] - ref.lambdaMax[i]) <= 1e-6 * Math.max(1, ref.lambdaMax[i]));
+    t.true(Math.abs(f.frobenius[i] - ref.frobenius[i]) <= 1e-6 * Math.max(1, ref.frobenius[i]));
+  }
+  model.dispose();
+  te.dispose();
+});
