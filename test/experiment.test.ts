@@ -256,3 +256,12 @@ test('CLI: SIGINT stops with exit 130 keeping finished runs; the same command re
   t.is((JSON.parse(rep.stdout) as { finished: number }).finished, 3);
   t.is(runCli(['report', path.join(dir, 'missing')]).status, 1);
 });
+
+test('an environment error (ERR_LOAD, ERR_DEVICE) stops the sweep instead of failing every run', async (t) => {
+  const out = tmp('env');
+  const sci = fakeScience();
+  sci.train = async () => { throw Object.assign(new Error('experiments need train() from lib/train.ts'), { code: 'ERR_LOAD' }); };
+  await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(sci) }), { message: /need train\(\)/ });
+  t.false(fs.existsSync(RunDir.of(out, 'small-cnn_natural_seed0').error));
+  t.is(RunDir.of(out, 'small-cnn_trades_seed0').state(), 'new');
+});

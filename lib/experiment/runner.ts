@@ -86,6 +86,9 @@ function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
   return rest;
 }
 
+/** Errors of the environment (a missing module, no CUDA) rather than of a run: they stop the sweep. */
+const ENVIRONMENT_ERRORS = new Set(['ERR_LOAD', 'ERR_DEVICE']);
+
 /** Resolves a config argument: a path (YAML/JSON), a parsed object (validated) or a validated config. */
 export function resolveConfig(config: ExperimentConfig | ExperimentInput | string): ExperimentConfig {
   return typeof config === 'string' ? loadConfig(config) : validateExperiment(config);
@@ -205,6 +208,10 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
       emit({ type: 'run-end', runId: run.id, summary });
     } catch (e) {
       const err: Error & { code?: string } = e instanceof Error ? e : new Error(String(e));
+      if (err.code !== undefined && ENVIRONMENT_ERRORS.has(err.code)) {
+        // the same failure would hit every run: stop the sweep, record nothing against this run
+        throw err;
+      }
       if (err.code === 'ERR_ABORTED' || opts.signal?.aborted) {
         result.aborted = true;
         result.runs.push({ id: run.id, status: 'aborted' });
