@@ -8,7 +8,8 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadConfig, ExperimentInput } from '../lib/experiment/config';
+import { loadConfig, ExperimentInput, DataSchema, ModelSchema } from '../lib/experiment/config';
+import { defaultScience } from '../lib/experiment/science';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunDir } from '../lib/experiment/rundir';
 import { writeReport } from '../lib/report';
@@ -16,6 +17,18 @@ import { writeReport } from '../lib/report';
 const root = path.join(__dirname, '..', '..');
 const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', `${m}.js`)));
 const maybe = ready ? test.serial : test.skip;
+
+maybe('createModel takes channels, size and classes from the data, seeded', async (t) => {
+  const sci = defaultScience();
+  const syn = DataSchema.parse({ dataset: 'synthetic', synthetic: { channels: 3, size: 16, classes: 4, trainSize: 10, testSize: 5 } });
+  const te = await sci.loadData(syn, 'test', { seed: 0, device: 'cpu' });
+  const spec = ModelSchema.parse({ arch: 'lenet', activation: 'identity', pool: 'avg' });
+  const a = await sci.createModel(spec, sci.info(te), { seed: 5, device: 'cpu' });
+  const b = await sci.createModel(spec, sci.info(te), { seed: 5, device: 'cpu' });
+  t.like(a.spec, { arch: 'lenet', inChannels: 3, inputSize: 16, numClasses: 4, activation: 'identity', pool: 'avg' });
+  t.deepEqual((await a.forward(te.images)).toNumbers(), (await b.forward(te.images)).toNumbers(), 'same seed, same weights');
+  for (const x of [a, b, te]) x.dispose();
+});
 
 maybe('configs/paper-cifar10.yaml runs a few batches of every model on a synthetic CIFAR stand-in', async (t) => {
   const cfg = loadConfig(path.join(root, 'configs', 'paper-cifar10.yaml'));

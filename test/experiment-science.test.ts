@@ -1,6 +1,7 @@
 import test from 'ava';
-import { loadRunData, fisherOverDataset, defaultScience } from '../lib/experiment/science';
-import { DataSchema, ModelSchema } from '../lib/experiment/config';
+import { loadRunData, fisherOverDataset, trainSchedule, attackParams } from '../lib/experiment/science';
+import { DataSchema, TrainSchema, AttackSchema } from '../lib/experiment/config';
+import { Model } from '../lib/model';
 import { fisherExact } from '../lib/fisher';
 import { fashionMnistDir } from '../lib/data';
 import * as fs from 'fs';
@@ -32,12 +33,10 @@ test('loadRunData: Fashion-MNIST from the Debian package', async (t) => {
   te.dispose();
 });
 
-test('createModel takes shapes from the data; fisherOverDataset equals fisherExact on the whole set', async (t) => {
-  const sci = defaultScience();
+test('fisherOverDataset equals fisherExact on the whole set', async (t) => {
   const syn = DataSchema.parse({ dataset: 'synthetic', synthetic: { channels: 1, size: 28, classes: 10, trainSize: 10, testSize: 37 } });
-  const te = await sci.loadData(syn, 'test', { seed: 0, device: 'cpu' });
-  const model = await sci.createModel(ModelSchema.parse({ arch: 'lenet', activation: 'identity', pool: 'avg' }), sci.info(te), { seed: 0, device: 'cpu' });
-  t.like(model.spec, { arch: 'lenet', inChannels: 1, inputSize: 28, numClasses: 10, activation: 'identity', pool: 'avg' });
+  const te = await loadRunData(syn, 'test', { seed: 0, device: 'cpu' });
+  const model = Model.create({ arch: 'lenet', activation: 'identity', pool: 'avg', inChannels: 1, inputSize: 28, numClasses: 10 });
   const f = await fisherOverDataset(model, te, { batchSize: 16 });
   t.is(f.lambdaMax.length, 37);
   const ref = await fisherExact(model, te.images);
@@ -47,4 +46,15 @@ test('createModel takes shapes from the data; fisherOverDataset equals fisherExa
   }
   model.dispose();
   te.dispose();
+});
+
+test('config → lib/train.ts schedule and lib/attacks.ts parameters', (t) => {
+  const tr = (o: object) => TrainSchema.parse({ method: 'trades', epochs: 10, ...o });
+  t.deepEqual(trainSchedule(tr({})), { type: 'constant', warmupEpochs: 0 });
+  t.deepEqual(trainSchedule(tr({ schedule: { type: 'step', stepSize: 4, gamma: 0.5 } })), { type: 'multistep', milestones: [4, 8], gamma: 0.5, warmupEpochs: 0 });
+  t.deepEqual(trainSchedule(tr({ schedule: { type: 'multistep', milestones: [75] } })), { type: 'multistep', milestones: [75], gamma: 0.1, warmupEpochs: 0 });
+  t.deepEqual(trainSchedule(tr({ schedule: { type: 'cosine', warmupEpochs: 1 } })), { type: 'cosine', minFactor: 0, warmupEpochs: 1 });
+  t.deepEqual(attackParams(AttackSchema.parse({ type: 'cw', epsilon: 0.031, stepSize: 0.003, steps: 20, confidence: 50 }), 3),
+    { kind: 'cw', norm: 'linf', epsilon: 0.031, restarts: 1, seed: 3, stepSize: 0.003, steps: 20, kappa: 50 });
+  t.deepEqual(attackParams(AttackSchema.parse({ type: 'fgsm', epsilon: 0.1 }), 0), { kind: 'fgsm', norm: 'linf', epsilon: 0.1, restarts: 1, seed: 0 });
 });

@@ -37,7 +37,7 @@ function writeFixture(): { dir: string; summaries: Map<string, RunSummary> } {
     writeJsonAtomic(rd.config, run);
     const [acc, pgd, cw, fro, frac] = known[run.id];
     for (let e = 1; e <= 3; e++) {
-      appendJsonl(rd.metrics, { epoch: e, trainLoss: 2 / e, trainAccuracy: acc * e / 3.2, testAccuracy: acc * e / 3, fisherFrobeniusMean: fro * e / 3, fisherFrobeniusMedian: fro * e / 4, lambdaMaxMean: fro * e / 3.5 });
+      appendJsonl(rd.metrics, { epoch: e, trainLoss: 2 / e, trainAccuracy: acc * e / 3.2, probeAccuracy: acc * e / 3, fisherFrobeniusMean: fro * e / 3, fisherFrobeniusMedian: fro * e / 4, fisherLambdaMaxMean: fro * e / 3.5 });
     }
     const lambdaMax = Array.from({ length: 50 }, (_, i) => fro * (0.2 + (i * 37 % 50) / 25));
     const cckl = 3 + k * 0.5;

@@ -19,7 +19,6 @@ export const ARCHS = [
 export const METHODS = ['natural', 'pgd-at', 'trades'] as const;
 export const ATTACKS = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'] as const;
 export const FISHER_METHODS = ['exact', 'lanczos', 'power', 'hutchinson'] as const;
-export const PRESETS = ['trades-cifar10', 'trades-mnist', 'madry-cifar10', 'fashion-mnist-cpu'] as const;
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -64,7 +63,7 @@ export const ModelSchema = z.object({
 }).strict().refine((m) => m.arch !== undefined || m.path !== undefined, { message: 'expected `arch` (a built-in architecture) or `path` (a saved model)' });
 
 export const OptimizerSchema = z.object({
-  type: z.enum(['sgd', 'adam']).default('sgd'),
+  type: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
   lr: z.number().positive().default(0.05),
   momentum: z.number().min(0).max(1).default(0.9),
   weightDecay: z.number().nonnegative().default(5e-4),
@@ -78,15 +77,15 @@ export const ScheduleSchema = z.object({
   /** step: every `stepSize` epochs. */
   stepSize: posInt.optional(),
   gamma: z.number().positive().default(0.1),
+  /** cosine: final factor of the base lr (default 0). */
+  minFactor: z.number().min(0).max(1).optional(),
   /** Linear warm-up epochs. */
-  warmup: nonNegInt.default(0),
+  warmupEpochs: z.number().nonnegative().default(0),
 }).strict();
 
 /** Training: method and its parameters (ε, step, steps, β are in pixel units, L∞ unless `norm`). */
 export const TrainSchema = z.object({
   method: z.enum(METHODS),
-  /** A training preset of lib/train.ts; explicit fields override it. */
-  preset: z.enum(PRESETS).optional(),
   epochs: nonNegInt.default(5),
   batchSize: posInt.default(128),
   /** Stop each epoch after this many batches (smoke tests of large configs). */
@@ -100,8 +99,19 @@ export const TrainSchema = z.object({
   /** TRADES trade-off β. */
   beta: z.number().nonnegative().optional(),
   norm: z.enum(['linf', 'l2']).default('linf'),
-  /** Save a checkpoint every k epochs (default 1: resume loses at most one epoch). */
-  checkpointEvery: posInt.default(1),
+  /** Random crop with zero padding and horizontal flip (CIFAR; default none). */
+  augment: z.object({ cropPad: nonNegInt.default(4), flip: z.boolean().default(true) }).strict().optional(),
+  /** What is tracked on the probe after every epoch (metrics.jsonl). */
+  track: z.object({
+    /** Mean/median Fisher Frobenius norm and λ_max (default true). */
+    fisher: z.boolean().default(true),
+    /** CCKL over the probe (default true). */
+    cckl: z.boolean().default(true),
+    /** CCKL's non-robust fraction N / CCKL (sampled pairs; default false: it costs one JVP per pair). */
+    nonRobust: z.boolean().default(false),
+    /** Probe accuracy under this attack every epoch (default none). */
+    attack: z.lazy(() => AttackSchema).optional(),
+  }).strict().default({}),
 }).strict();
 
 export const AttackSchema = z.object({

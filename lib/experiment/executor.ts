@@ -89,7 +89,7 @@ export interface Science<M, D> {
   /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
     opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
-    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number> }>;
+    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
@@ -146,8 +146,13 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
       ctx.progress({ phase: 'load', fraction: 0 });
       const owned: (M | D)[] = [];
       try {
-        const trainData = await science.loadData(run.data, 'train', { seed, device: run.device, signal });
+        let trainData: D = await science.loadData(run.data, 'train', { seed, device: run.device, signal });
         owned.push(trainData);
+        if (run.train.maxBatches !== undefined) {
+          // smoke runs: an epoch of at most maxBatches batches = the first maxBatches × batchSize samples
+          const cut = science.take(trainData, run.train.maxBatches * run.train.batchSize);
+          if (cut !== trainData) { owned.push(cut); trainData = cut; }
+        }
         const testData = await science.loadData(run.data, 'test', { seed, device: run.device, signal });
         owned.push(testData);
         checkAbort(signal);
@@ -204,6 +209,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           accuracy: acc.accuracy,
           crossEntropy: acc.crossEntropy,
           attacks: acc.attacks,
+          ...(acc.worstCaseAccuracy !== undefined ? { worstCaseAccuracy: acc.worstCaseAccuracy } : {}),
           fisher: summariseFisher(ev.fisher.method, f),
           cckl: { samples: science.info(ccklData).size, ...c },
           epochs: t.epochs,

@@ -83,7 +83,7 @@ export class SweepProgress {
       }
       case 'epoch': {
         const r = e.record;
-        this.line(`  ${e.runId} epoch ${r.epoch}: test acc ${pct(r.testAccuracy)}, mean ‖G‖_F ${r.fisherFrobeniusMean?.toPrecision(4) ?? '–'}${r.seconds !== undefined ? `, ${r.seconds.toFixed(1)} s` : ''}`);
+        this.line(`  ${e.runId} epoch ${r.epoch}: probe acc ${pct(r.probeAccuracy)}, mean ‖G‖_F ${r.fisherFrobeniusMean?.toPrecision(4) ?? '–'}${r.seconds !== undefined ? `, ${r.seconds.toFixed(1)} s` : ''}`);
         break;
       }
       case 'run-end': {

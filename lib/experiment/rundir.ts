@@ -40,20 +40,24 @@ export interface EpochRecord {
   trainLoss?: number;
   trainAccuracy?: number;
   /** Probe (test-subset) accuracy and cross-entropy (nats). */
-  testAccuracy?: number;
-  testCrossEntropy?: number;
+  probeAccuracy?: number;
+  probeCrossEntropy?: number;
   /** Mean and median ‖G_x‖_F over the probe. */
   fisherFrobeniusMean?: number;
   fisherFrobeniusMedian?: number;
   /** Mean and median λ_max(G_x) over the probe. */
-  lambdaMaxMean?: number;
-  lambdaMaxMedian?: number;
+  fisherLambdaMaxMean?: number;
+  fisherLambdaMaxMedian?: number;
+  /** CCKL over the probe (all pairs) and its non-robust fraction N / CCKL (when tracked). */
   cckl?: number;
-  nonRobustFraction?: number;
-  /** Learning rate used in the epoch. */
+  ccklNonRobustFraction?: number;
+  /** Probe accuracy under the tracked attack (when tracked). */
+  robustAccuracy?: number;
+  /** Learning rate at the epoch's last step. */
   lr?: number;
-  /** Wall seconds of the epoch. */
+  /** Wall seconds of the epoch and training throughput. */
   seconds?: number;
+  samplesPerSec?: number;
   [key: string]: number | string | boolean | null | undefined;
 }
 
@@ -101,6 +105,8 @@ export interface RunResult {
   crossEntropy: number;
   /** Accuracy under each configured attack, by attack name (e.g. { pgd: 0.41, cw: 0.38 }). */
   attacks: Record<string, number>;
+  /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
+  worstCaseAccuracy?: number;
   fisher?: FisherSummary;
   cckl?: CcklSummary;
   /** Epochs trained in total. */

@@ -4,12 +4,13 @@
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */
-import { Model, ModelSpec } from '../model';
+import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
 import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
-import type { DataConfig } from './config';
+import type { AttackConfig, DataConfig, TrainConfig } from './config';
+import type { EpochRecord } from './rundir';
 import { fisherExact } from '../fisher';
 import { FisherLensError } from '../errors';
-import type { Science, RunExecutor, FisherArrays } from './executor';
+import type { Science, RunExecutor, FisherArrays, TrainBatchEvent } from './executor';
 import { scienceExecutor } from './executor';
 
 /**
@@ -93,6 +94,49 @@ function moveTo(d: Dataset, device: string): Dataset {
   return moved;
 }
 
+/** The lr schedule in lib/train.ts's form. `step` becomes multistep at every stepSize epochs. */
+export function trainSchedule(t: TrainConfig): Record<string, unknown> {
+  const s = t.schedule;
+  const warmupEpochs = s.warmupEpochs;
+  switch (s.type) {
+    case 'constant': return { type: 'constant', warmupEpochs };
+    case 'cosine': return { type: 'cosine', minFactor: s.minFactor ?? 0, warmupEpochs };
+    case 'multistep': return { type: 'multistep', milestones: s.milestones ?? [], gamma: s.gamma, warmupEpochs };
+    case 'step': {
+      const every = s.stepSize ?? Math.max(1, Math.floor(t.epochs / 3));
+      const milestones: number[] = [];
+      for (let e = every; e < t.epochs; e += every) milestones.push(e);
+      return { type: 'multistep', milestones, gamma: s.gamma, warmupEpochs };
+    }
+  }
+}
+
+/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+export function attackParams(a: AttackConfig, seed: number): Record<string, unknown> {
+  const p: Record<string, unknown> = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+  if (a.stepSize !== undefined) p.stepSize = a.stepSize;
+  if (a.steps !== undefined) p.steps = a.steps;
+  if (a.confidence !== undefined) p[a.type === 'cw' ? 'kappa' : 'confidence'] = a.confidence;
+  return p;
+}
+
+/** Per-epoch CCKL non-robust fraction on the probe (lib/metrics.ts), for lib/train.ts's nonRobustHook. */
+function nonRobustHook(seed: number): (m: Model, probe: Dataset) => Promise<{ nonRobustFraction: number; cckl: number }> {
+  return async (m, probe) => {
+    const r = await ccklSplit(m, probe, { pairs: Math.min(500, probe.size * 4), seed, batchSize: 128 });
+    return { nonRobustFraction: r.nonRobustFraction, cckl: r.cckl };
+  };
+}
+
+interface CcklSplit { cckl: number; jsMean: number; lowerBound: number; nonRobust: number; nonRobustStderr: number; robust: number; nonRobustFraction: number; pairs: number }
+
+/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over sampled pairs (lib/metrics.ts). */
+async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<CcklSplit> {
+  const decompose = need<(m: Model, d: Dataset, o: unknown) => Promise<CcklSplit>>('../metrics', 'ccklDecomposition', 'branch fisher-metrics');
+  const r = await decompose(model, data, opts);
+  return { cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustStderr, robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.pairs };
+}
+
 /** The real science API bound for the runner. */
 export function defaultScience(): Science<Model, Dataset> {
   return {
@@ -102,42 +146,61 @@ export function defaultScience(): Science<Model, Dataset> {
     async createModel(spec, info, opts) {
       const { name: _name, path: file, ...arch } = spec;
       if (file !== undefined) return Model.from(file, { device: opts.device });
+      // seeded initial weights (the global generator; lib/train.ts manualSeed)
+      need<(seed: number) => void>('../train', 'manualSeed', 'branch attacks-train')(opts.seed);
       return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
         { device: opts.device });
     },
     async train(model, data, opts) {
       const train = need<(m: Model, d: Dataset, o: unknown) => Promise<{ model: Model }>>('../train', 'train', 'branch attacks-train');
       const t = opts.config;
+      const track = t.track;
       const r = await train(model, data, {
-        method: t.method, preset: t.preset, epochs: t.epochs, batchSize: t.batchSize, maxBatches: t.maxBatches,
-        optimizer: t.optimizer, schedule: t.schedule, seed: opts.seed,
-        epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm,
-        checkpointEvery: t.checkpointEvery, probe: opts.probe,
+        method: t.method, epochs: t.epochs, batchSize: t.batchSize, seed: opts.seed,
+        optimizer: t.optimizer, schedule: trainSchedule(t),
+        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
+        augment: t.augment,
+        probe: opts.probe, probeSize: opts.probe?.size,
+        track: { fisher: track.fisher, cckl: track.cckl },
+        trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
+        nonRobustHook: track.nonRobust ? nonRobustHook(opts.seed) : undefined,
         outDir: opts.dir.dir, resume: opts.resume, signal: opts.signal,
-        onEvent: (e: { type: string; [k: string]: unknown }) => {
-          if (e.type === 'batch') opts.onBatch(e as never);
-          else if (e.type === 'epoch') opts.onEpoch(e as never);
+        onEvent: (e: { type: string } & Record<string, unknown>) => {
+          if (e.type === 'batch') opts.onBatch(e as unknown as TrainBatchEvent);
+          else if (e.type === 'epoch') {
+            const { type: _t, ...record } = e;
+            opts.onEpoch(record as unknown as EpochRecord);
+          }
         },
       });
       return r.model;
     },
     async evaluate(model, data, attacks, opts) {
-      const evaluate = need<(m: Model, d: Dataset, a: unknown[], o: unknown) => Promise<{ clean: { accuracy: number; crossEntropy: number; count: number }; attacks: Record<string, { accuracy: number }> }>>('../attacks', 'evaluate', 'branch attacks-train');
-      const r = await evaluate(model, data, attacks.map((a) => ({ ...a.attack, name: a.name })), { batchSize: opts.batchSize, seed: opts.seed, signal: opts.signal });
+      // clean accuracy and cross-entropy (lib/model.ts evaluate), then each attack (lib/attacks.ts evaluate)
+      const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
+      opts.onProgress?.(1 / (1 + attacks.length), 'clean');
+      if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
+      const evaluate = need<(m: Model, d: Dataset, a: unknown[], o: unknown) => Promise<{
+        samples: number; accuracy: number; worstCaseAccuracy: number; attacks: { name: string; robustAccuracy: number }[];
+      }>>('../attacks', 'evaluate', 'branch attacks-train');
+      const r = await evaluate(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), {
+        batchSize: opts.batchSize, signal: opts.signal,
+        onBatch: (e: { done: number; total: number }) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
+      });
+      if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
+        throw new FisherLensError('ERR_VALUE', `clean accuracy differs between lib/model evaluate (${clean.accuracy}) and lib/attacks evaluate (${r.accuracy})`);
+      }
       return {
-        accuracy: r.clean.accuracy, crossEntropy: r.clean.crossEntropy, count: r.clean.count,
-        attacks: Object.fromEntries(Object.entries(r.attacks).map(([k, v]) => [k, v.accuracy])),
+        accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,
+        attacks: Object.fromEntries(r.attacks.map((a) => [a.name, a.robustAccuracy])),
+        worstCaseAccuracy: r.worstCaseAccuracy,
       };
     },
     async fisher(model, data, opts) {
       if (opts.method !== 'exact') throw new FisherLensError('ERR_ARG', `eval.fisher.method '${opts.method}': only 'exact' is bound in experiments so far`);
       return fisherOverDataset(model, data, opts);
     },
-    async cckl(model, data, opts) {
-      const decompose = need<(m: Model, d: Dataset, o: unknown) => Promise<{ cckl: number; jsMean: number; lowerBound: number; nonRobust: number; nonRobustStderr: number; robust: number; nonRobustFraction: number; pairs: number }>>('../metrics', 'ccklDecomposition', 'branch fisher-metrics');
-      const r = await decompose(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
-      return { cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustStderr, robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.pairs };
-    },
+    cckl: (model, data, opts) => ccklSplit(model, data, opts),
     dispose: (x) => x.dispose(),
   };
 }

@@ -44,7 +44,7 @@ export const methodName = (m: string): string => METHOD_NAMES[m] ?? m;
 export function trainingCurves(runs: ReportRun[]): Chart | null {
   const rows = runs.flatMap((r) => r.epochs.map((e) => ({
     run: r.id, method: methodName(r.method), epoch: e.epoch,
-    accuracy: e.testAccuracy, fisher: e.fisherFrobeniusMean,
+    accuracy: e.probeAccuracy, fisher: e.fisherFrobeniusMean,
   })));
   if (rows.length === 0) return null;
   const maxEpoch = Math.max(2, ...rows.map((r) => r.epoch));

@@ -110,9 +110,9 @@ export function ccklTable(runs: ReportRun[]): Table {
 
 export function epochTable(r: ReportRun): Table {
   return {
-    head: ['epoch', 'train loss', 'train acc', 'test acc', 'mean ‖G‖_F', 'median ‖G‖_F', 'mean λ_max', 'CCKL', 'N / CCKL'],
-    rows: r.epochs.map((e) => [String(e.epoch), fmt(e.trainLoss), pct(e.trainAccuracy), pct(e.testAccuracy), fmt(e.fisherFrobeniusMean),
-      fmt(e.fisherFrobeniusMedian), fmt(e.lambdaMaxMean), fmt(e.cckl), e.nonRobustFraction === undefined ? '–' : pct(e.nonRobustFraction) + '%']),
+    head: ['epoch', 'train loss', 'train acc', 'probe acc', 'mean ‖G‖_F', 'median ‖G‖_F', 'mean λ_max', 'CCKL', 'N / CCKL'],
+    rows: r.epochs.map((e) => [String(e.epoch), fmt(e.trainLoss), pct(e.trainAccuracy), pct(e.probeAccuracy), fmt(e.fisherFrobeniusMean),
+      fmt(e.fisherFrobeniusMedian), fmt(e.fisherLambdaMaxMean), fmt(e.cckl), e.ccklNonRobustFraction === undefined ? '–' : pct(e.ccklNonRobustFraction) + '%']),
   };
 }
 

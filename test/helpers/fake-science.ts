@@ -53,7 +53,7 @@ export function fakeScience(opts: {
           if (opts.batchMs) await new Promise((r) => setTimeout(r, opts.batchMs));
           o.onBatch({ epoch: e, batch: b, batches, loss: 1 / e, accuracy: 0.1 * e });
         }
-        const record = { epoch: e, trainLoss: 1 / e, testAccuracy: 0.2 * e, fisherFrobeniusMean: 10 * e };
+        const record = { epoch: e, trainLoss: 1 / e, probeAccuracy: 0.2 * e, fisherFrobeniusMean: 10 * e };
         appendJsonl(o.dir.metrics, record);
         fs.writeFileSync(o.dir.checkpoint, JSON.stringify({ epoch: e }));
         model.trainedEpochs = e;
