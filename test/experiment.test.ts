@@ -124,7 +124,7 @@ test('a sweep writes the run-dir layout; summary.json holds the executor\'s numb
   for (const id of exp.runs) {
     const rd = RunDir.of(out, id);
     t.is(rd.state(), 'finished');
-    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.ckpt', 'config.json', 'metrics.jsonl', 'summary.json']);
+    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'summary.json']);
     t.is(rd.readConfig().id, id);
     t.deepEqual(rd.readEpochs().map((e) => e.epoch), [1, 2, 3]);
     const s = rd.readSummary();

@@ -5,7 +5,7 @@
  * <out>/experiment.json        the validated experiment config and its run ids (rewritten each `run`)
  * <out>/<runId>/config.json    the resolved run (ResolvedRun), written before training starts
  * <out>/<runId>/metrics.jsonl  one EpochRecord per line, appended after each epoch (by training)
- * <out>/<runId>/checkpoint.ckpt  the latest checkpoint (by training; resume continues from it)
+ * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
  * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
  * ```
@@ -20,7 +20,8 @@ export const FILES = {
   experiment: 'experiment.json',
   config: 'config.json',
   metrics: 'metrics.jsonl',
-  checkpoint: 'checkpoint.ckpt',
+  /** Written by lib/train.ts (its name for the file); 'checkpoint.ckpt' is recognised as well. */
+  checkpoint: 'checkpoint.pt',
   summary: 'summary.json',
   error: 'error.json',
 } as const;
@@ -198,7 +199,11 @@ export class RunDir {
   get id(): string { return path.basename(this.dir); }
   get config(): string { return path.join(this.dir, FILES.config); }
   get metrics(): string { return path.join(this.dir, FILES.metrics); }
-  get checkpoint(): string { return path.join(this.dir, FILES.checkpoint); }
+  /** The checkpoint training writes (checkpoint.pt; an existing checkpoint.ckpt is used when present instead). */
+  get checkpoint(): string {
+    const alt = path.join(this.dir, 'checkpoint.ckpt');
+    return fs.existsSync(alt) && !fs.existsSync(path.join(this.dir, FILES.checkpoint)) ? alt : path.join(this.dir, FILES.checkpoint);
+  }
   get summary(): string { return path.join(this.dir, FILES.summary); }
   get error(): string { return path.join(this.dir, FILES.error); }
 

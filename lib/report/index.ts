@@ -78,12 +78,13 @@ function gridText(r: ReportRun): string {
 export function accuracyTable(runs: ReportRun[]): Table {
   const cols = attackColumns(runs);
   const hasGrid = runs.some((r) => gridText(r) !== '');
+  const hasWorst = cols.length > 1 && runs.some((r) => r.summary?.worstCaseAccuracy !== undefined);
   return {
-    head: ['model', 'training', ...(hasGrid ? ['grid'] : []), 'seed', 'standard', ...cols.map((c) => c.toUpperCase()), 'test images'],
-    align: ['l', 'l', ...(hasGrid ? ['l' as const] : []), 'r', 'r', ...cols.map(() => 'r' as const), 'r'],
+    head: ['model', 'training', ...(hasGrid ? ['grid'] : []), 'seed', 'standard', ...cols.map((c) => c.toUpperCase()), ...(hasWorst ? ['worst case'] : []), 'test images'],
+    align: ['l', 'l', ...(hasGrid ? ['l' as const] : []), 'r', 'r', ...cols.map(() => 'r' as const), ...(hasWorst ? ['r' as const] : []), 'r'],
     rows: runs.filter((r) => r.summary).map((r) => [
       r.model, methodName(r.method), ...(hasGrid ? [gridText(r)] : []), String(r.seed), pct(r.summary!.accuracy),
-      ...cols.map((c) => pct(r.summary!.attacks[c])), String(r.summary!.evalCount),
+      ...cols.map((c) => pct(r.summary!.attacks[c])), ...(hasWorst ? [pct(r.summary!.worstCaseAccuracy)] : []), String(r.summary!.evalCount),
     ]),
   };
 }
@@ -302,7 +303,7 @@ function specText(r: ReportRun): string {
 }
 function trainText(r: ReportRun): string {
   const t = r.config.train;
-  const adv = t.method === 'natural' ? '' : `, ε ${t.epsilon ?? 'preset'}, ${t.steps ?? '?'} steps${t.method === 'trades' ? `, β ${t.beta ?? 'preset'}` : ''}`;
+  const adv = t.method === 'natural' ? '' : `, ε ${t.epsilon ?? 'default'}, ${t.steps ?? 'default'} steps${t.method === 'trades' ? `, β ${t.beta ?? 'default'}` : ''}`;
   return `${methodName(t.method)}, ${t.epochs} epochs × batch ${t.batchSize}${t.maxBatches ? ` (≤ ${t.maxBatches} batches)` : ''}${adv}`;
 }
 function dataText(r: ReportRun): string {
