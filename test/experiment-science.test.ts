@@ -1,5 +1,6 @@
 import test from 'ava';
-import { loadRunData, fisherOverDataset, trainSchedule, attackParams } from '../lib/experiment/science';
+import { loadRunData, defaultScience, trainSchedule, attackParams, ccklSplit } from '../lib/experiment/science';
+import { ccklMetrics } from '../lib/metrics';
 import { DataSchema, TrainSchema, AttackSchema } from '../lib/experiment/config';
 import { Model } from '../lib/model';
 import { fisherExact } from '../lib/fisher';
@@ -33,17 +34,22 @@ test('loadRunData: Fashion-MNIST from the Debian package', async (t) => {
   te.dispose();
 });
 
-test('fisherOverDataset equals fisherExact on the whole set', async (t) => {
+test('science.fisher gives fisherExact\'s per-sample values over the whole set; science.cckl maps ccklMetrics', async (t) => {
   const syn = DataSchema.parse({ dataset: 'synthetic', synthetic: { channels: 1, size: 28, classes: 10, trainSize: 10, testSize: 37 } });
   const te = await loadRunData(syn, 'test', { seed: 0, device: 'cpu' });
   const model = Model.create({ arch: 'lenet', activation: 'identity', pool: 'avg', inChannels: 1, inputSize: 28, numClasses: 10 });
-  const f = await fisherOverDataset(model, te, { batchSize: 16 });
+  const f = await defaultScience().fisher(model, te, { method: 'exact', batchSize: 16 });
   t.is(f.lambdaMax.length, 37);
   const ref = await fisherExact(model, te.images);
   for (let i = 0; i < 37; i++) {
     t.true(Math.abs(f.lambdaMax[i] - ref.lambdaMax[i]) <= 1e-6 * Math.max(1, ref.lambdaMax[i]));
     t.true(Math.abs(f.frobenius[i] - ref.frobenius[i]) <= 1e-6 * Math.max(1, ref.frobenius[i]));
   }
+  const c = await ccklSplit(model, te, { pairs: 50, seed: 1, batchSize: 16 });
+  const m = await ccklMetrics(model, te, { pairs: 50, seed: 1, batchSize: 16 });
+  t.deepEqual(c, { cckl: m.cckl, jsMean: m.jsMean, lowerBound: m.lowerBound, nonRobust: m.nonRobust, nonRobustStderr: m.nonRobustSe, robust: m.robust, nonRobustFraction: m.nonRobustFraction, pairs: 50 });
+  t.true(c.lowerBound <= 2 * c.jsMean + 1e-12 && 2 * c.jsMean <= c.cckl + 1e-12);
+  t.true(Math.abs(c.nonRobust + c.robust - c.cckl) < 1e-12);
   model.dispose();
   te.dispose();
 });

@@ -120,6 +120,7 @@ function checkAbort(signal?: AbortSignal): void {
 
 /** Summarises per-sample Fisher arrays for summary.json. */
 export function summariseFisher(method: string, f: FisherArrays): FisherSummary {
+  // methods that give only λ_max (power) leave the other arrays NaN: their summaries are NaN
   const fro = Array.from(f.frobenius).sort((a, b) => a - b);
   return {
     method,

@@ -1,14 +1,15 @@
 /**
  * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
- * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts, lib/metrics.ts). This file is the ONE
+ * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics). This file is the ONE
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */
 import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
 import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
 import type { AttackConfig, DataConfig, TrainConfig } from './config';
-import type { EpochRecord } from './rundir';
-import { fisherExact } from '../fisher';
+import type { CcklSummary, EpochRecord } from './rundir';
+import { fisherDataset, FisherMethod } from '../fisher';
+import { ccklMetrics } from '../metrics';
 import { FisherLensError } from '../errors';
 import type { Science, RunExecutor, FisherArrays, TrainBatchEvent } from './executor';
 import { scienceExecutor } from './executor';
@@ -30,22 +31,6 @@ function need<T>(modulePath: string, exportName: string, owner: string): T {
   const fn = mod[exportName];
   if (fn === undefined) throw new FisherLensError('ERR_LOAD', `experiments need ${exportName}() from lib/${modulePath.replace('../', '')}.ts (${owner}), which does not export it`);
   return fn as T;
-}
-
-/** Per-sample exact Fisher over a dataset, batch by batch (PAPER.md §3; eval mode inside fisherExact). */
-export async function fisherOverDataset(model: Model, data: Dataset, opts: { batchSize: number; signal?: AbortSignal }): Promise<FisherArrays> {
-  const lambdaMax: number[] = [];
-  const frobenius: number[] = [];
-  const trace: number[] = [];
-  for (const b of data.batches({ batchSize: opts.batchSize })) {
-    const r = await fisherExact(model, b.x, { signal: opts.signal });
-    lambdaMax.push(...r.lambdaMax);
-    frobenius.push(...r.frobenius);
-    trace.push(...r.trace);
-    r.spectrum.dispose();
-    r.probs.dispose();
-  }
-  return { lambdaMax, frobenius, trace };
 }
 
 /**
@@ -128,13 +113,13 @@ function nonRobustHook(seed: number): (m: Model, probe: Dataset) => Promise<{ no
   };
 }
 
-interface CcklSplit { cckl: number; jsMean: number; lowerBound: number; nonRobust: number; nonRobustStderr: number; robust: number; nonRobustFraction: number; pairs: number }
-
-/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over sampled pairs (lib/metrics.ts). */
-async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<CcklSplit> {
-  const decompose = need<(m: Model, d: Dataset, o: unknown) => Promise<CcklSplit>>('../metrics', 'ccklDecomposition', 'branch fisher-metrics');
-  const r = await decompose(model, data, opts);
-  return { cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustStderr, robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.pairs };
+/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/metrics.ts ccklMetrics). */
+export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>> {
+  const r = await ccklMetrics(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
+  return {
+    cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustSe,
+    robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.nonRobustPairs,
+  };
 }
 
 /** The real science API bound for the runner. */
@@ -197,8 +182,9 @@ export function defaultScience(): Science<Model, Dataset> {
       };
     },
     async fisher(model, data, opts) {
-      if (opts.method !== 'exact') throw new FisherLensError('ERR_ARG', `eval.fisher.method '${opts.method}': only 'exact' is bound in experiments so far`);
-      return fisherOverDataset(model, data, opts);
+      const r = await fisherDataset(model, data, { method: opts.method as FisherMethod, steps: opts.iterations, maxIter: opts.iterations, batchSize: opts.batchSize, signal: opts.signal });
+      const nan = () => new Float64Array(r.n).fill(NaN);
+      return { lambdaMax: r.lambdaMax ?? nan(), frobenius: r.frobenius ?? nan(), trace: r.trace ?? nan() };
     },
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
     dispose: (x) => x.dispose(),
