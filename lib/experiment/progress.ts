@@ -19,11 +19,16 @@ export interface SweepProgressOptions {
 
 /** Turns ExperimentEvents into a progress display; pass `progress.onEvent` to runExperiment. */
 export class SweepProgress {
+  private multi: cliProgress.MultiBar | null = null;
   private bar: cliProgress.SingleBar | null = null;
   private last = 0;
   private readonly tty: boolean;
   private readonly stream: NodeJS.WriteStream;
   private readonly everyMs: number;
+  private lastOverall = 0;
+  private startOverall = 0;
+  private startTime = Date.now();
+  private payload = { run: '', detail: '', remaining: '' };
 
   constructor(opts: SweepProgressOptions = {}) {
     this.stream = opts.stream ?? process.stderr;
@@ -31,14 +36,25 @@ export class SweepProgress {
     this.everyMs = opts.everyMs ?? 10000;
   }
 
+  /** A line above the bar (or a plain line). */
   private line(s: string): void {
-    if (this.bar) this.bar.stop();
-    this.stream.write(s + '\n');
-    if (this.bar) this.bar.start(1000, Math.round(this.lastOverall * 1000), this.payload);
+    if (this.multi) this.multi.log(s + '\n');
+    else this.stream.write(s + '\n');
   }
 
-  private lastOverall = 0;
-  private payload = { run: '', detail: '' };
+  /** Remaining time from the sweep's own pace (work done in this call, not skipped runs). */
+  private eta(): string {
+    const done = this.lastOverall - this.startOverall;
+    if (done < 0.01) return '–';
+    const sec = ((Date.now() - this.startTime) / 1000) * (1 - this.lastOverall) / done;
+    const m = Math.floor(sec / 60);
+    return `${m}:${String(Math.round(sec % 60)).padStart(2, '0')}`;
+  }
+
+  private redraw(): void {
+    this.payload.remaining = this.eta();
+    this.bar?.update(Math.round(this.lastOverall * 1000), this.payload);
+  }
 
   readonly onEvent = (e: ExperimentEvent): void => {
     switch (e.type) {
@@ -47,14 +63,15 @@ export class SweepProgress {
         const resumable = e.runs.filter((r) => r.state === 'resumable').length;
         this.stream.write(`fisherlens: ${e.runs.length} runs in ${e.out} (${done} finished, ${resumable} to resume, ${e.runs.length - done - resumable} to start)\n`);
         const total = e.runs.reduce((s, r) => s + r.cost, 0) || 1;
-        this.lastOverall = e.runs.filter((r) => r.state === 'finished').reduce((s, r) => s + r.cost, 0) / total;
+        this.lastOverall = this.startOverall = e.runs.filter((r) => r.state === 'finished').reduce((s, r) => s + r.cost, 0) / total;
+        this.startTime = Date.now();
         if (this.tty) {
-          this.bar = new cliProgress.SingleBar({
-            format: 'sweep {bar} {percentage}% | ETA {eta_formatted} | {run} {detail}',
+          this.multi = new cliProgress.MultiBar({
+            format: 'sweep {bar} {percentage}% | ETA {remaining} | {run} {detail}',
             barCompleteChar: '█', barIncompleteChar: '░', hideCursor: true, clearOnComplete: false,
-            stream: this.stream, etaBuffer: 50, fps: 5,
+            stream: this.stream, fps: 5, forceRedraw: true,
           });
-          this.bar.start(1000, Math.round(this.lastOverall * 1000), this.payload);
+          this.bar = this.multi.create(1000, Math.round(this.lastOverall * 1000), this.payload);
         }
         break;
       }
@@ -62,21 +79,22 @@ export class SweepProgress {
         if (e.reason === 'finished') this.line(`[${e.index + 1}/${e.total}] ${e.runId}: finished earlier, skipped`);
         break;
       case 'run-start':
-        this.payload = { run: `[${e.index + 1}/${e.total}] ${e.runId}`, detail: '' };
+        this.payload = { ...this.payload, run: `[${e.index + 1}/${e.total}] ${e.runId}`, detail: '' };
         this.line(`[${e.index + 1}/${e.total}] ${e.runId}: ${e.resume ? 'resuming from its checkpoint' : 'starting'}`);
+        this.redraw();
         break;
       case 'progress': {
         this.lastOverall = e.overall;
         const detail = e.phase === 'train'
           ? `epoch ${e.epoch}/${e.epochs} batch ${e.batch}/${e.batches}${e.loss !== undefined ? ` loss ${e.loss.toFixed(3)}` : ''}${e.accuracy !== undefined ? ` acc ${pct(e.accuracy)}` : ''}`
           : e.phase === 'eval' ? `evaluating${e.step ? ` (${e.step})` : ''}` : 'loading data';
-        this.payload = { run: this.payload.run, detail };
-        if (this.bar) this.bar.update(Math.round(e.overall * 1000), this.payload);
+        this.payload = { ...this.payload, detail };
+        if (this.bar) this.redraw();
         else {
           const now = Date.now();
           if (now - this.last >= this.everyMs) {
             this.last = now;
-            this.stream.write(`  ${(e.overall * 100).toFixed(0)}% of the sweep; ${e.runId}: ${detail}\n`);
+            this.stream.write(`  ${(e.overall * 100).toFixed(0)}% of the sweep (ETA ${this.eta()}); ${e.runId}: ${detail}\n`);
           }
         }
         break;
@@ -97,18 +115,20 @@ export class SweepProgress {
         this.line(`  ${e.runId}: FAILED: ${e.error.code ? e.error.code + ': ' : ''}${e.error.message.split('\n')[0]}`);
         break;
       case 'done':
-        if (this.bar) {
-          if (!e.result.aborted) this.bar.update(1000, { run: '', detail: 'done' });
-          this.bar.stop();
-          this.bar = null;
+        if (this.bar && !e.result.aborted) {
+          this.lastOverall = 1;
+          this.payload = { ...this.payload, run: '', detail: `done in ${Math.round((Date.now() - this.startTime) / 1000)} s` };
+          this.redraw();
         }
+        this.stop();
         break;
     }
   };
 
   /** Stops the bar (e.g. before printing an error). */
   stop(): void {
-    this.bar?.stop();
+    this.multi?.stop();
+    this.multi = null;
     this.bar = null;
   }
 }
