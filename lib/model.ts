@@ -101,7 +101,8 @@ export type Activation = 'relu' | 'identity' | 'tanh' | 'softplus' | 'gelu';
 /** Typed spec of a built-in architecture. */
 export interface ModelSpec {
   /** Architecture name: mlp | small-cnn | mnist-net | lenet | vgg11 | vgg13 | vgg16 |
-   * resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 | preact-resnet18. */
+   * resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 (any wrn-<6n+4>-<k>) | preact-resnet18
+   * (docs/models.md lists each with its parameter count). */
   arch: string;
   /** Input channels (default 1). */
   inChannels?: number;
@@ -109,11 +110,11 @@ export interface ModelSpec {
   inputSize?: number;
   /** Number of classes K (default 10). */
   numClasses?: number;
-  /** Width multiplier (resnets; default 1). */
+  /** Channel width multiplier (resnet20-56, preact-resnet18; default 1): the paper's resnet32×10 is width 10. */
   width?: number;
   /** Activation (default relu). */
   activation?: Activation;
-  /** Pooling of VGG variants (default max). */
+  /** Pooling of vgg* and lenet (default max); identity + avg = the paper's "pure linear" VGG13. */
   pool?: 'max' | 'avg';
   /** Hidden layer sizes of mlp (default [256, 256]). */
   hidden?: number[];
@@ -143,9 +144,10 @@ export class Model {
    * [B, C, H, W] pixels in [0, 1] to logits [B, K]. TorchScript archives run code: load only
    * archives from trusted sources.
    */
-  static async load(path: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
+  static async load(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');
-    return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path, device, ctl)));
+    // absolute: a checkpoint of this model records where to reload the archive from
+    return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path.resolve(file), device, ctl)));
   }
 
   /**
@@ -254,6 +256,13 @@ export class Model {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  }
+
+  /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
+  async state(opts?: OpOptions): Promise<Map<string, Tensor>> {
+    const nm = this.native as NativeModel & { state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>> };
+    const r = await runOp(opts, (ctl) => nm.state(ctl));
+    return new Map(Object.entries(r).map(([k, v]) => [k, new Tensor(v)]));
   }
 
   /** Logits [B, K] [B, C, H, W] (eval mode is the caller's choice; no gradients). */

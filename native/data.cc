@@ -12,37 +12,88 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <cstdlib>
+#include <ATen/Parallel.h>
 
 namespace fl {
 namespace {
 
-using Bytes = std::vector<uint8_t>;
+// A growable byte buffer without zero-filling (malloc/realloc): files are read straight into it.
+class Bytes {
+ public:
+  Bytes() = default;
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  Bytes(Bytes&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; o.n_ = o.cap_ = 0; }
+  Bytes& operator=(Bytes&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    std::swap(cap_, o.cap_);
+    return *this;
+  }
+  ~Bytes() { std::free(p_); }
+  void reserve(size_t c) {
+    if (c <= cap_) return;
+    void* q = std::realloc(p_, c);
+    if (!q) throw std::bad_alloc();
+    p_ = static_cast<uint8_t*>(q);
+    cap_ = c;
+  }
+  uint8_t* end() { return p_ + n_; }
+  void grow(size_t k) { n_ += k; }
+  size_t capacity() const { return cap_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  const uint8_t* data() const { return p_; }
+  uint8_t operator[](size_t i) const { return p_[i]; }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t n_ = 0, cap_ = 0;
+};
 
 // Whole file, gunzipped when it starts with the gzip magic (zlib's gzread reads plain files as they
-// are). Limit: 8 GiB uncompressed (a corrupt header cannot make us allocate without bound).
+// are). The gzip trailer's size field presizes the buffer. Limit: 8 GiB uncompressed (a corrupt
+// header cannot make us allocate without bound).
 Bytes readMaybeGz(const std::string& path) {
+  size_t guess = 1 << 16;
   {
-    std::ifstream f(path, std::ios::binary);
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
     FL_CHECK(f.good(), ERR_IO, "cannot open '", path, "': no such file or not readable");
+    size_t fsize = static_cast<size_t>(f.tellg());
+    guess = fsize + 1;
+    if (fsize >= 18) {
+      unsigned char head[2], tail[4];
+      f.seekg(0);
+      f.read(reinterpret_cast<char*>(head), 2);
+      f.seekg(static_cast<std::streamoff>(fsize - 4));
+      f.read(reinterpret_cast<char*>(tail), 4);
+      if (f.good() && head[0] == 0x1f && head[1] == 0x8b) {
+        size_t isize = tail[0] | (size_t(tail[1]) << 8) | (size_t(tail[2]) << 16) | (size_t(tail[3]) << 24);
+        guess = std::min<size_t>(std::max(isize + 1, fsize), size_t(1) << 32);
+      }
+    }
   }
   gzFile g = gzopen(path.c_str(), "rb");
   FL_CHECK(g != nullptr, ERR_IO, "cannot open '", path, "'");
-  gzbuffer(g, 1 << 20);
+  gzbuffer(g, 1 << 18);
   Bytes out;
-  const size_t chunk = 1 << 22;
   const size_t limit = size_t(8) << 30;
   try {
+    out.reserve(guess);
     for (;;) {
-      size_t at = out.size();
-      FL_CHECK(at < limit, ERR_FORMAT, "'", path, "': more than 8 GiB of data");
-      out.resize(at + chunk);
-      int n = gzread(g, out.data() + at, static_cast<unsigned>(chunk));
+      if (out.capacity() - out.size() < (1 << 16)) {
+        FL_CHECK(out.size() < limit, ERR_FORMAT, "'", path, "': more than 8 GiB of data");
+        out.reserve(out.capacity() * 2);
+      }
+      size_t room = std::min<size_t>(out.capacity() - out.size(), 1u << 30);
+      int n = gzread(g, out.end(), static_cast<unsigned>(room));
       if (n < 0) {
         int err = 0;
         const char* msg = gzerror(g, &err);
         throw FlError(ERR_FORMAT, fl::str("'", path, "': corrupt or truncated gzip data (", msg ? msg : "zlib error", ")"));
       }
-      out.resize(at + static_cast<size_t>(n));
+      out.grow(static_cast<size_t>(n));
       if (n == 0) break;
     }
     // gzread reports a truncated stream as EOF without error on some zlib versions: check too
@@ -64,9 +115,16 @@ uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
+struct Idx {
+  Bytes bytes;
+  size_t offset = 0;  // of the data
+  std::vector<int64_t> dims;
+  const uint8_t* data() const { return bytes.data() + offset; }
+};
+
 // IDX (LeCun's MNIST format): magic 0x0000, dtype 0x08 (ubyte), ndim; ndim big-endian uint32
-// sizes; then the data. Returns the dims and the data as a uint8 tensor (a copy).
-torch::Tensor readIdx(const std::string& path, int expectDims, const char* role) {
+// sizes; then the data.
+Idx readIdx(const std::string& path, int expectDims, const char* role) {
   Bytes b = readMaybeGz(path);
   FL_CHECK(b.size() >= 4, ERR_FORMAT, "'", path, "': not an IDX file (", b.size(), " bytes; an IDX header has at least 4)");
   FL_CHECK(b[0] == 0 && b[1] == 0, ERR_FORMAT, "'", path, "': not an IDX file (magic bytes ", int(b[0]), " ", int(b[1]),
@@ -81,7 +139,7 @@ torch::Tensor readIdx(const std::string& path, int expectDims, const char* role)
   std::vector<int64_t> dims;
   uint64_t total = 1;
   for (int i = 0; i < nd; ++i) {
-    uint32_t d = be32(&b[4 + 4 * i]);
+    uint32_t d = be32(b.data() + 4 + 4 * i);
     FL_CHECK(d > 0, ERR_FORMAT, "'", path, "': dimension ", i, " is 0");
     FL_CHECK(!__builtin_mul_overflow(total, uint64_t(d), &total) && total <= b.size(), ERR_FORMAT, "'", path, "': header declares more data than the file holds (",
              b.size() - hdr, " data bytes)");
@@ -89,9 +147,22 @@ torch::Tensor readIdx(const std::string& path, int expectDims, const char* role)
   }
   FL_CHECK(b.size() - hdr == total, ERR_FORMAT, "'", path, "': header declares ", total, " data bytes but the file has ",
            b.size() - hdr, b.size() - hdr < total ? " (truncated)" : " (extra bytes)");
-  torch::Tensor t = torch::empty(dims, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), b.data() + hdr, total);
-  return t;
+  Idx r;
+  r.bytes = std::move(b);
+  r.offset = hdr;
+  r.dims = dims;
+  return r;
+}
+
+// uint8 pixels -> float32 / 255 in one pass, into `dims` (with a channel axis inserted by the caller)
+torch::Tensor pixelsToFloat(const uint8_t* src, std::vector<int64_t> dims) {
+  torch::Tensor out = torch::empty(dims, torch::kFloat32);
+  float* dst = out.data_ptr<float>();
+  const int64_t n = out.numel();
+  at::parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dst[i] = static_cast<float>(src[i]) / 255.0f;
+  });
+  return out;
 }
 
 // uint8 labels [N] -> int64, each checked against [0, numClasses)
@@ -112,14 +183,16 @@ struct Loaded {
 // images [N, H, W] ubyte + labels [N] ubyte -> [N, 1, H, W] float32 / 255, int64
 Loaded loadIdxPair(const std::string& imgPath, const std::string& lblPath, int64_t numClasses) {
   Loaded r;
-  torch::Tensor img = readIdx(imgPath, 3, "images");
-  r.images = img.unsqueeze(1).to(torch::kFloat32).div_(255.0f);
+  Idx img = readIdx(imgPath, 3, "images");
+  const int64_t n = img.dims[0];
   if (!lblPath.empty()) {
-    torch::Tensor lbl = readIdx(lblPath, 1, "labels");
-    FL_CHECK(lbl.size(0) == img.size(0), ERR_FORMAT, "'", lblPath, "' has ", lbl.size(0), " labels but '", imgPath,
-             "' has ", img.size(0), " images");
-    r.labels = labelsFromBytes(lbl, numClasses, lblPath);
+    Idx lbl = readIdx(lblPath, 1, "labels");
+    FL_CHECK(lbl.dims[0] == n, ERR_FORMAT, "'", lblPath, "' has ", lbl.dims[0], " labels but '", imgPath, "' has ", n,
+             " images");
+    torch::Tensor u8 = torch::from_blob(const_cast<uint8_t*>(lbl.data()), {n}, torch::kUInt8);
+    r.labels = labelsFromBytes(u8, numClasses, lblPath);  // a copy (int64)
   }
+  r.images = pixelsToFloat(img.data(), {n, 1, img.dims[1], img.dims[2]});
   r.numClasses = numClasses;
   return r;
 }
@@ -156,7 +229,8 @@ Loaded loadCifar(const std::vector<std::string>& paths, int variant, bool coarse
     lbls.push_back(lbl);
   }
   Loaded out;
-  out.images = torch::cat(imgs).to(torch::kFloat32).div_(255.0f);
+  torch::Tensor u8 = imgs.size() == 1 ? imgs[0] : torch::cat(imgs);
+  out.images = pixelsToFloat(u8.data_ptr<uint8_t>(), u8.sizes().vec());
   out.labels = torch::cat(lbls);
   out.numClasses = numClasses;
   return out;
@@ -351,17 +425,52 @@ Loaded synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64
 torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool flip) {
   checkImages(x, "augment(x)");
   FL_CHECK(pad >= 0, ERR_ARG, "augment: pad must be >= 0, got ", pad);
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   torch::NoGradGuard ng;
-  torch::Tensor p = pad > 0 ? torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0) : x;
-  torch::Tensor out = torch::empty_like(x, x.options().memory_format(torch::MemoryFormat::Contiguous));
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> off(0, 2 * pad);
+  struct Draw { int64_t dy, dx; bool mirror; };
+  std::vector<Draw> draws(B);
+  for (auto& d : draws) {
+    d.dy = off(rng);
+    d.dx = off(rng);
+    d.mirror = flip && (rng() & 1);
+  }
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32) {
+    // direct kernel: out[b, c, r, j] = x[b, c, r + dy − pad, (mirror ? W−1−j : j) + dx − pad], 0 outside
+    torch::Tensor xc = x.contiguous();
+    torch::Tensor out = torch::empty({B, C, H, W}, x.options());
+    const float* src = xc.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const Draw& d = draws[b];
+        for (int64_t c = 0; c < C; ++c) {
+          const float* plane = src + ((b * C + c) * H) * W;
+          float* o = dst + ((b * C + c) * H) * W;
+          for (int64_t r = 0; r < H; ++r, o += W) {
+            int64_t sr = r + d.dy - pad;
+            if (sr < 0 || sr >= H) {
+              std::fill(o, o + W, 0.0f);
+              continue;
+            }
+            const float* row = plane + sr * W;
+            for (int64_t j = 0; j < W; ++j) {
+              int64_t sc = (d.mirror ? W - 1 - j : j) + d.dx - pad;
+              o[j] = sc >= 0 && sc < W ? row[sc] : 0.0f;
+            }
+          }
+        }
+      }
+    });
+    return out;
+  }
+  // any other dtype / device: the same crops with tensor ops
+  torch::Tensor p = pad > 0 ? torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0) : x;
+  torch::Tensor out = torch::empty_like(x, x.options().memory_format(torch::MemoryFormat::Contiguous));
   for (int64_t i = 0; i < B; ++i) {
-    int64_t dy = off(rng), dx = off(rng);
-    bool mirror = flip && (rng() & 1);
-    torch::Tensor crop = p[i].narrow(1, dy, H).narrow(2, dx, W);
-    out[i].copy_(mirror ? crop.flip({2}) : crop);
+    torch::Tensor crop = p[i].narrow(1, draws[i].dy, H).narrow(2, draws[i].dx, W);
+    out[i].copy_(draws[i].mirror ? crop.flip({2}) : crop);
   }
   return out;
 }

@@ -247,6 +247,9 @@ test('augment: every output image is a padded crop (optionally mirrored) of its 
     t.true(found >= 1, `image ${b} is no crop of its input`);
   }
   t.true(flips > 0 && flips < B, `${flips} of ${B} mirrored`);
+  // the float32 CPU kernel and the generic tensor-op path (float64) make the same crops
+  const y64 = (await augment(x.to('float64'), { seed: 7, pad })).toArray() as Float64Array;
+  t.deepEqual(Array.from(y64), Array.from(y1));
   const noop = (await augment(x, { seed: 1, pad: 0, flip: false })).toArray() as Float32Array;
   t.deepEqual(Array.from(noop), Array.from(data));
 });
@@ -269,6 +272,8 @@ test('Dataset: augmentedBatches, split, subsets', async (t) => {
   const all = [...a.classCounts()].map((v, k) => v + b.classCounts()[k]);
   t.deepEqual(all, ds.classCounts());
   t.throws(() => ds.split(1.5), { code: 'ERR_ARG' } as never);
+  t.is(ds.device, 'cpu');
+  t.is(ds.to('cpu'), ds);
 });
 
 test('loadData: names, directories and errors', async (t) => {

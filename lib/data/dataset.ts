@@ -86,6 +86,15 @@ export class Dataset {
   /** [C, H, W] of one image. */
   get imageShape(): number[] { return this.images.shape.slice(1); }
 
+  /** Device of the images ('cpu' | 'cuda' | 'cuda:N'). */
+  get device(): string { return this.images.device; }
+
+  /** A copy of this dataset on another device (readers load to 'cpu'); the same object when already there. */
+  to(device: string): Dataset {
+    if (device === this.device) return this;
+    return new Dataset(this.images.to(device), this.labels.to(device), { numClasses: this.numClasses, name: this.name });
+  }
+
   /** The samples at `indices` as a new Dataset (native gather). */
   subset(indices: number[], name?: string): Dataset {
     const idx = Tensor.from(BigInt64Array.from(indices.map((i) => BigInt(i))), [indices.length]);

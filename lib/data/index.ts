@@ -261,6 +261,8 @@ export interface LoadDataOptions extends OpOptions {
   split?: Split;
   /** Overrides the class count (npy data). */
   numClasses?: number;
+  /** Device the dataset should live on (default 'cpu'). */
+  device?: string;
 }
 
 /**
@@ -272,6 +274,14 @@ export interface LoadDataOptions extends OpOptions {
  * a sibling y.npy / labels.npy). The split defaults to 'test'.
  */
 export async function loadData(spec: string, opts: LoadDataOptions = {}): Promise<Dataset> {
+  const ds = await loadDataCpu(spec, opts);
+  if (!opts.device || opts.device === 'cpu') return ds;
+  const moved = ds.to(opts.device);
+  ds.dispose();
+  return moved;
+}
+
+async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset> {
   const split = checkSplit(opts.split ?? 'test');
   const colon = spec.indexOf(':');
   const scheme = colon > 0 ? spec.slice(0, colon) : spec;

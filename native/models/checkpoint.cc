@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <atomic>
 #include <map>
 #include <sstream>
 #include <unistd.h>
@@ -185,7 +186,9 @@ void saveCheckpoint(const std::string& path, Classifier& m, const std::string& m
   putLe(header, payload.size(), 8);
   putLe(header, crc(payload.data(), payload.size()), 4);
 
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  // unique per process and call: two saves of one path never share a temporary file
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   FL_CHECK(f != nullptr, ERR_IO, "cannot write checkpoint '", tmp, "': ", std::strerror(errno));
   bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
@@ -297,12 +300,63 @@ Napi::Value LoadCheckpointStateJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// __checkpointOptimizerSelfTest(model, path, ctl?) -> Promise<{ hasOptimizer, steps, maxDiff }>
+// Internal check of the optimizer sub-archive for the tests (it changes the model's weights): two
+// Adam steps on a random batch, saveCheckpoint with the optimizer state, loadCheckpoint, a fresh
+// Adam loaded from archive->read("optimizer"), and the largest difference of exp_avg / exp_avg_sq
+// and step between the two optimizers.
+Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "__checkpointOptimizerSelfTest(model)");
+    std::string path = pathArg(info, 1, "__checkpointOptimizerSelfTest(path)");
+    return startOp(info.Env(), info[2], [m, path](OpContext&) -> Finisher {
+      auto params = m->parameters();
+      torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3));
+      m->train(true);
+      for (int s = 0; s < 2; ++s) {
+        opt.zero_grad();
+        torch::Tensor x = torch::rand({4, 1, 28, 28});
+        m->forward(x).pow(2).mean().backward();
+        opt.step();
+      }
+      m->train(false);
+      saveCheckpoint(path, *m, "{}", [&](torch::serialize::OutputArchive& a) { opt.save(a); });
+      LoadedCheckpoint c = loadCheckpoint(path, torch::Device(torch::kCPU));
+      torch::optim::Adam opt2(c.model->parameters(), torch::optim::AdamOptions(1e-3));
+      torch::serialize::InputArchive sub;
+      c.archive->read("optimizer", sub);
+      opt2.load(sub);
+      double maxDiff = 0;
+      int64_t steps = -1;
+      auto& p1 = opt.param_groups()[0].params();
+      auto& p2 = opt2.param_groups()[0].params();
+      for (size_t i = 0; i < p1.size(); ++i) {
+        auto& s1 = static_cast<torch::optim::AdamParamState&>(*opt.state().at(c10::guts::to_string(p1[i].unsafeGetTensorImpl())));
+        auto& s2 = static_cast<torch::optim::AdamParamState&>(*opt2.state().at(c10::guts::to_string(p2[i].unsafeGetTensorImpl())));
+        maxDiff = std::max({maxDiff, (s1.exp_avg() - s2.exp_avg()).abs().max().item<double>(),
+                            (s1.exp_avg_sq() - s2.exp_avg_sq()).abs().max().item<double>(),
+                            std::abs(double(s1.step() - s2.step()))});
+        steps = s2.step();
+      }
+      bool has = c.hasOptimizer;
+      return [has, steps, maxDiff](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("hasOptimizer", Napi::Boolean::New(env, has));
+        o.Set("steps", Napi::Number::New(env, double(steps)));
+        o.Set("maxDiff", Napi::Number::New(env, maxDiff));
+        return o;
+      };
+    }, {m->lock});
+  });
+}
+
 }  // namespace
 
 void InitCheckpoint(Napi::Env env, Napi::Object exports) {
   exports.Set("saveCheckpoint", Napi::Function::New(env, SaveCheckpointJs, "saveCheckpoint"));
   exports.Set("loadCheckpoint", Napi::Function::New(env, LoadCheckpointJs, "loadCheckpoint"));
   exports.Set("loadCheckpointState", Napi::Function::New(env, LoadCheckpointStateJs, "loadCheckpointState"));
+  exports.Set("__checkpointOptimizerSelfTest", Napi::Function::New(env, OptimizerSelfTestJs, "__checkpointOptimizerSelfTest"));
 }
 
 }  // namespace fl
