@@ -7,31 +7,14 @@
 import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
 import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
 import type { AttackConfig, DataConfig, TrainConfig } from './config';
-import type { CcklSummary, EpochRecord } from './rundir';
+import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../fisher';
 import { ccklMetrics } from '../metrics';
+import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
+import { evaluate as evaluateAttacks, AttackParams } from '../attacks';
 import { FisherLensError } from '../errors';
-import type { Science, RunExecutor, FisherArrays, TrainBatchEvent } from './executor';
+import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
-
-/**
- * Modules that other branches add (models-data: lib/data/index.ts; attacks-train: lib/train.ts,
- * lib/attacks.ts; fisher-metrics: lib/metrics.ts). They are looked up when a run needs them, so
- * that a build without one fails with a message naming what is missing rather than at import.
- */
-function need<T>(modulePath: string, exportName: string, owner: string): T {
-  let mod: Record<string, unknown>;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    mod = require(modulePath) as Record<string, unknown>;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
-    throw new FisherLensError('ERR_LOAD', `experiments need ${exportName}() from lib/${modulePath.replace('../', '')}.ts (${owner}), which is not in this build`);
-  }
-  const fn = mod[exportName];
-  if (fn === undefined) throw new FisherLensError('ERR_LOAD', `experiments need ${exportName}() from lib/${modulePath.replace('../', '')}.ts (${owner}), which does not export it`);
-  return fn as T;
-}
 
 /**
  * The configured split: fashion-mnist (data.root, else $FISHERLENS_FASHION_MNIST, else Debian's
@@ -80,7 +63,7 @@ function moveTo(d: Dataset, device: string): Dataset {
 }
 
 /** The lr schedule in lib/train.ts's form. `step` becomes multistep at every stepSize epochs. */
-export function trainSchedule(t: TrainConfig): Record<string, unknown> {
+export function trainSchedule(t: TrainConfig): ScheduleOptions {
   const s = t.schedule;
   const warmupEpochs = s.warmupEpochs;
   switch (s.type) {
@@ -97,11 +80,14 @@ export function trainSchedule(t: TrainConfig): Record<string, unknown> {
 }
 
 /** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
-export function attackParams(a: AttackConfig, seed: number): Record<string, unknown> {
-  const p: Record<string, unknown> = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+export function attackParams(a: AttackConfig, seed: number): AttackParams {
+  const p: AttackParams = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
   if (a.stepSize !== undefined) p.stepSize = a.stepSize;
   if (a.steps !== undefined) p.steps = a.steps;
-  if (a.confidence !== undefined) p[a.type === 'cw' ? 'kappa' : 'confidence'] = a.confidence;
+  if (a.confidence !== undefined) {
+    if (a.type === 'cw') p.kappa = a.confidence;
+    else p.confidence = a.confidence;
+  }
   return p;
 }
 
@@ -132,15 +118,14 @@ export function defaultScience(): Science<Model, Dataset> {
       const { name: _name, path: file, ...arch } = spec;
       if (file !== undefined) return Model.from(file, { device: opts.device });
       // seeded initial weights (the global generator; lib/train.ts manualSeed)
-      need<(seed: number) => void>('../train', 'manualSeed', 'branch attacks-train')(opts.seed);
+      manualSeed(opts.seed);
       return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
         { device: opts.device });
     },
     async train(model, data, opts) {
-      const train = need<(m: Model, d: Dataset, o: unknown) => Promise<{ model: Model }>>('../train', 'train', 'branch attacks-train');
       const t = opts.config;
       const track = t.track;
-      const r = await train(model, data, {
+      const o: TrainOptions = {
         method: t.method, epochs: t.epochs, batchSize: t.batchSize, seed: opts.seed,
         optimizer: t.optimizer, schedule: trainSchedule(t),
         attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
@@ -149,15 +134,16 @@ export function defaultScience(): Science<Model, Dataset> {
         track: { fisher: track.fisher, cckl: track.cckl },
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
         nonRobustHook: track.nonRobust ? nonRobustHook(opts.seed) : undefined,
-        outDir: opts.dir.dir, resume: opts.resume, signal: opts.signal,
-        onEvent: (e: { type: string } & Record<string, unknown>) => {
-          if (e.type === 'batch') opts.onBatch(e as unknown as TrainBatchEvent);
-          else if (e.type === 'epoch') {
+        outDir: opts.dir.dir, resume: opts.resume,
+        onEvent: (e) => {
+          if (e.type === 'batch') opts.onBatch(e);
+          else {
             const { type: _t, ...record } = e;
-            opts.onEpoch(record as unknown as EpochRecord);
+            opts.onEpoch(record);
           }
         },
-      });
+      };
+      const r = await trainModel(model, data, { ...o, signal: opts.signal });
       return r.model;
     },
     async evaluate(model, data, attacks, opts) {
@@ -165,12 +151,9 @@ export function defaultScience(): Science<Model, Dataset> {
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
-      const evaluate = need<(m: Model, d: Dataset, a: unknown[], o: unknown) => Promise<{
-        samples: number; accuracy: number; worstCaseAccuracy: number; attacks: { name: string; robustAccuracy: number }[];
-      }>>('../attacks', 'evaluate', 'branch attacks-train');
-      const r = await evaluate(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), {
+      const r = await evaluateAttacks(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), {
         batchSize: opts.batchSize, signal: opts.signal,
-        onBatch: (e: { done: number; total: number }) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
+        onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
         throw new FisherLensError('ERR_VALUE', `clean accuracy differs between lib/model evaluate (${clean.accuracy}) and lib/attacks evaluate (${r.accuracy})`);
