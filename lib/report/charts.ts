@@ -48,9 +48,10 @@ export function trainingCurves(runs: ReportRun[]): Chart | null {
   })));
   if (rows.length === 0) return null;
   const maxEpoch = Math.max(2, ...rows.map((r) => r.epoch));
+  const ids = runs.map((r) => r.id);
   const enc = {
     x: { field: 'epoch', type: 'quantitative' as const, title: 'epoch', scale: { domain: [1, maxEpoch], nice: false }, axis: { tickMinStep: 1, format: 'd' } },
-    color: { field: 'run', type: 'nominal' as const, title: 'run', sort: null, legend: { symbolType: 'stroke', symbolStrokeWidth: 3 } },
+    color: { field: 'run', type: 'nominal' as const, title: 'run', sort: ids, scale: { domain: ids }, legend: { symbolType: 'stroke', symbolStrokeWidth: 3 } },
     strokeDash: { field: 'method', type: 'nominal' as const, title: 'method', legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 400, encode: { symbols: { update: { stroke: { value: '#333' } } } } } },
   };
   return {
@@ -160,6 +161,7 @@ export function lambdaMaxDistribution(runs: ReportRun[]): Chart | null {
   const rows = runs.filter((r) => r.summary?.fisher).flatMap((r) =>
     r.summary!.fisher!.lambdaMax.filter((v) => v > 0 && Number.isFinite(v)).map((v) => ({ run: r.id, log10LambdaMax: Math.log10(v) })));
   if (rows.length === 0) return null;
+  const ids = runs.map((r) => r.id);
   return {
     name: 'lambda-max',
     title: 'Distribution of λ_max(G_x)',
@@ -172,9 +174,9 @@ export function lambdaMaxDistribution(runs: ReportRun[]): Chart | null {
       height: { step: 26 },
       mark: { type: 'boxplot', extent: 1.5, size: 16 },
       encoding: {
-        y: { field: 'run', type: 'nominal', title: null, sort: null },
+        y: { field: 'run', type: 'nominal', title: null, sort: ids },
         x: { field: 'log10LambdaMax', type: 'quantitative', title: 'log10 λ_max(G_x)' },
-        color: { field: 'run', type: 'nominal', legend: null },
+        color: { field: 'run', type: 'nominal', legend: null, scale: { domain: ids } },
       },
     } as TopLevelSpec,
   };

@@ -145,24 +145,31 @@ export function findings(runs: ReportRun[]): string[] {
       ? `Adversarial training costs standard accuracy for ${model} (natural ${pct(natAcc)}% vs at most ${pct(robAcc)}%), as in the paper.`
       : `For ${model}, adversarial training did not cost standard accuracy here (natural ${pct(natAcc)}% vs ${pct(robAcc)}%).`);
   }
-  // The table: among runs of one method across architectures, standard and adversarial accuracy rise together.
+  // The table: among architectures trained with one (adversarial) method, standard and adversarial
+  // accuracy rise together. Models also trained with other methods belong to the method comparison
+  // above (Figures 3–4), not to this architecture comparison.
   const cols = attackColumns(done);
+  const methodsOf = new Map<string, Set<string>>();
+  for (const r of done) methodsOf.set(r.model, new Set([...(methodsOf.get(r.model) ?? []), r.method]));
   const byMethod = new Map<string, ReportRun[]>();
-  for (const r of done) byMethod.set(r.method, [...(byMethod.get(r.method) ?? []), r]);
+  for (const r of done) if (methodsOf.get(r.model)!.size === 1) byMethod.set(r.method, [...(byMethod.get(r.method) ?? []), r]);
   for (const [method, rs] of byMethod) {
     const models = new Set(rs.map((r) => r.model));
     if (method === 'natural' || models.size < 3 || cols.length === 0) continue;
     const sorted = [...rs].sort((a, b) => a.summary!.accuracy - b.summary!.accuracy);
-    const lines = sorted.map((r) => `${r.model} ${pct(r.summary!.accuracy)} / ${cols.map((c) => pct(r.summary!.attacks[c])).join(' / ')}`);
-    const together = cols.every((c) => spearman(sorted.map((r) => r.summary!.accuracy), sorted.map((r) => r.summary!.attacks[c] ?? NaN)) > 0);
-    out.push(`**Expressiveness (${methodName(method)}-trained, standard / ${cols.map((c) => c.toUpperCase()).join(' / ')} %).** ${lines.join('; ')}. ` +
-      (together ? 'Standard and adversarial accuracy rise together across architectures, as in the paper\'s table.'
-        : 'Standard and adversarial accuracy do NOT rise together across these architectures, unlike the paper\'s table.'));
+    const lines = rs.map((r) => `${r.model} ${pct(r.summary!.accuracy)} / ${cols.map((c) => pct(r.summary!.attacks[c])).join(' / ')}`);
+    const rhos = cols.map((c) => spearman(sorted.map((r) => r.summary!.accuracy), sorted.map((r) => r.summary!.attacks[c] ?? NaN)));
+    const together = rhos.every((r) => r > 0);
+    const rhoText = `rank correlation with standard accuracy: ${cols.map((c, i) => `${c.toUpperCase()} ${fmt(rhos[i])}`).join(', ')}`;
+    out.push(`**Architectures (${methodName(method)}-trained, standard / ${cols.map((c) => c.toUpperCase()).join(' / ')} %, in config order).** ${lines.join('; ')}. ` +
+      (together ? `Standard and adversarial accuracy rise together across architectures (${rhoText}), as in the paper's table.`
+        : `Standard and adversarial accuracy do NOT rise together across these architectures (${rhoText}), unlike the paper's table.`));
     const withC = sorted.filter((r) => r.summary!.cckl);
     if (withC.length >= 3) {
       const rho = spearman(withC.map((r) => r.summary!.accuracy), withC.map((r) => r.summary!.cckl!.robust));
-      out.push(`Robust CCKL component R vs standard accuracy across these architectures: ${withC.map((r) => `${r.model} R = ${fmt(r.summary!.cckl!.robust)}`).join(', ')} ` +
-        `(rank correlation ${fmt(rho)}; ${rho > 0 ? 'the more accurate models carry more of their CCKL in the robust, higher-order component, as the paper argues' : 'not the paper\'s pattern here'}).`);
+      const inOrder = rs.filter((r) => r.summary!.cckl);
+      out.push(`Robust CCKL component R (and N / CCKL) across these architectures: ${inOrder.map((r) => `${r.model} R = ${fmt(r.summary!.cckl!.robust)} (${pct(r.summary!.cckl!.nonRobustFraction)}%)`).join(', ')}; ` +
+        `rank correlation of R with standard accuracy ${fmt(rho)}: ${rho > 0 ? 'the more accurate models carry more of their CCKL in the robust, higher-order component, as the paper argues' : 'not the paper\'s pattern here'}.`);
     }
   }
   // The bound chain of PAPER.md §2 on every run.
@@ -215,7 +222,7 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
   const unfinished = runs.filter((r) => !r.summary);
 
   const charts: (Chart & { svg: string })[] = [];
-  for (const c of [accuracyBars(finished, attackColumns(finished)), trainingCurves(runs), ccklDecomposition(finished), lambdaMaxDistribution(finished)]) {
+  for (const c of [accuracyBars(finished, attackColumns(finished)), trainingCurves(runs), ccklDecomposition(finished), lambdaMaxDistribution(runs)]) {
     if (c) charts.push({ ...c, svg: await renderSvg(c.spec) });
   }
 
