@@ -83,3 +83,30 @@ maybe('a shrunken demo runs for real, resumes nothing twice, and reports the pap
   for (const x of r.runs) t.true(md.includes(`| ${(x.summary!.accuracy * 100).toFixed(2)} | ${(x.summary!.attacks.pgd * 100).toFixed(2)} | ${(x.summary!.attacks.cw * 100).toFixed(2)} |`));
   t.is(w.plots.length, 4);
 });
+
+maybe('a real run interrupted after its first epoch resumes from checkpoint.pt and logs each epoch once', async (t) => {
+  const cfg: ExperimentInput = {
+    name: 'resume',
+    defaults: { data: { dataset: 'fashion-mnist', trainSize: 300, testSize: 50, probeSize: 20 }, train: { epochs: 3, batchSize: 50, optimizer: { type: 'adam', lr: 0.001 } },
+      eval: { attacks: [{ name: 'pgd', type: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 3 }], fisher: { samples: 10 }, cckl: { samples: 50, pairs: 20 } } },
+    runs: [{ model: { arch: 'lenet' }, train: { method: 'natural' } }],
+  };
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-resume-'));
+  const controller = new AbortController();
+  const r1 = await runExperiment(cfg, { out, signal: controller.signal, onEvent: (e) => { if (e.type === 'epoch' && e.record.epoch === 1) controller.abort(); } });
+  t.true(r1.aborted);
+  const rd = RunDir.of(out, 'lenet_natural_seed0');
+  t.is(rd.state(), 'resumable');
+  t.true(fs.existsSync(path.join(rd.dir, 'checkpoint.pt')));
+  const starts: boolean[] = [];
+  const epochs: number[] = [];
+  const r2 = await runExperiment(cfg, { out, onEvent: (e) => {
+    if (e.type === 'run-start') starts.push(e.resume);
+    if (e.type === 'epoch') epochs.push(e.record.epoch);
+  } });
+  t.is(r2.finished, 1);
+  t.deepEqual(starts, [true]);
+  t.false(epochs.includes(1), `epoch 1 is not trained again (got ${epochs})`);
+  t.deepEqual(rd.readEpochs().map((e) => e.epoch), [1, 2, 3]);
+  t.is(rd.readSummary().epochs, 3);
+});
