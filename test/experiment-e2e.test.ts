@@ -71,6 +71,7 @@ maybe('a shrunken demo runs for real, resumes nothing twice, and reports the pap
       train: { ...cfg.defaults.train, epochs: 2, batchSize: 50 },
       eval: { ...cfg.defaults.eval, fisher: { samples: 20 }, cckl: { samples: 50, pairs: 50 } },
     },
+    runs: cfg.runs.map((r) => ({ ...r, train: { ...r.train, epochs: 2 } })) as unknown as ExperimentInput['runs'],
   };
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-demo-'));
   const r = await runExperiment(small, { out });
