@@ -223,6 +223,12 @@ test('CLI: --help for every command, exit codes for usage and config errors, dry
   const r = runCli(['run', bad]);
   t.is(r.status, 1);
   t.is(r.stderr.trim(), "fisherlens: ERR_CONFIG: bad.yaml: runs[0].train.method: expected one of natural | pgd-at | trades, got 'tradez'");
+  const cuda = runCli(['run', path.join(root, 'configs', 'paper-cifar10.yaml'), '--out', path.join(dir, 'paper')]);
+  if (/CUDA is not available/.test(cuda.stderr)) {
+    t.is(cuda.status, 1);
+    t.regex(cuda.stderr, /^fisherlens: ERR_DEVICE: device 'cuda' asked for/);
+    t.false(fs.existsSync(path.join(dir, 'paper')), 'nothing is written before the device is known to exist');
+  }
   const dry = runCli(['run', path.join(root, 'configs', 'demo.yaml'), '--dry-run', '--json', '--out', path.join(dir, 'demo')]);
   t.is(dry.status, 0);
   t.deepEqual((JSON.parse(dry.stdout) as { runs: { state: string }[] }).runs.map((x) => x.state), Array(6).fill('new'));

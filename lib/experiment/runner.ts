@@ -10,6 +10,7 @@ import { FisherLensError } from '../errors';
 import { ExperimentConfig, ExperimentInput, ResolvedRun, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
+import { checkDevice } from '../backend';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
@@ -131,6 +132,10 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     }
   }
   const executor = opts.executor ?? defaultExecutor();
+  if (!opts.executor) {
+    // the built-in executor runs on LibTorch devices: refuse a missing one before anything starts
+    for (const device of new Set(runs.map((r) => r.device))) checkDevice(device);
+  }
 
   // Refuse to mix configs in one folder before anything starts.
   for (const run of runs) {
