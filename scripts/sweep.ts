@@ -16,7 +16,7 @@ const config: ExperimentInput = {
     data: { dataset: 'fashion-mnist', trainSize: 2000, testSize: 300, probeSize: 100 },
     model: { arch: 'small-cnn' },
     train: { method: 'trades', epochs: 2, batchSize: 100, epsilon: 0.1, stepSize: 0.04, steps: 3,
-      optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 } },
+      optimizer: { type: 'adam', lr: 0.001 } },
     eval: {
       attacks: [{ name: 'pgd', type: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 10 }],
       fisher: { samples: 100 },

@@ -271,3 +271,13 @@ test('an environment error (ERR_LOAD, ERR_DEVICE) stops the sweep instead of fai
   t.false(fs.existsSync(RunDir.of(out, 'small-cnn_natural_seed0').error));
   t.is(RunDir.of(out, 'small-cnn_trades_seed0').state(), 'new');
 });
+
+test('the complete example of docs/experiments.md validates and expands to the 13 runs it describes', (t) => {
+  const doc = fs.readFileSync(path.join(root, 'docs', 'experiments.md'), 'utf8');
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)![1];
+  const runs = expandRuns(validateExperiment(parseConfigText(yaml, 'example.yaml')));
+  t.is(runs.length, 13);
+  t.deepEqual([runs[0].id, runs[6].id, runs[12].id], ['small-cnn_natural_seed0', 'beta_trades_beta1_seed0', 'lenet-linear_trades_seed0']);
+  t.is(runs[12].train.epochs, 3);
+  t.is(runs[0].eval.attacks.length, 3);
+});
