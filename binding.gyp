@@ -32,6 +32,7 @@
         "-Wl,--no-as-needed",
         "<@(torch_libs)",
         "-Wl,--as-needed",
+        "-lz",
         "-Wl,-rpath,'$$ORIGIN'",
         "-Wl,-rpath,<(torch_libdir)"
       ]

@@ -4,3 +4,8 @@ export { backend, setThreads, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent } from './op';
+export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './model';
+export {
+  Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
+  loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
+} from './data';

@@ -2,6 +2,7 @@
 /** The `fisherlens` command. Each subcommand lives in its own file and registers itself here. */
 import { Command } from 'commander';
 import { register as info } from './info';
+import { register as evalCmd } from './eval';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -18,7 +19,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info]) reg(program);
+  for (const reg of [info, evalCmd]) reg(program);
   return program;
 }
 

@@ -4,6 +4,12 @@
  */
 import { FisherLensError } from '../errors';
 import { Tensor } from '../tensor';
+import { addon, NativeCtl, NativeTensor } from '../native';
+import { runOp, OpOptions } from '../op';
+
+interface AugmentAddon {
+  augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
+}
 
 /** One batch: x [B, C, H, W] float32 in [0, 1], y [B] int64. */
 export interface Batch {
@@ -22,6 +28,14 @@ export interface BatchOptions {
   seed?: number;
   /** Drop a last incomplete batch (default false). */
   dropLast?: boolean;
+}
+
+/** Batching with native CIFAR augmentation (see {@link Dataset.augmentedBatches}). */
+export interface AugmentedBatchOptions extends BatchOptions, OpOptions {
+  /** Zero padding before the random crop, in pixels (default 4; 0 = no crop). */
+  pad?: number;
+  /** Random horizontal flips (default true). */
+  flip?: boolean;
 }
 
 /** A seeded permutation of 0..n-1 (xorshift128+ Fisher–Yates: same seed, same order everywhere). */
@@ -71,6 +85,15 @@ export class Dataset {
   get size(): number { return this.images.shape[0]; }
   /** [C, H, W] of one image. */
   get imageShape(): number[] { return this.images.shape.slice(1); }
+
+  /** Device of the images ('cpu' | 'cuda' | 'cuda:N'). */
+  get device(): string { return this.images.device; }
+
+  /** A copy of this dataset on another device (readers load to 'cpu'); the same object when already there. */
+  to(device: string): Dataset {
+    if (device === this.device) return this;
+    return new Dataset(this.images.to(device), this.labels.to(device), { numClasses: this.numClasses, name: this.name });
+  }
 
   /** The samples at `indices` as a new Dataset (native gather). */
   subset(indices: number[], name?: string): Dataset {
@@ -123,6 +146,55 @@ export class Dataset {
         b.y.dispose();
       }
     }
+  }
+
+  /**
+   * Batches like {@link batches}, each augmented natively (random crop after `pad`-pixel zero
+   * padding, horizontal flip): batch i uses seed (seed · 1 000 003 + i), so the same seed gives
+   * the same epoch. Each batch's tensors are disposed when the loop moves on.
+   */
+  async *augmentedBatches(opts: AugmentedBatchOptions): AsyncGenerator<Batch> {
+    const base = opts.seed ?? 0;
+    let i = 0;
+    for (const idx of this.batchIndices(opts)) {
+      const b = this.batch(idx);
+      let x: Tensor;
+      try {
+        const seed = (base * 1000003 + i++) % 2 ** 52;
+        x = new Tensor(await runOp(opts, (ctl) =>
+          addon<AugmentAddon>().augment(b.x.native, seed, opts.pad ?? 4, opts.flip ?? true, ctl)));
+      } finally {
+        b.x.dispose();
+      }
+      try {
+        yield { x, y: b.y, indices: b.indices };
+      } finally {
+        x.dispose();
+        b.y.dispose();
+      }
+    }
+  }
+
+  /**
+   * Splits into two datasets: a seeded random `fraction` of the samples (rounded down) and the
+   * rest, e.g. `const [train, val] = ds.split(0.9, { seed: 1 })`.
+   */
+  split(fraction: number, opts: { seed?: number; shuffle?: boolean } = {}): [Dataset, Dataset] {
+    if (!(fraction > 0 && fraction < 1)) throw new FisherLensError('ERR_ARG', `split(fraction): expected 0 < fraction < 1, got ${fraction}`);
+    const order = opts.shuffle === false ? Array.from({ length: this.size }, (_, i) => i) : permutation(this.size, opts.seed ?? 0);
+    const k = Math.floor(this.size * fraction);
+    if (k === 0 || k === this.size) throw new FisherLensError('ERR_ARG', `split(${fraction}) of ${this.size} samples leaves one side empty`);
+    return [this.subset(order.slice(0, k), `${this.name}[split:a]`), this.subset(order.slice(k), `${this.name}[split:b]`)];
+  }
+
+  /** Number of samples of each class [numClasses] (reads the labels into JavaScript). */
+  classCounts(): number[] {
+    const counts = new Array<number>(this.numClasses).fill(0);
+    for (const v of this.labels.toArray() as BigInt64Array) {
+      const c = Number(v);
+      if (c >= 0 && c < counts.length) counts[c]++;
+    }
+    return counts;
   }
 
   dispose(): void {

@@ -146,15 +146,31 @@ std::string deviceName(const torch::Device& d) {
 }
 
 Napi::Value toTypedArray(Napi::Env env, const torch::Tensor& t0) {
-  torch::Tensor t = t0.detach().to(torch::kCPU).contiguous();
+  torch::Tensor t = t0.detach().to(torch::kCPU);
   const DtypeRow* row = rowFor(t.scalar_type());
   if (!row) {
     t = t.to(torch::kFloat64);
     row = rowFor(torch::kFloat64);
   }
-  size_t n = static_cast<size_t>(t.numel());
-  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, n * row->elemSize);
-  if (n) std::memcpy(buf.Data(), t.data_ptr(), n * row->elemSize);
+  // One copy into a fresh tensor whose memory becomes the ArrayBuffer (no zero-filled
+  // buffer, no second copy); the finalizer releases the tensor.
+  torch::Tensor owned;
+  if (t.is_contiguous()) {
+    // plain memcpy: single-threaded, so a busy core cannot stall an OpenMP team here
+    owned = torch::empty(t.sizes(), t.options());
+    if (t.numel()) std::memcpy(owned.data_ptr(), t.data_ptr(), t.numel() * t.element_size());
+  } else {
+    owned = t.contiguous();
+  }
+  size_t n = static_cast<size_t>(owned.numel());
+  Napi::ArrayBuffer buf;
+  if (n == 0) {
+    buf = Napi::ArrayBuffer::New(env, 0);
+  } else {
+    auto* keep = new torch::Tensor(owned);
+    buf = Napi::ArrayBuffer::New(env, keep->data_ptr(), n * row->elemSize,
+                                 [](Napi::Env, void*, torch::Tensor* k) { delete k; }, keep);
+  }
   switch (row->ta) {
     case napi_float32_array: return Napi::Float32Array::New(env, n, buf, 0);
     case napi_float64_array: return Napi::Float64Array::New(env, n, buf, 0);

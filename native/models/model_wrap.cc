@@ -16,6 +16,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod<&ModelWrap::SetTraining>("setTraining"),
                         InstanceMethod<&ModelWrap::To>("to"),
                         InstanceMethod<&ModelWrap::ExportState>("exportState"),
+                        InstanceMethod<&ModelWrap::State>("state"),
                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
                         InstanceAccessor<&ModelWrap::Training>("training"),
                         InstanceAccessor<&ModelWrap::Kind>("kind"),
@@ -73,6 +74,21 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return startOp(info.Env(), info[1], [m, path](OpContext&) -> Finisher {
         m->exportState(path);
         return nullptr;
+      }, {m->lock});
+    });
+  }
+  // state(ctl?) -> Promise<{ [name]: Tensor }>: copies of the named parameters and buffers
+  Napi::Value State(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      ClassifierPtr m = model();
+      return startOp(info.Env(), info[0], [m](OpContext&) -> Finisher {
+        std::vector<std::pair<std::string, torch::Tensor>> st;
+        for (auto& [name, t] : m->namedState()) st.emplace_back(name, t.detach().clone());
+        return [st](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          for (auto& [name, t] : st) o.Set(name, wrapTensor(env, t));
+          return o;
+        };
       }, {m->lock});
     });
   }

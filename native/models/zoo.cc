@@ -15,18 +15,21 @@ namespace nn = torch::nn;
 
 // ---------- building blocks ----------
 
-// ---------- mlp: flatten -> [Linear -> act]* -> Linear ----------
+// ---------- mlp: flatten -> [Linear -> act]* -> Linear (fcs.0, fcs.1, ...) ----------
 struct Mlp : Net {
   std::vector<nn::Linear> layers;
   std::string act;
   Mlp(const ArchSpec& s) : act(s.activation) {
     int64_t in = s.inChannels * s.inputSize * s.inputSize;
-    int i = 0;
+    auto list = register_module("fcs", nn::ModuleList());
     for (int64_t h : s.hidden) {
-      layers.push_back(register_module("fc" + std::to_string(i++), nn::Linear(in, h)));
+      FL_CHECK(h > 0, ERR_ARG, "mlp: hidden sizes must be positive, got ", h);
+      layers.push_back(nn::Linear(in, h));
+      list->push_back(layers.back());
       in = h;
     }
-    layers.push_back(register_module("fc" + std::to_string(i), nn::Linear(in, s.numClasses)));
+    layers.push_back(nn::Linear(in, s.numClasses));
+    list->push_back(layers.back());
   }
   torch::Tensor body(torch::Tensor x) override {
     x = x.flatten(1);
