@@ -175,6 +175,9 @@ test('ρ(x, ε) by KL-PGD ≈ ½ ε² λ_max for small ε, and ≥ the Fisher-at
     t.true(relErr(small.rho[b], small.fisherBound[b]) < 1e-2, `ρ ${small.rho[b]} vs ½ε²λ ${small.fisherBound[b]}`);
   }
   const big = await adversarialMeasure(m, x, 0.5, { steps: 10 });
-  for (let b = 0; b < 12; b++) t.true(big.rho[b] >= big.initial[b]);
+  for (let b = 0; b < 12; b++) {
+    t.true(big.rho[b] >= big.initial[b] && big.rho[b] >= big.rhoKlAttack![b] && big.rho[b] >= big.rhoFisherStart[b]);
+    t.true(big.rhoKlAttack![b] > 0);
+  }
   t.true(big.summary.ratio.n === 12);
 });

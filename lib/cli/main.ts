@@ -3,6 +3,9 @@
 import { Command } from 'commander';
 import { register as info } from './info';
 import { register as evalCmd } from './eval';
+import { register as fisherCmd } from './fisher';
+import { register as ccklCmd } from './cckl';
+import { register as profileCmd } from './profile';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -19,7 +22,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info, evalCmd]) reg(program);
+  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd]) reg(program);
   return program;
 }
 
