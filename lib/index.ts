@@ -10,6 +10,15 @@ export {
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
 export {
+  fisherExact, ExactFisherResult, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
+  fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
+  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,
+} from './fisher';
+export {
+  CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
+  NonRobustResult, samplePairs, adversarialMeasure, RhoResult,
+} from './metrics';
+export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,
   defaultExecutor, RunDir, RunSummary, EpochRecord, SweepProgress,

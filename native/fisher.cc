@@ -238,6 +238,7 @@ PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const s
     torch::Tensor vn = torch::where(n > 1e-300, w / n.clamp_min(1e-300), v);
     torch::Tensor active = done.logical_not();
     torch::Tensor conv = (l - lam).abs() <= tol * l.abs();
+    if (tol <= 0) conv = torch::zeros_like(conv);  // tol 0: exactly maxIter iterations (benchmarks)
     lam = torch::where(active, l, lam);
     v = torch::where(active.unsqueeze(1), vn, v);
     iters = torch::where(active, torch::full_like(iters, it), iters);

@@ -5,7 +5,10 @@ import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadra
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
 
+// Python runs happen here, before any native op starts: a fork while OpenBLAS works on another
+// thread can leave that thread waiting forever (OpenBLAS shuts its pool down in a pthread_atfork hook).
 const dir = ensureFixture();
+const REF = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), path.join(dir, 'v.npy'), 'tiny');
 const N = 24; // samples compared with the reference (of the fixture's 120)
 
 function rows(t: Tensor): number[][] {
@@ -20,8 +23,7 @@ async function loadBoth() {
   const x64 = npyTensor(path.join(dir, 'x64.npy')).slice(0, N);
   const x32 = npyTensor(path.join(dir, 'x.npy')).slice(0, N);
   const v = npyTensor(path.join(dir, 'v.npy')).slice(0, N);
-  const ref = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), path.join(dir, 'v.npy'), 'tiny');
-  return { m64, m32, x64, x32, v, ref };
+  return { m64, m32, x64, x32, v, ref: REF };
 }
 
 test('exact Fisher matches the Python float64 full-Jacobian reference (< 1e-9 in float64, < 1e-4 in float32)', async (t) => {
