@@ -3,6 +3,8 @@
 import { Command } from 'commander';
 import { register as info } from './info';
 import { register as evalCmd } from './eval';
+import { register as attackCmd } from './attack';
+import { register as trainCmd } from './train';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -19,7 +21,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info, evalCmd]) reg(program);
+  for (const reg of [info, evalCmd, attackCmd, trainCmd]) reg(program);
   return program;
 }
 
