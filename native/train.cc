@@ -65,9 +65,12 @@ torch::Tensor augmentBatch(const torch::Tensor& x, int64_t pad, bool flip, at::G
 StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x0, const torch::Tensor& y,
                      const StepOptions& o, const OpContext* ctx) {
   at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  // Dropout draws from LibTorch's default generator (nn::Dropout takes no generator): it is seeded
+  // per step so that a resumed run repeats an uninterrupted one exactly, and steps are serialised
+  // process-wide so that concurrent training runs cannot interleave their draws.
+  static std::mutex stepMutex;
+  std::lock_guard<std::mutex> serial(stepMutex);
   {
-    // dropout draws from the default generator: seed it per step so that a resumed run repeats
-    // an uninterrupted one exactly
     at::Generator def = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(def.mutex());
     def.set_current_seed(o.seed ^ 0x5deece66dULL);
