@@ -13,7 +13,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { attack } from '../lib/attacks';
-import { PyServer } from './pyserver';
+import { PyServer, passiveOpenMp } from './pyserver';
 
 
 const P = { kind: 'pgd' as const, epsilon: 0.031, stepSize: 0.003, randomStart: false };
@@ -26,6 +26,7 @@ async function timePgd(model: Model, x: Tensor, y: Tensor, steps = 20): Promise<
 }
 
 export async function main(): Promise<void> {
+  passiveOpenMp();
   const reps = Number(process.env.BENCH_REPS ?? 2);
   const batch = 128;
   setThreads(2);
