@@ -9,3 +9,13 @@ export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
+export {
+  attack, evaluate as evaluateRobustness, attackPresets, modelGradState, NpyWriter,
+  AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
+  EvaluateResult as RobustnessResult, AttackSummary, ModelGradState,
+} from './attacks';
+export {
+  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
+  TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
+  ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
+} from './train';
