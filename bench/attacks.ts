@@ -4,7 +4,7 @@
  * the same LibTorch (bench/python/attacks_bench.py), side by side, 2 threads each. Python runs
  * TRADES' loop as written ("reference": weight gradients computed by loss.backward()) and a lean
  * variant (input gradient only). FisherLens runs the built-in architecture and the very
- * TorchScript module Python exported. Prints samples/s and time ratios (target ≤ 0.7 × Python's
+ * TorchScript module Python exported, and the built-in with channelsLast: true. Prints samples/s and time ratios (target ≤ 0.7 × Python's
  * reference). The four runs are interleaved BENCH_REPS times (default 2; the machine is shared)
  * and the best of each is kept.
  */
@@ -17,9 +17,9 @@ import { PyServer, passiveOpenMp } from './pyserver';
 
 
 const P = { kind: 'pgd' as const, epsilon: 0.031, stepSize: 0.003, randomStart: false };
-async function timePgd(model: Model, x: Tensor, y: Tensor, steps = 20): Promise<number> {
+async function timePgd(model: Model, x: Tensor, y: Tensor, steps = 20, channelsLast = false): Promise<number> {
   const t0 = process.hrtime.bigint();
-  const a = await attack(model, x, y, { ...P, steps });
+  const a = await attack(model, x, y, { ...P, steps, channelsLast });
   const t = Number(process.hrtime.bigint() - t0) / 1e9;
   a.xAdv.dispose();
   return t;
@@ -48,18 +48,21 @@ export async function main(): Promise<void> {
     await timePgd(builtin, x, y, 2);
     await timePgd(script, x, y, 2);
     const py = { reference: Infinity, lean: Infinity };
-    let tBuiltin = Infinity, tScript = Infinity;
+    let tBuiltin = Infinity, tScript = Infinity, tCl = Infinity;
+    await timePgd(builtin, x, y, 2, true);
     for (let r = 0; r < reps; r++) {
       py.reference = Math.min(py.reference, await server.time('reference'));
       tBuiltin = Math.min(tBuiltin, await timePgd(builtin, x, y));
       py.lean = Math.min(py.lean, await server.time('lean'));
       tScript = Math.min(tScript, await timePgd(script, x, y));
+      tCl = Math.min(tCl, await timePgd(builtin, x, y, 20, true));
     }
     server.close();
     const sps = (t: number): string => (batch / t).toFixed(1).padStart(8);
     rows.push(`${arch.padEnd(10)} python reference ${sps(py.reference)} samples/s | python lean ${sps(py.lean)} | ` +
       `FisherLens built-in ${sps(tBuiltin)} (${(tBuiltin / py.reference).toFixed(2)}× ref time, ${(tBuiltin / py.lean).toFixed(2)}× lean) | ` +
-      `FisherLens TorchScript ${sps(tScript)} (${(tScript / py.reference).toFixed(2)}× ref, ${(tScript / py.lean).toFixed(2)}× lean)`);
+      `FisherLens TorchScript ${sps(tScript)} (${(tScript / py.reference).toFixed(2)}× ref, ${(tScript / py.lean).toFixed(2)}× lean) | ` +
+      `FisherLens built-in channels-last ${sps(tCl)} (${(tCl / py.reference).toFixed(2)}× ref, ${(tCl / py.lean).toFixed(2)}× lean)`);
     console.log(rows[rows.length - 1]);
     builtin.dispose(); script.dispose(); x.dispose(); y.dispose();
   }

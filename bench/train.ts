@@ -4,7 +4,7 @@
  * (one native op per step) vs the same step in Python/PyTorch on the same LibTorch with the TRADES
  * reference's structure (bench/python/train_bench.py), interleaved BENCH_REPS times (default 3;
  * the machine is shared), best of each kept, 2 threads each. Prints ms per step and the ratio
- * (target ≤ 0.8 × Python's time).
+ * (target ≤ 0.8 × Python's time), also with channelsLast: true.
  */
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { addon } from '../lib/native';
@@ -33,24 +33,28 @@ export async function main(): Promise<void> {
     const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]);
     const m = Model.create(spec);
     const opt = n.createOptimizer(m.native, { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 });
-    const step = async (method: string, steps = 10): Promise<number> => {
+    const step = async (method: string, steps = 10, channelsLast = false): Promise<number> => {
       const t0 = process.hrtime.bigint();
-      await n.trainStep(m.native, opt, x.native, y.native, { method, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1 });
+      await n.trainStep(m.native, opt, x.native, y.native, { method, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1, channelsLast });
       return Number(process.hrtime.bigint() - t0) / 1e9;
     };
     await step('natural');
     await step('trades', 1);
-    const best = { pyNatural: Infinity, pyTrades: Infinity, flNatural: Infinity, flTrades: Infinity };
+    await step('natural', 10, true);
+    const best = { pyNatural: Infinity, pyTrades: Infinity, flNatural: Infinity, flTrades: Infinity, clNatural: Infinity, clTrades: Infinity };
     for (let r = 0; r < reps; r++) {
       best.pyNatural = Math.min(best.pyNatural, await server.time('natural'));
       best.flNatural = Math.min(best.flNatural, await step('natural'));
       best.pyTrades = Math.min(best.pyTrades, await server.time('trades'));
       best.flTrades = Math.min(best.flTrades, await step('trades'));
+      best.clNatural = Math.min(best.clNatural, await step('natural', 10, true));
+      best.clTrades = Math.min(best.clTrades, await step('trades', 10, true));
     }
     server.close();
     const ms = (s: number): string => (1000 * s).toFixed(1).padStart(8);
     console.log(`${arch.padEnd(10)} natural step: python ${ms(best.pyNatural)} ms, FisherLens ${ms(best.flNatural)} ms (${(best.flNatural / best.pyNatural).toFixed(2)}×) | ` +
-      `TRADES step (10 inner): python ${ms(best.pyTrades)} ms, FisherLens ${ms(best.flTrades)} ms (${(best.flTrades / best.pyTrades).toFixed(2)}×)`);
+      `TRADES step (10 inner): python ${ms(best.pyTrades)} ms, FisherLens ${ms(best.flTrades)} ms (${(best.flTrades / best.pyTrades).toFixed(2)}×) | ` +
+      `channels-last: natural ${ms(best.clNatural)} ms (${(best.clNatural / best.pyNatural).toFixed(2)}×), TRADES ${ms(best.clTrades)} ms (${(best.clTrades / best.pyTrades).toFixed(2)}×)`);
     m.dispose(); x.dispose(); y.dispose();
   }
   console.log('batch 128, 2 threads; ratio = FisherLens time / Python time (target ≤ 0.8)');

@@ -49,6 +49,11 @@ export interface AttackParams {
   confidence?: number;
   /** Seed of the attack's generator (random start, KL start noise) [0]. */
   seed?: number;
+  /**
+   * Run convolutions in channels-last memory format (4-D weights converted for the op and
+   * restored after) [false]: faster convolutions on CPU; results may differ in the last bits.
+   */
+  channelsLast?: boolean;
 }
 
 /** Result of one attack on one batch. */

@@ -100,6 +100,8 @@ export interface TrainOptions {
   augment?: { cropPad?: number; flip?: boolean };
   /** Use only the first n training samples. */
   subset?: number;
+  /** Run convolutions in channels-last memory format during each step (and its inner attack) [false]. */
+  channelsLast?: boolean;
   /** Fixed probe set (e.g. the test set) for per-epoch tracking; a seeded subset of probeSize is used. */
   probe?: Dataset;
   /** Probe samples [512]. */
@@ -370,7 +372,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     method,
     epsilon: a.epsilon ?? 0.031, stepSize: a.stepSize ?? 0.007, steps: a.steps ?? 10, beta: a.beta ?? 6,
     norm: a.norm ?? 'linf', randomStart: a.randomStart ?? true,
-    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false,
+    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false, channelsLast: opts.channelsLast ?? false,
   };
   const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;

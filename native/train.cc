@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fisher.h"
 #include "models/checkpoint.h"
 #include "models/model_wrap.h"
 
@@ -76,6 +77,8 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
     def.set_current_seed(o.seed ^ 0x5deece66dULL);
   }
   torch::Tensor x = (o.cropPad > 0 || o.flip) ? augmentBatch(x0, o.cropPad, o.flip, gen) : x0;
+  LayoutGuard layout(m, o.channelsLast);
+  if (o.channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (o.lr >= 0) setLearningRate(opt, o.lr);
   StepResult r;
   r.batch = x.size(0);
@@ -211,6 +214,7 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     o.cropPad = static_cast<int64_t>(num(j, "cropPad", 0));
     o.flip = j.Get("flip").ToBoolean().Value();
     o.seed = static_cast<uint64_t>(num(j, "seed", 0));
+    o.channelsLast = j.Get("channelsLast").ToBoolean().Value();
     FL_CHECK(o.attack.epsilon >= 0 && o.attack.stepSize >= 0 && o.attack.steps >= 0, ERR_ARG,
              "epsilon, stepSize and steps must be >= 0");
     return startOp(info.Env(), info[5], [m, box, x, y, o](OpContext& ctx) -> Finisher {
