@@ -49,6 +49,11 @@ export interface AttackParams {
   confidence?: number;
   /** Seed of the attack's generator (random start, KL start noise) [0]. */
   seed?: number;
+  /**
+   * Run convolutions in channels-last memory format (4-D weights converted for the op and
+   * restored after) [false]: faster convolutions on CPU; results may differ in the last bits.
+   */
+  channelsLast?: boolean;
 }
 
 /** Result of one attack on one batch. */
@@ -148,7 +153,7 @@ export interface AttackSummary {
   robustAccuracy: number;
   /** Fraction of samples where the attack succeeded (misclassified at x_adv). */
   successRate: number;
-  /** Mean ‖x_adv − x‖ over the samples where the attack succeeded (NaN when none did). */
+  /** Mean ‖x_adv − x‖ over the samples the attack turned from correct to wrong (NaN when none). */
   meanNorm: number;
   /** Mean objective at x_adv (kl: the mean KL reached). */
   meanLoss: number;
@@ -233,6 +238,7 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   const robust = attacks.map(() => 0);
   const succ = attacks.map(() => 0);
   const normSum = attacks.map(() => 0);
+  const normCount = attacks.map(() => 0);
   const lossSum = attacks.map(() => 0);
   let done = 0;
   const src = n < data.size ? data.take(n) : data;
@@ -259,7 +265,8 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
           const ok = c[i] === 1 && r.success[i] === 0;
           if (ok) robust[a]++;
           else w[i] = 0;
-          if (r.success[i] === 1) { succ[a]++; normSum[a] += r.norm[i]; }
+          if (r.success[i] === 1) succ[a]++;
+          if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
           lossSum[a] += r.loss[i];
         }
         writers[a]?.append(r.xAdv);
@@ -300,7 +307,7 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
         name: names[i], params,
         robustAccuracy: robust[i] / n,
         successRate: succ[i] / n,
-        meanNorm: succ[i] > 0 ? normSum[i] / succ[i] : NaN,
+        meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
         meanLoss: lossSum[i] / n,
         saved: writers[i]?.file,
       };

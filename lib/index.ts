@@ -10,6 +10,16 @@ export {
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
 export {
+  attack, evaluate as evaluateRobustness, attackPresets, modelGradState, NpyWriter,
+  AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
+  EvaluateResult as RobustnessResult, AttackSummary, ModelGradState,
+} from './attacks';
+export {
+  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
+  TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
+  ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
+} from './train';
+export {
   fisherExact, ExactFisherResult, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
   FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,

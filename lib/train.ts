@@ -14,6 +14,7 @@ import { Dataset, permutation } from './data/dataset';
 import { FisherLensError, sync } from './errors';
 import { fisherExact } from './fisher';
 import { AttackParams, evaluate } from './attacks';
+import { ccklMetrics } from './metrics';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -75,10 +76,12 @@ export interface TrackOptions {
   fisher?: boolean;
   /** CCKL over the probe set (exact over all pairs, from p(x)) [true]. */
   cckl?: boolean;
+  /**
+   * CCKL's non-robust fraction N / CCKL from this many sampled different-class pairs of the
+   * probe (lib/metrics ccklMetrics: one JVP per pair) [0: off].
+   */
+  nonRobustPairs?: number;
 }
-
-/** Hook computing CCKL's non-robust fraction on the probe set (the fisher-metrics engine). */
-export type NonRobustHook = (model: Model, probe: Dataset) => Promise<{ nonRobustFraction: number; cckl?: number }>;
 
 export interface TrainOptions {
   method: TrainMethod;
@@ -97,6 +100,8 @@ export interface TrainOptions {
   augment?: { cropPad?: number; flip?: boolean };
   /** Use only the first n training samples. */
   subset?: number;
+  /** Run convolutions in channels-last memory format during each step (and its inner attack) [false]. */
+  channelsLast?: boolean;
   /** Fixed probe set (e.g. the test set) for per-epoch tracking; a seeded subset of probeSize is used. */
   probe?: Dataset;
   /** Probe samples [512]. */
@@ -104,8 +109,6 @@ export interface TrainOptions {
   track?: TrackOptions;
   /** Robust accuracy on the probe under this attack, per epoch [off]. */
   trackAttack?: AttackParams;
-  /** CCKL non-robust fraction per epoch [off]; see {@link NonRobustHook}. */
-  nonRobustHook?: NonRobustHook;
   /** Directory for checkpoint.pt (after every epoch, atomic) and metrics.jsonl. */
   outDir?: string;
   /** Continue from outDir's checkpoint when there is one [false]. */
@@ -291,7 +294,7 @@ export function ccklFromProbs(probs: Float64Array, labels: number[], k: number):
 
 /** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
 export async function probeMetrics(model: Model, probe: Dataset, opts: {
-  track?: TrackOptions; trackAttack?: AttackParams; nonRobustHook?: NonRobustHook; batchSize?: number;
+  track?: TrackOptions; trackAttack?: AttackParams; batchSize?: number; seed?: number;
 } & OpOptions = {}): Promise<Partial<EpochMetrics>> {
   const k = probe.numClasses;
   const n = probe.size;
@@ -325,7 +328,10 @@ export async function probeMetrics(model: Model, probe: Dataset, opts: {
     m.fisherLambdaMaxMedian = median(lam);
   }
   if (opts.track?.cckl ?? true) m.cckl = ccklFromProbs(probs, labels, k);
-  if (opts.nonRobustHook) m.ccklNonRobustFraction = (await opts.nonRobustHook(model, probe)).nonRobustFraction;
+  if ((opts.track?.nonRobustPairs ?? 0) > 0) {
+    const c = await ccklMetrics(model, probe, { pairs: opts.track!.nonRobustPairs, seed: opts.seed ?? 0, signal: opts.signal });
+    m.ccklNonRobustFraction = c.nonRobustFraction;
+  }
   if (opts.trackAttack) {
     const r = await evaluate(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
     m.robustAccuracy = r.attacks[0].robustAccuracy;
@@ -366,7 +372,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     method,
     epsilon: a.epsilon ?? 0.031, stepSize: a.stepSize ?? 0.007, steps: a.steps ?? 10, beta: a.beta ?? 6,
     norm: a.norm ?? 'linf', randomStart: a.randomStart ?? true,
-    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false,
+    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false, channelsLast: opts.channelsLast ?? false,
   };
   const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
@@ -410,7 +416,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       };
       if (probe) {
         m = { ...m, ...(await probeMetrics(model, probe, {
-          track: opts.track, trackAttack: opts.trackAttack, nonRobustHook: opts.nonRobustHook, signal: opts.signal,
+          track: opts.track, trackAttack: opts.trackAttack, seed, signal: opts.signal,
         })) };
       }
       history.push(m);

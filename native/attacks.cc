@@ -322,6 +322,7 @@ AttackOptions parseOptions(Napi::Value v) {
   o.learningRate = numOpt(j, "learningRate", o.learningRate);
   o.initialConst = numOpt(j, "initialConst", o.initialConst);
   o.confidence = numOpt(j, "confidence", o.confidence);
+  o.channelsLast = boolOpt(j, "channelsLast", false);
   double seed = numOpt(j, "seed", 0);
   FL_CHECK(seed >= 0 && std::floor(seed) == seed, ERR_ARG, "attack seed must be a non-negative integer, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
@@ -362,7 +363,13 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
         torch::NoGradGuard ng;
         clean = m->forward(xd).argmax(1).eq(yd).to(torch::kFloat64);
       }
-      AttackResult r = runAttack(*m, xd, yd, td, o, &ctx);
+      AttackResult r;
+      {
+        LayoutGuard layout(*m, o.channelsLast);
+        torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
+        r = runAttack(*m, xl, yd, td, o, &ctx);
+        r.xAdv = r.xAdv.contiguous();
+      }
       torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
       torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
       torch::Tensor success = r.success.to(torch::kFloat64);

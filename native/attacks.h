@@ -29,6 +29,7 @@ struct AttackOptions {
   double initialConst = 1e-3;  // cw-l2: initial c
   double confidence = 0;       // cw-l2: κ of the CW-L2 objective
   uint64_t seed = 0;
+  bool channelsLast = false;   // run convolutions in channels-last memory format (bindings only)
 };
 
 struct AttackResult {

@@ -11,6 +11,8 @@
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fisher.h"
+#include "models/checkpoint.h"
 #include "models/model_wrap.h"
 
 namespace fl {
@@ -64,14 +66,19 @@ torch::Tensor augmentBatch(const torch::Tensor& x, int64_t pad, bool flip, at::G
 StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x0, const torch::Tensor& y,
                      const StepOptions& o, const OpContext* ctx) {
   at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  // Dropout draws from LibTorch's default generator (nn::Dropout takes no generator): it is seeded
+  // per step so that a resumed run repeats an uninterrupted one exactly, and steps are serialised
+  // process-wide so that concurrent training runs cannot interleave their draws.
+  static std::mutex stepMutex;
+  std::lock_guard<std::mutex> serial(stepMutex);
   {
-    // dropout draws from the default generator: seed it per step so that a resumed run repeats
-    // an uninterrupted one exactly
     at::Generator def = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(def.mutex());
     def.set_current_seed(o.seed ^ 0x5deece66dULL);
   }
   torch::Tensor x = (o.cropPad > 0 || o.flip) ? augmentBatch(x0, o.cropPad, o.flip, gen) : x0;
+  LayoutGuard layout(m, o.channelsLast);
+  if (o.channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (o.lr >= 0) setLearningRate(opt, o.lr);
   StepResult r;
   r.batch = x.size(0);
@@ -131,12 +138,6 @@ struct OptBox {
   OptimizerSpec spec;
 };
 using OptPtr = std::shared_ptr<OptBox>;
-
-// Archive keys cannot contain '.': "conv1.weight" -> "model_conv1_weight"
-std::string stateKey(std::string name) {
-  std::replace(name.begin(), name.end(), '.', '_');
-  return "model_" + name;
-}
 
 OptPtr unwrapOpt(Napi::Value v) {
   FL_CHECK(v.IsExternal(), ERR_ARG, "expected an optimizer made by createOptimizer()");
@@ -213,6 +214,7 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     o.cropPad = static_cast<int64_t>(num(j, "cropPad", 0));
     o.flip = j.Get("flip").ToBoolean().Value();
     o.seed = static_cast<uint64_t>(num(j, "seed", 0));
+    o.channelsLast = j.Get("channelsLast").ToBoolean().Value();
     FL_CHECK(o.attack.epsilon >= 0 && o.attack.stepSize >= 0 && o.attack.steps >= 0, ERR_ARG,
              "epsilon, stepSize and steps must be >= 0");
     return startOp(info.Env(), info[5], [m, box, x, y, o](OpContext& ctx) -> Finisher {
@@ -233,8 +235,9 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// saveTrainState(path, model, opt, metaJson, ctl?) -> Promise<void>: weights, optimizer state and
-// meta in one torch::serialize archive, written to a temporary name and renamed into place.
+// saveTrainState(path, model, opt, metaJson, ctl?) -> Promise<void>: a FisherLens checkpoint
+// (models/checkpoint.h: weights, spec, meta, CPU generator state) with the optimizer's state under
+// "optimizer", written atomically; Model.loadCheckpoint reads it like any other checkpoint.
 Napi::Value SaveTrainState(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info[0].IsString(), ERR_ARG, "saveTrainState(path): expected a path");
@@ -243,28 +246,14 @@ Napi::Value SaveTrainState(const Napi::CallbackInfo& info) {
     OptPtr box = unwrapOpt(info[2]);
     std::string meta = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "{}";
     return startOp(info.Env(), info[4], [path, m, box, meta](OpContext&) -> Finisher {
-      torch::serialize::OutputArchive a;
-      for (auto& kv : m->namedState()) a.write(stateKey(kv.first), kv.second.detach().to(torch::kCPU));
-      torch::serialize::OutputArchive oa;
-      box->opt->save(oa);
-      a.write("optimizer", oa);
-      a.write("meta", c10::IValue(meta));
-      a.write("spec", c10::IValue(m->specJson()));
-      std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-      try {
-        a.save_to(tmp);
-      } catch (const c10::Error& e) {
-        std::remove(tmp.c_str());
-        throw FlError(ERR_IO, str("cannot write training state '", path, "': ", e.what_without_backtrace()));
-      }
-      FL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, ERR_IO, "cannot rename '", tmp, "' to '", path, "'");
+      saveCheckpoint(path, *m, meta, [&](torch::serialize::OutputArchive& a) { box->opt->save(a); });
       return nullptr;
     }, {m->lock});
   });
 }
 
-// loadTrainState(path, model, opt, ctl?) -> Promise<string meta>: restores weights and optimizer
-// state after checking every tensor's name and shape (ERR_FORMAT; the model is unchanged then).
+// loadTrainState(path, model, opt, ctl?) -> Promise<string meta>: restores weights (every name,
+// shape and dtype checked first) and the optimizer's state from a checkpoint of saveTrainState.
 Napi::Value LoadTrainState(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info[0].IsString(), ERR_ARG, "loadTrainState(path): expected a path");
@@ -272,34 +261,13 @@ Napi::Value LoadTrainState(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[1], "loadTrainState(model)");
     OptPtr box = unwrapOpt(info[2]);
     return startOp(info.Env(), info[3], [path, m, box](OpContext&) -> Finisher {
-      {
-        std::ifstream f(path, std::ios::binary);
-        FL_CHECK(f.good(), ERR_IO, "cannot open training state '", path, "'");
-      }
-      torch::serialize::InputArchive a;
-      std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-      c10::IValue meta;
-      try {
-        a.load_from(path);
-        for (auto& kv : m->namedState()) {
-          torch::Tensor t;
-          FL_CHECK(a.try_read(stateKey(kv.first), t), ERR_FORMAT, "training state '", path, "' lacks tensor '", kv.first, "'");
-          FL_CHECK(t.sizes() == kv.second.sizes(), ERR_FORMAT, "training state '", path, "': '", kv.first, "' has shape ",
-                   shapeOf(t), ", the model expects ", shapeOf(kv.second));
-          copies.emplace_back(kv.second, t);
-        }
-        a.read("meta", meta);
-      } catch (const c10::Error& e) {
-        throw FlError(ERR_FORMAT, str("'", path, "' is not a readable training state: ", e.what_without_backtrace()));
-      }
-      {
-        torch::NoGradGuard ng;
-        for (auto& c : copies) c.first.copy_(c.second);
-      }
-      torch::serialize::InputArchive oa;
-      a.read("optimizer", oa);
-      box->opt->load(oa);
-      std::string metaText = meta.toStringRef();
+      LoadedCheckpoint c = loadCheckpoint(path, m->device(), /*restoreRng=*/false);
+      FL_CHECK(c.hasOptimizer, ERR_FORMAT, "checkpoint '", path, "' holds no optimizer state: it cannot resume training");
+      loadCheckpointState(path, *m);
+      torch::serialize::InputArchive sub;
+      c.archive->read("optimizer", sub);
+      box->opt->load(sub);
+      std::string metaText = c.metaJson;
       return [metaText](Napi::Env env) -> Napi::Value { return Napi::String::New(env, metaText); };
     }, {m->lock});
   });

@@ -28,6 +28,7 @@ struct StepOptions {
   int64_t cropPad = 0;             // random crop with zero padding (0: off)
   bool flip = false;               // random horizontal flip
   uint64_t seed = 0;               // this step's seed (attack start, augmentation, dropout)
+  bool channelsLast = false;       // run convolutions in channels-last memory format
 };
 
 struct StepResult {

@@ -22,7 +22,9 @@ const hasTorch = (() => {
 (hasTorch ? test : test.skip)('PGD without random start equals the Python/PyTorch implementation (L∞ and L2)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pgdref-'));
   const n = 256;
-  execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'attacks_pgd.py'), dir, String(n)], { stdio: 'inherit' });
+  execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'attacks_pgd.py'), dir, String(n)], {
+    stdio: 'inherit', env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' },
+  });
   const ref = JSON.parse(fs.readFileSync(path.join(dir, 'result.json'), 'utf8')) as Record<string, number>;
   const m = await Model.load(path.join(dir, 'model.pt'));
   const xn = readNpy(path.join(dir, 'x.npy'));

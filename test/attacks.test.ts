@@ -156,3 +156,18 @@ test('abort stops an attack between steps; bad options are clear errors', async 
   const big = Tensor.from(new Float32Array(784).fill(2), [1, 1, 28, 28]);
   await t.throwsAsync(attack(model, big, ys.slice(0, 1)), { code: 'ERR_VALUE' } as never);
 });
+
+test('channels-last attacks agree with the contiguous ones (up to flipped signs of tiny gradients)', async (t) => {
+  manualSeed(5);
+  const cnn = Model.create({ arch: 'small-cnn' });
+  const x = xs.slice(0, 16), y = ys.slice(0, 16);
+  const p: AttackParams = { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 3, randomStart: false };
+  const a = (await attack(cnn, x, y, p)).xAdv.toArray() as Float32Array;
+  const b = await attack(cnn, x, y, { ...p, channelsLast: true });
+  const bv = b.xAdv.toArray() as Float32Array;
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (Math.abs(a[i] - bv[i]) < 1e-6) same++;
+  t.true(same / a.length > 0.99, `agreeing elements ${same / a.length}`);
+  t.deepEqual(ballViolations(x.toArray() as Float32Array, bv, 784, 'linf', 0.1), []);
+  t.deepEqual(b.xAdv.shape, [16, 1, 28, 28]);
+});

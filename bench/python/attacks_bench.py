@@ -5,7 +5,7 @@ Two Python loops on the same LibTorch:
              step, loss.backward() (weight gradients computed too), clamp of the difference.
   lean:      the same steps with torch.autograd.grad w.r.t. the input only and frozen weights.
 Also exports the (random-weight, eval-mode) model as TorchScript so FisherLens can run the same
-network. usage: /usr/bin/python3 attacks_bench.py ARCH BATCH REPS OUT.pt  -> JSON on stdout
+network. usage: /usr/bin/python3 attacks_bench.py ARCH BATCH OUT.pt, then one request per line on stdin
 """
 import json, sys, time
 import torch
@@ -41,7 +41,9 @@ def pgd_lean(model, X, y, epsilon=0.031, num_steps=20, step_size=0.003):
 
 
 def main():
-    arch, batch, reps, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    """Exports the model, then serves timing requests on stdin ('reference' | 'lean', one per
+    line) so that the caller can interleave Python and FisherLens runs on a noisy machine."""
+    arch, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model, shape = build(arch)
@@ -49,18 +51,22 @@ def main():
     torch.jit.script(model).save(out)
     X = torch.rand(batch, *shape)
     y = torch.randint(0, 10, (batch,))
-    res = {"arch": arch, "batch": batch, "threads": torch.get_num_threads()}
-    for name, fn, frozen in (("reference", pgd_reference, False), ("lean", pgd_lean, True)):
+    fns = {"reference": (pgd_reference, False), "lean": (pgd_lean, True)}
+    for name, (fn, frozen) in fns.items():  # warm-up
         for p in model.parameters():
             p.requires_grad_(not frozen)
-        fn(model, X, y, num_steps=2)  # warm-up
-        t = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn(model, X, y)
-            t.append(time.perf_counter() - t0)
-        res[name] = min(t)
-    print(json.dumps(res))
+        fn(model, X, y, num_steps=2)
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            break
+        fn, frozen = fns[name]
+        for p in model.parameters():
+            p.requires_grad_(not frozen)
+        t0 = time.perf_counter()
+        fn(model, X, y)
+        print(json.dumps({name: time.perf_counter() - t0}), flush=True)
 
 
 if __name__ == "__main__":

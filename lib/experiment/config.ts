@@ -99,6 +99,8 @@ export const TrainSchema = z.object({
   /** TRADES trade-off β. */
   beta: z.number().nonnegative().optional(),
   norm: z.enum(['linf', 'l2']).default('linf'),
+  /** Convolutions in channels-last memory format during training steps (faster on CPU; default false). */
+  channelsLast: z.boolean().default(false),
   /** Random crop with zero padding and horizontal flip (CIFAR; default none). */
   augment: z.object({ cropPad: nonNegInt.default(4), flip: z.boolean().default(true) }).strict().optional(),
   /** What is tracked on the probe after every epoch (metrics.jsonl). */
@@ -107,8 +109,8 @@ export const TrainSchema = z.object({
     fisher: z.boolean().default(true),
     /** CCKL over the probe (default true). */
     cckl: z.boolean().default(true),
-    /** CCKL's non-robust fraction N / CCKL (sampled pairs; default false: it costs one JVP per pair). */
-    nonRobust: z.boolean().default(false),
+    /** CCKL's non-robust fraction N / CCKL from this many sampled pairs of the probe (default 0: off; one JVP per pair). */
+    nonRobustPairs: nonNegInt.default(0),
     /** Probe accuracy under this attack every epoch (default none). */
     attack: z.lazy(() => AttackSchema).optional(),
   }).strict().default({}),

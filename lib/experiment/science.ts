@@ -91,14 +91,6 @@ export function attackParams(a: AttackConfig, seed: number): AttackParams {
   return p;
 }
 
-/** Per-epoch CCKL non-robust fraction on the probe (lib/metrics.ts), for lib/train.ts's nonRobustHook. */
-function nonRobustHook(seed: number): (m: Model, probe: Dataset) => Promise<{ nonRobustFraction: number; cckl: number }> {
-  return async (m, probe) => {
-    const r = await ccklSplit(m, probe, { pairs: Math.min(500, probe.size * 4), seed, batchSize: 128 });
-    return { nonRobustFraction: r.nonRobustFraction, cckl: r.cckl };
-  };
-}
-
 /** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/metrics.ts ccklMetrics). */
 export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>> {
   const r = await ccklMetrics(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
@@ -131,9 +123,9 @@ export function defaultScience(): Science<Model, Dataset> {
         attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
         augment: t.augment,
         probe: opts.probe, probeSize: opts.probe?.size,
-        track: { fisher: track.fisher, cckl: track.cckl },
+        track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
-        nonRobustHook: track.nonRobust ? nonRobustHook(opts.seed) : undefined,
+        channelsLast: t.channelsLast,
         outDir: opts.dir.dir, resume: opts.resume,
         onEvent: (e) => {
           if (e.type === 'batch') opts.onBatch(e);
