@@ -2,7 +2,10 @@
 import { addon } from './native';
 import { FisherLensError, sync } from './errors';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const pkg = require('../../package.json') as { version: string };
+const pkg = (() => {
+  // dist/lib/backend.js → ../../package.json; lib/backend.ts under ts-node → ../package.json
+  try { return require('../../package.json'); } catch { return require('../package.json'); }
+})() as { version: string };
 
 export interface BackendInfo {
   /** LibTorch version the addon was built against, e.g. "1.13.1". */

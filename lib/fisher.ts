@@ -1,29 +1,62 @@
 /**
  * Per-sample Fisher information of the output distribution w.r.t. the input (shared/PAPER.md §3):
- * G_x = Jᵀ M J, J = ∂z/∂x, M = diag(p) − p pᵀ. Units: logits per pixel squared (nats per pixel²
- * for KL: KL(p(x) ‖ p(x+δ)) ≈ ½ δᵀ G_x δ with δ in pixel units).
+ * G_x = Jᵀ M J, J = ∂z/∂x, M = diag(p) − p pᵀ. Units: nats per pixel² (KL(p(x) ‖ p(x+δ)) ≈
+ * ½ δᵀ G_x δ with δ in pixel units); λ_max and the trace are in nats/pixel², the Frobenius norm too.
+ *
+ * Every function runs in eval mode without weight gradients and leaves the model as found; it
+ * computes in the dtype of the model's parameters (a float64 TorchScript model gives float64).
  */
 import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
+import { Dataset } from './data/dataset';
+import { FisherLensError } from './errors';
 
+interface SpeedOpts { channelsLast?: boolean; streams?: number }
 interface FisherAddon {
-  fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean }, ctl?: NativeCtl): Promise<{
+  fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
     spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor;
   }>;
+  fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor;
+  }>;
+  fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
+    lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
+  }>;
+  fisherHutchinson(m: NativeModel, x: NativeTensor, o: { probes: number; seed: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
+    trace: Float64Array; traceSe: Float64Array; frobenius: Float64Array; frobeniusSe: Float64Array;
+  }>;
+  fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
+  fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
+  klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
+  peakMemory(reset?: boolean): { rss: number; peak: number };
+}
+
+const fa = (): FisherAddon => addon<FisherAddon>();
+
+/** Speed options shared by the Fisher functions (results do not depend on them beyond rounding). */
+export interface FisherSpeedOptions extends OpOptions {
+  /** Run convolutions channels-last (input and 4-D weights; weights restored after). Default false. */
+  channelsLast?: boolean;
+  /** Run the exact method's backward passes on this many threads at once. Default 1. */
+  streams?: number;
+}
+
+function speed(o: FisherSpeedOptions): SpeedOpts {
+  return { channelsLast: o.channelsLast ?? false, streams: o.streams ?? 1 };
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
 export interface ExactFisherResult {
-  /** λ_max(G_x) per sample [B]. */
+  /** λ_max(G_x) per sample [B] (nats/pixel²). */
   lambdaMax: Float64Array;
   /** tr G_x per sample [B]. */
   trace: Float64Array;
   /** ‖G_x‖_F per sample [B]. */
   frobenius: Float64Array;
-  /** Non-zero spectrum of G_x, descending: [B, C] float64. */
+  /** Non-zero spectrum of G_x, descending, padded with one zero: [B, C] float64. */
   spectrum: Tensor;
   /** p(x): [B, C] float64. */
   probs: Tensor;
@@ -32,14 +65,292 @@ export interface ExactFisherResult {
 }
 
 /**
- * Exact Fisher of each sample of the batch x [B, C, H, W] from K = J Jᵀ (one forward and C
+ * Exact Fisher of each sample of the batch x [B, C, H, W] from K = J Jᵀ (one forward and C−1
  * input-gradient passes), in eval mode without weight gradients; the model is left as found.
  */
-export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & OpOptions = {}): Promise<ExactFisherResult> {
-  const r = await runOp(opts, (ctl) => addon<FisherAddon>().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false }, ctl));
+export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...speed(opts) }, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
     eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined,
   };
+}
+
+/** Power iteration result per sample. */
+export interface PowerResult {
+  /** λ_max(G_x) [B]. */
+  lambdaMax: Float64Array;
+  /** Iterations used per sample [B]. */
+  iterations: Float64Array;
+  /** Whether each sample met the tolerance before maxIter. */
+  converged: boolean[];
+  /** Unit leading eigenvector, float64, shaped like x. */
+  eigvec: Tensor;
+}
+
+/**
+ * λ_max(G_x) per sample by power iteration on Fisher-vector products (one JVP by double backward
+ * and one VJP per iteration), started at ∇ₓ log p_ŷ. A sample stops when its Rayleigh quotient
+ * changes by ≤ tol (relative; default 1e-6) between iterations, or after maxIter (default 100).
+ */
+export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
+  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
+  return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec) };
+}
+
+/** Lanczos result per sample (from the Ritz values). */
+export interface LanczosResult {
+  lambdaMax: Float64Array;
+  trace: Float64Array;
+  frobenius: Float64Array;
+  /** Krylov dimension reached per sample (stops early at breakdown: the spectrum is exhausted). */
+  steps: Float64Array;
+  /** Ritz values, descending: [B, S] float64. */
+  ritz: Tensor;
+  /** Unit leading Ritz vector, float64, shaped like x. */
+  eigvec: Tensor;
+}
+
+/**
+ * Lanczos with full reorthogonalisation on G_x per sample, `steps` Fisher-vector products
+ * (default: the number of classes C, which exceeds rank G ≤ C−1 and makes λ_max, trace and
+ * Frobenius norm exact up to rounding).
+ */
+export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
+  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, { steps: opts.steps ?? 0, ...speed(opts) }, ctl));
+  return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
+}
+
+/** Hutchinson estimates per sample with their standard errors. */
+export interface HutchinsonResult {
+  trace: Float64Array;
+  traceSe: Float64Array;
+  frobenius: Float64Array;
+  /** Standard error of the Frobenius estimate (delta method from ‖G v‖²'s). */
+  frobeniusSe: Float64Array;
+}
+
+/**
+ * Hutchinson estimates of tr G_x = E vᵀGv and ‖G_x‖_F² = E ‖G v‖² with `probes` Rademacher
+ * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
+ */
+export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
+  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, { probes: opts.probes ?? 32, seed: opts.seed ?? 0, ...speed(opts) }, ctl));
+}
+
+/** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
+export async function fisherQuadratic(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Float64Array> {
+  return runOp(opts, (ctl) => fa().fisherQuadratic(model.native, x.native, v.native, speed(opts), ctl));
+}
+
+/** G_x v per sample (float64, shaped like x): one JVP and one VJP. */
+export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Tensor> {
+  return new Tensor(await runOp(opts, (ctl) => fa().fisherVectorProduct(model.native, x.native, v.native, speed(opts), ctl)));
+}
+
+/**
+ * KL(p(x) ‖ p(x + t δ)) for each t of `ts` (nats), per sample, beside the quadratic term
+ * ½ t² δᵀ G_x δ: where the two part, higher-order terms take over (PAPER.md appendix B).
+ */
+export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
+  Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
+  const r = await runOp(opts, (ctl) => fa().klSegment(model.native, x.native, delta.native, ts, speed(opts), ctl));
+  const klT = new Tensor(r.kl);
+  const flat = klT.toArray() as Float64Array;
+  klT.dispose();
+  const B = r.quadratic.length, T = ts.length;
+  const kl: Float64Array[] = [], quadratic: Float64Array[] = [];
+  for (let b = 0; b < B; b++) {
+    kl.push(flat.slice(b * T, (b + 1) * T));
+    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * r.quadratic[b]));
+  }
+  return { ts, kl, quadratic, dGd: r.quadratic };
+}
+
+// ---------------- summaries and datasets ----------------
+
+/** Summary of per-sample values: mean, median and quantiles (linear interpolation, as numpy). */
+export interface Summary { mean: number; median: number; q05: number; q25: number; q75: number; q95: number; n: number }
+
+/** Mean, median and the 5/25/75/95% quantiles of `values` (NaN fields when empty). */
+export function summarize(values: ArrayLike<number>): Summary {
+  const a = Float64Array.from(values).sort();
+  const n = a.length;
+  const q = (f: number): number => {
+    if (n === 0) return NaN;
+    const pos = f * (n - 1), lo = Math.floor(pos), hi = Math.ceil(pos);
+    return a[lo] + (a[hi] - a[lo]) * (pos - lo);
+  };
+  let s = 0;
+  for (const v of a) s += v;
+  return { mean: n ? s / n : NaN, median: q(0.5), q05: q(0.05), q25: q(0.25), q75: q(0.75), q95: q(0.95), n };
+}
+
+/** Methods of {@link fisherBatch} / {@link fisherDataset}. */
+export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
+export const FISHER_METHODS: FisherMethod[] = ['exact', 'power', 'lanczos', 'hutchinson'];
+
+/** Options of the method-generic functions. */
+export interface FisherMethodOptions extends FisherSpeedOptions {
+  /** Default 'exact'. */
+  method?: FisherMethod;
+  /** power: relative tolerance (1e-6) and iteration cap (100). */
+  tol?: number;
+  maxIter?: number;
+  /** lanczos: Krylov dimension (default C). */
+  steps?: number;
+  /** hutchinson: probes (32) and seed (0). */
+  probes?: number;
+  seed?: number;
+}
+
+/** Per-sample values of one method (fields the method does not compute are absent). */
+export interface FisherValues {
+  lambdaMax?: Float64Array;
+  trace?: Float64Array;
+  frobenius?: Float64Array;
+  traceSe?: Float64Array;
+  frobeniusSe?: Float64Array;
+  converged?: boolean[];
+}
+
+/** The Fisher quantities of one batch by the chosen method (eigenvectors and spectra freed). */
+export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOptions = {}): Promise<FisherValues> {
+  const method = opts.method ?? 'exact';
+  switch (method) {
+    case 'exact': {
+      const r = await fisherExact(model, x, opts);
+      r.spectrum.dispose();
+      r.probs.dispose();
+      return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius };
+    }
+    case 'power': {
+      const r = await fisherPower(model, x, opts);
+      r.eigvec.dispose();
+      return { lambdaMax: r.lambdaMax, converged: r.converged };
+    }
+    case 'lanczos': {
+      const r = await fisherLanczos(model, x, opts);
+      r.eigvec.dispose();
+      r.ritz.dispose();
+      return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius };
+    }
+    case 'hutchinson':
+      return fisherHutchinson(model, x, opts);
+    default:
+      throw new FisherLensError('ERR_ARG', `unknown Fisher method '${String(method)}'; expected ${FISHER_METHODS.join(', ')}`);
+  }
+}
+
+/** Per-sample Fisher values over a dataset, with their summaries. */
+export interface FisherDatasetResult extends FisherValues {
+  method: FisherMethod;
+  /** Samples measured. */
+  n: number;
+  summary: { lambdaMax?: Summary; trace?: Summary; frobenius?: Summary };
+  /** Samples whose power iteration did not converge (power only). */
+  unconverged?: number;
+  /** Seconds spent. */
+  seconds: number;
+}
+
+function concat(parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * Per-sample Fisher quantities over a dataset (in batches of `batchSize`, default 128; the first
+ * `limit` samples if given) and their summaries. The per-epoch tracker of training:
+ * `(await fisherDataset(model, testSubset)).summary.frobenius.mean` (Figures 3–6 of the paper).
+ */
+export async function fisherDataset(model: Model, data: Dataset, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
+  const t0 = Date.now();
+  const method = opts.method ?? 'exact';
+  const n = Math.min(data.size, opts.limit ?? data.size);
+  const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
+  const parts: Record<string, Float64Array[]> = {};
+  const conv: boolean[] = [];
+  let done = 0;
+  const batchSize = opts.batchSize ?? 128;
+  const { onProgress, ...rest } = opts;
+  for (const b of data.take(n).batches({ batchSize })) {
+    const v = await fisherBatch(model, b.x, rest);
+    for (const k of keys) if (v[k]) (parts[k] ??= []).push(v[k] as Float64Array);
+    if (v.converged) conv.push(...v.converged);
+    done += b.indices.length;
+    onProgress?.({ done, total: n });
+  }
+  const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
+  for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);
+  if (out.lambdaMax) out.summary.lambdaMax = summarize(out.lambdaMax);
+  if (out.trace) out.summary.trace = summarize(out.trace);
+  if (out.frobenius) out.summary.frobenius = summarize(out.frobenius);
+  if (method === 'power') {
+    out.converged = conv;
+    out.unconverged = conv.filter((c) => !c).length;
+  }
+  return out;
+}
+
+// ---------------- profile ----------------
+
+/** One row of {@link profileFisher}. */
+export interface ProfileRow {
+  method: FisherMethod;
+  batchSize: number;
+  /** Milliseconds per batch (median of the repeats). */
+  ms: number;
+  samplesPerSecond: number;
+  /** Peak resident memory above the level before the run (bytes; CPU process RSS high-water mark). */
+  peakBytes: number;
+}
+
+/** Process resident memory and its high-water mark (bytes; Linux /proc). `reset` clears the mark. */
+export function peakMemory(reset = false): { rss: number; peak: number } {
+  return fa().peakMemory(reset);
+}
+
+/**
+ * Per-batch cost of each method for each batch size on random inputs of the model's shape
+ * (`inputShape` [C, H, W]): median ms over `repeats` (default 3) after one warm-up, samples/s,
+ * and peak memory.
+ */
+export async function profileFisher(model: Model, opts: {
+  inputShape: number[]; batchSizes: number[]; methods?: FisherMethod[]; repeats?: number;
+} & FisherMethodOptions): Promise<ProfileRow[]> {
+  const rows: ProfileRow[] = [];
+  const repeats = opts.repeats ?? 3;
+  for (const bs of opts.batchSizes) {
+    const size = bs * opts.inputShape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(size);
+    for (let i = 0; i < size; i++) data[i] = Math.random();
+    const x = Tensor.from(data, [bs, ...opts.inputShape], { device: model.device });
+    try {
+      for (const method of opts.methods ?? FISHER_METHODS) {
+        const o = { ...opts, method };
+        await fisherBatch(model, x, o);  // warm-up
+        const before = peakMemory(true).rss;
+        const times: number[] = [];
+        for (let r = 0; r < repeats; r++) {
+          const t = process.hrtime.bigint();
+          await fisherBatch(model, x, o);
+          times.push(Number(process.hrtime.bigint() - t) / 1e6);
+        }
+        const peak = peakMemory(false).peak;
+        times.sort((a, b) => a - b);
+        const ms = times[Math.floor(times.length / 2)];
+        rows.push({ method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before) });
+      }
+    } finally {
+      x.dispose();
+    }
+  }
+  return rows;
 }

@@ -9,3 +9,28 @@ export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
+export {
+  attack, evaluate as evaluateRobustness, attackPresets, modelGradState, NpyWriter,
+  AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
+  EvaluateResult as RobustnessResult, AttackSummary, ModelGradState,
+} from './attacks';
+export {
+  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
+  TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
+  ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
+} from './train';
+export {
+  fisherExact, ExactFisherResult, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
+  fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
+  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,
+} from './fisher';
+export {
+  CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
+  NonRobustResult, samplePairs, adversarialMeasure, RhoResult,
+} from './metrics';
+export {
+  runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
+  ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,
+  defaultExecutor, RunDir, RunSummary, EpochRecord, SweepProgress,
+} from './experiment';
+export { buildReport, writeReport, loadRuns, Report, ReportOptions } from './report';

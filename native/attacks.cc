@@ -1,10 +1,418 @@
-// attacks: see lib/attacks.ts for the public API.
+// attacks: FGSM, PGD (L∞/L2, random start, restarts, targeted), CW∞ (PGD on the CW margin loss),
+// CW-L2, the KL attack (TRADES' inner maximisation) and the Fisher-eigenvector attack (OSSA).
+// See lib/attacks.ts for the public API and docs/attacks.md for conventions.
+#include "attacks.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include "capabilities.h"
+#include "common/checks.h"
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fisher.h"
 #include "models/model_wrap.h"
 
 namespace fl {
-void InitAttacks(Napi::Env env, Napi::Object exports) {}
+
+namespace {
+
+// [B, 1, 1, ...] view shape for per-sample scaling of a [B, ...] tensor
+std::vector<int64_t> perSampleShape(const torch::Tensor& x) {
+  std::vector<int64_t> s(x.dim(), 1);
+  s[0] = x.size(0);
+  return s;
+}
+
+// Per-sample L2 norm of a [B, ...] tensor -> [B]
+torch::Tensor l2PerSample(const torch::Tensor& d) { return d.flatten(1).norm(2, 1); }
+
+void progress(const OpContext* ctx, int64_t step, int64_t steps) {
+  if (!ctx) return;
+  ctx->checkAbort();
+  ctx->report(str("{\"step\":", step, ",\"steps\":", steps, "}"));
+}
+
+// The sum over the batch of the per-sample objective to ascend; z: logits [B, K]
+using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
+
+// CE (mean, TRADES' convention: the sign/normalised steps do not depend on the scale)
+Objective crossEntropy(const torch::Tensor& y, bool targeted) {
+  return [y, targeted](const torch::Tensor& z) {
+    torch::Tensor l = torch::nn::functional::cross_entropy(z, y);
+    return targeted ? -l : l;
+  };
+}
+
+// z_y − max_{j≠y} z_j per sample: z [B, K], y [B] -> [B]
+torch::Tensor margin(const torch::Tensor& z, const torch::Tensor& y) {
+  torch::Tensor zy = z.gather(1, y.unsqueeze(1)).squeeze(1);
+  torch::Tensor other = z.scatter(1, y.unsqueeze(1), -std::numeric_limits<double>::infinity()).amax(1);
+  return zy - other;
+}
+
+// Carlini–Wagner margin loss, to ascend: −relu(z_y − max_{j≠y} z_j + κ)
+Objective cwMargin(const torch::Tensor& y, double kappa) {
+  return [y, kappa](const torch::Tensor& z) { return -torch::relu(margin(z, y) + kappa).sum(); };
+}
+
+// Per-sample objective values (for restarts): z [B, K] -> [B]
+torch::Tensor perSampleObjective(const std::string& kind, const torch::Tensor& z, const torch::Tensor& y, bool targeted,
+                                 double kappa) {
+  if (kind == "cw") return -torch::relu(margin(z, y) + kappa);
+  torch::Tensor l = torch::nn::functional::cross_entropy(
+      z, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return targeted ? -l : l;
+}
+
+// Gradient ascent on `obj` from xa: steps of α·sign(g) (L∞) or α·g/‖g‖ (L2; a zero gradient
+// takes a random unit direction, as TRADES' L2 KL attack does), each followed by projection onto
+// the ε-ball and the box. The model must already be in eval mode with frozen weights.
+torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
+                     double alpha, int64_t steps, at::Generator* gen, const OpContext* ctx) {
+  torch::AutoGradMode gradOn(true);
+  for (int64_t k = 0; k < steps; ++k) {
+    progress(ctx, k, steps);
+    xa = xa.detach().requires_grad_(true);
+    torch::Tensor loss = obj(m.forward(xa));
+    torch::Tensor g = torch::autograd::grad({loss}, {xa})[0];
+    xa = xa.detach();
+    if (norm == Norm::Linf) {
+      xa.add_(g.sign_(), alpha);
+    } else {
+      torch::Tensor gn = l2PerSample(g);
+      if (gen && (gn == 0).any().item<bool>()) {
+        torch::Tensor r = torch::randn(g.sizes(), *gen, g.options().device(torch::kCPU)).to(g.device());
+        torch::Tensor zero = (gn == 0).view(perSampleShape(g));
+        g = torch::where(zero, r, g);
+        gn = l2PerSample(g);
+      }
+      xa.add_(g / gn.clamp_min(1e-12).view(perSampleShape(g)), alpha);
+    }
+    xa = projectBall(xa, x, norm, eps);
+  }
+  progress(ctx, steps, steps);
+  return xa.detach();
+}
+
+// Uniform start in the ball (L∞: each pixel uniform in [−ε, ε]; L2: uniform in the L2 ball),
+// then projected onto the box.
+torch::Tensor randomStart(const torch::Tensor& x, Norm norm, double eps, at::Generator& gen) {
+  auto cpu = x.options().device(torch::kCPU);
+  torch::Tensor d;
+  if (norm == Norm::Linf) {
+    d = (torch::rand(x.sizes(), gen, cpu) * 2 - 1) * eps;
+  } else {
+    torch::Tensor g = torch::randn(x.sizes(), gen, cpu);
+    torch::Tensor n = l2PerSample(g).clamp_min(1e-12);
+    const double D = static_cast<double>(x.numel() / x.size(0));
+    torch::Tensor r = torch::rand({x.size(0)}, gen, cpu).pow(1.0 / D) * eps;
+    d = g * (r / n).view(perSampleShape(x));
+  }
+  return projectBall(x + d.to(x.device()), x, norm, eps);
+}
+
+// One run of PGD / FGSM / CW∞ (no restarts)
+torch::Tensor pgdOnce(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                      at::Generator& gen, const OpContext* ctx) {
+  const bool fgsm = o.kind == "fgsm";
+  torch::Tensor xa = (o.randomStart && !fgsm) ? randomStart(x, o.norm, o.epsilon, gen) : x.clone();
+  Objective obj = o.kind == "cw" ? cwMargin(y, o.kappa) : crossEntropy(y, o.targeted);
+  return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, nullptr, ctx);
+}
+
+// CW-L2 (Carlini & Wagner 2017): x' = (tanh w + 1)/2, Adam on ‖x' − x‖² + c·f(x'), binary search
+// on c per sample; keeps the smallest successful perturbation. Unsuccessful samples stay at x.
+torch::Tensor cwL2(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                   const OpContext* ctx) {
+  const int64_t B = x.size(0);
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(x.device());
+  torch::Tensor lo = torch::zeros({B}, f64), hi = torch::full({B}, 1e10, f64), c = torch::full({B}, o.initialConst, f64);
+  torch::Tensor bestL2 = torch::full({B}, std::numeric_limits<double>::infinity(), f64);
+  torch::Tensor best = x.clone();
+  torch::Tensor w0 = torch::atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach();
+  const int64_t total = o.binarySteps * o.steps;
+  torch::AutoGradMode gradOn(true);
+  for (int64_t bs = 0; bs < o.binarySteps; ++bs) {
+    torch::Tensor w = w0.clone().requires_grad_(true);
+    torch::optim::Adam opt({w}, torch::optim::AdamOptions(o.learningRate));
+    torch::Tensor won = torch::zeros({B}, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
+    torch::Tensor cz = c.to(x.scalar_type());
+    for (int64_t it = 0; it < o.steps; ++it) {
+      progress(ctx, bs * o.steps + it, total);
+      torch::Tensor xa = (torch::tanh(w) + 1) * 0.5;
+      torch::Tensor z = m.forward(xa);
+      torch::Tensor mg = margin(z, y);  // z_y − max other (targeted: y are the targets)
+      // untargeted: push z_y below the others by κ; targeted: push z_t above the others by κ
+      torch::Tensor f = o.targeted ? torch::relu(-mg + o.confidence) : torch::relu(mg + o.confidence);
+      torch::Tensor l2 = (xa - x).pow(2).flatten(1).sum(1);
+      opt.zero_grad();
+      (l2 + cz * f).sum().backward();
+      opt.step();
+      torch::NoGradGuard ng;
+      torch::Tensor mgd = mg.detach();
+      torch::Tensor succ = o.targeted ? (mgd >= o.confidence) & (mgd > 0) : (o.confidence > 0 ? (-mgd >= o.confidence) : (mgd < 0));
+      torch::Tensor l2d = l2.detach().to(torch::kFloat64);
+      torch::Tensor better = succ & (l2d < bestL2);
+      bestL2 = torch::where(better, l2d, bestL2);
+      best = torch::where(better.view(perSampleShape(x)), xa.detach(), best);
+      won |= succ;
+    }
+    torch::NoGradGuard ng;
+    hi = torch::where(won, torch::minimum(hi, c), hi);
+    lo = torch::where(won, lo, torch::maximum(lo, c));
+    c = torch::where(hi < 1e9, (lo + hi) / 2, c * 10);
+  }
+  progress(ctx, total, total);
+  torch::NoGradGuard ng;
+  best = best.clamp(0, 1);
+  if (std::isfinite(o.epsilon)) {
+    torch::Tensor inside = l2PerSample((best - x).to(torch::kFloat64)) <= o.epsilon;
+    best = torch::where(inside.view(perSampleShape(x)), best, x);
+  }
+  return best;
+}
+
+// Fisher-eigenvector attack (OSSA, Zhao et al. 2019): step α along ±v, v the leading eigenvector
+// of G_x (L∞: α·sign(±v)), keeping per sample the sign that raises the cross-entropy; steps = 1
+// with α = ε is the one-step attack.
+torch::Tensor fisherAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                           const OpContext* ctx) {
+  torch::Tensor xa = x.clone();
+  const double alpha = o.steps <= 1 ? o.epsilon : o.stepSize;
+  const int64_t steps = std::max<int64_t>(1, o.steps);
+  for (int64_t k = 0; k < steps; ++k) {
+    progress(ctx, k, steps);
+    torch::Tensor v = fisherExact(m, xa, true).eigvec;
+    if (o.norm == Norm::Linf) v = v.sign();
+    torch::Tensor plus = projectBall(xa + alpha * v, x, o.norm, o.epsilon);
+    torch::Tensor minus = projectBall(xa - alpha * v, x, o.norm, o.epsilon);
+    torch::NoGradGuard ng;
+    torch::Tensor lp = perSampleObjective("pgd", m.forward(plus), y, o.targeted, 0);
+    torch::Tensor lm = perSampleObjective("pgd", m.forward(minus), y, o.targeted, 0);
+    xa = torch::where((lp >= lm).view(perSampleShape(x)), plus, minus);
+  }
+  progress(ctx, steps, steps);
+  return xa;
+}
+
+}  // namespace
+
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps) {
+  if (norm == Norm::Linf) {
+    // the same as min(max(xa, x − ε), x + ε) followed by clamp(0, 1): x lies in both intervals
+    return torch::min(torch::max(xa, x - eps), x + eps).clamp_(0, 1);
+  }
+  torch::Tensor d = xa - x;
+  torch::Tensor n = l2PerSample(d);
+  torch::Tensor scale = torch::where(n > eps, eps / n.clamp_min(1e-30), torch::ones_like(n));
+  // shrink slightly below ε so that rounding in x + d cannot push the norm above it
+  scale = torch::where(n > eps, scale * (1 - 1e-6), scale);
+  return (x + d * scale.view(perSampleShape(d))).clamp_(0, 1);
+}
+
+torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                        at::Generator& gen, const OpContext* ctx) {
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::Tensor best = pgdOnce(m, x, y, o, gen, ctx);
+  const int64_t restarts = (o.randomStart && o.kind != "fgsm") ? std::max<int64_t>(1, o.restarts) : 1;
+  if (restarts == 1) return best;
+  auto score = [&](const torch::Tensor& xa, torch::Tensor& wrong, torch::Tensor& val) {
+    torch::NoGradGuard ng;
+    torch::Tensor z = m.forward(xa);
+    torch::Tensor pred = z.argmax(1);
+    wrong = o.targeted ? pred.eq(y) : pred.ne(y);
+    val = perSampleObjective(o.kind, z, y, o.targeted, o.kappa);
+  };
+  torch::Tensor bw, bv;
+  score(best, bw, bv);
+  for (int64_t r = 1; r < restarts; ++r) {
+    torch::Tensor xa = pgdOnce(m, x, y, o, gen, ctx), w, v;
+    score(xa, w, v);
+    // a successful restart beats an unsuccessful one; among equals the higher objective wins
+    torch::Tensor take = (w & ~bw) | ((w == bw) & (v > bv));
+    best = torch::where(take.view(perSampleShape(x)), xa, best);
+    bw = torch::where(take, w, bw);
+    bv = torch::where(take, v, bv);
+  }
+  return best;
+}
+
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
+                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached) {
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::Tensor p, logp;
+  {
+    torch::NoGradGuard ng;
+    p = pClean.defined() ? pClean.detach() : torch::softmax(m.forward(x), 1);
+    logp = torch::log(p.clamp_min(1e-30));
+  }
+  // KL(p ‖ q) summed over the batch (TRADES: KLDivLoss(size_average=False))
+  Objective kl = [p, logp](const torch::Tensor& z) { return (p * (logp - torch::log_softmax(z, 1))).sum(); };
+  torch::Tensor noise = torch::randn(x.sizes(), gen, x.options().device(torch::kCPU)).to(x.device());
+  torch::Tensor xa = projectBall(x + 0.001 * noise, x, o.norm, o.epsilon);
+  xa = ascend(m, x, xa, kl, o.norm, o.epsilon, o.stepSize, o.steps, &gen, ctx);
+  if (klReached) {
+    torch::NoGradGuard ng;
+    torch::Tensor lq = torch::log_softmax(m.forward(xa), 1);
+    *klReached = (p * (logp - lq)).sum(1).to(torch::kFloat64);
+  }
+  return xa;
+}
+
+AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                       const AttackOptions& o, const OpContext* ctx) {
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  const torch::Tensor& goal = o.targeted ? target : y;
+  AttackResult r;
+  if (o.kind == "pgd" || o.kind == "fgsm" || o.kind == "cw") {
+    r.xAdv = pgdAttack(m, x, goal, o, gen, ctx);
+  } else if (o.kind == "kl") {
+    r.xAdv = klAttack(m, x, torch::Tensor(), o, gen, ctx, &r.loss);
+  } else if (o.kind == "cw-l2") {
+    r.xAdv = cwL2(m, x, goal, o, ctx);
+  } else if (o.kind == "fisher") {
+    r.xAdv = fisherAttack(m, x, goal, o, ctx);
+  } else {
+    throw FlError(ERR_ARG, str("unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher"));
+  }
+  torch::NoGradGuard ng;
+  torch::Tensor z = m.forward(r.xAdv);
+  torch::Tensor pred = z.argmax(1);
+  r.success = o.targeted ? pred.eq(target) : pred.ne(y);
+  if (!r.loss.defined()) r.loss = perSampleObjective(o.kind == "cw" ? "cw" : "pgd", z, goal, o.targeted, o.kappa).to(torch::kFloat64);
+  return r;
+}
+
+namespace {
+
+double numOpt(const Napi::Object& o, const char* key, double def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  FL_CHECK(v.IsNumber(), ERR_ARG, "attack option '", key, "': expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+bool boolOpt(const Napi::Object& o, const char* key, bool def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  return v.ToBoolean().Value();
+}
+
+// Reads and validates the options object on the main thread.
+AttackOptions parseOptions(Napi::Value v) {
+  AttackOptions o;
+  FL_CHECK(v.IsObject(), ERR_ARG, "attack: expected an options object");
+  Napi::Object j = v.As<Napi::Object>();
+  if (j.Get("kind").IsString()) o.kind = j.Get("kind").As<Napi::String>().Utf8Value();
+  FL_CHECK(o.kind == "fgsm" || o.kind == "pgd" || o.kind == "cw" || o.kind == "cw-l2" || o.kind == "kl" || o.kind == "fisher",
+           ERR_ARG, "unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher");
+  std::string norm = j.Get("norm").IsString() ? j.Get("norm").As<Napi::String>().Utf8Value() : (o.kind == "cw-l2" ? "l2" : "linf");
+  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack norm must be 'linf' or 'l2', got '", norm, "'");
+  o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
+  o.epsilon = numOpt(j, "epsilon", o.kind == "cw-l2" ? std::numeric_limits<double>::infinity() : o.epsilon);
+  o.stepSize = numOpt(j, "stepSize", o.stepSize);
+  o.steps = static_cast<int64_t>(numOpt(j, "steps", o.kind == "cw-l2" ? 100 : o.steps));
+  o.randomStart = boolOpt(j, "randomStart", o.randomStart);
+  o.restarts = static_cast<int64_t>(numOpt(j, "restarts", 1));
+  o.targeted = boolOpt(j, "targeted", false);
+  o.kappa = numOpt(j, "kappa", o.kappa);
+  o.binarySteps = static_cast<int64_t>(numOpt(j, "binarySteps", o.binarySteps));
+  o.learningRate = numOpt(j, "learningRate", o.learningRate);
+  o.initialConst = numOpt(j, "initialConst", o.initialConst);
+  o.confidence = numOpt(j, "confidence", o.confidence);
+  o.channelsLast = boolOpt(j, "channelsLast", false);
+  double seed = numOpt(j, "seed", 0);
+  FL_CHECK(seed >= 0 && std::floor(seed) == seed, ERR_ARG, "attack seed must be a non-negative integer, got ", seed);
+  o.seed = static_cast<uint64_t>(seed);
+  FL_CHECK(o.epsilon >= 0, ERR_ARG, "attack epsilon must be >= 0, got ", o.epsilon);
+  FL_CHECK(o.stepSize >= 0 && std::isfinite(o.stepSize), ERR_ARG, "attack stepSize must be a finite number >= 0, got ", o.stepSize);
+  FL_CHECK(o.steps >= 0, ERR_ARG, "attack steps must be >= 0, got ", o.steps);
+  FL_CHECK(o.restarts >= 1, ERR_ARG, "attack restarts must be >= 1, got ", o.restarts);
+  FL_CHECK(o.binarySteps >= 1, ERR_ARG, "cw-l2 binarySteps must be >= 1, got ", o.binarySteps);
+  FL_CHECK(o.kind == "cw-l2" || std::isfinite(o.epsilon), ERR_ARG, "attack epsilon must be finite for ", o.kind);
+  return o;
+}
+
+// attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Float64Array,
+// norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Float64Array (eval mode) }>; opts.target: Tensor [B] for targeted attacks
+Napi::Value AttackJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "attack(model)");
+    torch::Tensor x = unwrapTensor(info[1], "attack(x)");
+    torch::Tensor y = unwrapTensor(info[2], "attack(y)");
+    AttackOptions o = parseOptions(info[3]);
+    torch::Tensor target;
+    if (o.targeted) {
+      Napi::Value t = info[3].As<Napi::Object>().Get("target");
+      FL_CHECK(isTensor(t), ERR_ARG, "a targeted attack needs opts.target: int64 labels [B]");
+      target = unwrapTensor(t, "attack(target)");
+    }
+    return startOp(info.Env(), info[4], [m, x, y, target, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "attack(x)");
+      checkLabels(y, x.size(0), 0, "attack(y)");
+      if (target.defined()) checkLabels(target, x.size(0), 0, "attack(target)");
+      torch::Device dev = m->device();
+      torch::Tensor xd = x.to(dev), yd = y.to(dev), td = target.defined() ? target.to(dev) : target;
+      FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
+               "attack(x): images must lie in [0, 1] (normalisation belongs in the model)");
+      torch::Tensor clean;
+      {
+        ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
+        torch::NoGradGuard ng;
+        clean = m->forward(xd).argmax(1).eq(yd).to(torch::kFloat64);
+      }
+      AttackResult r;
+      {
+        LayoutGuard layout(*m, o.channelsLast);
+        torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
+        r = runAttack(*m, xl, yd, td, o, &ctx);
+        r.xAdv = r.xAdv.contiguous();
+      }
+      torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
+      torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
+      torch::Tensor success = r.success.to(torch::kFloat64);
+      torch::Tensor xAdv = r.xAdv, loss = r.loss;
+      return [xAdv, loss, success, norm, clean](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("xAdv", wrapTensor(env, xAdv));
+        out.Set("loss", toFloat64Array(env, loss));
+        out.Set("success", toFloat64Array(env, success));
+        out.Set("norm", toFloat64Array(env, norm));
+        out.Set("cleanCorrect", toFloat64Array(env, clean));
+        return out;
+      };
+    }, {m->lock});
+  });
+}
+
+// modelGradState(model) -> { training, parameters, requiresGrad, withGrad }: how many parameters
+// require grad and how many hold a defined .grad (tests check that attacks leave no trace)
+Napi::Value ModelGradState(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "modelGradState(model)");
+    std::lock_guard<std::mutex> g(*m->lock);
+    int64_t n = 0, req = 0, withGrad = 0;
+    for (auto& p : m->parameters()) {
+      ++n;
+      if (p.requires_grad()) ++req;
+      if (p.grad().defined()) ++withGrad;
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("training", m->isTraining());
+    o.Set("parameters", static_cast<double>(n));
+    o.Set("requiresGrad", static_cast<double>(req));
+    o.Set("withGrad", static_cast<double>(withGrad));
+    return o;
+  });
+}
+
+}  // namespace
+
+void InitAttacks(Napi::Env env, Napi::Object exports) {
+  exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
+  exports.Set("modelGradState", Napi::Function::New(env, ModelGradState, "modelGradState"));
+}
+
 }  // namespace fl

@@ -6,8 +6,80 @@
 #include "common/tensor.h"
 #include "common/worker.h"
 #include "models/model_wrap.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <exception>
+#include <fstream>
+#include <thread>
+
+// OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
 
 namespace fl {
+
+torch::ScalarType modelDtype(Classifier& m) {
+  for (auto& p : m.parameters())
+    if (p.is_floating_point()) return p.scalar_type();
+  return torch::kFloat32;
+}
+
+LayoutGuard::LayoutGuard(Classifier& m, bool channelsLast) {
+  if (!channelsLast) return;
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters()) {
+    if (p.dim() != 4) continue;
+    params_.push_back(p);
+    p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
+LayoutGuard::~LayoutGuard() {
+  torch::NoGradGuard ng;
+  for (auto& p : params_) p.set_data(p.data().contiguous());
+}
+
+namespace {
+
+// x cast to the model's device and dtype, in the wanted memory format
+torch::Tensor prepInput(Classifier& m, const torch::Tensor& x, bool channelsLast) {
+  torch::Tensor t = x.to(m.device(), modelDtype(m));
+  if (channelsLast && t.dim() == 4) t = t.contiguous(at::MemoryFormat::ChannelsLast);
+  return t.detach();
+}
+
+// Symmetric PSD square root of M [B, C, C] (float64) by eigendecomposition
+torch::Tensor psdSqrt(const torch::Tensor& M) {
+  auto [s, U] = torch::linalg::eigh(M, "L");
+  return torch::matmul(U * s.clamp_min(0).sqrt().unsqueeze(1), U.transpose(1, 2));
+}
+
+// Runs fn(k) for k in [0, n) on `streams` threads (round robin), each with its share of the
+// intra-op threads; exceptions are rethrown on the caller's thread.
+void parallelFor(int64_t n, int streams, const std::function<void(int64_t)>& fn) {
+  if (streams <= 1 || n <= 1) {
+    for (int64_t k = 0; k < n; ++k) fn(k);
+    return;
+  }
+  streams = static_cast<int>(std::min<int64_t>(streams, n));
+  int intra = std::max(1, at::get_num_threads() / streams);
+  std::vector<std::exception_ptr> errs(streams);
+  std::vector<std::thread> ts;
+  for (int s = 0; s < streams; ++s) {
+    ts.emplace_back([&, s]() {
+      try {
+        if (omp_set_num_threads) omp_set_num_threads(intra);  // this thread only
+        torch::AutoGradMode grad(true);
+        for (int64_t k = s; k < n; k += streams) fn(k);
+      } catch (...) {
+        errs[s] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (auto& e : errs)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace
 
 torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x0, torch::Tensor* probs) {
   torch::AutoGradMode grad(true);
@@ -25,54 +97,292 @@ torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x0, torch::Tenso
   return torch::cat(rows, 1);  // [B, C, D]
 }
 
-namespace {
-
-// Symmetric PSD square root of M [B, C, C] (float64) by eigendecomposition
-torch::Tensor psdSqrt(const torch::Tensor& M) {
-  auto [s, U] = torch::linalg::eigh(M, "L");
-  return torch::matmul(U * s.clamp_min(0).sqrt().unsqueeze(1), U.transpose(1, 2));
+ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) {
+  return fisherExact(m, x, wantEigvec, FisherOptions{});
 }
 
-}  // namespace
-
-ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) {
+ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec, const FisherOptions& o) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  LayoutGuard layout(m, o.channelsLast);
+  torch::AutoGradMode gradMode(true);
   ExactFisher r;
-  torch::Tensor J = logitJacobian(m, x, &r.probs);             // [B, C, D]
-  torch::Tensor K = torch::bmm(J, J.transpose(1, 2)).to(torch::kFloat64);  // [B, C, C]
-  const torch::Tensor& p = r.probs;                               // [B, C]
-  torch::Tensor M = torch::diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1);  // [B, C, C]
+  torch::Tensor x = prepInput(m, x0, o.channelsLast).requires_grad_(true);
+  torch::Tensor z = m.forward(x);  // [B, C]
+  const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
+  r.probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
+  const torch::Tensor& p = r.probs;
+  auto f64 = p.options();
+  if (C < 2) {  // one class: p = 1, G = 0
+    r.lambdaMax = torch::zeros({B}, f64);
+    r.trace = torch::zeros({B}, f64);
+    r.frobenius = torch::zeros({B}, f64);
+    r.spectrum = torch::zeros({B, C}, f64);
+    if (wantEigvec) r.eigvec = torch::zeros_like(x0);
+    return r;
+  }
+  // G = Jᵀ M J only sees logit differences (M 1 = 0): with z'_c = z_c − z_{C−1} (c < C−1),
+  // G = J'ᵀ M' J', M' = diag(p') − p' p'ᵀ, p' = p[:C−1]. C−1 backward passes instead of C.
+  const int64_t R = C - 1;
+  std::vector<torch::Tensor> rows(R);
+  parallelFor(R, o.streams, [&](int64_t c) {
+    torch::Tensor go = torch::zeros_like(z);
+    go.select(1, c).fill_(1);
+    go.select(1, C - 1).fill_(-1);
+    auto g = torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+    rows[c] = g.reshape({B, 1, D});
+  });
+  torch::Tensor J = torch::cat(rows, 1);                                // [B, R, D] model dtype
+  rows.clear();
+  torch::Tensor Jd = J.to(torch::kFloat64);
+  torch::Tensor K = torch::bmm(Jd, Jd.transpose(1, 2));                 // [B, R, R]
+  torch::Tensor pr = p.narrow(1, 0, R);
+  torch::Tensor M = torch::diag_embed(pr) - pr.unsqueeze(2) * pr.unsqueeze(1);
   torch::Tensor Mh = psdSqrt(M);
   torch::Tensor A = torch::matmul(torch::matmul(Mh, K), Mh);
   A = 0.5 * (A + A.transpose(1, 2));
   auto [evals, evecs] = torch::linalg::eigh(A, "L");  // ascending
   evals = evals.clamp_min(0);
-  r.spectrum = evals.flip({1});
+  // the C-th eigenvalue of M½ K M½ in the full C-dimensional form is exactly 0
+  r.spectrum = torch::cat({evals.flip({1}), torch::zeros({B, 1}, f64)}, 1);
   r.lambdaMax = r.spectrum.select(1, 0).contiguous();
   r.trace = evals.sum(1);
   r.frobenius = evals.pow(2).sum(1).sqrt();
   if (wantEigvec) {
-    torch::Tensor w = evecs.select(2, evecs.size(2) - 1);          // [B, C]
-    torch::Tensor u = torch::bmm(Mh, w.unsqueeze(2)).to(J.scalar_type());  // [B, C, 1]
-    torch::Tensor v = torch::bmm(J.transpose(1, 2), u).squeeze(2);  // [B, D]
-    v = v / v.norm(2, 1, true).clamp_min(1e-30);
-    r.eigvec = v.reshape(x.sizes()).contiguous();
+    torch::Tensor w = evecs.select(2, R - 1);                           // [B, R]
+    torch::Tensor u = torch::bmm(Mh, w.unsqueeze(2));                   // [B, R, 1]
+    torch::Tensor v = torch::bmm(Jd.transpose(1, 2), u).squeeze(2);     // [B, D]
+    v = v / v.norm(2, 1, true).clamp_min(1e-300);
+    r.eigvec = v.to(x0.scalar_type()).reshape(x0.sizes()).contiguous();
   }
+  return r;
+}
+
+// ---------------- matrix-free ----------------
+
+FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const FisherOptions& o) {
+  mode_ = std::make_unique<ModeGuard>(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  layout_ = std::make_unique<LayoutGuard>(m, o.channelsLast);
+  torch::AutoGradMode grad(true);
+  x_ = prepInput(m, x0, o.channelsLast).requires_grad_(true);
+  dt_ = x_.scalar_type();
+  shape_ = x_.sizes().vec();
+  z_ = m.forward(x_);
+  B = x_.size(0);
+  C = z_.size(1);
+  D = x_.numel() / B;
+  torch::Tensor zd = z_.detach().to(torch::kFloat64);
+  probs = torch::softmax(zd, 1);
+  logp = torch::log_softmax(zd, 1);
+}
+
+FisherOperator::~FisherOperator() {
+  // free the graph before the guards restore the model's layout and flags
+  g_ = torch::Tensor();
+  u_ = torch::Tensor();
+  z_ = torch::Tensor();
+  x_ = torch::Tensor();
+  layout_.reset();
+  mode_.reset();
+}
+
+torch::Tensor FisherOperator::vjp(const torch::Tensor& w) {
+  torch::AutoGradMode grad(true);
+  auto g = torch::autograd::grad({z_}, {x_}, {w.to(z_.options())}, /*retain_graph=*/true)[0];
+  return g.reshape({B, D}).to(torch::kFloat64);
+}
+
+torch::Tensor FisherOperator::jvp(const torch::Tensor& v) {
+  torch::AutoGradMode grad(true);
+  if (!g_.defined()) {
+    u_ = torch::zeros_like(z_).requires_grad_(true);
+    g_ = torch::autograd::grad({z_}, {x_}, {u_}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+  }
+  torch::Tensor vv = v.to(dt_).reshape(shape_);
+  auto r = torch::autograd::grad({g_}, {u_}, {vv}, /*retain_graph=*/true)[0];
+  return r.to(torch::kFloat64);
+}
+
+torch::Tensor FisherOperator::applyM(const torch::Tensor& w) const {
+  return probs * w - probs * (probs * w).sum(1, true);
+}
+
+torch::Tensor FisherOperator::gvp(const torch::Tensor& v) { return vjp(applyM(jvp(v))); }
+
+torch::Tensor FisherOperator::quadratic(const torch::Tensor& v) {
+  torch::Tensor w = jvp(v);  // [B, C]
+  return (probs * w * w).sum(1) - (probs * w).sum(1).pow(2);
+}
+
+torch::Tensor FisherOperator::startVector() {
+  torch::Tensor e = torch::zeros_like(probs);
+  e.scatter_(1, probs.argmax(1, true), 1.0);
+  torch::Tensor v = vjp(e - probs);  // [B, D]
+  torch::Tensor n = v.norm(2, 1, true);
+  torch::Tensor fallback = torch::full_like(v, 1.0 / std::sqrt(static_cast<double>(D)));
+  torch::Tensor ok = n > 1e-300;
+  return torch::where(ok, v / n.clamp_min(1e-300), fallback);
+}
+
+PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const std::function<void(int64_t)>& onIter) {
+  const int64_t B = op.B;
+  auto f64 = op.probs.options();
+  torch::Tensor v = op.startVector();  // [B, D] unit
+  torch::Tensor lam = torch::zeros({B}, f64);
+  torch::Tensor done = torch::zeros({B}, f64.dtype(torch::kBool));
+  torch::Tensor iters = torch::zeros({B}, f64.dtype(torch::kInt64));
+  for (int64_t it = 1; it <= maxIter; ++it) {
+    if (onIter) onIter(it);
+    torch::Tensor w = op.gvp(v);
+    torch::Tensor l = (v * w).sum(1);  // Rayleigh quotient (v unit)
+    torch::Tensor n = w.norm(2, 1, true);
+    torch::Tensor vn = torch::where(n > 1e-300, w / n.clamp_min(1e-300), v);
+    torch::Tensor active = done.logical_not();
+    torch::Tensor conv = (l - lam).abs() <= tol * l.abs();
+    if (tol <= 0) conv = torch::zeros_like(conv);  // tol 0: exactly maxIter iterations (benchmarks)
+    lam = torch::where(active, l, lam);
+    v = torch::where(active.unsqueeze(1), vn, v);
+    iters = torch::where(active, torch::full_like(iters, it), iters);
+    done = done | (active & conv);
+    if (done.all().item<bool>()) break;
+  }
+  PowerResult r;
+  r.lambdaMax = lam;
+  r.iterations = iters;
+  r.converged = done;
+  r.eigvec = v.reshape(op.inputShape());
+  return r;
+}
+
+LanczosResult fisherLanczos(FisherOperator& op, int64_t steps, const std::function<void(int64_t)>& onIter) {
+  const int64_t B = op.B;
+  steps = std::max<int64_t>(1, std::min(steps, op.D));
+  auto f64 = op.probs.options();
+  std::vector<torch::Tensor> Q;  // each [B, D]
+  torch::Tensor alpha = torch::zeros({B, steps}, f64), beta = torch::zeros({B, steps}, f64);
+  torch::Tensor q = op.startVector(), qPrev = torch::zeros_like(q), bPrev = torch::zeros({B, 1}, f64);
+  torch::Tensor alive = torch::ones({B, 1}, f64.dtype(torch::kBool));
+  torch::Tensor reached = torch::zeros({B}, f64.dtype(torch::kInt64));
+  torch::Tensor scale = torch::zeros({B, 1}, f64);
+  const double eps = op.D > 0 ? 1e-10 : 0;  // relative breakdown threshold (float64 recurrence)
+  for (int64_t k = 0; k < steps; ++k) {
+    if (onIter) onIter(k + 1);
+    Q.push_back(q);
+    reached = torch::where(alive.squeeze(1), torch::full_like(reached, k + 1), reached);
+    torch::Tensor w = op.gvp(q);
+    torch::Tensor a = (q * w).sum(1, true);
+    w = w - a * q - bPrev * qPrev;
+    torch::Tensor Qs = torch::stack(Q, 1);  // [B, k+1, D]
+    for (int pass = 0; pass < 2; ++pass)  // full reorthogonalisation, twice
+      w = w - torch::bmm(Qs.transpose(1, 2), torch::bmm(Qs, w.unsqueeze(2))).squeeze(2);
+    torch::Tensor b = w.norm(2, 1, true);
+    scale = torch::maximum(scale, a.abs() + b);
+    alpha.select(1, k).copy_((a * alive).squeeze(1));
+    alive = alive & (b > eps * scale.clamp_min(1e-300));
+    b = b * alive;
+    if (k + 1 < steps) beta.select(1, k).copy_(b.squeeze(1));
+    qPrev = q;
+    q = torch::where(alive, w / b.clamp_min(1e-300), torch::zeros_like(w));
+    bPrev = b;
+    if (!alive.any().item<bool>()) {
+      steps = k + 1;
+      alpha = alpha.narrow(1, 0, steps);
+      beta = beta.narrow(1, 0, steps);
+      break;
+    }
+  }
+  const int64_t S = static_cast<int64_t>(Q.size());
+  alpha = alpha.narrow(1, 0, S);
+  torch::Tensor T = torch::diag_embed(alpha);
+  if (S > 1) {
+    torch::Tensor off = beta.narrow(1, 0, S - 1);
+    T = T + torch::diag_embed(off, 1) + torch::diag_embed(off, -1);
+  }
+  auto [theta, Svec] = torch::linalg::eigh(T, "L");  // ascending
+  theta = theta.clamp_min(0);
+  LanczosResult r;
+  r.ritz = theta.flip({1}).contiguous();
+  r.lambdaMax = r.ritz.select(1, 0).contiguous();
+  r.trace = theta.sum(1);
+  r.frobenius = theta.pow(2).sum(1).sqrt();
+  torch::Tensor Qs = torch::stack(Q, 1);                                  // [B, S, D]
+  torch::Tensor s = Svec.select(2, S - 1);                                // [B, S]
+  torch::Tensor v = torch::bmm(s.unsqueeze(1), Qs).squeeze(1);            // [B, D]
+  v = v / v.norm(2, 1, true).clamp_min(1e-300);
+  r.eigvec = v.reshape(op.inputShape());
+  r.steps = reached;
+  return r;
+}
+
+HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t seed, const std::function<void(int64_t)>& onIter) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto f64 = op.probs.options();
+  torch::Tensor R = at::randint(2, {probes, op.D}, gen, torch::TensorOptions().dtype(torch::kFloat64)).mul_(2).sub_(1);
+  R = R.to(op.probs.device());
+  std::vector<torch::Tensor> tr, fr;
+  for (int64_t k = 0; k < probes; ++k) {
+    if (onIter) onIter(k + 1);
+    torch::Tensor v = R.select(0, k).unsqueeze(0).expand({op.B, op.D});
+    torch::Tensor w = op.jvp(v);                  // [B, C]
+    torch::Tensor Mw = op.applyM(w);
+    tr.push_back((w * Mw).sum(1));                // vᵀ G v
+    fr.push_back(op.vjp(Mw).pow(2).sum(1));       // ‖G v‖²
+  }
+  torch::Tensor T = torch::stack(tr, 1), F = torch::stack(fr, 1);  // [B, P]
+  double sq = std::sqrt(static_cast<double>(probes));
+  HutchinsonResult r;
+  r.trace = T.mean(1);
+  r.traceSe = probes > 1 ? T.std(1, /*unbiased=*/true) / sq : torch::full_like(r.trace, INFINITY);
+  torch::Tensor f2 = F.mean(1);
+  torch::Tensor f2se = probes > 1 ? F.std(1, true) / sq : torch::full_like(f2, INFINITY);
+  r.frobenius = f2.clamp_min(0).sqrt();
+  r.frobeniusSe = f2se / (2 * r.frobenius.clamp_min(1e-300));  // delta method
+  (void)f64;
   return r;
 }
 
 namespace {
 
-// fisherExact(model, x, { eigvec?: boolean }, ctl?) -> Promise<{ lambdaMax, trace, frobenius:
-// Float64Array [B]; spectrum: Tensor [B, C] float64; probs: Tensor [B, C]; eigvec?: Tensor }>
+FisherOptions parseOptions(const Napi::Value& v) {
+  FisherOptions o;
+  if (!v.IsObject()) return o;
+  Napi::Object obj = v.As<Napi::Object>();
+  if (obj.Has("channelsLast") && obj.Get("channelsLast").IsBoolean()) o.channelsLast = obj.Get("channelsLast").ToBoolean().Value();
+  if (obj.Has("streams") && obj.Get("streams").IsNumber()) o.streams = obj.Get("streams").ToNumber().Int32Value();
+  FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
+  return o;
+}
+
+double numOpt(const Napi::Value& v, const char* key, double def) {
+  if (!v.IsObject()) return def;
+  Napi::Value x = v.As<Napi::Object>().Get(key);
+  return x.IsNumber() ? x.ToNumber().DoubleValue() : def;
+}
+
+bool boolOpt(const Napi::Value& v, const char* key, bool def) {
+  if (!v.IsObject()) return def;
+  Napi::Value x = v.As<Napi::Object>().Get(key);
+  return x.IsBoolean() ? x.ToBoolean().Value() : def;
+}
+
+// Progress through OpContext every few iterations, with abort checks between iterations
+std::function<void(int64_t)> iterHook(OpContext& ctx, const char* method, int64_t total) {
+  return [&ctx, method, total](int64_t it) {
+    ctx.checkAbort();
+    ctx.report(str("{\"method\":\"", method, "\",\"step\":", it, ",\"steps\":", total, "}"));
+  };
+}
+
+// fisherExact(model, x, { eigvec?, channelsLast?, streams? }, ctl?) -> Promise<{ lambdaMax, trace,
+// frobenius: Float64Array [B]; spectrum: Tensor [B, C] float64; probs: Tensor [B, C]; eigvec?: Tensor }>
 Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
-    bool wantVec = info[2].IsObject() && info[2].As<Napi::Object>().Get("eigvec").ToBoolean().Value();
-    return startOp(info.Env(), info[3], [m, x, wantVec](OpContext&) -> Finisher {
+    bool wantVec = boolOpt(info[2], "eigvec", false);
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
       checkImages(x, "fisherExact(x)");
-      ExactFisher r = fisherExact(*m, x.to(m->device()), wantVec);
+      ExactFisher r = fisherExact(*m, x, wantVec, o);
       return [r](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
         o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
@@ -87,10 +397,208 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// fisherPower(model, x, { tol, maxIter, channelsLast? }, ctl?) -> Promise<{ lambdaMax, iterations,
+// converged: Float64Array [B]; eigvec: Tensor float64 }>
+Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherPower(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherPower(x)");
+    double tol = numOpt(info[2], "tol", 1e-6);
+    int64_t maxIter = static_cast<int64_t>(numOpt(info[2], "maxIter", 100));
+    FL_CHECK(tol >= 0 && maxIter >= 1, ERR_ARG, "fisherPower: tol must be ≥ 0 and maxIter ≥ 1, got ", tol, " and ", maxIter);
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "fisherPower(x)");
+      FisherOperator op(*m, x, o);
+      PowerResult r = fisherPower(op, tol, maxIter, iterHook(ctx, "power", maxIter));
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
+        o.Set("iterations", toFloat64Array(env, r.iterations));
+        o.Set("converged", toFloat64Array(env, r.converged));
+        o.Set("eigvec", wrapTensor(env, r.eigvec));
+        return o;
+      };
+    }, {m->lock});
+  });
+}
+
+// fisherLanczos(model, x, { steps, channelsLast? }, ctl?) -> Promise<{ lambdaMax, trace, frobenius,
+// steps: Float64Array [B]; ritz: Tensor [B, S] float64; eigvec: Tensor float64 }>
+Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherLanczos(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherLanczos(x)");
+    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 0));
+    FL_CHECK(steps >= 0, ERR_ARG, "fisherLanczos: steps must be ≥ 0 (0: the number of classes), got ", steps);
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, steps, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "fisherLanczos(x)");
+      FisherOperator op(*m, x, o);
+      int64_t S = steps > 0 ? steps : op.C;
+      LanczosResult r = fisherLanczos(op, S, iterHook(ctx, "lanczos", S));
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
+        o.Set("trace", toFloat64Array(env, r.trace));
+        o.Set("frobenius", toFloat64Array(env, r.frobenius));
+        o.Set("steps", toFloat64Array(env, r.steps));
+        o.Set("ritz", wrapTensor(env, r.ritz));
+        o.Set("eigvec", wrapTensor(env, r.eigvec));
+        return o;
+      };
+    }, {m->lock});
+  });
+}
+
+// fisherHutchinson(model, x, { probes, seed, channelsLast? }, ctl?) -> Promise<{ trace, traceSe,
+// frobenius, frobeniusSe: Float64Array [B] }>
+Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherHutchinson(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherHutchinson(x)");
+    int64_t probes = static_cast<int64_t>(numOpt(info[2], "probes", 32));
+    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
+    FL_CHECK(probes >= 1, ERR_ARG, "fisherHutchinson: probes must be ≥ 1, got ", probes);
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, probes, seed, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "fisherHutchinson(x)");
+      FisherOperator op(*m, x, o);
+      HutchinsonResult r = fisherHutchinson(op, probes, seed, iterHook(ctx, "hutchinson", probes));
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("trace", toFloat64Array(env, r.trace));
+        o.Set("traceSe", toFloat64Array(env, r.traceSe));
+        o.Set("frobenius", toFloat64Array(env, r.frobenius));
+        o.Set("frobeniusSe", toFloat64Array(env, r.frobeniusSe));
+        return o;
+      };
+    }, {m->lock});
+  });
+}
+
+torch::Tensor flatDirections(const torch::Tensor& d, const torch::Tensor& x, const char* what) {
+  FL_CHECK(d.sizes() == x.sizes(), ERR_SHAPE, what, ": directions must have the shape of x ", shapeOf(x), ", got ", shapeOf(d));
+  FL_CHECK(d.is_floating_point(), ERR_DTYPE, what, ": directions must be float32 or float64");
+  return d.reshape({d.size(0), -1}).to(torch::kFloat64);
+}
+
+// fisherQuadratic(model, x, v, opts, ctl?) -> Promise<Float64Array [B]>: vᵀ G_x v per sample (one JVP)
+Napi::Value FisherQuadraticJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherQuadratic(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherQuadratic(x)");
+    torch::Tensor v = unwrapTensor(info[2], "fisherQuadratic(v)");
+    FisherOptions o = parseOptions(info[3]);
+    return startOp(info.Env(), info[4], [m, x, v, o](OpContext&) -> Finisher {
+      checkImages(x, "fisherQuadratic(x)");
+      torch::Tensor vf = flatDirections(v, x, "fisherQuadratic(v)");
+      FisherOperator op(*m, x, o);
+      torch::Tensor q = op.quadratic(vf.to(op.probs.device()));
+      return [q](Napi::Env env) -> Napi::Value { return toFloat64Array(env, q); };
+    }, {m->lock});
+  });
+}
+
+// fisherVectorProduct(model, x, v, opts, ctl?) -> Promise<Tensor>: G_x v per sample, float64, shaped like x
+Napi::Value FisherVectorProductJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherVectorProduct(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherVectorProduct(x)");
+    torch::Tensor v = unwrapTensor(info[2], "fisherVectorProduct(v)");
+    FisherOptions o = parseOptions(info[3]);
+    return startOp(info.Env(), info[4], [m, x, v, o](OpContext&) -> Finisher {
+      checkImages(x, "fisherVectorProduct(x)");
+      torch::Tensor vf = flatDirections(v, x, "fisherVectorProduct(v)");
+      FisherOperator op(*m, x, o);
+      torch::Tensor g = op.gvp(vf.to(op.probs.device())).reshape(x.sizes());
+      return [g](Napi::Env env) -> Napi::Value { return wrapTensor(env, g); };
+    }, {m->lock});
+  });
+}
+
+// klSegment(model, x, delta, ts: number[], opts, ctl?) -> Promise<{ kl: Tensor [B, T] float64,
+// quadratic: Float64Array [B] }>: KL(p(x) ‖ p(x + t δ)) for each t, and δᵀ G_x δ
+Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "klSegment(model)");
+    torch::Tensor x = unwrapTensor(info[1], "klSegment(x)");
+    torch::Tensor d = unwrapTensor(info[2], "klSegment(delta)");
+    FL_CHECK(info[3].IsArray(), ERR_ARG, "klSegment(ts): expected an array of numbers");
+    Napi::Array arr = info[3].As<Napi::Array>();
+    std::vector<double> ts;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value e = arr.Get(i);
+      FL_CHECK(e.IsNumber(), ERR_ARG, "klSegment(ts): element ", i, " is not a number");
+      ts.push_back(e.ToNumber().DoubleValue());
+    }
+    FisherOptions o = parseOptions(info[4]);
+    return startOp(info.Env(), info[5], [m, x, d, ts, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "klSegment(x)");
+      torch::Tensor df = flatDirections(d, x, "klSegment(delta)");
+      torch::Tensor q;
+      torch::Tensor logp0;
+      {
+        FisherOperator op(*m, x, o);
+        q = op.quadratic(df.to(op.probs.device()));
+        logp0 = op.logp;
+      }
+      ModeGuard mode(*m, false, false);
+      torch::NoGradGuard ng;
+      torch::Tensor xd = x.to(m->device(), modelDtype(*m));
+      torch::Tensor dd = d.to(m->device(), modelDtype(*m));
+      torch::Tensor p0 = logp0.exp();
+      std::vector<torch::Tensor> cols;
+      for (double t : ts) {
+        ctx.checkAbort();
+        torch::Tensor lq = torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1);
+        cols.push_back((p0 * (logp0 - lq)).sum(1));
+      }
+      torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
+      return [kl, q](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("kl", wrapTensor(env, kl));
+        o.Set("quadratic", toFloat64Array(env, q));
+        return o;
+      };
+    }, {m->lock});
+  });
+}
+
+// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset clears the
+// high-water mark through /proc/self/clear_refs). Zeros where /proc is unavailable.
+Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
+    if (reset) {
+      std::ofstream f("/proc/self/clear_refs");
+      if (f.good()) f << "5";
+    }
+    double rss = 0, peak = 0;
+    std::ifstream s("/proc/self/status");
+    std::string line;
+    while (std::getline(s, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
+      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("rss", Napi::Number::New(info.Env(), rss));
+    o.Set("peak", Napi::Number::New(info.Env(), peak));
+    return o;
+  });
+}
+
 }  // namespace
 
 void InitFisher(Napi::Env env, Napi::Object exports) {
   exports.Set("fisherExact", Napi::Function::New(env, FisherExactJs, "fisherExact"));
+  exports.Set("fisherPower", Napi::Function::New(env, FisherPowerJs, "fisherPower"));
+  exports.Set("fisherLanczos", Napi::Function::New(env, FisherLanczosJs, "fisherLanczos"));
+  exports.Set("fisherHutchinson", Napi::Function::New(env, FisherHutchinsonJs, "fisherHutchinson"));
+  exports.Set("fisherQuadratic", Napi::Function::New(env, FisherQuadraticJs, "fisherQuadratic"));
+  exports.Set("fisherVectorProduct", Napi::Function::New(env, FisherVectorProductJs, "fisherVectorProduct"));
+  exports.Set("klSegment", Napi::Function::New(env, KlSegmentJs, "klSegment"));
+  exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 
 }  // namespace fl

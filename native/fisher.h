@@ -1,8 +1,14 @@
 // Fisher information of the output distribution w.r.t. the input (shared/PAPER.md §3):
 // G_x = Jᵀ M J with J = ∂z/∂x [C, D] and M = diag(p) − p pᵀ. Used by fisher.cc's bindings,
-// by attacks (the Fisher-eigenvector attack) and by training's per-epoch tracking.
+// by metrics.cc (disentanglement, ρ), by attacks (the Fisher-eigenvector attack) and by
+// training's per-epoch tracking.
+//
+// Every function runs the model in the dtype of its parameters (x is cast to it): a model
+// converted to float64 gives a float64 computation end to end.
 #pragma once
 #include <torch/torch.h>
+#include <memory>
+#include <optional>
 #include "models/classifier.h"
 
 namespace fl {
@@ -16,13 +22,95 @@ struct ExactFisher {
   torch::Tensor probs;      // [B, C] float64: p(x)
 };
 
-// Exact per-sample Fisher quantities from K = J Jᵀ (C input-gradient passes over one forward).
-// Runs in eval mode without weight gradients and restores the model's state.
+// Speed options of the Fisher computations (results do not depend on them beyond rounding).
+struct FisherOptions {
+  // Run convolutions in channels-last memory format (input and 4-D weights, restored after).
+  bool channelsLast = false;
+  // Backward passes run concurrently on this many threads (each with cores/streams intra-op
+  // threads); 0 or 1: one after the other.
+  int streams = 1;
+};
+
+// Exact per-sample Fisher quantities from K = J Jᵀ (C−1 input-gradient passes over one forward:
+// G only sees logit differences since M 1 = 0). Runs in eval mode without weight gradients and
+// restores the model's state.
 // x: [B, C_in, H, W] -> ExactFisher
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec);
+ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec, const FisherOptions& o);
 
 // Per-sample logits Jacobian J = ∂z/∂x: x [B, ...] -> [B, C, D] (C backward passes, retained graph).
 // The model must already be in the wanted mode; returns the logits' softmax in `probs` [B, C].
 torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x, torch::Tensor* probs);
+
+// The dtype a model computes in (its first floating parameter; float32 without parameters).
+torch::ScalarType modelDtype(Classifier& m);
+
+// Converts 4-D parameters to channels-last for its lifetime (then back to contiguous).
+class LayoutGuard {
+ public:
+  LayoutGuard(Classifier& m, bool channelsLast);
+  ~LayoutGuard();
+  LayoutGuard(const LayoutGuard&) = delete;
+  LayoutGuard& operator=(const LayoutGuard&) = delete;
+
+ private:
+  std::vector<torch::Tensor> params_;
+};
+
+// Matrix-free access to G_x for one batch: one forward with a retained graph, then
+// Fisher-vector products G v = Jᵀ (M (J v)). J v comes from double backward through a dummy u:
+// J v = ∂/∂u [(Jᵀ u) · v]. Vectors are [B, D] float64 (D = input size per sample).
+// Holds eval mode / no weight gradients for its lifetime.
+class FisherOperator {
+ public:
+  FisherOperator(Classifier& m, const torch::Tensor& x, const FisherOptions& o = {});
+  ~FisherOperator();
+  int64_t B = 0, C = 0, D = 0;
+  torch::Tensor probs;  // [B, C] float64
+  torch::Tensor logp;   // [B, C] float64 log-softmax
+
+  torch::Tensor vjp(const torch::Tensor& w);           // w [B, C] -> Jᵀ w [B, D] float64
+  torch::Tensor jvp(const torch::Tensor& v);           // v [B, D] -> J v [B, C] float64
+  torch::Tensor applyM(const torch::Tensor& w) const;  // w [B, C] -> M w [B, C] float64
+  torch::Tensor gvp(const torch::Tensor& v);           // v [B, D] -> G v [B, D] float64
+  torch::Tensor quadratic(const torch::Tensor& v);     // v [B, D] -> vᵀ G v [B] float64 (one JVP)
+  // Start vector in the range of G: ∇ₓ log p_ŷ = Jᵀ (e_ŷ − p) with ŷ = argmax p, unit norm
+  // (a fixed vector where it vanishes). Deterministic per sample, so batch-invariant.
+  torch::Tensor startVector();
+  const std::vector<int64_t>& inputShape() const { return shape_; }
+
+ private:
+  std::unique_ptr<ModeGuard> mode_;
+  std::unique_ptr<LayoutGuard> layout_;
+  torch::Tensor x_, z_, u_, g_;
+  std::vector<int64_t> shape_;
+  torch::ScalarType dt_;
+};
+
+struct PowerResult {
+  torch::Tensor lambdaMax;   // [B] float64
+  torch::Tensor iterations;  // [B] int64: iterations until convergence (or maxIter)
+  torch::Tensor converged;   // [B] bool
+  torch::Tensor eigvec;      // [B, ...input shape] float64, unit
+};
+// Power iteration on G_x per sample; a sample stops (its values frozen) once the Rayleigh
+// quotient changes by ≤ tol relative between iterations.
+PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const std::function<void(int64_t)>& onIter = {});
+
+struct LanczosResult {
+  torch::Tensor lambdaMax, trace, frobenius;  // [B] float64 (from the Ritz values)
+  torch::Tensor ritz;                         // [B, steps] float64, descending
+  torch::Tensor eigvec;                       // [B, ...input shape] float64, unit
+  torch::Tensor steps;                        // [B] int64: Krylov dimension reached (breakdown stops it)
+};
+// Lanczos with full reorthogonalisation; steps ≥ rank(G) + 1 (default C) makes it exact.
+LanczosResult fisherLanczos(FisherOperator& op, int64_t steps, const std::function<void(int64_t)>& onIter = {});
+
+struct HutchinsonResult {
+  torch::Tensor trace, traceSe, frobenius, frobeniusSe;  // [B] float64
+};
+// Hutchinson estimates with `probes` Rademacher vectors (the same seeded probes for every sample,
+// so a sample's estimate does not depend on its batch): tr G = E vᵀGv, ‖G‖_F² = E ‖Gv‖².
+HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t seed, const std::function<void(int64_t)>& onIter = {});
 
 }  // namespace fl

@@ -1,10 +1,297 @@
-// train: see lib/train.ts for the public API.
+// train: one native op per batch step (natural, PGD-AT, TRADES), optimizers, and the training
+// state file (weights + optimizer state + meta) used for resumable checkpoints. See lib/train.ts.
+#include "train.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include "capabilities.h"
+#include "common/checks.h"
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fisher.h"
+#include "models/checkpoint.h"
 #include "models/model_wrap.h"
 
 namespace fl {
-void InitTrain(Napi::Env env, Napi::Object exports) {}
+
+std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Classifier& m, const OptimizerSpec& s) {
+  std::vector<torch::Tensor> params;
+  for (auto& p : m.parameters()) params.push_back(p);
+  FL_CHECK(!params.empty(), ERR_ARG, "the model has no parameters to train");
+  if (s.type == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(s.lr).momentum(s.momentum).nesterov(s.nesterov).weight_decay(s.weightDecay));
+  }
+  if (s.type == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(s.weightDecay));
+  }
+  if (s.type == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(s.weightDecay));
+  }
+  throw FlError(ERR_ARG, str("unknown optimizer '", s.type, "'; expected sgd, adam or adamw"));
+}
+
+void setLearningRate(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+namespace {
+
+// Random crop (zero padding `pad`) and horizontal flip per sample: x [B, C, H, W] -> same shape
+torch::Tensor augmentBatch(const torch::Tensor& x, int64_t pad, bool flip, at::Generator& gen) {
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
+  torch::Tensor out = x;
+  if (pad > 0) {
+    torch::Tensor padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
+    torch::Tensor off = torch::randint(0, 2 * pad + 1, {B, 2}, gen, torch::kInt64);
+    auto a = off.accessor<int64_t, 2>();
+    out = torch::empty_like(x);
+    for (int64_t b = 0; b < B; ++b) out[b].copy_(padded[b].narrow(1, a[b][0], H).narrow(2, a[b][1], W));
+  }
+  if (flip) {
+    torch::Tensor f = torch::rand({B}, gen) < 0.5;
+    torch::Tensor mask = f.to(x.device()).view({B, 1, 1, 1});
+    out = torch::where(mask, out.flip({3}), out);
+  }
+  return out;
+}
+
+}  // namespace
+
+StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x0, const torch::Tensor& y,
+                     const StepOptions& o, const OpContext* ctx) {
+  at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  // Dropout draws from LibTorch's default generator (nn::Dropout takes no generator): it is seeded
+  // per step so that a resumed run repeats an uninterrupted one exactly, and steps are serialised
+  // process-wide so that concurrent training runs cannot interleave their draws.
+  static std::mutex stepMutex;
+  std::lock_guard<std::mutex> serial(stepMutex);
+  {
+    at::Generator def = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(def.mutex());
+    def.set_current_seed(o.seed ^ 0x5deece66dULL);
+  }
+  torch::Tensor x = (o.cropPad > 0 || o.flip) ? augmentBatch(x0, o.cropPad, o.flip, gen) : x0;
+  LayoutGuard layout(m, o.channelsLast);
+  if (o.channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (o.lr >= 0) setLearningRate(opt, o.lr);
+  StepResult r;
+  r.batch = x.size(0);
+  torch::Tensor xAdv;
+  if (o.method == "pgd-at") {
+    AttackOptions a = o.attack;
+    a.kind = "pgd";
+    xAdv = pgdAttack(m, x, y, a, gen, ctx);
+  } else if (o.method == "trades") {
+    xAdv = klAttack(m, x, torch::Tensor(), o.attack, gen, ctx, nullptr);
+  } else {
+    FL_CHECK(o.method == "natural", ERR_ARG, "unknown training method '", o.method, "'; expected natural, pgd-at or trades");
+  }
+  if (ctx) ctx->checkAbort();
+  ModeGuard mode(m, /*train=*/true, /*paramsRequireGrad=*/true);
+  torch::AutoGradMode gradOn(true);
+  opt.zero_grad();
+  torch::Tensor loss, z;
+  if (o.method == "natural") {
+    z = m.forward(x);
+    loss = torch::nn::functional::cross_entropy(z, y);
+    r.lossNatural = loss.item<double>();
+  } else if (o.method == "pgd-at") {
+    z = m.forward(xAdv);
+    loss = torch::nn::functional::cross_entropy(z, y);
+    r.lossNatural = r.lossRobust = loss.item<double>();
+  } else {
+    // TRADES: CE(f(x), y) + β · (1/B) Σ KL(p(x) ‖ p(x')), gradients through both arguments
+    z = m.forward(x);
+    torch::Tensor zAdv = m.forward(xAdv);
+    torch::Tensor ce = torch::nn::functional::cross_entropy(z, y);
+    torch::Tensor logp = torch::log_softmax(z, 1);
+    torch::Tensor kl = (logp.exp() * (logp - torch::log_softmax(zAdv, 1))).sum() / static_cast<double>(r.batch);
+    loss = ce + o.beta * kl;
+    r.lossNatural = ce.item<double>();
+    r.lossRobust = kl.item<double>();
+  }
+  loss.backward();
+  opt.step();
+  r.loss = loss.item<double>();
+  r.correct = z.detach().argmax(1).eq(y).sum().item<int64_t>();
+  // no .grad left between steps: the model looks the same to other algorithms before and after
+  for (auto& p : m.parameters()) {
+    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+  }
+  return r;
+}
+
+namespace {
+
+// ---------- optimizer handle: a JS External owning the optimizer and the model it trains ----------
+constexpr uint32_t kOptMagic = 0x0F15E0F7;
+struct OptBox {
+  uint32_t magic = kOptMagic;
+  ClassifierPtr model;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  OptimizerSpec spec;
+};
+using OptPtr = std::shared_ptr<OptBox>;
+
+OptPtr unwrapOpt(Napi::Value v) {
+  FL_CHECK(v.IsExternal(), ERR_ARG, "expected an optimizer made by createOptimizer()");
+  auto* p = v.As<Napi::External<OptPtr>>().Data();
+  FL_CHECK(p && (*p)->magic == kOptMagic, ERR_ARG, "expected an optimizer made by createOptimizer()");
+  return *p;
+}
+
+double num(const Napi::Object& o, const char* k, double def) {
+  Napi::Value v = o.Get(k);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  FL_CHECK(v.IsNumber(), ERR_ARG, "option '", k, "': expected a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+std::string strOpt(const Napi::Object& o, const char* k, const std::string& def) {
+  Napi::Value v = o.Get(k);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  FL_CHECK(v.IsString(), ERR_ARG, "option '", k, "': expected a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// createOptimizer(model, { type, lr, momentum, nesterov, weightDecay, beta1, beta2, eps }) -> External
+Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "createOptimizer(model)");
+    FL_CHECK(info[1].IsObject(), ERR_ARG, "createOptimizer: expected an options object");
+    Napi::Object j = info[1].As<Napi::Object>();
+    OptimizerSpec s;
+    s.type = strOpt(j, "type", "sgd");
+    s.lr = num(j, "lr", s.lr);
+    s.momentum = num(j, "momentum", s.type == "sgd" ? 0.9 : 0);
+    s.nesterov = j.Get("nesterov").ToBoolean().Value();
+    s.weightDecay = num(j, "weightDecay", 0);
+    s.beta1 = num(j, "beta1", 0.9);
+    s.beta2 = num(j, "beta2", 0.999);
+    s.eps = num(j, "eps", 1e-8);
+    FL_CHECK(s.lr >= 0 && s.momentum >= 0 && s.weightDecay >= 0, ERR_ARG, "optimizer lr, momentum and weightDecay must be >= 0");
+    FL_CHECK(!s.nesterov || s.momentum > 0, ERR_ARG, "Nesterov momentum needs momentum > 0");
+    auto box = std::make_shared<OptBox>();
+    box->model = m;
+    box->spec = s;
+    {
+      std::lock_guard<std::mutex> g(*m->lock);
+      box->opt = makeOptimizer(*m, s);
+    }
+    return Napi::External<OptPtr>::New(info.Env(), new OptPtr(box), [](Napi::Env, OptPtr* p) { delete p; });
+  });
+}
+
+// trainStep(model, opt, x, y, { method, lr, epsilon, stepSize, steps, norm, randomStart, beta,
+//   cropPad, flip, seed }, ctl?) -> Promise<{ loss, lossNatural, lossRobust, correct, batch }>
+Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "trainStep(model)");
+    OptPtr box = unwrapOpt(info[1]);
+    FL_CHECK(box->model == m, ERR_ARG, "trainStep: the optimizer was made for another model");
+    torch::Tensor x = unwrapTensor(info[2], "trainStep(x)");
+    torch::Tensor y = unwrapTensor(info[3], "trainStep(y)");
+    FL_CHECK(info[4].IsObject(), ERR_ARG, "trainStep: expected an options object");
+    Napi::Object j = info[4].As<Napi::Object>();
+    StepOptions o;
+    o.method = strOpt(j, "method", "natural");
+    FL_CHECK(o.method == "natural" || o.method == "pgd-at" || o.method == "trades", ERR_ARG, "unknown training method '",
+             o.method, "'; expected natural, pgd-at or trades");
+    o.lr = num(j, "lr", -1);
+    o.beta = num(j, "beta", 6);
+    o.attack.epsilon = num(j, "epsilon", 0.031);
+    o.attack.stepSize = num(j, "stepSize", 0.007);
+    o.attack.steps = static_cast<int64_t>(num(j, "steps", 10));
+    std::string norm = strOpt(j, "norm", "linf");
+    FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "norm must be 'linf' or 'l2', got '", norm, "'");
+    o.attack.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
+    o.attack.randomStart = j.Has("randomStart") ? j.Get("randomStart").ToBoolean().Value() : true;
+    o.cropPad = static_cast<int64_t>(num(j, "cropPad", 0));
+    o.flip = j.Get("flip").ToBoolean().Value();
+    o.seed = static_cast<uint64_t>(num(j, "seed", 0));
+    o.channelsLast = j.Get("channelsLast").ToBoolean().Value();
+    FL_CHECK(o.attack.epsilon >= 0 && o.attack.stepSize >= 0 && o.attack.steps >= 0, ERR_ARG,
+             "epsilon, stepSize and steps must be >= 0");
+    return startOp(info.Env(), info[5], [m, box, x, y, o](OpContext& ctx) -> Finisher {
+      checkImages(x, "trainStep(x)");
+      checkLabels(y, x.size(0), 0, "trainStep(y)");
+      torch::Device dev = m->device();
+      StepResult r = trainStep(*m, *box->opt, x.to(dev), y.to(dev), o, &ctx);
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("loss", r.loss);
+        out.Set("lossNatural", r.lossNatural);
+        out.Set("lossRobust", r.lossRobust);
+        out.Set("correct", static_cast<double>(r.correct));
+        out.Set("batch", static_cast<double>(r.batch));
+        return out;
+      };
+    }, {m->lock});
+  });
+}
+
+// saveTrainState(path, model, opt, metaJson, ctl?) -> Promise<void>: a FisherLens checkpoint
+// (models/checkpoint.h: weights, spec, meta, CPU generator state) with the optimizer's state under
+// "optimizer", written atomically; Model.loadCheckpoint reads it like any other checkpoint.
+Napi::Value SaveTrainState(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info[0].IsString(), ERR_ARG, "saveTrainState(path): expected a path");
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    ClassifierPtr m = unwrapModel(info[1], "saveTrainState(model)");
+    OptPtr box = unwrapOpt(info[2]);
+    std::string meta = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "{}";
+    return startOp(info.Env(), info[4], [path, m, box, meta](OpContext&) -> Finisher {
+      saveCheckpoint(path, *m, meta, [&](torch::serialize::OutputArchive& a) { box->opt->save(a); });
+      return nullptr;
+    }, {m->lock});
+  });
+}
+
+// loadTrainState(path, model, opt, ctl?) -> Promise<string meta>: restores weights (every name,
+// shape and dtype checked first) and the optimizer's state from a checkpoint of saveTrainState.
+Napi::Value LoadTrainState(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info[0].IsString(), ERR_ARG, "loadTrainState(path): expected a path");
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    ClassifierPtr m = unwrapModel(info[1], "loadTrainState(model)");
+    OptPtr box = unwrapOpt(info[2]);
+    return startOp(info.Env(), info[3], [path, m, box](OpContext&) -> Finisher {
+      LoadedCheckpoint c = loadCheckpoint(path, m->device(), /*restoreRng=*/false);
+      FL_CHECK(c.hasOptimizer, ERR_FORMAT, "checkpoint '", path, "' holds no optimizer state: it cannot resume training");
+      loadCheckpointState(path, *m);
+      torch::serialize::InputArchive sub;
+      c.archive->read("optimizer", sub);
+      box->opt->load(sub);
+      std::string metaText = c.metaJson;
+      return [metaText](Napi::Env env) -> Napi::Value { return Napi::String::New(env, metaText); };
+    }, {m->lock});
+  });
+}
+
+// manualSeed(seed): seeds LibTorch's default CPU generator (weight init of Model.create, dropout
+// outside trainStep)
+void ManualSeed(const Napi::CallbackInfo& info) {
+  guard(info.Env(), [&]() {
+    FL_CHECK(info[0].IsNumber() && info[0].As<Napi::Number>().DoubleValue() >= 0, ERR_ARG, "manualSeed(seed): expected an integer >= 0");
+    at::Generator def = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(def.mutex());
+    def.set_current_seed(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+  });
+}
+
+}  // namespace
+
+void InitTrain(Napi::Env env, Napi::Object exports) {
+  exports.Set("createOptimizer", Napi::Function::New(env, CreateOptimizer, "createOptimizer"));
+  exports.Set("manualSeed", Napi::Function::New(env, ManualSeed, "manualSeed"));
+  exports.Set("trainStep", Napi::Function::New(env, TrainStepJs, "trainStep"));
+  exports.Set("saveTrainState", Napi::Function::New(env, SaveTrainState, "saveTrainState"));
+  exports.Set("loadTrainState", Napi::Function::New(env, LoadTrainState, "loadTrainState"));
+}
+
 }  // namespace fl

@@ -3,6 +3,14 @@
 import { Command } from 'commander';
 import { register as info } from './info';
 import { register as evalCmd } from './eval';
+import { register as fisherCmd } from './fisher';
+import { register as ccklCmd } from './cckl';
+import { register as profileCmd } from './profile';
+import { register as run } from './run';
+import { register as report } from './report';
+import { register as demo } from './demo';
+import { register as attackCmd } from './attack';
+import { register as trainCmd } from './train';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -19,7 +27,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info, evalCmd]) reg(program);
+  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo]) reg(program);
   return program;
 }
 

@@ -1,0 +1,39 @@
+/**
+ * On a shared machine OpenMP's default spin-waiting makes 2-thread runs several times slower
+ * whenever other processes compete for the cores (measured here: a small-cnn training step took
+ * 1.2–2.2 s with 2 spinning threads vs 0.2–0.4 s passive). Both sides of every benchmark
+ * therefore run with OMP_WAIT_POLICY=PASSIVE unless the caller sets it: call before the addon loads.
+ */
+export function passiveOpenMp(): void {
+  process.env.OMP_WAIT_POLICY = process.env.OMP_WAIT_POLICY ?? 'PASSIVE';
+}
+
+/** A Python timing server (bench/python/*_bench.py): one JSON line per request, for interleaving. */
+import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import * as path from 'path';
+import * as readline from 'readline';
+
+export const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
+export const PY_DIR = path.join(__dirname, '..', '..', 'bench', 'python');
+
+export class PyServer {
+  private proc: ChildProcessWithoutNullStreams;
+  private lines: AsyncIterableIterator<string>;
+  constructor(script: string, args: string[]) {
+    this.proc = spawn(PY, [path.join(PY_DIR, script), ...args], { cwd: PY_DIR, env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' } });
+    this.proc.stderr.on('data', (d) => process.stderr.write(d));
+    this.lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
+  }
+  async next(): Promise<Record<string, number>> {
+    const r = await this.lines.next();
+    if (r.done) throw new Error('python benchmark server exited');
+    return JSON.parse(r.value) as Record<string, number>;
+  }
+  async ready(): Promise<void> { await this.next(); }
+  /** Runs one timed request; returns seconds. */
+  async time(name: string): Promise<number> {
+    this.proc.stdin.write(name + '\n');
+    return (await this.next())[name];
+  }
+  close(): void { this.proc.stdin.end(); }
+}

@@ -1,0 +1,63 @@
+/**
+ * One natural step and one TRADES step (10 inner steps, ε 0.031, step 0.007, β 6) on a batch of
+ * 128, small-cnn (1×28×28) and resnet20 (3×32×32), SGD (0.01, momentum 0.9, wd 2e-4): FisherLens
+ * (one native op per step) vs the same step in Python/PyTorch on the same LibTorch with the TRADES
+ * reference's structure (bench/python/train_bench.py), interleaved BENCH_REPS times (default 3;
+ * the machine is shared), best of each kept, 2 threads each. Prints ms per step and the ratio
+ * (target ≤ 0.8 × Python's time), also with channelsLast: true.
+ */
+import { Model, ModelSpec, Tensor, setThreads } from '../lib';
+import { addon } from '../lib/native';
+import { PyServer, passiveOpenMp } from './pyserver';
+
+interface StepAddon {
+  createOptimizer(m: unknown, o: Record<string, unknown>): object;
+  trainStep(m: unknown, opt: object, x: unknown, y: unknown, o: Record<string, unknown>): Promise<{ loss: number }>;
+}
+
+export async function main(): Promise<void> {
+  passiveOpenMp();
+  const reps = Number(process.env.BENCH_REPS ?? 3);
+  const batch = 128;
+  setThreads(2);
+  const n = addon<StepAddon>();
+  const archs: [string, ModelSpec, number[]][] = [
+    ['small-cnn', { arch: 'small-cnn' }, [1, 28, 28]],
+    ['resnet20', { arch: 'resnet20', inChannels: 3, inputSize: 32 }, [3, 32, 32]],
+  ];
+  for (const [arch, spec, shape] of archs) {
+    const server = new PyServer('train_bench.py', [arch, String(batch)]);
+    await server.ready();
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const x = Tensor.from(Float32Array.from({ length: batch * numel }, (_, i) => ((i * 7919) % 1000) / 1000), [batch, ...shape]);
+    const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]);
+    const m = Model.create(spec);
+    const opt = n.createOptimizer(m.native, { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 });
+    const step = async (method: string, steps = 10, channelsLast = false): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      await n.trainStep(m.native, opt, x.native, y.native, { method, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1, channelsLast });
+      return Number(process.hrtime.bigint() - t0) / 1e9;
+    };
+    await step('natural');
+    await step('trades', 1);
+    await step('natural', 10, true);
+    const best = { pyNatural: Infinity, pyTrades: Infinity, flNatural: Infinity, flTrades: Infinity, clNatural: Infinity, clTrades: Infinity };
+    for (let r = 0; r < reps; r++) {
+      best.pyNatural = Math.min(best.pyNatural, await server.time('natural'));
+      best.flNatural = Math.min(best.flNatural, await step('natural'));
+      best.pyTrades = Math.min(best.pyTrades, await server.time('trades'));
+      best.flTrades = Math.min(best.flTrades, await step('trades'));
+      best.clNatural = Math.min(best.clNatural, await step('natural', 10, true));
+      best.clTrades = Math.min(best.clTrades, await step('trades', 10, true));
+    }
+    server.close();
+    const ms = (s: number): string => (1000 * s).toFixed(1).padStart(8);
+    console.log(`${arch.padEnd(10)} natural step: python ${ms(best.pyNatural)} ms, FisherLens ${ms(best.flNatural)} ms (${(best.flNatural / best.pyNatural).toFixed(2)}×) | ` +
+      `TRADES step (10 inner): python ${ms(best.pyTrades)} ms, FisherLens ${ms(best.flTrades)} ms (${(best.flTrades / best.pyTrades).toFixed(2)}×) | ` +
+      `channels-last: natural ${ms(best.clNatural)} ms (${(best.clNatural / best.pyNatural).toFixed(2)}×), TRADES ${ms(best.clTrades)} ms (${(best.clTrades / best.pyTrades).toFixed(2)}×)`);
+    m.dispose(); x.dispose(); y.dispose();
+  }
+  console.log('batch 128, 2 threads; ratio = FisherLens time / Python time (target ≤ 0.8)');
+}
+
+if (require.main === module) main().catch((e) => { console.error(e); process.exitCode = 1; });

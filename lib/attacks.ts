@@ -1,0 +1,324 @@
+/**
+ * Adversarial attacks and robust evaluation (native attacks.cc; docs/attacks.md). Every attack
+ * runs one batch natively, in eval mode without weight gradients, keeps x_adv inside the ε-ball
+ * around x and the [0, 1] box, and leaves the model exactly as it found it (mode, requires-grad
+ * flags, no .grad). ε and step sizes are in pixel units (inputs in [0, 1]).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { runOp, OpOptions } from './op';
+import { Model } from './model';
+import { Tensor } from './tensor';
+import { Dataset } from './data/dataset';
+import { FisherLensError } from './errors';
+
+/** fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl | fisher (OSSA). */
+export type AttackKind = 'fgsm' | 'pgd' | 'cw' | 'cw-l2' | 'kl' | 'fisher';
+export type AttackNorm = 'linf' | 'l2';
+
+/** Parameters of one attack; defaults in brackets. */
+export interface AttackParams {
+  /** Which attack ['pgd']. */
+  kind?: AttackKind;
+  /** Threat model ['linf'; 'l2' for cw-l2]. */
+  norm?: AttackNorm;
+  /** Radius of the ball in pixel units [0.031; cw-l2: unbounded]. */
+  epsilon?: number;
+  /** Step size α [0.003]: α·sign(g) (L∞) or α·g/‖g‖ (L2). fgsm steps by ε. */
+  stepSize?: number;
+  /** Iterations [20; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε]. */
+  steps?: number;
+  /** Uniform random start in the ball (pgd, cw) [true]. */
+  randomStart?: boolean;
+  /** Restarts (with random start), keeping the worst case per sample [1]. */
+  restarts?: number;
+  /** Targeted attack towards `target` (pgd, cw-l2) [false]. */
+  targeted?: boolean;
+  /** Target labels int64 [B] for targeted attacks. */
+  target?: Tensor;
+  /** κ of the CW margin loss −relu(z_y − max_{j≠y} z_j + κ) [50]. */
+  kappa?: number;
+  /** cw-l2: binary search steps on c [9]. */
+  binarySteps?: number;
+  /** cw-l2: Adam learning rate [0.01]. */
+  learningRate?: number;
+  /** cw-l2: initial c [1e-3]. */
+  initialConst?: number;
+  /** cw-l2: confidence κ [0]. */
+  confidence?: number;
+  /** Seed of the attack's generator (random start, KL start noise) [0]. */
+  seed?: number;
+  /**
+   * Run convolutions in channels-last memory format (4-D weights converted for the op and
+   * restored after) [false]: faster convolutions on CPU; results may differ in the last bits.
+   */
+  channelsLast?: boolean;
+}
+
+/** Result of one attack on one batch. */
+export interface AttackResult {
+  /** Adversarial examples, shaped like x, on the model's device. */
+  xAdv: Tensor;
+  /** The attack's objective per sample at x_adv [B] (kl: KL(p(x) ‖ p(x_adv)) in nats; pgd/fgsm/fisher: CE; cw: −relu(margin + κ)). */
+  loss: Float64Array;
+  /** 1 where the attack succeeded (misclassified; targeted: classified as the target) [B]. */
+  success: Float64Array;
+  /** ‖x_adv − x‖ per sample in the attack's norm [B]. */
+  norm: Float64Array;
+  /** 1 where the clean input is classified correctly (eval mode) [B]. */
+  cleanCorrect: Float64Array;
+}
+
+interface AttackAddon {
+  attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
+    xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
+  }>;
+  modelGradState(m: NativeModel): ModelGradState;
+}
+
+/** Gradient bookkeeping of a model's parameters (what attacks must leave unchanged). */
+export interface ModelGradState {
+  training: boolean;
+  parameters: number;
+  /** Parameters with requires_grad set. */
+  requiresGrad: number;
+  /** Parameters holding a defined .grad. */
+  withGrad: number;
+}
+
+/** The model's mode and its parameters' requires-grad / .grad bookkeeping. */
+export function modelGradState(model: Model): ModelGradState {
+  return addon<AttackAddon>().modelGradState(model.native);
+}
+
+/** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
+export const attackPresets = {
+  /** TRADES CIFAR-10 evaluation: PGD-20, ε 0.031, step 0.003, uniform random start. */
+  'pgd20-cifar10': { kind: 'pgd', norm: 'linf', epsilon: 0.031, stepSize: 0.003, steps: 20, randomStart: true },
+  /** TRADES CIFAR-10 CW∞: PGD-20 on the CW margin loss (κ 50). */
+  'cw20-cifar10': { kind: 'cw', norm: 'linf', epsilon: 0.031, stepSize: 0.003, steps: 20, randomStart: true, kappa: 50 },
+  /** TRADES MNIST evaluation: PGD-40, ε 0.3, step 0.01, random start. */
+  'pgd40-mnist': { kind: 'pgd', norm: 'linf', epsilon: 0.3, stepSize: 0.01, steps: 40, randomStart: true },
+  /** FGSM at CIFAR-10's ε. */
+  'fgsm-cifar10': { kind: 'fgsm', norm: 'linf', epsilon: 0.031 },
+  /** CPU-scale Fashion-MNIST evaluation: PGD-20, ε 0.1, step 0.01. */
+  'pgd20-fashion-mnist': { kind: 'pgd', norm: 'linf', epsilon: 0.1, stepSize: 0.01, steps: 20, randomStart: true },
+} as const satisfies Record<string, AttackParams>;
+export type AttackPresetName = keyof typeof attackPresets;
+
+function nativeOptions(p: AttackParams): Record<string, unknown> {
+  const o: Record<string, unknown> = { ...p };
+  delete o.target;
+  if (p.targeted) {
+    if (!p.target) throw new FisherLensError('ERR_ARG', 'a targeted attack needs `target`: int64 labels [B]');
+    o.target = p.target.native;
+  }
+  return o;
+}
+
+/**
+ * Runs one attack on the batch x [B, C, H, W] (pixels in [0, 1]) with labels y [B] (int64);
+ * all steps run in one native op (abortable between steps; progress events `{step, steps}`).
+ */
+export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackParams & OpOptions = {}): Promise<AttackResult> {
+  const { signal, onProgress, ...params } = opts;
+  const o = nativeOptions(params);
+  const r = await runOp({ signal, onProgress }, (ctl) => addon<AttackAddon>().attack(model.native, x.native, y.native, o, ctl));
+  return { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
+}
+
+/** An attack in an evaluation: its parameters and a name for reports. */
+export type NamedAttack = AttackParams & { name?: string };
+
+export interface EvaluateOptions extends OpOptions {
+  /** Samples per native op [128]. */
+  batchSize?: number;
+  /** Evaluate only the first n samples [all]. */
+  limit?: number;
+  /**
+   * Save adversarial examples as float32 .npy [N, C, H, W]: with one attack to this path; with
+   * several to `<stem>-<attack name>.npy`, plus `<stem>-worst.npy` (per sample, the first
+   * attack that succeeded, else the last attack's example).
+   */
+  save?: string;
+  /** Called after each batch with the running counts. */
+  onBatch?: (e: { done: number; total: number; cleanCorrect: number; worstCorrect: number }) => void;
+}
+
+export interface AttackSummary {
+  name: string;
+  params: AttackParams;
+  /** Fraction of samples classified correctly both clean and under this attack. */
+  robustAccuracy: number;
+  /** Fraction of samples where the attack succeeded (misclassified at x_adv). */
+  successRate: number;
+  /** Mean ‖x_adv − x‖ over the samples the attack turned from correct to wrong (NaN when none). */
+  meanNorm: number;
+  /** Mean objective at x_adv (kl: the mean KL reached). */
+  meanLoss: number;
+  /** Path of the saved .npy, when saving. */
+  saved?: string;
+}
+
+export interface EvaluateResult {
+  samples: number;
+  /** Clean (standard) accuracy. */
+  accuracy: number;
+  attacks: AttackSummary[];
+  /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
+  worstCaseAccuracy: number;
+  /** Per sample: 1 correct clean, and 1 correct under every attack [N]. */
+  perSample: { clean: Uint8Array; worst: Uint8Array };
+}
+
+/** Streams float32 batches into one .npy file of a known total shape (header first, then data). */
+export class NpyWriter {
+  private fd: number;
+  private written = 0;
+  private readonly tmp: string;
+  constructor(readonly file: string, readonly shape: number[]) {
+    const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
+    let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
+    const pad = 64 - ((10 + header.length + 1) % 64);
+    header += ' '.repeat(pad === 64 ? 0 : pad) + '\n';
+    const pre = Buffer.alloc(10);
+    pre.write('\x93NUMPY', 0, 'latin1');
+    pre[6] = 1; pre[7] = 0;
+    pre.writeUInt16LE(header.length, 8);
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    this.tmp = `${file}.tmp-${process.pid}`;
+    this.fd = fs.openSync(this.tmp, 'w');
+    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
+  }
+  /** Appends a float32 tensor's rows. */
+  append(t: Tensor): void {
+    const a = t.dtype === 'float32' ? (t.toArray() as Float32Array) : (t.to('float32').toArray() as Float32Array);
+    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.written += a.length;
+  }
+  /** Checks the element count and renames the file into place. */
+  close(): void {
+    fs.closeSync(this.fd);
+    const want = this.shape.reduce((a, b) => a * b, 1);
+    if (this.written !== want) {
+      fs.rmSync(this.tmp, { force: true });
+      throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
+    }
+    fs.renameSync(this.tmp, this.file);
+  }
+  abort(): void {
+    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+    fs.rmSync(this.tmp, { force: true });
+  }
+}
+
+/**
+ * Streams over `data` and returns clean accuracy, robust accuracy under each attack and the
+ * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
+ * the attack's seed, so results are reproducible and independent of the batch size only through it.
+ */
+export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+  const n = Math.min(data.size, opts.limit ?? data.size);
+  const batchSize = opts.batchSize ?? 128;
+  const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));
+  const writers: (NpyWriter | undefined)[] = [];
+  let worstWriter: NpyWriter | undefined;
+  if (opts.save) {
+    const shape = [n, ...data.imageShape];
+    if (attacks.length === 1) writers.push(new NpyWriter(opts.save, shape));
+    else {
+      const stem = opts.save.replace(/\.npy$/, '');
+      names.forEach((nm) => writers.push(new NpyWriter(`${stem}-${nm}.npy`, shape)));
+      worstWriter = new NpyWriter(`${stem}-worst.npy`, shape);
+    }
+  }
+  const clean = new Uint8Array(n);
+  const worst = new Uint8Array(n);
+  const robust = attacks.map(() => 0);
+  const succ = attacks.map(() => 0);
+  const normSum = attacks.map(() => 0);
+  const normCount = attacks.map(() => 0);
+  const lossSum = attacks.map(() => 0);
+  let done = 0;
+  const src = n < data.size ? data.take(n) : data;
+  try {
+    let bi = 0;
+    for (const batch of src.batches({ batchSize })) {
+      let c: Uint8Array | undefined;
+      let w = new Uint8Array(0);
+      const advs: Tensor[] = [];
+      const successes: Float64Array[] = [];
+      // no attack: a zero-step PGD gives the clean predictions
+      const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
+      for (let a = 0; a < list.length; a++) {
+        const { name: _name, ...params } = list[a];
+        const r = await attack(model, batch.x, batch.y, {
+          ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
+        });
+        if (!c) {
+          c = Uint8Array.from(r.cleanCorrect);
+          w = Uint8Array.from(c);
+        }
+        if (a >= attacks.length) { r.xAdv.dispose(); break; }
+        for (let i = 0; i < c.length; i++) {
+          const ok = c[i] === 1 && r.success[i] === 0;
+          if (ok) robust[a]++;
+          else w[i] = 0;
+          if (r.success[i] === 1) succ[a]++;
+          if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
+          lossSum[a] += r.loss[i];
+        }
+        writers[a]?.append(r.xAdv);
+        if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
+      }
+      if (worstWriter) {
+        // per sample: the first successful attack's example, else the last one's
+        for (let i = 0; i < c!.length; i++) {
+          let pick = advs.length - 1;
+          for (let a = 0; a < advs.length; a++) if (successes[a][i] === 1) { pick = a; break; }
+          const one = advs[pick].slice(i, i + 1);
+          worstWriter.append(one);
+          one.dispose();
+        }
+        advs.forEach((t) => t.dispose());
+      }
+      clean.set(c!, done);
+      worst.set(w, done);
+      done += c!.length;
+      bi++;
+      opts.onBatch?.({ done, total: n, cleanCorrect: sum(clean.subarray(0, done)), worstCorrect: sum(worst.subarray(0, done)) });
+    }
+    writers.forEach((wr) => wr?.close());
+    worstWriter?.close();
+  } catch (e) {
+    writers.forEach((wr) => wr?.abort());
+    worstWriter?.abort();
+    throw e;
+  } finally {
+    if (src !== data) src.dispose();
+  }
+  return {
+    samples: n,
+    accuracy: sum(clean) / n,
+    attacks: attacks.map((a, i) => {
+      const { name: _n, target: _t, ...params } = a;
+      return {
+        name: names[i], params,
+        robustAccuracy: robust[i] / n,
+        successRate: succ[i] / n,
+        meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
+        meanLoss: lossSum[i] / n,
+        saved: writers[i]?.file,
+      };
+    }),
+    worstCaseAccuracy: sum(worst) / n,
+    perSample: { clean, worst },
+  };
+}
+
+function sum(a: Uint8Array): number {
+  let s = 0;
+  for (const v of a) s += v;
+  return s;
+}

@@ -1,0 +1,125 @@
+import { Command } from 'commander';
+import { Model, ModelSpec } from '../model';
+import { loadData } from '../data';
+import { FisherLensError } from '../errors';
+import { attackPresets, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
+import { action, emit, log, num, Progress } from './common';
+
+interface AttackCliOptions {
+  model: string;
+  data: string;
+  labels?: string;
+  split: string;
+  attack: string;
+  preset?: string;
+  norm?: string;
+  epsilon?: string;
+  stepSize?: string;
+  steps?: string;
+  randomStart: boolean;
+  restarts?: string;
+  kappa?: string;
+  binarySteps?: string;
+  seed: string;
+  batchSize: string;
+  limit?: string;
+  out?: string;
+  device: string;
+  json?: boolean;
+}
+
+const KINDS: AttackKind[] = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'];
+
+/** A model from an inline JSON spec, a spec .json, a checkpoint or a TorchScript .pt. */
+export async function modelFromCli(s: string, device: string): Promise<Model> {
+  if (s.trim().startsWith('{')) {
+    let spec: ModelSpec;
+    try {
+      spec = JSON.parse(s) as ModelSpec;
+    } catch (e) {
+      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
+    }
+    return Model.create(spec, { device });
+  }
+  return Model.from(s, { device });
+}
+
+/** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
+export function register(program: Command): void {
+  program
+    .command('attack')
+    .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)')
+    .requiredOption('--model <path>', 'model: checkpoint, TorchScript .pt (trusted sources only), spec .json or inline JSON spec')
+    .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
+    .option('--labels <path>', 'labels .npy (with an .npy --data)')
+    .option('--split <split>', 'train or test', 'test')
+    .option('--attack <kind>', `attack: ${KINDS.join(' | ')}`, 'pgd')
+    .option('--preset <name>', `published settings: ${Object.keys(attackPresets).join(', ')} (explicit options override)`)
+    .option('--norm <norm>', 'linf | l2 (default linf; cw-l2: l2)')
+    .option('--epsilon <e>', 'ball radius in pixel units (default 0.031; cw-l2: unbounded)')
+    .option('--step-size <a>', 'step size α (default 0.003)')
+    .option('--steps <k>', 'iterations (default 20; cw-l2: Adam steps per binary-search step, 100)')
+    .option('--no-random-start', 'start PGD / CW∞ at x instead of a uniform point of the ball')
+    .option('--restarts <r>', 'random restarts, keeping the worst case per sample', '1')
+    .option('--kappa <k>', 'κ of the CW margin loss (cw; default 50)')
+    .option('--binary-steps <n>', 'cw-l2 binary search steps on c (default 9)')
+    .option('--seed <n>', 'seed of random starts', '0')
+    .option('--batch-size <n>', 'samples per batch', '128')
+    .option('--limit <n>', 'attack only the first n samples')
+    .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W]')
+    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
+    .option('--json', 'print one JSON document on stdout')
+    .action(action(async (o: AttackCliOptions) => {
+      if (!KINDS.includes(o.attack as AttackKind)) throw new FisherLensError('ERR_ARG', `--attack: expected one of ${KINDS.join(', ')}, got '${o.attack}'`);
+      if (o.norm !== undefined && o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
+      if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
+      const int = (name: string, v: string | undefined, min: number): number | undefined => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${v}'`);
+        return n;
+      };
+      let base: AttackParams = {};
+      if (o.preset !== undefined) {
+        if (!(o.preset in attackPresets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(attackPresets).join(', ')}, got '${o.preset}'`);
+        base = { ...attackPresets[o.preset as AttackPresetName] };
+      }
+      const params: AttackParams = { ...base, kind: o.preset !== undefined && o.attack === 'pgd' ? base.kind : (o.attack as AttackKind) };
+      if (o.norm) params.norm = o.norm as AttackNorm;
+      if (o.epsilon !== undefined) params.epsilon = num('epsilon', o.epsilon);
+      if (o.stepSize !== undefined) params.stepSize = num('step-size', o.stepSize);
+      if (o.steps !== undefined) params.steps = int('steps', o.steps, 0);
+      if (o.kappa !== undefined) params.kappa = num('kappa', o.kappa);
+      if (o.binarySteps !== undefined) params.binarySteps = int('binary-steps', o.binarySteps, 1);
+      if (!o.randomStart) params.randomStart = false;
+      params.restarts = int('restarts', o.restarts, 1);
+      params.seed = int('seed', o.seed, 0);
+      const batchSize = int('batch-size', o.batchSize, 1)!;
+      const limit = int('limit', o.limit, 1);
+      const model = await modelFromCli(o.model, o.device);
+      const data = await loadData(o.data, { labels: o.labels, split: o.split });
+      const n = Math.min(data.size, limit ?? data.size);
+      log(`attack: ${params.kind} (${params.norm ?? (params.kind === 'cw-l2' ? 'l2' : 'linf')}) on ${model.kind} model, ${data.name}: ${n} images`);
+      const progress = new Progress('attack');
+      const r = await evaluate(model, data, [{ name: params.kind, ...params }], {
+        batchSize, limit, save: o.out,
+        onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
+      });
+      const a = r.attacks[0];
+      const out: Record<string, unknown> = {
+        attack: a.name, params: a.params, samples: r.samples,
+        accuracy: r.accuracy, robustAccuracy: a.robustAccuracy, successRate: a.successRate,
+        meanLoss: a.meanLoss,
+      };
+      if (params.kind === 'cw-l2') out.meanPerturbationNorm = Number.isFinite(a.meanNorm) ? a.meanNorm : null;
+      if (a.saved) out.saved = a.saved;
+      emit(Boolean(o.json), out, () => [
+        `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,
+        `robustAccuracy  ${(100 * a.robustAccuracy).toFixed(2)} %   (${a.name}, ${r.samples} samples)`,
+        ...(params.kind === 'cw-l2' ? [`meanL2Norm      ${Number.isFinite(a.meanNorm) ? a.meanNorm.toFixed(4) : 'n/a'} (successful samples)`] : []),
+        ...(a.saved ? [`saved           ${a.saved}`] : []),
+      ].join('\n'));
+      data.dispose();
+      model.dispose();
+    }));
+}

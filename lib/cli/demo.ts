@@ -1,0 +1,51 @@
+import { Command } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import { action, emit, log } from './common';
+import { runWithProgress, finish } from './run';
+import { writeReport, accuracyTable } from '../report';
+import { FisherLensError } from '../errors';
+
+/** configs/ of the installed package (dist/lib/cli → package root). */
+export function packageFile(rel: string): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    const f = path.join(dir, rel);
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(f)) return f;
+    dir = path.dirname(dir);
+  }
+  throw new FisherLensError('ERR_IO', `${rel} not found in the fisherlens package`);
+}
+
+/**
+ * `fisherlens demo`: configs/demo.yaml (Fashion-MNIST; small CNN natural / PGD-AT / TRADES and
+ * three VGG variants with TRADES), then the report. Re-running resumes where it stopped.
+ */
+export function register(program: Command): void {
+  program
+    .command('demo')
+    .description('the main job: train 6 models on Fashion-MNIST (natural / PGD-AT / TRADES; VGG variants), evaluate clean / PGD / CW accuracy, Fisher and CCKL, and write the report (≤ 10 min on 2 cores)')
+    .option('-o, --out <dir>', 'output folder', 'runs/demo')
+    .option('-c, --config <file>', 'another config instead of configs/demo.yaml')
+    .option('-d, --device <device>', 'cpu | cuda | cuda:N')
+    .option('--no-progress', 'plain progress lines even on a terminal')
+    .option('--json', 'print the result as JSON on stdout')
+    .addHelpText('after', '\nExit codes: 0 done, 1 error, 2 usage, 3 some runs failed, 130 interrupted (run again to resume).')
+    .action(action(async (o: { out: string; config?: string; device?: string; progress?: boolean; json?: boolean }) => {
+      const config = o.config ?? packageFile(path.join('configs', 'demo.yaml'));
+      const t0 = Date.now();
+      const result = await runWithProgress(config, { out: o.out, device: o.device, progress: o.progress });
+      let report: string | undefined;
+      if (!result.aborted && result.finished + result.skipped > 0) {
+        const w = await writeReport(result.out);
+        report = w.html;
+        const table = accuracyTable(w.report.runs);
+        if (!o.json) {
+          process.stdout.write(`\n| ${table.head.join(' | ')} |\n${table.rows.map((r) => `| ${r.join(' | ')} |`).join('\n')}\n\n`);
+        }
+        log(`fisherlens: demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s; report: ${path.relative(process.cwd(), w.html)} and ${path.relative(process.cwd(), w.markdown)}`);
+      }
+      if (o.json) emit(true, { ...result, report }, () => '');
+      finish(result);
+    }));
+}

@@ -1,0 +1,113 @@
+import * as fs from 'fs';
+import { Command } from 'commander';
+import { Model } from '../model';
+import { loadData } from '../data';
+import { FisherLensError } from '../errors';
+import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
+import { adversarialMeasure } from '../metrics';
+import { action, emit, log, num, Progress } from './common';
+
+/** A model from a file (spec .json, checkpoint, TorchScript), inline JSON, or a built-in arch name (fresh weights). */
+export async function modelArg(s: string, device: string): Promise<Model> {
+  if (fs.existsSync(s)) return Model.from(s, { device });
+  if (s.trim().startsWith('{')) return Model.from(JSON.parse(s), { device });
+  if (/^[a-z][a-z0-9-]*$/.test(s)) {
+    log(`model '${s}' is not a file: using a freshly initialised built-in '${s}' (untrained weights)`);
+    return Model.create({ arch: s }, { device });
+  }
+  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
+}
+
+export function posInt(name: string, s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const v = Number(s);
+  if (!Number.isInteger(v) || v < 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a non-negative integer, got '${s}'`);
+  return v;
+}
+
+const fmt = (v: number): string => (Number.isFinite(v) ? v.toExponential(4) : String(v));
+export function summaryLine(name: string, s: Summary | undefined): string {
+  if (!s) return '';
+  return `${name.padEnd(11)} ${fmt(s.mean).padStart(12)} ${fmt(s.median).padStart(12)} ${fmt(s.q05).padStart(12)} ${fmt(s.q95).padStart(12)}\n`;
+}
+
+interface FisherCliOptions {
+  model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
+  tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
+  streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
+}
+
+/** `fisherlens fisher`: per-sample Fisher information of a model on a dataset. */
+export function register(program: Command): void {
+  program
+    .command('fisher')
+    .description('per-sample Fisher information w.r.t. the input (λ_max, Frobenius norm, trace in nats/pixel²) and their means')
+    .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
+    .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
+    .option('--labels <path>', 'labels .npy (with an .npy --data)')
+    .option('--split <split>', 'train or test', 'test')
+    .option('--method <method>', `${FISHER_METHODS.join(' | ')}`, 'exact')
+    .option('--batch-size <n>', 'samples per native op', '128')
+    .option('--limit <n>', 'only the first n samples')
+    .option('--tol <x>', 'power: relative tolerance on the Rayleigh quotient', '1e-6')
+    .option('--max-iter <n>', 'power: iteration cap', '100')
+    .option('--steps <n>', 'lanczos: Krylov dimension (default: the number of classes)')
+    .option('--probes <n>', 'hutchinson: Rademacher probes', '32')
+    .option('--seed <n>', 'hutchinson: probe seed', '0')
+    .option('--channels-last', 'run convolutions channels-last')
+    .option('--streams <n>', 'exact: concurrent backward passes', '1')
+    .option('--rho-eps <eps>', 'also ρ(x, ε) (L2, pixel units) beside ½ε²λ_max for the same samples')
+    .option('--rho-steps <n>', 'KL-PGD / KL attack steps for ρ', '20')
+    .option('--per-sample', 'print every sample (human output; JSON always has the arrays)')
+    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
+    .option('--json', 'print one JSON document')
+    .action(action(async (o: FisherCliOptions) => {
+      if (!FISHER_METHODS.includes(o.method as FisherMethod)) throw new FisherLensError('ERR_ARG', `--method: expected ${FISHER_METHODS.join(', ')}, got '${o.method}'`);
+      const model = await modelArg(o.model, o.device);
+      const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+      const limit = posInt('limit', o.limit);
+      const n = Math.min(data.size, limit ?? data.size);
+      log(`fisher: ${o.method} on ${n} of ${data.size} images [${data.imageShape.join(', ')}] of ${data.name}, ${model.kind} model (${model.parameterCount} parameters)`);
+      const progress = new Progress('fisher');
+      const r = await fisherDataset(model, data, {
+        method: o.method as FisherMethod, batchSize: posInt('batch-size', o.batchSize), limit,
+        tol: num('tol', o.tol), maxIter: posInt('max-iter', o.maxIter), steps: posInt('steps', o.steps),
+        probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: Boolean(o.channelsLast),
+        streams: posInt('streams', o.streams), onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
+      });
+      const arr = (a?: Float64Array) => (a ? Array.from(a) : undefined);
+      const out: Record<string, unknown> = {
+        method: r.method, n: r.n, seconds: r.seconds,
+        mean: { lambdaMax: r.summary.lambdaMax?.mean, frobenius: r.summary.frobenius?.mean, trace: r.summary.trace?.mean },
+        summary: r.summary,
+        lambdaMax: arr(r.lambdaMax), frobenius: arr(r.frobenius), trace: arr(r.trace),
+        traceSe: arr(r.traceSe), frobeniusSe: arr(r.frobeniusSe),
+        unconverged: r.unconverged,
+      };
+      if (o.rhoEps !== undefined) {
+        const eps = num('rho-eps', o.rhoEps);
+        const rho: number[] = [], bound: number[] = [];
+        for (const b of data.take(n).batches({ batchSize: posInt('batch-size', o.batchSize) ?? 128 })) {
+          const q = await adversarialMeasure(model, b.x, eps, { steps: posInt('rho-steps', o.rhoSteps) });
+          rho.push(...q.rho);
+          bound.push(...q.fisherBound);
+        }
+        out.rho = { eps, rho, fisherBound: bound, meanRho: rho.reduce((a, b) => a + b, 0) / rho.length, meanFisherBound: bound.reduce((a, b) => a + b, 0) / bound.length };
+      }
+      emit(Boolean(o.json), out, () => {
+        let s = `method ${r.method}, ${r.n} samples, ${r.seconds.toFixed(1)} s (units: nats/pixel²)\n`;
+        s += `${'quantity'.padEnd(11)} ${'mean'.padStart(12)} ${'median'.padStart(12)} ${'q05'.padStart(12)} ${'q95'.padStart(12)}\n`;
+        s += summaryLine('lambdaMax', r.summary.lambdaMax) + summaryLine('frobenius', r.summary.frobenius) + summaryLine('trace', r.summary.trace);
+        if (r.unconverged !== undefined) s += `power iteration: ${r.unconverged} of ${r.n} samples did not converge\n`;
+        const rho = out.rho as { eps: number; meanRho: number; meanFisherBound: number } | undefined;
+        if (rho) s += `rho(x, ${rho.eps}) mean ${fmt(rho.meanRho)} nats beside ½ε²λ_max mean ${fmt(rho.meanFisherBound)}\n`;
+        if (o.perSample) {
+          s += 'sample lambdaMax frobenius trace\n';
+          for (let i = 0; i < r.n; i++) s += `${i} ${r.lambdaMax?.[i] ?? ''} ${r.frobenius?.[i] ?? ''} ${r.trace?.[i] ?? ''}\n`;
+        }
+        return s.trimEnd();
+      });
+      data.dispose();
+      model.dispose();
+    }));
+}

@@ -1,0 +1,49 @@
+import { Command } from 'commander';
+import { FisherLensError } from '../errors';
+import { profileFisher, FisherMethod, FISHER_METHODS } from '../fisher';
+import { action, emit, intList, log } from './common';
+import { modelArg, posInt } from './fisher';
+
+interface ProfileOptions {
+  model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;
+  channelsLast?: boolean; streams: string; json?: boolean;
+}
+
+/** `fisherlens profile fisher`: per-batch cost of each Fisher method. */
+export function register(program: Command): void {
+  const profile = program.command('profile').description('measure the cost of FisherLens operations');
+  profile
+    .command('fisher')
+    .description('per-batch cost of each Fisher method (ms, samples/s, peak memory) on random inputs')
+    .requiredOption('--model <model>', 'spec .json, checkpoint, TorchScript .pt or a built-in architecture name')
+    .option('--batch <sizes>', 'batch sizes, comma-separated', '32,128,512')
+    .option('--methods <list>', `comma-separated of ${FISHER_METHODS.join(', ')}`, FISHER_METHODS.join(','))
+    .option('--input-shape <c,h,w>', "input shape (default: the built-in spec's inChannels × inputSize²)")
+    .option('--repeats <n>', 'timed runs per cell (median reported)', '3')
+    .option('--channels-last', 'run convolutions channels-last')
+    .option('--streams <n>', 'exact: concurrent backward passes', '1')
+    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
+    .option('--json', 'print one JSON document')
+    .action(action(async (o: ProfileOptions) => {
+      const methods = o.methods.split(',').map((s) => s.trim()) as FisherMethod[];
+      for (const m of methods) if (!FISHER_METHODS.includes(m)) throw new FisherLensError('ERR_ARG', `--methods: unknown method '${m}'`);
+      const model = await modelArg(o.model, o.device);
+      let shape: number[];
+      if (o.inputShape) shape = intList(o.inputShape);
+      else {
+        const s = model.spec;
+        if (s.arch === 'torchscript') throw new FisherLensError('ERR_ARG', '--input-shape is required for a TorchScript model (e.g. 1,28,28)');
+        shape = [s.inChannels ?? 1, s.inputSize ?? 28, s.inputSize ?? 28];
+      }
+      log(`profile fisher: ${model.kind} model, input [${shape.join(', ')}], batches ${o.batch}`);
+      const rows = await profileFisher(model, {
+        inputShape: shape, batchSizes: intList(o.batch), methods, repeats: posInt('repeats', o.repeats),
+        channelsLast: Boolean(o.channelsLast), streams: posInt('streams', o.streams),
+      });
+      emit(Boolean(o.json), { inputShape: shape, rows }, () => {
+        const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}`;
+        return [head, ...rows.map((r) => `${r.method.padEnd(11)} ${String(r.batchSize).padStart(6)} ${r.ms.toFixed(1).padStart(10)} ${r.samplesPerSecond.toFixed(1).padStart(10)} ${(r.peakBytes / 2 ** 20).toFixed(1).padStart(9)}`)].join('\n');
+      });
+      model.dispose();
+    }));
+}

@@ -1,0 +1,109 @@
+import { Command } from 'commander';
+import * as path from 'path';
+import { action, emit, log } from './common';
+import { runExperiment, planExperiment, ExperimentResult } from '../experiment/runner';
+import { SweepProgress } from '../experiment/progress';
+import { writeReport } from '../report';
+import type { RunExecutor } from '../experiment/executor';
+import { FisherLensError } from '../errors';
+
+/**
+ * Exit codes of `fisherlens run` and `fisherlens demo` (scripts can rely on them):
+ * 0 every run finished; 1 an error before or outside runs (config, I/O, addon); 2 usage error;
+ * 3 some runs failed (the others finished; see <run>/error.json); 130 interrupted (SIGINT/SIGTERM:
+ * finished runs are kept, the current one resumes from its checkpoint on the next call).
+ */
+export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
+
+/** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
+export function interruptController(): { controller: AbortController; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      log(`fisherlens: ${sig} again, exiting now`);
+      process.exit(EXIT.interrupted);
+    }
+    log(`\nfisherlens: ${sig}: stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { controller, dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); } };
+}
+
+/** Sets process.exitCode from a sweep result and prints its one-line outcome. */
+export function finish(result: ExperimentResult): void {
+  const pending = result.runs.filter((r) => r.status === 'pending' || r.status === 'aborted').length;
+  log(`fisherlens: ${result.finished} run(s) finished now, ${result.skipped} earlier, ${result.failed} failed${pending ? `, ${pending} left (interrupted)` : ''}; runs in ${result.out}`);
+  if (result.aborted) process.exitCode = EXIT.interrupted;
+  else if (result.failed > 0) process.exitCode = EXIT.runsFailed;
+}
+
+export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean }
+
+/**
+ * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
+ * of the built-in one (your own training pipeline behind the same runner, run folders and reports).
+ */
+export function executorFromEnv(): RunExecutor | undefined {
+  const file = process.env.FISHERLENS_EXECUTOR;
+  if (!file) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const mod = require(path.resolve(file)) as { executor?: RunExecutor };
+  if (!mod.executor || typeof mod.executor.execute !== 'function') {
+    throw new FisherLensError('ERR_ARG', `FISHERLENS_EXECUTOR=${file}: the module must export \`executor\` with an execute(ctx) method`);
+  }
+  return mod.executor;
+}
+
+/** Runs a config with progress and signal handling; used by `run` and `demo`. */
+export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
+  const executor = executorFromEnv();
+  const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
+  const { controller, dispose } = interruptController();
+  try {
+    const result = await runExperiment(config, {
+      out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
+      only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+      continueOnError: !o.stopOnError, executor,
+    });
+    return result;
+  } finally {
+    progress.stop();
+    dispose();
+  }
+}
+
+/** `fisherlens run CONFIG`: trains and evaluates every run of a config (skips finished, resumes unfinished). */
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('run an experiment config (YAML/JSON): each grid point in its own folder; finished runs are skipped, unfinished ones resume from their checkpoint')
+    .argument('<config>', 'experiment config file (.yaml, .yml or .json; see docs/experiments.md)')
+    .option('-o, --out <dir>', 'output folder (default: the config\'s `out`, else runs/<name>)')
+    .option('-d, --device <device>', 'cpu | cuda | cuda:N (default: the config\'s device)')
+    .option('--only <ids>', 'run only these run ids (comma-separated)')
+    .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
+    .option('--dry-run', 'print the runs and their state without running anything')
+    .option('--report', 'write report.md / report.html into the output folder afterwards')
+    .option('--no-progress', 'plain progress lines even on a terminal')
+    .option('--json', 'print the result as JSON on stdout')
+    .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
+    .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean }) => {
+      if (o.dryRun) {
+        const plan = planExperiment(config, { out: o.out, device: o.device });
+        emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },
+          () => [`${plan.runs.length} runs in ${plan.out}:`, ...plan.runs.map((r) => `  ${r.run.id.padEnd(44)} ${r.state}`)].join('\n'));
+        return;
+      }
+      const result = await runWithProgress(config, o);
+      let report: string | undefined;
+      if (o.report && !result.aborted && result.finished + result.skipped > 0) {
+        const w = await writeReport(result.out);
+        report = w.markdown;
+        log(`fisherlens: report: ${path.relative(process.cwd(), w.html) || w.html}`);
+      }
+      emit(Boolean(o.json), { ...result, report }, () => result.runs.map((r) => `${r.id.padEnd(44)} ${r.status}${r.error ? `: ${r.error}` : ''}`).join('\n'));
+      finish(result);
+    }));
+}

@@ -1,0 +1,188 @@
+import { Command } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Model, ModelSpec } from '../model';
+import { loadData } from '../data';
+import { FisherLensError } from '../errors';
+import { attackPresets, AttackPresetName } from '../attacks';
+import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../train';
+import { action, emit, log, num, Progress } from './common';
+
+interface TrainCliOptions {
+  model: string;
+  data: string;
+  labels?: string;
+  method?: string;
+  preset?: string;
+  epochs?: string;
+  batchSize?: string;
+  subset?: string;
+  optimizer?: string;
+  lr?: string;
+  momentum?: string;
+  nesterov?: boolean;
+  weightDecay?: string;
+  schedule?: string;
+  warmup?: string;
+  epsilon?: string;
+  stepSize?: string;
+  steps?: string;
+  beta?: string;
+  norm?: string;
+  seed: string;
+  probeSize: string;
+  trackAttack?: string;
+  nonRobustPairs?: string;
+  out?: string;
+  resume?: boolean;
+  device: string;
+  json?: boolean;
+}
+
+/** A schedule from the CLI: constant | cosine | multistep:75,90[:0.1] | onecycle[:0.3]. */
+export function parseSchedule(s: string): ScheduleOptions {
+  const [name, a, b] = s.split(':');
+  if (name === 'constant') return { type: 'constant' };
+  if (name === 'cosine') return { type: 'cosine' };
+  if (name === 'multistep') {
+    const ms = (a ?? '').split(',').filter(Boolean).map(Number);
+    if (!ms.length || ms.some((v) => !Number.isInteger(v) || v < 1)) throw new FisherLensError('ERR_ARG', `--schedule multistep:<epochs>: expected epochs like 75,90, got '${s}'`);
+    return { type: 'multistep', milestones: ms, gamma: b === undefined ? 0.1 : num('schedule', b) };
+  }
+  if (name === 'onecycle') return { type: 'onecycle', peak: a === undefined ? 0.3 : num('schedule', a) };
+  throw new FisherLensError('ERR_ARG', `--schedule: expected constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak], got '${s}'`);
+}
+
+/** A model for training: an architecture name, inline JSON spec, spec .json, checkpoint or TorchScript. */
+async function modelFor(s: string, imageShape: number[], numClasses: number, device: string): Promise<Model> {
+  const base = { inChannels: imageShape[0], inputSize: imageShape[1], numClasses };
+  if (s.trim().startsWith('{')) {
+    let spec: ModelSpec;
+    try {
+      spec = JSON.parse(s) as ModelSpec;
+    } catch (e) {
+      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
+    }
+    return Model.create({ ...base, ...spec }, { device });
+  }
+  if (!fs.existsSync(s) && /^[a-z0-9-]+$/.test(s)) return Model.create({ arch: s, ...base }, { device });
+  return Model.from(s, { device });
+}
+
+/** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out')
+    .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
+    .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
+    .option('--labels <path>', 'labels .npy (with an .npy --data)')
+    .option('--method <m>', 'natural | pgd-at | trades (default natural, or the preset\'s)')
+    .option('--preset <name>', `published settings: ${Object.keys(presets).join(', ')} (explicit options override)`)
+    .option('--epochs <n>', 'epochs (default 10)')
+    .option('--batch-size <n>', 'batch size (default 128)')
+    .option('--subset <n>', 'train on the first n training images only')
+    .option('--optimizer <name>', 'sgd | adam | adamw')
+    .option('--lr <lr>', 'base learning rate')
+    .option('--momentum <m>', 'SGD momentum')
+    .option('--nesterov', 'Nesterov momentum')
+    .option('--weight-decay <wd>', 'weight decay')
+    .option('--schedule <s>', 'constant | cosine | multistep:E1,E2[:gamma] | onecycle[:peak]')
+    .option('--warmup <epochs>', 'linear warm-up epochs')
+    .option('--epsilon <e>', 'inner maximisation radius (pixel units)')
+    .option('--step-size <a>', 'inner step size')
+    .option('--steps <k>', 'inner steps')
+    .option('--beta <b>', 'TRADES β')
+    .option('--norm <n>', 'linf | l2')
+    .option('--seed <n>', 'seed', '0')
+    .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', '512')
+    .option('--track-attack <preset>', `robust accuracy per epoch under an attack preset: ${Object.keys(attackPresets).join(', ')}`)
+    .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
+    .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
+    .option('--resume', 'continue from --out\'s checkpoint')
+    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
+    .option('--json', 'print one JSON document (the history) on stdout')
+    .action(action(async (o: TrainCliOptions) => {
+      const int = (name: string, v: string | undefined, min: number): number | undefined => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${v}'`);
+        return n;
+      };
+      let opts: TrainOptions = { method: 'natural' };
+      if (o.preset !== undefined) {
+        if (!(o.preset in presets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(presets).join(', ')}, got '${o.preset}'`);
+        opts = JSON.parse(JSON.stringify(presets[o.preset as PresetName])) as TrainOptions;
+      }
+      if (o.method !== undefined) {
+        if (!['natural', 'pgd-at', 'trades'].includes(o.method)) throw new FisherLensError('ERR_ARG', `--method: expected natural, pgd-at or trades, got '${o.method}'`);
+        opts.method = o.method as TrainMethod;
+      }
+      if (o.epochs !== undefined) opts.epochs = int('epochs', o.epochs, 1);
+      if (o.batchSize !== undefined) opts.batchSize = int('batch-size', o.batchSize, 1);
+      if (o.subset !== undefined) opts.subset = int('subset', o.subset, 1);
+      const opt = { ...(opts.optimizer ?? {}) };
+      if (o.optimizer !== undefined) {
+        if (!['sgd', 'adam', 'adamw'].includes(o.optimizer)) throw new FisherLensError('ERR_ARG', `--optimizer: expected sgd, adam or adamw, got '${o.optimizer}'`);
+        opt.type = o.optimizer as 'sgd' | 'adam' | 'adamw';
+      }
+      if (o.lr !== undefined) opt.lr = num('lr', o.lr);
+      if (o.momentum !== undefined) opt.momentum = num('momentum', o.momentum);
+      if (o.nesterov) opt.nesterov = true;
+      if (o.weightDecay !== undefined) opt.weightDecay = num('weight-decay', o.weightDecay);
+      opts.optimizer = opt;
+      if (o.schedule !== undefined) opts.schedule = parseSchedule(o.schedule);
+      if (o.warmup !== undefined) opts.schedule = { ...(opts.schedule ?? { type: 'constant' }), warmupEpochs: num('warmup', o.warmup) };
+      const att = { ...(opts.attack ?? {}) };
+      if (o.epsilon !== undefined) att.epsilon = num('epsilon', o.epsilon);
+      if (o.stepSize !== undefined) att.stepSize = num('step-size', o.stepSize);
+      if (o.steps !== undefined) att.steps = int('steps', o.steps, 0);
+      if (o.beta !== undefined) att.beta = num('beta', o.beta);
+      if (o.norm !== undefined) {
+        if (o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
+        att.norm = o.norm;
+      }
+      opts.attack = att;
+      opts.seed = int('seed', o.seed, 0);
+      if (o.trackAttack !== undefined) {
+        if (!(o.trackAttack in attackPresets)) throw new FisherLensError('ERR_ARG', `--track-attack: expected one of ${Object.keys(attackPresets).join(', ')}`);
+        opts.trackAttack = { ...attackPresets[o.trackAttack as AttackPresetName] };
+      }
+      if (o.nonRobustPairs !== undefined) opts.track = { nonRobustPairs: int('non-robust-pairs', o.nonRobustPairs, 1) };
+      const trainSet = await loadData(o.data, { labels: o.labels, split: 'train' });
+      const probeSize = int('probe-size', o.probeSize, 0)!;
+      const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
+      const model = await modelFor(o.model, trainSet.imageShape, trainSet.numClasses, o.device);
+      if (o.out) opts.outDir = path.resolve(o.out);
+      opts.resume = Boolean(o.resume);
+      log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
+        `${model.parameterCount} parameters, ${opts.epochs ?? 10} epochs${o.out ? `, writing ${o.out}` : ''}`);
+      let progress = new Progress('epoch 1');
+      const r = await train(model, trainSet, {
+        ...opts, probe, probeSize,
+        onEvent: (e) => {
+          if (e.type === 'batch') {
+            if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
+            progress.update(e.batch, e.batches, `loss ${e.loss.toFixed(3)} acc ${(100 * e.accuracy).toFixed(1)}% ${e.samplesPerSec.toFixed(0)} img/s`);
+          } else log(epochLine(e));
+        },
+      });
+      emit(Boolean(o.json), { method: opts.method, outDir: opts.outDir ?? null, history: r.history },
+        () => r.history.map(epochLine).join('\n'));
+      trainSet.dispose();
+      probe?.dispose();
+      model.dispose();
+    }));
+}
+
+function epochLine(m: EpochMetrics): string {
+  const parts = [`epoch ${m.epoch}`, `loss ${m.trainLoss.toFixed(4)}`, `train acc ${(100 * m.trainAccuracy).toFixed(2)}%`];
+  if (m.probeAccuracy !== undefined) parts.push(`test acc ${(100 * m.probeAccuracy).toFixed(2)}%`);
+  if (m.fisherFrobeniusMean !== undefined) parts.push(`‖G‖F mean ${m.fisherFrobeniusMean.toPrecision(4)}`);
+  if (m.fisherLambdaMaxMean !== undefined) parts.push(`λmax mean ${m.fisherLambdaMaxMean.toPrecision(4)}`);
+  if (m.cckl !== undefined) parts.push(`CCKL ${m.cckl.toFixed(3)}`);
+  if (m.ccklNonRobustFraction !== undefined) parts.push(`non-robust ${(100 * m.ccklNonRobustFraction).toFixed(1)}%`);
+  if (m.robustAccuracy !== undefined) parts.push(`robust acc ${(100 * m.robustAccuracy).toFixed(2)}%`);
+  parts.push(`${m.seconds.toFixed(1)} s`);
+  return parts.join('  ');
+}

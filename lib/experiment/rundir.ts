@@ -1,0 +1,263 @@
+/**
+ * The run directory: the one contract between the runner, training and reports.
+ *
+ * ```
+ * <out>/experiment.json        the validated experiment config and its run ids (rewritten each `run`)
+ * <out>/<runId>/config.json    the resolved run (ResolvedRun), written before training starts
+ * <out>/<runId>/metrics.jsonl  one EpochRecord per line, appended after each epoch (by training)
+ * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
+ * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
+ * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
+ * ```
+ * Every file is written under a temporary name and renamed, so a crash never leaves half a file.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { FisherLensError } from '../errors';
+import type { ResolvedRun } from './config';
+
+export const FILES = {
+  experiment: 'experiment.json',
+  config: 'config.json',
+  metrics: 'metrics.jsonl',
+  /** Written by lib/train.ts (its name for the file); 'checkpoint.ckpt' is recognised as well. */
+  checkpoint: 'checkpoint.pt',
+  summary: 'summary.json',
+  error: 'error.json',
+} as const;
+
+/** Format version of summary.json (bump when fields change meaning). */
+export const SUMMARY_VERSION = 1;
+
+/**
+ * One line of metrics.jsonl: what training tracked at the end of an epoch on the fixed probe
+ * subset of the test set (PAPER.md §5, Figures 3–4). Accuracies are fractions in [0, 1];
+ * Fisher norms in nats per pixel².
+ */
+export interface EpochRecord {
+  /** 1-based epoch number. */
+  epoch: number;
+  /** Mean training loss and accuracy over the epoch. */
+  trainLoss?: number;
+  trainAccuracy?: number;
+  /** Probe (test-subset) accuracy and cross-entropy (nats). */
+  probeAccuracy?: number;
+  probeCrossEntropy?: number;
+  /** Mean and median ‖G_x‖_F over the probe. */
+  fisherFrobeniusMean?: number;
+  fisherFrobeniusMedian?: number;
+  /** Mean and median λ_max(G_x) over the probe. */
+  fisherLambdaMaxMean?: number;
+  fisherLambdaMaxMedian?: number;
+  /** CCKL over the probe (all pairs) and its non-robust fraction N / CCKL (when tracked). */
+  cckl?: number;
+  ccklNonRobustFraction?: number;
+  /** Probe accuracy under the tracked attack (when tracked). */
+  robustAccuracy?: number;
+  /** Learning rate at the epoch's last step. */
+  lr?: number;
+  /** Wall seconds of the epoch and training throughput. */
+  seconds?: number;
+  samplesPerSec?: number;
+  [key: string]: number | string | boolean | null | undefined;
+}
+
+/** Quantiles of a per-sample quantity. */
+export interface Quantiles { min: number; q05: number; q25: number; q50: number; q75: number; q95: number; max: number }
+
+/** Fisher summary of the final model over `samples` test images (exact per-sample spectra). */
+export interface FisherSummary {
+  method: string;
+  samples: number;
+  frobeniusMean: number;
+  frobeniusMedian: number;
+  traceMean: number;
+  lambdaMaxMean: number;
+  lambdaMaxQuantiles: Quantiles;
+  /** Per-sample λ_max (for the distribution plot), in test-set order. */
+  lambdaMax: number[];
+}
+
+/** CCKL and its decomposition (PAPER.md §1, §2, §4). */
+export interface CcklSummary {
+  samples: number;
+  /** Exact mean KL over all different-class pairs of the samples. */
+  cckl: number;
+  /** Mean Jensen–Shannon divergence over the same pairs. */
+  jsMean: number;
+  /** 2 ln2 · mean (1 − √err_i − √err_j)₊², a lower bound of CCKL. */
+  lowerBound: number;
+  /** Non-robust component N = mean ½ δᵀ G δ over sampled pairs, its standard error, pairs used. */
+  nonRobust: number;
+  nonRobustStderr: number;
+  pairs: number;
+  /** Robust component R = CCKL − N. */
+  robust: number;
+  /** N / CCKL. */
+  nonRobustFraction: number;
+}
+
+/** The final evaluation of a finished run. */
+export interface RunResult {
+  /** Test images evaluated. */
+  evalCount: number;
+  /** Clean accuracy (fraction). */
+  accuracy: number;
+  crossEntropy: number;
+  /** Accuracy under each configured attack, by attack name (e.g. { pgd: 0.41, cw: 0.38 }). */
+  attacks: Record<string, number>;
+  /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
+  worstCaseAccuracy?: number;
+  fisher?: FisherSummary;
+  cckl?: CcklSummary;
+  /** Epochs trained in total. */
+  epochs: number;
+}
+
+/** summary.json: identification + result + bookkeeping. */
+export interface RunSummary extends RunResult {
+  version: number;
+  runId: string;
+  model: string;
+  arch?: string;
+  method: string;
+  seed: number;
+  dataset: string;
+  gridPoint: Record<string, unknown>;
+  startedAt: string;
+  finishedAt: string;
+  /** Wall seconds of the last attempt (training resumed from a checkpoint counts only its part). */
+  seconds: number;
+}
+
+/** Writes a file atomically: a temporary sibling, fsync, then rename. */
+export function writeFileAtomic(file: string, data: string | Buffer): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as Error).message}`);
+  }
+}
+
+export function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+}
+
+/**
+ * Appends one record to metrics.jsonl. The file is rewritten atomically (copy + record + rename):
+ * records are few (one per epoch), and a crash never leaves a torn line.
+ */
+export function appendJsonl(file: string, record: unknown): void {
+  const prev = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const sep = prev.length > 0 && !prev.endsWith('\n') ? '\n' : '';
+  writeFileAtomic(file, prev + sep + JSON.stringify(record) + '\n');
+}
+
+/** Reads a JSON-lines file; a torn last line (from a foreign writer) is ignored, others must parse. */
+export function readJsonl<T>(file: string): T[] {
+  if (!fs.existsSync(file)) return [];
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0);
+  const out: T[] = [];
+  lines.forEach((l, i) => {
+    try {
+      out.push(JSON.parse(l) as T);
+    } catch (e) {
+      if (i === lines.length - 1) return;
+      throw new FisherLensError('ERR_FORMAT', `${file}: line ${i + 1} is not JSON: ${(e as Error).message}`);
+    }
+  });
+  return out;
+}
+
+export function readJson<T>(file: string): T {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new FisherLensError('ERR_IO', `${file}: no such file`);
+    throw new FisherLensError('ERR_FORMAT', `${file}: not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** The state of one run directory. */
+export type RunState = 'new' | 'started' | 'resumable' | 'finished';
+
+/** Paths of one run's files. */
+export class RunDir {
+  constructor(readonly dir: string) {}
+  static of(out: string, runId: string): RunDir { return new RunDir(path.join(out, runId)); }
+  get id(): string { return path.basename(this.dir); }
+  get config(): string { return path.join(this.dir, FILES.config); }
+  get metrics(): string { return path.join(this.dir, FILES.metrics); }
+  /** The checkpoint training writes (checkpoint.pt; an existing checkpoint.ckpt is used when present instead). */
+  get checkpoint(): string {
+    const alt = path.join(this.dir, 'checkpoint.ckpt');
+    return fs.existsSync(alt) && !fs.existsSync(path.join(this.dir, FILES.checkpoint)) ? alt : path.join(this.dir, FILES.checkpoint);
+  }
+  get summary(): string { return path.join(this.dir, FILES.summary); }
+  get error(): string { return path.join(this.dir, FILES.error); }
+
+  /** finished: summary.json exists; resumable: a checkpoint exists; started: only config.json; new: nothing. */
+  state(): RunState {
+    if (fs.existsSync(this.summary)) return 'finished';
+    if (fs.existsSync(this.checkpoint)) return 'resumable';
+    if (fs.existsSync(this.config)) return 'started';
+    return 'new';
+  }
+
+  readConfig(): ResolvedRun { return readJson<ResolvedRun>(this.config); }
+  readSummary(): RunSummary { return readJson<RunSummary>(this.summary); }
+  /** Epoch records, one per epoch; when a resumed run re-logged an epoch, the last record of it wins. */
+  readEpochs(): EpochRecord[] {
+    const byEpoch = new Map<number, EpochRecord>();
+    for (const r of readJsonl<EpochRecord>(this.metrics)) {
+      if (typeof r.epoch === 'number') byEpoch.set(r.epoch, r);
+    }
+    return [...byEpoch.values()].sort((a, b) => a.epoch - b.epoch);
+  }
+  readError(): { message: string; code?: string; at: string } | null {
+    return fs.existsSync(this.error) ? readJson(this.error) : null;
+  }
+}
+
+/** The run directories under `out` (sub-folders holding a config.json), sorted by id. */
+export function listRunDirs(out: string): RunDir[] {
+  if (!fs.existsSync(out)) throw new FisherLensError('ERR_IO', `${out}: no such directory`);
+  return fs.readdirSync(out, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && fs.existsSync(path.join(out, d.name, FILES.config)))
+    .map((d) => new RunDir(path.join(out, d.name)))
+    .sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** Summary statistics helpers used when a run's final evaluation is written. */
+export function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+export function quantiles(values: ArrayLike<number>): Quantiles {
+  const s = Array.from(values).sort((a, b) => a - b);
+  return {
+    min: s[0] ?? NaN, q05: quantile(s, 0.05), q25: quantile(s, 0.25), q50: quantile(s, 0.5),
+    q75: quantile(s, 0.75), q95: quantile(s, 0.95), max: s[s.length - 1] ?? NaN,
+  };
+}
+
+export function mean(values: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i];
+  return values.length > 0 ? s / values.length : NaN;
+}

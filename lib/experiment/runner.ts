@@ -1,0 +1,245 @@
+/**
+ * The experiment runner: expands a config into runs, gives each its directory (rundir.ts), skips
+ * finished runs, resumes unfinished ones from their last checkpoint, and writes summary.json
+ * atomically when a run is done. An interrupted sweep loses no finished work. The same function
+ * backs `fisherlens run` and scripted sweeps (scripts/sweep.ts).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { FisherLensError } from '../errors';
+import { ExperimentConfig, ExperimentInput, ResolvedRun, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
+import { RunExecutor, RunProgress, estimateCost } from './executor';
+import { defaultExecutor } from './science';
+import { checkDevice } from '../backend';
+import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
+
+/** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
+export type ExperimentEvent =
+  | { type: 'plan'; out: string; runs: { id: string; state: RunState; cost: number }[] }
+  | { type: 'run-skip'; runId: string; index: number; total: number; reason: 'finished' | 'filtered' }
+  | { type: 'run-start'; runId: string; index: number; total: number; resume: boolean }
+  | ({ type: 'progress'; runId: string; index: number; total: number;
+    /** Share of the whole sweep's estimated work done, in [0, 1] (finished/skipped runs count as done). */
+    overall: number } & RunProgress)
+  | { type: 'epoch'; runId: string; record: EpochRecord }
+  | { type: 'run-end'; runId: string; summary: RunSummary }
+  | { type: 'run-error'; runId: string; error: Error & { code?: string } }
+  | { type: 'done'; result: ExperimentResult };
+
+export interface RunExperimentOptions {
+  /** Output folder (default: config.out, else `runs/<config.name>`). */
+  out?: string;
+  /** Device for every run ('cpu' | 'cuda' | 'cuda:N'; default: the config's). */
+  device?: string;
+  /** Aborts the sweep; the current run keeps its last checkpoint and resumes on the next call. */
+  signal?: AbortSignal;
+  onEvent?: (e: ExperimentEvent) => void;
+  /** Who trains and evaluates a run (default: the real one, science.ts defaultExecutor()). */
+  executor?: RunExecutor;
+  /** Run only these run ids (others are listed as skipped: 'filtered'). */
+  only?: string[];
+  /** Keep going with the next run when one fails (default true); failures land in <run>/error.json. */
+  continueOnError?: boolean;
+}
+
+export interface RunOutcome {
+  id: string;
+  status: 'finished' | 'skipped' | 'failed' | 'aborted' | 'filtered' | 'pending';
+  summary?: RunSummary;
+  error?: string;
+}
+
+export interface ExperimentResult {
+  out: string;
+  runs: RunOutcome[];
+  /** Runs finished in this call. */
+  finished: number;
+  /** Runs already finished before this call. */
+  skipped: number;
+  failed: number;
+  /** True when the signal stopped the sweep (the remaining runs are 'pending'). */
+  aborted: boolean;
+}
+
+function stable(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stable);
+  if (v && typeof v === 'object') {
+    return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, stable((v as Record<string, unknown>)[k])]));
+  }
+  return v;
+}
+
+/** The first path where two resolved runs differ ('' when equal), ignoring the device. */
+export function firstDifference(a: unknown, b: unknown, at = ''): string {
+  if (JSON.stringify(stable(a)) === JSON.stringify(stable(b))) return '';
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b)) {
+    const keys = new Set([...Object.keys(a as object), ...Object.keys(b as object)]);
+    for (const k of [...keys].sort()) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], at ? `${at}.${k}` : k);
+      if (d) return d;
+    }
+  }
+  return `${at || '(top level)'}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`;
+}
+
+function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
+  const { device: _device, ...rest } = r;
+  return rest;
+}
+
+/** Errors of the environment (a missing module, no CUDA) rather than of a run: they stop the sweep. */
+const ENVIRONMENT_ERRORS = new Set(['ERR_LOAD', 'ERR_DEVICE']);
+
+/** Resolves a config argument: a path (YAML/JSON), a parsed object (validated) or a validated config. */
+export function resolveConfig(config: ExperimentConfig | ExperimentInput | string): ExperimentConfig {
+  return typeof config === 'string' ? loadConfig(config) : validateExperiment(config);
+}
+
+/** expandRuns, with the config file's name in front of an error when the config came from a file. */
+function expand(cfg: ExperimentConfig, source: unknown, device?: string): ResolvedRun[] {
+  try {
+    return expandRuns(cfg, { device });
+  } catch (e) {
+    if (typeof source === 'string' && e instanceof FisherLensError && e.code === 'ERR_CONFIG') {
+      throw new FisherLensError('ERR_CONFIG', `${path.basename(source)}: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
+/** Default output folder of a config. */
+export function defaultOut(config: ExperimentConfig): string {
+  return config.out ?? path.join('runs', config.name);
+}
+
+/**
+ * Runs every run of an experiment that is not finished yet. Finished runs (summary.json present)
+ * are skipped; runs with a checkpoint resume from it. A run whose folder holds a config.json from
+ * a different config is refused (ERR_CONFIG) before anything starts.
+ */
+export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
+  const cfg = resolveConfig(config);
+  const out = path.resolve(opts.out ?? defaultOut(cfg));
+  const runs = expand(cfg, config, opts.device);
+  const emit = (e: ExperimentEvent) => {
+    try { opts.onEvent?.(e); } catch { /* a throwing listener must not break the sweep */ }
+  };
+  if (opts.only) {
+    const ids = new Set(runs.map((r) => r.id));
+    const unknown = opts.only.filter((id) => !ids.has(id));
+    if (unknown.length > 0) {
+      throw new FisherLensError('ERR_CONFIG', `--only: unknown run id(s) ${unknown.map((u) => `'${u}'`).join(', ')}; this config has: ${[...ids].join(', ')}`);
+    }
+  }
+  const executor = opts.executor ?? defaultExecutor();
+  if (!opts.executor) {
+    // the built-in executor runs on LibTorch devices: refuse a missing one before anything starts
+    for (const device of new Set(runs.map((r) => r.device))) checkDevice(device);
+  }
+
+  // Refuse to mix configs in one folder before anything starts.
+  for (const run of runs) {
+    const dir = RunDir.of(out, run.id);
+    if (fs.existsSync(dir.config)) {
+      const prev = readJson<ResolvedRun>(dir.config);
+      const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
+      if (diff) {
+        throw new FisherLensError('ERR_CONFIG',
+          `${dir.dir} holds run '${run.id}' of a different config (${diff}); use another --out or delete that folder to start it over`);
+      }
+    }
+  }
+  fs.mkdirSync(out, { recursive: true });
+  writeJsonAtomic(path.join(out, FILES.experiment), { config: cfg, runs: runs.map((r) => r.id), writtenAt: new Date().toISOString() });
+
+  const states = runs.map((r) => RunDir.of(out, r.id).state());
+  const costs = runs.map((r) => estimateCost(r));
+  const totalCost = costs.reduce((a, b) => a + b, 0) || 1;
+  emit({ type: 'plan', out, runs: runs.map((r, i) => ({ id: r.id, state: states[i], cost: costs[i] })) });
+
+  const result: ExperimentResult = { out, runs: [], finished: 0, skipped: 0, failed: 0, aborted: false };
+  let doneCost = 0;
+  const continueOnError = opts.continueOnError ?? true;
+  for (let i = 0; i < runs.length; i++) {
+    const run = runs[i];
+    const dir = RunDir.of(out, run.id);
+    const base = { runId: run.id, index: i, total: runs.length };
+    if (result.aborted || opts.signal?.aborted) {
+      result.aborted = true;
+      result.runs.push({ id: run.id, status: 'pending' });
+      continue;
+    }
+    if (opts.only && !opts.only.includes(run.id)) {
+      result.runs.push({ id: run.id, status: 'filtered' });
+      emit({ type: 'run-skip', ...base, reason: 'filtered' });
+      doneCost += costs[i];
+      continue;
+    }
+    if (states[i] === 'finished') {
+      result.skipped++;
+      result.runs.push({ id: run.id, status: 'skipped', summary: dir.readSummary() });
+      emit({ type: 'run-skip', ...base, reason: 'finished' });
+      doneCost += costs[i];
+      continue;
+    }
+    const resume = states[i] === 'resumable';
+    if (!fs.existsSync(dir.config)) writeJsonAtomic(dir.config, run);
+    emit({ type: 'run-start', ...base, resume });
+    const startedAt = new Date();
+    try {
+      const res = await executor.execute({
+        run, dir, resume, signal: opts.signal,
+        progress: (p) => emit({ type: 'progress', ...base, ...p, overall: Math.min(1, (doneCost + Math.max(0, Math.min(1, p.fraction)) * costs[i]) / totalCost) }),
+        epoch: (record) => emit({ type: 'epoch', runId: run.id, record }),
+      });
+      const summary: RunSummary = {
+        version: SUMMARY_VERSION,
+        runId: run.id,
+        model: modelLabel(run.model),
+        arch: run.model.arch,
+        method: run.train.method,
+        seed: run.seed,
+        dataset: run.data.dataset,
+        gridPoint: run.gridPoint,
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        seconds: (Date.now() - startedAt.getTime()) / 1000,
+        ...res,
+      };
+      writeJsonAtomic(dir.summary, summary);
+      fs.rmSync(dir.error, { force: true });
+      result.finished++;
+      result.runs.push({ id: run.id, status: 'finished', summary });
+      emit({ type: 'run-end', runId: run.id, summary });
+    } catch (e) {
+      const err: Error & { code?: string } = e instanceof Error ? e : new Error(String(e));
+      if (err.code !== undefined && ENVIRONMENT_ERRORS.has(err.code)) {
+        // the same failure would hit every run: stop the sweep, record nothing against this run
+        throw err;
+      }
+      if (err.code === 'ERR_ABORTED' || opts.signal?.aborted) {
+        result.aborted = true;
+        result.runs.push({ id: run.id, status: 'aborted' });
+        continue;
+      }
+      writeJsonAtomic(dir.error, { message: err.message, code: err.code, at: new Date().toISOString() });
+      result.failed++;
+      result.runs.push({ id: run.id, status: 'failed', error: `${err.code ? err.code + ': ' : ''}${err.message}` });
+      emit({ type: 'run-error', runId: run.id, error: err });
+      if (!continueOnError) {
+        for (const rest of runs.slice(i + 1)) result.runs.push({ id: rest.id, status: 'pending' });
+        break;
+      }
+    }
+    doneCost += costs[i];
+  }
+  emit({ type: 'done', result });
+  return result;
+}
+
+/** The runs of a config and the state of each under `out`, without running anything. */
+export function planExperiment(config: ExperimentConfig | ExperimentInput | string, opts: { out?: string; device?: string } = {}): { out: string; runs: { run: ResolvedRun; state: RunState }[] } {
+  const cfg = resolveConfig(config);
+  const out = path.resolve(opts.out ?? defaultOut(cfg));
+  return { out, runs: expand(cfg, config, opts.device).map((run) => ({ run, state: fs.existsSync(out) ? RunDir.of(out, run.id).state() : 'new' })) };
+}

@@ -1,0 +1,172 @@
+/**
+ * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
+ * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics). This file is the ONE
+ * place where experiments touch those modules: when one of them changes its signature, only the
+ * matching function below changes.
+ */
+import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
+import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
+import type { AttackConfig, DataConfig, TrainConfig } from './config';
+import type { CcklSummary } from './rundir';
+import { fisherDataset, FisherMethod } from '../fisher';
+import { ccklMetrics } from '../metrics';
+import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
+import { evaluate as evaluateAttacks, AttackParams } from '../attacks';
+import { FisherLensError } from '../errors';
+import type { Science, RunExecutor } from './executor';
+import { scienceExecutor } from './executor';
+
+/**
+ * The configured split: fashion-mnist (data.root, else $FISHERLENS_FASHION_MNIST, else Debian's
+ * /usr/share/datasets/fashion-mnist), mnist / cifar10 (data.root), or the synthetic stand-in (one
+ * seeded Gaussian-class set of trainSize + testSize images cut into train and test, so both share
+ * the class structure). trainSize keeps a seeded random subset of the training split; testSize the
+ * first images of the test split.
+ */
+export async function loadRunData(data: DataConfig, split: 'train' | 'test', opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  let full: Dataset;
+  if (data.dataset === 'synthetic') {
+    const s = data.synthetic ?? { channels: 3, size: 32, classes: 10, trainSize: 256, testSize: 128 };
+    const all = await synthetic({ kind: 'gaussian', n: s.trainSize + s.testSize, numClasses: s.classes, channels: s.channels, size: s.size, seed: opts.seed, signal: opts.signal });
+    const idx = split === 'train' ? range(0, s.trainSize) : range(s.trainSize, s.trainSize + s.testSize);
+    full = all.subset(idx, `synthetic/${split}`);
+    all.dispose();
+  } else if (data.dataset === 'fashion-mnist') {
+    full = await fashionMnist({ split, dir: data.root, signal: opts.signal });
+  } else if (data.dataset === 'mnist') {
+    full = await mnist(requireRoot(data), { split, signal: opts.signal });
+  } else {
+    full = await cifar10(requireRoot(data), split, { signal: opts.signal });
+  }
+  const keep = split === 'train' ? data.trainSize : data.testSize;
+  if (keep === undefined || keep >= full.size) return moveTo(full, opts.device);
+  const idx = split === 'train' ? permutation(full.size, opts.seed).slice(0, keep) : range(0, keep);
+  const sub = full.subset(idx, full.name);
+  full.dispose();
+  return moveTo(sub, opts.device);
+}
+
+function range(a: number, b: number): number[] {
+  return Array.from({ length: b - a }, (_, i) => a + i);
+}
+
+function requireRoot(data: DataConfig): string {
+  if (!data.root) throw new FisherLensError('ERR_CONFIG', `data.root: required for dataset '${data.dataset}' (the folder of its files)`);
+  return data.root;
+}
+
+function moveTo(d: Dataset, device: string): Dataset {
+  if (device === 'cpu') return d;
+  const moved = new Dataset(d.images.to(device), d.labels.to(device), { numClasses: d.numClasses, name: d.name });
+  d.dispose();
+  return moved;
+}
+
+/** The lr schedule in lib/train.ts's form. `step` becomes multistep at every stepSize epochs. */
+export function trainSchedule(t: TrainConfig): ScheduleOptions {
+  const s = t.schedule;
+  const warmupEpochs = s.warmupEpochs;
+  switch (s.type) {
+    case 'constant': return { type: 'constant', warmupEpochs };
+    case 'cosine': return { type: 'cosine', minFactor: s.minFactor ?? 0, warmupEpochs };
+    case 'multistep': return { type: 'multistep', milestones: s.milestones ?? [], gamma: s.gamma, warmupEpochs };
+    case 'step': {
+      const every = s.stepSize ?? Math.max(1, Math.floor(t.epochs / 3));
+      const milestones: number[] = [];
+      for (let e = every; e < t.epochs; e += every) milestones.push(e);
+      return { type: 'multistep', milestones, gamma: s.gamma, warmupEpochs };
+    }
+  }
+}
+
+/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+export function attackParams(a: AttackConfig, seed: number): AttackParams {
+  const p: AttackParams = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+  if (a.stepSize !== undefined) p.stepSize = a.stepSize;
+  if (a.steps !== undefined) p.steps = a.steps;
+  if (a.confidence !== undefined) {
+    if (a.type === 'cw') p.kappa = a.confidence;
+    else p.confidence = a.confidence;
+  }
+  return p;
+}
+
+/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/metrics.ts ccklMetrics). */
+export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>> {
+  const r = await ccklMetrics(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
+  return {
+    cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, nonRobust: r.nonRobust, nonRobustStderr: r.nonRobustSe,
+    robust: r.robust, nonRobustFraction: r.nonRobustFraction, pairs: r.nonRobustPairs,
+  };
+}
+
+/** The real science API bound for the runner. */
+export function defaultScience(): Science<Model, Dataset> {
+  return {
+    loadData: loadRunData,
+    info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
+    take: (d, n) => d.take(n),
+    async createModel(spec, info, opts) {
+      const { name: _name, path: file, ...arch } = spec;
+      if (file !== undefined) return Model.from(file, { device: opts.device });
+      // seeded initial weights (the global generator; lib/train.ts manualSeed)
+      manualSeed(opts.seed);
+      return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
+        { device: opts.device });
+    },
+    async train(model, data, opts) {
+      const t = opts.config;
+      const track = t.track;
+      const o: TrainOptions = {
+        method: t.method, epochs: t.epochs, batchSize: t.batchSize, seed: opts.seed,
+        optimizer: t.optimizer, schedule: trainSchedule(t),
+        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
+        augment: t.augment,
+        probe: opts.probe, probeSize: opts.probe?.size,
+        track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
+        trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
+        channelsLast: t.channelsLast,
+        outDir: opts.dir.dir, resume: opts.resume,
+        onEvent: (e) => {
+          if (e.type === 'batch') opts.onBatch(e);
+          else {
+            const { type: _t, ...record } = e;
+            opts.onEpoch(record);
+          }
+        },
+      };
+      const r = await trainModel(model, data, { ...o, signal: opts.signal });
+      return r.model;
+    },
+    async evaluate(model, data, attacks, opts) {
+      // clean accuracy and cross-entropy (lib/model.ts evaluate), then each attack (lib/attacks.ts evaluate)
+      const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
+      opts.onProgress?.(1 / (1 + attacks.length), 'clean');
+      if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
+      const r = await evaluateAttacks(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), {
+        batchSize: opts.batchSize, signal: opts.signal,
+        onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
+      });
+      if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
+        throw new FisherLensError('ERR_VALUE', `clean accuracy differs between lib/model evaluate (${clean.accuracy}) and lib/attacks evaluate (${r.accuracy})`);
+      }
+      return {
+        accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,
+        attacks: Object.fromEntries(r.attacks.map((a) => [a.name, a.robustAccuracy])),
+        worstCaseAccuracy: r.worstCaseAccuracy,
+      };
+    },
+    async fisher(model, data, opts) {
+      const r = await fisherDataset(model, data, { method: opts.method as FisherMethod, steps: opts.iterations, maxIter: opts.iterations, batchSize: opts.batchSize, signal: opts.signal });
+      const nan = () => new Float64Array(r.n).fill(NaN);
+      return { lambdaMax: r.lambdaMax ?? nan(), frobenius: r.frobenius ?? nan(), trace: r.trace ?? nan() };
+    },
+    cckl: (model, data, opts) => ccklSplit(model, data, opts),
+    dispose: (x) => x.dispose(),
+  };
+}
+
+/** The runner's default executor: {@link scienceExecutor} over {@link defaultScience}. */
+export function defaultExecutor(): RunExecutor {
+  return scienceExecutor(defaultScience());
+}

@@ -1,0 +1,435 @@
+/**
+ * Training: natural (cross-entropy), PGD-AT (Madry et al. 2018) and TRADES (Zhang et al. 2019),
+ * with SGD/Adam/AdamW, learning-rate schedules, per-epoch tracking of accuracy and Fisher
+ * quantities on a fixed probe set, atomic per-epoch checkpoints, exact resume, progress events
+ * and AbortSignal. Each batch step is one native op (native/train.cc); the epoch loop, schedules
+ * and logging live here. See docs/training.md.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { runOp, OpOptions } from './op';
+import { Model } from './model';
+import { Dataset, permutation } from './data/dataset';
+import { FisherLensError, sync } from './errors';
+import { fisherExact } from './fisher';
+import { AttackParams, evaluate } from './attacks';
+import { ccklMetrics } from './metrics';
+
+export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
+
+/** Optimiser; defaults in brackets. */
+export interface OptimizerOptions {
+  /** ['sgd'] */
+  type?: 'sgd' | 'adam' | 'adamw';
+  /** Base learning rate [0.1 for sgd, 1e-3 for adam/adamw]. */
+  lr?: number;
+  /** SGD momentum [0.9]. */
+  momentum?: number;
+  /** SGD Nesterov momentum [false]. */
+  nesterov?: boolean;
+  /** L2 weight decay (AdamW: decoupled) [0]. */
+  weightDecay?: number;
+  /** Adam betas [[0.9, 0.999]]. */
+  betas?: [number, number];
+  /** Adam ε [1e-8]. */
+  eps?: number;
+}
+
+/**
+ * Learning-rate schedule as a multiplier of the base lr, a function of the fractional epoch
+ * t = epoch + batch/batches (epoch 0-based). `warmupEpochs` ramps linearly from 0 first.
+ */
+export type ScheduleOptions = ({
+  type: 'constant';
+} | {
+  /** × gamma at each milestone: the lr of (1-based) epoch e is base · gamma^#{m ≤ e} (TRADES: `epoch >= 75`). */
+  type: 'multistep'; milestones: number[]; gamma?: number;
+} | {
+  /** Cosine from 1 to minFactor over all epochs. */
+  type: 'cosine'; minFactor?: number;
+} | {
+  /** Linear interpolation through (epoch, factor) points, e.g. one-cycle [[0, 0], [2, 1], [10, 0]]. */
+  type: 'piecewise'; points: [number, number][];
+} | {
+  /** One-cycle: linear 0 → 1 at peak fraction of the run (default 0.3), then linear to 0. */
+  type: 'onecycle'; peak?: number;
+}) & { warmupEpochs?: number };
+
+/** The inner maximisation of PGD-AT and TRADES (L∞ unless norm says otherwise). */
+export interface TrainAttackOptions {
+  /** Ball radius in pixel units [0.031]. */
+  epsilon?: number;
+  /** Step size [0.007]. */
+  stepSize?: number;
+  /** Inner steps [10]. */
+  steps?: number;
+  /** TRADES β [6]. */
+  beta?: number;
+  norm?: 'linf' | 'l2';
+  /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
+  randomStart?: boolean;
+}
+
+export interface TrackOptions {
+  /** Mean/median Fisher Frobenius norm and λ_max over the probe set [true]. */
+  fisher?: boolean;
+  /** CCKL over the probe set (exact over all pairs, from p(x)) [true]. */
+  cckl?: boolean;
+  /**
+   * CCKL's non-robust fraction N / CCKL from this many sampled different-class pairs of the
+   * probe (lib/metrics ccklMetrics: one JVP per pair) [0: off].
+   */
+  nonRobustPairs?: number;
+}
+
+export interface TrainOptions {
+  method: TrainMethod;
+  /** Epochs [10]. */
+  epochs?: number;
+  /** Batch size [128]. */
+  batchSize?: number;
+  optimizer?: OptimizerOptions;
+  /** [constant] */
+  schedule?: ScheduleOptions;
+  /** Seed of shuffling, attack starts, augmentation and dropout [0]. */
+  seed?: number;
+  /** Inner maximisation (pgd-at, trades). */
+  attack?: TrainAttackOptions;
+  /** Random crop with zero padding and horizontal flip [none]. */
+  augment?: { cropPad?: number; flip?: boolean };
+  /** Use only the first n training samples. */
+  subset?: number;
+  /** Run convolutions in channels-last memory format during each step (and its inner attack) [false]. */
+  channelsLast?: boolean;
+  /** Fixed probe set (e.g. the test set) for per-epoch tracking; a seeded subset of probeSize is used. */
+  probe?: Dataset;
+  /** Probe samples [512]. */
+  probeSize?: number;
+  track?: TrackOptions;
+  /** Robust accuracy on the probe under this attack, per epoch [off]. */
+  trackAttack?: AttackParams;
+  /** Directory for checkpoint.pt (after every epoch, atomic) and metrics.jsonl. */
+  outDir?: string;
+  /** Continue from outDir's checkpoint when there is one [false]. */
+  resume?: boolean;
+  onEvent?: (e: TrainEvent) => void;
+}
+
+export interface BatchEvent {
+  type: 'batch';
+  /** 1-based epoch. */
+  epoch: number;
+  /** 1-based batch within the epoch. */
+  batch: number;
+  batches: number;
+  /** Minimised loss of this batch. */
+  loss: number;
+  /** Accuracy on the batch the outer step saw (pgd-at: the adversarial batch). */
+  accuracy: number;
+  samplesPerSec: number;
+}
+
+/** Metrics of one epoch (probe quantities are absent when no probe is given). */
+export interface EpochMetrics {
+  epoch: number;
+  /** Learning rate at the epoch's last step. */
+  lr: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  seconds: number;
+  samplesPerSec: number;
+  probeAccuracy?: number;
+  probeCrossEntropy?: number;
+  fisherFrobeniusMean?: number;
+  fisherFrobeniusMedian?: number;
+  fisherLambdaMaxMean?: number;
+  fisherLambdaMaxMedian?: number;
+  cckl?: number;
+  ccklNonRobustFraction?: number;
+  robustAccuracy?: number;
+}
+
+export type EpochEvent = { type: 'epoch' } & EpochMetrics;
+export type TrainEvent = BatchEvent | EpochEvent;
+
+export interface TrainResult {
+  history: EpochMetrics[];
+  model: Model;
+}
+
+type NativeOptimizer = object;
+interface TrainAddon {
+  createOptimizer(m: NativeModel, o: Record<string, unknown>): NativeOptimizer;
+  trainStep(m: NativeModel, opt: NativeOptimizer, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
+    loss: number; lossNatural: number; lossRobust: number; correct: number; batch: number;
+  }>;
+  saveTrainState(path: string, m: NativeModel, opt: NativeOptimizer, meta: string, ctl?: NativeCtl): Promise<void>;
+  loadTrainState(path: string, m: NativeModel, opt: NativeOptimizer, ctl?: NativeCtl): Promise<string>;
+  manualSeed(seed: number): void;
+}
+const native = (): TrainAddon => addon<TrainAddon>();
+
+/** Seeds LibTorch's global CPU generator: call before Model.create for reproducible initial weights. */
+export function manualSeed(seed: number): void {
+  sync(() => native().manualSeed(seed));
+}
+
+/** Published settings (and a CPU-scale one); spread into train()'s options and override. */
+export const presets = {
+  /** TRADES CIFAR-10 (Zhang et al. 2019): ε 0.031, step 0.007, 10 steps, β 6, batch 128, SGD 0.1 m 0.9 wd 2e-4, 76 epochs, ×0.1 at 75, crop + flip. */
+  'trades-cifar10': {
+    method: 'trades', epochs: 76, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 2e-4 },
+    schedule: { type: 'multistep', milestones: [75], gamma: 0.1 },
+    attack: { epsilon: 0.031, stepSize: 0.007, steps: 10, beta: 6, norm: 'linf' },
+    augment: { cropPad: 4, flip: true },
+  },
+  /** TRADES MNIST: ε 0.3, step 0.01, 40 steps, β 1, batch 128, SGD 0.01 m 0.9, 100 epochs, ×0.1 at 55, 75, 90. */
+  'trades-mnist': {
+    method: 'trades', epochs: 100, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 0 },
+    schedule: { type: 'multistep', milestones: [55, 75, 90], gamma: 0.1 },
+    attack: { epsilon: 0.3, stepSize: 0.01, steps: 40, beta: 1, norm: 'linf' },
+  },
+  /** Madry et al. PGD-AT CIFAR-10: ε 8/255, 10 steps of 2/255, random start (SGD 0.1, m 0.9, wd 2e-4, crop + flip). */
+  'madry-cifar10': {
+    method: 'pgd-at', epochs: 76, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 2e-4 },
+    schedule: { type: 'multistep', milestones: [75], gamma: 0.1 },
+    attack: { epsilon: 8 / 255, stepSize: 2 / 255, steps: 10, randomStart: true, norm: 'linf' },
+    augment: { cropPad: 4, flip: true },
+  },
+  /** CPU scale (Fashion-MNIST subsets): ε 0.1 L∞, 3 inner steps of 0.04, β 1, batch 128, SGD 0.05 m 0.9, 4 epochs. */
+  'fashion-mnist-cpu': {
+    method: 'trades', epochs: 4, batchSize: 128, subset: 4000,
+    optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0 },
+    schedule: { type: 'constant' },
+    attack: { epsilon: 0.1, stepSize: 0.04, steps: 3, beta: 1, norm: 'linf' },
+  },
+} as const satisfies Record<string, TrainOptions>;
+export type PresetName = keyof typeof presets;
+
+/** The learning-rate multiplier at fractional epoch t (0-based) of a run of `epochs` epochs. */
+export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs: number): number {
+  const sch: ScheduleOptions = s ?? { type: 'constant' };
+  let f: number;
+  switch (sch.type) {
+    case 'constant': f = 1; break;
+    case 'multistep': {
+      const e = Math.floor(t) + 1; // 1-based epoch
+      f = (sch.gamma ?? 0.1) ** sch.milestones.filter((m) => e >= m).length;
+      break;
+    }
+    case 'cosine': {
+      const minF = sch.minFactor ?? 0;
+      f = minF + (1 - minF) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, t / epochs)));
+      break;
+    }
+    case 'piecewise': {
+      const p = sch.points;
+      if (p.length === 0) throw new FisherLensError('ERR_ARG', 'piecewise schedule needs points');
+      if (t <= p[0][0]) f = p[0][1];
+      else if (t >= p[p.length - 1][0]) f = p[p.length - 1][1];
+      else {
+        let i = 0;
+        while (t > p[i + 1][0]) i++;
+        const [t0, f0] = p[i];
+        const [t1, f1] = p[i + 1];
+        f = f0 + ((f1 - f0) * (t - t0)) / (t1 - t0);
+      }
+      break;
+    }
+    case 'onecycle': {
+      const peak = (sch.peak ?? 0.3) * epochs;
+      f = t <= peak ? t / peak : Math.max(0, (epochs - t) / (epochs - peak));
+      break;
+    }
+    default: throw new FisherLensError('ERR_ARG', `unknown schedule ${(sch as { type: string }).type}`);
+  }
+  const w = sch.warmupEpochs ?? 0;
+  if (w > 0 && t < w) f *= t / w;
+  return f;
+}
+
+function median(a: Float64Array | number[]): number {
+  const s = Array.from(a).sort((x, y) => x - y);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : 0.5 * (s[m - 1] + s[m]);
+}
+const mean = (a: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i];
+  return a.length ? s / a.length : NaN;
+};
+
+/**
+ * Exact CCKL over all different-class pairs from p(x) [N, K] (shared/PAPER.md §1, O(N·K)).
+ * probs: row-major float64.
+ */
+export function ccklFromProbs(probs: Float64Array, labels: number[], k: number): number {
+  const n = labels.length;
+  const logp = probs.map((v) => Math.log(Math.max(v, 1e-300)));
+  const S: Float64Array[] = Array.from({ length: k }, () => new Float64Array(k));
+  const L = new Float64Array(k);
+  const counts = new Array(k).fill(0);
+  for (let j = 0; j < n; j++) {
+    counts[labels[j]]++;
+    for (let c = 0; c < k; c++) { S[labels[j]][c] += logp[j * k + c]; L[c] += logp[j * k + c]; }
+  }
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    let a = 0, dot = 0;
+    for (let c = 0; c < k; c++) {
+      const p = probs[i * k + c];
+      if (p > 0) a += p * logp[i * k + c];
+      dot += p * (L[c] - S[labels[i]][c]);
+    }
+    total += (n - counts[labels[i]]) * a - dot;
+  }
+  const pairs = n * n - counts.reduce((s, c) => s + c * c, 0);
+  return pairs > 0 ? total / pairs : NaN;
+}
+
+/** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
+export async function probeMetrics(model: Model, probe: Dataset, opts: {
+  track?: TrackOptions; trackAttack?: AttackParams; batchSize?: number; seed?: number;
+} & OpOptions = {}): Promise<Partial<EpochMetrics>> {
+  const k = probe.numClasses;
+  const n = probe.size;
+  const fro: number[] = [];
+  const lam: number[] = [];
+  const probs = new Float64Array(n * k);
+  const labels: number[] = [];
+  let correct = 0, ce = 0, off = 0;
+  for (const b of probe.batches({ batchSize: opts.batchSize ?? 128 })) {
+    const r = await fisherExact(model, b.x, { signal: opts.signal });
+    const p = r.probs.toArray() as Float64Array;
+    r.probs.dispose(); r.spectrum.dispose();
+    const y = b.y.toNumbers();
+    for (let i = 0; i < y.length; i++) {
+      let arg = 0;
+      for (let c = 1; c < k; c++) if (p[i * k + c] > p[i * k + arg]) arg = c;
+      if (arg === y[i]) correct++;
+      ce -= Math.log(Math.max(p[i * k + y[i]], 1e-300));
+      fro.push(r.frobenius[i]);
+      lam.push(r.lambdaMax[i]);
+      labels.push(y[i]);
+    }
+    probs.set(p, off * k);
+    off += y.length;
+  }
+  const m: Partial<EpochMetrics> = { probeAccuracy: correct / n, probeCrossEntropy: ce / n };
+  if (opts.track?.fisher ?? true) {
+    m.fisherFrobeniusMean = mean(fro);
+    m.fisherFrobeniusMedian = median(fro);
+    m.fisherLambdaMaxMean = mean(lam);
+    m.fisherLambdaMaxMedian = median(lam);
+  }
+  if (opts.track?.cckl ?? true) m.cckl = ccklFromProbs(probs, labels, k);
+  if ((opts.track?.nonRobustPairs ?? 0) > 0) {
+    const c = await ccklMetrics(model, probe, { pairs: opts.track!.nonRobustPairs, seed: opts.seed ?? 0, signal: opts.signal });
+    m.ccklNonRobustFraction = c.nonRobustFraction;
+  }
+  if (opts.trackAttack) {
+    const r = await evaluate(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
+    m.robustAccuracy = r.attacks[0].robustAccuracy;
+  }
+  return m;
+}
+
+interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; seed: number }
+
+/**
+ * Trains `model` on `trainData` (see {@link TrainOptions}); resolves with the per-epoch history
+ * and the (same, trained) model. Abort with opts.signal: rejects with ERR_ABORTED within one
+ * batch, leaving the last epoch's checkpoint intact.
+ */
+export async function train(model: Model, trainData: Dataset, opts: TrainOptions & OpOptions): Promise<TrainResult> {
+  const method = opts.method;
+  if (!['natural', 'pgd-at', 'trades'].includes(method)) {
+    throw new FisherLensError('ERR_ARG', `unknown training method '${method}'; expected natural, pgd-at or trades`);
+  }
+  const epochs = opts.epochs ?? 10;
+  const batchSize = opts.batchSize ?? 128;
+  const seed = opts.seed ?? 0;
+  const o = opts.optimizer ?? {};
+  const type = o.type ?? 'sgd';
+  const baseLr = o.lr ?? (type === 'sgd' ? 0.1 : 1e-3);
+  const opt = native().createOptimizer(model.native, {
+    type, lr: baseLr, momentum: o.momentum ?? (type === 'sgd' ? 0.9 : 0), nesterov: o.nesterov ?? false,
+    weightDecay: o.weightDecay ?? 0, beta1: o.betas?.[0] ?? 0.9, beta2: o.betas?.[1] ?? 0.999, eps: o.eps ?? 1e-8,
+  });
+  const data = opts.subset !== undefined && opts.subset < trainData.size ? trainData.take(opts.subset) : trainData;
+  const probe = opts.probe
+    ? (opts.probeSize ?? 512) < opts.probe.size
+      ? opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, opts.probeSize ?? 512).sort((a, b) => a - b))
+      : opts.probe
+    : undefined;
+  const a = opts.attack ?? {};
+  const stepOpts = {
+    method,
+    epsilon: a.epsilon ?? 0.031, stepSize: a.stepSize ?? 0.007, steps: a.steps ?? 10, beta: a.beta ?? 6,
+    norm: a.norm ?? 'linf', randomStart: a.randomStart ?? true,
+    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false, channelsLast: opts.channelsLast ?? false,
+  };
+  const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
+  const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
+  let history: EpochMetrics[] = [];
+  let start = 0;
+  if (opts.outDir) fs.mkdirSync(opts.outDir, { recursive: true });
+  if (opts.resume && ckpt && fs.existsSync(ckpt)) {
+    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, model.native, opt, ctl))) as Meta;
+    history = meta.history;
+    start = meta.epoch;
+  }
+  if (metricsFile) fs.writeFileSync(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join(''));
+  try {
+    for (let epoch = start; epoch < epochs; epoch++) {
+      const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
+      const t0 = Date.now();
+      let lossSum = 0, correct = 0, seen = 0, lr = baseLr;
+      for (let bi = 0; bi < idx.length; bi++) {
+        const b = data.batch(idx[bi]);
+        const tb = Date.now();
+        lr = baseLr * scheduleFactor(opts.schedule, epoch + bi / idx.length, epochs);
+        let r;
+        try {
+          r = await runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
+            ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
+          }, ctl));
+        } finally {
+          b.x.dispose(); b.y.dispose();
+        }
+        lossSum += r.loss * r.batch;
+        correct += r.correct;
+        seen += r.batch;
+        opts.onEvent?.({
+          type: 'batch', epoch: epoch + 1, batch: bi + 1, batches: idx.length, loss: r.loss,
+          accuracy: r.correct / r.batch, samplesPerSec: r.batch / Math.max(1e-3, (Date.now() - tb) / 1000),
+        });
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      let m: EpochMetrics = {
+        epoch: epoch + 1, lr, trainLoss: lossSum / seen, trainAccuracy: correct / seen, seconds, samplesPerSec: seen / seconds,
+      };
+      if (probe) {
+        m = { ...m, ...(await probeMetrics(model, probe, {
+          track: opts.track, trackAttack: opts.trackAttack, seed, signal: opts.signal,
+        })) };
+      }
+      history.push(m);
+      if (ckpt && metricsFile) {
+        const meta: Meta = { epoch: epoch + 1, history, method, seed };
+        await runOp(opts, (ctl) => native().saveTrainState(ckpt, model.native, opt, JSON.stringify(meta), ctl));
+        fs.appendFileSync(metricsFile, JSON.stringify(m) + '\n');
+      }
+      opts.onEvent?.({ type: 'epoch', ...m });
+    }
+  } finally {
+    if (data !== trainData) data.dispose();
+    if (probe && probe !== opts.probe) probe.dispose();
+  }
+  return { history, model };
+}

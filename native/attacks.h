@@ -1,0 +1,59 @@
+// Adversarial attacks on any Classifier (see lib/attacks.ts and docs/attacks.md). Every attack
+// runs one batch, in eval mode without weight gradients (ModeGuard), keeps x_adv inside the
+// ε-ball around x and the [0, 1] box, and leaves the model as it found it. Training (train.cc)
+// calls pgdAttack and klAttack for its inner maximisation.
+#pragma once
+#include <torch/torch.h>
+#include <ATen/core/Generator.h>
+#include <string>
+#include "models/classifier.h"
+
+namespace fl {
+
+class OpContext;
+
+enum class Norm { Linf, L2 };
+
+struct AttackOptions {
+  std::string kind = "pgd";  // fgsm | pgd | cw | cw-l2 | kl | fisher
+  Norm norm = Norm::Linf;
+  double epsilon = 0.031;    // radius of the ball (pixel units); cw-l2: +inf means unbounded
+  double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
+  int64_t steps = 20;        // iterations (cw-l2: Adam iterations per binary-search step)
+  bool randomStart = true;   // pgd / cw: uniform start in the ball
+  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample
+  bool targeted = false;     // pgd / cw-l2: move towards `target` labels
+  double kappa = 50;         // cw (L∞ margin loss) κ
+  int64_t binarySteps = 9;   // cw-l2: binary search steps on c
+  double learningRate = 0.01;  // cw-l2: Adam learning rate
+  double initialConst = 1e-3;  // cw-l2: initial c
+  double confidence = 0;       // cw-l2: κ of the CW-L2 objective
+  uint64_t seed = 0;
+  bool channelsLast = false;   // run convolutions in channels-last memory format (bindings only)
+};
+
+struct AttackResult {
+  torch::Tensor xAdv;     // [B, ...] like x
+  torch::Tensor loss;     // [B] float64: the attack's objective per sample at x_adv (kl: KL(p(x) ‖ p(x_adv)))
+  torch::Tensor success;  // [B] bool: misclassified at x_adv (targeted: predicted as the target)
+};
+
+// Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D. x, xa: [B, ...] -> [B, ...]
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps);
+
+// PGD with cross-entropy (o.kind "pgd"/"fgsm") or the CW margin loss (o.kind "cw"), restarts and
+// random start as in `o`. Model state is handled inside (eval, no weight grads, restored).
+// x: [B, ...], y: [B] int64 (targeted: the target labels) -> x_adv [B, ...]
+torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                        at::Generator& gen, const OpContext* ctx);
+
+// TRADES' inner maximisation: maximise KL(p(x) ‖ p(x+δ)) from x + 0.001·N(0, I).
+// pClean: p(x) [B, K] (computed in eval mode when undefined). klReached: optional [B] float64 out.
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
+                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached);
+
+// Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).
+AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                       const AttackOptions& o, const OpContext* ctx);
+
+}  // namespace fl

@@ -1,0 +1,33 @@
+// Metrics of shared/PAPER.md §1–4: accuracy, cross-entropy, CCKL in O(N·C) from class sums,
+// the JS mean and its lower bound over different-class pairs, the disentanglement's pair
+// quadratic forms, and the adversarial measure ρ(x, ε) by a KL-PGD from the Fisher eigenvector.
+#pragma once
+#include <torch/torch.h>
+#include "models/classifier.h"
+
+namespace fl {
+
+// Per-batch sums from which CCKL over all different-class pairs follows exactly (PAPER.md §1).
+// With ℓ_i = log p_i and a_i = p_i · ℓ_i, per class k: n_k, A_k = Σ a_i, P_k = Σ p_i, S_k = Σ ℓ_i.
+// Σ_{y_i≠y_j} KL(p_i‖p_j) = N ΣA − Σ_k n_k A_k − (ΣP)·(ΣS) + Σ_k P_k·S_k. All float64.
+struct ClassSums {
+  torch::Tensor n;  // [C]
+  torch::Tensor A;  // [C]
+  torch::Tensor P;  // [C, C] (class, component)
+  torch::Tensor S;  // [C, C]
+  double correct = 0, ceSum = 0, count = 0;
+};
+// logits [B, C] (any float), y [B] int64 -> the batch's sums; logp [B, C] float64 if asked
+ClassSums classSums(const torch::Tensor& logits, const torch::Tensor& y, torch::Tensor* logp);
+
+struct PairMeans {
+  double jsMean = 0, jsSe = 0, boundMean = 0, boundSe = 0, pairs = 0;
+  bool exact = true;
+};
+// Mean over different-class ordered pairs of JS(p_i, p_j) (nats) and of
+// 2 ln2 · max(0, 1 − √err_i − √err_j)² (err_i = 1 − p_{i,y_i}): exact by blocks when
+// N ≤ exactMax, else over `samples` seeded uniform pairs (with standard errors).
+PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y, int64_t exactMax, int64_t samples,
+                    uint64_t seed, const std::function<void()>& check);
+
+}  // namespace fl

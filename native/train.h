@@ -1,0 +1,47 @@
+// Per-batch training steps (see lib/train.ts for the loop, schedules and tracking): natural
+// (cross-entropy), PGD-AT (Madry et al.: cross-entropy on PGD examples) and TRADES
+// (CE(x) + β·KL(p(x) ‖ p(x')) with x' from the KL attack). The inner maximisation runs in eval
+// mode without weight gradients; the outer step in train mode. One call = one batch.
+#pragma once
+#include <torch/torch.h>
+#include <memory>
+#include <string>
+#include "attacks.h"
+#include "models/classifier.h"
+
+namespace fl {
+
+struct OptimizerSpec {
+  std::string type = "sgd";  // sgd | adam | adamw
+  double lr = 0.1, momentum = 0.9, weightDecay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  bool nesterov = false;
+};
+
+std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Classifier& m, const OptimizerSpec& s);
+void setLearningRate(torch::optim::Optimizer& opt, double lr);
+
+struct StepOptions {
+  std::string method = "natural";  // natural | pgd-at | trades
+  double lr = -1;                  // set before the step when >= 0
+  AttackOptions attack;            // inner maximisation (epsilon, stepSize, steps, norm, randomStart)
+  double beta = 6;                 // TRADES β
+  int64_t cropPad = 0;             // random crop with zero padding (0: off)
+  bool flip = false;               // random horizontal flip
+  uint64_t seed = 0;               // this step's seed (attack start, augmentation, dropout)
+  bool channelsLast = false;       // run convolutions in channels-last memory format
+};
+
+struct StepResult {
+  double loss = 0;          // the minimised loss (mean over the batch)
+  double lossNatural = 0;   // CE on clean inputs (natural / trades) or on adversarial ones (pgd-at)
+  double lossRobust = 0;    // TRADES: KL term (batch mean); pgd-at: CE on x_adv
+  int64_t correct = 0;      // correct predictions on the batch the outer step saw (pgd-at: x_adv)
+  int64_t batch = 0;
+};
+
+// One optimisation step on the batch x [B, ...], y [B]; the model's mode and requires-grad flags
+// are restored afterwards.
+StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x, const torch::Tensor& y,
+                     const StepOptions& o, const OpContext* ctx);
+
+}  // namespace fl

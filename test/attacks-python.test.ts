@@ -1,0 +1,63 @@
+import test from 'ava';
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Model, Tensor } from '../lib';
+import { attack } from '../lib/attacks';
+import { readNpy } from './helpers/train-fixtures';
+
+const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
+const hasTorch = (() => {
+  try {
+    execFileSync(PY, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+// The same PGD steps in Python/PyTorch (scripts/reference/attacks_pgd.py) on the same exported
+// TorchScript model and images: x_adv must agree to < 1e-5 and robust accuracy exactly.
+(hasTorch ? test : test.skip)('PGD without random start equals the Python/PyTorch implementation (L∞ and L2)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pgdref-'));
+  const n = 256;
+  execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'attacks_pgd.py'), dir, String(n)], {
+    stdio: 'inherit', env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' },
+  });
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'result.json'), 'utf8')) as Record<string, number>;
+  const m = await Model.load(path.join(dir, 'model.pt'));
+  const xn = readNpy(path.join(dir, 'x.npy'));
+  const yn = readNpy(path.join(dir, 'y.npy'));
+  const x = Tensor.from(xn.data as Float32Array, xn.shape);
+  const y = Tensor.from(yn.data as BigInt64Array, yn.shape);
+  for (const [norm, eps, alpha] of [['linf', 0.1, 0.01], ['l2', 1.0, 0.1]] as const) {
+    const want = readNpy(path.join(dir, `xadv_${norm}.npy`)).data as Float32Array;
+    const got = new Float32Array(want.length);
+    let robust = 0;
+    const z = await m.forward(x);
+    const clean = argmax(z.toArray() as Float32Array, 10);
+    const labels = y.toNumbers();
+    for (let i = 0; i < n; i += 128) {
+      const r = await attack(m, x.slice(i, i + 128), y.slice(i, i + 128), { kind: 'pgd', norm, epsilon: eps, stepSize: alpha, steps: 20, randomStart: false });
+      got.set(r.xAdv.toArray() as Float32Array, i * 784);
+      r.success.forEach((s, j) => { if (s === 0 && clean[i + j] === labels[i + j]) robust++; });
+    }
+    let maxDiff = 0;
+    for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(want[i] - got[i]));
+    t.true(maxDiff < 1e-5, `${norm}: max |Δx_adv| = ${maxDiff}`);
+    t.is(robust / n, ref[`robust_${norm}`], `${norm} robust accuracy`);
+    t.log(`${norm}: max |Δx_adv| = ${maxDiff}, robust accuracy ${robust / n} (python ${ref[`robust_${norm}`]})`);
+  }
+  fs.rmSync(dir, { recursive: true });
+});
+
+function argmax(v: Float32Array, k: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < v.length / k; i++) {
+    let a = 0;
+    for (let j = 1; j < k; j++) if (v[i * k + j] > v[i * k + a]) a = j;
+    out.push(a);
+  }
+  return out;
+}

@@ -1,0 +1,173 @@
+import test from 'ava';
+import { Model, Tensor, FisherLensError } from '../lib';
+import { attack, evaluate, modelGradState, attackPresets, AttackParams } from '../lib/attacks';
+import { fisherExact } from '../lib/fisher';
+import { manualSeed, train } from '../lib/train';
+import { Dataset } from '../lib/data/dataset';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { fashionSubset, ballViolations, readNpy } from './helpers/train-fixtures';
+
+// One model trained in the test (an MLP trains in well under a second) and one batch of test images.
+let model: Model;
+let testSet: Dataset;
+let xs: Tensor, ys: Tensor;
+const N = 128;
+
+test.before(async () => {
+  const tr = fashionSubset('train', 3000);
+  testSet = fashionSubset('test', N);
+  manualSeed(1);
+  model = Model.create({ arch: 'mlp', hidden: [128] });
+  await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
+  model.setTraining(false);
+  xs = testSet.images;
+  ys = testSet.labels;
+});
+
+const cases: [string, AttackParams][] = [
+  ['fgsm linf', { kind: 'fgsm', epsilon: 0.1 }],
+  ['pgd linf', { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 10 }],
+  ['pgd l2', { kind: 'pgd', norm: 'l2', epsilon: 1.5, stepSize: 0.3, steps: 10 }],
+  ['pgd linf no random start, 2 restarts', { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 5, randomStart: false, restarts: 2 }],
+  ['cw linf', { kind: 'cw', epsilon: 0.1, stepSize: 0.02, steps: 10 }],
+  ['cw-l2', { kind: 'cw-l2', steps: 30, binarySteps: 4, learningRate: 0.05, epsilon: 3 }],
+  ['kl linf', { kind: 'kl', epsilon: 0.1, stepSize: 0.02, steps: 10 }],
+  ['kl l2', { kind: 'kl', norm: 'l2', epsilon: 1.5, stepSize: 0.3, steps: 10 }],
+  ['fisher one-step linf', { kind: 'fisher', epsilon: 0.1 }],
+  ['fisher iterated l2', { kind: 'fisher', norm: 'l2', epsilon: 1.5, stepSize: 0.5, steps: 3 }],
+];
+
+for (const [name, p] of cases) {
+  test(`${name}: lowers accuracy, keeps x_adv in the ε-ball and the box on every element`, async (t) => {
+    const r = await evaluate(model, testSet, [p]);
+    t.true(r.accuracy > 0.6, `clean accuracy ${r.accuracy}`);
+    const rob = r.attacks[0].robustAccuracy;
+    t.true(rob < r.accuracy - 0.15, `robust ${rob} vs clean ${r.accuracy}`);
+    const a = await attack(model, xs, ys, p);
+    const bad = ballViolations(xs.toArray() as Float32Array, a.xAdv.toArray() as Float32Array, 784, p.norm ?? (p.kind === 'cw-l2' ? 'l2' : 'linf'), p.epsilon!);
+    t.deepEqual(bad, []);
+    t.is(a.loss.length, N);
+    t.true(Array.from(a.norm).every((v) => v <= p.epsilon! * (1 + 1e-6) + 1e-7));
+  });
+}
+
+test.serial('attacks leave the model as found: mode, requires-grad flags, no .grad', async (t) => {
+  const before = modelGradState(model);
+  t.deepEqual(before, { training: false, parameters: 4, requiresGrad: 4, withGrad: 0 });
+  model.setTraining(true);
+  for (const p of cases.map((c) => c[1])) {
+    await attack(model, xs.slice(0, 16), ys.slice(0, 16), { ...p, steps: Math.min(p.steps ?? 1, 3), binarySteps: 1 });
+    t.deepEqual(modelGradState(model), { ...before, training: true });
+  }
+  model.setTraining(false);
+});
+
+test('attacks run in eval mode even on a model left in train mode (dropout off: deterministic)', async (t) => {
+  manualSeed(3);
+  const cnn = Model.create({ arch: 'small-cnn' }); // has dropout
+  cnn.setTraining(true);
+  const x = xs.slice(0, 8), y = ys.slice(0, 8);
+  const a = await attack(cnn, x, y, { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 2, randomStart: false });
+  const b = await attack(cnn, x, y, { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 2, randomStart: false });
+  t.deepEqual(a.xAdv.toArray(), b.xAdv.toArray());
+  t.true(cnn.training);
+});
+
+test('seeds reproduce results exactly; different seeds differ', async (t) => {
+  for (const p of [{ kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 3 }, { kind: 'kl', epsilon: 0.1, stepSize: 0.02, steps: 3 },
+    { kind: 'pgd', norm: 'l2', epsilon: 1, stepSize: 0.2, steps: 3, restarts: 2 }] as AttackParams[]) {
+    const a = await attack(model, xs, ys, { ...p, seed: 42 });
+    const b = await attack(model, xs, ys, { ...p, seed: 42 });
+    const c = await attack(model, xs, ys, { ...p, seed: 43 });
+    t.deepEqual(a.xAdv.toArray(), b.xAdv.toArray());
+    t.deepEqual(a.loss, b.loss);
+    t.notDeepEqual(a.xAdv.toArray(), c.xAdv.toArray());
+  }
+});
+
+test('restarts keep the worst case per sample: never fewer successes than one run', async (t) => {
+  const p: AttackParams = { kind: 'pgd', epsilon: 0.05, stepSize: 0.01, steps: 5, seed: 5 };
+  const one = await attack(model, xs, ys, p);
+  const four = await attack(model, xs, ys, { ...p, restarts: 4 });
+  for (let i = 0; i < N; i++) {
+    t.true(four.success[i] >= one.success[i], `sample ${i}`);
+    if (four.success[i] === one.success[i]) t.true(four.loss[i] >= one.loss[i] - 1e-6);
+  }
+});
+
+test('targeted PGD moves predictions to the target', async (t) => {
+  const target = Tensor.from(BigInt64Array.from(ys.toNumbers().map((v) => BigInt((v + 1) % 10))), [N]);
+  const r = await attack(model, xs, ys, { kind: 'pgd', epsilon: 0.2, stepSize: 0.02, steps: 20, targeted: true, target });
+  const rate = r.success.reduce((s, v) => s + v, 0) / N;
+  t.true(rate > 0.5, `targeted success ${rate}`);
+  await t.throwsAsync(attack(model, xs, ys, { kind: 'pgd', targeted: true }), { instanceOf: FisherLensError, code: 'ERR_ARG' } as never);
+});
+
+test('KL attack reaches ½ ε² λ_max for small ε on a smooth model (ties to the Fisher engine)', async (t) => {
+  manualSeed(2);
+  const smooth = Model.create({ arch: 'mlp', hidden: [64], activation: 'softplus' });
+  await train(smooth, fashionSubset('train', 1000), { method: 'natural', epochs: 2, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05 }, seed: 2 });
+  // interior points: keep the box constraint inactive
+  const x = Tensor.from((xs.slice(0, 32).toArray() as Float32Array).map((v) => 0.1 + 0.8 * v), [32, 1, 28, 28]);
+  const y = ys.slice(0, 32);
+  const eps = 0.02;
+  const kl = await attack(smooth, x, y, { kind: 'kl', norm: 'l2', epsilon: eps, stepSize: eps / 4, steps: 40, seed: 1 });
+  const f = await fisherExact(smooth, x);
+  const ratios = Array.from(kl.loss, (v, i) => v / (0.5 * eps * eps * f.lambdaMax[i]));
+  const med = ratios.slice().sort((a, b) => a - b)[16];
+  t.true(med > 0.95 && med < 1.05, `median KL / (½ε²λmax) = ${med}`);
+  t.true(ratios.every((r) => r < 1.1), `max ratio ${Math.max(...ratios)}`);
+});
+
+test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-eval-'));
+  const r = await evaluate(model, testSet, [
+    { name: 'fgsm', kind: 'fgsm', epsilon: 0.05 },
+    { name: 'pgd', kind: 'pgd', epsilon: 0.05, stepSize: 0.01, steps: 5 },
+  ], { batchSize: 50, save: path.join(dir, 'adv.npy') });
+  t.is(r.samples, N);
+  for (const a of r.attacks) t.true(r.worstCaseAccuracy <= a.robustAccuracy);
+  t.is(r.perSample.worst.reduce((s, v) => s + v, 0) / N, r.worstCaseAccuracy);
+  for (const f of ['adv-fgsm.npy', 'adv-pgd.npy', 'adv-worst.npy']) {
+    const a = readNpy(path.join(dir, f));
+    t.deepEqual(a.shape, [N, 1, 28, 28]);
+    t.deepEqual(ballViolations(xs.toArray() as Float32Array, a.data as Float32Array, 784, 'linf', 0.05), []);
+  }
+  const single = await evaluate(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
+  t.deepEqual(readNpy(path.join(dir, 'one.npy')).data, readNpy(path.join(dir, 'adv-fgsm.npy')).data);
+  t.is(single.attacks[0].robustAccuracy, r.attacks[0].robustAccuracy);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('presets carry the published settings', (t) => {
+  t.like(attackPresets['pgd20-cifar10'], { epsilon: 0.031, stepSize: 0.003, steps: 20, randomStart: true });
+  t.like(attackPresets['pgd40-mnist'], { epsilon: 0.3, stepSize: 0.01, steps: 40 });
+});
+
+test('abort stops an attack between steps; bad options are clear errors', async (t) => {
+  const ac = new AbortController();
+  const p = attack(model, xs, ys, { kind: 'pgd', epsilon: 0.1, stepSize: 0.01, steps: 100000, signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  await t.throwsAsync(p, { code: 'ERR_ABORTED' } as never);
+  await t.throwsAsync(attack(model, xs, ys, { kind: 'nope' as never }), { code: 'ERR_ARG' } as never);
+  await t.throwsAsync(attack(model, xs, ys, { norm: 'l3' as never }), { code: 'ERR_ARG' } as never);
+  const big = Tensor.from(new Float32Array(784).fill(2), [1, 1, 28, 28]);
+  await t.throwsAsync(attack(model, big, ys.slice(0, 1)), { code: 'ERR_VALUE' } as never);
+});
+
+test('channels-last attacks agree with the contiguous ones (up to flipped signs of tiny gradients)', async (t) => {
+  manualSeed(5);
+  const cnn = Model.create({ arch: 'small-cnn' });
+  const x = xs.slice(0, 16), y = ys.slice(0, 16);
+  const p: AttackParams = { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 3, randomStart: false };
+  const a = (await attack(cnn, x, y, p)).xAdv.toArray() as Float32Array;
+  const b = await attack(cnn, x, y, { ...p, channelsLast: true });
+  const bv = b.xAdv.toArray() as Float32Array;
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (Math.abs(a[i] - bv[i]) < 1e-6) same++;
+  t.true(same / a.length > 0.99, `agreeing elements ${same / a.length}`);
+  t.deepEqual(ballViolations(x.toArray() as Float32Array, bv, 784, 'linf', 0.1), []);
+  t.deepEqual(b.xAdv.shape, [16, 1, 28, 28]);
+});

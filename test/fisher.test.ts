@@ -1,0 +1,161 @@
+import test from 'ava';
+import * as path from 'path';
+import { Model, Tensor } from '../lib';
+import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher } from '../lib/fisher';
+import { Dataset } from '../lib/data/dataset';
+import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
+
+// Python runs happen here, before any native op starts: a fork while OpenBLAS works on another
+// thread can leave that thread waiting forever (OpenBLAS shuts its pool down in a pthread_atfork hook).
+const dir = ensureFixture();
+const REF = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), path.join(dir, 'v.npy'), 'tiny');
+const N = 24; // samples compared with the reference (of the fixture's 120)
+
+function rows(t: Tensor): number[][] {
+  const [B, C] = t.shape;
+  const a = t.toArray() as Float64Array;
+  return Array.from({ length: B }, (_, b) => Array.from(a.subarray(b * C, (b + 1) * C)));
+}
+
+async function loadBoth() {
+  const m64 = await Model.load(path.join(dir, 'tiny64.pt'));
+  const m32 = await Model.load(path.join(dir, 'tiny32.pt'));
+  const x64 = npyTensor(path.join(dir, 'x64.npy')).slice(0, N);
+  const x32 = npyTensor(path.join(dir, 'x.npy')).slice(0, N);
+  const v = npyTensor(path.join(dir, 'v.npy')).slice(0, N);
+  return { m64, m32, x64, x32, v, ref: REF };
+}
+
+test('exact Fisher matches the Python float64 full-Jacobian reference (< 1e-9 in float64, < 1e-4 in float32)', async (t) => {
+  const { m64, m32, x64, x32, ref } = await loadBoth();
+  for (const [m, x, tol] of [[m64, x64, 1e-9], [m32, x32, 1e-4]] as const) {
+    const r = await fisherExact(m, x, { eigvec: true });
+    const spec = rows(r.spectrum);
+    const ev = r.eigvec!.to('float64').toArray() as Float64Array;
+    const D = ev.length / N;
+    for (let b = 0; b < N; b++) {
+      t.true(relErr(r.lambdaMax[b], ref.lambdaMax[b]) < tol, `λ_max ${b}: ${r.lambdaMax[b]} vs ${ref.lambdaMax[b]}`);
+      t.true(relErr(r.trace[b], ref.trace[b]) < tol, `trace ${b}`);
+      t.true(relErr(r.frobenius[b], ref.frobenius[b]) < tol, `frobenius ${b}`);
+      t.true(maxRelErr(spec[b], ref.spectrum[b]) < tol, `spectrum ${b}`);
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += ev[b * D + d] * ref.eigvec[b][d];
+      // eigenvector up to sign; its error scales with 1/gap, so the float32 bound is looser
+      t.true(1 - Math.abs(dot) < (tol === 1e-9 ? 1e-9 : 1e-3), `eigvec ${b}: |cos| = ${Math.abs(dot)}`);
+    }
+  }
+});
+
+test('Fisher-vector products and quadratic forms match the reference vᵀGv', async (t) => {
+  const { m64, x64, v, ref } = await loadBoth();
+  const q = await fisherQuadratic(m64, x64, v);
+  for (let b = 0; b < N; b++) t.true(relErr(q[b], ref.vGv[b]) < 1e-9, `vᵀGv ${b}: ${q[b]} vs ${ref.vGv[b]}`);
+  // vᵀ (G v) from the matrix-free product agrees with the JVP quadratic form
+  const gv = (await fisherVectorProduct(m64, x64, v)).toArray() as Float64Array;
+  const va = v.toArray() as Float64Array;
+  const D = va.length / N;
+  for (let b = 0; b < N; b++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += va[b * D + d] * gv[b * D + d];
+    t.true(relErr(s, ref.vGv[b]) < 1e-9);
+  }
+});
+
+test('power iteration and Lanczos agree with exact', async (t) => {
+  const { m64, m32, x64, x32 } = await loadBoth();
+  for (const [m, x, tol] of [[m64, x64, 1e-9], [m32, x32, 1e-4]] as const) {
+    const e = await fisherExact(m, x);
+    const l = await fisherLanczos(m, x);
+    for (let b = 0; b < N; b++) {
+      t.true(relErr(l.lambdaMax[b], e.lambdaMax[b]) < tol, `lanczos λ ${b}: ${l.lambdaMax[b]} vs ${e.lambdaMax[b]}`);
+      t.true(relErr(l.trace[b], e.trace[b]) < tol, `lanczos trace ${b}`);
+      t.true(relErr(l.frobenius[b], e.frobenius[b]) < tol, `lanczos frobenius ${b}`);
+    }
+    // the tolerance must sit above the dtype's rounding of the Rayleigh quotient
+    const p = await fisherPower(m, x, { tol: tol === 1e-9 ? 1e-12 : 1e-6, maxIter: 500 });
+    t.is(p.converged.filter(Boolean).length, N);
+    for (let b = 0; b < N; b++) {
+      t.true(relErr(p.lambdaMax[b], e.lambdaMax[b]) < tol, `power λ ${b}: ${p.lambdaMax[b]} vs ${e.lambdaMax[b]}`);
+    }
+  }
+});
+
+test('Hutchinson estimates lie within their reported standard errors of the exact values', async (t) => {
+  const { m64, x64 } = await loadBoth();
+  const e = await fisherExact(m64, x64);
+  const h = await fisherHutchinson(m64, x64, { probes: 64, seed: 3 });
+  let inTr = 0, inFr = 0;
+  for (let b = 0; b < N; b++) {
+    if (Math.abs(h.trace[b] - e.trace[b]) <= 3 * h.traceSe[b]) inTr++;
+    if (Math.abs(h.frobenius[b] - e.frobenius[b]) <= 3 * h.frobeniusSe[b]) inFr++;
+    t.true(h.traceSe[b] > 0 && h.frobeniusSe[b] > 0);
+  }
+  // 3σ: expect ≈ 99.7% inside; allow a couple of outliers (the delta-method SE is approximate)
+  t.true(inTr >= N - 2, `trace within 3 SE: ${inTr}/${N}`);
+  t.true(inFr >= N - 2, `frobenius within 3 SE: ${inFr}/${N}`);
+});
+
+test('finite differences: KL(p(x) ‖ p(x + t v)) / t² → ½ vᵀGv (float64)', async (t) => {
+  const { m64, x64, v, ref } = await loadBoth();
+  const ts = [1e-3, 1e-4, 1e-5]; // ‖v‖ ≈ 12: steps of 1e-2 … 1e-4 pixels
+  const s = await klSegment(m64, x64, v, ts);
+  for (let b = 0; b < N; b++) {
+    const half = 0.5 * ref.vGv[b];
+    const errs = ts.map((tt, k) => relErr(s.kl[b][k] / (tt * tt), half));
+    t.true(errs[2] < 1e-3, `sample ${b}: rel err at t=1e-5 ${errs[2]}`);
+    t.true(errs[2] <= errs[0] + 1e-12, `sample ${b}: error shrinks with t (${errs.join(', ')})`);
+    t.true(relErr(s.dGd[b], ref.vGv[b]) < 1e-9);
+  }
+});
+
+test('per-sample results do not depend on the batch they were computed in', async (t) => {
+  const { m32, x32 } = await loadBoth();
+  const all = await fisherExact(m32, x32);
+  const lan = await fisherLanczos(m32, x32);
+  const pow = await fisherPower(m32, x32, { tol: 1e-8, maxIter: 300 });
+  for (const [a, bEnd] of [[0, 1], [3, 8], [8, 24]]) {
+    const part = x32.slice(a, bEnd);
+    const e = await fisherExact(m32, part);
+    const l = await fisherLanczos(m32, part);
+    const p = await fisherPower(m32, part, { tol: 1e-8, maxIter: 300 });
+    for (let k = 0; k < bEnd - a; k++) {
+      t.true(relErr(e.lambdaMax[k], all.lambdaMax[a + k]) < 1e-5, `exact λ ${a + k}`);
+      t.true(relErr(e.frobenius[k], all.frobenius[a + k]) < 1e-5, `exact F ${a + k}`);
+      t.true(relErr(l.lambdaMax[k], lan.lambdaMax[a + k]) < 1e-5, `lanczos λ ${a + k}`);
+      t.true(relErr(p.lambdaMax[k], pow.lambdaMax[a + k]) < 1e-5, `power λ ${a + k}`);
+    }
+  }
+});
+
+test('speed options (channels-last, concurrent backward streams) give the same numbers; built-in CNN', async (t) => {
+  const m = Model.create({ arch: 'small-cnn' });
+  const B = 6;
+  const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => (Math.sin(i * 12.9898) * 43758.5453) % 1 * 0.5 + 0.5), [B, 1, 28, 28]);
+  const base = await fisherExact(m, x);
+  for (const o of [{ channelsLast: true }, { streams: 2 }, { channelsLast: true, streams: 2 }]) {
+    const r = await fisherExact(m, x, o);
+    for (let b = 0; b < B; b++) t.true(relErr(r.lambdaMax[b], base.lambdaMax[b]) < 1e-4, `${JSON.stringify(o)} λ ${b}`);
+  }
+  const l = await fisherLanczos(m, x, { channelsLast: true });
+  for (let b = 0; b < B; b++) t.true(relErr(l.lambdaMax[b], base.lambdaMax[b]) < 1e-4);
+  t.false(m.training); // the model is left in its mode
+});
+
+test('fisherDataset gives per-sample arrays and summaries; profile rows are complete', async (t) => {
+  const { m32, x32 } = await loadBoth();
+  const y = Tensor.from(new BigInt64Array(N), [N]);
+  const data = new Dataset(x32, y);
+  const r = await fisherDataset(m32, data, { batchSize: 7 });
+  const e = await fisherExact(m32, x32);
+  t.is(r.n, N);
+  t.is(r.lambdaMax!.length, N);
+  for (let b = 0; b < N; b++) t.true(relErr(r.frobenius![b], e.frobenius[b]) < 1e-5);
+  const s = summarize(Array.from(e.lambdaMax));
+  t.true(Math.abs(r.summary.lambdaMax!.mean - s.mean) < 1e-5 * s.mean);
+  t.deepEqual(summarize([4, 1, 3, 2, 5]), { mean: 3, median: 3, q05: 1.2, q25: 2, q75: 4, q95: 4.8, n: 5 });
+  const p = await fisherDataset(m32, data, { method: 'power', batchSize: 12 });
+  t.is(p.unconverged! + p.converged!.filter(Boolean).length, N);
+  const rowsP = await profileFisher(m32, { inputShape: [1, 12, 12], batchSizes: [4], repeats: 1 });
+  t.deepEqual(rowsP.map((r) => r.method), ['exact', 'power', 'lanczos', 'hutchinson']);
+  for (const row of rowsP) t.true(row.ms > 0 && row.samplesPerSecond > 0 && row.peakBytes >= 0);
+});
