@@ -48,7 +48,7 @@ torch::Tensor prepInput(Classifier& m, const torch::Tensor& x, bool channelsLast
 
 // Symmetric PSD square root of M [B, C, C] (float64) by eigendecomposition
 torch::Tensor psdSqrt(const torch::Tensor& M) {
-  auto [s, U] = torch::linalg::eigh(M, "L");
+  auto [s, U] = at::linalg_eigh(M, "L");
   return torch::matmul(U * s.clamp_min(0).sqrt().unsqueeze(1), U.transpose(1, 2));
 }
 
@@ -140,7 +140,7 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
   torch::Tensor Mh = psdSqrt(M);
   torch::Tensor A = torch::matmul(torch::matmul(Mh, K), Mh);
   A = 0.5 * (A + A.transpose(1, 2));
-  auto [evals, evecs] = torch::linalg::eigh(A, "L");  // ascending
+  auto [evals, evecs] = at::linalg_eigh(A, "L");  // ascending
   evals = evals.clamp_min(0);
   // the C-th eigenvalue of M½ K M½ in the full C-dimensional form is exactly 0
   r.spectrum = torch::cat({evals.flip({1}), torch::zeros({B, 1}, f64)}, 1);
@@ -297,7 +297,7 @@ LanczosResult fisherLanczos(FisherOperator& op, int64_t steps, const std::functi
     torch::Tensor off = beta.narrow(1, 0, S - 1);
     T = T + torch::diag_embed(off, 1) + torch::diag_embed(off, -1);
   }
-  auto [theta, Svec] = torch::linalg::eigh(T, "L");  // ascending
+  auto [theta, Svec] = at::linalg_eigh(T, "L");  // ascending
   theta = theta.clamp_min(0);
   LanczosResult r;
   r.ritz = theta.flip({1}).contiguous();

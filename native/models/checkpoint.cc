@@ -18,6 +18,18 @@
 #include <unistd.h>
 
 namespace fl {
+
+// Key of a parameter in an optimizer's state map: LibTorch 1.x keys by the TensorImpl address as
+// text, 2.x by the address itself; both are derived from the same pointer.
+template <typename Map>
+static auto optimizerStateKey(const Map&, const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>)
+    return Key(c10::str(p.unsafeGetTensorImpl()));
+  else
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+}
+
 namespace {
 
 constexpr char kMagic[6] = {'F', 'L', 'C', 'K', 'P', 'T'};
@@ -331,8 +343,8 @@ Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
       auto& p1 = opt.param_groups()[0].params();
       auto& p2 = opt2.param_groups()[0].params();
       for (size_t i = 0; i < p1.size(); ++i) {
-        auto& s1 = static_cast<torch::optim::AdamParamState&>(*opt.state().at(c10::guts::to_string(p1[i].unsafeGetTensorImpl())));
-        auto& s2 = static_cast<torch::optim::AdamParamState&>(*opt2.state().at(c10::guts::to_string(p2[i].unsafeGetTensorImpl())));
+        auto& s1 = static_cast<torch::optim::AdamParamState&>(*opt.state().at(optimizerStateKey(opt.state(), p1[i])));
+        auto& s2 = static_cast<torch::optim::AdamParamState&>(*opt2.state().at(optimizerStateKey(opt2.state(), p2[i])));
         maxDiff = std::max({maxDiff, (s1.exp_avg() - s2.exp_avg()).abs().max().item<double>(),
                             (s1.exp_avg_sq() - s2.exp_avg_sq()).abs().max().item<double>(),
                             std::abs(double(s1.step() - s2.step()))});

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# CUDA checks on a GPU machine whose python3 has a CUDA PyTorch (its LibTorch is what
+# scripts/find-libtorch.js finds there). Builds the addon with plain CMake (no npm needed),
+# then runs dist/scripts/cuda-check.js. Needs dist/ built here (npm run build:ts), and, where
+# the GPU machine has no Node, .gpu/node.xz + .gpu/include (node-api headers) carried along.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-/tmp/fisherlens-gpu}
+mkdir -p "$OUTDIR"
+if ! command -v node >/dev/null; then
+  mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node
+  export PATH="$PWD/.gpu/bin:$PATH"
+fi
+node --version; nvidia-smi -L
+node scripts/find-libtorch.js | tee "$OUTDIR/libtorch.json"
+inc=${NODE_API_INCLUDE:-$PWD/.gpu/include}
+built=""
+for std in 17 20; do
+  rm -rf build-cuda
+  if cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$inc" -DFL_CXX_STANDARD=$std \
+       >"$OUTDIR/build-cxx$std.log" 2>&1 && cmake --build build-cuda -j "$(nproc)" -- -k 0 >>"$OUTDIR/build-cxx$std.log" 2>&1; then
+    built=$std; break
+  fi
+  echo "build with C++$std failed:"; grep -m 40 -E "error:" "$OUTDIR/build-cxx$std.log"
+done
+[ -n "$built" ] || exit 1
+addon=$(find build-cuda -name fisherlens.node | head -1)
+echo "built $addon with C++$built"; ldd "$addon" | grep -E "torch|c10" 
+FISHERLENS_ADDON="$PWD/$addon" node dist/scripts/cuda-check.js 2>&1 | tee "$OUTDIR/cuda-check.log"
+exit "${PIPESTATUS[0]}"
