@@ -200,10 +200,14 @@ export const presets = {
     attack: { epsilon: 8 / 255, stepSize: 2 / 255, steps: 10, randomStart: true, norm: 'linf' },
     augment: { cropPad: 4, flip: true },
   },
-  /** CPU scale (Fashion-MNIST subsets): ε 0.1 L∞, 3 inner steps of 0.04, β 1, batch 128, SGD 0.05 m 0.9, 4 epochs. */
+  /**
+   * CPU scale (Fashion-MNIST subsets): ε 0.1 L∞, 3 inner steps of 0.04, β 1, batch 128, Adam 1e-3,
+   * 4 epochs on the first 4000 images (Adam: small-cnn with SGD 0.05 is still near chance after one
+   * epoch; with Adam it reaches ≈ 60 % test accuracy under TRADES).
+   */
   'fashion-mnist-cpu': {
     method: 'trades', epochs: 4, batchSize: 128, subset: 4000,
-    optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0 },
+    optimizer: { type: 'adam', lr: 1e-3 },
     schedule: { type: 'constant' },
     attack: { epsilon: 0.1, stepSize: 0.04, steps: 3, beta: 1, norm: 'linf' },
   },

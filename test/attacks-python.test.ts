@@ -5,6 +5,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor } from '../lib';
 import { attack } from '../lib/attacks';
+import { train } from '../lib/train';
+import { Dataset } from '../lib/data/dataset';
 import { readNpy } from './helpers/train-fixtures';
 
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -19,7 +21,7 @@ const hasTorch = (() => {
 
 // The same PGD steps in Python/PyTorch (scripts/reference/attacks_pgd.py) on the same exported
 // TorchScript model and images: x_adv must agree to < 1e-5 and robust accuracy exactly.
-(hasTorch ? test : test.skip)('PGD without random start equals the Python/PyTorch implementation (L∞ and L2)', async (t) => {
+(hasTorch ? test : test.skip)('PGD without random start equals the Python/PyTorch implementation (L∞ and L2); the exported model also trains', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pgdref-'));
   const n = 256;
   execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'attacks_pgd.py'), dir, String(n)], {
@@ -49,6 +51,13 @@ const hasTorch = (() => {
     t.is(robust / n, ref[`robust_${norm}`], `${norm} robust accuracy`);
     t.log(`${norm}: max |Δx_adv| = ${maxDiff}, robust accuracy ${robust / n} (python ${ref[`robust_${norm}`]})`);
   }
+  // the same exported model trains through the Classifier interface (TRADES step, checkpoint)
+  const small = new Dataset(x.slice(0, 200), y.slice(0, 200), { numClasses: 10 });
+  const r = await train(m, small, { method: 'trades', epochs: 1, batchSize: 100, optimizer: { type: 'adam', lr: 1e-3 },
+    attack: { epsilon: 0.1, stepSize: 0.04, steps: 2, beta: 1 }, outDir: path.join(dir, 'run') });
+  t.true(Number.isFinite(r.history[0].trainLoss));
+  const ck = await Model.loadCheckpoint(path.join(dir, 'run', 'checkpoint.pt'));
+  t.is(ck.kind, 'torchscript');
   fs.rmSync(dir, { recursive: true });
 });
 
