@@ -29,6 +29,16 @@ export async function main(): Promise<void> {
   console.log(`async op round trip: median ${median(raw).toFixed(1)} µs (native), ` +
     `${median(wrapped).toFixed(1)} µs (with AbortSignal + error mapping); target < 50 µs`);
 
+  const lat: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const ac = new AbortController();
+    let at = 0;
+    setTimeout(() => { at = Number(process.hrtime.bigint()) / 1e6; ac.abort(); }, 20);
+    await runOp({ signal: ac.signal }, (ctl) => n.spin(5000, ctl)).catch(() => undefined);
+    lat.push(Number(process.hrtime.bigint()) / 1e6 - at);
+  }
+  console.log(`abort → rejection latency: median ${median(lat).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms; target < 100 ms`);
+
   for (const mb of [4, 64]) {
     const data = new Float32Array((mb * 1024 * 1024) / 4).map((_, i) => i % 255);
     const times: number[] = [];
