@@ -15,8 +15,9 @@ async function run(): Promise<void> {
   const chosen = names.length ? names : all;
   for (const n of chosen) {
     if (!all.includes(n)) throw new Error(`unknown benchmark '${n}'; have: ${all.join(', ')}`);
+    const mod = require(path.join(__dirname, n)) as { main?: () => Promise<void> };
+    if (typeof mod.main !== 'function') continue; // a helper module (e.g. pyserver), not a benchmark
     console.log(`\n=== bench/${n}`);
-    const mod = require(path.join(__dirname, n)) as { main: () => Promise<void> };
     await mod.main();
   }
 }
