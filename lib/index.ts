@@ -16,5 +16,5 @@ export {
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
-  NonRobustResult, samplePairs, adversarialMeasure, RhoResult,
+  NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments,
 } from './metrics';
