@@ -2,15 +2,17 @@
  * bench/fisher: FisherLens against Python PyTorch on the same LibTorch, side by side in one run.
  * Python (bench/python/fisher_bench.py) is written the way a researcher would: a loop over the C
  * classes with torch.autograd.grad for the exact Fisher, double-backward JVPs for power iteration.
- * Both sides: the same architecture, batch 128, the same thread count, best of `repeats` runs
- * (the machine is shared, so the best run is the least disturbed one). Prints ms per batch,
- * samples/s, the ratio FisherLens / Python, and the achieved FLOP/s against the measured
- * matrix-product peak. Never passes or fails on time.
+ * Both sides: the same architecture, batch 128, the same intra-op thread count. The Python process
+ * stays up and the two sides alternate run by run (this machine is shared: alternating exposes both
+ * to the same load), best of `repeats` each. Prints ms per batch, samples/s, the ratio
+ * FisherLens / Python, and the achieved FLOP/s against the measured matrix-product peak.
+ * Never passes or fails on time.
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20] [--batch 128] [--repeats 3] [--power-iters 20]
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2]
  */
 import * as path from 'path';
-import { spawnSync } from 'child_process';
+import * as readline from 'readline';
+import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions } from '../lib/fisher';
 
@@ -22,24 +24,38 @@ function arg(name: string, def: string): string {
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
 }
 
-interface PyOut { forwardFlopsPerSample: number; forwardMs: [number, number]; exactMs?: [number, number]; powerMs?: [number, number]; matmulPeakGflops?: number; threads: number }
-
-function python(args: string[]): PyOut {
-  const r = spawnSync(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args], { encoding: 'utf8', timeout: 1_800_000 });
-  if (r.status !== 0) throw new Error(`python bench failed: ${r.stderr || r.error}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as PyOut;
-}
-
-async function best(fn: () => Promise<unknown>, repeats: number): Promise<number> {
-  await fn();
-  let b = Infinity;
-  for (let i = 0; i < repeats; i++) {
-    const t = process.hrtime.bigint();
-    await fn();
-    b = Math.min(b, Number(process.hrtime.bigint() - t) / 1e6);
+/** The Python side as a server: one request line, one reply line. */
+class PySide {
+  private readonly p: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterableIterator<string>;
+  constructor(args: string[]) {
+    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe' });
+    this.p.stderr.on('data', (d: Buffer) => process.stderr.write(d));
+    this.lines = readline.createInterface({ input: this.p.stdout })[Symbol.asyncIterator]();
   }
-  return b;
+  async next(): Promise<string> {
+    const r = await this.lines.next();
+    if (r.done) throw new Error('python bench exited');
+    return r.value;
+  }
+  async ask(cmd: string): Promise<[number, number]> {
+    this.p.stdin.write(cmd + '\n');
+    const [wall, cpu] = (await this.next()).split(' ').map(Number);
+    return [wall, cpu];
+  }
+  p_write(cmd: string): void { this.p.stdin.write(cmd + '\n'); }
+  close(): void { this.p.stdin.write('quit\n'); }
 }
+
+/** Wall and process CPU milliseconds of one run. */
+async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
+  const c = process.cpuUsage();
+  const t = process.hrtime.bigint();
+  await fn();
+  const u = process.cpuUsage(c);
+  return [Number(process.hrtime.bigint() - t) / 1e6, (u.user + u.system) / 1000];
+}
+const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
 
 const CONFIGS: Record<string, { inChannels: number; inputSize: number }> = {
   'small-cnn': { inChannels: 1, inputSize: 28 },
@@ -50,55 +66,69 @@ export async function main(): Promise<void> {
   const threads = Number(arg('threads', '2'));
   setThreads(threads);
   const batch = Number(arg('batch', '128'));
-  const repeats = Number(arg('repeats', '3'));
+  const repeats = Number(arg('repeats', '5'));
   const iters = Number(arg('power-iters', '20'));
   const archs = arg('arch', 'small-cnn,resnet20').split(',');
   const C = 10;
-  console.log(`LibTorch ${backend().torchVersion}, ${threads} threads, batch ${batch}, best of ${repeats}; power iteration: ${iters} iterations`);
-  let peak = NaN;
-  const rows: string[] = [];
-  const line = (name: string, ms: number, pyMs: number, flops: number) => {
-    const gf = flops / (ms / 1000) / 1e9;
-    rows.push(`${name.padEnd(34)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / pyMs).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}%`);
-  };
+  console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
+    `best of ${repeats} alternating runs; power iteration: ${iters} iterations`);
   for (const arch of archs) {
     const cfg = CONFIGS[arch];
     if (!cfg) throw new Error(`unknown arch ${arch}; expected ${Object.keys(CONFIGS).join(', ')}`);
     const shape = [cfg.inChannels, cfg.inputSize, cfg.inputSize];
-    const py = python(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--repeats', String(repeats),
-      '--power-iters', String(iters), '--threads', String(threads), ...(Number.isNaN(peak) ? ['--peak'] : [])]);
-    if (py.matmulPeakGflops) peak = py.matmulPeakGflops;
+    const py = new PySide(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)]);
+    const info = JSON.parse(await py.next()) as { forwardFlopsPerSample: number };
+    py.p_write('peak');
+    const peak = Number(await py.next());
     const model = Model.create({ arch, ...cfg, numClasses: C });
     const n = batch * shape.reduce((a, b) => a * b, 1);
     const x = Tensor.from(Float32Array.from({ length: n }, () => Math.random()), [batch, ...shape]);
-    const F = py.forwardFlopsPerSample * batch;
+    const F = info.forwardFlopsPerSample * batch;
     // FLOPs as executed: an input-gradient backward ≈ one forward; a double-backward JVP ≈ one forward
-    const flopsPyExact = F * (1 + C), flopsFlExact = F * (1 + (C - 1));
-    const flopsPower = F * (1 + 1 + 1 + 2 * iters);  // forward, graph of Jᵀu, start vector, JVP + VJP per iteration
-    rows.push(`\n${arch} [${shape.join('×')}], forward ${(py.forwardFlopsPerSample / 1e6).toFixed(1)} MFLOP/sample; matmul peak ${peak.toFixed(1)} GFLOP/s`);
-    rows.push(`${'method'.padEnd(34)} ${'ms/batch'.padStart(9)} ${'samples/s'.padStart(9)} ${'ratio'.padStart(6)} ${'GFLOP/s'.padStart(8)} ${'%peak'.padStart(7)}`);
-    const pyExact = py.exactMs![0], pyPower = py.powerMs![0];
-    line('python exact (C autograd.grad)', pyExact, pyExact, flopsPyExact);
-    const variants: [string, FisherSpeedOptions][] = [
-      ['fisherlens exact', {}],
-      ['fisherlens exact channels-last', { channelsLast: true }],
-      ['fisherlens exact 2 streams', { streams: 2 }],
-      ['fisherlens exact channels-last+2 streams', { channelsLast: true, streams: 2 }],
+    const flops = { pyExact: F * (1 + C), flExact: F * (1 + (C - 1)), power: F * (3 + 2 * iters), fwd: F };
+    const flVariants: [string, string, FisherSpeedOptions, () => (o: FisherSpeedOptions) => Promise<unknown>][] = [
+      ['fisherlens forward', 'fwd', {}, () => () => model.forward(x).then((t) => t.dispose())],
+      ['fisherlens exact', 'exact', {}, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      ['fisherlens exact channels-last', 'exact', { channelsLast: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      ['fisherlens exact 2 streams', 'exact', { streams: 2 }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      ['fisherlens power', 'power', {}, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
+      ['fisherlens power channels-last', 'power', { channelsLast: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
     ];
-    for (const [name, o] of variants) {
-      const ms = await best(async () => { const r = await fisherExact(model, x, o); r.spectrum.dispose(); r.probs.dispose(); }, repeats);
-      line(name, ms, pyExact, flopsFlExact);
+    const INF: [number, number] = [Infinity, Infinity];
+    const best: Record<string, [number, number]> = {};
+    const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
+    for (const [name, kind, o, mk] of flVariants) {
+      const fn = mk();
+      await fn(o);  // warm-up
+      if (pyBest[kind] === INF) await py.ask(kind);
+      best[name] = INF;
+      for (let r = 0; r < repeats; r++) {
+        pyBest[kind] = minPair(pyBest[kind], await py.ask(kind));
+        best[name] = minPair(best[name], await timed(() => fn(o)));
+      }
     }
-    line(`python power (${iters} it, double backward)`, pyPower, pyPower, flopsPower);
-    for (const [name, o] of [['fisherlens power', {}], ['fisherlens power channels-last', { channelsLast: true }]] as [string, FisherSpeedOptions][]) {
-      const ms = await best(async () => { const r = await fisherPower(model, x, { tol: 0, maxIter: iters, ...o }); r.eigvec.dispose(); }, repeats);
-      line(name, ms, pyPower, flopsPower);
-    }
+    py.close();
+    const rows: string[] = [];
+    rows.push(`\n${arch} [${shape.join('×')}], forward ${(info.forwardFlopsPerSample / 1e6).toFixed(1)} MFLOP/sample; matmul peak ${peak.toFixed(1)} GFLOP/s (2048² sgemm, same threads)`);
+    rows.push(`${'method'.padEnd(38)} ${'ms/batch'.padStart(9)} ${'samples/s'.padStart(9)} ${'ratio'.padStart(6)} ${'GFLOP/s'.padStart(8)} ${'%peak'.padStart(7)} ${'cpu ms'.padStart(8)} ${'cpu ratio'.padStart(9)}`);
+    const line = (name: string, t: [number, number], ref: [number, number], fl: number) => {
+      const [ms, cpu] = t;
+      const gf = fl / (ms / 1000) / 1e9;
+      rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${cpu.toFixed(1).padStart(8)} ${(cpu / ref[1]).toFixed(2).padStart(9)}`);
+    };
+    line('python forward', pyBest.fwd, pyBest.fwd, flops.fwd);
+    line('fisherlens forward', best['fisherlens forward'], pyBest.fwd, flops.fwd);
+    line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
+    for (const k of ['fisherlens exact', 'fisherlens exact channels-last', 'fisherlens exact 2 streams']) line(k, best[k], pyBest.exact, flops.flExact);
+    line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
+    for (const k of ['fisherlens power', 'fisherlens power channels-last']) line(k, best[k], pyBest.power, flops.power);
+    console.log(rows.join('\n'));
     x.dispose();
     model.dispose();
-    console.log(rows.splice(0).join('\n'));
   }
-  console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8). GFLOP/s counts conv/linear FLOPs as executed.');
+  console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); cpu = process CPU time of the run (user + system,\n' +
+    'all threads: less sensitive to other processes on a shared machine). GFLOP/s counts conv/linear FLOPs as executed\n' +
+    '(exact: forward + one input-gradient backward per pass, FisherLens C−1 passes, Python C; power: 3 + 2·iterations forward-equivalents).');
 }
 
 if (require.main === module) main().catch((e: unknown) => { console.error(e); process.exitCode = 1; });

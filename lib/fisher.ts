@@ -280,12 +280,17 @@ export async function fisherDataset(model: Model, data: Dataset, opts: FisherMet
   let done = 0;
   const batchSize = opts.batchSize ?? 128;
   const { onProgress, ...rest } = opts;
-  for (const b of data.take(n).batches({ batchSize })) {
-    const v = await fisherBatch(model, b.x, rest);
-    for (const k of keys) if (v[k]) (parts[k] ??= []).push(v[k] as Float64Array);
-    if (v.converged) conv.push(...v.converged);
-    done += b.indices.length;
-    onProgress?.({ done, total: n });
+  const sub = data.take(n);
+  try {
+    for (const b of sub.batches({ batchSize })) {
+      const v = await fisherBatch(model, b.x, rest);
+      for (const k of keys) if (v[k]) (parts[k] ??= []).push(v[k] as Float64Array);
+      if (v.converged) conv.push(...v.converged);
+      done += b.indices.length;
+      onProgress?.({ done, total: n });
+    }
+  } finally {
+    if (sub !== data) sub.dispose();
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);

@@ -26,7 +26,7 @@ export {
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
-  NonRobustResult, samplePairs, adversarialMeasure, RhoResult,
+  NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments,
 } from './metrics';
 export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,

@@ -17,7 +17,7 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
-import { summarize, Summary } from './fisher';
+import { summarize, Summary, klSegment } from './fisher';
 import { attack } from './attacks';
 
 interface BatchSums {
@@ -364,4 +364,30 @@ export async function adversarialMeasure(model: Model, x: Tensor, eps: number, o
     rho, rhoFisherStart: r.rho, rhoKlAttack, fisherBound: r.fisherBound, lambdaMax: r.lambdaMax, initial: r.initial,
     summary: { rho: summarize(rho), fisherBound: summarize(r.fisherBound), ratio: summarize(ratio) },
   };
+}
+
+/**
+ * KL(p(x_i) ‖ p(x_i + t δ_ij)), δ_ij = x_j − x_i, for chosen pairs (i, j) of a dataset and each t of
+ * `ts` (default 0, 0.05, …, 1; nats), beside the quadratic term ½ t² δᵀ G_{x_i} δ (PAPER.md
+ * appendix B: where the two part, the robust higher-order terms take over). At t = 1 the KL is
+ * the pair's term of CCKL.
+ */
+export async function klPairSegments(model: Model, data: Dataset, pairs: { i: number[]; j: number[] }, opts: { ts?: number[] } & OpOptions = {}):
+  Promise<{ ts: number[]; i: number[]; j: number[]; kl: Float64Array[]; quadratic: Float64Array[] }> {
+  const ts = opts.ts ?? Array.from({ length: 21 }, (_, k) => k / 20);
+  if (pairs.i.length !== pairs.j.length) throw new FisherLensError('ERR_ARG', 'klPairSegments: pairs.i and pairs.j must have the same length');
+  const bi = data.batch(pairs.i), bj = data.batch(pairs.j);
+  try {
+    const a = bi.x.toArray() as Float32Array | Float64Array, b = bj.x.toArray() as Float32Array | Float64Array;
+    const d = a instanceof Float64Array ? Float64Array.from(b, (v, k) => v - a[k]) : Float32Array.from(b, (v, k) => v - a[k]);
+    const delta = Tensor.from(d, bi.x.shape);
+    try {
+      const r = await klSegment(model, bi.x, delta, ts, opts);
+      return { ts, i: pairs.i, j: pairs.j, kl: r.kl, quadratic: r.quadratic };
+    } finally {
+      delta.dispose();
+    }
+  } finally {
+    for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();
+  }
 }

@@ -6,14 +6,18 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
+import { createHash } from 'crypto';
 import { Tensor } from '../lib';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
 export const REF = path.join(ROOT, 'scripts', 'reference', 'fisher_ref.py');
-export const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'generated', 'fisher-tiny');
+// keyed by the reference script's content, so a changed reference never meets stale cached results
+const REF_HASH = createHash('sha1').update(fs.readFileSync(REF)).digest('hex').slice(0, 10);
+export const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'generated', `fisher-tiny-${REF_HASH}`);
 
 function runPy(args: string[]): string {
+  if (!fs.existsSync(PY)) throw new Error(`the Python reference needs ${PY} with torch 1.13 and numpy (python3-torch); set FISHERLENS_PYTHON`);
   const r = spawnSync(PY, [REF, ...args], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`python reference failed (${args[0]}): ${r.stderr || r.error}`);
   return r.stdout;

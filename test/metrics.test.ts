@@ -2,7 +2,7 @@ import test from 'ava';
 import * as path from 'path';
 import { Model, Tensor } from '../lib';
 import { fisherExact, fisherQuadratic } from '../lib/fisher';
-import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, rng } from '../lib/metrics';
+import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, rng, klPairSegments } from '../lib/metrics';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, refCckl, npyTensor, readNpy, writeNpy, relErr } from './fisher-fixtures';
 
@@ -158,6 +158,12 @@ test('disentanglement: ½ δᵀGδ per pair matches the reference and N, R = CCK
   const xi = data.batch(nr.i.slice(0, 8)).x;
   const q = await fisherQuadratic(m, xi, Tensor.from(delta, shape));
   for (let k = 0; k < 8; k++) t.true(relErr(q[k], ref.vGv[k]) < 1e-9);
+  // the KL along the segment ends (t = 1) at the pair's exact KL and starts like ½ t² δᵀGδ
+  const seg = await klPairSegments(m, data, { i: nr.i.slice(0, 8), j: nr.j.slice(0, 8) }, { ts: [1e-4, 1] });
+  for (let k = 0; k < 8; k++) {
+    t.true(relErr(seg.kl[k][1], nr.kl[k]) < 1e-9, `segment end ${k}`);
+    t.true(relErr(seg.kl[k][0], seg.quadratic[k][0]) < 1e-2, `segment start ${k}`);
+  }
   const all = await ccklMetrics(m, data, { pairs: 40, seed: 1, batchSize: 16 });
   t.true(Math.abs(all.nonRobust - nr.nonRobust) < 1e-15);
   t.true(Math.abs(all.robust - (all.cckl - all.nonRobust)) < 1e-15);

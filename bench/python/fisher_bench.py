@@ -5,6 +5,9 @@ same architecture as FisherLens' built-in (scripts/reference/models.py), the sam
 same thread count. Prints one JSON document.
 
   fisher_bench.py --arch small-cnn --input 1,28,28 --batch 128 --repeats 5 --power-iters 20
+  fisher_bench.py --arch small-cnn --serve     one line per request on stdin ('fwd', 'exact',
+                                               'power'), one line back: wall and process CPU milliseconds of one run
+                                               (bench/fisher.ts alternates with FisherLens run by run)
 """
 import argparse, json, os, sys, time
 import torch
@@ -103,6 +106,7 @@ if __name__ == '__main__':
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--methods', default='exact,power')
     ap.add_argument('--peak', action='store_true')
+    ap.add_argument('--serve', action='store_true')
     ap.add_argument('--save-torchscript')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -116,6 +120,25 @@ if __name__ == '__main__':
            'forwardFlopsPerSample': forward_flops(model, shape)}
     with torch.no_grad():
         out['forwardMs'] = best_ms(lambda: model(x), a.repeats)
+    if a.serve:
+        fns = {'fwd': lambda: model(x), 'exact': lambda: exact_fisher(model, x),
+               'power': lambda: power_iteration(model, x, a.power_iters)}
+        print(json.dumps(out), flush=True)
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == 'quit':
+                break
+            if cmd == 'peak':
+                print(matmul_peak(a.threads), flush=True)
+                continue
+            t, c = time.perf_counter(), time.process_time()
+            if cmd == 'fwd':
+                with torch.no_grad():
+                    fns[cmd]()
+            else:
+                fns[cmd]()
+            print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000, flush=True)
+        sys.exit(0)
     methods = a.methods.split(',')
     if 'exact' in methods:
         out['exactMs'] = best_ms(lambda: exact_fisher(model, x), a.repeats)

@@ -87,11 +87,13 @@ export function register(program: Command): void {
       if (o.rhoEps !== undefined) {
         const eps = num('rho-eps', o.rhoEps);
         const rho: number[] = [], bound: number[] = [];
-        for (const b of data.take(n).batches({ batchSize: posInt('batch-size', o.batchSize) ?? 128 })) {
+        const sub = data.take(n);
+        for (const b of sub.batches({ batchSize: posInt('batch-size', o.batchSize) ?? 128 })) {
           const q = await adversarialMeasure(model, b.x, eps, { steps: posInt('rho-steps', o.rhoSteps) });
           rho.push(...q.rho);
           bound.push(...q.fisherBound);
         }
+        if (sub !== data) sub.dispose();
         out.rho = { eps, rho, fisherBound: bound, meanRho: rho.reduce((a, b) => a + b, 0) / rho.length, meanFisherBound: bound.reduce((a, b) => a + b, 0) / bound.length };
       }
       emit(Boolean(o.json), out, () => {
