@@ -1,9 +1,8 @@
 import { Command } from 'commander';
-import { Model, ModelSpec } from '../model';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
-import { action, emit, log, num, Progress } from './common';
+import { action, emit, log, num, Progress, modelArg } from './common';
 
 interface AttackCliOptions {
   model: string;
@@ -29,20 +28,6 @@ interface AttackCliOptions {
 }
 
 const KINDS: AttackKind[] = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'];
-
-/** A model from an inline JSON spec, a spec .json, a checkpoint or a TorchScript .pt. */
-export async function modelFromCli(s: string, device: string): Promise<Model> {
-  if (s.trim().startsWith('{')) {
-    let spec: ModelSpec;
-    try {
-      spec = JSON.parse(s) as ModelSpec;
-    } catch (e) {
-      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
-    }
-    return Model.create(spec, { device });
-  }
-  return Model.from(s, { device });
-}
 
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
@@ -96,7 +81,7 @@ export function register(program: Command): void {
       params.seed = int('seed', o.seed, 0);
       const batchSize = int('batch-size', o.batchSize, 1)!;
       const limit = int('limit', o.limit, 1);
-      const model = await modelFromCli(o.model, o.device);
+      const model = await modelArg(o.model, o.device);
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const n = Math.min(data.size, limit ?? data.size);
       log(`attack: ${params.kind} (${params.norm ?? (params.kind === 'cw-l2' ? 'l2' : 'linf')}) on ${model.kind} model, ${data.name}: ${n} images`);

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
 import { loadData } from '../data';
 import { ccklMetrics } from '../metrics';
-import { action, emit, log, Progress } from './common';
-import { modelArg, posInt } from './fisher';
+import { action, emit, log, Progress, modelArg } from './common';
+import { posInt } from './fisher';
 
 interface CcklCliOptions {
   model: string; data: string; labels?: string; split: string; pairs: string; jsSamples: string; exactMax: string;

@@ -3,7 +3,9 @@
  * stdout; logs, warnings and progress go to stderr; exit 0 on success, non-zero with a one-line
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
+import * as fs from 'fs';
 import { FisherLensError } from '../errors';
+import { Model, ModelSpec } from '../model';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
 export function emit(json: boolean, value: unknown, human: () => string): void {
@@ -66,4 +68,28 @@ export function num(name: string, s: string): number {
   const v = Number(s);
   if (!Number.isFinite(v)) throw new FisherLensError('ERR_ARG', `--${name}: expected a number, got '${s}'`);
   return v;
+}
+
+/**
+ * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, TorchScript .pt),
+ * an inline JSON spec, or a built-in architecture name (fresh weights). `defaults` fill what a
+ * spec leaves out (train: the data's input shape and class count).
+ */
+export async function modelArg(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean } = {}): Promise<Model> {
+  const defaults = opts.defaults ?? {};
+  if (fs.existsSync(s)) return Model.from(s, { device });
+  if (s.trim().startsWith('{')) {
+    let spec: ModelSpec;
+    try {
+      spec = JSON.parse(s) as ModelSpec;
+    } catch (e) {
+      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
+    }
+    return Model.create({ ...defaults, ...spec }, { device });
+  }
+  if (/^[a-z][a-z0-9-]*$/.test(s)) {
+    if (opts.announceFresh ?? true) log(`model '${s}' is not a file: using a freshly initialised built-in '${s}' (untrained weights)`);
+    return Model.create({ ...defaults, arch: s }, { device });
+  }
+  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
 }

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { Model, evaluate } from '../model';
+import { evaluate } from '../model';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
-import { action, emit, log, Progress } from './common';
+import { action, emit, log, Progress, modelArg } from './common';
 
 interface EvalOptions {
   model: string;
@@ -34,7 +34,7 @@ export function register(program: Command): void {
       const limit = o.limit === undefined ? undefined : Number(o.limit);
       if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new FisherLensError('ERR_ARG', `--limit: expected a positive integer, got '${o.limit}'`);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
-      const model = await Model.from(o.model, { device: o.device });
+      const model = await modelArg(o.model, o.device);
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const shape = data.imageShape;
       log(`eval: ${model.kind} model (${model.parameterCount} parameters) on ${data.name}: ${data.size} images [${shape.join(', ')}]`);

@@ -1,22 +1,9 @@
-import * as fs from 'fs';
 import { Command } from 'commander';
-import { Model } from '../model';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
-import { action, emit, log, num, Progress } from './common';
-
-/** A model from a file (spec .json, checkpoint, TorchScript), inline JSON, or a built-in arch name (fresh weights). */
-export async function modelArg(s: string, device: string): Promise<Model> {
-  if (fs.existsSync(s)) return Model.from(s, { device });
-  if (s.trim().startsWith('{')) return Model.from(JSON.parse(s), { device });
-  if (/^[a-z][a-z0-9-]*$/.test(s)) {
-    log(`model '${s}' is not a file: using a freshly initialised built-in '${s}' (untrained weights)`);
-    return Model.create({ arch: s }, { device });
-  }
-  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
-}
+import { action, emit, log, modelArg, num, Progress } from './common';
 
 export function posInt(name: string, s: string | undefined): number | undefined {
   if (s === undefined) return undefined;

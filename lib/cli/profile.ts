@@ -1,8 +1,8 @@
 import { Command } from 'commander';
 import { FisherLensError } from '../errors';
 import { profileFisher, FisherMethod, FISHER_METHODS } from '../fisher';
-import { action, emit, intList, log } from './common';
-import { modelArg, posInt } from './fisher';
+import { action, emit, intList, log, modelArg } from './common';
+import { posInt } from './fisher';
 
 interface ProfileOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;

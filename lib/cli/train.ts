@@ -1,12 +1,10 @@
 import { Command } from 'commander';
-import * as fs from 'fs';
 import * as path from 'path';
-import { Model, ModelSpec } from '../model';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, AttackPresetName } from '../attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../train';
-import { action, emit, log, num, Progress } from './common';
+import { action, emit, log, num, Progress, modelArg } from './common';
 
 interface TrainCliOptions {
   model: string;
@@ -51,22 +49,6 @@ export function parseSchedule(s: string): ScheduleOptions {
   }
   if (name === 'onecycle') return { type: 'onecycle', peak: a === undefined ? 0.3 : num('schedule', a) };
   throw new FisherLensError('ERR_ARG', `--schedule: expected constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak], got '${s}'`);
-}
-
-/** A model for training: an architecture name, inline JSON spec, spec .json, checkpoint or TorchScript. */
-async function modelFor(s: string, imageShape: number[], numClasses: number, device: string): Promise<Model> {
-  const base = { inChannels: imageShape[0], inputSize: imageShape[1], numClasses };
-  if (s.trim().startsWith('{')) {
-    let spec: ModelSpec;
-    try {
-      spec = JSON.parse(s) as ModelSpec;
-    } catch (e) {
-      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
-    }
-    return Model.create({ ...base, ...spec }, { device });
-  }
-  if (!fs.existsSync(s) && /^[a-z0-9-]+$/.test(s)) return Model.create({ arch: s, ...base }, { device });
-  return Model.from(s, { device });
 }
 
 /** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
@@ -152,7 +134,10 @@ export function register(program: Command): void {
       const trainSet = await loadData(o.data, { labels: o.labels, split: 'train' });
       const probeSize = int('probe-size', o.probeSize, 0)!;
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
-      const model = await modelFor(o.model, trainSet.imageShape, trainSet.numClasses, o.device);
+      const model = await modelArg(o.model, o.device, {
+        defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },
+        announceFresh: false,
+      });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
       log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
