@@ -51,7 +51,8 @@ test('fashionMnist reads the Debian test set exactly (against an independent dec
   ds.dispose();
 });
 
-test('fashionMnist honours dir and FISHERLENS_FASHION_MNIST; a missing dir is ERR_IO', async (t) => {
+// serial: it sets FISHERLENS_FASHION_MNIST, which every concurrent fashionMnist() call would read
+test.serial('fashionMnist honours dir and FISHERLENS_FASHION_MNIST; a missing dir is ERR_IO', async (t) => {
   const dir = path.join(tmp, 'fm');
   fs.mkdirSync(dir);
   const imgs = new Uint8Array(3 * 4 * 4).map((_, i) => i);
