@@ -53,7 +53,7 @@ class CancelToken : public Napi::ObjectWrap<CancelToken> {
 // Every op's LibTorch work runs on one long-lived thread. OpenMP keeps a thread team per calling
 // thread: ops spread over libuv's four pool threads made four teams whose idle workers spin
 // against the busy one, which halved the speed of a small-cnn forward on 2 cores (52.9 ms vs
-// 25.9 ms on one thread). The pool thread of an AsyncWorker hands the work over and waits.
+// 25.9 ms on one thread).
 class ComputeThread {
  public:
   ComputeThread() : thread_([this] { loop(); }) {}
@@ -65,7 +65,15 @@ class ComputeThread {
     cv_.notify_all();
     thread_.join();
   }
-  // Runs `task` on the compute thread and returns when it has finished (tasks run in FIFO order).
+  // Queues `task` on the compute thread (tasks run in FIFO order).
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+  // Runs `task` on the compute thread and returns when it has finished.
   void run(const std::function<void()>& task) {
     std::mutex doneM;
     std::condition_variable doneCv;
@@ -113,104 +121,110 @@ ComputeThread& computeThread() {
   return t;
 }
 
-class OpWorker : public Napi::AsyncWorker {
- public:
-  OpWorker(Napi::Env env, OpFn fn, OpContext ctx, std::vector<Lock> locks)
-      : Napi::AsyncWorker(env, "fisherlens-op"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        fn_(std::move(fn)),
-        ctx_(std::move(ctx)),
-        locks_(std::move(locks)) {
-    // Lock in a fixed (address) order so two ops over the same models cannot deadlock
-    std::sort(locks_.begin(), locks_.end());
-    locks_.erase(std::unique(locks_.begin(), locks_.end()), locks_.end());
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
+// One op in flight: created on the main thread, run on the compute thread, settled back on the
+// main thread through the one completion ThreadSafeFunction (two thread hops per op, as many as
+// an AsyncWorker has, instead of four through the libuv pool and the compute thread).
+struct PendingOp {
+  explicit PendingOp(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise::Deferred deferred;
+  OpFn fn;
+  OpContext ctx;
+  std::vector<Lock> locks;
+  Finisher finish;
+  std::string code, message;
+  bool failed = false;
 
-  void Execute() override {
-    std::vector<std::unique_lock<std::mutex>> held;
-    std::exception_ptr failure;
+  // Compute thread: hold the model locks (in address order: no deadlock), run, record the outcome
+  void run() {
     try {
-      for (auto& l : locks_) held.emplace_back(*l);
-      ctx_.checkAbort();
-      // The LibTorch work itself runs on the one compute thread (see ComputeThread)
-      computeThread().run([this, &failure] {
-        try {
-          finish_ = fn_(ctx_);
-        } catch (...) {
-          failure = std::current_exception();
-        }
-      });
+      std::vector<std::unique_lock<std::mutex>> held;
+      for (auto& l : locks) held.emplace_back(*l);
+      ctx.checkAbort();
+      finish = fn(ctx);
     } catch (...) {
-      failure = std::current_exception();
-    }
-    if (failure) {
-      classifyError(failure, code_, message_);
-      SetError(message_);
+      failed = true;
+      classifyError(std::current_exception(), code, message);
     }
   }
-  void OnOK() override {
-    Napi::Env env = Env();
+  // Main thread: settle the Promise (the finisher builds the JS value), then free the op here so
+  // captured tensors die on the main thread
+  void settle(Napi::Env env) {
     Napi::HandleScope scope(env);
-    try {
-      Napi::Value v = finish_ ? finish_(env) : env.Undefined();
-      release();
-      deferred_.Resolve(v);
-    } catch (const Napi::Error& e) {
-      release();
-      deferred_.Reject(e.Value());
-    } catch (...) {
-      release();
-      std::string code, msg;
-      classifyError(std::current_exception(), code, msg);
-      Napi::Error err = Napi::Error::New(env, msg);
-      err.Value().Set("code", Napi::String::New(env, code));
-      deferred_.Reject(err.Value());
+    if (ctx.progress_) {
+      ctx.progress_->Release();
+      ctx.progress_.reset();
     }
-  }
-  void OnError(const Napi::Error& e) override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    release();
-    Napi::Error err = Napi::Error::New(env, message_);
-    err.Value().Set("code", Napi::String::New(env, code_));
-    deferred_.Reject(err.Value());
-  }
-
- private:
-  void release() {
-    if (ctx_.progress_) {
-      ctx_.progress_->Release();
-      ctx_.progress_.reset();
+    if (!failed) {
+      try {
+        deferred.Resolve(finish ? finish(env) : env.Undefined());
+        return;
+      } catch (const Napi::Error& e) {
+        deferred.Reject(e.Value());
+        return;
+      } catch (...) {
+        classifyError(std::current_exception(), code, message);
+      }
     }
-    finishOwned_ = std::move(finish_);  // destroy captured tensors on the main thread later
+    Napi::Error err = Napi::Error::New(env, message);
+    err.Value().Set("code", Napi::String::New(env, code));
+    deferred.Reject(err.Value());
   }
-  Napi::Promise::Deferred deferred_;
-  OpFn fn_;
-  OpContext ctx_;
-  std::vector<Lock> locks_;
-  Finisher finish_, finishOwned_;
-  std::string code_, message_;
 };
+
+// The completion channel: one ThreadSafeFunction, referenced only while ops are in flight so an
+// idle addon never keeps the process alive.
+struct Completions {
+  Napi::ThreadSafeFunction tsfn;
+  int64_t inflight = 0;
+};
+
+Completions& completions(Napi::Env env) {
+  auto& slot = addonData(env).completions;
+  if (!slot) {
+    auto c = std::make_shared<Completions>();
+    c->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                            "fisherlens-op", 0, 1);
+    c->tsfn.Unref(env);
+    slot = c;
+  }
+  return *std::static_pointer_cast<Completions>(slot);
+}
 
 }  // namespace
 
 Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> locks) {
-  OpContext ctx;
+  auto* op = new PendingOp(env);
+  op->fn = std::move(fn);
   if (ctl.IsObject()) {
     Napi::Object o = ctl.As<Napi::Object>();
     Napi::Value tok = o.Get("token");
     if (tok.IsObject() && tok.As<Napi::Object>().InstanceOf(addonData(env).cancel.Value())) {
-      ctx.cancel_ = CancelToken::Unwrap(tok.As<Napi::Object>())->flag;
+      op->ctx.cancel_ = CancelToken::Unwrap(tok.As<Napi::Object>())->flag;
     }
     Napi::Value cb = o.Get("onProgress");
     if (cb.IsFunction()) {
-      ctx.progress_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "fisherlens-progress", 0, 1);
+      op->ctx.progress_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "fisherlens-progress", 0, 1);
     }
   }
-  auto* w = new OpWorker(env, std::move(fn), std::move(ctx), std::move(locks));
-  Napi::Promise p = w->promise();
-  w->Queue();
+  std::sort(locks.begin(), locks.end());
+  locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
+  op->locks = std::move(locks);
+  Napi::Promise p = op->deferred.Promise();
+  Completions& c = completions(env);
+  if (c.inflight++ == 0) c.tsfn.Ref(env);
+  Napi::ThreadSafeFunction tsfn = c.tsfn;
+  std::shared_ptr<void> keep = addonData(env).completions;
+  computeThread().post([op, tsfn, keep]() mutable {
+    op->run();
+    napi_status st = tsfn.NonBlockingCall(op, [](Napi::Env env, Napi::Function, PendingOp* done) {
+      std::unique_ptr<PendingOp> own(done);
+      Completions& c = completions(env);
+      own->settle(env);
+      own.reset();
+      if (--c.inflight == 0) c.tsfn.Unref(env);
+    });
+    if (st != napi_ok) delete op;  // the environment is shutting down
+  });
   return p;
 }
 
