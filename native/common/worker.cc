@@ -73,25 +73,6 @@ class ComputeThread {
     }
     cv_.notify_one();
   }
-  // Runs `task` on the compute thread and returns when it has finished.
-  void run(const std::function<void()>& task) {
-    std::mutex doneM;
-    std::condition_variable doneCv;
-    bool done = false;
-    {
-      std::lock_guard<std::mutex> g(m_);
-      queue_.push_back([&] {
-        task();
-        std::lock_guard<std::mutex> d(doneM);
-        done = true;
-        doneCv.notify_one();
-      });
-    }
-    cv_.notify_one();
-    std::unique_lock<std::mutex> d(doneM);
-    doneCv.wait(d, [&] { return done; });
-  }
-
  private:
   void loop() {
     for (;;) {
@@ -99,7 +80,7 @@ class ComputeThread {
       {
         std::unique_lock<std::mutex> g(m_);
         cv_.wait(g, [this] { return stop_ || !queue_.empty(); });
-        if (stop_ && queue_.empty()) return;
+        if (stop_) return;  // process exit: finish the current task only, drop the queue
         task = std::move(queue_.front());
         queue_.pop_front();
       }

@@ -1,8 +1,10 @@
-// One AsyncWorker for every op that can take over a millisecond ("baton" pattern): the op's
+// One async mechanism for every op that can take over a millisecond ("baton" pattern): the op's
 // inputs are captured by value on the main thread (tensors and shared_ptrs keep native state
-// alive however the JS wrappers are collected), Execute touches no N-API, and the result is
-// built on the main thread by a Finisher. Abort: a CancelToken checked between iterations.
-// Progress: an optional JS callback fed JSON strings through a ThreadSafeFunction.
+// alive however the JS wrappers are collected); the op runs on the one compute thread (all
+// LibTorch work shares one OpenMP team: see worker.cc) and touches no N-API there; the result is
+// built on the main thread by a Finisher, delivered through one completion ThreadSafeFunction.
+// Abort: a CancelToken checked between iterations. Progress: an optional JS callback fed JSON
+// strings through a ThreadSafeFunction.
 #pragma once
 #include <napi.h>
 #include <atomic>
