@@ -9,6 +9,7 @@
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include "fisher.h"
@@ -287,18 +288,6 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
 }
 
 namespace {
-
-double numOpt(const Napi::Object& o, const char* key, double def) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  FL_CHECK(v.IsNumber(), ERR_ARG, "attack option '", key, "': expected a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-bool boolOpt(const Napi::Object& o, const char* key, bool def) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  return v.ToBoolean().Value();
-}
 
 // Reads and validates the options object on the main thread.
 AttackOptions parseOptions(Napi::Value v) {

@@ -3,6 +3,7 @@
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include "models/model_wrap.h"
@@ -346,22 +347,10 @@ FisherOptions parseOptions(const Napi::Value& v) {
   FisherOptions o;
   if (!v.IsObject()) return o;
   Napi::Object obj = v.As<Napi::Object>();
-  if (obj.Has("channelsLast") && obj.Get("channelsLast").IsBoolean()) o.channelsLast = obj.Get("channelsLast").ToBoolean().Value();
-  if (obj.Has("streams") && obj.Get("streams").IsNumber()) o.streams = obj.Get("streams").ToNumber().Int32Value();
+  o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
+  o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
   FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
   return o;
-}
-
-double numOpt(const Napi::Value& v, const char* key, double def) {
-  if (!v.IsObject()) return def;
-  Napi::Value x = v.As<Napi::Object>().Get(key);
-  return x.IsNumber() ? x.ToNumber().DoubleValue() : def;
-}
-
-bool boolOpt(const Napi::Value& v, const char* key, bool def) {
-  if (!v.IsObject()) return def;
-  Napi::Value x = v.As<Napi::Object>().Get(key);
-  return x.IsBoolean() ? x.ToBoolean().Value() : def;
 }
 
 // Progress through OpContext every few iterations, with abort checks between iterations

@@ -4,6 +4,7 @@
 #include "fisher.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include "models/model_wrap.h"
@@ -107,12 +108,6 @@ PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y0, int64_t 
 }
 
 namespace {
-
-double numOpt(const Napi::Value& v, const char* key, double def) {
-  if (!v.IsObject()) return def;
-  Napi::Value x = v.As<Napi::Object>().Get(key);
-  return x.IsNumber() ? x.ToNumber().DoubleValue() : def;
-}
 
 // KL(p ‖ q) per row from log-probabilities [B, C] (float64)
 torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }

@@ -9,6 +9,7 @@
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include "fisher.h"
@@ -146,19 +147,6 @@ OptPtr unwrapOpt(Napi::Value v) {
   return *p;
 }
 
-double num(const Napi::Object& o, const char* k, double def) {
-  Napi::Value v = o.Get(k);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  FL_CHECK(v.IsNumber(), ERR_ARG, "option '", k, "': expected a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-std::string strOpt(const Napi::Object& o, const char* k, const std::string& def) {
-  Napi::Value v = o.Get(k);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  FL_CHECK(v.IsString(), ERR_ARG, "option '", k, "': expected a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
 // createOptimizer(model, { type, lr, momentum, nesterov, weightDecay, beta1, beta2, eps }) -> External
 Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -167,13 +155,13 @@ Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
     Napi::Object j = info[1].As<Napi::Object>();
     OptimizerSpec s;
     s.type = strOpt(j, "type", "sgd");
-    s.lr = num(j, "lr", s.lr);
-    s.momentum = num(j, "momentum", s.type == "sgd" ? 0.9 : 0);
+    s.lr = numOpt(j, "lr", s.lr);
+    s.momentum = numOpt(j, "momentum", s.type == "sgd" ? 0.9 : 0);
     s.nesterov = j.Get("nesterov").ToBoolean().Value();
-    s.weightDecay = num(j, "weightDecay", 0);
-    s.beta1 = num(j, "beta1", 0.9);
-    s.beta2 = num(j, "beta2", 0.999);
-    s.eps = num(j, "eps", 1e-8);
+    s.weightDecay = numOpt(j, "weightDecay", 0);
+    s.beta1 = numOpt(j, "beta1", 0.9);
+    s.beta2 = numOpt(j, "beta2", 0.999);
+    s.eps = numOpt(j, "eps", 1e-8);
     FL_CHECK(s.lr >= 0 && s.momentum >= 0 && s.weightDecay >= 0, ERR_ARG, "optimizer lr, momentum and weightDecay must be >= 0");
     FL_CHECK(!s.nesterov || s.momentum > 0, ERR_ARG, "Nesterov momentum needs momentum > 0");
     auto box = std::make_shared<OptBox>();
@@ -202,18 +190,18 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     o.method = strOpt(j, "method", "natural");
     FL_CHECK(o.method == "natural" || o.method == "pgd-at" || o.method == "trades", ERR_ARG, "unknown training method '",
              o.method, "'; expected natural, pgd-at or trades");
-    o.lr = num(j, "lr", -1);
-    o.beta = num(j, "beta", 6);
-    o.attack.epsilon = num(j, "epsilon", 0.031);
-    o.attack.stepSize = num(j, "stepSize", 0.007);
-    o.attack.steps = static_cast<int64_t>(num(j, "steps", 10));
+    o.lr = numOpt(j, "lr", -1);
+    o.beta = numOpt(j, "beta", 6);
+    o.attack.epsilon = numOpt(j, "epsilon", 0.031);
+    o.attack.stepSize = numOpt(j, "stepSize", 0.007);
+    o.attack.steps = static_cast<int64_t>(numOpt(j, "steps", 10));
     std::string norm = strOpt(j, "norm", "linf");
     FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "norm must be 'linf' or 'l2', got '", norm, "'");
     o.attack.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
     o.attack.randomStart = j.Has("randomStart") ? j.Get("randomStart").ToBoolean().Value() : true;
-    o.cropPad = static_cast<int64_t>(num(j, "cropPad", 0));
+    o.cropPad = static_cast<int64_t>(numOpt(j, "cropPad", 0));
     o.flip = j.Get("flip").ToBoolean().Value();
-    o.seed = static_cast<uint64_t>(num(j, "seed", 0));
+    o.seed = static_cast<uint64_t>(numOpt(j, "seed", 0));
     o.channelsLast = j.Get("channelsLast").ToBoolean().Value();
     FL_CHECK(o.attack.epsilon >= 0 && o.attack.stepSize >= 0 && o.attack.steps >= 0, ERR_ARG,
              "epsilon, stepSize and steps must be >= 0");

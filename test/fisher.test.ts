@@ -159,3 +159,14 @@ test('fisherDataset gives per-sample arrays and summaries; profile rows are comp
   t.deepEqual(rowsP.map((r) => r.method), ['exact', 'power', 'lanczos', 'hutchinson']);
   for (const row of rowsP) t.true(row.ms > 0 && row.samplesPerSecond > 0 && row.peakBytes >= 0);
 });
+
+test('an option of the wrong type is ERR_ARG naming it, never silently the default', async (t) => {
+  const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [8] });
+  const x = Tensor.from(new Float32Array(16).fill(0.5), [1, 1, 4, 4]);
+  const e1 = await t.throwsAsync(fisherPower(m, x, { maxIter: 'ten' as unknown as number }));
+  t.is((e1 as { code?: string }).code, 'ERR_ARG');
+  t.regex(e1?.message ?? '', /maxIter/);
+  const e2 = await t.throwsAsync(fisherExact(m, x, { channelsLast: 1 as unknown as boolean }));
+  t.is((e2 as { code?: string }).code, 'ERR_ARG');
+  t.regex(e2?.message ?? '', /channelsLast/);
+});
