@@ -13,14 +13,14 @@ import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 
-interface SpeedOpts { channelsLast?: boolean; streams?: number }
+interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
 interface FisherAddon {
   fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
-    spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor;
+    spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine;
   }>;
   fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor;
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine;
   }>;
   fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
@@ -36,16 +36,30 @@ interface FisherAddon {
 
 const fa = (): FisherAddon => addon<FisherAddon>();
 
+/**
+ * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
+ * forward pass (built-in architectures: a JVP is one bias-free forward of v, a VJP one input-only
+ * backward), 'autograd' through LibTorch's autograd (TorchScript models, or `autograd: true`:
+ * a JVP is a double backward). The numbers agree to rounding.
+ */
+export type FisherEngine = 'linear' | 'autograd';
+
 /** Speed options shared by the Fisher functions (results do not depend on them beyond rounding). */
 export interface FisherSpeedOptions extends OpOptions {
   /** Run convolutions channels-last (input and 4-D weights; weights restored after). Default false. */
   channelsLast?: boolean;
   /** Run the exact method's backward passes on this many threads at once. Default 1. */
   streams?: number;
+  /**
+   * Compute through autograd even where the model has a linearisation (built-in architectures
+   * do; TorchScript models always use autograd). The reference path: same numbers, slower
+   * (double-backward JVPs). Default false.
+   */
+  autograd?: boolean;
 }
 
 function speed(o: FisherSpeedOptions): SpeedOpts {
-  return { channelsLast: o.channelsLast ?? false, streams: o.streams ?? 1 };
+  return { channelsLast: o.channelsLast ?? false, streams: o.streams ?? 1, autograd: o.autograd ?? false };
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
@@ -62,6 +76,8 @@ export interface ExactFisherResult {
   probs: Tensor;
   /** Unit leading eigenvector of G_x, shaped like x (when `eigvec: true`). */
   eigvec?: Tensor;
+  /** How the C−1 input-gradient passes ran (see FisherEngine). */
+  engine: FisherEngine;
 }
 
 /**
@@ -73,7 +89,7 @@ export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: bool
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
-    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined,
+    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine,
   };
 }
 
@@ -87,16 +103,18 @@ export interface PowerResult {
   converged: boolean[];
   /** Unit leading eigenvector, float64, shaped like x. */
   eigvec: Tensor;
+  /** How the Fisher-vector products ran (see FisherEngine). */
+  engine: FisherEngine;
 }
 
 /**
- * λ_max(G_x) per sample by power iteration on Fisher-vector products (one JVP by double backward
- * and one VJP per iteration), started at ∇ₓ log p_ŷ. A sample stops when its Rayleigh quotient
+ * λ_max(G_x) per sample by power iteration on Fisher-vector products (one JVP and one VJP per
+ * iteration; see FisherEngine), started at ∇ₓ log p_ŷ. A sample stops when its Rayleigh quotient
  * changes by ≤ tol (relative; default 1e-6) between iterations, or after maxIter (default 100).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
   const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
-  return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec) };
+  return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine };
 }
 
 /** Lanczos result per sample (from the Ritz values). */

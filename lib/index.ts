@@ -20,7 +20,7 @@ export {
   ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
 } from './train';
 export {
-  fisherExact, ExactFisherResult, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
+  fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
   FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,
 } from './fisher';

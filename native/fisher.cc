@@ -6,6 +6,7 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "models/linear_tape.h"
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <exception>
@@ -107,10 +108,18 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
   LayoutGuard layout(m, o.channelsLast);
   torch::AutoGradMode gradMode(true);
   ExactFisher r;
-  torch::Tensor x = prepInput(m, x0, o.channelsLast).requires_grad_(true);
-  torch::Tensor z = m.forward(x);  // [B, C]
+  torch::Tensor x = prepInput(m, x0, o.channelsLast);
+  torch::Tensor z;  // [B, C]
+  // the network's linearisation where the model has one (built-ins): its VJPs are input-only
+  // backward passes without autograd's engine; otherwise autograd over a retained graph
+  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(x, &z);
+  if (!tape) {
+    x.requires_grad_(true);
+    z = m.forward(x);
+  }
   const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
   r.probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
+  r.engine = tape ? "linear" : "autograd";
   const torch::Tensor& p = r.probs;
   auto f64 = p.options();
   if (C < 2) {  // one class: p = 1, G = 0
@@ -129,7 +138,7 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
     torch::Tensor go = torch::zeros_like(z);
     go.select(1, c).fill_(1);
     go.select(1, C - 1).fill_(-1);
-    auto g = torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+    torch::Tensor g = tape ? tape->vjp(go) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
     rows[c] = g.reshape({B, 1, D});
   });
   torch::Tensor J = torch::cat(rows, 1);                                // [B, R, D] model dtype
@@ -164,10 +173,14 @@ FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const Fis
   mode_ = std::make_unique<ModeGuard>(m, /*train=*/false, /*paramsRequireGrad=*/false);
   layout_ = std::make_unique<LayoutGuard>(m, o.channelsLast);
   torch::AutoGradMode grad(true);
-  x_ = prepInput(m, x0, o.channelsLast).requires_grad_(true);
+  x_ = prepInput(m, x0, o.channelsLast);
   dt_ = x_.scalar_type();
   shape_ = x_.sizes().vec();
-  z_ = m.forward(x_);
+  if (!o.autograd) tape_ = m.linearize(x_, &z_);
+  if (!tape_) {
+    x_.requires_grad_(true);
+    z_ = m.forward(x_);
+  }
   B = x_.size(0);
   C = z_.size(1);
   D = x_.numel() / B;
@@ -178,6 +191,7 @@ FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const Fis
 
 FisherOperator::~FisherOperator() {
   // free the graph before the guards restore the model's layout and flags
+  tape_.reset();
   g_ = torch::Tensor();
   u_ = torch::Tensor();
   z_ = torch::Tensor();
@@ -187,12 +201,14 @@ FisherOperator::~FisherOperator() {
 }
 
 torch::Tensor FisherOperator::vjp(const torch::Tensor& w) {
+  if (tape_) return tape_->vjp(w.to(z_.options())).reshape({B, D}).to(torch::kFloat64);
   torch::AutoGradMode grad(true);
   auto g = torch::autograd::grad({z_}, {x_}, {w.to(z_.options())}, /*retain_graph=*/true)[0];
   return g.reshape({B, D}).to(torch::kFloat64);
 }
 
 torch::Tensor FisherOperator::jvp(const torch::Tensor& v) {
+  if (tape_) return tape_->jvp(v.to(dt_).reshape(shape_)).to(torch::kFloat64);
   torch::AutoGradMode grad(true);
   if (!g_.defined()) {
     u_ = torch::zeros_like(z_).requires_grad_(true);
@@ -251,6 +267,7 @@ PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const s
   r.iterations = iters;
   r.converged = done;
   r.eigvec = v.reshape(op.inputShape());
+  r.engine = op.engine();
   return r;
 }
 
@@ -349,6 +366,7 @@ FisherOptions parseOptions(const Napi::Value& v) {
   Napi::Object obj = v.As<Napi::Object>();
   o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
   o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
+  o.autograd = boolOpt(obj, "autograd", o.autograd);
   FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
   return o;
 }
@@ -380,6 +398,7 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
         o.Set("spectrum", wrapTensor(env, r.spectrum));
         o.Set("probs", wrapTensor(env, r.probs));
         if (r.eigvec.defined()) o.Set("eigvec", wrapTensor(env, r.eigvec));
+        o.Set("engine", r.engine);
         return o;
       };
     }, {m->lock});
@@ -406,6 +425,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         o.Set("iterations", toFloat64Array(env, r.iterations));
         o.Set("converged", toFloat64Array(env, r.converged));
         o.Set("eigvec", wrapTensor(env, r.eigvec));
+        o.Set("engine", r.engine);
         return o;
       };
     }, {m->lock});

@@ -20,6 +20,7 @@ struct ExactFisher {
   torch::Tensor spectrum;   // [B, C] float64: eigenvalues of M½ K M½ (the non-zero spectrum of G_x), descending
   torch::Tensor eigvec;     // [B, ...input shape] (x's dtype): unit leading eigenvector of G_x; undefined unless asked
   torch::Tensor probs;      // [B, C] float64: p(x)
+  std::string engine;       // "linear" (the model's linearisation) or "autograd"
 };
 
 // Speed options of the Fisher computations (results do not depend on them beyond rounding).
@@ -29,6 +30,9 @@ struct FisherOptions {
   // Backward passes run concurrently on this many threads (each with cores/streams intra-op
   // threads); 0 or 1: one after the other.
   int streams = 1;
+  // Compute through autograd even where the model has a linearisation (built-ins do): the
+  // reference path, slower (double-backward JVPs, the engine per VJP); for cross-checks.
+  bool autograd = false;
 };
 
 // Exact per-sample Fisher quantities from K = J Jᵀ (C−1 input-gradient passes over one forward:
@@ -57,9 +61,11 @@ class LayoutGuard {
   std::vector<torch::Tensor> params_;
 };
 
-// Matrix-free access to G_x for one batch: one forward with a retained graph, then
-// Fisher-vector products G v = Jᵀ (M (J v)). J v comes from double backward through a dummy u:
-// J v = ∂/∂u [(Jᵀ u) · v]. Vectors are [B, D] float64 (D = input size per sample).
+// Matrix-free access to G_x for one batch: Fisher-vector products G v = Jᵀ (M (J v)).
+// Built-in models: one recorded forward (models/linear_tape.h), then J v is one bias-free forward
+// of v through the linearised network and Jᵀ w one input-only backward. Other models (TorchScript)
+// or options.autograd: one forward with a retained graph, J v by double backward through a dummy
+// u (J v = ∂/∂u [(Jᵀ u) · v]), Jᵀ w by autograd. Vectors are [B, D] float64 (D = input size per sample).
 // Holds eval mode / no weight gradients for its lifetime.
 class FisherOperator {
  public:
@@ -78,10 +84,13 @@ class FisherOperator {
   // (a fixed vector where it vanishes). Deterministic per sample, so batch-invariant.
   torch::Tensor startVector();
   const std::vector<int64_t>& inputShape() const { return shape_; }
+  // "linear" (J v and Jᵀ w through the model's linearisation) or "autograd"
+  const char* engine() const { return tape_ ? "linear" : "autograd"; }
 
  private:
   std::unique_ptr<ModeGuard> mode_;
   std::unique_ptr<LayoutGuard> layout_;
+  std::shared_ptr<LinearTape> tape_;  // the model's linearisation (built-ins), else autograd
   torch::Tensor x_, z_, u_, g_;
   std::vector<int64_t> shape_;
   torch::ScalarType dt_;
@@ -92,6 +101,7 @@ struct PowerResult {
   torch::Tensor iterations;  // [B] int64: iterations until convergence (or maxIter)
   torch::Tensor converged;   // [B] bool
   torch::Tensor eigvec;      // [B, ...input shape] float64, unit
+  std::string engine;        // FisherOperator::engine()
 };
 // Power iteration on G_x per sample; a sample stops (its values frozen) once the Rayleigh
 // quotient changes by ≤ tol relative between iterations.

@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { Model, ModelSpec, Tensor, FisherLensError } from '../lib';
-import { fisherExact } from '../lib/fisher';
+import { fisherExact, fisherQuadratic, fisherVectorProduct } from '../lib/fisher';
 
 const root = path.resolve(__dirname, '..', '..');
 const fixtures = path.join(root, 'test', 'fixtures', 'generated', 'models');
@@ -56,12 +56,26 @@ for (const name of NAMES) {
     await m.loadState(ck);
     const z = (await m.forward(x)).toArray() as Float32Array;
     t.true(maxAbsDiff(z, f.logits) < 1e-5, `built-in logits differ by ${maxAbsDiff(z, f.logits)}`);
-    // 3. backward: input gradients through the whole network (exact Fisher), the same through the
-    // TorchScript module and the built-in
-    const x0 = x.slice(0, 1);
+    // 3. the built-in's linearisation (its JVPs/VJPs, models/linear_tape.cc) against autograd through
+    // PyTorch's own definition of the network (the TorchScript module): exact Fisher quantities,
+    // Fisher-vector products G v and quadratic forms vᵀGv on the same samples
+    const x0 = x.slice(0, 2);
     const [fe, fts] = [await fisherExact(m, x0), await fisherExact(ts, x0)];
-    t.true(Number.isFinite(fe.trace[0]) && fe.trace[0] >= 0);
-    t.true(Math.abs(fe.trace[0] - fts.trace[0]) <= 1e-4 * Math.max(1e-6, fe.trace[0]), `tr G: ${fe.trace[0]} vs ${fts.trace[0]}`);
+    t.is(fe.engine, 'linear', 'the built-in is linearised (no silent fallback to autograd)');
+    t.is(fts.engine, 'autograd');
+    for (let b = 0; b < 2; b++) {
+      t.true(Number.isFinite(fe.trace[b]) && fe.trace[b] >= 0);
+      for (const k of ['lambdaMax', 'trace', 'frobenius'] as const) {
+        t.true(Math.abs(fe[k][b] - fts[k][b]) <= 1e-4 * Math.max(1e-12, fts[k][b]), `${k}[${b}]: ${fe[k][b]} vs ${fts[k][b]}`);
+      }
+    }
+    const n0 = x0.shape.reduce((p, q) => p * q);
+    const v = Tensor.from(Float64Array.from({ length: n0 }, (_, i) => Math.sin(1.7 * i + 0.3)), x0.shape);
+    const [gv, gvts] = [(await fisherVectorProduct(m, x0, v)).toArray() as Float64Array, (await fisherVectorProduct(ts, x0, v)).toArray() as Float64Array];
+    const scale = Math.max(...Array.from(gvts, Math.abs));
+    t.true(scale > 0 && maxAbsDiff(gv, gvts) <= 1e-4 * scale, `G v differs by ${maxAbsDiff(gv, gvts)} (scale ${scale})`);
+    const [q, qts] = [await fisherQuadratic(m, x0, v), await fisherQuadratic(ts, x0, v)];
+    for (let b = 0; b < 2; b++) t.true(Math.abs(q[b] - qts[b]) <= 1e-4 * Math.max(1e-12, qts[b]), `vᵀGv[${b}]: ${q[b]} vs ${qts[b]}`);
     ts.dispose();
     m.dispose();
     x.dispose();

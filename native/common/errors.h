@@ -19,6 +19,7 @@ constexpr const char* ERR_ARG = "ERR_ARG";
 constexpr const char* ERR_DISPOSED = "ERR_DISPOSED";
 constexpr const char* ERR_VALUE = "ERR_VALUE";      // NaN / Inf / out-of-range values
 constexpr const char* ERR_TORCH = "ERR_TORCH";      // an unclassified LibTorch failure
+constexpr const char* ERR_INTERNAL = "ERR_INTERNAL"; // a broken internal invariant (a bug: please report it)
 
 struct FlError : std::runtime_error {
   std::string code;

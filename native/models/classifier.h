@@ -10,6 +10,8 @@
 
 namespace fl {
 
+class LinearTape;
+
 class Classifier {
  public:
   virtual ~Classifier() = default;
@@ -24,6 +26,12 @@ class Classifier {
   virtual torch::Device device() const = 0;
   // 'builtin' or 'torchscript'
   virtual std::string kind() const = 0;
+  // The network's linearisation at x (models/linear_tape.h; eval mode), the logits [B, K] in *z;
+  // nullptr where the model cannot be linearised (TorchScript, train mode): use autograd then.
+  virtual std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z) {
+    (void)x, (void)z;
+    return nullptr;
+  }
   // The model spec as JSON text (built-ins: the architecture spec; TorchScript: the path)
   virtual std::string specJson() const = 0;
   // Writes the named parameters and buffers as a TorchScript archive of buffers ('.' -> '_'),

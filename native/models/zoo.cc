@@ -3,6 +3,7 @@
 #include "models/classifier.h"
 #include "models/zoo.h"
 #include "common/errors.h"
+#include "models/linear_tape.h"
 #include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <algorithm>
@@ -32,9 +33,9 @@ struct Mlp : Net {
     list->push_back(layers.back());
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = x.flatten(1);
-    for (size_t i = 0; i + 1 < layers.size(); ++i) x = activate(act, layers[i]->forward(x));
-    return layers.back()->forward(x);
+    x = rec::flatten(x);
+    for (size_t i = 0; i + 1 < layers.size(); ++i) x = activate(act, rec::linear(*layers[i], x));
+    return rec::linear(*layers.back(), x);
   }
 };
 
@@ -57,16 +58,16 @@ struct SmallCnn : Net {
     drop = register_module("drop", nn::Dropout(0.5));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = activate(act, c1->forward(x));
-    x = activate(act, c2->forward(x));
-    x = torch::max_pool2d(x, 2);
-    x = activate(act, c3->forward(x));
-    x = activate(act, c4->forward(x));
-    x = torch::max_pool2d(x, 2).flatten(1);
-    x = activate(act, f1->forward(x));
-    x = drop->forward(x);
-    x = activate(act, f2->forward(x));
-    return f3->forward(x);
+    x = activate(act, rec::conv(*c1, x));
+    x = activate(act, rec::conv(*c2, x));
+    x = rec::maxPool(x, 2);
+    x = activate(act, rec::conv(*c3, x));
+    x = activate(act, rec::conv(*c4, x));
+    x = rec::flatten(rec::maxPool(x, 2));
+    x = activate(act, rec::linear(*f1, x));
+    x = rec::dropout(*drop, [&](const torch::Tensor& t) { return drop->forward(t); }, x);
+    x = activate(act, rec::linear(*f2, x));
+    return rec::linear(*f3, x);
   }
 };
 
@@ -96,6 +97,22 @@ class BuiltinClassifier : public Classifier {
     return ps.empty() ? torch::Device(torch::kCPU) : ps[0].device();
   }
   std::string kind() const override { return "builtin"; }
+  std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z) override {
+    if (net_->is_training()) return nullptr;  // dropout / batch statistics are not linearised
+    auto tape = std::make_shared<LinearTape>();
+    torch::NoGradGuard ng;
+    try {
+      TapeRecording rec(*tape);
+      tape->setInput(x);
+      torch::Tensor out = net_->forward(x);
+      tape->finish(out);
+      if (z) *z = out;
+    } catch (const FlError& e) {
+      if (e.code == ERR_INTERNAL) return nullptr;  // an op outside the tape: autograd instead
+      throw;
+    }
+    return tape;
+  }
   std::string specJson() const override { return spec_; }
   void exportState(const std::string& path) override;
 
@@ -121,19 +138,12 @@ void BuiltinClassifier::exportState(const std::string& path) {
 }  // namespace
 
 // Activation by name: relu | identity | tanh | softplus | gelu
-torch::Tensor activate(const std::string& act, const torch::Tensor& x) {
-  if (act == "relu") return torch::relu(x);
-  if (act == "identity") return x;
-  if (act == "tanh") return torch::tanh(x);
-  if (act == "softplus") return torch::softplus(x);
-  if (act == "gelu") return torch::gelu(x);
-  throw FlError(ERR_ARG, str("unknown activation '", act, "'; expected relu, identity, tanh, softplus or gelu"));
-}
+torch::Tensor activate(const std::string& act, const torch::Tensor& x) { return rec::activation(act, x); }
 
 torch::Tensor Net::forward(torch::Tensor x) {
   FL_CHECK(x.dim() == 4, ERR_SHAPE, "expected input [B, C, H, W], got ", x.dim(), " dimensions");
   FL_CHECK(x.size(1) == inChannels, ERR_SHAPE, "expected ", inChannels, " input channels, got ", x.size(1));
-  if (normalise) x = (x - mean_) / std_;
+  if (normalise) x = rec::normalise(x, mean_, std_);
   return body(x);
 }
 

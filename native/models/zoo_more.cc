@@ -6,6 +6,7 @@
 // (28×28, one channel) work; pools that would shrink a 1-pixel map are skipped (VGG).
 #include "models/zoo.h"
 #include "common/errors.h"
+#include "models/linear_tape.h"
 #include <regex>
 
 namespace fl {
@@ -18,7 +19,7 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
 }
 
 torch::Tensor pool2(const std::string& kind, const torch::Tensor& x) {
-  return kind == "avg" ? torch::avg_pool2d(x, 2) : torch::max_pool2d(x, 2);
+  return kind == "avg" ? rec::avgPool(x, 2) : rec::maxPool(x, 2);
 }
 
 // ---------- mnist-net: TRADES' quick MNIST Net (2 conv + 2 fully connected) ----------
@@ -40,10 +41,11 @@ struct MnistNet : Net {
     drop = register_module("drop", nn::Dropout(0.5));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = activate(act, torch::max_pool2d(conv1->forward(x), 2));
-    x = activate(act, torch::max_pool2d(conv2_drop->forward(conv2->forward(x)), 2));
-    x = activate(act, fc1->forward(x.flatten(1)));
-    return fc2->forward(drop->forward(x));
+    x = activate(act, rec::maxPool(rec::conv(*conv1, x), 2));
+    torch::Tensor h = rec::dropout(*conv2_drop, [&](const torch::Tensor& t) { return conv2_drop->forward(t); }, rec::conv(*conv2, x));
+    x = activate(act, rec::maxPool(h, 2));
+    x = activate(act, rec::linear(*fc1, rec::flatten(x)));
+    return rec::linear(*fc2, rec::dropout(*drop, [&](const torch::Tensor& t) { return drop->forward(t); }, x));
   }
 };
 
@@ -62,11 +64,11 @@ struct LeNet : Net {
     fc3 = register_module("fc3", nn::Linear(84, s.numClasses));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = pool2(pool, activate(act, conv1->forward(x)));
-    x = pool2(pool, activate(act, conv2->forward(x))).flatten(1);
-    x = activate(act, fc1->forward(x));
-    x = activate(act, fc2->forward(x));
-    return fc3->forward(x);
+    x = pool2(pool, activate(act, rec::conv(*conv1, x)));
+    x = rec::flatten(pool2(pool, activate(act, rec::conv(*conv2, x))));
+    x = activate(act, rec::linear(*fc1, x));
+    x = activate(act, rec::linear(*fc2, x));
+    return rec::linear(*fc3, x);
   }
 };
 
@@ -108,16 +110,16 @@ struct Vgg : Net {
   torch::Tensor body(torch::Tensor x) override {
     for (size_t i = 0; i < kinds.size(); ++i) {
       switch (kinds[i]) {
-        case 'c': x = features[i]->as<nn::Conv2d>()->forward(x); break;
-        case 'b': x = features[i]->as<nn::BatchNorm2d>()->forward(x); break;
+        case 'c': x = rec::conv(*features[i]->as<nn::Conv2d>(), x); break;
+        case 'b': x = rec::batchNorm(*features[i]->as<nn::BatchNorm2d>(), x); break;
         case 'a': x = activate(act, x); break;
         case 'p':
           if (x.size(2) >= 2 && x.size(3) >= 2) x = pool2(pool, x);
           break;
       }
     }
-    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-    return classifier->forward(x);
+    x = rec::flatten(rec::globalAvgPool(x));
+    return rec::linear(*classifier, x);
   }
 };
 
@@ -134,16 +136,15 @@ struct CifarBlock : nn::Module {
     bn2 = register_module("bn2", nn::BatchNorm2d(out));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor o = activate(act, bn1->forward(conv1->forward(x)));
-    o = bn2->forward(conv2->forward(o));
+    torch::Tensor o = activate(act, rec::batchNorm(*bn1, rec::conv(*conv1, x)));
+    o = rec::batchNorm(*bn2, rec::conv(*conv2, o));
     torch::Tensor sc = x;
     if (stride != 1 || in != out) {
       // option A: subsample by the stride, zero-pad the new channels (half before, half after)
-      if (stride != 1) sc = sc.slice(2, 0, c10::nullopt, stride).slice(3, 0, c10::nullopt, stride);
       int64_t lo = (out - in) / 2, hi = out - in - lo;
-      sc = torch::constant_pad_nd(sc, {0, 0, 0, 0, lo, hi}, 0);
+      sc = rec::shortcutA(x, stride, lo, hi);
     }
-    return activate(act, o + sc);
+    return activate(act, rec::add(o, sc));
   }
 };
 
@@ -173,10 +174,10 @@ struct CifarResNet : Net {
     linear = register_module("linear", nn::Linear(in, s.numClasses));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = activate(act, bn1->forward(conv1->forward(x)));
+    x = activate(act, rec::batchNorm(*bn1, rec::conv(*conv1, x)));
     for (auto& stage : layers)
       for (auto& b : stage) x = b->forward(x);
-    return linear->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+    return rec::linear(*linear, rec::flatten(rec::globalAvgPool(x)));
   }
 };
 
@@ -194,10 +195,10 @@ struct WideBlock : nn::Module {
     if (!equalInOut) convShortcut = register_module("convShortcut", conv(in, out, 1, stride, 0, false));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor pre = activate(act, bn1->forward(x));
-    torch::Tensor o = activate(act, bn2->forward(conv1->forward(pre)));
-    o = conv2->forward(o);
-    return (equalInOut ? x : convShortcut->forward(pre)) + o;
+    torch::Tensor pre = activate(act, rec::batchNorm(*bn1, x));
+    torch::Tensor o = activate(act, rec::batchNorm(*bn2, rec::conv(*conv1, pre)));
+    o = rec::conv(*conv2, o);
+    return rec::add(equalInOut ? x : rec::conv(*convShortcut, pre), o);
   }
 };
 
@@ -225,10 +226,10 @@ struct WideResNet : Net {
     fc = register_module("fc", nn::Linear(ch[3], s.numClasses));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = conv1->forward(x);
+    x = rec::conv(*conv1, x);
     for (auto& b : blocks) x = b->forward(x);
-    x = activate(act, bn1->forward(x));
-    return fc->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+    x = activate(act, rec::batchNorm(*bn1, x));
+    return rec::linear(*fc, rec::flatten(rec::globalAvgPool(x)));
   }
 };
 
@@ -246,11 +247,11 @@ struct PreActBlock : nn::Module {
     if (stride != 1 || in != out) shortcut = register_module("shortcut", nn::Sequential(conv(in, out, 1, stride, 0, false)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor o = activate(act, bn1->forward(x));
-    torch::Tensor sc = shortcut ? shortcut->forward(o) : x;
-    o = conv1->forward(o);
-    o = conv2->forward(activate(act, bn2->forward(o)));
-    return o + sc;
+    torch::Tensor o = activate(act, rec::batchNorm(*bn1, x));
+    torch::Tensor sc = shortcut ? rec::conv(*shortcut[0]->as<nn::Conv2d>(), o) : x;
+    o = rec::conv(*conv1, o);
+    o = rec::conv(*conv2, activate(act, rec::batchNorm(*bn2, o)));
+    return rec::add(o, sc);
   }
 };
 
@@ -278,10 +279,10 @@ struct PreActResNet18 : Net {
     linear = register_module("linear", nn::Linear(in, s.numClasses));
   }
   torch::Tensor body(torch::Tensor x) override {
-    x = conv1->forward(x);
+    x = rec::conv(*conv1, x);
     for (auto& b : blocks) x = b->forward(x);
-    x = activate(act, bn->forward(x));
-    return linear->forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+    x = activate(act, rec::batchNorm(*bn, x));
+    return rec::linear(*linear, rec::flatten(rec::globalAvgPool(x)));
   }
 };
 

@@ -1,0 +1,333 @@
+// The linearisation of a built-in network (see linear_tape.h).
+#include "models/linear_tape.h"
+#include "common/errors.h"
+
+namespace fl {
+
+namespace {
+thread_local LinearTape* tTape = nullptr;
+
+const void* key(const torch::Tensor& t) { return t.unsafeGetTensorImpl(); }
+
+std::vector<int64_t> arr(torch::ExpandingArray<2> a) { return {a->at(0), a->at(1)}; }
+}  // namespace
+
+LinearTape* activeTape() { return tTape; }
+
+TapeRecording::TapeRecording(LinearTape& t) {
+  FL_CHECK(tTape == nullptr, ERR_INTERNAL, "a linearisation is already being recorded on this thread");
+  tTape = &t;
+}
+TapeRecording::~TapeRecording() { tTape = nullptr; }
+
+int64_t LinearTape::idOf(const torch::Tensor& t) const {
+  auto it = ids_.find(key(t));
+  return it == ids_.end() ? -1 : it->second;
+}
+
+int64_t LinearTape::lookup(const torch::Tensor& t, const char* what) const {
+  int64_t id = idOf(t);
+  FL_CHECK(id >= 0, ERR_INTERNAL, "linearisation: the input of ", what, " was not produced by a recorded op");
+  return id;
+}
+
+void LinearTape::setInput(const torch::Tensor& x) {
+  FL_CHECK(nodes_ == 0, ERR_INTERNAL, "linearisation: input set twice");
+  inShape_ = x.sizes().vec();
+  ids_[key(x)] = nodes_++;
+  alive_.push_back(x);
+}
+
+void LinearTape::push(Op op, const torch::Tensor& out) {
+  op.out = nodes_++;
+  ids_[key(out)] = op.out;
+  alive_.push_back(out);
+  ops_.push_back(std::move(op));
+}
+
+void LinearTape::finish(const torch::Tensor& z) {
+  outId_ = lookup(z, "the logits");
+  FL_CHECK(z.dim() == 2, ERR_INTERNAL, "linearisation: logits must be [B, K]");
+  ids_.clear();
+  alive_.clear();
+}
+
+namespace {
+
+// One op applied forward to a tangent (a: its input's tangent, b: the second input's for Add)
+torch::Tensor forwardOp(const LinearTape::Op& op, const torch::Tensor& a, const torch::Tensor& b) {
+  using K = LinearTape::Kind;
+  switch (op.kind) {
+    case K::Scale: return a * op.w;
+    case K::Conv: return at::conv2d(a, op.w, {}, op.stride, op.padding, op.dilation, op.groups);
+    case K::Linear: return at::linear(a, op.w);
+    case K::Relu: return at::threshold_backward(a, op.w, 0);
+    case K::Mul: return a * op.w;
+    case K::MaxPool: {
+      auto shape = op.idx.sizes();
+      return a.flatten(2).gather(2, op.idx.flatten(2)).view(shape);
+    }
+    case K::AvgPool: return at::avg_pool2d(a, op.kernel, op.kernel);
+    case K::GlobalAvg: return a.mean({2, 3}, /*keepdim=*/true);
+    case K::Reshape: return a.reshape({a.size(0), -1});
+    case K::Add: return a + b;
+    case K::ShortcutA: {
+      torch::Tensor s = a;
+      if (op.stride[0] != 1) s = s.slice(2, 0, c10::nullopt, op.stride[0]).slice(3, 0, c10::nullopt, op.stride[0]);
+      return at::constant_pad_nd(s, {0, 0, 0, 0, op.lo, op.hi}, 0);
+    }
+  }
+  throw FlError(ERR_INTERNAL, "linearisation: unknown op");
+}
+
+// One op applied backward to a cotangent g of its output; returns the input's (and for Add the
+// second input's, in *g2) cotangent
+torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch::Tensor* g2) {
+  using K = LinearTape::Kind;
+  switch (op.kind) {
+    case K::Scale: return g * op.w;
+    case K::Conv:
+      return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
+                                                  /*transposed=*/false, {0, 0}, op.groups, {true, false, false}));
+    case K::Linear: return g.matmul(op.w);
+    case K::Relu: return at::threshold_backward(g, op.w, 0);
+    case K::Mul: return g * op.w;
+    case K::MaxPool:
+      return at::max_pool2d_with_indices_backward(g, op.input, op.kernel, op.kernel, {0, 0}, {1, 1}, false, op.idx);
+    case K::AvgPool:
+      return at::avg_pool2d_backward(g, op.input, op.kernel, op.kernel, {0, 0}, false, true, c10::nullopt);
+    case K::GlobalAvg: {
+      double n = static_cast<double>(op.input.size(2) * op.input.size(3));
+      return (g / n).expand(op.input.sizes()).contiguous(op.input.suggest_memory_format());
+    }
+    case K::Reshape: return g.reshape(op.input.sizes());
+    case K::Add:
+      *g2 = g;
+      return g;
+    case K::ShortcutA: {
+      torch::Tensor s = g.narrow(1, op.lo, op.input.size(1));
+      if (op.stride[0] == 1) return s;
+      torch::Tensor r = torch::zeros_like(op.input);
+      r.slice(2, 0, c10::nullopt, op.stride[0]).slice(3, 0, c10::nullopt, op.stride[0]).copy_(s);
+      return r;
+    }
+  }
+  throw FlError(ERR_INTERNAL, "linearisation: unknown op");
+}
+
+}  // namespace
+
+torch::Tensor LinearTape::jvp(const torch::Tensor& v) const {
+  FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
+  torch::NoGradGuard ng;
+  // the last op that reads each node, so tangents are freed as soon as possible
+  std::vector<int64_t> last(nodes_, -1);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    last[ops_[i].in] = static_cast<int64_t>(i);
+    if (ops_[i].in2 >= 0) last[ops_[i].in2] = static_cast<int64_t>(i);
+  }
+  std::vector<torch::Tensor> t(nodes_);
+  t[0] = v.reshape(inShape_);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const Op& op = ops_[i];
+    t[op.out] = forwardOp(op, t[op.in], op.in2 >= 0 ? t[op.in2] : torch::Tensor());
+    if (last[op.in] == static_cast<int64_t>(i) && op.in != outId_) t[op.in] = torch::Tensor();
+    if (op.in2 >= 0 && last[op.in2] == static_cast<int64_t>(i) && op.in2 != outId_) t[op.in2] = torch::Tensor();
+  }
+  return t[outId_];
+}
+
+torch::Tensor LinearTape::vjp(const torch::Tensor& u) const {
+  FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> g(nodes_);
+  g[outId_] = u;
+  auto acc = [&](int64_t id, const torch::Tensor& c) { g[id] = g[id].defined() ? g[id] + c : c; };
+  for (auto it = ops_.rbegin(); it != ops_.rend(); ++it) {
+    const Op& op = *it;
+    if (!g[op.out].defined()) continue;  // does not reach the logits
+    torch::Tensor g2;
+    torch::Tensor gi = backwardOp(op, g[op.out], &g2);
+    g[op.out] = torch::Tensor();
+    acc(op.in, gi);
+    if (op.in2 >= 0) acc(op.in2, g2);
+  }
+  FL_CHECK(g[0].defined(), ERR_INTERNAL, "linearisation: the logits do not depend on the input");
+  return g[0];
+}
+
+// ---------------- recording helpers ----------------
+
+namespace rec {
+
+namespace {
+using Op = LinearTape::Op;
+using K = LinearTape::Kind;
+
+Op unary(LinearTape& t, K kind, const torch::Tensor& x, const char* what) {
+  Op op;
+  op.kind = kind;
+  op.in = t.idOf(x);
+  FL_CHECK(op.in >= 0, ERR_INTERNAL, "linearisation: the input of ", what, " was not produced by a recorded op");
+  return op;
+}
+}  // namespace
+
+torch::Tensor conv(torch::nn::Conv2dImpl& c, const torch::Tensor& x) {
+  torch::Tensor y = c.forward(x);
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::Conv, x, "a convolution");
+    op.w = c.weight;
+    op.input = x;
+    op.stride = arr(c.options.stride());
+    op.dilation = arr(c.options.dilation());
+    auto* pad = c10::get_if<torch::ExpandingArray<2>>(&c.options.padding());
+    FL_CHECK(pad != nullptr, ERR_INTERNAL, "linearisation: only explicit convolution padding is supported");
+    op.padding = arr(*pad);
+    op.groups = c.options.groups();
+    FL_CHECK(c.options.padding_mode().index() == 0, ERR_INTERNAL, "linearisation: only zero padding is supported");
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor linear(torch::nn::LinearImpl& l, const torch::Tensor& x) {
+  torch::Tensor y = l.forward(x);
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::Linear, x, "a linear layer");
+    op.w = l.weight;
+    op.input = x;
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor batchNorm(torch::nn::BatchNorm2dImpl& b, const torch::Tensor& x) {
+  torch::Tensor y = b.forward(x);
+  if (LinearTape* t = activeTape()) {
+    FL_CHECK(!b.is_training(), ERR_INTERNAL, "linearisation needs BatchNorm in eval mode");
+    Op op = unary(*t, K::Scale, x, "a batch norm");
+    torch::NoGradGuard ng;
+    torch::Tensor s = (b.running_var + b.options.eps()).rsqrt();
+    if (b.options.affine()) s = s * b.weight;
+    op.w = s.detach().view({1, -1, 1, 1});
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor normalise(const torch::Tensor& x, const torch::Tensor& mean, const torch::Tensor& std) {
+  torch::Tensor y = (x - mean) / std;
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::Scale, x, "the normalisation");
+    op.w = std.reciprocal().detach();
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor activation(const std::string& act, const torch::Tensor& x) {
+  torch::Tensor y;
+  if (act == "relu") y = torch::relu(x);
+  else if (act == "identity") return x;
+  else if (act == "tanh") y = torch::tanh(x);
+  else if (act == "softplus") y = torch::softplus(x);
+  else if (act == "gelu") y = torch::gelu(x);
+  else throw FlError(ERR_ARG, str("unknown activation '", act, "'; expected relu, identity, tanh, softplus or gelu"));
+  if (LinearTape* t = activeTape()) {
+    torch::NoGradGuard ng;
+    if (act == "relu") {
+      Op op = unary(*t, K::Relu, x, "an activation");
+      op.w = y;  // relu'(x) = [y > 0]
+      t->push(std::move(op), y);
+    } else {
+      Op op = unary(*t, K::Mul, x, "an activation");
+      if (act == "tanh") op.w = 1 - y * y;
+      else if (act == "softplus") op.w = torch::sigmoid(x);
+      else op.w = at::gelu_backward(torch::ones_like(x), x);
+      t->push(std::move(op), y);
+    }
+  }
+  return y;
+}
+
+torch::Tensor maxPool(const torch::Tensor& x, int64_t k) {
+  LinearTape* t = activeTape();
+  if (!t) return torch::max_pool2d(x, k);
+  auto [y, idx] = at::max_pool2d_with_indices(x, {k, k}, {k, k}, {0, 0}, {1, 1}, false);
+  Op op = unary(*t, K::MaxPool, x, "a max pool");
+  op.idx = idx;
+  op.input = x;
+  op.kernel = {k, k};
+  t->push(std::move(op), y);
+  return y;
+}
+
+torch::Tensor avgPool(const torch::Tensor& x, int64_t k) {
+  torch::Tensor y = torch::avg_pool2d(x, k);
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::AvgPool, x, "an average pool");
+    op.input = x;
+    op.kernel = {k, k};
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor globalAvgPool(const torch::Tensor& x) {
+  torch::Tensor y = torch::adaptive_avg_pool2d(x, {1, 1});
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::GlobalAvg, x, "the global average pool");
+    op.input = x;
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor flatten(const torch::Tensor& x) {
+  torch::Tensor y = x.flatten(1);
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::Reshape, x, "a flatten");
+    op.input = x;
+    if (y.unsafeGetTensorImpl() == x.unsafeGetTensorImpl()) y = y.alias();  // a new node needs a new tensor
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor y = a + b;
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::Add, a, "a residual add");
+    op.in2 = t->idOf(b);
+    FL_CHECK(op.in2 >= 0, ERR_INTERNAL, "linearisation: the input of a residual add was not produced by a recorded op");
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor shortcutA(const torch::Tensor& x, int64_t stride, int64_t lo, int64_t hi) {
+  torch::Tensor s = x;
+  if (stride != 1) s = s.slice(2, 0, c10::nullopt, stride).slice(3, 0, c10::nullopt, stride);
+  torch::Tensor y = torch::constant_pad_nd(s, {0, 0, 0, 0, lo, hi}, 0);
+  if (LinearTape* t = activeTape()) {
+    Op op = unary(*t, K::ShortcutA, x, "a shortcut");
+    op.input = x;
+    op.stride = {stride, stride};
+    op.lo = lo;
+    op.hi = hi;
+    t->push(std::move(op), y);
+  }
+  return y;
+}
+
+torch::Tensor dropout(torch::nn::Module& d, const std::function<torch::Tensor(const torch::Tensor&)>& fwd, const torch::Tensor& x) {
+  if (activeTape()) {
+    FL_CHECK(!d.is_training(), ERR_INTERNAL, "linearisation needs dropout in eval mode");
+    return x;  // eval-mode dropout is the identity
+  }
+  return fwd(x);
+}
+
+}  // namespace rec
+}  // namespace fl
