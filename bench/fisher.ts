@@ -28,8 +28,8 @@ function arg(name: string, def: string): string {
 class PySide {
   private readonly p: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterableIterator<string>;
-  constructor(args: string[]) {
-    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe' });
+  constructor(args: string[], env: NodeJS.ProcessEnv = process.env) {
+    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe', env });
     this.p.stderr.on('data', (d: Buffer) => process.stderr.write(d));
     this.lines = readline.createInterface({ input: this.p.stdout })[Symbol.asyncIterator]();
   }
@@ -55,6 +55,7 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
   const u = process.cpuUsage(c);
   return [Number(process.hrtime.bigint() - t) / 1e6, (u.user + u.system) / 1000];
 }
+const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
 const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
 
 const CONFIGS: Record<string, { inChannels: number; inputSize: number }> = {
@@ -78,6 +79,11 @@ export async function main(): Promise<void> {
     const shape = [cfg.inChannels, cfg.inputSize, cfg.inputSize];
     const py = new PySide(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)]);
     const info = JSON.parse(await py.next()) as { forwardFlopsPerSample: number };
+    // the same Python with glibc tuned as FisherLens tunes it (backend().allocator 'glibc-reuse'):
+    // shows how much of the difference is the allocator policy
+    const pyReuse = new PySide(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)],
+      { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 << 20), MALLOC_TRIM_THRESHOLD_: String(1 << 30), MALLOC_TOP_PAD_: String(64 << 20) });
+    await pyReuse.next();
     py.p_write('peak');
     const peak = Number(await py.next());
     const model = Model.create({ arch, ...cfg, numClasses: C });
@@ -90,43 +96,58 @@ export async function main(): Promise<void> {
       ['fisherlens forward', 'fwd', {}, () => () => model.forward(x).then((t) => t.dispose())],
       ['fisherlens exact', 'exact', {}, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
       ['fisherlens exact channels-last', 'exact', { channelsLast: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
-      ['fisherlens exact 2 streams', 'exact', { streams: 2 }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      ['fisherlens exact, autograd engine', 'exact', { autograd: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
       ['fisherlens power', 'power', {}, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
       ['fisherlens power channels-last', 'power', { channelsLast: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
+      ['fisherlens power, autograd engine', 'power', { autograd: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
     ];
     const INF: [number, number] = [Infinity, Infinity];
     const best: Record<string, [number, number]> = {};
     const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
+    const pyReuseBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
     for (const [name, kind, o, mk] of flVariants) {
       const fn = mk();
       await fn(o);  // warm-up
-      if (pyBest[kind] === INF) await py.ask(kind);
+      if (pyBest[kind] === INF) { await py.ask(kind); await pyReuse.ask(kind); }
       best[name] = INF;
       for (let r = 0; r < repeats; r++) {
         pyBest[kind] = minPair(pyBest[kind], await py.ask(kind));
+        if (r < 2) pyReuseBest[kind] = minPair(pyReuseBest[kind], await pyReuse.ask(kind));
         best[name] = minPair(best[name], await timed(() => fn(o)));
       }
     }
     py.close();
+    pyReuse.close();
     const rows: string[] = [];
     rows.push(`\n${arch} [${shape.join('×')}], forward ${(info.forwardFlopsPerSample / 1e6).toFixed(1)} MFLOP/sample; matmul peak ${peak.toFixed(1)} GFLOP/s (2048² sgemm, same threads)`);
     rows.push(`${'method'.padEnd(38)} ${'ms/batch'.padStart(9)} ${'samples/s'.padStart(9)} ${'ratio'.padStart(6)} ${'GFLOP/s'.padStart(8)} ${'%peak'.padStart(7)} ${'cpu ms'.padStart(8)} ${'cpu ratio'.padStart(9)}`);
     const line = (name: string, t: [number, number], ref: [number, number], fl: number) => {
       const [ms, cpu] = t;
       const gf = fl / (ms / 1000) / 1e9;
-      rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${cpu.toFixed(1).padStart(8)} ${(cpu / ref[1]).toFixed(2).padStart(9)}`);
+      rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${fix(cpu, 1).padStart(8)} ${fix(cpu / ref[1], 2).padStart(9)}`);
     };
     line('python forward', pyBest.fwd, pyBest.fwd, flops.fwd);
+    line('python forward, malloc as FisherLens', pyReuseBest.fwd, pyBest.fwd, flops.fwd);
     line('fisherlens forward', best['fisherlens forward'], pyBest.fwd, flops.fwd);
     line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
-    for (const k of ['fisherlens exact', 'fisherlens exact channels-last', 'fisherlens exact 2 streams']) line(k, best[k], pyBest.exact, flops.flExact);
+    line('python exact, malloc as FisherLens', pyReuseBest.exact, pyBest.exact, flops.pyExact);
+    for (const k of ['fisherlens exact', 'fisherlens exact channels-last', 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
+    // the fastest any implementation of C−1 input-gradient passes could be here: its FLOPs at the
+    // measured matrix-product peak (every convolution and matmul at 100 % of the 2048² sgemm rate)
+    const boundMs = flops.flExact / (peak * 1e9) * 1000;
+    line('bound: C−1 passes at 100% of peak', [boundMs, NaN], pyBest.exact, flops.flExact);
     line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
-    for (const k of ['fisherlens power', 'fisherlens power channels-last']) line(k, best[k], pyBest.power, flops.power);
+    line('python power, malloc as FisherLens', pyReuseBest.power, pyBest.power, flops.power);
+    for (const k of ['fisherlens power', 'fisherlens power channels-last', 'fisherlens power, autograd engine']) line(k, best[k], pyBest.power, flops.power);
     console.log(rows.join('\n'));
     x.dispose();
     model.dispose();
   }
-  console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); cpu = process CPU time of the run (user + system,\n' +
+  console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
+    '(built-ins: the linearisation recorded in one forward) unless marked autograd; the bound row is the exact method\'s\n' +
+    'FLOPs at the measured matmul peak, the least time any implementation of C−1 input-gradient passes can take here.\n' +
+    'The "malloc as FisherLens" rows run the same Python with glibc\'s mmap/trim thresholds set as FisherLens sets them\n' +
+    '(best of 2; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +
     'all threads: less sensitive to other processes on a shared machine). GFLOP/s counts conv/linear FLOPs as executed\n' +
     '(exact: forward + one input-gradient backward per pass, FisherLens C−1 passes, Python C; power: 3 + 2·iterations forward-equivalents).');
 }

@@ -56,6 +56,7 @@ export interface NativeBackend {
   cudaDeviceCount: number;
   threads: number;
   blas: string;
+  allocator: 'glibc-reuse' | 'system';
   addonVersion: string;
   parallel: string;
 }

@@ -8,9 +8,19 @@
 #include <chrono>
 #include <fstream>
 #include <thread>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace fl {
 namespace {
+
+// The allocator policy applied at load ("glibc-reuse" or "system"; see initAllocator)
+std::string& allocatorPolicy() {
+  static std::string p = "system";
+  return p;
+}
+
 
 // The BLAS shared library this process mapped (e.g. .../openblas-pthread/libblas.so.3)
 std::string loadedBlas() {
@@ -37,6 +47,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   o.Set("addonVersion", Napi::String::New(env, FL_ADDON_VERSION));
   o.Set("tf32", Napi::Boolean::New(env, at::globalContext().allowTF32CuBLAS()));
   o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
+  o.Set("allocator", Napi::String::New(env, allocatorPolicy()));
   return o;
 }
 
@@ -81,6 +92,24 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh
+// mmap and returns it to the kernel on free, so each new activation tensor of a few MB is
+// page-faulted in again, every op, every iteration. Measured on this 2-core machine (LibTorch 1.13,
+// batch 128): a 1→32 channel 3×3 convolution forward median 6.4 ms → 0.9 ms, a 32→32 input-gradient
+// 15.1 → 8.2 ms once freed blocks up to 32 MiB stay in the heap for reuse. The cost: the process
+// keeps its high-water mark of freed memory (blocks over 32 MiB are still returned at once).
+// FISHERLENS_MALLOC=system keeps glibc's defaults.
+void initAllocator() {
+#if defined(__GLIBC__)
+  const char* env = std::getenv("FISHERLENS_MALLOC");
+  if (env && std::string(env) == "system") return;
+  bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+  ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
+  ok = mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
+  if (ok) allocatorPolicy() = "glibc-reuse";
+#endif
+}
+
 void initThreads() {
   // LibTorch here defaults to 1 intra-op thread; use the cores unless FISHERLENS_THREADS says
   int n = static_cast<int>(std::thread::hardware_concurrency());
@@ -95,6 +124,7 @@ void initThreads() {
 }
 
 void InitBackend(Napi::Env env, Napi::Object exports) {
+  initAllocator();
   initThreads();
   // Fisher spectra and attack gradients need full float32 precision: TF32 matrix products and
   // convolutions (on by default for cuDNN) change λ_max in the 3rd digit. FISHERLENS_TF32=1 allows them.

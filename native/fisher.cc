@@ -12,6 +12,7 @@
 #include <exception>
 #include <fstream>
 #include <thread>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
 extern "C" void omp_set_num_threads(int) __attribute__((weak));
@@ -417,6 +418,8 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherPower(x)");
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
+      if (getenv("FL_PROFILE")) prof = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(getenv("FL_PROFILE")) + (o.autograd ? ".pag" : ".ptape"));
       FisherOperator op(*m, x, o);
       PowerResult r = fisherPower(op, tol, maxIter, iterHook(ctx, "power", maxIter));
       return [r](Napi::Env env) -> Napi::Value {

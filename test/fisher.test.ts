@@ -141,6 +141,28 @@ test('speed options (channels-last, concurrent backward streams) give the same n
   t.false(m.training); // the model is left in its mode
 });
 
+test('a built-in model in train mode: the linearised engine runs in eval mode, agrees with autograd, and leaves the mode as found', async (t) => {
+  const m = Model.create({ arch: 'resnet20', inChannels: 3, inputSize: 16, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] });
+  m.setTraining(true);
+  const B = 3;
+  const x = Tensor.from(Float32Array.from({ length: B * 768 }, (_, i) => (Math.cos(i * 3.1) + 1) / 2), [B, 3, 16, 16]);
+  const [lin, ag] = [await fisherExact(m, x), await fisherExact(m, x, { autograd: true })];
+  t.is(lin.engine, 'linear');
+  t.is(ag.engine, 'autograd');
+  for (let b = 0; b < B; b++) {
+    t.true(relErr(lin.lambdaMax[b], ag.lambdaMax[b]) < 1e-5, `λ ${b}: ${lin.lambdaMax[b]} vs ${ag.lambdaMax[b]}`);
+    t.true(relErr(lin.frobenius[b], ag.frobenius[b]) < 1e-5, `‖G‖_F ${b}`);
+  }
+  const [pl, pa] = [await fisherPower(m, x, { tol: 0, maxIter: 30 }), await fisherPower(m, x, { tol: 0, maxIter: 30, autograd: true })];
+  t.is(pl.engine, 'linear');
+  t.is(pa.engine, 'autograd');
+  for (let b = 0; b < B; b++) t.true(relErr(pl.lambdaMax[b], pa.lambdaMax[b]) < 1e-5, `power λ ${b}`);
+  const h = await fisherHutchinson(m, x, { probes: 8, seed: 3 });
+  const ha = await fisherHutchinson(m, x, { probes: 8, seed: 3, autograd: true });
+  for (let b = 0; b < B; b++) t.true(relErr(h.trace[b], ha.trace[b]) < 1e-5, `Hutchinson trace ${b}`);
+  t.true(m.training, 'train mode restored');
+});
+
 test('fisherDataset gives per-sample arrays and summaries; profile rows are complete', async (t) => {
   const { m32, x32 } = await loadBoth();
   const y = Tensor.from(new BigInt64Array(N), [N]);

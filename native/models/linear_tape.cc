@@ -54,12 +54,22 @@ void LinearTape::finish(const torch::Tensor& z) {
 
 namespace {
 
+// A CPU convolution with ≤ 4 input channels (an RGB or grey input layer): oneDNN reorders its
+// wide output for little arithmetic (measured, 1→32 channels 3×3, batch 128 at 28×28: input
+// gradient 4.5 ms through oneDNN, 0.4 ms by im2col + GEMM), so those run on LibTorch's im2col kernels.
+bool thinCpuConv(const LinearTape::Op& op, const torch::Tensor& t) {
+  return t.is_cpu() && op.w.size(1) <= 4 && op.groups == 1 && op.dilation[0] == 1 && op.dilation[1] == 1 &&
+         t.is_contiguous();
+}
+
 // One op applied forward to a tangent (a: its input's tangent, b: the second input's for Add)
 torch::Tensor forwardOp(const LinearTape::Op& op, const torch::Tensor& a, const torch::Tensor& b) {
   using K = LinearTape::Kind;
   switch (op.kind) {
     case K::Scale: return a * op.w;
-    case K::Conv: return at::conv2d(a, op.w, {}, op.stride, op.padding, op.dilation, op.groups);
+    case K::Conv:
+      if (thinCpuConv(op, a)) return at::thnn_conv2d(a, op.w, {op.w.size(2), op.w.size(3)}, {}, op.stride, op.padding);
+      return at::conv2d(a, op.w, {}, op.stride, op.padding, op.dilation, op.groups);
     case K::Linear: return at::linear(a, op.w);
     case K::Relu: return at::threshold_backward(a, op.w, 0);
     case K::Mul: return a * op.w;
@@ -87,6 +97,11 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
   switch (op.kind) {
     case K::Scale: return g * op.w;
     case K::Conv:
+      if (thinCpuConv(op, g))
+        return std::get<0>(at::_slow_conv2d_backward(g.contiguous(), op.input, op.w, {op.w.size(2), op.w.size(3)}, op.stride,
+                                                     op.padding, {true, false, false}));
+      if (op.wFlipT.defined() && g.is_cpu())  // stride 1: the input gradient is a "full" convolution
+        return at::conv2d(g, op.wFlipT, {}, 1, {op.w.size(2) - 1 - op.padding[0], op.w.size(3) - 1 - op.padding[1]});
       return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
                                                   /*transposed=*/false, {0, 0}, op.groups, {true, false, false}));
     case K::Linear: return g.matmul(op.w);
@@ -185,6 +200,14 @@ torch::Tensor conv(torch::nn::Conv2dImpl& c, const torch::Tensor& x) {
     FL_CHECK(pad != nullptr, ERR_INTERNAL, "linearisation: only explicit convolution padding is supported");
     op.padding = arr(*pad);
     op.groups = c.options.groups();
+    // stride-1 input gradients as a forward convolution with the flipped, transposed kernel:
+    // oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at 26×26,
+    // batch 128: 7.4 vs 8.2–15 ms)
+    if (op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
+        op.dilation[1] == 1 && op.padding[0] <= c.weight.size(2) - 1 && op.padding[1] <= c.weight.size(3) - 1) {
+      torch::NoGradGuard ng;
+      op.wFlipT = c.weight.detach().flip({2, 3}).transpose(0, 1).contiguous(c.weight.suggest_memory_format());
+    }
     FL_CHECK(c.options.padding_mode().index() == 0, ERR_INTERNAL, "linearisation: only zero padding is supported");
     t->push(std::move(op), y);
   }

@@ -29,6 +29,7 @@ class LinearTape {
     Kind kind;
     int64_t in = -1, in2 = -1, out = -1;  // node ids (in2: Add only)
     torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu: output
+    torch::Tensor wFlipT;                 // Conv (stride 1): the weight flipped and transposed, [Cin, Cout, kh, kw]
     torch::Tensor input;                  // the op's forward input (its shape/layout for the backward)
     torch::Tensor idx;                    // MaxPool: argmax indices
     std::vector<int64_t> stride, padding, dilation, kernel;
