@@ -95,7 +95,7 @@ export async function main(): Promise<void> {
     const flVariants: [string, string, FisherSpeedOptions, () => (o: FisherSpeedOptions) => Promise<unknown>][] = [
       ['fisherlens forward', 'fwd', {}, () => () => model.forward(x).then((t) => t.dispose())],
       ['fisherlens exact', 'exact', {}, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
-      ['fisherlens exact channels-last', 'exact', { channelsLast: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      ['fisherlens exact NCHW', 'exact', { channelsLast: false }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
       ['fisherlens exact, autograd engine', 'exact', { autograd: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
       ['fisherlens power', 'power', {}, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
       ['fisherlens power channels-last', 'power', { channelsLast: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
@@ -131,7 +131,7 @@ export async function main(): Promise<void> {
     line('fisherlens forward', best['fisherlens forward'], pyBest.fwd, flops.fwd);
     line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
     line('python exact, malloc as FisherLens', pyReuseBest.exact, pyBest.exact, flops.pyExact);
-    for (const k of ['fisherlens exact', 'fisherlens exact channels-last', 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
+    for (const k of ['fisherlens exact', 'fisherlens exact NCHW', 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
     // the fastest any implementation of C−1 input-gradient passes could be here: its FLOPs at the
     // measured matrix-product peak (every convolution and matmul at 100 % of the 2048² sgemm rate)
     const boundMs = flops.flExact / (peak * 1e9) * 1000;
@@ -144,7 +144,8 @@ export async function main(): Promise<void> {
     model.dispose();
   }
   console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
-    '(built-ins: the linearisation recorded in one forward) unless marked autograd; the bound row is the exact method\'s\n' +
+    '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: channels-last);\n' +
+    'the bound row is the exact method\'s ' +
     'FLOPs at the measured matmul peak, the least time any implementation of C−1 input-gradient passes can take here.\n' +
     'The "malloc as FisherLens" rows run the same Python with glibc\'s mmap/trim thresholds set as FisherLens sets them\n' +
     '(best of 2; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +

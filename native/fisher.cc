@@ -101,7 +101,9 @@ torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x0, torch::Tenso
 }
 
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) {
-  return fisherExact(m, x, wantEigvec, FisherOptions{});
+  FisherOptions o;
+  o.channelsLast = true;  // the exact method's default (see fisher.h)
+  return fisherExact(m, x, wantEigvec, o);
 }
 
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec, const FisherOptions& o) {
@@ -361,8 +363,9 @@ HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t s
 
 namespace {
 
-FisherOptions parseOptions(const Napi::Value& v) {
+FisherOptions parseOptions(const Napi::Value& v, bool channelsLastDefault = false) {
   FisherOptions o;
+  o.channelsLast = channelsLastDefault;
   if (!v.IsObject()) return o;
   Napi::Object obj = v.As<Napi::Object>();
   o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
@@ -387,7 +390,7 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
     bool wantVec = boolOpt(info[2], "eigvec", false);
-    FisherOptions o = parseOptions(info[2]);
+    FisherOptions o = parseOptions(info[2], /*channelsLastDefault=*/true);
     return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
       checkImages(x, "fisherExact(x)");
       ExactFisher r = fisherExact(*m, x, wantVec, o);

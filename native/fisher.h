@@ -26,6 +26,8 @@ struct ExactFisher {
 // Speed options of the Fisher computations (results do not depend on them beyond rounding).
 struct FisherOptions {
   // Run convolutions in channels-last memory format (input and 4-D weights, restored after).
+  // The exact method defaults to it (measured, batch 128, 2 cores: resnet20 0.68 vs 0.82 of Python's
+  // time, small-cnn equal); the matrix-free methods do not (small-cnn power 0.61 vs 0.57).
   bool channelsLast = false;
   // Backward passes run concurrently on this many threads (each with cores/streams intra-op
   // threads); 0 or 1: one after the other.
@@ -38,7 +40,7 @@ struct FisherOptions {
 // Exact per-sample Fisher quantities from K = J Jᵀ (C−1 input-gradient passes over one forward:
 // G only sees logit differences since M 1 = 0). Runs in eval mode without weight gradients and
 // restores the model's state.
-// x: [B, C_in, H, W] -> ExactFisher
+// x: [B, C_in, H, W] -> ExactFisher. The three-argument form runs channels-last (the exact default).
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec);
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec, const FisherOptions& o);
 

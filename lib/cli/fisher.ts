@@ -59,7 +59,7 @@ export function register(program: Command): void {
       const r = await fisherDataset(model, data, {
         method: o.method as FisherMethod, batchSize: posInt('batch-size', o.batchSize), limit,
         tol: num('tol', o.tol), maxIter: posInt('max-iter', o.maxIter), steps: posInt('steps', o.steps),
-        probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: Boolean(o.channelsLast),
+        probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: o.channelsLast ? true : undefined,
         streams: posInt('streams', o.streams), onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
       });
       const arr = (a?: Float64Array) => (a ? Array.from(a) : undefined);

@@ -38,7 +38,7 @@ export function register(program: Command): void {
       log(`profile fisher: ${model.kind} model, input [${shape.join(', ')}], batches ${o.batch}`);
       const rows = await profileFisher(model, {
         inputShape: shape, batchSizes: intList(o.batch), methods, repeats: posInt('repeats', o.repeats),
-        channelsLast: Boolean(o.channelsLast), streams: posInt('streams', o.streams),
+        channelsLast: o.channelsLast ? true : undefined, streams: posInt('streams', o.streams),
       });
       emit(Boolean(o.json), { inputShape: shape, rows }, () => {
         const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}`;
