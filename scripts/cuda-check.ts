@@ -3,10 +3,12 @@
  * LibTorch first). Each check compares the CUDA result with the same computation on the CPU and
  * prints one line; the script exits non-zero when any check fails. Prints timings for the record.
  */
+import * as os from 'os';
+import * as path from 'path';
 import { backend } from '../lib/backend';
 import { Model } from '../lib/model';
 import { Tensor } from '../lib/tensor';
-import { fisherExact, fisherPower } from '../lib/fisher';
+import { fisherExact, fisherPower, fisherVectorProduct } from '../lib/fisher';
 import { attack } from '../lib/attacks';
 import { train } from '../lib/train';
 import { synthetic } from '../lib/data';
@@ -59,8 +61,18 @@ async function main(): Promise<void> {
     check(`${spec.arch} exact Fisher λ_max cuda vs cpu`, maxRel(fg.lambdaMax, fc.lambdaMax) < 1e-3,
       `max rel diff ${maxRel(fg.lambdaMax, fc.lambdaMax).toExponential(2)} (eigvec on ${fg.eigvec?.device})`);
     const pw = await fisherPower(m, xg, { tol: 1e-6, maxIter: 200 });
-    const pl = (pw as unknown as { lambdaMax: Float64Array }).lambdaMax;
+    const pl = pw.lambdaMax;
     check(`${spec.arch} power iteration on cuda vs exact`, maxRel(pl, fg.lambdaMax) < 1e-3, `max rel diff ${maxRel(pl, fg.lambdaMax).toExponential(2)}`);
+    // the linearised engine (models/linear_tape) against autograd on the GPU, and G v cuda vs cpu
+    const fa = await fisherExact(m, xg, { autograd: true });
+    check(`${spec.arch} exact on cuda: linear engine vs autograd`, fg.engine === 'linear' && fa.engine === 'autograd' && maxRel(fg.lambdaMax, fa.lambdaMax) < 1e-4,
+      `engines ${fg.engine}/${fa.engine}, max rel diff ${maxRel(fg.lambdaMax, fa.lambdaMax).toExponential(2)}`);
+    const dir = Tensor.from(Float64Array.from({ length: host.length }, (_, i) => Math.cos(0.37 * i)), [4, 3, 32, 32]);
+    const gvg = (await fisherVectorProduct(m, xg, dir.to('cuda'))).toArray() as Float64Array;
+    await m.to('cpu');
+    const gvc = (await fisherVectorProduct(m, xc, dir)).toArray() as Float64Array;
+    const gs = Math.max(...Array.from(gvc, Math.abs));
+    check(`${spec.arch} Fisher-vector product cuda vs cpu (linear engine)`, maxAbs(gvg, gvc) <= 1e-3 * gs, `max abs diff ${maxAbs(gvg, gvc).toExponential(2)} (scale ${gs.toExponential(2)})`);
     m.dispose();
   }
 
@@ -73,16 +85,27 @@ async function main(): Promise<void> {
   const da = maxAbs(ag.xAdv.to('cpu').toArray() as Float32Array, ac.xAdv.toArray() as Float32Array);
   check('PGD-10 x_adv cuda vs cpu', da <= 0.031 * 2 + 1e-6 && ag.xAdv.device === 'cuda:0', `max abs diff ${da.toExponential(2)} on ${ag.xAdv.device}`);
 
-  // Training on CUDA: TRADES, loss falls and the model stays on the GPU
-  const data = (await synthetic({ kind: 'gaussian', n: 512, numClasses: 10, channels: 3, size: 32, seed: 1 })).to('cuda');
-  const losses: number[] = [];
-  const r = await train(m, data, {
-    method: 'trades', epochs: 3, batchSize: 128, seed: 0,
-    attack: { epsilon: 0.031, stepSize: 0.007, steps: 3, beta: 6 },
-    onEvent: (e) => { if (e.type === 'batch') losses.push(e.loss); },
-  });
-  check('TRADES training on cuda', losses[losses.length - 1] < losses[0] && m.device === 'cuda:0',
-    `loss ${losses[0].toFixed(3)} → ${losses[losses.length - 1].toFixed(3)}, ${r.history.length} epochs, model on ${m.device}`);
+  // Training on CUDA against the same training on the CPU (same seed, same batches): natural
+  // training of an MLP (no randomness beyond the batch order) must give the same losses; TRADES
+  // (random start of its inner attack drawn on each device) the same losses within 2 %
+  const dataC = await synthetic({ kind: 'gaussian', n: 512, numClasses: 10, channels: 3, size: 32, seed: 1 });
+  const dataG = dataC.to('cuda');
+  const runTrain = async (spec: object, method: 'natural' | 'trades', device: 'cpu' | 'cuda') => {
+    const mm = Model.create(spec as never);
+    const init = path.join(os.tmpdir(), `fl-cuda-init-${method}.ckpt`);
+    if (device === 'cpu') await mm.save(init); else { await mm.loadState(init); await mm.to('cuda'); }
+    const res = await train(mm, device === 'cpu' ? dataC : dataG, {
+      method, epochs: 3, batchSize: 128, seed: 0, attack: { epsilon: 0.031, stepSize: 0.007, steps: 3, beta: 6 },
+    });
+    return { losses: res.history.map((e) => e.trainLoss), device: mm.device };
+  };
+  for (const [spec, method, tol] of [[{ arch: 'mlp', inChannels: 3, inputSize: 32 }, 'natural', 1e-4], [{ arch: 'small-cnn', inChannels: 3, inputSize: 32 }, 'trades', 2e-2]] as const) {
+    const c = await runTrain(spec, method, 'cpu');
+    const g = await runTrain(spec, method, 'cuda');
+    const rel = Math.max(...g.losses.map((l, i) => Math.abs(l - c.losses[i]) / Math.abs(c.losses[i])));
+    check(`${method} training (${spec.arch}) on cuda vs cpu`, g.device === 'cuda:0' && g.losses.every(Number.isFinite) && rel <= tol,
+      `epoch losses cuda ${g.losses.map((l) => l.toFixed(4)).join(' ')} vs cpu ${c.losses.map((l) => l.toFixed(4)).join(' ')} (max rel diff ${rel.toExponential(1)}), model on ${g.device}`);
+  }
 
   // Timings for the record (CUDA vs the same on CPU in this machine)
   const big = Tensor.from(Float32Array.from({ length: 128 * 3 * 32 * 32 }, (_, i) => (Math.cos(i) + 1) / 2), [128, 3, 32, 32]);
@@ -91,7 +114,11 @@ async function main(): Promise<void> {
   await r20.to('cuda');
   const bigG = big.to('cuda');
   const gpuMs = await timeMs(() => fisherExact(r20, bigG), 10);
-  console.log(`timing: exact Fisher, resnet20, batch 128: cuda ${gpuMs.toFixed(1)} ms, cpu (${b.threads} threads) ${cpuMs.toFixed(1)} ms`);
+  const gpuAgMs = await timeMs(() => fisherExact(r20, bigG, { autograd: true }), 10);
+  const gpuPow = await timeMs(() => fisherPower(r20, bigG, { tol: 0, maxIter: 20 }), 3);
+  const gpuPowAg = await timeMs(() => fisherPower(r20, bigG, { tol: 0, maxIter: 20, autograd: true }), 3);
+  console.log(`timing: exact Fisher, resnet20, batch 128: cuda ${gpuMs.toFixed(1)} ms (autograd engine ${gpuAgMs.toFixed(1)} ms), cpu (${b.threads} threads) ${cpuMs.toFixed(1)} ms`);
+  console.log(`timing: power iteration (20 it), resnet20, batch 128 on cuda: linear engine ${gpuPow.toFixed(1)} ms, autograd engine ${gpuPowAg.toFixed(1)} ms`);
 
   console.log(`${failed === 0 ? 'all CUDA checks passed' : `${failed} CUDA check(s) failed`}`);
   process.exitCode = failed === 0 ? 0 : 1;

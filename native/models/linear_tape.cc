@@ -1,6 +1,7 @@
 // The linearisation of a built-in network (see linear_tape.h).
 #include "models/linear_tape.h"
 #include "common/errors.h"
+#include <torch/version.h>
 
 namespace fl {
 
@@ -196,7 +197,11 @@ torch::Tensor conv(torch::nn::Conv2dImpl& c, const torch::Tensor& x) {
     op.input = x;
     op.stride = arr(c.options.stride());
     op.dilation = arr(c.options.dilation());
+#if TORCH_VERSION_MAJOR >= 2
+    auto* pad = std::get_if<torch::ExpandingArray<2>>(&c.options.padding());  // c10::variant is std::variant since 2.0
+#else
     auto* pad = c10::get_if<torch::ExpandingArray<2>>(&c.options.padding());
+#endif
     FL_CHECK(pad != nullptr, ERR_INTERNAL, "linearisation: only explicit convolution padding is supported");
     op.padding = arr(*pad);
     op.groups = c.options.groups();
