@@ -3,6 +3,15 @@ import { backend, setThreads, Tensor, memory, Model, FisherLensError } from '../
 import { addon } from '../lib/native';
 import { runOp } from '../lib/op';
 
+// Serial tests run before the concurrent ones: this one forks while no op is running.
+test.serial('the allocator policy: freed blocks stay in the heap (glibc-reuse) unless FISHERLENS_MALLOC=system', (t) => {
+  t.is(backend().allocator, process.env.FISHERLENS_MALLOC === 'system' ? 'system' : 'glibc-reuse');
+  const probe = `process.stdout.write(require(${JSON.stringify(require.resolve('../lib'))}).backend().allocator)`;
+  const { execFileSync } = require('child_process') as typeof import('child_process');
+  t.is(execFileSync(process.execPath, ['-e', probe], { env: { ...process.env, FISHERLENS_MALLOC: 'system' } }).toString(), 'system');
+  t.is(execFileSync(process.execPath, ['-e', probe], { env: { ...process.env, FISHERLENS_MALLOC: '' } }).toString(), 'glibc-reuse');
+});
+
 test('backend reports versions, threads = cores, OpenBLAS', (t) => {
   const b = backend();
   t.regex(b.torchVersion, /^\d+\.\d+/);
