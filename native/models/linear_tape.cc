@@ -101,7 +101,7 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
       if (thinCpuConv(op, g))
         return std::get<0>(at::_slow_conv2d_backward(g.contiguous(), op.input, op.w, {op.w.size(2), op.w.size(3)}, op.stride,
                                                      op.padding, {true, false, false}));
-      if (op.wFlipT.defined() && g.is_cpu())  // stride 1: the input gradient is a "full" convolution
+      if (op.wFlipT.defined())  // CPU, stride 1: the input gradient is a "full" convolution
         return at::conv2d(g, op.wFlipT, {}, 1, {op.w.size(2) - 1 - op.padding[0], op.w.size(3) - 1 - op.padding[1]});
       return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
                                                   /*transposed=*/false, {0, 0}, op.groups, {true, false, false}));
@@ -205,10 +205,10 @@ torch::Tensor conv(torch::nn::Conv2dImpl& c, const torch::Tensor& x) {
     FL_CHECK(pad != nullptr, ERR_INTERNAL, "linearisation: only explicit convolution padding is supported");
     op.padding = arr(*pad);
     op.groups = c.options.groups();
-    // stride-1 input gradients as a forward convolution with the flipped, transposed kernel:
-    // oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at 26×26,
-    // batch 128: 7.4 vs 8.2–15 ms)
-    if (op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
+    // stride-1 input gradients on the CPU as a forward convolution with the flipped, transposed
+    // kernel: oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at
+    // 26×26, batch 128: 7.4 vs 8.2–15 ms). Costs one copy of the layer's weights per linearisation.
+    if (c.weight.is_cpu() && op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
         op.dilation[1] == 1 && op.padding[0] <= c.weight.size(2) - 1 && op.padding[1] <= c.weight.size(3) - 1) {
       torch::NoGradGuard ng;
       op.wFlipT = c.weight.detach().flip({2, 3}).transpose(0, 1).contiguous(c.weight.suggest_memory_format());
