@@ -338,7 +338,7 @@ export interface ProfileRow {
   peakBytes: number;
 }
 
-/** Process resident memory and its high-water mark (bytes; Linux /proc). `reset` clears the mark. */
+/** Process resident memory and its high-water mark (bytes; Linux /proc). `reset` first returns freed heap memory to the system (glibc malloc_trim: the allocator policy keeps it resident otherwise), then clears the mark. */
 export function peakMemory(reset = false): { rss: number; peak: number } {
   return fa().peakMemory(reset);
 }

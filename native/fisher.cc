@@ -12,6 +12,9 @@
 #include <exception>
 #include <fstream>
 #include <thread>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
@@ -580,12 +583,18 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset clears the
-// high-water mark through /proc/self/clear_refs). Zeros where /proc is unavailable.
+// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
+// heap memory to the system (malloc_trim) and clears the high-water mark through
+// /proc/self/clear_refs). Zeros where /proc is unavailable.
 Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
     if (reset) {
+#if defined(__GLIBC__)
+      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
+      // the high-water mark measures what the next computation touches, not what earlier ones left
+      malloc_trim(0);
+#endif
       std::ofstream f("/proc/self/clear_refs");
       if (f.good()) f << "5";
     }
