@@ -113,7 +113,9 @@ export interface PowerResult {
 /**
  * λ_max(G_x) per sample by power iteration on Fisher-vector products (one JVP and one VJP per
  * iteration; see FisherEngine), started at ∇ₓ log p_ŷ. A sample stops when its Rayleigh quotient
- * changes by ≤ tol (relative; default 1e-6) between iterations, or after maxIter (default 100).
+ * changes by ≤ tol (relative; default 1e-6) between iterations, or after maxIter (default 100);
+ * with the linear engine stopped samples are no longer computed (the batch costs about the sum of
+ * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
   const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));

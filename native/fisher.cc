@@ -15,7 +15,6 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
 extern "C" void omp_set_num_threads(int) __attribute__((weak));
@@ -182,6 +181,7 @@ FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const Fis
   x_ = prepInput(m, x0, o.channelsLast);
   dt_ = x_.scalar_type();
   shape_ = x_.sizes().vec();
+  subShape_ = shape_;
   if (!o.autograd) tape_ = m.linearize(x_, &z_);
   if (!tape_) {
     x_.requires_grad_(true);
@@ -214,7 +214,7 @@ torch::Tensor FisherOperator::vjp(const torch::Tensor& w) {
 }
 
 torch::Tensor FisherOperator::jvp(const torch::Tensor& v) {
-  if (tape_) return tape_->jvp(v.to(dt_).reshape(shape_)).to(torch::kFloat64);
+  if (tape_) return tape_->jvp(v.to(dt_).reshape(subShape_)).to(torch::kFloat64);
   torch::AutoGradMode grad(true);
   if (!g_.defined()) {
     u_ = torch::zeros_like(z_).requires_grad_(true);
@@ -223,6 +223,18 @@ torch::Tensor FisherOperator::jvp(const torch::Tensor& v) {
   torch::Tensor vv = v.to(dt_).reshape(shape_);
   auto r = torch::autograd::grad({g_}, {u_}, {vv}, /*retain_graph=*/true)[0];
   return r.to(torch::kFloat64);
+}
+
+bool FisherOperator::restrict(const torch::Tensor& index) {
+  if (!tape_) return false;
+  torch::Tensor i = index.to(probs.device(), torch::kInt64);
+  tape_ = tape_->subset(i);
+  probs = probs.index_select(0, i);
+  logp = logp.index_select(0, i);
+  z_ = z_.index_select(0, i);
+  B = i.size(0);
+  subShape_[0] = B;
+  return true;
 }
 
 torch::Tensor FisherOperator::applyM(const torch::Tensor& w) const {
@@ -253,20 +265,31 @@ PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const s
   torch::Tensor lam = torch::zeros({B}, f64);
   torch::Tensor done = torch::zeros({B}, f64.dtype(torch::kBool));
   torch::Tensor iters = torch::zeros({B}, f64.dtype(torch::kInt64));
+  // the samples the operator currently computes (positions in the batch); all of them until
+  // enough have converged to restrict the operator to the rest
+  torch::Tensor cur = torch::arange(B, f64.dtype(torch::kInt64));
   for (int64_t it = 1; it <= maxIter; ++it) {
     if (onIter) onIter(it);
-    torch::Tensor w = op.gvp(v);
-    torch::Tensor l = (v * w).sum(1);  // Rayleigh quotient (v unit)
+    const bool all = cur.size(0) == B;
+    torch::Tensor vc = all ? v : v.index_select(0, cur);
+    torch::Tensor w = op.gvp(vc);
+    torch::Tensor l = (vc * w).sum(1);  // Rayleigh quotient (v unit)
     torch::Tensor n = w.norm(2, 1, true);
-    torch::Tensor vn = torch::where(n > 1e-300, w / n.clamp_min(1e-300), v);
-    torch::Tensor active = done.logical_not();
-    torch::Tensor conv = (l - lam).abs() <= tol * l.abs();
+    torch::Tensor vn = torch::where(n > 1e-300, w / n.clamp_min(1e-300), vc);
+    torch::Tensor doneC = all ? done : done.index_select(0, cur);
+    torch::Tensor lamC = all ? lam : lam.index_select(0, cur);
+    torch::Tensor itC = all ? iters : iters.index_select(0, cur);
+    torch::Tensor active = doneC.logical_not();
+    torch::Tensor conv = (l - lamC).abs() <= tol * l.abs();
     if (tol <= 0) conv = torch::zeros_like(conv);  // tol 0: exactly maxIter iterations (benchmarks)
-    lam = torch::where(active, l, lam);
-    v = torch::where(active.unsqueeze(1), vn, v);
-    iters = torch::where(active, torch::full_like(iters, it), iters);
-    done = done | (active & conv);
-    if (done.all().item<bool>()) break;
+    lam.index_copy_(0, cur, torch::where(active, l, lamC));
+    v.index_copy_(0, cur, torch::where(active.unsqueeze(1), vn, vc));
+    iters.index_copy_(0, cur, torch::where(active, torch::full_like(itC, it), itC));
+    torch::Tensor doneNow = doneC | (active & conv);
+    done.index_copy_(0, cur, doneNow);
+    torch::Tensor left = doneNow.logical_not().nonzero().squeeze(1);  // positions in cur
+    if (left.size(0) == 0) break;
+    if (left.size(0) * 4 <= cur.size(0) * 3 && op.restrict(left)) cur = cur.index_select(0, left);
   }
   PowerResult r;
   r.lambdaMax = lam;
@@ -424,8 +447,6 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherPower(x)");
-      std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
-      if (getenv("FL_PROFILE")) prof = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(getenv("FL_PROFILE")) + (o.autograd ? ".pag" : ".ptape"));
       FisherOperator op(*m, x, o);
       PowerResult r = fisherPower(op, tol, maxIter, iterHook(ctx, "power", maxIter));
       return [r](Napi::Env env) -> Napi::Value {

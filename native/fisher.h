@@ -88,13 +88,18 @@ class FisherOperator {
   const std::vector<int64_t>& inputShape() const { return shape_; }
   // "linear" (J v and Jᵀ w through the model's linearisation) or "autograd"
   const char* engine() const { return tape_ ? "linear" : "autograd"; }
+  // Restricts the operator to the samples `index` (int64 [n], positions in the current batch):
+  // afterwards B = n and every vector is [n, ...] for those samples (probs and logp too).
+  // Linear engine only; returns false (and changes nothing) otherwise.
+  bool restrict(const torch::Tensor& index);
 
  private:
   std::unique_ptr<ModeGuard> mode_;
   std::unique_ptr<LayoutGuard> layout_;
   std::shared_ptr<LinearTape> tape_;  // the model's linearisation (built-ins), else autograd
   torch::Tensor x_, z_, u_, g_;
-  std::vector<int64_t> shape_;
+  std::vector<int64_t> shape_;     // the whole batch's input shape (inputShape())
+  std::vector<int64_t> subShape_;  // the current samples' input shape (after restrict)
   torch::ScalarType dt_;
 };
 
@@ -106,7 +111,9 @@ struct PowerResult {
   std::string engine;        // FisherOperator::engine()
 };
 // Power iteration on G_x per sample; a sample stops (its values frozen) once the Rayleigh
-// quotient changes by ≤ tol relative between iterations.
+// quotient changes by ≤ tol relative between iterations. With the linear engine the converged
+// samples also stop costing: once a quarter of the computed ones are done, the operator is
+// restricted to the rest (op is left restricted).
 PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const std::function<void(int64_t)>& onIter = {});
 
 struct LanczosResult {

@@ -141,6 +141,29 @@ test('speed options (channels-last, concurrent backward streams) give the same n
   t.false(m.training); // the model is left in its mode
 });
 
+test('power iteration stops computing converged samples (linear engine) and agrees with the full-batch autograd run', async (t) => {
+  const m = Model.create({ arch: 'small-cnn' });
+  const B = 48;
+  // images with structure (sums of a few sinusoids), so that samples converge at different speeds
+  const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => {
+    const b = Math.floor(i / 784), p = i % 784, r = Math.floor(p / 28), c = p % 28;
+    return 0.5 + 0.25 * Math.sin(0.3 * r * (1 + (b % 5)) + 0.7 * b) * Math.cos(0.2 * c * (1 + (b % 3)));
+  }), [B, 1, 28, 28]);
+  const lin = await fisherPower(m, x, { tol: 1e-6, maxIter: 300 });
+  const ag = await fisherPower(m, x, { tol: 1e-6, maxIter: 300, autograd: true });
+  t.is(lin.engine, 'linear');
+  const its = Array.from(lin.iterations);
+  t.true(Math.max(...its) >= 2 * Math.min(...its), `iterations should spread for the test to mean anything: ${Math.min(...its)}..${Math.max(...its)}`);
+  t.true(lin.converged.every(Boolean) && ag.converged.every(Boolean));
+  let same = 0;
+  for (let b = 0; b < B; b++) {
+    t.true(relErr(lin.lambdaMax[b], ag.lambdaMax[b]) < 1e-5, `λ ${b}: ${lin.lambdaMax[b]} vs ${ag.lambdaMax[b]}`);
+    if (lin.iterations[b] === ag.iterations[b]) same++;
+  }
+  t.true(same >= 0.8 * B, `iteration counts agree for ${same} of ${B} samples (rounding may move a stop by one)`);
+  t.deepEqual(lin.eigvec.shape, [B, 1, 28, 28]);
+});
+
 test('a built-in model in train mode: the linearised engine runs in eval mode, agrees with autograd, and leaves the mode as found', async (t) => {
   const m = Model.create({ arch: 'resnet20', inChannels: 3, inputSize: 16, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] });
   m.setTraining(true);

@@ -133,6 +133,35 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
 
 }  // namespace
 
+std::shared_ptr<LinearTape> LinearTape::subset(const torch::Tensor& index) const {
+  FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
+  torch::NoGradGuard ng;
+  auto t = std::make_shared<LinearTape>();
+  t->nodes_ = nodes_;
+  t->outId_ = outId_;
+  t->inShape_ = inShape_;
+  t->inShape_[0] = index.size(0);
+  // one selection per saved tensor (a ReLU's output is also the next op's input)
+  std::unordered_map<const void*, torch::Tensor> picked;
+  auto pick = [&](const torch::Tensor& x) -> torch::Tensor {
+    if (!x.defined()) return x;
+    auto it = picked.find(key(x));
+    if (it != picked.end()) return it->second;
+    torch::Tensor y = x.index_select(0, index).contiguous(x.suggest_memory_format());
+    picked.emplace(key(x), y);
+    return y;
+  };
+  using K = Kind;
+  for (const Op& op : ops_) {
+    Op o = op;
+    o.input = pick(op.input);
+    o.idx = pick(op.idx);
+    if (op.kind == K::Relu || op.kind == K::Mul) o.w = pick(op.w);  // per-sample derivatives
+    t->ops_.push_back(std::move(o));
+  }
+  return t;
+}
+
 torch::Tensor LinearTape::jvp(const torch::Tensor& v) const {
   FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
   torch::NoGradGuard ng;

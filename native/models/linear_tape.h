@@ -49,6 +49,11 @@ class LinearTape {
   // u: cotangents [B, K] -> Jᵀ u, shaped like x
   torch::Tensor vjp(const torch::Tensor& u) const;
 
+  // The linearisation of the samples `index` (int64 [n], positions in this tape's batch): every
+  // per-sample saved tensor index-selected, weights shared. Costs one copy of those samples' saved
+  // activations; lets iterative methods drop samples that have converged.
+  std::shared_ptr<LinearTape> subset(const torch::Tensor& index) const;
+
   int64_t nodes() const { return nodes_; }
   const std::vector<Op>& ops() const { return ops_; }
 
