@@ -155,12 +155,16 @@ test('power iteration stops computing converged samples (linear engine) and agre
   const its = Array.from(lin.iterations);
   t.true(Math.max(...its) >= 2 * Math.min(...its), `iterations should spread for the test to mean anything: ${Math.min(...its)}..${Math.max(...its)}`);
   t.true(lin.converged.every(Boolean) && ag.converged.every(Boolean));
-  let same = 0;
+  // every sample, however early it left the batch, gets what the whole-batch run of the same
+  // algorithm gets (autograd engine: nothing is dropped there), and a Rayleigh quotient of its own
+  // G: never above the exact λ_max. (A tol-stopped power iteration can sit below λ_max by more
+  // than tol where the eigen-gap is small, so it is not compared with exact more tightly.)
+  const ex = await fisherExact(m, x);
   for (let b = 0; b < B; b++) {
-    t.true(relErr(lin.lambdaMax[b], ag.lambdaMax[b]) < 1e-5, `λ ${b}: ${lin.lambdaMax[b]} vs ${ag.lambdaMax[b]}`);
-    if (lin.iterations[b] === ag.iterations[b]) same++;
+    t.true(relErr(lin.lambdaMax[b], ag.lambdaMax[b]) < 1e-5, `λ ${b}: ${lin.lambdaMax[b]} vs autograd ${ag.lambdaMax[b]}`);
+    t.true(lin.lambdaMax[b] <= ex.lambdaMax[b] * (1 + 1e-5) && lin.lambdaMax[b] >= 0.9 * ex.lambdaMax[b],
+      `λ ${b}: ${lin.lambdaMax[b]} vs exact ${ex.lambdaMax[b]}`);
   }
-  t.true(same >= 0.8 * B, `iteration counts agree for ${same} of ${B} samples (rounding may move a stop by one)`);
   t.deepEqual(lin.eigvec.shape, [B, 1, 28, 28]);
 });
 
