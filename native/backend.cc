@@ -95,8 +95,9 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
 // glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh
 // mmap and returns it to the kernel on free, so each new activation tensor of a few MB is
 // page-faulted in again, every op, every iteration. Measured on this 2-core machine (LibTorch 1.13,
-// batch 128): a 1→32 channel 3×3 convolution forward median 6.4 ms → 0.9 ms, a 32→32 input-gradient
-// 15.1 → 8.2 ms once freed blocks up to 32 MiB stay in the heap for reuse. The cost: the process
+// batch 128, bench/python/conv_kernels.py without / with these settings): a 1→32 channel 3×3
+// convolution forward median 8.3 → 0.6 ms, a 32→32 input gradient 19.5 → 8.0 ms once freed blocks
+// up to 32 MiB stay in the heap for reuse. The cost: the process
 // keeps its high-water mark of freed memory (blocks over 32 MiB are still returned at once).
 // FISHERLENS_MALLOC=system keeps glibc's defaults.
 void initAllocator() {

@@ -57,7 +57,8 @@ namespace {
 
 // A CPU convolution with ≤ 4 input channels (an RGB or grey input layer): oneDNN reorders its
 // wide output for little arithmetic (measured, 1→32 channels 3×3, batch 128 at 28×28: input
-// gradient 4.5 ms through oneDNN, 0.4 ms by im2col + GEMM), so those run on LibTorch's im2col kernels.
+// gradient 4.5–5.3 ms through oneDNN, 0.4 ms by im2col + GEMM; bench/python/conv_kernels.py), so
+// those run on LibTorch's im2col kernels.
 bool thinCpuConv(const LinearTape::Op& op, const torch::Tensor& t) {
   return t.is_cpu() && op.w.size(1) <= 4 && op.groups == 1 && op.dilation[0] == 1 && op.dilation[1] == 1 &&
          t.is_contiguous();
