@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from './errors';
+import { packageRoot } from './provenance';
 
 /** Options every async native op takes as its last argument. */
 export interface NativeCtl {
@@ -77,16 +78,6 @@ export interface CoreAddon {
 
 let loaded: unknown = null;
 let addonFile = '';
-
-function packageRoot(): string {
-  // dist/lib/native.js -> package root two levels up; lib/native.ts under ts-node -> one level
-  let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'native'))) return dir;
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..', '..');
-}
 
 function load(): unknown {
   const root = packageRoot();

@@ -1,0 +1,60 @@
+/**
+ * Provenance of numbers: which package version and which native sources produced them. One place
+ * computes the native-source hash, so the packer (stale variants), the loader (variant manifest),
+ * run folders, reports and queue jobs all compare the same thing.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+
+/** The package root (the folder holding package.json and native/). */
+export function packageRoot(): string {
+  // dist/lib/provenance.js -> two levels up; lib/provenance.ts under ts-node -> one level
+  let dir = __dirname;
+  for (let i = 0; i < 4; i++) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'native'))) return dir;
+    dir = path.dirname(dir);
+  }
+  return path.resolve(__dirname, '..', '..');
+}
+
+/** Version of the fisherlens package (package.json). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Files that determine the native binary: every file under native/, plus the two build descriptions. */
+function nativeSourceFiles(root: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    const abs = path.join(root, rel);
+    for (const name of fs.readdirSync(abs).sort()) {
+      const r = path.posix.join(rel, name);
+      const st = fs.statSync(path.join(abs, name));
+      if (st.isDirectory()) walk(r);
+      else if (st.isFile()) out.push(r);
+    }
+  };
+  walk('native');
+  for (const f of ['CMakeLists.txt', 'binding.gyp']) if (fs.existsSync(path.join(root, f))) out.push(f);
+  return out;
+}
+
+const hashCache = new Map<string, string>();
+
+/**
+ * sha256 (hex, first 16 characters) over the native sources' relative paths and contents, in a
+ * fixed order: equal hashes mean the same C++ went into the binary. Cached per root.
+ */
+export function nativeSourceHash(root: string = packageRoot()): string {
+  const hit = hashCache.get(root);
+  if (hit) return hit;
+  const h = crypto.createHash('sha256');
+  for (const rel of nativeSourceFiles(root)) {
+    h.update(rel).update('\0').update(fs.readFileSync(path.join(root, rel))).update('\0');
+  }
+  const hex = h.digest('hex').slice(0, 16);
+  hashCache.set(root, hex);
+  return hex;
+}
