@@ -21,6 +21,8 @@ export function buildProgram(): Command {
     .name('fisherlens')
     .description('Adversarial robustness of classifiers through the input-space Fisher information')
     .version(pkg.version)
+    // root options only before the subcommand: `attack --version standard` is the cascade's version
+    .enablePositionalOptions()
     .showHelpAfterError('(add --help for usage)')
     .exitOverride((err) => {
       // commander's own errors (unknown option, missing argument): one line, exit 2
