@@ -1,11 +1,13 @@
 import test from 'ava';
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackKinds, evaluate, ATTACK_KINDS, AttackParams } from '../lib/attacks';
 import { autoAttack, resolveCascade } from '../lib/autoattack';
+import { validateExperiment, expandRuns } from '../lib/experiment/config';
+import { evalAttackParams } from '../lib/experiment/science';
 import { manualSeed, train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
 import { fashionSubset, ballViolations } from './helpers/train-fixtures';
@@ -205,4 +207,36 @@ const hasTorch = (() => {
   }
   data.dispose();
   fs.rmSync(dir, { recursive: true });
+});
+
+// The CLI in a child process (as users call it): --attack autoattack --json against the library
+// call on the same checkpoint and images (seeded: identical numbers); usage errors exit 1 with a
+// one-line reason. Configs accept autoattack entries and refuse misplaced options.
+test('CLI attack --attack autoattack --json; configs accept autoattack', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-aa-cli-'));
+  const ck = path.join(dir, 'model.pt');
+  await model.save(ck);
+  const cli = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
+  const args = ['attack', '--model', ck, '--data', 'fashion-mnist', '--limit', '64', '--attack', 'autoattack', '--epsilon', '0.1',
+    '--version', 'custom', '--attacks', 'apgd-ce,apgd-t', '--json'];
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { accuracy: number; robustAccuracy: number; robustAccuracyStderr: number; samples: number; stages: { name: string; robustAccuracy: number }[] };
+  const lib = await autoAttack(model, testSet, { epsilon: 0.1, version: 'custom', attacks: ['apgd-ce', 'apgd-t'], limit: 64 });
+  t.is(out.samples, 64);
+  t.is(out.accuracy, lib.accuracy);
+  t.is(out.robustAccuracy, lib.robustAccuracy);
+  t.deepEqual(out.stages.map((s) => [s.name, s.robustAccuracy]), lib.stages.map((s) => [s.name, s.robustAccuracy]));
+  const bad = spawnSync(process.execPath, [cli, 'attack', '--model', ck, '--data', 'fashion-mnist', '--limit', '8', '--attack', 'apgd-ce', '--step-size', '0.1'], { encoding: 'utf8' });
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /apgd-ce does not take stepSize/);
+  fs.rmSync(dir, { recursive: true });
+
+  const cfg = (a: Record<string, unknown>) => ({ name: 'x', defaults: { data: { dataset: 'fashion-mnist' } }, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' }, eval: { attacks: [a] } }] });
+  const v = expandRuns(validateExperiment(cfg({ name: 'autoattack', type: 'autoattack', epsilon: 0.1, attacks: ['apgd-ce', { type: 'apgd-t', targets: 3 }] })));
+  const a = v[0].eval.attacks[0];
+  t.deepEqual(evalAttackParams(a, 5), { kind: 'autoattack', norm: 'linf', epsilon: 0.1, version: 'custom', seed: 5,
+    attacks: ['apgd-ce', { kind: 'apgd-t', steps: undefined, restarts: undefined, targets: 3 }] });
+  t.throws(() => expandRuns(validateExperiment(cfg({ type: 'pgd', epsilon: 0.1, version: 'standard' }))), { message: /`version` and `attacks` are for type autoattack/ });
+  t.throws(() => expandRuns(validateExperiment(cfg({ type: 'autoattack', epsilon: 0.1, steps: 10 }))), { message: /autoattack takes norm, epsilon/ });
 });
