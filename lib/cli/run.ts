@@ -39,7 +39,7 @@ export function finish(result: ExperimentResult): void {
   else if (result.failed > 0) process.exitCode = EXIT.runsFailed;
 }
 
-export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean }
+export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; reevaluate?: boolean }
 
 /**
  * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
@@ -65,7 +65,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-      continueOnError: !o.stopOnError, executor,
+      continueOnError: !o.stopOnError, executor, reevaluate: o.reevaluate,
     });
     return result;
   } finally {
@@ -85,6 +85,7 @@ export function register(program: Command): void {
     .option('--only <ids>', 'run only these run ids (comma-separated)')
     .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
     .option('--dry-run', 'print the runs and their state without running anything')
+    .option('--reevaluate', "evaluate the finished runs' checkpoints with the config's current `eval` section and rewrite their summaries (no training)")
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal')
     .option('--json', 'print the result as JSON on stdout')

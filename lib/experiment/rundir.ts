@@ -128,6 +128,8 @@ export interface RunSummary extends RunResult {
   finishedAt: string;
   /** Wall seconds of the last attempt (training resumed from a checkpoint counts only its part). */
   seconds: number;
+  /** When `fisherlens run --reevaluate` last rewrote the evaluation (ISO time; absent if never). */
+  reevaluatedAt?: string;
 }
 
 /** Writes a file atomically: a temporary sibling, fsync, then rename. */
