@@ -172,7 +172,7 @@ const hasTorch = (() => {
 // both; the sanity checks warn on both; on the scaled model the cascade's DLR stage (scale-
 // invariant) brings robust accuracy down to within 0.1 of the unmasked model's. The quantised
 // model needs a gradient-free stage: with Square in the build, the cascade brings it down too.
-(hasTorch ? test : test.skip)('gradient masking: PGD looks robust, the cascade is not fooled, the sanity checks warn', async (t) => {
+(hasTorch ? test : test.skip)('gradient masking: PGD looks robust, the cascade is not fooled, the sanity checks warn (also on probabilities and randomness)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-masked-'));
   execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'masked_models.py'), dir], {
     stdio: 'inherit', env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' },
@@ -199,6 +199,13 @@ const hasTorch = (() => {
     t.true(r.warnings.some((w) => /gradient masking/.test(w)), `${name}: warns`);
   }
   t.true(scaled.aa <= base.aa + 0.1, `scaled: the cascade is not fooled (${scaled.aa} vs ${base.aa})`);
+  // probability outputs and a randomised model: the other two sanity checks (two cheap APGD steps suffice)
+  for (const [name, re] of [['softmax', /look like probabilities on 64 of 64 samples/], ['noisy', /the model is randomised; use version 'rand'/]] as const) {
+    const m = await Model.load(path.join(dir, `${name}.pt`));
+    const a = await autoAttack(m, data, { epsilon: eps, version: 'custom', attacks: [{ kind: 'apgd-ce', steps: 2 }] });
+    t.true(a.warnings.some((w) => re.test(w)), `${name}: ${a.warnings.join(' | ')}`);
+    m.dispose();
+  }
   if (attackKinds().find((a) => a.kind === 'square')?.available) {
     const m = await Model.load(path.join(dir, 'quant.pt'));
     const a = await autoAttack(m, data, { ...custom, attacks: ['apgd-ce', 'square'] });

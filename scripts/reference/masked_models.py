@@ -7,7 +7,9 @@ TorchScript models of it into OUTDIR:
              input gradients vanish in float32 and PGD on the cross-entropy stalls, while the
              scale-invariant DLR loss sees the same network;
   quant.pt   the network behind a 255-level input quantisation round(255 x) / 255: the same
-             predictions on 8-bit images, an input gradient that is zero everywhere.
+             predictions on 8-bit images, an input gradient that is zero everywhere;
+  softmax.pt the network's softmax probabilities instead of logits;
+  noisy.pt   the network on x + N(0, 0.01²) noise: a randomised model (two forwards differ).
 
 usage: /usr/bin/python3 scripts/reference/masked_models.py OUTDIR [SCALE]
 """
@@ -39,6 +41,24 @@ class Quantised(nn.Module):
         return self.net(torch.round(x * 255) / 255)
 
 
+class Softmax(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), 1)
+
+
+class Noisy(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x + 0.01 * torch.randn_like(x))
+
+
 def main():
     out = sys.argv[1]
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1e4
@@ -61,6 +81,8 @@ def main():
     torch.jit.script(net).save(os.path.join(out, "base.pt"))
     torch.jit.script(Scaled(net, scale).eval()).save(os.path.join(out, "scaled.pt"))
     torch.jit.script(Quantised(net).eval()).save(os.path.join(out, "quant.pt"))
+    torch.jit.script(Softmax(net).eval()).save(os.path.join(out, "softmax.pt"))
+    torch.jit.script(Noisy(net).eval()).save(os.path.join(out, "noisy.pt"))
 
 
 if __name__ == "__main__":
