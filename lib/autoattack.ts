@@ -150,7 +150,7 @@ export function resolveCascade(p: AutoAttackParams, numClasses: number): Resolve
     if (!spec) throw new FisherLensError('ERR_ARG', `autoAttack: unknown attack '${String(s.kind)}'; expected one of ${[...table.keys()].join(', ')}`);
     if ((s as AttackParams).targeted) throw new FisherLensError('ERR_ARG', `autoAttack: stage ${s.kind} is targeted; the cascade measures untargeted robustness (apgd-t and fab-t try targets internally)`);
     if (!spec.available) {
-      throw new FisherLensError('ERR_ARG', `${spec.kind} not available in this build (native/${spec.kind.startsWith('fab') ? 'fab' : 'square'}.cc); use version 'custom' with the available attacks: ${[...table.values()].filter((a) => a.available && !a.targeted).map((a) => a.kind).join(', ')}`);
+      throw new FisherLensError('ERR_ARG', `${spec.kind} not available in this build (native/${spec.kind.startsWith('fab') ? 'fab' : 'square'}.cc); use version 'custom' with the attacks of this build, e.g. attacks: ['apgd-ce', 'apgd-t'] (available: ${[...table.values()].filter((a) => a.available).map((a) => a.kind).join(', ')})`);
     }
     if (!spec.norms.includes(norm)) throw new FisherLensError('ERR_ARG', `autoAttack: ${spec.kind} does not support norm '${norm}'`);
     if (numClasses < spec.minClasses) {
