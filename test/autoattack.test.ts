@@ -138,6 +138,12 @@ test('APGD-CE and APGD-T: x_adv in the ball and the box (L∞ and L2); success i
     });
     t.true(r.success.reduce((a, b) => a + b, 0) > 0.3 * N, `${p.kind} breaks samples`);
   }
+  // EOT on a deterministic model averages identical gradients: L∞ steps use only their signs, so
+  // the iterates (and x_adv) are exactly those without EOT
+  const xs = x.slice(0, 32), ysl = y.slice(0, 32);
+  const one = await attack(model, xs, ysl, { kind: 'apgd-dlr', epsilon: 0.05, steps: 8, seed: 3 });
+  const eot = await attack(model, xs, ysl, { kind: 'apgd-dlr', epsilon: 0.05, steps: 8, seed: 3, eotIter: 3 });
+  t.deepEqual(Array.from(eot.xAdv.toArray() as Float32Array), Array.from(one.xAdv.toArray() as Float32Array));
   const ac = new AbortController();
   const run = attack(model, x, y, { kind: 'apgd-ce', epsilon: 0.1, steps: 100000, signal: ac.signal, onProgress: () => ac.abort() });
   await t.throwsAsync(run, { code: 'ERR_ABORTED' });
@@ -166,13 +172,16 @@ const hasTorch = (() => {
   }
 })();
 
+// Tests that fork a process (python, the CLI) are serial: OpenBLAS's fork handler joins its worker
+// threads, and a fork while a concurrent test's native op keeps them busy deadlocks the process.
+
 // Gradient masking (scripts/reference/masked_models.py): the same trained CNN with its logits
 // scaled by 1e4 (softmax saturates: float32 cross-entropy gradients vanish) and behind a
 // 255-level input quantisation (zero input gradient). PGD on the cross-entropy looks robust on
 // both; the sanity checks warn on both; on the scaled model the cascade's DLR stage (scale-
 // invariant) brings robust accuracy down to within 0.1 of the unmasked model's. The quantised
 // model needs a gradient-free stage: with Square in the build, the cascade brings it down too.
-(hasTorch ? test : test.skip)('gradient masking: PGD looks robust, the cascade is not fooled, the sanity checks warn (also on probabilities and randomness)', async (t) => {
+(hasTorch ? test.serial : test.skip)('gradient masking: PGD looks robust, the cascade is not fooled, the sanity checks warn (also on probabilities and randomness)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-masked-'));
   execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'masked_models.py'), dir], {
     stdio: 'inherit', env: { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' },
@@ -219,7 +228,7 @@ const hasTorch = (() => {
 // The CLI in a child process (as users call it): --attack autoattack --json against the library
 // call on the same checkpoint and images (seeded: identical numbers); usage errors exit 1 with a
 // one-line reason. Configs accept autoattack entries and refuse misplaced options.
-test('CLI attack --attack autoattack --json; configs accept autoattack', async (t) => {
+test.serial('CLI attack --attack autoattack --json; configs accept autoattack', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-aa-cli-'));
   const ck = path.join(dir, 'model.pt');
   await model.save(ck);
