@@ -13,6 +13,7 @@ import { ccklMetrics } from '../metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
 import { evaluate as evaluateAttacks, AttackParams } from '../attacks';
 import { FisherLensError } from '../errors';
+import { classMatrices, pictureGrid, pictureSamples, writePictureGrid } from '../pictures';
 import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
 
@@ -162,6 +163,12 @@ export function defaultScience(): Science<Model, Dataset> {
       return { lambdaMax: r.lambdaMax ?? nan(), frobenius: r.frobenius ?? nan(), trace: r.trace ?? nan() };
     },
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
+    async pictures(model, data, attacks, opts) {
+      const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
+      const pd = await pictureGrid(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), { indices, signal: opts.signal });
+      writePictureGrid(opts.dir, pd);
+    },
+    classes: (model, data, opts) => classMatrices(model, data, opts),
     dispose: (x) => x.dispose(),
   };
 }
