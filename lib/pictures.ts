@@ -23,6 +23,7 @@ import { fisherExact } from './fisher';
 import { CcklAccumulator, logProbs } from './metrics';
 import { FisherLensError } from './errors';
 import type { OpOptions } from './op';
+import { writeFileAtomic } from './experiment/rundir';
 
 /** Samples in a picture grid unless told otherwise (config `eval.pictures.samples`, CLI `--image-samples`). */
 export const PICTURE_SAMPLES = 8;
@@ -315,12 +316,6 @@ export function decodePng(buf: Buffer): { width: number; height: number; channel
 export const GRID_FILE = 'grid.json';
 export const CLASSES_FILE = 'classes.json';
 
-function writeAtomic(file: string, data: string | Buffer): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, data);
-  fs.renameSync(tmp, file);
-}
-
 /**
  * Writes a grid into `dir`: per column `<kind>[-<attack>].npy` (float32 [S, C, H, W]) and per
  * cell `<row>-<kind>[-<attack>].png`, then grid.json last (its presence means complete).
@@ -342,13 +337,13 @@ export function writePictureGrid(dir: string, pd: PictureData): PictureGrid {
     }
     const cells = pd.cells[k].map((c, s) => {
       const png = `${s}-${stem}.png`;
-      writeAtomic(path.join(dir, png), encodePng(pd.values[k].subarray(s * D, (s + 1) * D), imageShape, col.mapping, col.scale));
+      writeFileAtomic(path.join(dir, png), encodePng(pd.values[k].subarray(s * D, (s + 1) * D), imageShape, col.mapping, col.scale));
       return { png, ...c };
     });
     return { ...col, npy, cells };
   });
   const grid: PictureGrid = { ...pd.grid, columns };
-  writeAtomic(path.join(dir, GRID_FILE), JSON.stringify(grid, null, 1) + '\n');
+  writeFileAtomic(path.join(dir, GRID_FILE), JSON.stringify(grid, null, 1) + '\n');
   return grid;
 }
 

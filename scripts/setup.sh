@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # FisherLens setup on a fresh Debian/Ubuntu machine. Idempotent: installs the system packages
-# (LibTorch, OpenBLAS, Fashion-MNIST, PyTorch for the reference tests, a C++ toolchain), then the
+# (LibTorch, OpenBLAS, Fashion-MNIST, PyTorch for the reference tests, a C++ toolchain, Chromium
+# for the headless check of report.html), then the
 # npm dependencies, then builds the addon and the TypeScript. Prints what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -146,7 +146,8 @@ export function summariseFisher(method: string, f: FisherArrays): FisherSummary 
 
 /**
  * The real executor: load data → model → train (resumable) → evaluate clean + attacks on the test
- * subset → exact Fisher spectra → CCKL and its split. Progress weights: training batches × the
+ * subset → exact Fisher spectra → CCKL and its split → pictures/ (class heatmaps of the initial
+ * and final model, the image grid). Progress weights: training batches × the
  * method's passes per batch, then evaluation.
  */
 export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {

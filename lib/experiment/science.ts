@@ -1,6 +1,7 @@
 /**
  * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
- * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics). This file is the ONE
+ * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics,
+ * lib/pictures.ts). This file is the ONE
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */

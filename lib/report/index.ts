@@ -2,7 +2,8 @@
  * `fisherlens report RUNS_DIR`: report.md and report.html (with plots/*.svg) from the run files
  * of a runs folder: the paper-style accuracy table (standard / PGD / CW), per-run Fisher and CCKL
  * summaries with the non-robust / robust split, training curves (Figures 3–4), the CCKL
- * decomposition and λ_max distributions. Every number comes from summary.json / metrics.jsonl.
+ * decomposition and λ_max distributions, and each run's pictures (lib/report/pictures.ts). Every
+ * number comes from summary.json / metrics.jsonl / pictures/.
  */
 import * as fs from 'fs';
 import * as path from 'path';

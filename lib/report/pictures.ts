@@ -49,7 +49,7 @@ export function gridHtml(p: RunPictures): string {
     const cell = col.cells[s];
     const png = fs.readFileSync(path.join(p.dir, cell.png)).toString('base64');
     const cap = caption(g, col, cell, s, p.names);
-    const mark = col.kind === 'adversarial' ? (cell.robust ? ' robust' : ' broken') : '';
+    const mark = col.kind === 'adversarial' ? (cell.robust ? ' robust' : cell.by ? ' broken' : '') : '';
     return `<td class="pic${mark}"><img src="data:image/png;base64,${png}" width="${W * zoom}" height="${H * zoom}" alt="${esc(`#${idx} ${col.title}: ${cap}`)}"><div>${esc(cap)}</div></td>`;
   }).join('')}</tr>`);
   return `<table class="pictures"><thead>${head}</thead><tbody>\n${rows.join('\n')}\n</tbody></table>`;
