@@ -21,7 +21,7 @@ import { runExperiment } from '../lib/experiment/runner';
 import { defaultScience } from '../lib/experiment/science';
 import { FILES, RunDir } from '../lib/experiment/rundir';
 import { writeReport } from '../lib/report';
-import { ClassMatrices, PictureGrid, decodePng, fromByte, pictureGrid, pictureSamples, readClassPictures, readPictureGrid } from '../lib/pictures';
+import { ClassMatrices, PictureGrid, decodePng, encodePng, fromByte, pictureGrid, pictureSamples, readClassPictures, readPictureGrid } from '../lib/pictures';
 import { readNpy } from './helpers/train-fixtures';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';
 
@@ -112,6 +112,33 @@ test.serial('pictureSamples: seeded, one image per class per round, rows sorted 
   t.true(counts.every((c) => c === 1 || c === 2) && counts.filter((c) => c === 2).length === 3, 'a second round after every class');
   t.is(pictureSamples([1, 1, 2], 10, 0).length, 3);
   t.throws(() => pictureSamples(labels, 0, 0), { code: 'ERR_ARG' } as never);
+});
+
+test.serial('PNG encoding: grey and RGB decode to the values within half an 8-bit step at the scale; bad input is a coded error', (t) => {
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (const [C, mapping, scale] of [[1, 'unit', 1], [3, 'unit', 1], [3, 'signed', 0.031], [1, 'signed', 2.5]] as const) {
+    const H = 5, W = 7;
+    const v = Float32Array.from({ length: C * H * W }, () => (mapping === 'unit' ? rnd() : (2 * rnd() - 1) * scale));
+    const png = decodePng(encodePng(v, [C, H, W], mapping, scale, 3));
+    t.deepEqual([png.channels, png.width, png.height, png.grey], [C, 3 * W, 3 * H, C === 1]);
+    let worst = 0;
+    for (let c = 0; c < C; c++) for (let y = 0; y < 3 * H; y++) for (let x = 0; x < 3 * W; x++) {
+      const b = png.bytes[c * 9 * H * W + y * 3 * W + x];
+      worst = Math.max(worst, Math.abs(fromByte(b, mapping, scale) - v[c * H * W + Math.floor(y / 3) * W + Math.floor(x / 3)]));
+    }
+    const step = mapping === 'unit' ? 1 / 255 : 2 * scale / 255;
+    t.true(worst <= step / 2 + 1e-7 * scale, `${C} channel(s), ${mapping}: ${worst} vs ${step / 2}`);
+  }
+  t.throws(() => encodePng(new Float32Array(2 * 4), [2, 2, 2], 'unit', 1), { code: 'ERR_SHAPE' } as never);
+  t.throws(() => encodePng(new Float32Array(3), [1, 2, 2], 'unit', 1), { code: 'ERR_SHAPE' } as never);
+  t.throws(() => decodePng(Buffer.from('not a png')), { code: 'ERR_FORMAT' } as never);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-badgrid-'));
+  fs.writeFileSync(path.join(dir, 'grid.json'), '{"version": 1, "columns": ');
+  t.throws(() => readPictureGrid(dir), { code: 'ERR_FORMAT' } as never);
+  fs.writeFileSync(path.join(dir, 'grid.json'), '{"version": 99}');
+  t.throws(() => readPictureGrid(dir), { code: 'ERR_FORMAT' } as never);
+  t.is(readPictureGrid(path.join(dir, 'none')), null);
 });
 
 test.serial('eigenvector column: the Python reference\'s leading eigenvector, signed like power iteration started at ∇ₓ log p_ŷ', async (t) => {

@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { TopLevelSpec } from 'vega-lite';
 import { FILES } from '../experiment/rundir';
-import { CLASS_NAMES, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../pictures';
+import { FisherLensError } from '../errors';
+import { CLASS_NAMES, GRID_FILE, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../pictures';
 import { Chart, CONFIG } from './charts';
 import type { ReportRun } from './load';
 
@@ -47,7 +48,9 @@ export function gridHtml(p: RunPictures): string {
   const head = `<tr>${g.columns.map((c) => `<th>${esc(c.title)}</th>`).join('')}</tr>`;
   const rows = g.indices.map((idx, s) => `<tr>${g.columns.map((col) => {
     const cell = col.cells[s];
-    const png = fs.readFileSync(path.join(p.dir, cell.png)).toString('base64');
+    const file = path.join(p.dir, cell.png);
+    if (!fs.existsSync(file)) throw new FisherLensError('ERR_IO', `${file}: no such file (listed in ${path.join(p.dir, GRID_FILE)})`);
+    const png = fs.readFileSync(file).toString('base64');
     const cap = caption(g, col, cell, s, p.names);
     const mark = col.kind === 'adversarial' ? (cell.robust ? ' robust' : cell.by ? ' broken' : '') : '';
     return `<td class="pic${mark}"><img src="data:image/png;base64,${png}" width="${W * zoom}" height="${H * zoom}" alt="${esc(`#${idx} ${col.title}: ${cap}`)}"><div>${esc(cap)}</div></td>`;
