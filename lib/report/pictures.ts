@@ -82,7 +82,7 @@ function matrixRows(m: ClassMatrices, panel: string, names: string[], field: 'me
 function heatmap(title: string, rows: object[], names: string[], yTitle: string, xTitle: string, legend: string, scheme: string, format: string, max: number): object {
   const axisOpts = { sort: names, labelAngle: -40 };
   return {
-    title, width: 26 * names.length, height: 26 * names.length,
+    title, width: 22 * names.length, height: 22 * names.length,
     data: { values: rows },
     encoding: {
       x: { field: 'other', type: 'nominal', title: xTitle, sort: names, axis: { ...axisOpts, grid: false } },
@@ -90,7 +90,7 @@ function heatmap(title: string, rows: object[], names: string[], yTitle: string,
     },
     layer: [
       { mark: 'rect', encoding: { color: { field: 'value', type: 'quantitative', title: legend, scale: { scheme, domain: [0, max] } }, tooltip: [{ field: 'true' }, { field: 'other' }, { field: 'value', format }] } },
-      { mark: { type: 'text', fontSize: 8 }, encoding: { text: { field: 'value', type: 'quantitative', format }, color: { condition: { test: `datum.value > ${0.6 * max}`, value: 'white' }, value: 'black' } } },
+      { mark: { type: 'text', fontSize: 7 }, encoding: { text: { field: 'value', type: 'quantitative', format }, color: { condition: { test: `datum.value > ${0.6 * max}`, value: 'white' }, value: 'black' } } },
     ],
   };
 }
