@@ -267,7 +267,7 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
   }
   const pictures = loadPictures(finished);
   if (pictures.length > 0) {
-    const text = 'Per run, a seeded handful of test images: clean, the adversarial example of each evaluated attack (marked robust where the model still predicts the label, else the attack that broke it), ' +
+    const text = 'Per run, a seeded handful of test images: clean, the adversarial example of each evaluated attack (robust where the model still predicts the label, broken by the attack where it predicted it clean and no longer does, wrong clean otherwise), ' +
       'its perturbation δ = x_adv − x and the leading eigenvector of the Fisher information G_x (its sign fixed so that log p of the predicted class grows along it); ' +
       'signed columns map ±scale (in the title) to white / black around mid-grey. Then the class heatmaps (the paper\'s Figures 1–2). From pictures/ in each run folder.';
     md.push('## Pictures', '', text, '');
