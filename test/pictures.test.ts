@@ -23,6 +23,8 @@ import { FILES, RunDir } from '../lib/experiment/rundir';
 import { writeReport } from '../lib/report';
 import { ClassMatrices, PictureGrid, decodePng, encodePng, fromByte, pictureGrid, pictureSamples, readClassPictures, readPictureGrid } from '../lib/pictures';
 import { readNpy } from './helpers/train-fixtures';
+import { fakeScience } from './helpers/fake-science';
+import { scienceExecutor } from '../lib/experiment/executor';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
@@ -385,4 +387,22 @@ test.serial('CLI: attack --images reproduces the run\'s grid cells; fisher --ima
   t.regex(bad.stderr, /ERR_ARG: --images: expected a \.png file name/);
   t.false(bad.stderr.includes('attack 10/10'), 'no attack ran');
   t.false(fs.existsSync(path.join(tmp, 'grid.txt')));
+});
+
+test.serial('a run folder from before eval.pictures existed is the same config (its default fills in): skipped, not refused', async (t) => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-oldcfg-'));
+  const cfg: ExperimentInput = { name: 'old', defaults: { data: { dataset: 'synthetic' }, train: { epochs: 1 } }, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }] };
+  const executor = scienceExecutor(fakeScience());
+  t.is((await runExperiment(cfg, { out, executor })).finished, 1);
+  const rd = RunDir.of(out, 'mlp_natural_seed0');
+  const stored = JSON.parse(fs.readFileSync(rd.config, 'utf8')) as { eval: Record<string, unknown> };
+  t.deepEqual(stored.eval.pictures, { samples: 8, classes: true });
+  delete stored.eval.pictures;
+  fs.writeFileSync(rd.config, JSON.stringify(stored));
+  const again = await runExperiment(cfg, { out, executor });
+  t.is(again.skipped, 1);
+  // a real difference is still refused
+  stored.eval.batchSize = 7;
+  fs.writeFileSync(rd.config, JSON.stringify(stored));
+  await t.throwsAsync(runExperiment(cfg, { out, executor }), { code: 'ERR_CONFIG', message: /eval\.batchSize/ } as never);
 });
