@@ -3,8 +3,9 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
 import { action, emit, log, num, Progress, modelArg } from './common';
+import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
-interface AttackCliOptions {
+interface AttackCliOptions extends ImagesCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -31,8 +32,8 @@ const KINDS: AttackKind[] = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'];
 
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
-  program
-    .command('attack')
+  imagesOptions(program
+    .command('attack'))
     .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)')
     .requiredOption('--model <path>', 'model: checkpoint, TorchScript .pt (trusted sources only), spec .json or inline JSON spec')
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
@@ -79,6 +80,7 @@ export function register(program: Command): void {
       if (!o.randomStart) params.randomStart = false;
       params.restarts = int('restarts', o.restarts, 1);
       params.seed = int('seed', o.seed, 0);
+      const imagesReq = parseImages(o, params.seed ?? 0);
       const batchSize = int('batch-size', o.batchSize, 1)!;
       const limit = int('limit', o.limit, 1);
       const model = await modelArg(o.model, o.device);
@@ -98,11 +100,14 @@ export function register(program: Command): void {
       };
       if (params.kind === 'cw-l2') out.meanPerturbationNorm = Number.isFinite(a.meanNorm) ? a.meanNorm : null;
       if (a.saved) out.saved = a.saved;
+      const images = imagesReq && await writeImages(model, data, n, [{ name: params.kind!, ...params }], imagesReq, classNamesOf(o.data));
+      if (images) out.images = images;
       emit(Boolean(o.json), out, () => [
         `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,
         `robustAccuracy  ${(100 * a.robustAccuracy).toFixed(2)} %   (${a.name}, ${r.samples} samples)`,
         ...(params.kind === 'cw-l2' ? [`meanL2Norm      ${Number.isFinite(a.meanNorm) ? a.meanNorm.toFixed(4) : 'n/a'} (successful samples)`] : []),
         ...(a.saved ? [`saved           ${a.saved}`] : []),
+        ...(images ? imagesText(images) : []),
       ].join('\n'));
       data.dispose();
       model.dispose();

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
 import { FisherLensError } from '../errors';
+import { PICTURE_SAMPLES } from '../pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
 export const ARCHS = [
@@ -145,6 +146,13 @@ export const EvalSchema = z.object({
     samples: posInt.default(1000),
     /** Different-class pairs sampled for the non-robust component N (default 2000). */
     pairs: posInt.default(2000),
+  }).strict().default({}),
+  /** Pictures in the run folder (lib/pictures.ts): the image grid and the class heatmaps. */
+  pictures: z.object({
+    /** Test images in the grid (clean, each attack, its perturbation, the Fisher eigenvector); 0: no grid (default 8). */
+    samples: nonNegInt.default(PICTURE_SAMPLES),
+    /** Class heatmaps (mean predicted distribution per class, mean KL between classes) over the CCKL samples (default true). */
+    classes: z.boolean().default(true),
   }).strict().default({}),
 }).strict();
 

@@ -8,6 +8,7 @@
  * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
  * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
+ * <out>/<runId>/pictures/      grid.json + PNGs + .npy of the image grid, classes.json (lib/pictures.ts)
  * ```
  * Every file is written under a temporary name and renamed, so a crash never leaves half a file.
  */
@@ -24,6 +25,8 @@ export const FILES = {
   checkpoint: 'checkpoint.pt',
   summary: 'summary.json',
   error: 'error.json',
+  /** Folder of the evaluation's pictures (lib/pictures.ts). */
+  pictures: 'pictures',
 } as const;
 
 /** Format version of summary.json (bump when fields change meaning). */

@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
-import { ExperimentConfig, ExperimentInput, ResolvedRun, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
+import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
@@ -141,7 +141,10 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
   for (const run of runs) {
     const dir = RunDir.of(out, run.id);
     if (fs.existsSync(dir.config)) {
-      const prev = readJson<ResolvedRun>(dir.config);
+      // re-validated with today's schema: an option added since (with its default) is no difference
+      const stored = readJson<ResolvedRun>(dir.config);
+      const parsed = ResolvedRunSchema.safeParse(stored);
+      const prev = parsed.success ? parsed.data : stored;
       const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
       if (diff) {
         throw new FisherLensError('ERR_CONFIG',
