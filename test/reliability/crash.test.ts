@@ -50,21 +50,28 @@ function runToEnd(args: string[]): Promise<{ status: number | null; stdout: stri
   });
 }
 
-/**
- * Starts a process and SIGKILLs it `ms` after its first stderr line, or (watchDir) the moment a
- * checkpoint temporary file appears there; resolves with how it ended.
- */
-function killAt(args: string[], ms: number, watchDir?: string): Promise<{ signal: NodeJS.Signals | null; atWrite: boolean }> {
+/** When to kill: `ms` after the `count`-th stderr line matching `pattern`, or at a checkpoint write. */
+type Moment = { pattern: RegExp; count: number; ms: number } | { checkpointIn: string };
+
+/** Starts a process and SIGKILLs it at `moment`; resolves with how it ended. */
+function killAt(args: string[], moment: Moment): Promise<{ signal: NodeJS.Signals | null; atWrite: boolean }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let timer: NodeJS.Timeout | undefined;
-    p.stderr.once('data', () => { timer = setTimeout(() => p.kill('SIGKILL'), ms); });
-    p.stderr.resume();
+    let seen = 0;
+    let buf = '';
+    p.stderr.on('data', (d) => {
+      if (!('pattern' in moment) || timer) return;
+      buf += String(d);
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const l of lines) if (moment.pattern.test(l) && ++seen === moment.count) timer = setTimeout(() => p.kill('SIGKILL'), moment.ms);
+    });
     let atWrite = false;
     let watcher: fs.FSWatcher | undefined;
-    if (watchDir) {
+    if ('checkpointIn' in moment) {
       // kill the moment the checkpoint's temporary file appears: mid-write (it is fsynced before its rename)
-      watcher = fs.watch(watchDir, (_e, name) => {
+      watcher = fs.watch(moment.checkpointIn, (_e, name) => {
         if (name && /^checkpoint\.pt\.tmp-/.test(String(name)) && !atWrite) { atWrite = true; p.kill('SIGKILL'); }
       });
     }
@@ -79,15 +86,19 @@ test.serial('train: SIGKILL at seeded random moments and during the checkpoint w
   t.is(r.status, 0, r.stderr);
   const want = numbers(JSON.parse(r.stdout) as Hist);
   t.is(want.length, 4);
-  // seeded moments in (0.1, 0.9) of an uninterrupted run's training time
+  // seeded moments: after epoch line 1 or 2 (two epochs still to go), plus a fraction in (0, 0.9)
+  // of an epoch of the uninterrupted run: mid-epoch, at any batch, on a loaded machine as well
   let rng = 16807;
   const rand = () => { rng = (rng * 48271) % 2147483647; return rng / 2147483647; };
-  const moments = [0.1 + 0.8 * rand(), 0.1 + 0.8 * rand()].map((f) => Math.round(f * wall));
+  const epochMs = wall / 4;
+  const moments = [0, 1].map(() => ({ pattern: /^epoch \d+  loss/, count: 1 + Math.floor(2 * rand()), ms: Math.round(0.9 * rand() * epochMs) }));
   const killed: string[] = [];
-  for (const [k, ms] of moments.entries()) {
+  for (const [k, moment] of moments.entries()) {
     const out = path.join(dir, `train-kill-${k}`);
-    const e = await killAt(trainArgs(out, false), ms);
-    killed.push(`${ms} ms: ${e.signal ?? 'finished first'}, ${fs.existsSync(path.join(out, 'checkpoint.pt')) ? 'checkpoint' : 'no checkpoint'}`);
+    const e = await killAt(trainArgs(out, false), moment);
+    t.is(e.signal, 'SIGKILL', `kill ${k} landed before the end`);
+    killed.push(`${moment.ms} ms after epoch ${moment.count}: ${e.signal ?? 'finished first'}`);
+    const ms = moment.ms;
     const again = await runToEnd(trainArgs(out, true));
     t.is(again.status, 0, again.stderr);
     t.deepEqual(numbers(JSON.parse(again.stdout) as Hist), want, `killed at ${ms} ms`);
@@ -97,7 +108,7 @@ test.serial('train: SIGKILL at seeded random moments and during the checkpoint w
   // during a checkpoint write: the first one is after epoch 1
   const out = path.join(dir, 'train-kill-write');
   fs.mkdirSync(out);
-  const e = await killAt(trainArgs(out, false), 120_000, out);
+  const e = await killAt(trainArgs(out, false), { checkpointIn: out });
   t.true(e.atWrite, 'killed during the checkpoint write');
   killed.push(`at the checkpoint write: ${e.signal}`);
   const again = await runToEnd(trainArgs(out, true));
@@ -129,16 +140,19 @@ test.serial('run: SIGKILL at a seeded random moment, then the same command: the 
     const { startedAt: _a, finishedAt: _b, seconds: _c, ...rest } = JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, unknown>;
     return rest;
   };
+  // a seeded moment: after one of the first 4 of the sweep's 6 epoch lines, plus a fraction of an epoch
   let rng = 48271;
-  rng = (rng * 48271) % 2147483647;
-  const ms = Math.round((0.1 + 0.8 * (rng / 2147483647)) * wall);
+  const rand = () => { rng = (rng * 48271) % 2147483647; return rng / 2147483647; };
+  const count = 1 + Math.floor(4 * rand());
+  const ms = Math.round(0.9 * rand() * (wall / 8));
   const out = path.join(dir, 'run-kill');
-  const e = await killAt(args(out), ms);
+  const e = await killAt(args(out), { pattern: /^ {2}\S+ epoch \d+:/, count, ms });
+  t.is(e.signal, 'SIGKILL');
   const again = await runToEnd(args(out));
   t.is(again.status, 0, again.stderr);
   for (const id of ['a_natural_seed0', 'b_pgd-at_seed0']) {
     t.deepEqual(strip(path.join(out, id, 'summary.json')), strip(path.join(ref, id, 'summary.json')), id);
   }
   t.deepEqual(tempLitter(out), []);
-  t.log(`uninterrupted: ${wall} ms after its first line; killed at ${ms} ms (${e.signal ?? 'finished first'})`);
+  t.log(`uninterrupted: ${wall} ms after its first line; killed ${ms} ms after epoch line ${count} (${e.signal ?? 'finished first'})`);
 });
