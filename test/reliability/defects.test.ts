@@ -70,13 +70,14 @@ test.serial('hostile `out` folders: /proc, a file, under /dev/null, a config nam
   t.deepEqual(fs.readdirSync(process.cwd()).sort(), cwdBefore);
 });
 
-test.serial('NaN logits: eval, attack and fisher say ERR_VALUE and how many samples', async (t) => {
+test.serial('NaN logits: eval, attack, fisher and cckl say ERR_VALUE and how many samples', async (t) => {
   // 3 of the 12 images are all zeros: log(0 − 1) is NaN there (harness.scriptModels)
   const common = ['--model', models.nan, '--data', data.images, '--labels', data.labels];
   for (const args of [
     ['eval', ...common, '--batch-size', '12'],
     ['attack', ...common, '--batch-size', '12', '--attack', 'fgsm', '--epsilon', '0.1'],
     ['fisher', ...common, '--limit', '12'],
+    ['cckl', ...common, '--batch-size', '12', '--pairs', '0'],
   ]) {
     const r = await cli(args);
     const e = errorLine(r);
