@@ -108,6 +108,9 @@ cases.push(
   { args: ['report', FILE_AS_DIR], code: 'ERR_IO' },
   { args: ['demo', '--config', MISSING], code: 'ERR_IO' },
   { args: ['nope'], code: 'ERR_ARG', exit: 2 },
+  { args: ['info', '--nope'], code: 'ERR_ARG', exit: 2 },
+  { args: ['report', EMPTY_DIR, '--out', '/proc/self/fl-report'], code: 'ERR_IO' },
+  { args: ['run', BAD_ENUM_CFG, '--out', '/proc/self/fl-runs'], code: 'ERR_CONFIG' },
 );
 
 /** An output that "looks valid": a non-empty .npy/.pt/.json/.jsonl file under `p`. */
