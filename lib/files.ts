@@ -10,6 +10,8 @@ import { FisherLensError } from './errors';
 
 /** Pseudo file systems where an output folder makes no sense (a recursive mkdir on /proc spins). */
 const PSEUDO_ROOTS = ['/proc', '/sys', '/dev'];
+/** …except these real file systems mounted below them. */
+const REAL_UNDER_PSEUDO = ['/dev/shm'];
 
 /**
  * Creates folder `dir` (and its parents) for output. ERR_IO when a component is a file, when the
@@ -17,8 +19,9 @@ const PSEUDO_ROOTS = ['/proc', '/sys', '/dev'];
  */
 export function ensureDir(dir: string, what = 'output folder'): void {
   const abs = path.resolve(dir);
+  const under = (root: string) => abs === root || abs.startsWith(root + '/');
   for (const root of PSEUDO_ROOTS) {
-    if (abs === root || abs.startsWith(root + '/')) {
+    if (under(root) && !REAL_UNDER_PSEUDO.some(under)) {
       throw new FisherLensError('ERR_IO', `${what} '${dir}': refusing to write under ${root} (a pseudo file system, not a folder for results)`);
     }
   }

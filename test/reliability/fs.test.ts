@@ -100,4 +100,14 @@ test('an output folder that cannot be written is ERR_IO naming it (a file in the
     t.true((e as Error).message.includes(out), (e as Error).message);
   }
   t.is(fs.readFileSync(file, 'utf8'), 'precious\n');
+  // /dev/shm is a real (tmpfs) file system under /dev: allowed
+  if (fs.existsSync('/dev/shm')) {
+    const shm = fs.mkdtempSync('/dev/shm/fl-rel-');
+    try {
+      const r = await runExperiment(config('shm'), { out: path.join(shm, 'out'), executor });
+      t.is(r.finished, 1);
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  }
 });
