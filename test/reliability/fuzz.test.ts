@@ -23,8 +23,9 @@ const NOT_NPY = f('text.npy', 'just text\n');
 const C8 = path.join(dir, 'complex.npy');
 writeNpy(C8, new Float32Array(6 * 64 * 2), [6, 1, 8, 8]);
 fs.writeFileSync(C8, fs.readFileSync(C8).toString('latin1').replace("'<f4'", "'<c8'"), 'latin1');
-const U8 = path.join(dir, 'u8.npy');
-writeNpy(U8, new Uint8Array(6 * 64), [6, 1, 8, 8]);
+// int64 pixels: a dtype .npy allows but images are not
+const I64 = path.join(dir, 'i64.npy');
+writeNpy(I64, new BigInt64Array(6 * 64), [6, 1, 8, 8]);
 const BIG_ENDIAN = path.join(dir, 'be.npy');
 writeNpy(BIG_ENDIAN, new Float32Array(6 * 64), [6, 1, 8, 8]);
 fs.writeFileSync(BIG_ENDIAN, fs.readFileSync(BIG_ENDIAN).toString('latin1').replace("'<f4'", "'>f4'"), 'latin1');
@@ -61,6 +62,7 @@ for (const cmd of ['eval', 'fisher', 'cckl', 'attack', 'train']) {
   add(['--model', MODEL, '--data', NOT_NPY, '--labels', d.labels], 'ERR_FORMAT');
   add(['--model', MODEL, '--data', C8, '--labels', d.labels], 'ERR_FORMAT');
   add(['--model', MODEL, '--data', BIG_ENDIAN, '--labels', d.labels], 'ERR_FORMAT');
+  add(['--model', MODEL, '--data', I64, '--labels', d.labels], 'ERR_FORMAT');
   add(['--model', MODEL, '--data', d.images, '--labels', EMPTY_DIR], 'ERR_IO');
   add(['--model', MODEL, '--data', d.images, '--labels', FLOAT_LABELS], 'ERR_FORMAT');
   add(['--model', MODEL, '--data', d.images, '--labels', SHORT_LABELS], 'ERR_FORMAT');
