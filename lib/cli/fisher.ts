@@ -3,14 +3,12 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
-import { action, emit, log, modelArg, num, Progress } from './common';
+import { action, emit, int, log, modelArg, num, Progress } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 export function posInt(name: string, s: string | undefined): number | undefined {
   if (s === undefined) return undefined;
-  const v = Number(s);
-  if (!Number.isInteger(v) || v < 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a non-negative integer, got '${s}'`);
-  return v;
+  return int(name, s, 0);
 }
 
 const fmt = (v: number): string => (Number.isFinite(v) ? v.toExponential(4) : String(v));
