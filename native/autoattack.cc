@@ -76,6 +76,7 @@ Napi::Value AutoAttackJs(const Napi::CallbackInfo& info) {
           z1 = m->forward(xd);
           if (checks) z2 = m->forward(xd);
         }
+        checkLogits(z1, "autoAttack");
         classes = static_cast<double>(z1.size(1));
         checkLabels(yd, B, z1.size(1), "autoAttack(y)");
         torch::Tensor correct = z1.argmax(1).eq(yd).cpu();

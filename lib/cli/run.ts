@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log } from './common';
+import { action, emit, int, log } from './common';
+import { MAX_RUNS } from '../experiment/config';
 import { runExperiment, planExperiment, ExperimentResult } from '../experiment/runner';
 import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
@@ -16,14 +17,14 @@ import { FisherLensError } from '../errors';
 export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
 
 /** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
-export function interruptController(): { controller: AbortController; dispose(): void } {
+export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) {
       log(`fisherlens: ${sig} again, exiting now`);
       process.exit(EXIT.interrupted);
     }
-    log(`\nfisherlens: ${sig}: stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again`);
+    log(`\nfisherlens: ${sig}: ${what}`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);
@@ -39,7 +40,7 @@ export function finish(result: ExperimentResult): void {
   else if (result.failed > 0) process.exitCode = EXIT.runsFailed;
 }
 
-export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; reevaluate?: boolean }
+export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string; reevaluate?: boolean }
 
 /**
  * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
@@ -65,7 +66,8 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-      continueOnError: !o.stopOnError, executor, reevaluate: o.reevaluate,
+      continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
+      reevaluate: o.reevaluate,
     });
     return result;
   } finally {
@@ -86,13 +88,14 @@ export function register(program: Command): void {
     .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
     .option('--dry-run', 'print the runs and their state without running anything')
     .option('--reevaluate', "evaluate the finished runs' checkpoints with the config's current `eval` section and rewrite their summaries (no training)")
+    .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal')
     .option('--json', 'print the result as JSON on stdout')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
     .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean }) => {
       if (o.dryRun) {
-        const plan = planExperiment(config, { out: o.out, device: o.device });
+        const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },
           () => [`${plan.runs.length} runs in ${plan.out}:`, ...plan.runs.map((r) => `  ${r.run.id.padEnd(44)} ${r.state}`)].join('\n'));
         return;
