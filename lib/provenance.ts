@@ -24,8 +24,12 @@ export function packageVersion(): string {
   return pkg.version;
 }
 
-/** Files that determine the native binary: every file under native/, plus the two build descriptions. */
-function nativeSourceFiles(root: string): string[] {
+/**
+ * Files that determine the native binary: every file under native/, plus the two build
+ * descriptions. binding.gyp is at the root of a checkout and ships as scripts/binding.gyp in the
+ * npm package (at the package root npm would build at install): both hash under one name.
+ */
+function nativeSourceFiles(root: string): Array<[string, string]> {
   const out: string[] = [];
   const walk = (rel: string): void => {
     const abs = path.join(root, rel);
@@ -37,8 +41,12 @@ function nativeSourceFiles(root: string): string[] {
     }
   };
   walk('native');
-  for (const f of ['CMakeLists.txt', 'binding.gyp']) if (fs.existsSync(path.join(root, f))) out.push(f);
-  return out;
+  const files: Array<[string, string]> = out.map((r) => [r, r]);
+  if (fs.existsSync(path.join(root, 'CMakeLists.txt'))) files.push(['CMakeLists.txt', 'CMakeLists.txt']);
+  for (const f of ['binding.gyp', 'scripts/binding.gyp']) {
+    if (fs.existsSync(path.join(root, f))) { files.push(['binding.gyp', f]); break; }
+  }
+  return files;
 }
 
 const hashCache = new Map<string, string>();
@@ -51,8 +59,8 @@ export function nativeSourceHash(root: string = packageRoot()): string {
   const hit = hashCache.get(root);
   if (hit) return hit;
   const h = crypto.createHash('sha256');
-  for (const rel of nativeSourceFiles(root)) {
-    h.update(rel).update('\0').update(fs.readFileSync(path.join(root, rel))).update('\0');
+  for (const [name, rel] of nativeSourceFiles(root)) {
+    h.update(name).update('\0').update(fs.readFileSync(path.join(root, rel))).update('\0');
   }
   const hex = h.digest('hex').slice(0, 16);
   hashCache.set(root, hex);
