@@ -15,6 +15,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
 import type { ResolvedRun } from './config';
+import type { RunProvenance } from '../provenance';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -128,6 +129,8 @@ export interface RunSummary extends RunResult {
   finishedAt: string;
   /** Wall seconds of the last attempt (training resumed from a checkpoint counts only its part). */
   seconds: number;
+  /** Package, variant, LibTorch, native sources and device that produced it (absent in older run folders). */
+  provenance?: RunProvenance;
 }
 
 /** Writes a file atomically: a temporary sibling, fsync, then rename. */

@@ -12,6 +12,7 @@ import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
+import { runProvenance } from '../provenance';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
 export type ExperimentEvent =
@@ -204,6 +205,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
         seconds: (Date.now() - startedAt.getTime()) / 1000,
+        provenance: runProvenance(run.device),
         ...res,
       };
       writeJsonAtomic(dir.summary, summary);
