@@ -277,6 +277,8 @@ export function loadAddon(): LoadResult {
   const attempt = (label: string, file: string, fileSha: string, c: TorchCandidate, torchNeeded: string[], variant: string): LoadResult | null => {
     const where = `${label} × LibTorch ${c.version} at ${c.libDir} (${c.source})`;
     const preload = torchNeeded.map((n) => path.join(c.libDir, n));
+    const absent = preload.filter((f) => !fs.existsSync(f));
+    if (absent.length) { tried.push(`${where}: needs ${absent.join(', ')}, missing`); return null; }
     const v = probe(file, fileSha, shimOk ? shim : null, preload);
     if (!v.ok) { tried.push(`${where}: ${v.reason}`); return null; }
     try {

@@ -82,7 +82,7 @@ function describe(givenDir, source, hint = {}) {
     else if (vp && vp.version) { version = vp.version; cuda = vp.cuda; }
     else {
       const m = /\.so\.(\d+\.\d+)/.exec(path.basename(realpath(libs.torch_cpu)));
-      if (m) version = debianVersion(m[1]) || m[1];
+      if (m) version = (libDir.startsWith('/usr/lib/') && debianVersion(m[1])) || m[1];
     }
   }
   if (cuda === null && libs.torch_cuda) {
