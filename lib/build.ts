@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { FisherLensError } from './errors';
-import { cacheDir, discovery, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
+import { cacheDir, discovery, loadOrder, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
 import { nativeSourceHash, packageRoot, packageVersion } from './provenance';
 
 export interface BuildOptions {
@@ -132,7 +132,7 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
   // The shipped shim opens this LibTorch first, as for a prebuilt variant
   const manifest = readManifest(root);
   const shim = manifest ? path.join(root, 'variants', manifest.shim.file) : null;
-  const preload = torchNeeded.map((n) => path.join(c.libDir, n));
+  const preload = loadOrder(torchNeeded).map((n) => path.join(c.libDir, n));
   const verdict = probe(file, info.sha256, shim && fs.existsSync(shim) ? shim : null, preload);
   if (!verdict.ok) {
     fs.rmSync(outDir, { recursive: true, force: true });

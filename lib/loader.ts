@@ -167,6 +167,17 @@ export function mismatch(v: VariantEntry, c: TorchCandidate, majorMinor: (s: str
   return null;
 }
 
+/** LibTorch library file names in dependency order: c10, c10_cuda, torch_cpu, torch_cuda, torch (others last). */
+export function loadOrder(names: string[]): string[] {
+  const order = ['c10', 'c10_cuda', 'torch_cpu', 'torch_cuda', 'torch'];
+  const rank = (n: string): number => {
+    const m = /^lib([a-z_0-9]+?)\.so/.exec(n);
+    const i = m ? order.indexOf(m[1]) : -1;
+    return i < 0 ? order.length : i;
+  };
+  return [...names].sort((a, b) => rank(a) - rank(b));
+}
+
 interface Verdict { ok: boolean; reason: string; torchVersion?: string; at: string }
 
 const PROBE = [
@@ -276,7 +287,7 @@ export function loadAddon(): LoadResult {
 
   const attempt = (label: string, file: string, fileSha: string, c: TorchCandidate, torchNeeded: string[], variant: string): LoadResult | null => {
     const where = `${label} × LibTorch ${c.version} at ${c.libDir} (${c.source})`;
-    const preload = torchNeeded.map((n) => path.join(c.libDir, n));
+    const preload = loadOrder(torchNeeded).map((n) => path.join(c.libDir, n));
     const absent = preload.filter((f) => !fs.existsSync(f));
     if (absent.length) { tried.push(`${where}: needs ${absent.join(', ')}, missing`); return null; }
     const v = probe(file, fileSha, shimOk ? shim : null, preload);

@@ -71,9 +71,15 @@ function inspect(file) {
   };
 }
 
-/** The LibTorch libraries among a binary's NEEDED entries (what the loader must open first). */
+/**
+ * The LibTorch libraries among a binary's NEEDED entries (what the loader must open first), in
+ * dependency order (c10, c10_cuda, torch_cpu, torch_cuda, torch): each one's own NEEDED entries
+ * are then satisfied by the ones already open, never looked up on the system.
+ */
 function torchNeeded(needed) {
-  return needed.filter((n) => /^lib(torch|c10)[a-z_]*\.so/.test(n));
+  const order = ['c10', 'c10_cuda', 'torch_cpu', 'torch_cuda', 'torch'];
+  const rank = (n) => { const i = order.indexOf(/^lib([a-z_0-9]+?)\.so/.exec(n)[1]); return i < 0 ? order.length : i; };
+  return needed.filter((n) => /^lib(torch|c10)[a-z_]*\.so/.test(n)).sort((a, b) => rank(a) - rank(b));
 }
 
 module.exports = { gypFile, stageAddon, stageShim, nodedirArgs, inspect, sha256, torchNeeded };

@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { discovery, mismatch, VariantEntry } from '../lib/loader';
+import { discovery, loadOrder, mismatch, VariantEntry } from '../lib/loader';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-loader-')));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -92,4 +92,10 @@ test('variant matching: torch major.minor, CUDA or not, and the LibTorch librari
   // pip torch 1.13 has unversioned libraries: a variant linked against Debian's SONAMEs cannot bind to them
   const pip113 = d.candidates({ FISHERLENS_TORCH: pipTorch('pip-113', '1.13.1+cpu', null) }).found[0];
   t.is(mismatch(v113, pip113, d.majorMinor), `needs libc10.so.1.13, libtorch_cpu.so.1.13, libtorch.so.1.13, not in ${pip113.libDir}`);
+});
+
+test('LibTorch libraries open in dependency order whatever order NEEDED lists them in', (t) => {
+  t.deepEqual(loadOrder(['libtorch.so.1.13', 'libtorch_cpu.so.1.13', 'libc10.so.1.13']), ['libc10.so.1.13', 'libtorch_cpu.so.1.13', 'libtorch.so.1.13']);
+  t.deepEqual(loadOrder(['libtorch.so', 'libtorch_cuda.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libc10.so']),
+    ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']);
 });
