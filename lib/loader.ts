@@ -281,7 +281,15 @@ export function loadAddon(): LoadResult {
   const disc = d;
   const { found, rejected } = disc.candidates();
   const shim = manifest ? path.join(root, 'variants', manifest.shim.file) : null;
-  const shimOk = shim !== null && fs.existsSync(shim);
+  let shimOk = shim !== null && fs.existsSync(shim);
+  if (shimOk) {
+    // torch-free: loading it here costs nothing and tells whether this glibc/Node can use it;
+    // without it the binaries still load where the system's loader finds LibTorch
+    try { requireFile(shim as string); } catch (e) {
+      shimOk = false;
+      tried.push(`the shim ${shim} does not load here (${firstLine((e as Error).message)}): LibTorch is left to the system's library search`);
+    }
+  }
   const hash = nativeSourceHash(root);
   const builds = sourceBuilds();
 
@@ -327,7 +335,7 @@ export function loadAddon(): LoadResult {
     }
   }
   if (!manifest) tried.push(`prebuilt variants: ${path.join(root, 'variants', 'manifest.json')} not found (a checkout: \`npm run build\` or \`npm run package\`)`);
-  else if (!shimOk) tried.push(`prebuilt variants: the shim ${shim} is missing; reinstall fisherlens`);
+  else if (shim !== null && !fs.existsSync(shim)) tried.push(`prebuilt variants: the shim ${shim} is missing; reinstall fisherlens`);
   if (found.length === 0) tried.push('no LibTorch found');
   for (const r of rejected) tried.push(`LibTorch ${r.source}${r.libDir ? ` at ${r.libDir}` : ''}: ${r.why}`);
   throw new FisherLensError('ERR_LOAD',

@@ -25,7 +25,7 @@ export function packageVersion(): string {
 }
 
 /**
- * Files that determine the native binary: every file under native/, plus the two build
+ * Files that determine the native binary: every file under native/ but the loader's shim, plus the two build
  * descriptions. binding.gyp is at the root of a checkout and ships as scripts/binding.gyp in the
  * npm package (at the package root npm would build at install): both hash under one name.
  */
@@ -35,6 +35,7 @@ function nativeSourceFiles(root: string): Array<[string, string]> {
     const abs = path.join(root, rel);
     for (const name of fs.readdirSync(abs).sort()) {
       const r = path.posix.join(rel, name);
+      if (r === 'native/shim') continue; // the loader's shim is a separate binary (variants/shim)
       const st = fs.statSync(path.join(abs, name));
       if (st.isDirectory()) walk(r);
       else if (st.isFile()) out.push(r);

@@ -9,6 +9,13 @@
 #include <string.h>
 #include <node_api.h>
 
+// Bind to the oldest dlopen/dlerror (glibc < 2.34 keeps them in libdl; 2.34+ still exports these
+// versions), so the shim loads on older-glibc clusters whose users build the addon themselves
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver dlopen,dlopen@GLIBC_2.2.5");
+__asm__(".symver dlerror,dlerror@GLIBC_2.2.5");
+#endif
+
 #define CHECK(call)                                                            \
   do {                                                                         \
     if ((call) != napi_ok) {                                                   \
