@@ -6,9 +6,10 @@
 //      pip torch package folder (.../site-packages/torch) or a bare lib folder. When one is set it
 //      is the only candidate considered (an explicit choice is never overridden).
 //   2. a Python torch install, found WITHOUT importing torch (importlib.util.find_spec takes tens
-//      of ms; `import torch` seconds): $FISHERLENS_PYTHON, python3 on PATH, /usr/bin/python3.
+//      of ms; `import torch` seconds): $FISHERLENS_PYTHON alone when set, else python3 on PATH and
+//      /usr/bin/python3.
 //   3. the system library (Debian's libtorch1.13: /usr/lib/<triplet>/libtorch_cpu.so.1.13).
-// Two candidates whose libtorch_cpu is the same file (Debian's python3-torch links to the system
+// Two candidates whose libraries live in one folder, symlinks resolved (Debian's python3-torch links to the system
 // library) are reported once.
 const fs = require('fs');
 const path = require('path');
@@ -126,11 +127,10 @@ function system() {
 
 const FIND_SPEC = "import importlib.util as u\ns=u.find_spec('torch')\nprint(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
 
+/** The Pythons asked for a torch: $FISHERLENS_PYTHON alone when set, else python3 on PATH and /usr/bin/python3. */
 function pythons(env) {
-  const list = [];
-  if (env.FISHERLENS_PYTHON) list.push(env.FISHERLENS_PYTHON);
-  list.push('python3', '/usr/bin/python3');
-  return [...new Set(list)];
+  if (env.FISHERLENS_PYTHON) return [env.FISHERLENS_PYTHON];
+  return ['python3', '/usr/bin/python3'];
 }
 
 function python(py) {
