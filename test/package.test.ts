@@ -122,6 +122,11 @@ test.serial('shipped binaries carry no build-machine path (readelf: RUNPATH $ORI
 test.serial('the installed package loads torch1.13-cpu with no LD_LIBRARY_PATH and computes what the dev build computes', async (t) => {
   const got = computeIn(installed, userEnv());
   t.is(got.variant, 'torch1.13-cpu');
+  // the child-process probe's verdict is cached: a second process loads without probing again
+  const verdicts = (): Array<{ ok: boolean; reason: string }> => fs.readdirSync(path.join(cache, 'probes')).map((f) => JSON.parse(fs.readFileSync(path.join(cache, 'probes', f), 'utf8')));
+  t.deepEqual(verdicts().map((v) => v.ok), [true]);
+  t.is(computeIn(installed, userEnv()).variant, 'torch1.13-cpu');
+  t.is(verdicts().length, 1);
   t.is(got.addonPath, path.join(installed, 'variants', 'torch1.13-cpu', 'prebuilds', 'linux-x64', 'fisherlens.glibc.node'));
   t.is(got.libtorch.path, '/usr/lib/x86_64-linux-gnu');
   t.regex(got.libtorch.version, /^1\.13/);
