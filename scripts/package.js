@@ -5,6 +5,7 @@
 // variants/manifest.json, and leaves fisherlens-<version>.tgz in the repository root.
 //   --if-needed   reuse a variant whose binary and native-source hash still match (then only pack)
 //   --no-pack     build and write the manifest only
+//   --release DIR variants built elsewhere (default release/variants)
 // Variants built elsewhere (the CUDA one, on the GPU machine) are kept from release/variants/
 // (binary + manifest entry) when their native-source hash matches native/; stale ones are left
 // out with a message. Exits non-zero with the reason when a build fails or a binary carries a
@@ -18,7 +19,9 @@ const { stageAddon, stageShim, inspect, sha256, torchNeeded } = require('./gyp-b
 const { majorMinor } = require('./libtorch');
 
 const root = path.join(__dirname, '..');
-const args = new Set(process.argv.slice(2));
+const argv = process.argv.slice(2);
+const args = new Set(argv);
+const releaseDir = argv.includes('--release') ? path.resolve(argv[argv.indexOf('--release') + 1]) : path.join(root, 'release', 'variants');
 const provenance = path.join(root, 'dist', 'lib', 'provenance.js');
 if (!fs.existsSync(provenance)) {
   console.error('package: dist/lib/provenance.js missing: run `npm run build:ts` first');
@@ -116,17 +119,17 @@ try {
   const variants = [entry];
 
   // Variants built elsewhere (release/variants/): kept only while their sources match native/
-  const release = readManifest(path.join(root, 'release', 'variants', 'manifest.json'));
+  const release = readManifest(path.join(releaseDir, 'manifest.json'));
   for (const v of (release && release.variants) || []) {
     if (v.id === id) continue;
-    const src = path.join(root, 'release', 'variants', v.file);
+    const src = path.join(releaseDir, v.file);
     if (v.nativeSourceHash !== hash) { log(`left out ${v.id}: stale (built from native sources ${v.nativeSourceHash}, native/ is now ${hash}); rebuild it with scripts/cuda-variant.sh`); continue; }
     if (!fs.existsSync(src) || sha256(src) !== v.sha256) { log(`left out ${v.id}: ${src} missing or its sha256 differs from the manifest`); continue; }
     const dest = path.join(variantsDir, v.file);
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.copyFileSync(src, dest);
     variants.push(v);
-    log(`kept ${v.id} from release/variants`);
+    log(`kept ${v.id} from ${path.relative(root, releaseDir) || releaseDir}`);
   }
   // Anything else in variants/ is left over from an earlier build: remove it so it is not packed
   for (const d of fs.readdirSync(variantsDir)) {

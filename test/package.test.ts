@@ -216,3 +216,32 @@ test.serial('a LibTorch no variant fits lists every candidate; `npx fisherlens b
   t.true(maxRelDiff(got.logits, ref.logits) < 1e-4);
   t.true(maxRelDiff(got.lambdaMax, ref.lambdaMax) < 1e-4);
 });
+
+test.serial('the packer keeps a variant built elsewhere while its native sources match, and leaves a stale one out with a message', (t) => {
+  // runs after the installs above (they packed already); restores variants/ at the end
+  const release = path.join(tmp, 'release');
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'variants', 'manifest.json'), 'utf8')) as { nativeSourceHash: string; variants: Array<Record<string, unknown> & { id: string; file: string }> };
+  const cpu = manifest.variants.find((v) => v.id === 'torch1.13-cpu')!;
+  const copyFile = 'torch1.13-copy/prebuilds/linux-x64/fisherlens.glibc.node';
+  fs.mkdirSync(path.dirname(path.join(release, copyFile)), { recursive: true });
+  fs.copyFileSync(path.join(root, 'variants', cpu.file), path.join(release, copyFile));
+  fs.writeFileSync(path.join(release, 'manifest.json'), JSON.stringify({ format: 1, variants: [
+    { ...cpu, id: 'torch9.9-cu999', file: 'torch9.9-cu999/x.node', nativeSourceHash: 'deadbeefdeadbeef' },
+    { ...cpu, id: 'torch1.13-copy', file: copyFile },
+  ] }));
+  const pack = (extra: string[]): SpawnSyncReturns<string> => spawnSync(process.execPath, [path.join(root, 'scripts', 'package.js'), '--if-needed', '--no-pack', ...extra], { cwd: root, encoding: 'utf8' });
+  const ids = (): string[] => (JSON.parse(fs.readFileSync(path.join(root, 'variants', 'manifest.json'), 'utf8')) as { variants: Array<{ id: string }> }).variants.map((v) => v.id);
+  try {
+    const r = pack(['--release', release]);
+    t.is(r.status, 0, r.stderr);
+    t.regex(r.stderr, new RegExp(`left out torch9\\.9-cu999: stale \\(built from native sources deadbeefdeadbeef, native/ is now ${manifest.nativeSourceHash}\\)`));
+    t.regex(r.stderr, /kept torch1\.13-copy from /);
+    t.deepEqual(ids(), ['torch1.13-cpu', 'torch1.13-copy']);
+    t.true(fs.existsSync(path.join(root, 'variants', copyFile)));
+  } finally {
+    const back = pack([]);
+    t.regex(back.stderr, /left out torch1\.13-copy: not built by this run/);
+    t.false(ids().includes('torch1.13-copy'));
+    t.true(ids().includes('torch1.13-cpu'));
+  }
+});
