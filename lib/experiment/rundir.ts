@@ -17,6 +17,7 @@ import * as path from 'path';
 import { FisherLensError } from '../errors';
 import { writeFileAtomic } from '../files';
 import type { ResolvedRun } from './config';
+import type { RunProvenance } from '../provenance';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -132,6 +133,8 @@ export interface RunSummary extends RunResult {
   finishedAt: string;
   /** Wall seconds of the last attempt (training resumed from a checkpoint counts only its part). */
   seconds: number;
+  /** Package, variant, LibTorch, native sources and device that produced it (absent in older run folders). */
+  provenance?: RunProvenance;
 }
 
 export { writeFileAtomic };

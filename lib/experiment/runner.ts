@@ -13,6 +13,7 @@ import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
 import { ensureDir } from '../files';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
+import { runProvenance } from '../provenance';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
 export type ExperimentEvent =
@@ -217,6 +218,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
         seconds: (Date.now() - startedAt.getTime()) / 1000,
+        provenance: runProvenance(run.device),
         ...res,
       };
       writeJsonAtomic(dir.summary, summary);
