@@ -1,6 +1,10 @@
 {
-  # node-gyp build of the same native/ sources (what `npm i` falls back to when no prebuilt
-  # binary fits, and the prebuildify path). LibTorch comes from scripts/find-libtorch.js.
+  # node-gyp build of the same native/ sources: the prebuilt variants (scripts/package.js runs
+  # prebuildify on it) and `npx fisherlens build`. LibTorch comes from scripts/find-libtorch.js.
+  # rpath is $ORIGIN only: binaries carry no build-machine path; the loader (lib/native.ts) opens
+  # the chosen LibTorch's libraries by absolute path through the shim (native/shim) first.
+  # Not in the npm package's root (npm would run node-gyp at install); it ships as
+  # scripts/binding.gyp for `fisherlens build`.
   "variables": {
     "torch_include": "<!(node scripts/find-libtorch.js --include)",
     "torch_libdir": "<!(node scripts/find-libtorch.js --libdir)",
@@ -33,8 +37,7 @@
         "<@(torch_libs)",
         "-Wl,--as-needed",
         "-lz",
-        "-Wl,-rpath,'$$ORIGIN'",
-        "-Wl,-rpath,<(torch_libdir)"
+        "-Wl,-rpath,'$$ORIGIN'"
       ]
     }
   ]

@@ -1,5 +1,6 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
-import { addon } from './native';
+import { addon, loadInfo } from './native';
+import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync } from './errors';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = (() => {
@@ -27,14 +28,23 @@ export interface BackendInfo {
   addonVersion: string;
   /** Version of the fisherlens package. */
   packageVersion: string;
+  /** The prebuilt variant loaded (e.g. 'torch1.13-cpu'), or 'source' for a local build. */
+  variant: string;
+  /** The LibTorch the addon runs on: folder, version, CUDA version (null: CPU-only). */
+  libtorch: { path: string; version: string; cuda: string | null };
+  /** The native addon file loaded. */
+  addonPath: string;
 }
 
 /** Versions and capabilities of the loaded backend. */
 export function backend(): BackendInfo {
   const b = sync(() => addon().backend());
+  const l = loadInfo();
+  const lt: LibTorchInfo = l.libtorch;
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
     blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, packageVersion: pkg.version,
+    variant: l.variant, libtorch: { path: lt.path, version: lt.version, cuda: lt.cuda }, addonPath: l.file,
   };
 }
 

@@ -1,7 +1,7 @@
 /** Error codes carried by every FisherLens error as `err.code`. */
 export type ErrorCode =
   | 'ERR_SHAPE' | 'ERR_DTYPE' | 'ERR_DEVICE' | 'ERR_IO' | 'ERR_FORMAT' | 'ERR_ABORTED'
-  | 'ERR_ARG' | 'ERR_DISPOSED' | 'ERR_VALUE' | 'ERR_TORCH' | 'ERR_INTERNAL' | 'ERR_MEMORY' | 'ERR_LOAD' | 'ERR_CONFIG';
+  | 'ERR_ARG' | 'ERR_DISPOSED' | 'ERR_VALUE' | 'ERR_TORCH' | 'ERR_INTERNAL' | 'ERR_MEMORY' | 'ERR_LOAD' | 'ERR_CONFIG' | 'ERR_BUILD';
 
 /** The one error type of FisherLens: a message saying what was expected and what came, and a code. */
 export class FisherLensError extends Error {

@@ -8,6 +8,8 @@ import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
+import { backend } from '../lib/backend';
+import { nativeSourceHash } from '../lib/provenance';
 
 const root = path.join(__dirname, '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
@@ -138,6 +140,10 @@ test('a sweep writes the run-dir layout; summary.json holds the executor\'s numb
     t.deepEqual(s.fisher!.lambdaMax, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     t.deepEqual(s.cckl, { samples: 30, cckl: 4, jsMean: 1.5, lowerBound: 0.5, nonRobust: 1, nonRobustStderr: 0.1, robust: 3, nonRobustFraction: 0.25, pairs: 100 });
     t.is(s.method, rd.readConfig().train.method);
+    // provenance: what this process loaded (backend()) and the package's own source hash
+    const b = backend();
+    t.deepEqual(s.provenance && [s.provenance.packageVersion, s.provenance.variant, s.provenance.libtorch, s.provenance.nativeSourceHash, s.provenance.device],
+      [b.packageVersion, b.variant, b.libtorch, nativeSourceHash(), 'cpu']);
     t.is(s.epochs, 3);
   }
   // progress events are monotone in the overall share and end at 1

@@ -131,3 +131,20 @@ test('spearman rank correlation', (t) => {
   t.is(spearman([1, 2, 3], [3, 2, 1]), -1);
   t.true(Math.abs(spearman([1, 2, 3, 4], [1, 3, 2, 4]) - 0.8) < 1e-12);
 });
+
+test('the report names what produced each run and warns when runs of one report differ', async (t) => {
+  const { dir, summaries } = writeFixture();
+  const prov = { packageVersion: '0.1.0', variant: 'torch1.13-cpu', libtorch: { version: '1.13.1', cuda: null, path: '/usr/lib/x86_64-linux-gnu' },
+    nativeSourceHash: '0123456789abcdef', device: 'cpu', cpu: 'Test CPU', host: 'a' };
+  for (const [id, s] of summaries) writeJsonAtomic(RunDir.of(dir, id).summary, { ...s, provenance: { ...prov, host: id } });
+  const same = await buildReport(dir);
+  t.false(same.markdown.includes('Warning: runs from different binaries'), 'host names differ but are not compared');
+  t.is(same.markdown.split('fisherlens 0.1.0 · torch1.13-cpu · LibTorch 1.13.1 · native 01234567 · cpu (Test CPU)').length - 1, summaries.size);
+  const odd = 'vgg-normal_trades_seed0';
+  writeJsonAtomic(RunDir.of(dir, odd).summary, { ...summaries.get(odd), provenance: { ...prov, variant: 'source', libtorch: { ...prov.libtorch, version: '2.5.1', cuda: '12.4' } } });
+  const mixed = await buildReport(dir);
+  t.regex(mixed.markdown, /## Warning: runs from different binaries or devices\n\nThe numbers in these tables come from 2 different setups/);
+  t.regex(mixed.markdown, /fisherlens 0\.1\.0 · source · LibTorch 2\.5\.1 CUDA 12\.4 · native 01234567 · cpu \(Test CPU\) \(1 run: vgg-normal_trades_seed0\)/);
+  t.regex(mixed.markdown, /torch1\.13-cpu · LibTorch 1\.13\.1 · native 01234567 · cpu \(Test CPU\) \(5 runs: /);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -17,6 +17,7 @@ import * as path from 'path';
 import { FisherLensError } from '../errors';
 import { writeFileAtomic } from '../files';
 import type { ResolvedRun } from './config';
+import type { RunProvenance } from '../provenance';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -134,6 +135,8 @@ export interface RunSummary extends RunResult {
   seconds: number;
   /** When `fisherlens run --reevaluate` last rewrote the evaluation (ISO time; absent if never). */
   reevaluatedAt?: string;
+  /** Package, variant, LibTorch, native sources and device that produced it (absent in older run folders). */
+  provenance?: RunProvenance;
 }
 
 export { writeFileAtomic };

@@ -13,6 +13,7 @@ import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
 import { ensureDir } from '../files';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
+import { runProvenance } from '../provenance';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
 export type ExperimentEvent =
@@ -240,6 +241,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
         seconds: (Date.now() - startedAt.getTime()) / 1000,
+        provenance: runProvenance(run.device),
         ...res,
         // a re-evaluation keeps when the run was trained and how long that took
         ...(previous ? { startedAt: previous.startedAt, finishedAt: previous.finishedAt, seconds: previous.seconds, epochs: previous.epochs, reevaluatedAt: new Date().toISOString() } : {}),

@@ -11,6 +11,7 @@ import { FisherLensError } from '../errors';
 import { FILES, readJson, writeFileAtomic } from '../experiment/rundir';
 import { loadRuns, orderRuns, ReportRun } from './load';
 import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
+import { provenanceText } from '../provenance';
 import { Chart, accuracyBars, ccklDecomposition, lambdaMaxDistribution, methodName, renderSvg, trainingCurves } from './charts';
 
 export { loadRuns, ReportRun } from './load';
@@ -246,6 +247,8 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
     'CCKL and its non-robust / robust split in nats (PAPER.md §1–4).';
   const sections: { title: string; text?: string; table?: Table; chart?: string; list?: string[] }[] = [];
   const fnd = findings(runs);
+  const mixed = mixedProvenance(finished);
+  if (mixed) sections.push({ title: 'Warning: runs from different binaries or devices', text: mixed });
   if (fnd.length > 0) sections.push({ title: 'Findings', list: fnd });
   sections.push({ title: 'Accuracy (standard and under attack)', table: accuracyTable(runs), chart: 'accuracy' });
   const attacksUsed = finished[0]?.config.eval.attacks ?? [];
@@ -263,7 +266,7 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
   const html: string[] = [];
   for (const s of sections) {
     const chart = s.chart ? chartByName.get(s.chart) : undefined;
-    if (!s.table && !chart && !s.list) continue;
+    if (!s.table && !chart && !s.list && !s.text) continue;
     md.push(`## ${s.title}`, '');
     html.push(`<h2>${esc(s.title)}</h2>`);
     if (s.text) { md.push(s.text, ''); html.push(`<p>${esc(s.text)}</p>`); }
@@ -315,12 +318,12 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
     html.push('<h2>Unfinished runs</h2><p>Re-run the same <code>fisherlens run</code> command to resume them.</p>', htmlTable(t));
   }
   md.push('## Runs', '', mdTable({
-    head: ['run', 'model spec', 'training', 'data', 'seconds'], align: ['l', 'l', 'l', 'l', 'r'],
-    rows: runs.map((r) => [r.id, specText(r), trainText(r), dataText(r), r.summary ? fmt(r.summary.seconds) : '–']),
+    head: ['run', 'model spec', 'training', 'data', 'seconds', 'produced by'], align: ['l', 'l', 'l', 'l', 'r', 'l'],
+    rows: runs.map((r) => [r.id, specText(r), trainText(r), dataText(r), r.summary ? fmt(r.summary.seconds) : '–', r.summary?.provenance ? provenanceText(r.summary.provenance) : '–']),
   }), '');
   html.push('<h2>Runs</h2>', htmlTable({
-    head: ['run', 'model spec', 'training', 'data', 'seconds'], align: ['l', 'l', 'l', 'l', 'r'],
-    rows: runs.map((r) => [r.id, specText(r), trainText(r), dataText(r), r.summary ? fmt(r.summary.seconds) : '–']),
+    head: ['run', 'model spec', 'training', 'data', 'seconds', 'produced by'], align: ['l', 'l', 'l', 'l', 'r', 'l'],
+    rows: runs.map((r) => [r.id, specText(r), trainText(r), dataText(r), r.summary ? fmt(r.summary.seconds) : '–', r.summary?.provenance ? provenanceText(r.summary.provenance) : '–']),
   }));
 
   const page = `<!doctype html>
@@ -339,6 +342,22 @@ ${html.join('\n')}
 </body></html>
 `;
   return { markdown: md.join('\n'), html: page, charts, runs };
+}
+
+/**
+ * A warning when finished runs were produced by different packages, variants, LibTorch builds,
+ * native sources or devices (their numbers may not be comparable); '' when they agree.
+ */
+export function mixedProvenance(runs: ReportRun[]): string {
+  const byText = new Map<string, string[]>();
+  for (const r of runs) {
+    const p = r.summary?.provenance;
+    const key = p ? provenanceText(p) : 'not recorded (older run folder)';
+    byText.set(key, [...(byText.get(key) ?? []), r.id]);
+  }
+  if (byText.size <= 1) return '';
+  return `The numbers in these tables come from ${byText.size} different setups; compare across them with care: ` +
+    [...byText].map(([k, ids]) => `${k} (${ids.length} run${ids.length > 1 ? 's' : ''}: ${ids.slice(0, 3).join(', ')}${ids.length > 3 ? ', …' : ''})`).join('; ') + '.';
 }
 
 function specText(r: ReportRun): string {
