@@ -11,6 +11,7 @@ import { register as report } from './report';
 import { register as demo } from './demo';
 import { register as attackCmd } from './attack';
 import { register as trainCmd } from './train';
+import { register as queueCmds } from './queue';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
       process.exit(2);
     });
-  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo]) reg(program);
+  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo, queueCmds]) reg(program);
   return program;
 }
 

@@ -11,6 +11,7 @@ import { ExperimentConfig, ExperimentInput, ResolvedRun, expandRuns, loadConfig,
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
+import type { QueueOptions } from './queue';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
@@ -40,6 +41,13 @@ export interface RunExperimentOptions {
   only?: string[];
   /** Keep going with the next run when one fails (default true); failures land in <run>/error.json. */
   continueOnError?: boolean;
+  /**
+   * Put the runs on a BullMQ queue (`redis://HOST:PORT[/DB]` or queue options) instead of running
+   * them here: workers (`fisherlens worker`, {@link worker}) execute them; this call follows the
+   * sweep (same events) until every run is finished or failed, or returns after enqueuing
+   * (`detach`). See queue.ts.
+   */
+  queue?: string | QueueOptions;
 }
 
 export interface RunOutcome {
@@ -61,7 +69,8 @@ export interface ExperimentResult {
   aborted: boolean;
 }
 
-function stable(v: unknown): unknown {
+/** A copy of a JSON value with object keys sorted (for stable hashes and comparisons). */
+export function stable(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(stable);
   if (v && typeof v === 'object') {
     return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, stable((v as Record<string, unknown>)[k])]));
@@ -82,7 +91,8 @@ export function firstDifference(a: unknown, b: unknown, at = ''): string {
   return `${at || '(top level)'}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`;
 }
 
-function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
+/** A resolved run without its device (the device does not change a run's identity). */
+export function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
   const { device: _device, ...rest } = r;
   return rest;
 }
@@ -107,6 +117,21 @@ function expand(cfg: ExperimentConfig, source: unknown, device?: string): Resolv
   }
 }
 
+/** Refuses to mix configs in one folder: ERR_CONFIG when a run folder holds a different resolved run. */
+export function checkRunFolders(out: string, runs: ResolvedRun[]): void {
+  for (const run of runs) {
+    const dir = RunDir.of(out, run.id);
+    if (fs.existsSync(dir.config)) {
+      const prev = readJson<ResolvedRun>(dir.config);
+      const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
+      if (diff) {
+        throw new FisherLensError('ERR_CONFIG',
+          `${dir.dir} holds run '${run.id}' of a different config (${diff}); use another --out or delete that folder to start it over`);
+      }
+    }
+  }
+}
+
 /** Default output folder of a config. */
 export function defaultOut(config: ExperimentConfig): string {
   return config.out ?? path.join('runs', config.name);
@@ -118,6 +143,12 @@ export function defaultOut(config: ExperimentConfig): string {
  * a different config is refused (ERR_CONFIG) before anything starts.
  */
 export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
+  if (opts.queue !== undefined) {
+    // loaded on demand: local sweeps never load the queue client
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const q = require('./queue') as typeof import('./queue');
+    return q.runOnQueue(config, opts);
+  }
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
   const runs = expand(cfg, config, opts.device);
@@ -137,18 +168,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     for (const device of new Set(runs.map((r) => r.device))) checkDevice(device);
   }
 
-  // Refuse to mix configs in one folder before anything starts.
-  for (const run of runs) {
-    const dir = RunDir.of(out, run.id);
-    if (fs.existsSync(dir.config)) {
-      const prev = readJson<ResolvedRun>(dir.config);
-      const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
-      if (diff) {
-        throw new FisherLensError('ERR_CONFIG',
-          `${dir.dir} holds run '${run.id}' of a different config (${diff}); use another --out or delete that folder to start it over`);
-      }
-    }
-  }
+  checkRunFolders(out, runs);
   fs.mkdirSync(out, { recursive: true });
   writeJsonAtomic(path.join(out, FILES.experiment), { config: cfg, runs: runs.map((r) => r.id), writtenAt: new Date().toISOString() });
 
