@@ -28,6 +28,7 @@ import type IORedis from 'ioredis';
 import { FisherLensError, ErrorCode } from '../errors';
 import { packageVersion, nativeSourceHash } from '../provenance';
 import { detectModelFile } from '../model';
+import { backend, checkDevice } from '../backend';
 import type { ExperimentConfig, ExperimentInput, ResolvedRun } from './config';
 import type { RunExecutor, RunProgress } from './executor';
 import { estimateCost } from './executor';
@@ -245,6 +246,7 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
     const now = await redisTime(client);
     const build = currentBuild();
     const tracked: Tracked[] = [];
+    const finishedBefore = new Set<string>();
     for (const { run, state } of plan.runs) {
       if (opts.only && !opts.only.includes(run.id)) continue;
       const { jobId, runHash } = jobIdOf(cfg.name, run, out);
@@ -255,17 +257,20 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
         jobId, attempts: q.attempts, backoff: { type: 'exponential', delay: q.backoffMs },
         removeOnComplete: false, removeOnFail: false,
       });
+      if (state === 'finished') finishedBefore.add(run.id);
       if (!job) {
         if (state !== 'finished') await add();
         continue;
       }
       const js = await job.getState();
+      if (js === 'completed') finishedBefore.add(run.id);
       if (js === 'failed') {
         // BullMQ's add() is a no-op for an existing id: a failed run is retried explicitly
         await job.updateData({ ...data, submittedAt: now });
         await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
       } else if (js === 'completed' && fs.existsSync(out) && state !== 'finished') {
         // its folder was deleted since: run it again
+        finishedBefore.delete(run.id);
         await job.remove();
         await add();
       }
@@ -280,7 +285,7 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
       emit({ type: 'done', result });
       return result;
     }
-    return await follow(queue, out, plan.runs.map((r) => r.run), tracked, q.pollMs, opts, emit);
+    return await follow(queue, out, plan.runs.map((r) => r.run), tracked, finishedBefore, q.pollMs, opts, emit);
   } finally {
     await Promise.allSettled([queue.close(), client.quit()]);
   }
@@ -296,7 +301,7 @@ async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Polls the jobs of a sweep and turns their states and progress into ExperimentEvents. */
-async function follow(queue: Queue<JobData, JobResult>, out: string, runs: ResolvedRun[], tracked: Tracked[], pollMs: number,
+async function follow(queue: Queue<JobData, JobResult>, out: string, runs: ResolvedRun[], tracked: Tracked[], finishedBefore: Set<string>, pollMs: number,
   opts: RunExperimentOptions, emit: (e: ExperimentEvent) => void): Promise<ExperimentResult> {
   const total = runs.length;
   const index = new Map(runs.map((r, i) => [r.id, i]));
@@ -315,7 +320,9 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
       if (outcome.has(t.run.id)) continue;
       const i = index.get(t.run.id)!;
       const base = { runId: t.run.id, index: i, total };
-      const job = await queue.getJob(t.jobId);
+      // the state first, then the job: a job read before it completed would lack its return value
+      const state = await queue.getJobState(t.jobId);
+      const job = state === 'unknown' ? undefined : await queue.getJob(t.jobId);
       const s = seen.get(t.run.id) ?? { started: false, attemptStart: -1, records: 0, fraction: 0 };
       seen.set(t.run.id, s);
       if (!job) {
@@ -330,7 +337,6 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
         }
         continue;
       }
-      const state = await job.getState();
       const p = (job.progress && typeof job.progress === 'object' ? job.progress : undefined) as JobProgress | undefined;
       if (state === 'active' && p && p.records) {
         const attempt = job.processedOn ?? 0;
@@ -348,7 +354,7 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
       } else if (state === 'completed') {
         const r = job.returnvalue;
         if (p?.records) for (const rec of p.records.slice(s.records)) emit({ type: 'epoch', runId: t.run.id, record: rec });
-        if (r.status === 'skipped') {
+        if (r.status === 'skipped' || finishedBefore.has(t.run.id)) {
           skipped++;
           outcome.set(t.run.id, { id: t.run.id, status: 'skipped', summary: r.summary });
           emit({ type: 'run-skip', ...base, reason: 'finished' });
@@ -509,6 +515,14 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   const roots = (opts.roots && opts.roots.length > 0 ? opts.roots : [process.cwd()]).map((r) => path.resolve(r));
   for (const r of roots) {
     if (!fs.existsSync(r) || !fs.statSync(r).isDirectory()) throw new FisherLensError('ERR_ARG', `--root '${r}': no such directory`);
+  }
+  if (!opts.executor) {
+    // load LibTorch (a second or more, synchronously) and check the device before taking a job:
+    // a job's lock is only renewed while the event loop runs
+    backend();
+    if (opts.device) checkDevice(opts.device);
+  } else if (opts.device && !/^(cpu|cuda(:\d+)?)$/.test(opts.device)) {
+    throw new FisherLensError('ERR_DEVICE', `unknown device '${opts.device}'; expected 'cpu', 'cuda' or 'cuda:N'`);
   }
   const name = opts.name ?? `${os.hostname()}/${process.pid}${opts.device ? `/${opts.device}` : ''}`;
   const log = (s: string) => opts.log?.(`worker ${name}: ${s}`);
