@@ -308,7 +308,12 @@ maybe('SIGTERM: the worker stops at the end of the epoch, the run goes back to t
   const cfg: ExperimentInput = { ...fakeConfig('term', 3), seeds: [0], runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }] };
   const w1 = cliWorker(url, ['--root', dir], { FISHERLENS_EXECUTOR: fakeModule, FAKE_BATCH_MS: '150' });
   await w1.ready;
-  await runExperiment(cfg, { out, queue: { url, detach: true } });
+  // enqueue through the CLI: `run --queue --detach` returns once the run is on the queue
+  const cfgFile = path.join(dir, 'term.json');
+  fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+  const sub = await runCli(['run', cfgFile, '--out', out, '--queue', url, '--detach']);
+  t.is(sub.status, 0, sub.stderr);
+  t.regex(sub.stderr, /fisherlens: enqueued; follow with `fisherlens status --queue URL`/);
   await waitFor(async () => (await queueStatus(url, 'term')).find((s) => s.state === 'active' && s.epochs === 3), () => `active: ${w1.stderr()}`);
   w1.proc.kill('SIGTERM');
   t.is(await w1.exit, 130, w1.stderr());
