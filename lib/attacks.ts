@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { ensureDir, removeStaleTemps, track, untrack } from './files';
 import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
@@ -186,9 +187,17 @@ export class NpyWriter {
     pre.write('\x93NUMPY', 0, 'latin1');
     pre[6] = 1; pre[7] = 0;
     pre.writeUInt16LE(header.length, 8);
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    const dir = path.dirname(path.resolve(file));
+    ensureDir(dir);
+    removeStaleTemps(dir, path.basename(file));
     this.tmp = `${file}.tmp-${process.pid}`;
-    this.fd = fs.openSync(this.tmp, 'w');
+    fs.rmSync(this.tmp, { force: true });
+    try {
+      this.fd = fs.openSync(this.tmp, 'wx');
+    } catch (e) {
+      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    track(this.tmp);
     fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
   }
   /** Appends a float32 tensor's rows. */
@@ -202,14 +211,21 @@ export class NpyWriter {
     fs.closeSync(this.fd);
     const want = this.shape.reduce((a, b) => a * b, 1);
     if (this.written !== want) {
-      fs.rmSync(this.tmp, { force: true });
+      this.abort();
       throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
     }
-    fs.renameSync(this.tmp, this.file);
+    try {
+      fs.renameSync(this.tmp, this.file);
+    } catch (e) {
+      this.abort();
+      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    untrack(this.tmp);
   }
   abort(): void {
     try { fs.closeSync(this.fd); } catch { /* already closed */ }
     fs.rmSync(this.tmp, { force: true });
+    untrack(this.tmp);
   }
 }
 

@@ -26,8 +26,12 @@ export {
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
-  NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments,
+  NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments, logProbs,
 } from './metrics';
+export {
+  pictureGrid, pictureSamples, writePictureGrid, readPictureGrid, gridPng, encodePng, decodePng, classMatrices, readClassPictures,
+  PictureGrid, PictureColumn, PictureCell, PictureData, PictureAttack, ClassMatrices, ClassPictures, PICTURE_SAMPLES,
+} from './pictures';
 export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,

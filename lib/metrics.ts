@@ -164,6 +164,26 @@ export class CcklAccumulator {
     return { jsMean: r.jsMean, jsSe: r.jsSe, lowerBound: r.boundMean, lowerBoundSe: r.boundSe, exact: r.exact, pairsUsed: r.pairs };
   }
 
+  /**
+   * Per class pair, from the same sums as {@link result}: row a of `meanProbs` is the mean
+   * predicted distribution P_a / n_a over the samples of true class a; `kl[a][b]` the mean
+   * KL(p_i ‖ p_j) over i of class a and j of class b, A_a / n_a − (P_a / n_a)·(S_b / n_b) (nats).
+   * CCKL = Σ_{a≠b} n_a n_b kl[a][b] / Σ_{a≠b} n_a n_b. Classes without samples give NaN rows
+   * (and columns of kl).
+   */
+  classMatrices(): { counts: number[]; meanProbs: number[][]; kl: number[][] } {
+    const C = this.C;
+    if (C < 0 || this.count === 0) throw new FisherLensError('ERR_VALUE', 'CcklAccumulator: no samples added');
+    const counts = Array.from(this.n);
+    const meanProbs = counts.map((n, a) => Array.from({ length: C }, (_, c) => this.P[a * C + c] / n));
+    const kl = counts.map((na, a) => counts.map((nb, b) => {
+      let dot = 0;
+      for (let c = 0; c < C; c++) dot += this.P[a * C + c] * this.S[b * C + c];
+      return this.A[a] / na - dot / (na * nb);
+    }));
+    return { counts, meanProbs, kl };
+  }
+
   /** Frees the kept log-probabilities. */
   dispose(): void {
     for (const t of [...this.logps, ...this.ys]) t.dispose();
@@ -180,6 +200,20 @@ export async function ccklFromLogits(logits: Tensor, labels: Tensor, opts: PairO
     return { ...acc.result(), ...(await acc.pairs(opts)) };
   } finally {
     acc.dispose();
+  }
+}
+
+/**
+ * Eval-mode log-probabilities log p(x) [B, C] (float64) of a batch x [B, C, H, W]: one forward in
+ * the model's dtype and device, log-softmax in float64 (no gradients; the model is left as found).
+ */
+export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): Promise<Tensor> {
+  const B = x.shape[0];
+  const y = Tensor.from(new BigInt64Array(B), [B]);
+  try {
+    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, ctl))).logp);
+  } finally {
+    y.dispose();
   }
 }
 

@@ -10,7 +10,7 @@ import { spawnSync } from 'child_process';
 import { addon, NativeCtl, NativeModel, NativeTensor } from './native';
 import { FisherLensError, sync } from './errors';
 import { runOp, OpOptions } from './op';
-import { Tensor, Device } from './tensor';
+import { Tensor, Device, tensorArg } from './tensor';
 import { checkDevice } from './backend';
 import type { Dataset } from './data/dataset';
 
@@ -267,7 +267,8 @@ export class Model {
 
   /** Logits [B, K] [B, C, H, W] (eval mode is the caller's choice; no gradients). */
   async forward(x: Tensor, opts?: OpOptions): Promise<Tensor> {
-    return new Tensor(await runOp(opts, (ctl) => this.native.forward(x.native, ctl)));
+    const xt = tensorArg(x, 'forward(x)');
+    return new Tensor(await runOp(opts, (ctl) => this.native.forward(xt.native, ctl)));
   }
 
   /** Switches BatchNorm/dropout to training (true) or evaluation (false) behaviour. */

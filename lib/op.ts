@@ -38,6 +38,8 @@ export async function runOp<T>(opts: OpOptions | undefined, call: (ctl: NativeCt
   try {
     return await call(ctl);
   } catch (e) {
+    // a TypeError here is a wrong argument reaching the binding (undefined where a handle belongs)
+    if (e instanceof TypeError) throw new FisherLensError('ERR_ARG', `invalid argument: ${e.message}`);
     throw fromNative(e);
   } finally {
     signal?.removeEventListener('abort', onAbort);

@@ -27,6 +27,15 @@ function flattenNested(data: Nested, shape: number[], out: number[], depth = 0):
   for (const d of data) flattenNested(d, shape, out, depth + 1);
 }
 
+/** `x` itself when it is a Tensor; ERR_ARG naming the argument otherwise (undefined, a plain array, …). */
+export function tensorArg(x: unknown, what: string): Tensor {
+  if (!(x instanceof Tensor)) {
+    const got = x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? `a ${(x as object).constructor?.name ?? 'object'}` : typeof x;
+    throw new FisherLensError('ERR_ARG', `${what}: expected a Tensor (Tensor.from / Tensor.fromNested), got ${got}`);
+  }
+  return x;
+}
+
 export class Tensor {
   /** @internal */
   readonly native: NativeTensor;

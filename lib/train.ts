@@ -15,6 +15,7 @@ import { FisherLensError, sync } from './errors';
 import { fisherExact } from './fisher';
 import { AttackParams, evaluate } from './attacks';
 import { ccklMetrics } from './metrics';
+import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -361,10 +362,10 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const o = opts.optimizer ?? {};
   const type = o.type ?? 'sgd';
   const baseLr = o.lr ?? (type === 'sgd' ? 0.1 : 1e-3);
-  const opt = native().createOptimizer(model.native, {
+  const opt = sync(() => native().createOptimizer(model.native, {
     type, lr: baseLr, momentum: o.momentum ?? (type === 'sgd' ? 0.9 : 0), nesterov: o.nesterov ?? false,
     weightDecay: o.weightDecay ?? 0, beta1: o.betas?.[0] ?? 0.9, beta2: o.betas?.[1] ?? 0.999, eps: o.eps ?? 1e-8,
-  });
+  }));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? trainData.take(opts.subset) : trainData;
   const probe = opts.probe
     ? (opts.probeSize ?? 512) < opts.probe.size
@@ -382,13 +383,19 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
   let history: EpochMetrics[] = [];
   let start = 0;
-  if (opts.outDir) fs.mkdirSync(opts.outDir, { recursive: true });
+  if (opts.outDir) {
+    ensureDir(opts.outDir);
+    // a checkpoint write killed midway leaves checkpoint.pt.tmp-<pid>-<n>: remove it now
+    removeStaleTemps(opts.outDir);
+  }
   if (opts.resume && ckpt && fs.existsSync(ckpt)) {
     const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, model.native, opt, ctl))) as Meta;
     history = meta.history;
     start = meta.epoch;
   }
-  if (metricsFile) fs.writeFileSync(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join(''));
+  // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
+  const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
+  writeMetrics();
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -427,7 +434,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       if (ckpt && metricsFile) {
         const meta: Meta = { epoch: epoch + 1, history, method, seed };
         await runOp(opts, (ctl) => native().saveTrainState(ckpt, model.native, opt, JSON.stringify(meta), ctl));
-        fs.appendFileSync(metricsFile, JSON.stringify(m) + '\n');
+        writeMetrics();
       }
       opts.onEvent?.({ type: 'epoch', ...m });
     }

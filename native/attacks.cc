@@ -350,7 +350,11 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
       {
         ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
         torch::NoGradGuard ng;
-        clean = m->forward(xd).argmax(1).eq(yd).to(torch::kFloat64);
+        torch::Tensor z = m->forward(xd);
+        checkLogits(z, "attack");
+        checkLabels(yd, x.size(0), z.size(1), "attack(y)");
+        if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
+        clean = z.argmax(1).eq(yd).to(torch::kFloat64);
       }
       AttackResult r;
       {

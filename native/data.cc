@@ -10,6 +10,8 @@
 #include "models/model_wrap.h"
 #include <zlib.h>
 #include <cstring>
+#include <cerrno>
+#include <sys/stat.h>
 #include <fstream>
 #include <random>
 #include <cstdlib>
@@ -58,6 +60,11 @@ class Bytes {
 Bytes readMaybeGz(const std::string& path) {
   size_t guess = 1 << 16;
   {
+    // a folder or a device is not a data file (std::ifstream opens a folder and reports a huge size)
+    struct stat st;
+    FL_CHECK(::stat(path.c_str(), &st) == 0, ERR_IO, "cannot open '", path, "': ", std::strerror(errno));
+    FL_CHECK(S_ISREG(st.st_mode), ERR_IO, "'", path, "' is ", S_ISDIR(st.st_mode) ? "a folder" : "not a regular file",
+             ", expected a data file");
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     FL_CHECK(f.good(), ERR_IO, "cannot open '", path, "': no such file or not readable");
     size_t fsize = static_cast<size_t>(f.tellg());
@@ -589,6 +596,7 @@ Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
       ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
       torch::NoGradGuard ng;
       torch::Tensor z = m->forward(x.to(m->device())).to(torch::kFloat64);
+      checkLogits(z, "evaluateBatch");
       torch::Tensor yy = y.to(z.device());
       checkLabels(yy, x.size(0), z.size(1), "evaluateBatch(y)");
       int64_t correct = z.argmax(1).eq(yy).sum().item<int64_t>();

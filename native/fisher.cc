@@ -122,6 +122,7 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
     x.requires_grad_(true);
     z = m.forward(x);
   }
+  checkLogits(z.detach(), "fisher");
   const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
   r.probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
   r.engine = tape ? "linear" : "autograd";
@@ -187,6 +188,7 @@ FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const Fis
     x_.requires_grad_(true);
     z_ = m.forward(x_);
   }
+  checkLogits(z_.detach(), "fisher");
   B = x_.size(0);
   C = z_.size(1);
   D = x_.numel() / B;

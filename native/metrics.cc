@@ -132,6 +132,7 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
         FL_CHECK(x.dim() == 2 && x.is_floating_point(), ERR_SHAPE, "ccklBatch(logits): expected float logits [B, C], got ", shapeOf(x));
         logits = x;
       }
+      checkLogits(logits, "cckl");
       checkLabels(y, logits.size(0), logits.size(1), "ccklBatch(y)");
       torch::Tensor logp;
       ClassSums s = classSums(logits, y, &logp);

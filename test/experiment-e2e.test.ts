@@ -82,7 +82,9 @@ maybe('a shrunken demo runs for real, resumes nothing twice, and reports the pap
   const w = await writeReport(out);
   const md = fs.readFileSync(w.markdown, 'utf8');
   for (const x of r.runs) t.true(md.includes(`| ${(x.summary!.accuracy * 100).toFixed(2)} | ${(x.summary!.attacks.pgd * 100).toFixed(2)} | ${(x.summary!.attacks.cw * 100).toFixed(2)} |`));
-  t.is(w.plots.length, 4);
+  // the four summary plots and one class-heatmap chart per run (from each run's pictures/)
+  t.is(w.plots.length, 4 + 6);
+  for (const x of r.runs) t.true(fs.existsSync(path.join(out, x.id, 'pictures', 'grid.json')), `pictures of ${x.id}`);
 });
 
 maybe('a real run interrupted after its first epoch resumes from checkpoint.pt and logs each epoch once', async (t) => {

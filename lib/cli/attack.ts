@@ -2,9 +2,11 @@ import { Command } from 'commander';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
-import { action, emit, log, num, Progress, modelArg } from './common';
+import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
+import { interruptController } from './run';
+import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
-interface AttackCliOptions {
+interface AttackCliOptions extends ImagesCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -31,8 +33,8 @@ const KINDS: AttackKind[] = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'];
 
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
-  program
-    .command('attack')
+  imagesOptions(program
+    .command('attack'))
     .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)')
     .requiredOption('--model <path>', 'model: checkpoint, TorchScript .pt (trusted sources only), spec .json or inline JSON spec')
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
@@ -58,12 +60,7 @@ export function register(program: Command): void {
       if (!KINDS.includes(o.attack as AttackKind)) throw new FisherLensError('ERR_ARG', `--attack: expected one of ${KINDS.join(', ')}, got '${o.attack}'`);
       if (o.norm !== undefined && o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
-      const int = (name: string, v: string | undefined, min: number): number | undefined => {
-        if (v === undefined) return undefined;
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${v}'`);
-        return n;
-      };
+      const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
       let base: AttackParams = {};
       if (o.preset !== undefined) {
         if (!(o.preset in attackPresets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(attackPresets).join(', ')}, got '${o.preset}'`);
@@ -79,17 +76,25 @@ export function register(program: Command): void {
       if (!o.randomStart) params.randomStart = false;
       params.restarts = int('restarts', o.restarts, 1);
       params.seed = int('seed', o.seed, 0);
+      const imagesReq = parseImages(o, params.seed ?? 0);
       const batchSize = int('batch-size', o.batchSize, 1)!;
       const limit = int('limit', o.limit, 1);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { seed: params.seed });
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const n = Math.min(data.size, limit ?? data.size);
       log(`attack: ${params.kind} (${params.norm ?? (params.kind === 'cw-l2' ? 'l2' : 'linf')}) on ${model.kind} model, ${data.name}: ${n} images`);
       const progress = new Progress('attack');
-      const r = await evaluate(model, data, [{ name: params.kind, ...params }], {
-        batchSize, limit, save: o.out,
-        onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
-      });
+      // Ctrl-C stops after the current batch and removes the partial --out file (a second one exits now)
+      const interrupt = interruptController('stopping after the current batch (no partial --out file is kept)');
+      let r;
+      try {
+        r = await evaluate(model, data, [{ name: params.kind, ...params }], {
+          batchSize, limit, save: o.out, signal: interrupt.controller.signal,
+          onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
+        });
+      } finally {
+        interrupt.dispose();
+      }
       const a = r.attacks[0];
       const out: Record<string, unknown> = {
         attack: a.name, params: a.params, samples: r.samples,
@@ -98,11 +103,14 @@ export function register(program: Command): void {
       };
       if (params.kind === 'cw-l2') out.meanPerturbationNorm = Number.isFinite(a.meanNorm) ? a.meanNorm : null;
       if (a.saved) out.saved = a.saved;
+      const images = imagesReq && await writeImages(model, data, n, [{ name: params.kind!, ...params }], imagesReq, classNamesOf(o.data));
+      if (images) out.images = images;
       emit(Boolean(o.json), out, () => [
         `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,
         `robustAccuracy  ${(100 * a.robustAccuracy).toFixed(2)} %   (${a.name}, ${r.samples} samples)`,
         ...(params.kind === 'cw-l2' ? [`meanL2Norm      ${Number.isFinite(a.meanNorm) ? a.meanNorm.toFixed(4) : 'n/a'} (successful samples)`] : []),
         ...(a.saved ? [`saved           ${a.saved}`] : []),
+        ...(images ? imagesText(images) : []),
       ].join('\n'));
       data.dispose();
       model.dispose();

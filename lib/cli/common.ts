@@ -4,8 +4,10 @@
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
 import * as fs from 'fs';
-import { FisherLensError } from '../errors';
+import { FisherLensError, fromNative } from '../errors';
 import { Model, ModelSpec } from '../model';
+import { manualSeed } from '../train';
+import { removeTracked } from '../files';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
 export function emit(json: boolean, value: unknown, human: () => string): void {
@@ -23,12 +25,14 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
   return async (...args: A) => {
     try {
       await fn(...args);
-    } catch (e) {
+    } catch (caught) {
+      const e = fromNative(caught);
+      removeTracked();
       const code = e instanceof FisherLensError ? `${e.code}: ` : '';
       const msg = e instanceof Error ? e.message : String(e);
       process.stderr.write(`fisherlens: ${code}${msg.split('\n').join(' ')}\n`);
       if (process.env.FISHERLENS_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-      process.exitCode = 1;
+      process.exitCode = e instanceof FisherLensError && e.code === 'ERR_ABORTED' ? 130 : 1;
     }
   };
 }
@@ -56,17 +60,27 @@ export class Progress {
   }
 }
 
+/** A decimal number as a user types it: `3`, `-0.5`, `.25`, `1e-3` (not '', `0x10`, `Infinity`). */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 /** Parses a comma-separated list of positive integers ("32,128,512"). */
 export function intList(s: string): number[] {
-  const v = s.split(',').map((x) => Number(x.trim()));
+  const v = s.split(',').map((x) => (DECIMAL.test(x.trim()) ? Number(x.trim()) : NaN));
   if (v.some((x) => !Number.isInteger(x) || x <= 0)) throw new FisherLensError('ERR_ARG', `expected positive integers separated by commas, got '${s}'`);
   return v;
 }
 
 /** Parses a number option with a clear error. */
 export function num(name: string, s: string): number {
-  const v = Number(s);
-  if (!Number.isFinite(v)) throw new FisherLensError('ERR_ARG', `--${name}: expected a number, got '${s}'`);
+  const v = DECIMAL.test(s.trim()) ? Number(s) : NaN;
+  if (!Number.isFinite(v)) throw new FisherLensError('ERR_ARG', `--${name}: expected a decimal number, got '${s}'`);
+  return v;
+}
+
+/** Parses an integer option >= min (decimal digits only: '' and `0x10` are refused). */
+export function int(name: string, s: string, min: number): number {
+  const v = num(name, s);
+  if (!Number.isInteger(v) || v < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${s}'`);
   return v;
 }
 
@@ -75,7 +89,7 @@ export function num(name: string, s: string): number {
  * an inline JSON spec, or a built-in architecture name (fresh weights). `defaults` fill what a
  * spec leaves out (train: the data's input shape and class count).
  */
-export async function modelArg(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean } = {}): Promise<Model> {
+export async function modelArg(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean; seed?: number } = {}): Promise<Model> {
   const defaults = opts.defaults ?? {};
   if (fs.existsSync(s)) return Model.from(s, { device });
   if (s.trim().startsWith('{')) {
@@ -85,10 +99,13 @@ export async function modelArg(s: string, device: string, opts: { defaults?: Par
     } catch (e) {
       throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
     }
+    // fresh weights come from the global generator: seed it, so the same --seed gives the same numbers
+    manualSeed(opts.seed ?? 0);
     return Model.create({ ...defaults, ...spec }, { device });
   }
   if (/^[a-z][a-z0-9-]*$/.test(s)) {
     if (opts.announceFresh ?? true) log(`model '${s}' is not a file: using a freshly initialised built-in '${s}' (untrained weights)`);
+    manualSeed(opts.seed ?? 0);
     return Model.create({ ...defaults, arch: s }, { device });
   }
   throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { evaluate } from '../model';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
-import { action, emit, log, Progress, modelArg } from './common';
+import { action, emit, int, log, Progress, modelArg } from './common';
 
 interface EvalOptions {
   model: string;
@@ -29,10 +29,8 @@ export function register(program: Command): void {
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print JSON')
     .action(action(async (o: EvalOptions) => {
-      const batchSize = Number(o.batchSize);
-      if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `--batch-size: expected a positive integer, got '${o.batchSize}'`);
-      const limit = o.limit === undefined ? undefined : Number(o.limit);
-      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new FisherLensError('ERR_ARG', `--limit: expected a positive integer, got '${o.limit}'`);
+      const batchSize = int('batch-size', o.batchSize, 1);
+      const limit = o.limit === undefined ? undefined : int('limit', o.limit, 1);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
       const model = await modelArg(o.model, o.device);
       const data = await loadData(o.data, { labels: o.labels, split: o.split });

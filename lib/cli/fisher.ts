@@ -3,13 +3,12 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
-import { action, emit, log, modelArg, num, Progress } from './common';
+import { action, emit, int, log, modelArg, num, Progress } from './common';
+import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 export function posInt(name: string, s: string | undefined): number | undefined {
   if (s === undefined) return undefined;
-  const v = Number(s);
-  if (!Number.isInteger(v) || v < 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a non-negative integer, got '${s}'`);
-  return v;
+  return int(name, s, 0);
 }
 
 const fmt = (v: number): string => (Number.isFinite(v) ? v.toExponential(4) : String(v));
@@ -18,7 +17,7 @@ export function summaryLine(name: string, s: Summary | undefined): string {
   return `${name.padEnd(11)} ${fmt(s.mean).padStart(12)} ${fmt(s.median).padStart(12)} ${fmt(s.q05).padStart(12)} ${fmt(s.q95).padStart(12)}\n`;
 }
 
-interface FisherCliOptions {
+interface FisherCliOptions extends ImagesCliOptions {
   model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
   tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
   streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
@@ -26,8 +25,8 @@ interface FisherCliOptions {
 
 /** `fisherlens fisher`: per-sample Fisher information of a model on a dataset. */
 export function register(program: Command): void {
-  program
-    .command('fisher')
+  imagesOptions(program
+    .command('fisher'))
     .description('per-sample Fisher information w.r.t. the input (λ_max, Frobenius norm, trace in nats/pixel²) and their means')
     .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
@@ -50,6 +49,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON document')
     .action(action(async (o: FisherCliOptions) => {
       if (!FISHER_METHODS.includes(o.method as FisherMethod)) throw new FisherLensError('ERR_ARG', `--method: expected ${FISHER_METHODS.join(', ')}, got '${o.method}'`);
+      const imagesReq = parseImages(o, posInt('seed', o.seed) ?? 0);
       const model = await modelArg(o.model, o.device);
       const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
       const limit = posInt('limit', o.limit);
@@ -83,6 +83,8 @@ export function register(program: Command): void {
         if (sub !== data) sub.dispose();
         out.rho = { eps, rho, fisherBound: bound, meanRho: rho.reduce((a, b) => a + b, 0) / rho.length, meanFisherBound: bound.reduce((a, b) => a + b, 0) / bound.length };
       }
+      const images = imagesReq && await writeImages(model, data, n, [], imagesReq, classNamesOf(o.data));
+      if (images) out.images = images;
       emit(Boolean(o.json), out, () => {
         let s = `method ${r.method}, ${r.n} samples, ${r.seconds.toFixed(1)} s (units: nats/pixel²)\n`;
         s += `${'quantity'.padEnd(11)} ${'mean'.padStart(12)} ${'median'.padStart(12)} ${'q05'.padStart(12)} ${'q95'.padStart(12)}\n`;
@@ -94,6 +96,7 @@ export function register(program: Command): void {
           s += 'sample lambdaMax frobenius trace\n';
           for (let i = 0; i < r.n; i++) s += `${i} ${r.lambdaMax?.[i] ?? ''} ${r.frobenius?.[i] ?? ''} ${r.trace?.[i] ?? ''}\n`;
         }
+        if (images) s += imagesText(images).join('\n') + '\n';
         return s.trimEnd();
       });
       data.dispose();

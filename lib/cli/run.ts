@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log } from './common';
+import { action, emit, int, log } from './common';
+import { MAX_RUNS } from '../experiment/config';
 import { runExperiment, planExperiment, ExperimentResult } from '../experiment/runner';
 import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
@@ -17,14 +18,14 @@ import { slurmCommand } from './queue';
 export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
 
 /** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
-export function interruptController(message?: string): { controller: AbortController; dispose(): void } {
+export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) {
       log(`fisherlens: ${sig} again, exiting now`);
       process.exit(EXIT.interrupted);
     }
-    log(`\nfisherlens: ${sig}: ${message ?? 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'}`);
+    log(`\nfisherlens: ${sig}: ${what}`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);
@@ -41,7 +42,7 @@ export function finish(result: ExperimentResult): void {
 }
 
 export interface SweepCliOptions {
-  out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean;
+  out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
 }
@@ -70,7 +71,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-      continueOnError: !o.stopOnError, executor,
+      continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
       ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
     });
     return result;
@@ -91,6 +92,7 @@ export function register(program: Command): void {
     .option('--only <ids>', 'run only these run ids (comma-separated)')
     .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
     .option('--dry-run', 'print the runs and their state without running anything')
+    .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal')
     .option('--json', 'print the result as JSON on stdout')
@@ -106,7 +108,7 @@ export function register(program: Command): void {
       }
       if (o.detach && !o.queue) throw new FisherLensError('ERR_ARG', '--detach needs --queue');
       if (o.dryRun) {
-        const plan = planExperiment(config, { out: o.out, device: o.device });
+        const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },
           () => [`${plan.runs.length} runs in ${plan.out}:`, ...plan.runs.map((r) => `  ${r.run.id.padEnd(44)} ${r.state}`)].join('\n'));
         return;

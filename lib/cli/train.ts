@@ -4,7 +4,8 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, AttackPresetName } from '../attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../train';
-import { action, emit, log, num, Progress, modelArg } from './common';
+import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
+import { checkField, OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
 
 interface TrainCliOptions {
   model: string;
@@ -85,12 +86,10 @@ export function register(program: Command): void {
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document (the history) on stdout')
     .action(action(async (o: TrainCliOptions) => {
-      const int = (name: string, v: string | undefined, min: number): number | undefined => {
-        if (v === undefined) return undefined;
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${v}'`);
-        return n;
-      };
+      const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
+      // flags that a config also sets are checked by the config schema's declaration of that field
+      const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
+      if (o.resume && !o.out) throw new FisherLensError('ERR_ARG', '--resume: needs --out (the folder whose checkpoint.pt to continue from)');
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
         if (!(o.preset in presets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(presets).join(', ')}, got '${o.preset}'`);
@@ -108,18 +107,18 @@ export function register(program: Command): void {
         if (!['sgd', 'adam', 'adamw'].includes(o.optimizer)) throw new FisherLensError('ERR_ARG', `--optimizer: expected sgd, adam or adamw, got '${o.optimizer}'`);
         opt.type = o.optimizer as 'sgd' | 'adam' | 'adamw';
       }
-      if (o.lr !== undefined) opt.lr = num('lr', o.lr);
-      if (o.momentum !== undefined) opt.momentum = num('momentum', o.momentum);
+      if (o.lr !== undefined) opt.lr = field('lr', OptimizerSchema.shape.lr, o.lr);
+      if (o.momentum !== undefined) opt.momentum = field('momentum', OptimizerSchema.shape.momentum, o.momentum);
       if (o.nesterov) opt.nesterov = true;
-      if (o.weightDecay !== undefined) opt.weightDecay = num('weight-decay', o.weightDecay);
+      if (o.weightDecay !== undefined) opt.weightDecay = field('weight-decay', OptimizerSchema.shape.weightDecay, o.weightDecay);
       opts.optimizer = opt;
       if (o.schedule !== undefined) opts.schedule = parseSchedule(o.schedule);
-      if (o.warmup !== undefined) opts.schedule = { ...(opts.schedule ?? { type: 'constant' }), warmupEpochs: num('warmup', o.warmup) };
+      if (o.warmup !== undefined) opts.schedule = { ...(opts.schedule ?? { type: 'constant' }), warmupEpochs: field('warmup', ScheduleSchema.shape.warmupEpochs, o.warmup) };
       const att = { ...(opts.attack ?? {}) };
-      if (o.epsilon !== undefined) att.epsilon = num('epsilon', o.epsilon);
-      if (o.stepSize !== undefined) att.stepSize = num('step-size', o.stepSize);
-      if (o.steps !== undefined) att.steps = int('steps', o.steps, 0);
-      if (o.beta !== undefined) att.beta = num('beta', o.beta);
+      if (o.epsilon !== undefined) att.epsilon = field('epsilon', TrainSchema.shape.epsilon, o.epsilon);
+      if (o.stepSize !== undefined) att.stepSize = field('step-size', TrainSchema.shape.stepSize, o.stepSize);
+      if (o.steps !== undefined) att.steps = field('steps', TrainSchema.shape.steps, o.steps);
+      if (o.beta !== undefined) att.beta = field('beta', TrainSchema.shape.beta, o.beta);
       if (o.norm !== undefined) {
         if (o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
         att.norm = o.norm;
@@ -136,7 +135,7 @@ export function register(program: Command): void {
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
       const model = await modelArg(o.model, o.device, {
         defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },
-        announceFresh: false,
+        announceFresh: false, seed: opts.seed,
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
 import { FisherLensError } from '../errors';
+import { PICTURE_SAMPLES } from '../pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
 export const ARCHS = [
@@ -23,6 +24,12 @@ export const FISHER_METHODS = ['exact', 'lanczos', 'power', 'hutchinson'] as con
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const prob = z.number().min(0).max(1);
+/** Names (config, entries, models, attacks) become folder names: letters, digits, . _ -, never `.` or `..`. */
+const NAME = z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only')
+  .refine((s) => s !== '.' && s !== '..', 'a name, not . or .. (it names a folder)');
+
+/** Most runs a config may expand to unless the caller raises the cap (`fisherlens run --max-runs`). */
+export const MAX_RUNS = 10_000;
 
 /** Where the images come from. Inputs are pixels in [0, 1]. */
 export const DataSchema = z.object({
@@ -50,7 +57,7 @@ export const DataSchema = z.object({
 /** A built-in architecture (lib/model.ts ModelSpec) or a saved model (`path`). */
 export const ModelSchema = z.object({
   /** Label used in run ids and reports (default: derived from arch, activation, pool, width). */
-  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only').optional(),
+  name: NAME.optional(),
   arch: z.enum(ARCHS).optional(),
   /** A TorchScript archive or FisherLens checkpoint to start from instead of fresh weights. */
   path: z.string().optional(),
@@ -118,7 +125,7 @@ export const TrainSchema = z.object({
 
 export const AttackSchema = z.object({
   /** Column name in reports (default: the type). `pgd` and `cw` fill the paper's table. */
-  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only').optional(),
+  name: NAME.optional(),
   type: z.enum(ATTACKS),
   epsilon: z.number().nonnegative(),
   stepSize: z.number().positive().optional(),
@@ -146,6 +153,13 @@ export const EvalSchema = z.object({
     /** Different-class pairs sampled for the non-robust component N (default 2000). */
     pairs: posInt.default(2000),
   }).strict().default({}),
+  /** Pictures in the run folder (lib/pictures.ts): the image grid and the class heatmaps. */
+  pictures: z.object({
+    /** Test images in the grid (clean, each attack, its perturbation, the Fisher eigenvector); 0: no grid (default 8). */
+    samples: nonNegInt.default(PICTURE_SAMPLES),
+    /** Class heatmaps (mean predicted distribution per class, mean KL between classes) over the CCKL samples (default true). */
+    classes: z.boolean().default(true),
+  }).strict().default({}),
 }).strict();
 
 /** One fully resolved run: everything the executor needs, nothing left to default. */
@@ -172,7 +186,7 @@ export type ResolvedRun = z.infer<typeof ResolvedRunSchema>;
 /** A partial run: any field may come from `defaults`. */
 const RunEntrySchema = z.object({
   /** Prefix of this entry's run ids (default: the model label). */
-  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only').optional(),
+  name: NAME.optional(),
   data: z.record(z.unknown()).optional(),
   model: z.record(z.unknown()).optional(),
   train: z.record(z.unknown()).optional(),
@@ -185,7 +199,7 @@ const RunEntrySchema = z.object({
 
 /** The top level of a config file. */
 export const ExperimentSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only'),
+  name: NAME,
   description: z.string().optional(),
   /** Output folder (relative to the working directory); `--out` overrides. */
   out: z.string().optional(),
@@ -305,6 +319,16 @@ function configError(message: string, file?: string): FisherLensError {
   return new FisherLensError('ERR_CONFIG', file ? `${file}: ${message}` : message);
 }
 
+/**
+ * Checks one value against a field of the schemas above and returns it, or ERR_ARG naming `label`
+ * (a CLI flag): the CLI validates its flags through the same declarations as configs.
+ */
+export function checkField<T>(schema: z.ZodType<T>, value: unknown, label: string): T {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new FisherLensError('ERR_ARG', `${label}: ${issueMessage(r.error.issues[0], value)}`);
+  return r.data;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading, merging, expanding
 
@@ -325,8 +349,21 @@ export function parseConfigText(text: string, file = 'config'): unknown {
   }
 }
 
-/** Validates the top level of a config (before the grid is expanded). */
+/** The path of the first number that is NaN or ±Infinity (YAML's .nan / .inf), or null. */
+function nonFinite(v: unknown, at: (string | number)[] = []): (string | number)[] | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? null : at;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) { const p = nonFinite(v[i], [...at, i]); if (p) return p; }
+  } else if (isPlainObject(v)) {
+    for (const [k, x] of Object.entries(v)) { const p = nonFinite(x, [...at, k]); if (p) return p; }
+  }
+  return null;
+}
+
+/** Validates the top level of a config (before the grid is expanded). Every number must be finite. */
 export function validateExperiment(input: unknown, file?: string): ExperimentConfig {
+  const bad = nonFinite(input);
+  if (bad) throw configError(`${fmtPath(bad)}: expected a finite number, got ${String(valueAt(input, bad))}`, file);
   const r = ExperimentSchema.safeParse(input);
   if (!r.success) throw configError(formatIssues(r.error, input, [], ExperimentSchema), file);
   return r.data;
@@ -403,7 +440,17 @@ function slug(v: unknown): string {
  * stable and readable, derived from the grid point: `<entry name or model label>_<method>
  * [_<key><value> for grid keys other than model/method/seed]_seed<k>`, so a re-run finds them.
  */
-export function expandRuns(config: ExperimentConfig, opts: { device?: string } = {}): ResolvedRun[] {
+export function expandRuns(config: ExperimentConfig, opts: { device?: string; maxRuns?: number } = {}): ResolvedRun[] {
+  // count before expanding: a grid of a million points must be refused, not built
+  const maxRuns = opts.maxRuns ?? MAX_RUNS;
+  const count = config.runs.reduce((sum, entry) => {
+    const grid = { ...(config.grid ?? {}), ...(entry.grid ?? {}) };
+    const points = Object.values(grid).reduce((n, v) => n * v.length, 1);
+    return sum + points * ('seed' in grid ? 1 : (entry.seeds ?? config.seeds).length);
+  }, 0);
+  if (count > maxRuns) {
+    throw configError(`the config expands to ${count} runs, more than the cap of ${maxRuns}; narrow the grid, or raise the cap (fisherlens run --max-runs ${count})`);
+  }
   const runs: ResolvedRun[] = [];
   const seen = new Map<string, string>();
   config.runs.forEach((entry, i) => {

@@ -9,8 +9,11 @@
  * in science.ts.
  */
 import type { AttackConfig, DataConfig, ModelConfig, ResolvedRun, TrainConfig } from './config';
-import { CcklSummary, EpochRecord, FisherSummary, RunDir, RunResult, mean, quantiles, quantile } from './rundir';
+import { CcklSummary, EpochRecord, FILES, FisherSummary, RunDir, RunResult, mean, quantiles, quantile, writeJsonAtomic } from './rundir';
 import { FisherLensError } from '../errors';
+import { CLASSES_FILE, PICTURES_VERSION } from '../pictures';
+import type { ClassMatrices, ClassPictures } from '../pictures';
+import * as path from 'path';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
 export interface RunProgress {
@@ -94,6 +97,13 @@ export interface Science<M, D> {
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
   cckl(model: M, data: D, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>>;
+  /**
+   * The picture grid (lib/pictures.ts) of `samples` seeded test images, written into `dir`:
+   * clean, each attack's example and perturbation, the Fisher eigenvector. Optional (stand-ins skip pictures).
+   */
+  pictures?(model: M, data: D, attacks: { name: string; attack: AttackConfig }[], opts: { samples: number; seed: number; dir: string; signal?: AbortSignal }): Promise<void>;
+  /** Mean predicted distribution per true class and mean KL between classes over data (lib/pictures.ts ClassMatrices). Optional. */
+  classes?(model: M, data: D, opts: { batchSize: number; signal?: AbortSignal }): Promise<ClassMatrices>;
   dispose(x: M | D): void;
 }
 
@@ -136,7 +146,8 @@ export function summariseFisher(method: string, f: FisherArrays): FisherSummary 
 
 /**
  * The real executor: load data → model → train (resumable) → evaluate clean + attacks on the test
- * subset → exact Fisher spectra → CCKL and its split. Progress weights: training batches × the
+ * subset → exact Fisher spectra → CCKL and its split → pictures/ (class heatmaps of the initial
+ * and final model, the image grid). Progress weights: training batches × the
  * method's passes per batch, then evaluation.
  */
 export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
@@ -165,6 +176,15 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         let model = await science.createModel(run.model, info, { seed, device: run.device });
         owned.push(model);
         const t = run.train;
+        // the class heatmaps of the initial weights (before training; on resume the model is still the seeded initial one)
+        const pics = run.eval.pictures;
+        const ccklSamples = Math.min(run.eval.cckl.samples, testInfo.size);
+        let initialClasses: ClassMatrices | undefined;
+        if (pics.classes && science.classes && t.epochs > 0) {
+          const d = science.take(testData, ccklSamples);
+          if (d !== testData) owned.push(d);
+          initialClasses = await science.classes(model, d, { batchSize: Math.min(run.eval.batchSize, 256), signal });
+        }
         const batches = Math.min(Math.ceil(info.size / t.batchSize), t.maxBatches ?? Infinity);
         const trainWork = t.epochs * batches * methodCost(t);
         const evalWork = evalCost(run, testInfo.size);
@@ -204,6 +224,20 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         const ccklData = science.take(testData, Math.min(ev.cckl.samples, testInfo.size));
         if (ccklData !== testData) owned.push(ccklData);
         const c = await science.cckl(model, ccklData, { pairs: ev.cckl.pairs, seed, batchSize: Math.min(ev.batchSize, 128), signal });
+        checkAbort(signal);
+
+        // pictures: the class heatmaps over the CCKL samples, the image grid of a few test images
+        const picDir = path.join(ctx.dir.dir, FILES.pictures);
+        if (pics.classes && science.classes) {
+          ctx.progress({ phase: 'eval', step: 'pictures', fraction: done / total });
+          const final = await science.classes(model, ccklData, { batchSize: Math.min(ev.batchSize, 256), signal });
+          const cp: ClassPictures = { version: PICTURES_VERSION, final, ...(initialClasses ? { initial: initialClasses } : {}) };
+          writeJsonAtomic(path.join(picDir, CLASSES_FILE), cp);
+        }
+        if (pics.samples > 0 && science.pictures) {
+          ctx.progress({ phase: 'eval', step: 'pictures', fraction: done / total });
+          await science.pictures(model, testData, named, { samples: pics.samples, seed, dir: picDir, signal });
+        }
         ctx.progress({ phase: 'eval', step: 'done', fraction: 1 });
         return {
           evalCount: acc.count,

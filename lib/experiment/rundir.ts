@@ -8,12 +8,14 @@
  * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
  * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
+ * <out>/<runId>/pictures/      grid.json + PNGs + .npy of the image grid, classes.json (lib/pictures.ts)
  * ```
  * Every file is written under a temporary name and renamed, so a crash never leaves half a file.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
+import { writeFileAtomic } from '../files';
 import type { ResolvedRun } from './config';
 
 export const FILES = {
@@ -24,6 +26,8 @@ export const FILES = {
   checkpoint: 'checkpoint.pt',
   summary: 'summary.json',
   error: 'error.json',
+  /** Folder of the evaluation's pictures (lib/pictures.ts). */
+  pictures: 'pictures',
 } as const;
 
 /** Format version of summary.json (bump when fields change meaning). */
@@ -130,24 +134,7 @@ export interface RunSummary extends RunResult {
   seconds: number;
 }
 
-/** Writes a file atomically: a temporary sibling, fsync, then rename. */
-export function writeFileAtomic(file: string, data: string | Buffer): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as Error).message}`);
-  }
-}
+export { writeFileAtomic };
 
 export function writeJsonAtomic(file: string, value: unknown): void {
   writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
@@ -158,9 +145,18 @@ export function writeJsonAtomic(file: string, value: unknown): void {
  * records are few (one per epoch), and a crash never leaves a torn line.
  */
 export function appendJsonl(file: string, record: unknown): void {
-  const prev = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  // a symlink is not ours: it is replaced, and what it points to is neither read nor written
+  const prev = isRegularFile(file) ? fs.readFileSync(file, 'utf8') : '';
   const sep = prev.length > 0 && !prev.endsWith('\n') ? '\n' : '';
   writeFileAtomic(file, prev + sep + JSON.stringify(record) + '\n');
+}
+
+function isRegularFile(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** Reads a JSON-lines file; a torn last line (from a foreign writer) is ignored, others must parse. */
@@ -233,6 +229,7 @@ export class RunDir {
 /** The run directories under `out` (sub-folders holding a config.json), sorted by id. */
 export function listRunDirs(out: string): RunDir[] {
   if (!fs.existsSync(out)) throw new FisherLensError('ERR_IO', `${out}: no such directory`);
+  if (!fs.statSync(out).isDirectory()) throw new FisherLensError('ERR_IO', `${out}: not a folder (expected a runs folder written by fisherlens run)`);
   return fs.readdirSync(out, { withFileTypes: true })
     .filter((d) => d.isDirectory() && fs.existsSync(path.join(out, d.name, FILES.config)))
     .map((d) => new RunDir(path.join(out, d.name)))

@@ -7,11 +7,12 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
-import { ExperimentConfig, ExperimentInput, ResolvedRun, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
+import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
 import type { QueueOptions } from './queue';
+import { ensureDir } from '../files';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
@@ -41,6 +42,8 @@ export interface RunExperimentOptions {
   only?: string[];
   /** Keep going with the next run when one fails (default true); failures land in <run>/error.json. */
   continueOnError?: boolean;
+  /** Refuse a config that expands to more runs than this (default config.ts MAX_RUNS, 10 000). */
+  maxRuns?: number;
   /**
    * Put the runs on a BullMQ queue (`redis://HOST:PORT[/DB]` or queue options) instead of running
    * them here: workers (`fisherlens worker`, {@link worker}) execute them; this call follows the
@@ -106,9 +109,9 @@ export function resolveConfig(config: ExperimentConfig | ExperimentInput | strin
 }
 
 /** expandRuns, with the config file's name in front of an error when the config came from a file. */
-function expand(cfg: ExperimentConfig, source: unknown, device?: string): ResolvedRun[] {
+function expand(cfg: ExperimentConfig, source: unknown, device?: string, maxRuns?: number): ResolvedRun[] {
   try {
-    return expandRuns(cfg, { device });
+    return expandRuns(cfg, { device, maxRuns });
   } catch (e) {
     if (typeof source === 'string' && e instanceof FisherLensError && e.code === 'ERR_CONFIG') {
       throw new FisherLensError('ERR_CONFIG', `${path.basename(source)}: ${e.message}`);
@@ -122,7 +125,10 @@ export function checkRunFolders(out: string, runs: ResolvedRun[]): void {
   for (const run of runs) {
     const dir = RunDir.of(out, run.id);
     if (fs.existsSync(dir.config)) {
-      const prev = readJson<ResolvedRun>(dir.config);
+      // re-validated with today's schema: an option added since (with its default) is no difference
+      const stored = readJson<ResolvedRun>(dir.config);
+      const parsed = ResolvedRunSchema.safeParse(stored);
+      const prev = parsed.success ? parsed.data : stored;
       const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
       if (diff) {
         throw new FisherLensError('ERR_CONFIG',
@@ -151,7 +157,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
   }
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
-  const runs = expand(cfg, config, opts.device);
+  const runs = expand(cfg, config, opts.device, opts.maxRuns);
   const emit = (e: ExperimentEvent) => {
     try { opts.onEvent?.(e); } catch { /* a throwing listener must not break the sweep */ }
   };
@@ -169,7 +175,14 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
   }
 
   checkRunFolders(out, runs);
-  fs.mkdirSync(out, { recursive: true });
+  ensureDir(out);
+  for (const run of runs) {
+    // a run folder that is a symlink would send every write of that run out of `out`
+    const dir = RunDir.of(out, run.id).dir;
+    if (fs.lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) {
+      throw new FisherLensError('ERR_IO', `${dir} is a symbolic link; run folders must be real folders inside ${out}`);
+    }
+  }
   writeJsonAtomic(path.join(out, FILES.experiment), { config: cfg, runs: runs.map((r) => r.id), writtenAt: new Date().toISOString() });
 
   const states = runs.map((r) => RunDir.of(out, r.id).state());
@@ -258,8 +271,8 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
 }
 
 /** The runs of a config and the state of each under `out`, without running anything. */
-export function planExperiment(config: ExperimentConfig | ExperimentInput | string, opts: { out?: string; device?: string } = {}): { out: string; runs: { run: ResolvedRun; state: RunState }[] } {
+export function planExperiment(config: ExperimentConfig | ExperimentInput | string, opts: { out?: string; device?: string; maxRuns?: number } = {}): { out: string; runs: { run: ResolvedRun; state: RunState }[] } {
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
-  return { out, runs: expand(cfg, config, opts.device).map((run) => ({ run, state: fs.existsSync(out) ? RunDir.of(out, run.id).state() : 'new' })) };
+  return { out, runs: expand(cfg, config, opts.device, opts.maxRuns).map((run) => ({ run, state: fs.existsSync(out) ? RunDir.of(out, run.id).state() : 'new' })) };
 }

@@ -1,6 +1,7 @@
 /**
  * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
- * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics). This file is the ONE
+ * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics,
+ * lib/pictures.ts). This file is the ONE
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */
@@ -13,6 +14,7 @@ import { ccklMetrics } from '../metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
 import { evaluate as evaluateAttacks, AttackParams } from '../attacks';
 import { FisherLensError } from '../errors';
+import { classMatrices, pictureGrid, pictureSamples, writePictureGrid } from '../pictures';
 import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
 
@@ -162,6 +164,12 @@ export function defaultScience(): Science<Model, Dataset> {
       return { lambdaMax: r.lambdaMax ?? nan(), frobenius: r.frobenius ?? nan(), trace: r.trace ?? nan() };
     },
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
+    async pictures(model, data, attacks, opts) {
+      const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
+      const pd = await pictureGrid(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), { indices, signal: opts.signal });
+      writePictureGrid(opts.dir, pd);
+    },
+    classes: (model, data, opts) => classMatrices(model, data, opts),
     dispose: (x) => x.dispose(),
   };
 }

@@ -18,7 +18,8 @@ export interface Chart {
 }
 
 const FONT = { font: 'Helvetica, Arial, sans-serif' };
-const CONFIG = {
+/** The look shared by every report chart. */
+export const CONFIG = {
   ...FONT,
   view: { stroke: '#ddd' },
   axis: { labelFont: FONT.font, titleFont: FONT.font, grid: true, gridColor: '#eee', labelLimit: 320 },

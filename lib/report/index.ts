@@ -2,13 +2,15 @@
  * `fisherlens report RUNS_DIR`: report.md and report.html (with plots/*.svg) from the run files
  * of a runs folder: the paper-style accuracy table (standard / PGD / CW), per-run Fisher and CCKL
  * summaries with the non-robust / robust split, training curves (Figures 3–4), the CCKL
- * decomposition and λ_max distributions. Every number comes from summary.json / metrics.jsonl.
+ * decomposition and λ_max distributions, and each run's pictures (lib/report/pictures.ts). Every
+ * number comes from summary.json / metrics.jsonl / pictures/.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
 import { FILES, readJson, writeFileAtomic } from '../experiment/rundir';
 import { loadRuns, orderRuns, ReportRun } from './load';
+import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
 import { Chart, accuracyBars, ccklDecomposition, lambdaMaxDistribution, methodName, renderSvg, trainingCurves } from './charts';
 
 export { loadRuns, ReportRun } from './load';
@@ -263,6 +265,27 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
       html.push(`<figure>${chart.svg}<figcaption>${esc(chart.caption)}</figcaption></figure>`);
     }
   }
+  const pictures = loadPictures(finished);
+  if (pictures.length > 0) {
+    const text = 'Per run, a seeded handful of test images: clean, the adversarial example of each evaluated attack (robust where the model still predicts the label, broken by the attack where it predicted it clean and no longer does, wrong clean otherwise), ' +
+      'its perturbation δ = x_adv − x and the leading eigenvector of the Fisher information G_x (its sign fixed so that log p of the predicted class grows along it); ' +
+      'signed columns map ±scale (in the title) to white / black around mid-grey. Then the class heatmaps (the paper\'s Figures 1–2). From pictures/ in each run folder.';
+    md.push('## Pictures', '', text, '');
+    html.push('<h2>Pictures</h2>', `<p>${esc(text)}</p>`);
+    const out = opts.out ?? dir;
+    for (const p of pictures) {
+      md.push(`### ${p.run.id}`, '');
+      html.push(`<h3>${esc(p.run.id)}</h3>`);
+      if (p.grid) { md.push(gridMarkdown(p, out), ''); html.push(gridHtml(p)); }
+      const c = classHeatmaps(p);
+      if (c) {
+        const chart = { ...c, svg: await renderSvg(c.spec) };
+        charts.push(chart);
+        md.push(`![${chart.title}](plots/${chart.name}.svg)`, '', `*${chart.caption}*`, '');
+        html.push(`<figure>${chart.svg}<figcaption>${esc(chart.caption)}</figcaption></figure>`);
+      }
+    }
+  }
   if (perEpoch.length > 0) {
     md.push('## Per-epoch metrics (metrics.jsonl)', '');
     html.push('<h2>Per-epoch metrics (metrics.jsonl)</h2>');
@@ -294,6 +317,8 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
 body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
 th{background:#f6f6f6}.r{text-align:right;font-variant-numeric:tabular-nums}figure{margin:1em 0}figcaption{color:#555;font-size:13px;max-width:800px}
+table.pictures td{text-align:center;vertical-align:top;font-size:11px;padding:3px 4px;max-width:120px}table.pictures th{font-size:12px;text-align:center}
+table.pictures img{image-rendering:pixelated;display:block;margin:0 auto 2px}td.robust div{color:#1a7f37}td.broken div{color:#c62828}
 h1{font-size:24px}h2{font-size:19px;margin-top:1.6em;border-bottom:1px solid #eee}h3{font-size:15px}
 </style></head><body>
 <h1>${esc(title)}</h1>

@@ -29,4 +29,13 @@ inline void checkLabels(const torch::Tensor& y, int64_t batch, int64_t numClasse
   }
 }
 
+// z: logits [B, K] straight from the model: every entry finite, else ERR_VALUE naming how many of
+// the B samples have a NaN or Inf logit (the one check behind eval, attack and fisher)
+inline void checkLogits(const torch::Tensor& z, const char* what) {
+  int64_t bad = z.dim() == 2 ? (~torch::isfinite(z)).any(1).sum().item<int64_t>()
+                             : (~torch::isfinite(z)).any().item<bool>();
+  FL_CHECK(bad == 0, ERR_VALUE, what, ": the model's logits are NaN or Inf for ", bad, " of ", z.size(0),
+           " samples (diverged training, or a model that produces non-finite outputs)");
+}
+
 }  // namespace fl

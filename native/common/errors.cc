@@ -12,7 +12,10 @@ void classifyError(std::exception_ptr ep, std::string& code, std::string& messag
   } catch (const c10::Error& e) {
     message = e.what_without_backtrace();
     // LibTorch's messages are the only classification it offers
-    if (message.find("shape") != std::string::npos || message.find("size") != std::string::npos ||
+    if (message.find("can't allocate memory") != std::string::npos || message.find("out of memory") != std::string::npos ||
+        message.find("Cannot allocate memory") != std::string::npos)
+      code = "ERR_MEMORY";
+    else if (message.find("shape") != std::string::npos || message.find("size") != std::string::npos ||
         message.find("dimension") != std::string::npos)
       code = ERR_SHAPE;
     else if (message.find("dtype") != std::string::npos || message.find("scalar type") != std::string::npos ||

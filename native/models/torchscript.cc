@@ -12,7 +12,14 @@ namespace {
 class ScriptClassifier : public Classifier {
  public:
   ScriptClassifier(torch::jit::Module m, std::string path) : m_(std::move(m)), path_(std::move(path)) {}
-  torch::Tensor forward(const torch::Tensor& x) override {
+  torch::Tensor forward(const torch::Tensor& x0) override {
+    // images arrive in the caller's float type; the module computes in its parameters' type
+    // (a float64 batch to a float32 module would fail inside the TorchScript graph)
+    torch::Tensor x = x0;
+    for (const auto& p : m_.parameters()) {
+      if (p.is_floating_point() && x0.is_floating_point() && p.scalar_type() != x0.scalar_type()) x = x0.to(p.scalar_type());
+      break;
+    }
     torch::jit::IValue out = m_.forward({x});
     TORCH_CHECK(out.isTensor(), "the TorchScript model's forward must return a Tensor of logits [B, K], got ",
                 out.tagKind());

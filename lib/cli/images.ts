@@ -1,0 +1,75 @@
+/**
+ * `--images FILE.png` of `fisherlens attack` and `fisherlens fisher`: the picture grid
+ * (lib/pictures.ts) of a seeded handful of the evaluated samples as one PNG (rows = samples;
+ * columns = clean, each attack's example and perturbation, the Fisher eigenvector), with its
+ * captions printed (and in the JSON output).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command } from 'commander';
+import { Dataset } from '../data';
+import { FisherLensError } from '../errors';
+import { Model } from '../model';
+import { CLASS_NAMES, PICTURE_SAMPLES, PictureAttack, caption, gridPng, pictureGrid, pictureSamples } from '../pictures';
+import { writeFileAtomic } from '../experiment/rundir';
+
+export interface ImagesCliOptions { images?: string; imageSamples: string; imageSeed?: string }
+
+/** Adds --images, --image-samples and --image-seed to a command. */
+export function imagesOptions(cmd: Command): Command {
+  return cmd
+    .option('--images <file.png>', 'also write the picture grid of a few samples as one PNG (clean, adversarial, perturbation, Fisher eigenvector; captions printed)')
+    .option('--image-samples <n>', 'samples in the picture grid (spread over classes)', String(PICTURE_SAMPLES))
+    .option('--image-seed <n>', 'seed of the picture samples (default: --seed)');
+}
+
+/** The JSON of a written grid: the file, column titles and per row the captions. */
+export interface ImagesOutput {
+  file: string;
+  columns: { title: string; kind: string; scale: number }[];
+  rows: { index: number; label: number; captions: string[] }[];
+}
+
+/** The parsed --images options. */
+export interface ImagesRequest { file: string; count: number; seed: number }
+
+/** Checks the --images options before any work (undefined without --images); `seed` is the command's seed. */
+export function parseImages(o: ImagesCliOptions, seed: number): ImagesRequest | undefined {
+  if (o.images === undefined) return undefined;
+  if (!o.images.toLowerCase().endsWith('.png')) throw new FisherLensError('ERR_ARG', `--images: expected a .png file name, got '${o.images}'`);
+  const dir = path.dirname(path.resolve(o.images));
+  if (!fs.existsSync(dir)) throw new FisherLensError('ERR_IO', `--images: folder ${dir} does not exist`);
+  const count = Number(o.imageSamples);
+  if (!Number.isInteger(count) || count < 1) throw new FisherLensError('ERR_ARG', `--image-samples: expected an integer >= 1, got '${o.imageSamples}'`);
+  const s = o.imageSeed === undefined ? seed : Number(o.imageSeed);
+  if (!Number.isInteger(s) || s < 0) throw new FisherLensError('ERR_ARG', `--image-seed: expected an integer >= 0, got '${o.imageSeed}'`);
+  return { file: o.images, count, seed: s };
+}
+
+/** Writes the grid of a seeded handful of the first `n` samples of `data` to req.file (atomically) and returns what was drawn. */
+export async function writeImages(model: Model, data: Dataset, n: number, attacks: PictureAttack[], req: ImagesRequest, names?: string[]): Promise<ImagesOutput> {
+  const labels = data.labels.toNumbers().slice(0, n);
+  const indices = pictureSamples(labels, req.count, req.seed);
+  const pd = await pictureGrid(model, data, attacks, { indices });
+  writeFileAtomic(req.file, gridPng(pd));
+  const g = pd.grid;
+  return {
+    file: path.resolve(req.file),
+    columns: g.columns.map((c) => ({ title: c.title, kind: c.kind, scale: c.scale })),
+    rows: g.indices.map((index, r) => ({ index, label: g.labels[r], captions: g.columns.map((c, k) => caption(g, c, pd.cells[k][r], r, names)) })),
+  };
+}
+
+/** Human lines of a written grid. */
+export function imagesText(out: ImagesOutput): string[] {
+  return [
+    `images          ${out.file} (${out.rows.length} rows: ${out.columns.map((c) => c.title).join(' | ')})`,
+    ...out.rows.map((r) => `  #${r.index}: ${r.captions.join(' | ')}`),
+  ];
+}
+
+/** Class names for a --data spec (fashion-mnist, mnist, cifar10 by prefix; else undefined). */
+export function classNamesOf(spec: string): string[] | undefined {
+  const k = Object.keys(CLASS_NAMES).find((d) => spec === d || spec.startsWith(`${d}:`));
+  return k ? CLASS_NAMES[k] : undefined;
+}
