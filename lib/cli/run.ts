@@ -103,6 +103,7 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
     .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean; slurm?: string; slurmArgs?: string }) => {
       if (o.slurm) {
+        if (o.queue) throw new FisherLensError('ERR_ARG', '--slurm and --queue are two ways to run a sweep elsewhere: choose one');
         await slurmCommand(config, o.slurm, o);
         return;
       }

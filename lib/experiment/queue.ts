@@ -353,8 +353,11 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
         }
       } else if (state === 'completed') {
         const r = job.returnvalue;
-        if (p?.records) for (const rec of p.records.slice(s.records)) emit({ type: 'epoch', runId: t.run.id, record: rec });
-        if (r.status === 'skipped' || finishedBefore.has(t.run.id)) {
+        const before = r.status === 'skipped' || finishedBefore.has(t.run.id);
+        // a run that went through between two polls: its start and epochs all the same
+        if (!before && !s.started) emit({ type: 'run-start', ...base, resume: p?.resume ?? false });
+        if (p?.records && !before) for (const rec of p.records.slice(s.records)) emit({ type: 'epoch', runId: t.run.id, record: rec });
+        if (before) {
           skipped++;
           outcome.set(t.run.id, { id: t.run.id, status: 'skipped', summary: r.summary });
           emit({ type: 'run-skip', ...base, reason: 'finished' });
@@ -631,6 +634,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   });
   w.on('error', (e) => log(`queue error: ${e.message}`));
   w.on('failed', (job, e) => { if (job) log(`${job.data.runId} failed: ${e.message}`); });
+  w.on('stalled', (jobId) => log(`${jobId} stalled (its worker stopped renewing its lock): back in the queue`));
   await ready(w.waitUntilReady(), q.url);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
