@@ -76,6 +76,8 @@ export interface JobData {
 
 /** The progress a worker publishes on the job (read by the submitter and `status`). */
 export interface JobProgress {
+  /** The attempt this progress belongs to (the job's processedOn when it was taken). */
+  startedAt: number;
   worker: string;
   device: string;
   resume: boolean;
@@ -338,7 +340,8 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
         continue;
       }
       const p = (job.progress && typeof job.progress === 'object' ? job.progress : undefined) as JobProgress | undefined;
-      if (state === 'active' && p && p.records) {
+      // progress left by an earlier attempt (stopped, stalled) is not this attempt's
+      if (state === 'active' && p && p.records && p.startedAt === job.processedOn) {
         const attempt = job.processedOn ?? 0;
         if (!s.started || attempt !== s.attemptStart) {
           s.started = true; s.attemptStart = attempt; s.records = 0;
@@ -356,7 +359,7 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
         const before = r.status === 'skipped' || finishedBefore.has(t.run.id);
         // a run that went through between two polls: its start and epochs all the same
         if (!before && !s.started) emit({ type: 'run-start', ...base, resume: p?.resume ?? false });
-        if (p?.records && !before) for (const rec of p.records.slice(s.records)) emit({ type: 'epoch', runId: t.run.id, record: rec });
+        if (p?.records && !before) for (const rec of p.records.slice(s.attemptStart === p.startedAt ? s.records : 0)) emit({ type: 'epoch', runId: t.run.id, record: rec });
         if (before) {
           skipped++;
           outcome.set(t.run.id, { id: t.run.id, status: 'skipped', summary: r.summary });
@@ -560,7 +563,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     const a: Active = { job, controller, stopAtEpoch: Boolean(opts.signal?.aborted), cancelled: false };
     active.set(job.id!, a);
     const records: EpochRecord[] = [];
-    let progress: JobProgress = { worker: name, device: opts.device ?? '', resume: false, records };
+    let progress: JobProgress = { startedAt: job.processedOn ?? 0, worker: name, device: opts.device ?? '', resume: false, records };
     let lastSent = 0;
     let pending: Promise<void> = Promise.resolve();
     const send = (force: boolean) => {
