@@ -70,6 +70,8 @@ export interface JobData {
   /** The validated experiment config; the worker expands it and runs `runId` only. */
   config: ExperimentConfig;
   build: Build;
+  /** The submitter's limit on the runs of a config (runExperiment's maxRuns), when it set one. */
+  maxRuns?: number;
   /** Redis server time (ms) of the latest enqueue; a cancel after it applies to this job. */
   submittedAt: number;
 }
@@ -224,7 +226,7 @@ interface Tracked { run: ResolvedRun; jobId: string; cost: number }
 export async function runOnQueue(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions): Promise<ExperimentResult> {
   const q = queueOptions(opts.queue!);
   const cfg = resolveConfig(config);
-  const plan = planExperiment(config, { out: opts.out, device: opts.device });
+  const plan = planExperiment(config, { out: opts.out, device: opts.device, maxRuns: opts.maxRuns });
   const out = plan.out;
   const runs = plan.runs.map((r) => r.run);
   checkAbsolutePaths(runs);
@@ -253,7 +255,7 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
       if (opts.only && !opts.only.includes(run.id)) continue;
       const { jobId, runHash } = jobIdOf(cfg.name, run, out);
       tracked.push({ run, jobId, cost: estimateCost(run) });
-      const data: JobData = { format: 1, experiment: cfg.name, runId: run.id, runHash, out, config: cfg, build, submittedAt: now };
+      const data: JobData = { format: 1, experiment: cfg.name, runId: run.id, runHash, out, config: cfg, build, submittedAt: now, ...(opts.maxRuns !== undefined ? { maxRuns: opts.maxRuns } : {}) };
       const job = await queue.getJob(jobId);
       const add = () => queue.add(run.id, data, {
         jobId, attempts: q.attempts, backoff: { type: 'exponential', delay: q.backoffMs },
@@ -483,7 +485,7 @@ export function checkJob(data: JobData, o: { build: Build; roots: string[]; trus
   }
   let runs: ResolvedRun[];
   try {
-    runs = planExperiment(data.config, { out: data.out }).runs.map((r) => r.run);
+    runs = planExperiment(data.config, { out: data.out, maxRuns: data.maxRuns }).runs.map((r) => r.run);
   } catch (e) {
     throw refuse(((e as { code?: ErrorCode }).code ?? 'ERR_CONFIG'), (e as Error).message);
   }
@@ -577,10 +579,10 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     log(`took ${data.runId} (${data.experiment})`);
     try {
       const result = await runExperiment(data.config, {
-        out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal,
+        out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
         onEvent: (e) => {
           if (e.type === 'run-start') {
-            const run = planExperiment(data.config, { out: data.out, device: opts.device }).runs.find((r) => r.run.id === data.runId)!.run;
+            const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;
             progress = { ...progress, device: run.device, resume: e.resume, phase: 'load', fraction: 0, epochs: run.train.epochs };
             send(true);
           } else if (e.type === 'progress') {
