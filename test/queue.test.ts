@@ -401,6 +401,7 @@ test('the Slurm script runs the run of its array index with the local runner, an
   t.deepEqual(listed, ['mlp_natural_seed0', 'mlp_natural_seed1', 'mlp_trades_seed0', 'mlp_trades_seed1']);
   const text = fs.readFileSync(script, 'utf8');
   t.regex(text, /^#SBATCH --array=0-3$/m);
+  t.regex(text, /^#SBATCH --job-name=fisherlens-slurm$/m);
   t.regex(text, /^#SBATCH --gres=gpu:1$/m);
   t.regex(text, /^#SBATCH --time=01:00:00$/m);
   const env = { FISHERLENS_EXECUTOR: fakeModule, SLURM_ARRAY_TASK_ID: '2' };

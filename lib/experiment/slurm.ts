@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../errors';
-import { planExperiment } from './runner';
+import { planExperiment, resolveConfig } from './runner';
 import { writeFileAtomic } from './rundir';
 
 /** Options of {@link slurmScript}. */
@@ -56,7 +56,7 @@ export function slurmScript(configFile: string, opts: SlurmOptions = {}): { scri
   }
   // #SBATCH lines are not shell: their values go unquoted, so keep them to a plain alphabet
   if (!/^[A-Za-z0-9._/+-]+$/.test(plan.out)) throw new FisherLensError('ERR_ARG', `--out '${plan.out}': a Slurm output folder may hold letters, digits and . _ / + - only`);
-  const name = path.basename(plan.out);
+  const name = resolveConfig(config).name;
   const node = opts.node ?? process.execPath;
   const cli = opts.cli ?? path.resolve(__dirname, '..', 'cli', 'main.js');
   const device = opts.device ? ` --device ${shellQuote(opts.device)}` : '';
