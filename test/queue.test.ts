@@ -16,7 +16,7 @@ import { ExperimentInput } from '../lib/experiment/config';
 import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
 import { RunExecutor, scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJsonl } from '../lib/experiment/rundir';
-import { worker, queueStatus, cancelExperiment, JobData, WorkerOptions } from '../lib/experiment/queue';
+import { worker, queueStatus, cancelExperiment, JobData, JobProgress, WorkerOptions } from '../lib/experiment/queue';
 import { slurmScript } from '../lib/experiment/slurm';
 import { buildReport } from '../lib/report';
 import { FisherLensError } from '../lib/errors';
@@ -110,6 +110,29 @@ async function bash(script: string, env: Record<string, string>): Promise<{ stat
   return { status, stderr };
 }
 
+/**
+ * Waits until a job of the queue is active with at least `minEpochs` epochs through (0: as soon as
+ * its worker reported the run's start). One connection polled every 20 ms, so a short window is
+ * not missed on a loaded machine; fails at once if a run finished first (nothing left to interrupt).
+ */
+async function whenActive(url: string, minEpochs: number, what: () => string): Promise<string> {
+  const q = new Queue<JobData>('fisherlens', { connection: { url } });
+  try {
+    const end = Date.now() + 120000;
+    for (;;) {
+      for (const j of await q.getJobs(['active'], 0, -1)) {
+        const p = j.progress as Partial<JobProgress> | undefined;
+        if (p && typeof p === 'object' && p.epochs !== undefined && (p.records?.length ?? 0) >= minEpochs && p.startedAt === j.processedOn) return j.data.runId;
+      }
+      if ((await q.getJobCounts('completed')).completed > 0) throw new Error(`a run finished before it could be interrupted: ${what()}`);
+      if (Date.now() > end) throw new Error(`timed out waiting for an active run: ${what()}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await q.close();
+  }
+}
+
 /** The jobs of a queue database, via BullMQ itself. */
 async function jobsOf(url: string) {
   const q = new Queue<JobData>('fisherlens', { connection: { url } });
@@ -188,7 +211,7 @@ maybeSerial('kill -9 of a worker mid-run: another worker resumes it from the che
   await w1.ready;
   await runExperiment(cfg, { out, queue: { url, detach: true } });
   // kill as soon as the first epoch has gone through the queue
-  await waitFor(async () => (await queueStatus(url, 'kill')).find((s) => s.state === 'active' && (s.epoch ?? 0) >= 1), 'epoch 1');
+  await whenActive(url, 1, () => w1.stderr());
   w1.proc.kill('SIGKILL');
   await w1.exit;
   const rd = RunDir.of(out, 'lenet_natural_seed3');
@@ -314,7 +337,7 @@ maybe('SIGTERM: the worker stops at the end of the epoch, the run goes back to t
   const sub = await runCli(['run', cfgFile, '--out', out, '--queue', url, '--detach']);
   t.is(sub.status, 0, sub.stderr);
   t.regex(sub.stderr, /fisherlens: enqueued; follow with `fisherlens status --queue URL`/);
-  await waitFor(async () => (await queueStatus(url, 'term')).find((s) => s.state === 'active' && s.epochs === 3), () => `active: ${w1.stderr()}`);
+  await whenActive(url, 0, () => w1.stderr());
   w1.proc.kill('SIGTERM');
   t.is(await w1.exit, 130, w1.stderr());
   t.regex(w1.stderr(), /stopped mlp_natural_seed0 with its checkpoint; back in the queue/);
@@ -340,7 +363,7 @@ maybe('cancel removes waiting runs and stops the active one in another process; 
   const w1 = cliWorker(url, ['--root', dir, '--idle-exit', '1'], { FISHERLENS_EXECUTOR: fakeModule, FAKE_BATCH_MS: '400' });
   await w1.ready;
   await runExperiment(cfg, { out, queue: { url, detach: true } });
-  const active = await waitFor(async () => (await queueStatus(url, 'cancel')).find((s) => s.state === 'active' && (s.epoch ?? 0) >= 1), () => `active: ${w1.stderr()}`);
+  await whenActive(url, 1, () => w1.stderr());
   // in process, so the cancel lands while that run is under way (the CLI is the same call)
   const r = await cancelExperiment(url, 'cancel');
   // the worker runs one run at a time: one is stopped, the waiting ones removed (and, on a slow
@@ -356,7 +379,6 @@ maybe('cancel removes waiting runs and stops the active one in another process; 
   t.true(r.removed.length >= 2, `removed ${r.removed}`);
   t.is(await w1.exit, 0, w1.stderr());
   t.is(RunDir.of(out, stopped).state(), 'resumable');
-  void active;
   // the status command shows it
   const s = await runCli(['status', '--queue', url, 'cancel']);
   t.regex(s.stdout, new RegExp(`${stopped}\\s+failed epoch \\d/3: ERR_ABORTED: cancelled`));
