@@ -40,5 +40,6 @@ export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,
   defaultExecutor, RunDir, RunSummary, EpochRecord, SweepProgress,
+  worker, queueStatus, cancelExperiment, QueueOptions, WorkerOptions, WorkerReport, QueueRunStatus, slurmScript, writeSlurmScript, SlurmOptions,
 } from './experiment';
 export { buildReport, writeReport, loadRuns, Report, ReportOptions } from './report';

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(libtorch-dev libopenblas0-pthread dataset-fashion-mnist python3-torch python3-numpy cmake g++ ninja-build ccache nlohmann-json3-dev zlib1g-dev chromium)
+PKGS=(libtorch-dev libopenblas0-pthread dataset-fashion-mnist python3-torch python3-numpy cmake g++ ninja-build ccache nlohmann-json3-dev zlib1g-dev chromium redis-server)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -12,6 +12,7 @@ import { register as demo } from './demo';
 import { register as attackCmd } from './attack';
 import { register as trainCmd } from './train';
 import { register as buildCmd } from './build';
+import { register as queueCmds } from './queue';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../../../package.json') as { version: string };
@@ -30,7 +31,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`fisherlens: ERR_ARG: ${str.replace(/^error: /, '').split('\n').filter(Boolean).join(' ')} (add --help for usage)\n`),
     })
     .exitOverride((err) => { throw err; });
-  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo, buildCmd]) reg(program);
+  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo, buildCmd, queueCmds]) reg(program);
   return program;
 }
 

@@ -7,6 +7,7 @@ import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
 import type { RunExecutor } from '../experiment/executor';
 import { FisherLensError } from '../errors';
+import { slurmCommand } from './queue';
 
 /**
  * Exit codes of `fisherlens run` and `fisherlens demo` (scripts can rely on them):
@@ -40,7 +41,13 @@ export function finish(result: ExperimentResult): void {
   else if (result.failed > 0) process.exitCode = EXIT.runsFailed;
 }
 
-export interface SweepCliOptions { out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string; reevaluate?: boolean }
+export interface SweepCliOptions {
+  out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
+  /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
+  queue?: string; detach?: boolean;
+  /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
+  reevaluate?: boolean;
+}
 
 /**
  * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
@@ -59,15 +66,16 @@ export function executorFromEnv(): RunExecutor | undefined {
 
 /** Runs a config with progress and signal handling; used by `run` and `demo`. */
 export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
-  const executor = executorFromEnv();
+  const executor = o.queue ? undefined : executorFromEnv();
   const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
-  const { controller, dispose } = interruptController();
+  const { controller, dispose } = interruptController(o.queue ? 'stopped following the sweep; its runs go on in the queue (fisherlens status --queue URL)' : undefined);
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
       reevaluate: o.reevaluate,
+      ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
     });
     return result;
   } finally {
@@ -92,8 +100,18 @@ export function register(program: Command): void {
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal')
     .option('--json', 'print the result as JSON on stdout')
+    .option('--queue <url>', 'enqueue the unfinished runs on BullMQ/Redis (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://) for `fisherlens worker`s, and follow them')
+    .option('--detach', 'with --queue: enqueue and return')
+    .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
+    .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
-    .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean }) => {
+    .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean; slurm?: string; slurmArgs?: string }) => {
+      if (o.slurm) {
+        if (o.queue) throw new FisherLensError('ERR_ARG', '--slurm and --queue are two ways to run a sweep elsewhere: choose one');
+        await slurmCommand(config, o.slurm, o);
+        return;
+      }
+      if (o.detach && !o.queue) throw new FisherLensError('ERR_ARG', '--detach needs --queue');
       if (o.dryRun) {
         const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },
@@ -108,6 +126,10 @@ export function register(program: Command): void {
         log(`fisherlens: report: ${path.relative(process.cwd(), w.html) || w.html}`);
       }
       emit(Boolean(o.json), { ...result, report }, () => result.runs.map((r) => `${r.id.padEnd(44)} ${r.status}${r.error ? `: ${r.error}` : ''}`).join('\n'));
+      if (o.queue && o.detach) {
+        log('fisherlens: enqueued; follow with `fisherlens status --queue URL`');
+        return;
+      }
       finish(result);
     }));
 }

@@ -15,3 +15,7 @@ export {
   RunDir, RunState, RunSummary, RunResult, EpochRecord, FisherSummary, CcklSummary, FILES as RUN_FILES, listRunDirs,
 } from './rundir';
 export { SweepProgress } from './progress';
+export {
+  worker, queueStatus, cancelExperiment, QueueOptions, WorkerOptions, WorkerReport, QueueRunStatus, JobData, JobProgress, JobResult,
+} from './queue';
+export { slurmScript, writeSlurmScript, SlurmOptions } from './slurm';

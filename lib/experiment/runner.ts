@@ -11,6 +11,7 @@ import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema, expa
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../backend';
+import type { QueueOptions } from './queue';
 import { ensureDir } from '../files';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
 import { runProvenance } from '../provenance';
@@ -50,6 +51,13 @@ export interface RunExperimentOptions {
   reevaluate?: boolean;
   /** Refuse a config that expands to more runs than this (default config.ts MAX_RUNS, 10 000). */
   maxRuns?: number;
+  /**
+   * Put the runs on a BullMQ queue (`redis://HOST:PORT[/DB]` or queue options) instead of running
+   * them here: workers (`fisherlens worker`, {@link worker}) execute them; this call follows the
+   * sweep (same events) until every run is finished or failed, or returns after enqueuing
+   * (`detach`). See queue.ts.
+   */
+  queue?: string | QueueOptions;
 }
 
 export interface RunOutcome {
@@ -71,7 +79,8 @@ export interface ExperimentResult {
   aborted: boolean;
 }
 
-function stable(v: unknown): unknown {
+/** A copy of a JSON value with object keys sorted (for stable hashes and comparisons). */
+export function stable(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(stable);
   if (v && typeof v === 'object') {
     return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, stable((v as Record<string, unknown>)[k])]));
@@ -92,7 +101,8 @@ export function firstDifference(a: unknown, b: unknown, at = ''): string {
   return `${at || '(top level)'}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`;
 }
 
-function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
+/** A resolved run without its device (the device does not change a run's identity). */
+export function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
   const { device: _device, ...rest } = r;
   return rest;
 }
@@ -117,6 +127,31 @@ function expand(cfg: ExperimentConfig, source: unknown, device?: string, maxRuns
   }
 }
 
+/** Refuses to mix configs in one folder: ERR_CONFIG when a run folder holds a different resolved run. */
+export function checkRunFolders(out: string, runs: ResolvedRun[], opts: { reevaluate?: boolean } = {}): void {
+  for (const run of runs) {
+    const dir = RunDir.of(out, run.id);
+    if (fs.existsSync(dir.config)) {
+      // re-validated with today's schema: an option added since (with its default) is no difference
+      const stored = readJson<ResolvedRun>(dir.config);
+      const parsed = ResolvedRunSchema.safeParse(stored);
+      const prev = parsed.success ? parsed.data : stored;
+      // re-evaluation: only the eval section may differ
+      const diff = opts.reevaluate
+        ? firstDifference({ ...withoutDevice(prev), eval: undefined }, { ...withoutDevice(run), eval: undefined })
+        : firstDifference(withoutDevice(prev), withoutDevice(run));
+      if (diff) {
+        const onlyEval = diff.startsWith('eval') && !opts.reevaluate;
+        throw new FisherLensError('ERR_CONFIG',
+          `${dir.dir} holds run '${run.id}' of a different config (${diff}); ` + (onlyEval
+            ? 'only the evaluation changed: `fisherlens run CONFIG --reevaluate` evaluates the finished checkpoints with it'
+            : 'use another --out or delete that folder to start it over'));
+      }
+      if (opts.reevaluate && fs.existsSync(dir.summary)) checkSummaryVersion(dir);
+    }
+  }
+}
+
 /** Default output folder of a config. */
 export function defaultOut(config: ExperimentConfig): string {
   return config.out ?? path.join('runs', config.name);
@@ -128,6 +163,13 @@ export function defaultOut(config: ExperimentConfig): string {
  * a different config is refused (ERR_CONFIG) before anything starts.
  */
 export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
+  if (opts.queue !== undefined) {
+    if (opts.reevaluate) throw new FisherLensError('ERR_ARG', '--reevaluate runs locally on the finished run folders; it does not go through --queue');
+    // loaded on demand: local sweeps never load the queue client
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const q = require('./queue') as typeof import('./queue');
+    return q.runOnQueue(config, opts);
+  }
   const cfg = resolveConfig(config);
   const out = path.resolve(opts.out ?? defaultOut(cfg));
   const runs = expand(cfg, config, opts.device, opts.maxRuns);
@@ -147,27 +189,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     for (const device of new Set(runs.map((r) => r.device))) checkDevice(device);
   }
 
-  // Refuse to mix configs in one folder before anything starts.
-  for (const run of runs) {
-    const dir = RunDir.of(out, run.id);
-    if (fs.existsSync(dir.config)) {
-      // re-validated with today's schema: an option added since (with its default) is no difference
-      const stored = readJson<ResolvedRun>(dir.config);
-      const parsed = ResolvedRunSchema.safeParse(stored);
-      const prev = parsed.success ? parsed.data : stored;
-      const diff = opts.reevaluate
-        ? firstDifference({ ...withoutDevice(prev), eval: undefined }, { ...withoutDevice(run), eval: undefined })
-        : firstDifference(withoutDevice(prev), withoutDevice(run));
-      if (diff) {
-        const onlyEval = diff.startsWith('eval') && !opts.reevaluate;
-        throw new FisherLensError('ERR_CONFIG',
-          `${dir.dir} holds run '${run.id}' of a different config (${diff}); ` + (onlyEval
-            ? 'only the evaluation changed: `fisherlens run CONFIG --reevaluate` evaluates the finished checkpoints with it'
-            : 'use another --out or delete that folder to start it over'));
-      }
-      if (opts.reevaluate && fs.existsSync(dir.summary)) checkSummaryVersion(dir);
-    }
-  }
+  checkRunFolders(out, runs, { reevaluate: opts.reevaluate });
   ensureDir(out);
   for (const run of runs) {
     // a run folder that is a symlink would send every write of that run out of `out`

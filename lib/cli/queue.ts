@@ -1,0 +1,104 @@
+/**
+ * Sweeps on other processes and machines: `fisherlens worker`, `fisherlens status` and
+ * `fisherlens cancel` on a BullMQ/Redis queue (lib/experiment/queue.ts), and the Slurm script of
+ * `fisherlens run CONFIG --slurm FILE` (lib/experiment/slurm.ts). `run --queue` itself lives in run.ts.
+ */
+import { Command } from 'commander';
+import * as path from 'path';
+import { action, emit, log, num } from './common';
+import { EXIT, executorFromEnv } from './run';
+import { FisherLensError } from '../errors';
+import { worker, queueStatus, cancelExperiment, QueueRunStatus } from '../experiment/queue';
+import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
+
+/** `run CONFIG --slurm FILE`: writes the sbatch script of the unfinished runs. */
+export async function slurmCommand(config: string, file: string, o: { out?: string; device?: string; slurmArgs?: string; json?: boolean }): Promise<void> {
+  const w = writeSlurmScript(config, file, { out: o.out, device: o.device, sbatchArgs: parseSbatchArgs(o.slurmArgs) });
+  if (w.runs.length === 0) log(`fisherlens: every run in ${w.out} is finished; ${file} has nothing to run`);
+  else log(`fisherlens: ${file}: ${w.runs.length} array task(s); submit with \`sbatch ${file}\`, then \`fisherlens report ${w.out}\``);
+  emit(Boolean(o.json), { file: path.resolve(file), out: w.out, runs: w.runs }, () => w.runs.map((r, i) => `${String(i).padStart(4)}  ${r}`).join('\n'));
+}
+
+function statusLine(s: QueueRunStatus): string {
+  const where = s.worker ? ` on ${s.worker}${s.device ? ` (${s.device})` : ''}` : '';
+  const epoch = s.epochs !== undefined && s.state !== 'finished' ? ` epoch ${s.epoch ?? 0}/${s.epochs}` : '';
+  const pct = s.fraction !== undefined ? ` ${(s.fraction * 100).toFixed(0)}%` : '';
+  const reason = s.reason ? `: ${s.reason.split('\n')[0]}` : '';
+  return `${s.experiment.padEnd(16)} ${s.runId.padEnd(40)} ${s.state}${where}${epoch}${pct}${reason}`;
+}
+
+export function register(program: Command): void {
+  program
+    .command('worker')
+    .description('take runs from a queue (`fisherlens run CONFIG --queue URL`) and execute them with the local runner; one worker per GPU')
+    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
+    .option('-d, --device <device>', 'device for every run this worker takes (overrides the run\'s; recorded in status)')
+    .option('--concurrency <n>', 'runs at once in this process', '1')
+    .option('--idle-exit <seconds>', 'exit after this many seconds without a job')
+    .option('--root <dir>', 'a folder configs may read and write under (out, data.root, model.path); repeatable; default: the working folder',
+      (v: string, prev: string[] = []) => [...prev, v])
+    .option('--trust-torchscript', 'accept TorchScript models (they run arbitrary code)')
+    .option('--lock-duration <ms>', 'lock of an active job: a dead worker\'s run is handed on after about this long', '30000')
+    .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
+    .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
+    .addHelpText('after', '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; a second signal stops them at once.')
+    .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
+      const int = (name: string, v: string) => {
+        const n = num(name, v);
+        if (!Number.isInteger(n) || n <= 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a positive integer, got '${v}'`);
+        return n;
+      };
+      const stop = new AbortController();
+      const now = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (!stop.signal.aborted) {
+          log(`fisherlens: ${sig}: active runs stop at the end of their current epoch and go back to the queue (again: at once)`);
+          stop.abort();
+        } else if (!now.signal.aborted) {
+          log(`fisherlens: ${sig} again: stopping active runs at once (they resume from their last checkpoint)`);
+          now.abort();
+        } else {
+          process.exit(EXIT.interrupted);
+        }
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const r = await worker({
+          queue: o.queue, device: o.device, concurrency: int('concurrency', o.concurrency),
+          idleExitSec: o.idleExit !== undefined ? num('idle-exit', o.idleExit) : undefined,
+          roots: o.root, trustTorchScript: Boolean(o.trustTorchscript), executor: executorFromEnv(),
+          lockDurationMs: int('lock-duration', o.lockDuration), stalledIntervalMs: int('stalled-interval', o.stalledInterval),
+          maxStalledCount: int('max-stalls', o.maxStalls),
+          signal: stop.signal, stopNow: now.signal, log,
+        });
+        log(`fisherlens: worker ${r.name}: ${r.finished.length} run(s) finished, ${r.failed.length} failed, ${r.requeued.length} handed back`);
+        if (stop.signal.aborted) process.exitCode = EXIT.interrupted;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }));
+
+  program
+    .command('status')
+    .description('the runs on a queue: waiting, active (worker, device, epoch k/n), finished, failed (reason)')
+    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
+    .argument('[experiment]', 'only this experiment (its config\'s `name`)')
+    .option('--json', 'print the runs as JSON on stdout')
+    .action(action(async (experiment: string | undefined, o: { queue: string; json?: boolean }) => {
+      const runs = await queueStatus(o.queue, experiment);
+      emit(Boolean(o.json), { runs }, () => (runs.length ? runs.map(statusLine).join('\n') : `no runs${experiment ? ` of '${experiment}'` : ''} on the queue`));
+    }));
+
+  program
+    .command('cancel')
+    .description('cancel an experiment on a queue: remove its waiting runs and stop its active ones on every worker (they keep their checkpoint)')
+    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
+    .argument('<experiment>', 'the experiment (its config\'s `name`)')
+    .option('--json', 'print what was done as JSON on stdout')
+    .action(action(async (experiment: string, o: { queue: string; json?: boolean }) => {
+      const r = await cancelExperiment(o.queue, experiment);
+      emit(Boolean(o.json), r, () => `removed ${r.removed.length} waiting run(s)${r.removed.length ? ` (${r.removed.join(', ')})` : ''}; asked ${r.stopping.length} active run(s) to stop${r.stopping.length ? ` (${r.stopping.join(', ')})` : ''}`);
+    }));
+}
