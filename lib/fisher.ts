@@ -289,31 +289,36 @@ function concat(parts: Float64Array[]): Float64Array {
 }
 
 /**
- * Per-sample Fisher quantities over a dataset (in batches of `batchSize`, default 128; the first
- * `limit` samples if given) and their summaries. The per-epoch tracker of training:
+ * Per-sample Fisher quantities over a dataset, or over images x [N, C, H, W] alone (the Fisher
+ * information needs no labels), in batches of `batchSize` (default 128; the first `limit`
+ * samples if given) and their summaries. The per-epoch tracker of training:
  * `(await fisherDataset(model, testSubset)).summary.frobenius.mean` (Figures 3–6 of the paper).
  */
-export async function fisherDataset(model: Model, data: Dataset, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
+export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
   const t0 = Date.now();
   const method = opts.method ?? 'exact';
-  const n = Math.min(data.size, opts.limit ?? data.size);
+  const images = data instanceof Tensor ? data : data.images;
+  const size = images.shape[0];
+  const n = Math.min(size, opts.limit ?? size);
   const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
   const parts: Record<string, Float64Array[]> = {};
   const conv: boolean[] = [];
-  let done = 0;
   const batchSize = opts.batchSize ?? 128;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${batchSize}`);
   const { onProgress, ...rest } = opts;
-  const sub = data.take(n);
-  try {
-    for (const b of sub.batches({ batchSize })) {
-      const v = await fisherBatch(model, b.x, rest);
+  for (let done = 0; done < n;) {
+    const end = Math.min(n, done + batchSize);
+    // rows [done, end) of the images: one native copy of a batch, no image through JavaScript
+    const x = images.slice(done, end);
+    try {
+      const v = await fisherBatch(model, x, rest);
       for (const k of keys) if (v[k]) (parts[k] ??= []).push(v[k] as Float64Array);
       if (v.converged) conv.push(...v.converged);
-      done += b.indices.length;
-      onProgress?.({ done, total: n });
+    } finally {
+      x.dispose();
     }
-  } finally {
-    if (sub !== data) sub.dispose();
+    done = end;
+    onProgress?.({ done, total: n });
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);

@@ -281,6 +281,26 @@ export async function loadData(spec: string, opts: LoadDataOptions = {}): Promis
   return moved;
 }
 
+/**
+ * The images [N, C, H, W] float32 in [0, 1] of a `--data` spec (as {@link loadData} reads it),
+ * for what needs no labels (the Fisher information): an .npy images file is read alone, without
+ * looking for a labels file; other specs are read whole and their labels dropped.
+ */
+export async function loadImages(spec: string, opts: Omit<LoadDataOptions, 'labels' | 'numClasses'> = {}): Promise<Tensor> {
+  if (!isDir(spec) && fs.existsSync(spec) && isNpy(spec)) {
+    const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(spec, 'images', ctl)));
+    if (!opts.device || opts.device === 'cpu') return x;
+    try {
+      return x.to(opts.device);
+    } finally {
+      x.dispose();
+    }
+  }
+  const ds = await loadData(spec, opts);
+  ds.labels.dispose();
+  return ds.images;
+}
+
 async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset> {
   const split = checkSplit(opts.split ?? 'test');
   const colon = spec.indexOf(':');
