@@ -1,5 +1,5 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
-import { addon } from './native';
+import { addon, NativeBackend } from './native';
 import { FisherLensError, sync } from './errors';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = (() => {
@@ -7,24 +7,8 @@ const pkg = (() => {
   try { return require('../../package.json'); } catch { return require('../package.json'); }
 })() as { version: string };
 
-export interface BackendInfo {
-  /** LibTorch version the addon was built against, e.g. "1.13.1". */
-  torchVersion: string;
-  /** Whether CUDA is usable (a CUDA LibTorch and at least one GPU). */
-  cuda: boolean;
-  cudaDeviceCount: number;
-  /** LibTorch intra-op threads (defaults to the available cores; FISHERLENS_THREADS overrides). */
-  threads: number;
-  /** The BLAS library loaded in this process (path). */
-  blas: string;
-  /**
-   * Allocator policy applied when the addon loaded: 'glibc-reuse' (freed blocks up to 32 MiB stay
-   * in the heap for the next tensor instead of being unmapped and page-faulted in again: single
-   * convolutions 2–14× faster by median here, bench/python/conv_kernels.py) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
-   */
-  allocator: 'glibc-reuse' | 'system';
-  /** Version of the native addon. */
-  addonVersion: string;
+/** The backend's facts (fields documented on {@link NativeBackend}) and the package version. */
+export interface BackendInfo extends Omit<NativeBackend, 'parallel'> {
   /** Version of the fisherlens package. */
   packageVersion: string;
 }

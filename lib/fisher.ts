@@ -12,6 +12,8 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
+import { summarize, Summary } from './stats';
+import { uniformStream } from './random';
 
 interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
 interface FisherAddon {
@@ -193,22 +195,7 @@ export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: numb
 
 // ---------------- summaries and datasets ----------------
 
-/** Summary of per-sample values: mean, median and quantiles (linear interpolation, as numpy). */
-export interface Summary { mean: number; median: number; q05: number; q25: number; q75: number; q95: number; n: number }
-
-/** Mean, median and the 5/25/75/95% quantiles of `values` (NaN fields when empty). */
-export function summarize(values: ArrayLike<number>): Summary {
-  const a = Float64Array.from(values).sort();
-  const n = a.length;
-  const q = (f: number): number => {
-    if (n === 0) return NaN;
-    const pos = f * (n - 1), lo = Math.floor(pos), hi = Math.ceil(pos);
-    return a[lo] + (a[hi] - a[lo]) * (pos - lo);
-  };
-  let s = 0;
-  for (const v of a) s += v;
-  return { mean: n ? s / n : NaN, median: q(0.5), q05: q(0.05), q25: q(0.25), q75: q(0.75), q95: q(0.95), n };
-}
+export { summarize, Summary } from './stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
 export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
@@ -362,8 +349,9 @@ export async function profileFisher(model: Model, opts: {
   const repeats = opts.repeats ?? 3;
   for (const bs of opts.batchSizes) {
     const size = bs * opts.inputShape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    for (let i = 0; i < size; i++) data[i] = Math.random();
+    // seeded inputs in [0, 1) (the timing does not depend on them; the run is reproducible)
+    const next = uniformStream(bs);
+    const data = Float32Array.from({ length: size }, next);
     const x = Tensor.from(data, [bs, ...opts.inputShape], { device: model.device });
     try {
       for (const method of opts.methods ?? FISHER_METHODS) {

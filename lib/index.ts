@@ -10,9 +10,9 @@ export {
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
 export {
-  attack, evaluate as evaluateRobustness, attackPresets, modelGradState, NpyWriter,
+  attack, evaluate as evaluateRobustness, attackPresets, NpyWriter,
   AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
-  EvaluateResult as RobustnessResult, AttackSummary, ModelGradState,
+  EvaluateResult as RobustnessResult, AttackSummary,
 } from './attacks';
 export {
   train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,

@@ -90,7 +90,10 @@ export class Tensor {
   }
 }
 
-/** Live native tensors and the bytes they hold (for finding leaks). */
-export function memory(): { tensors: number; bytes: number } {
+/**
+ * Live native tensors and the bytes they hold (for finding leaks); `v8External`: the native bytes
+ * V8 counts for its garbage collection (every tensor and model handle reports what it holds).
+ */
+export function memory(): { tensors: number; bytes: number; v8External: number } {
   return addon().memory();
 }

@@ -2,6 +2,7 @@
 // batch evaluation; see lib/data/index.ts and lib/model.ts for the public API.
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
+#include "data.h"
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
@@ -418,10 +419,9 @@ Loaded synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64
   return r;
 }
 
-// ---------- CIFAR augmentation ----------
-// x [B, C, H, W] -> new [B, C, H, W]: each image zero-padded by `pad` pixels, cropped back at a
-// random offset in [0, 2·pad]², and mirrored left-right with probability ½ (when `flip`).
-// Randomness from a mt19937_64 seeded by `seed`: the same seed gives the same batch everywhere.
+}  // namespace
+
+// ---------- CIFAR augmentation (data.h; also training's, train.cc) ----------
 torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool flip) {
   checkImages(x, "augment(x)");
   FL_CHECK(pad >= 0, ERR_ARG, "augment: pad must be >= 0, got ", pad);
@@ -474,6 +474,8 @@ torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool f
   }
   return out;
 }
+
+namespace {
 
 // ---------- bindings ----------
 
@@ -601,7 +603,7 @@ Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
         o.Set("count", Napi::Number::New(env, double(count)));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 

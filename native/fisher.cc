@@ -86,22 +86,6 @@ void parallelFor(int64_t n, int streams, const std::function<void(int64_t)>& fn)
 
 }  // namespace
 
-torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x0, torch::Tensor* probs) {
-  torch::AutoGradMode grad(true);
-  torch::Tensor x = x0.detach().clone().requires_grad_(true);
-  torch::Tensor z = m.forward(x);  // [B, C]
-  const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
-  if (probs) *probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
-  std::vector<torch::Tensor> rows;
-  rows.reserve(C);
-  for (int64_t c = 0; c < C; ++c) {
-    // Σ_b z[b, c]: samples are independent in eval mode, so its gradient is row c of each J_b
-    auto g = torch::autograd::grad({z.select(1, c).sum()}, {x}, {}, /*retain_graph=*/c + 1 < C)[0];
-    rows.push_back(g.reshape({B, 1, D}));
-  }
-  return torch::cat(rows, 1);  // [B, C, D]
-}
-
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) {
   FisherOptions o;
   o.channelsLast = true;  // the exact method's default (see fisher.h)
@@ -431,7 +415,7 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
         o.Set("engine", r.engine);
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -458,7 +442,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         o.Set("engine", r.engine);
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -486,7 +470,7 @@ Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -512,7 +496,7 @@ Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
         o.Set("frobeniusSe", toFloat64Array(env, r.frobeniusSe));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -535,7 +519,7 @@ Napi::Value FisherQuadraticJs(const Napi::CallbackInfo& info) {
       FisherOperator op(*m, x, o);
       torch::Tensor q = op.quadratic(vf.to(op.probs.device()));
       return [q](Napi::Env env) -> Napi::Value { return toFloat64Array(env, q); };
-    }, {m->lock});
+    });
   });
 }
 
@@ -552,7 +536,7 @@ Napi::Value FisherVectorProductJs(const Napi::CallbackInfo& info) {
       FisherOperator op(*m, x, o);
       torch::Tensor g = op.gvp(vf.to(op.probs.device())).reshape(x.sizes());
       return [g](Napi::Env env) -> Napi::Value { return wrapTensor(env, g); };
-    }, {m->lock});
+    });
   });
 }
 
@@ -600,7 +584,7 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
         o.Set("quadratic", toFloat64Array(env, q));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 

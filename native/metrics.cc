@@ -119,8 +119,6 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = info[0].IsNull() || info[0].IsUndefined() ? nullptr : unwrapModel(info[0], "ccklBatch(model)");
     torch::Tensor x = unwrapTensor(info[1], m ? "ccklBatch(x)" : "ccklBatch(logits)");
     torch::Tensor y = unwrapTensor(info[2], "ccklBatch(y)");
-    std::vector<Lock> locks;
-    if (m) locks.push_back(m->lock);
     return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
       torch::Tensor logits;
       if (m) {
@@ -148,7 +146,7 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
         o.Set("logp", wrapTensor(env, logp));
         return o;
       };
-    }, locks);
+    });
   });
 }
 
@@ -213,7 +211,7 @@ Napi::Value PairQuadraticJs(const Napi::CallbackInfo& info) {
         o.Set("kl", toFloat64Array(env, kl));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -285,7 +283,7 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
         o.Set("initial", toFloat64Array(env, initial));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 

@@ -267,14 +267,14 @@ test('Dataset: augmentedBatches, split, subsets', async (t) => {
   }
   t.is(seen, 50);
   t.deepEqual([...order].sort((p, q) => p - q), Array.from({ length: 50 }, (_, i) => i));
-  const [a, b] = ds.split(0.8, { seed: 3 });
+  const [a, b] = await ds.split(0.8, { seed: 3 });
   t.is(a.size, 40);
   t.is(b.size, 10);
   const all = [...a.classCounts()].map((v, k) => v + b.classCounts()[k]);
   t.deepEqual(all, ds.classCounts());
-  t.throws(() => ds.split(1.5), { code: 'ERR_ARG' } as never);
+  await t.throwsAsync(ds.split(1.5), { code: 'ERR_ARG' } as never);
   t.is(ds.device, 'cpu');
-  t.is(ds.to('cpu'), ds);
+  t.is(await ds.to('cpu'), ds);
 });
 
 test('loadData: names, directories and errors', async (t) => {

@@ -176,7 +176,7 @@ test('power iteration stops computing converged samples (linear engine) and agre
 
 test('a built-in model in train mode: the linearised engine runs in eval mode, agrees with autograd, and leaves the mode as found', async (t) => {
   const m = Model.create({ arch: 'resnet20', inChannels: 3, inputSize: 16, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] });
-  m.setTraining(true);
+  await m.setTraining(true);
   const B = 3;
   const x = Tensor.from(Float32Array.from({ length: B * 768 }, (_, i) => (Math.cos(i * 3.1) + 1) / 2), [B, 3, 16, 16]);
   const [lin, ag] = [await fisherExact(m, x), await fisherExact(m, x, { autograd: true })];

@@ -276,9 +276,11 @@ export interface LoadDataOptions extends OpOptions {
 export async function loadData(spec: string, opts: LoadDataOptions = {}): Promise<Dataset> {
   const ds = await loadDataCpu(spec, opts);
   if (!opts.device || opts.device === 'cpu') return ds;
-  const moved = ds.to(opts.device);
-  ds.dispose();
-  return moved;
+  try {
+    return await ds.to(opts.device, opts);
+  } finally {
+    ds.dispose();
+  }
 }
 
 /**
@@ -291,7 +293,7 @@ export async function loadImages(spec: string, opts: Omit<LoadDataOptions, 'labe
     const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(spec, 'images', ctl)));
     if (!opts.device || opts.device === 'cpu') return x;
     try {
-      return x.to(opts.device);
+      return new Tensor(await runOp(opts, (ctl) => data().tensorTo(x.native, opts.device!, ctl)));
     } finally {
       x.dispose();
     }

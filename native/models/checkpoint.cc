@@ -276,7 +276,7 @@ Napi::Value SaveCheckpointJs(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[3], [m, path, meta](OpContext&) -> Finisher {
       saveCheckpoint(path, *m, meta, {});
       return nullptr;
-    }, {m->lock});
+    });
   });
 }
 
@@ -308,7 +308,7 @@ Napi::Value LoadCheckpointStateJs(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[2], [m, path](OpContext&) -> Finisher {
       loadCheckpointState(path, *m);
       return nullptr;
-    }, {m->lock});
+    });
   });
 }
 
@@ -358,7 +358,7 @@ Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
         o.Set("maxDiff", Napi::Number::New(env, maxDiff));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
