@@ -79,7 +79,7 @@ export interface CoreAddon {
   setThreads(n: number): void;
   noop(ctl?: NativeCtl): Promise<number>;
   spin(ms: number, ctl?: NativeCtl): Promise<number>;
-  /** Live tensor handles and their bytes; v8External: the native bytes V8 counts (AdjustExternalMemory). */
+  /** Live tensor handles and their bytes; v8External: V8's external-memory count (AdjustExternalMemory reports and ArrayBuffers). */
   memory(): { tensors: number; bytes: number; v8External: number };
   /** Tensor.to as an op on the compute thread (large copies). */
   tensorTo(t: NativeTensor, deviceOrDtype: string, ctl?: NativeCtl): Promise<NativeTensor>;

@@ -91,9 +91,10 @@ export class Tensor {
 }
 
 /**
- * Live native tensors and the bytes they hold (for finding leaks); `v8External`: the native bytes
- * V8 counts for its garbage collection (every tensor and model handle reports what it holds).
+ * Live native tensors and the bytes they hold (for finding leaks). Every tensor and model handle
+ * also reports its bytes to V8, which weighs them when it decides to collect garbage.
  */
-export function memory(): { tensors: number; bytes: number; v8External: number } {
-  return addon().memory();
+export function memory(): { tensors: number; bytes: number } {
+  const m = addon().memory();
+  return { tensors: m.tensors, bytes: m.bytes };
 }

@@ -189,9 +189,10 @@ test.serial('a training checkpoint of format 1 (old randomness) is refused for r
 });
 
 test.serial('V8 is told the native memory of tensors, datasets and models (its external-memory count tracks a 60 MB dataset)', async (t) => {
-  // memory().v8External is what V8 counts as this isolate's external memory (the sum of every
-  // AdjustExternalMemory report), the figure its garbage collector weighs; before, a 63 MB
-  // dataset added nothing to it. Other handles made between two reads move it by ≪ 1 MB here.
+  // the addon's memory().v8External is V8's count of this isolate's external memory (every
+  // AdjustExternalMemory report, ArrayBuffers too), the figure its garbage collector weighs;
+  // before, a 63 MB dataset added nothing to it. Other allocations between two reads move it by
+  // ≪ 1 MB here.
   const external = () => addon().memory().v8External;
   const bytes = 20000 * 784 * 4 + 20000 * 8; // images float32 [20000, 1, 28, 28] + labels int64
   const e0 = external();
