@@ -77,6 +77,8 @@ export interface NativeBackend {
 export interface CoreAddon {
   backend(): NativeBackend;
   setThreads(n: number): void;
+  /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
+  peakMemory(reset?: boolean): { rss: number; peak: number };
   noop(ctl?: NativeCtl): Promise<number>;
   spin(ms: number, ctl?: NativeCtl): Promise<number>;
   /** Live tensor handles and their bytes; v8External: V8's external-memory count (AdjustExternalMemory reports and ArrayBuffers). */

@@ -44,3 +44,12 @@ export function checkDevice(device: string): string {
   }
   return device;
 }
+
+/**
+ * Process resident memory and its high-water mark (bytes; Linux /proc; zeros elsewhere). `reset`
+ * first returns freed heap memory to the system (glibc malloc_trim: the allocator policy keeps it
+ * resident otherwise), then clears the mark.
+ */
+export function peakMemory(reset = false): { rss: number; peak: number } {
+  return sync(() => addon().peakMemory(reset));
+}

@@ -14,6 +14,7 @@ import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
+import { peakMemory } from './backend';
 
 interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
 interface FisherAddon {
@@ -33,7 +34,6 @@ interface FisherAddon {
   fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
   fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
   klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
-  peakMemory(reset?: boolean): { rss: number; peak: number };
 }
 
 const fa = (): FisherAddon => addon<FisherAddon>();
@@ -332,10 +332,6 @@ export interface ProfileRow {
   peakBytes: number;
 }
 
-/** Process resident memory and its high-water mark (bytes; Linux /proc). `reset` first returns freed heap memory to the system (glibc malloc_trim: the allocator policy keeps it resident otherwise), then clears the mark. */
-export function peakMemory(reset = false): { rss: number; peak: number } {
-  return fa().peakMemory(reset);
-}
 
 /**
  * Per-batch cost of each method for each batch size on random inputs of the model's shape

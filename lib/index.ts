@@ -1,6 +1,6 @@
 /** FisherLens: adversarial robustness through the input-space Fisher information. */
 export { FisherLensError, ErrorCode } from './errors';
-export { backend, setThreads, BackendInfo } from './backend';
+export { backend, setThreads, peakMemory, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent } from './op';
@@ -22,7 +22,7 @@ export {
 export {
   fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
-  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,
+  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow,
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,

@@ -90,6 +90,35 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
   });
 }
 
+// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
+// heap memory to the system (malloc_trim) and clears the high-water mark through
+// /proc/self/clear_refs). Zeros where /proc is unavailable.
+Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
+    if (reset) {
+#if defined(__GLIBC__)
+      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
+      // the high-water mark measures what the next computation touches, not what earlier ones left
+      malloc_trim(0);
+#endif
+      std::ofstream f("/proc/self/clear_refs");
+      if (f.good()) f << "5";
+    }
+    double rss = 0, peak = 0;
+    std::ifstream s("/proc/self/status");
+    std::string line;
+    while (std::getline(s, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
+      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("rss", Napi::Number::New(info.Env(), rss));
+    o.Set("peak", Napi::Number::New(info.Env(), peak));
+    return o;
+  });
+}
+
 }  // namespace
 
 // glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh
@@ -137,6 +166,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));
+  exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 
 }  // namespace fl

@@ -1,5 +1,5 @@
-// data: dataset readers (IDX, CIFAR binary, NumPy .npy), synthetic sets, CIFAR augmentation and
-// batch evaluation; see lib/data/index.ts and lib/model.ts for the public API.
+// data: dataset readers (IDX, CIFAR binary, NumPy .npy), synthetic sets and CIFAR augmentation;
+// see lib/data/index.ts for the public API.
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
 #include "data.h"
@@ -8,7 +8,6 @@
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
-#include "models/model_wrap.h"
 #include <zlib.h>
 #include <cstring>
 #include <fstream>
@@ -578,35 +577,6 @@ Napi::Value AugmentJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad.
-// ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
-Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "evaluateBatch(model)");
-    torch::Tensor x = unwrapTensor(info[1], "evaluateBatch(x)");
-    torch::Tensor y = unwrapTensor(info[2], "evaluateBatch(y)");
-    return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
-      checkImages(x, "evaluateBatch(x)");
-      checkLabels(y, x.size(0), 0, "evaluateBatch(y)");
-      ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-      torch::NoGradGuard ng;
-      torch::Tensor z = m->forward(x.to(m->device())).to(torch::kFloat64);
-      torch::Tensor yy = y.to(z.device());
-      checkLabels(yy, x.size(0), z.size(1), "evaluateBatch(y)");
-      int64_t correct = z.argmax(1).eq(yy).sum().item<int64_t>();
-      double ce = torch::nll_loss(torch::log_softmax(z, 1), yy, {}, at::Reduction::Sum).item<double>();
-      int64_t count = x.size(0);
-      return [correct, ce, count](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("correct", Napi::Number::New(env, double(correct)));
-        o.Set("ceSum", Napi::Number::New(env, ce));
-        o.Set("count", Napi::Number::New(env, double(count)));
-        return o;
-      };
-    });
-  });
-}
-
 }  // namespace
 
 void InitData(Napi::Env env, Napi::Object exports) {
@@ -615,7 +585,6 @@ void InitData(Napi::Env env, Napi::Object exports) {
   exports.Set("loadNpy", Napi::Function::New(env, LoadNpyJs, "loadNpy"));
   exports.Set("synthetic", Napi::Function::New(env, SyntheticJs, "synthetic"));
   exports.Set("augment", Napi::Function::New(env, AugmentJs, "augment"));
-  exports.Set("evaluateBatch", Napi::Function::New(env, EvaluateBatchJs, "evaluateBatch"));
 }
 
 }  // namespace fl

@@ -10,11 +10,7 @@
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <exception>
-#include <fstream>
 #include <thread>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
 extern "C" void omp_set_num_threads(int) __attribute__((weak));
@@ -588,35 +584,6 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
-// heap memory to the system (malloc_trim) and clears the high-water mark through
-// /proc/self/clear_refs). Zeros where /proc is unavailable.
-Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
-    if (reset) {
-#if defined(__GLIBC__)
-      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
-      // the high-water mark measures what the next computation touches, not what earlier ones left
-      malloc_trim(0);
-#endif
-      std::ofstream f("/proc/self/clear_refs");
-      if (f.good()) f << "5";
-    }
-    double rss = 0, peak = 0;
-    std::ifstream s("/proc/self/status");
-    std::string line;
-    while (std::getline(s, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
-      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
-    }
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("rss", Napi::Number::New(info.Env(), rss));
-    o.Set("peak", Napi::Number::New(info.Env(), peak));
-    return o;
-  });
-}
-
 }  // namespace
 
 void InitFisher(Napi::Env env, Napi::Object exports) {
@@ -627,7 +594,6 @@ void InitFisher(Napi::Env env, Napi::Object exports) {
   exports.Set("fisherQuadratic", Napi::Function::New(env, FisherQuadraticJs, "fisherQuadratic"));
   exports.Set("fisherVectorProduct", Napi::Function::New(env, FisherVectorProductJs, "fisherVectorProduct"));
   exports.Set("klSegment", Napi::Function::New(env, KlSegmentJs, "klSegment"));
-  exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 
 }  // namespace fl
