@@ -6,6 +6,7 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "metrics.h"
 #include "models/linear_tape.h"
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
@@ -566,12 +567,10 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
       torch::NoGradGuard ng;
       torch::Tensor xd = x.to(m->device(), modelDtype(*m));
       torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      torch::Tensor p0 = logp0.exp();
       std::vector<torch::Tensor> cols;
       for (double t : ts) {
         ctx.checkAbort();
-        torch::Tensor lq = torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1);
-        cols.push_back((p0 * (logp0 - lq)).sum(1));
+        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
       }
       torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
       return [kl, q](Napi::Env env) -> Napi::Value {

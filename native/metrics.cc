@@ -13,6 +13,8 @@
 
 namespace fl {
 
+torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }
+
 ClassSums classSums(const torch::Tensor& logits, const torch::Tensor& y0, torch::Tensor* logpOut) {
   torch::NoGradGuard ng;
   torch::Tensor l = torch::log_softmax(logits.detach().to(torch::kFloat64), 1);  // [B, C]
@@ -109,8 +111,6 @@ PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y0, int64_t 
 
 namespace {
 
-// KL(p ‖ q) per row from log-probabilities [B, C] (float64)
-torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }
 
 // ccklBatch(model | null, x | logits, y, ctl?) -> Promise<{ n, A, P, S: Float64Array; correct,
 // ceSum, count: number; logp: Tensor [B, C] float64 }>. With a model: one eval-mode forward of x.

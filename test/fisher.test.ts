@@ -1,6 +1,6 @@
 import test from 'ava';
 import * as path from 'path';
-import { Model, Tensor } from '../lib';
+import { Model, Tensor, manualSeed } from '../lib';
 import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher } from '../lib/fisher';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
@@ -147,6 +147,9 @@ test('speed options (channels-last, concurrent backward streams) give the same n
 });
 
 test('power iteration stops computing converged samples (linear engine) and agrees with the full-batch autograd run', async (t) => {
+  // seeded weights: unseeded, they came from wherever the concurrently started tests had left the
+  // global generator (this test's +1 % bound failed for one such draw under load)
+  manualSeed(0);
   const m = Model.create({ arch: 'small-cnn' });
   const B = 48;
   // images with structure (sums of a few sinusoids), so that samples converge at different speeds
