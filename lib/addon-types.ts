@@ -36,8 +36,6 @@ export interface NativeModel {
   forward(x: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
   /** An op (queued after the ops before it); `training` says the new mode at once. */
   setTraining(on: boolean, ctl?: NativeCtl): Promise<void>;
-  /** Tests: parameters requiring grad / holding a .grad, read on the compute thread. */
-  gradState(ctl?: NativeCtl): Promise<{ training: boolean; parameters: number; requiresGrad: number; withGrad: number }>;
   to(device: string, ctl?: NativeCtl): Promise<void>;
   exportState(path: string, ctl?: NativeCtl): Promise<void>;
   dispose(): void;
@@ -79,8 +77,6 @@ export interface CoreAddon {
   setThreads(n: number): void;
   /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
   peakMemory(reset?: boolean): { rss: number; peak: number };
-  noop(ctl?: NativeCtl): Promise<number>;
-  spin(ms: number, ctl?: NativeCtl): Promise<number>;
   /** Live tensor handles and their bytes; v8External: V8's external-memory count (AdjustExternalMemory reports and ArrayBuffers). */
   memory(): { tensors: number; bytes: number; v8External: number };
   /** Tensor.to as an op on the compute thread (large copies). */
@@ -92,4 +88,22 @@ export interface CoreAddon {
   tensorFromTypedArray(data: NativeTypedArray, shape: number[], device?: string): NativeTensor;
   createModel(specJson: string, device?: string): NativeModel;
   loadTorchScript(path: string, device: string, ctl?: NativeCtl): Promise<NativeModel>;
+}
+
+/**
+ * Test and diagnostic entry points: only in the development build (CMakeLists.txt's
+ * FL_TEST_HOOKS); the shipped addon (binding.gyp: prebuilds, npm installs) lacks them.
+ */
+export interface TestHooks {
+  /** A trivial op; resolves to the intra-op thread count the compute thread sees. */
+  noop(ctl?: NativeCtl): Promise<number>;
+  /** Works for `ms` in 5 ms slices, checking abort and reporting `{ elapsedMs }` progress. */
+  spin(ms: number, ctl?: NativeCtl): Promise<number>;
+  /** Two Adam steps, a checkpoint with the optimizer sub-archive, and the restored state's largest difference (changes the model). */
+  __checkpointOptimizerSelfTest(m: NativeModel, path: string, ctl?: NativeCtl): Promise<{ hasOptimizer: boolean; steps: number; maxDiff: number }>;
+}
+
+/** Test builds only: a model's mode and requires-grad / .grad counts, read on the compute thread. */
+export interface NativeModelTestHooks {
+  gradState(ctl?: NativeCtl): Promise<{ training: boolean; parameters: number; requiresGrad: number; withGrad: number }>;
 }

@@ -63,6 +63,9 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   });
 }
 
+#ifdef FL_TEST_HOOKS
+// Test and diagnostic entry points (CMakeLists.txt's FL_TEST_HOOKS; binding.gyp, the build behind
+// prebuilds and npm installs, leaves them out).
 // noop(ctl?) -> Promise<number>: a trivial async op (round-trip benchmark); resolves to the
 // intra-op thread count seen on the worker thread
 Napi::Value Noop(const Napi::CallbackInfo& info) {
@@ -89,6 +92,7 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
     return [slices](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, slices); };
   });
 }
+#endif  // FL_TEST_HOOKS
 
 // peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
 // heap memory to the system (malloc_trim) and clears the high-water mark through
@@ -164,8 +168,10 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   at::globalContext().setAllowTF32CuBLAS(allow);
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+#ifdef FL_TEST_HOOKS
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));
+#endif
   exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 

@@ -11,6 +11,7 @@ import { spawnSync } from 'child_process';
 import { SweepProgress, formatEta } from '../lib/experiment/progress';
 import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError } from '../lib';
 import { addon, NativeModel, NativeTensor } from '../lib/native';
+import type { TestHooks } from '../lib/addon-types';
 import { modelGradState } from './helpers/grad-state';
 import type { ExperimentEvent } from '../lib/experiment/runner';
 import { ensureFixture, refFisher, relErr, ROOT } from './fisher-fixtures';
@@ -108,7 +109,7 @@ test.serial('Dataset.subset / take / to are Promises run on the compute thread, 
   const ds = await synthetic({ n: 300, size: 28, seed: 2 });
   const spinMs = 300;
   let spun = false;
-  const spin = addon().spin(spinMs).then(() => { spun = true; });
+  const spin = addon<TestHooks>().spin(spinMs).then(() => { spun = true; });
   const p = ds.take(200);
   t.true(p instanceof Promise, 'take returns a Promise (it ran synchronously on the main thread before)');
   const sub = await p;

@@ -312,6 +312,8 @@ Napi::Value LoadCheckpointStateJs(const Napi::CallbackInfo& info) {
   });
 }
 
+#ifdef FL_TEST_HOOKS
+// (test build only: CMakeLists.txt's FL_TEST_HOOKS)
 // __checkpointOptimizerSelfTest(model, path, ctl?) -> Promise<{ hasOptimizer, steps, maxDiff }>
 // Internal check of the optimizer sub-archive for the tests (it changes the model's weights): two
 // Adam steps on a random batch, saveCheckpoint with the optimizer state, loadCheckpoint, a fresh
@@ -361,6 +363,7 @@ Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
     });
   });
 }
+#endif  // FL_TEST_HOOKS
 
 }  // namespace
 
@@ -368,7 +371,9 @@ void InitCheckpoint(Napi::Env env, Napi::Object exports) {
   exports.Set("saveCheckpoint", Napi::Function::New(env, SaveCheckpointJs, "saveCheckpoint"));
   exports.Set("loadCheckpoint", Napi::Function::New(env, LoadCheckpointJs, "loadCheckpoint"));
   exports.Set("loadCheckpointState", Napi::Function::New(env, LoadCheckpointStateJs, "loadCheckpointState"));
+#ifdef FL_TEST_HOOKS
   exports.Set("__checkpointOptimizerSelfTest", Napi::Function::New(env, OptimizerSelfTestJs, "__checkpointOptimizerSelfTest"));
+#endif
 }
 
 }  // namespace fl

@@ -38,7 +38,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod<&ModelWrap::To>("to"),
                         InstanceMethod<&ModelWrap::ExportState>("exportState"),
                         InstanceMethod<&ModelWrap::State>("state"),
+#ifdef FL_TEST_HOOKS
                         InstanceMethod<&ModelWrap::GradState>("gradState"),
+#endif
                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
                         InstanceAccessor<&ModelWrap::Training>("training"),
                         InstanceAccessor<&ModelWrap::Kind>("kind"),
@@ -144,6 +146,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       });
     });
   }
+  // (test build only: CMakeLists.txt's FL_TEST_HOOKS)
   // gradState(ctl?) -> Promise<{ training, parameters, requiresGrad, withGrad }>: how many
   // parameters require grad and how many hold a defined .grad (tests check that algorithms leave
   // no trace), read on the compute thread after the ops before it

@@ -4,6 +4,7 @@
  * started before it. Not part of the public API.
  */
 import type { Model } from '../../lib/model';
+import type { NativeModelTestHooks } from '../../lib/addon-types';
 
 export interface ModelGradState {
   training: boolean;
@@ -15,5 +16,5 @@ export interface ModelGradState {
 }
 
 export function modelGradState(model: Model): Promise<ModelGradState> {
-  return model.native.gradState();
+  return (model.native as unknown as NativeModelTestHooks).gradState();
 }
