@@ -67,6 +67,8 @@ export interface NativeBackend {
   allocator: 'glibc-reuse' | 'system';
   /** Version of the native addon. */
   addonVersion: string;
+  /** Whether CUDA matrix products and convolutions may use TF32 (setTf32; FISHERLENS_TF32=1 at load). */
+  tf32: boolean;
   /** LibTorch's parallel backend description. */
   parallel: string;
 }
@@ -75,6 +77,7 @@ export interface NativeBackend {
 export interface CoreAddon {
   backend(): NativeBackend;
   setThreads(n: number): void;
+  setTf32(on: boolean): void;
   /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
   peakMemory(reset?: boolean): { rss: number; peak: number };
   /** Live tensor handles and their bytes; v8External: V8's external-memory count (AdjustExternalMemory reports and ArrayBuffers). */

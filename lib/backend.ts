@@ -18,7 +18,7 @@ export function backend(): BackendInfo {
   const b = sync(() => addon().backend());
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
-    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, packageVersion: pkg.version,
+    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, packageVersion: pkg.version,
   };
 }
 
@@ -26,6 +26,16 @@ export function backend(): BackendInfo {
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new FisherLensError('ERR_ARG', `setThreads(n): expected a positive integer, got ${n}`);
   sync(() => addon().setThreads(n));
+}
+
+/**
+ * Allows (true) or forbids (false, the default unless FISHERLENS_TF32=1 at load) TF32 CUDA matrix
+ * products and convolutions for the whole process: faster on Ampere+ GPUs, but λ_max moves in the
+ * 3rd digit. {@link backend} reports the setting.
+ */
+export function setTf32(on: boolean): void {
+  if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTf32(on): expected a boolean, got ${typeof on}`);
+  sync(() => addon().setTf32(on));
 }
 
 /** Checks a device name and that it exists here ('cpu' | 'cuda' | 'cuda:N'); throws ERR_DEVICE otherwise. */

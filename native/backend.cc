@@ -51,6 +51,18 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setTf32(on): allow TF32 matrix products and convolutions on CUDA (off by default, or as
+// FISHERLENS_TF32=1 set it when the addon loaded): they change λ_max in the 3rd digit
+Napi::Value SetTf32(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info.Length() >= 1 && info[0].IsBoolean(), ERR_ARG, "setTf32(on): expected a boolean");
+    bool on = info[0].As<Napi::Boolean>().Value();
+    at::globalContext().setAllowTF32CuDNN(on);
+    at::globalContext().setAllowTF32CuBLAS(on);
+    return info.Env().Undefined();
+  });
+}
+
 // setThreads(n): LibTorch intra-op threads for every op that starts after this call
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -168,6 +180,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   at::globalContext().setAllowTF32CuBLAS(allow);
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("setTf32", Napi::Function::New(env, SetTf32, "setTf32"));
 #ifdef FL_TEST_HOOKS
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));

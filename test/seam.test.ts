@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { SweepProgress, formatEta } from '../lib/experiment/progress';
-import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError } from '../lib';
+import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError, backend, setTf32 } from '../lib';
 import { addon, NativeModel, NativeTensor } from '../lib/native';
 import type { TestHooks } from '../lib/addon-types';
 import { modelGradState } from './helpers/grad-state';
@@ -209,4 +209,13 @@ test.serial('V8 is told the native memory of tensors, datasets and models (its e
   t.true(Math.abs(e3 - e2 - pBytes) < 1e6, `external memory grew by ${e3 - e2} B for a model of ${pBytes} B`);
   m.dispose();
   t.true(Math.abs(e3 - external() - pBytes) < 1e6);
+});
+
+test.serial('process-wide settings are visible and settable from the backend side: TF32', (t) => {
+  t.false(backend().tf32, 'off unless FISHERLENS_TF32=1 at load (float32 Fisher spectra need full precision)');
+  setTf32(true);
+  t.true(backend().tf32);
+  setTf32(false);
+  t.false(backend().tf32);
+  t.throws(() => setTf32(1 as unknown as boolean), { code: 'ERR_ARG' } as never);
 });
