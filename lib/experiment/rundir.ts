@@ -131,10 +131,12 @@ export interface RunSummary extends RunResult {
   seconds: number;
 }
 
-/** Writes a file atomically: a temporary sibling, fsync, then rename. */
+let tmpCounter = 0;
+
+/** Writes a file atomically: a temporary sibling (unique per process and write), fsync, then rename. */
 export function writeFileAtomic(file: string, data: string | Buffer): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`;
   const fd = fs.openSync(tmp, 'w');
   try {
     fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
