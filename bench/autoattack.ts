@@ -24,11 +24,11 @@ export async function main(): Promise<void> {
   const version = (process.env.BENCH_AA_VERSION ?? 'custom') as AutoAttackVersion;
   const trainSet = await fashionMnist({ split: 'train' });
   const testSet = await fashionMnist({ split: 'test' });
-  const tr = trainSet.take(6000);
+  const tr = await trainSet.take(6000);
   manualSeed(0);
   const model = Model.create({ arch: 'small-cnn' });
   await train(model, tr, { method: 'natural', epochs: 2, batchSize: 100, optimizer: { type: 'adam', lr: 1e-3 }, seed: 0 });
-  model.setTraining(false);
+  await model.setTraining(false);
 
   // APGD-CE, 50 iterations on one batch of 128 (a run drops no samples: 50 forward+backward passes),
   // FisherLens (built-in small-cnn and the TorchScript module Python exported) against the same loop

@@ -32,7 +32,7 @@ export async function main(): Promise<void> {
   const arch = archIdx > 0 ? process.argv[archIdx + 1] : 'lenet';
   const trainSet = await fashionMnist({ split: 'train' });
   const test = await fashionMnist({ split: 'test' });
-  const evalSet = test.take(1000);
+  const evalSet = await test.take(1000);
   const cpu = presets['fashion-mnist-cpu'];
   const pgd = { name: 'pgd20', ...attackPresets['pgd20-fashion-mnist'] };
   const run = async (method: TrainMethod, spec: ModelSpec): Promise<{ history: EpochMetrics[]; acc: number; pgdAcc: number; seconds: number }> => {

@@ -15,6 +15,7 @@ import * as readline from 'readline';
 import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions } from '../lib/fisher';
+import { uniformStream } from '../lib/random';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -88,7 +89,7 @@ export async function main(): Promise<void> {
     const peak = Number(await py.next());
     const model = Model.create({ arch, ...cfg, numClasses: C });
     const n = batch * shape.reduce((a, b) => a * b, 1);
-    const x = Tensor.from(Float32Array.from({ length: n }, () => Math.random()), [batch, ...shape]);
+    const x = Tensor.from(Float32Array.from({ length: n }, uniformStream(batch)), [batch, ...shape]);
     const F = info.forwardFlopsPerSample * batch;
     // FLOPs as executed: an input-gradient backward ≈ one forward; a double-backward JVP ≈ one forward
     const flops = { pyExact: F * (1 + C), flExact: F * (1 + (C - 1)), power: F * (3 + 2 * iters), fwd: F };

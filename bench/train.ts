@@ -11,7 +11,7 @@ import { addon } from '../lib/native';
 import { PyServer, passiveOpenMp } from './pyserver';
 
 interface StepAddon {
-  createOptimizer(m: unknown, o: Record<string, unknown>): object;
+  createOptimizer(m: unknown, o: Record<string, unknown>): Promise<object>;
   trainStep(m: unknown, opt: object, x: unknown, y: unknown, o: Record<string, unknown>): Promise<{ loss: number }>;
 }
 
@@ -32,7 +32,7 @@ export async function main(): Promise<void> {
     const x = Tensor.from(Float32Array.from({ length: batch * numel }, (_, i) => ((i * 7919) % 1000) / 1000), [batch, ...shape]);
     const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]);
     const m = Model.create(spec);
-    const opt = n.createOptimizer(m.native, { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 });
+    const opt = await n.createOptimizer(m.native, { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 });
     const step = async (method: string, steps = 10, channelsLast = false): Promise<number> => {
       const t0 = process.hrtime.bigint();
       await n.trainStep(m.native, opt, x.native, y.native, { method, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1, channelsLast });

@@ -114,23 +114,7 @@ interface AttackAddon {
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
   }>;
-  modelGradState(m: NativeModel): ModelGradState;
   attackKinds(): AttackSpec[];
-}
-
-/** Gradient bookkeeping of a model's parameters (what attacks must leave unchanged). */
-export interface ModelGradState {
-  training: boolean;
-  parameters: number;
-  /** Parameters with requires_grad set. */
-  requiresGrad: number;
-  /** Parameters holding a defined .grad. */
-  withGrad: number;
-}
-
-/** The model's mode and its parameters' requires-grad / .grad bookkeeping. */
-export function modelGradState(model: Model): ModelGradState {
-  return addon<AttackAddon>().modelGradState(model.native);
 }
 
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
@@ -304,7 +288,7 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   let done = 0;
-  const src = n < data.size ? data.take(n) : data;
+  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   try {
     let bi = 0;
     for (const batch of src.batches({ batchSize })) {

@@ -208,7 +208,7 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
   const norms = new Float64Array(n);
   const seconds = c.stages.map(() => 0);
   const checks = { probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 };
-  const src = n < data.size ? data.take(n) : data;
+  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   let done = 0;
   try {
     let bi = 0;

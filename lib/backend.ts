@@ -1,5 +1,5 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
-import { addon, loadInfo } from './native';
+import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync } from './errors';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -8,24 +8,8 @@ const pkg = (() => {
   try { return require('../../package.json'); } catch { return require('../package.json'); }
 })() as { version: string };
 
-export interface BackendInfo {
-  /** LibTorch version the addon was built against, e.g. "1.13.1". */
-  torchVersion: string;
-  /** Whether CUDA is usable (a CUDA LibTorch and at least one GPU). */
-  cuda: boolean;
-  cudaDeviceCount: number;
-  /** LibTorch intra-op threads (defaults to the available cores; FISHERLENS_THREADS overrides). */
-  threads: number;
-  /** The BLAS library loaded in this process (path). */
-  blas: string;
-  /**
-   * Allocator policy applied when the addon loaded: 'glibc-reuse' (freed blocks up to 32 MiB stay
-   * in the heap for the next tensor instead of being unmapped and page-faulted in again: single
-   * convolutions 2–14× faster by median here, bench/python/conv_kernels.py) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
-   */
-  allocator: 'glibc-reuse' | 'system';
-  /** Version of the native addon. */
-  addonVersion: string;
+/** The backend's facts (fields documented on {@link NativeBackend}) and the package version. */
+export interface BackendInfo extends Omit<NativeBackend, 'parallel'> {
   /** Version of the fisherlens package. */
   packageVersion: string;
   /** The prebuilt variant loaded (e.g. 'torch1.13-cpu'), or 'source' for a local build. */
@@ -43,7 +27,7 @@ export function backend(): BackendInfo {
   const lt: LibTorchInfo = l.libtorch;
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
-    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, packageVersion: pkg.version,
+    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, packageVersion: pkg.version,
     variant: l.variant, libtorch: { path: lt.path, version: lt.version, cuda: lt.cuda }, addonPath: l.file,
   };
 }
@@ -52,6 +36,16 @@ export function backend(): BackendInfo {
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new FisherLensError('ERR_ARG', `setThreads(n): expected a positive integer, got ${n}`);
   sync(() => addon().setThreads(n));
+}
+
+/**
+ * Allows (true) or forbids (false, the default unless FISHERLENS_TF32=1 at load) TF32 CUDA matrix
+ * products and convolutions for the whole process: faster on Ampere+ GPUs, but λ_max moves in the
+ * 3rd digit. {@link backend} reports the setting.
+ */
+export function setTf32(on: boolean): void {
+  if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTf32(on): expected a boolean, got ${typeof on}`);
+  sync(() => addon().setTf32(on));
 }
 
 /** Checks a device name and that it exists here ('cpu' | 'cuda' | 'cuda:N'); throws ERR_DEVICE otherwise. */
@@ -69,4 +63,13 @@ export function checkDevice(device: string): string {
     throw new FisherLensError('ERR_DEVICE', `device '${device}' asked for, but only ${b.cudaDeviceCount} CUDA device(s) exist`);
   }
   return device;
+}
+
+/**
+ * Process resident memory and its high-water mark (bytes; Linux /proc; zeros elsewhere). `reset`
+ * first returns freed heap memory to the system (glibc malloc_trim: the allocator policy keeps it
+ * resident otherwise), then clears the mark.
+ */
+export function peakMemory(reset = false): { rss: number; peak: number } {
+  return sync(() => addon().peakMemory(reset));
 }

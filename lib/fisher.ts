@@ -12,6 +12,9 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
+import { summarize, Summary } from './stats';
+import { uniformStream } from './random';
+import { peakMemory } from './backend';
 
 interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
 interface FisherAddon {
@@ -31,7 +34,6 @@ interface FisherAddon {
   fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
   fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
   klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
-  peakMemory(reset?: boolean): { rss: number; peak: number };
 }
 
 const fa = (): FisherAddon => addon<FisherAddon>();
@@ -193,22 +195,7 @@ export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: numb
 
 // ---------------- summaries and datasets ----------------
 
-/** Summary of per-sample values: mean, median and quantiles (linear interpolation, as numpy). */
-export interface Summary { mean: number; median: number; q05: number; q25: number; q75: number; q95: number; n: number }
-
-/** Mean, median and the 5/25/75/95% quantiles of `values` (NaN fields when empty). */
-export function summarize(values: ArrayLike<number>): Summary {
-  const a = Float64Array.from(values).sort();
-  const n = a.length;
-  const q = (f: number): number => {
-    if (n === 0) return NaN;
-    const pos = f * (n - 1), lo = Math.floor(pos), hi = Math.ceil(pos);
-    return a[lo] + (a[hi] - a[lo]) * (pos - lo);
-  };
-  let s = 0;
-  for (const v of a) s += v;
-  return { mean: n ? s / n : NaN, median: q(0.5), q05: q(0.05), q25: q(0.25), q75: q(0.75), q95: q(0.95), n };
-}
+export { summarize, Summary } from './stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
 export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
@@ -289,31 +276,36 @@ function concat(parts: Float64Array[]): Float64Array {
 }
 
 /**
- * Per-sample Fisher quantities over a dataset (in batches of `batchSize`, default 128; the first
- * `limit` samples if given) and their summaries. The per-epoch tracker of training:
+ * Per-sample Fisher quantities over a dataset, or over images x [N, C, H, W] alone (the Fisher
+ * information needs no labels), in batches of `batchSize` (default 128; the first `limit`
+ * samples if given) and their summaries. The per-epoch tracker of training:
  * `(await fisherDataset(model, testSubset)).summary.frobenius.mean` (Figures 3–6 of the paper).
  */
-export async function fisherDataset(model: Model, data: Dataset, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
+export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
   const t0 = Date.now();
   const method = opts.method ?? 'exact';
-  const n = Math.min(data.size, opts.limit ?? data.size);
+  const images = data instanceof Tensor ? data : data.images;
+  const size = images.shape[0];
+  const n = Math.min(size, opts.limit ?? size);
   const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
   const parts: Record<string, Float64Array[]> = {};
   const conv: boolean[] = [];
-  let done = 0;
   const batchSize = opts.batchSize ?? 128;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${batchSize}`);
   const { onProgress, ...rest } = opts;
-  const sub = data.take(n);
-  try {
-    for (const b of sub.batches({ batchSize })) {
-      const v = await fisherBatch(model, b.x, rest);
+  for (let done = 0; done < n;) {
+    const end = Math.min(n, done + batchSize);
+    // rows [done, end) of the images: one native copy of a batch, no image through JavaScript
+    const x = images.slice(done, end);
+    try {
+      const v = await fisherBatch(model, x, rest);
       for (const k of keys) if (v[k]) (parts[k] ??= []).push(v[k] as Float64Array);
       if (v.converged) conv.push(...v.converged);
-      done += b.indices.length;
-      onProgress?.({ done, total: n });
+    } finally {
+      x.dispose();
     }
-  } finally {
-    if (sub !== data) sub.dispose();
+    done = end;
+    onProgress?.({ done, total: n });
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);
@@ -340,10 +332,6 @@ export interface ProfileRow {
   peakBytes: number;
 }
 
-/** Process resident memory and its high-water mark (bytes; Linux /proc). `reset` first returns freed heap memory to the system (glibc malloc_trim: the allocator policy keeps it resident otherwise), then clears the mark. */
-export function peakMemory(reset = false): { rss: number; peak: number } {
-  return fa().peakMemory(reset);
-}
 
 /**
  * Per-batch cost of each method for each batch size on random inputs of the model's shape
@@ -357,8 +345,9 @@ export async function profileFisher(model: Model, opts: {
   const repeats = opts.repeats ?? 3;
   for (const bs of opts.batchSizes) {
     const size = bs * opts.inputShape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    for (let i = 0; i < size; i++) data[i] = Math.random();
+    // seeded inputs in [0, 1) (the timing does not depend on them; the run is reproducible)
+    const next = uniformStream(bs);
+    const data = Float32Array.from({ length: size }, next);
     const x = Tensor.from(data, [bs, ...opts.inputShape], { device: model.device });
     try {
       for (const method of opts.methods ?? FISHER_METHODS) {

@@ -1,6 +1,6 @@
 /** FisherLens: adversarial robustness through the input-space Fisher information. */
 export { FisherLensError, ErrorCode } from './errors';
-export { backend, setThreads, BackendInfo } from './backend';
+export { backend, setThreads, setTf32, peakMemory, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent } from './op';
@@ -10,9 +10,9 @@ export {
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './data';
 export {
-  attack, evaluate as evaluateRobustness, attackPresets, modelGradState, NpyWriter,
+  attack, evaluate as evaluateRobustness, attackPresets, NpyWriter,
   AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
-  EvaluateResult as RobustnessResult, AttackSummary, ModelGradState, attackKinds, AttackSpec, ATTACK_KINDS,
+  EvaluateResult as RobustnessResult, AttackSummary, attackKinds, AttackSpec, ATTACK_KINDS,
 } from './attacks';
 export {
   autoAttack, AutoAttackOptions, AutoAttackParams, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion,
@@ -26,7 +26,7 @@ export {
 export {
   fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
-  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow, peakMemory,
+  FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow,
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,

@@ -64,7 +64,7 @@ export interface EvaluationResult {
  * eval mode without gradients (the model's mode is restored afterwards).
  */
 export async function evaluate(model: Model, dataset: Dataset, opts: { batchSize?: number; limit?: number } & OpOptions = {}): Promise<EvaluationResult> {
-  const ds = opts.limit !== undefined ? dataset.take(opts.limit) : dataset;
+  const ds = opts.limit !== undefined ? await dataset.take(opts.limit, { signal: opts.signal }) : dataset;
   let correct = 0, ce = 0, count = 0;
   const total = ds.size;
   for (const b of ds.batches({ batchSize: opts.batchSize ?? 256 })) {
@@ -231,9 +231,9 @@ export class Model {
       const probe = Float32Array.from({ length: 2 * c * s * s }, (_, i) => ((i * 7919) % 1000) / 1000);
       const x = Tensor.from(probe, [2, c, s, s]);
       const wasTraining = this.training;
-      this.setTraining(false);
+      await this.setTraining(false);
       const z = await this.forward(x);
-      this.setTraining(wasTraining);
+      await this.setTraining(wasTraining);
       fs.writeFileSync(path.join(dir, 'probe.json'), JSON.stringify({ shape: [2, c, s, s], x: Array.from(probe), logits: Array.from(z.toArray() as Float32Array) }));
       x.dispose();
       z.dispose();
@@ -271,8 +271,16 @@ export class Model {
     return new Tensor(await runOp(opts, (ctl) => this.native.forward(xt.native, ctl)));
   }
 
-  /** Switches BatchNorm/dropout to training (true) or evaluation (false) behaviour. */
-  setTraining(on: boolean): void { sync(() => this.native.setTraining(on)); }
+  /**
+   * Switches BatchNorm/dropout to training (true) or evaluation (false) behaviour. An op on the
+   * compute thread like any other: it waits for the ops started before it, every op started
+   * after it sees the new mode, and {@link training} says the new mode at once.
+   */
+  async setTraining(on: boolean, opts?: OpOptions): Promise<void> {
+    if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTraining(on): expected a boolean, got ${typeof on}`);
+    await runOp(opts, (ctl) => this.native.setTraining(on, ctl));
+  }
+  /** The mode set last by {@link setTraining} (read without waiting for running ops). */
   get training(): boolean { return sync(() => this.native.training); }
   /** 'builtin' or 'torchscript'. */
   get kind(): 'builtin' | 'torchscript' { return sync(() => this.native.kind); }

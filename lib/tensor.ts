@@ -99,7 +99,11 @@ export class Tensor {
   }
 }
 
-/** Live native tensors and the bytes they hold (for finding leaks). */
+/**
+ * Live native tensors and the bytes they hold (for finding leaks). Every tensor and model handle
+ * also reports its bytes to V8, which weighs them when it decides to collect garbage.
+ */
 export function memory(): { tensors: number; bytes: number } {
-  return addon().memory();
+  const m = addon().memory();
+  return { tensors: m.tensors, bytes: m.bytes };
 }

@@ -16,6 +16,7 @@ import { fisherExact } from './fisher';
 import { AttackParams, evaluate } from './attacks';
 import { ccklMetrics } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
+import { mean, median } from './stats';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -161,7 +162,7 @@ export interface TrainResult {
 
 type NativeOptimizer = object;
 interface TrainAddon {
-  createOptimizer(m: NativeModel, o: Record<string, unknown>): NativeOptimizer;
+  createOptimizer(m: NativeModel, o: Record<string, unknown>, ctl?: NativeCtl): Promise<NativeOptimizer>;
   trainStep(m: NativeModel, opt: NativeOptimizer, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     loss: number; lossNatural: number; lossRobust: number; correct: number; batch: number;
   }>;
@@ -257,17 +258,6 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
   return f;
 }
 
-function median(a: Float64Array | number[]): number {
-  const s = Array.from(a).sort((x, y) => x - y);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : 0.5 * (s[m - 1] + s[m]);
-}
-const mean = (a: ArrayLike<number>): number => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i];
-  return a.length ? s / a.length : NaN;
-};
 
 /**
  * Exact CCKL over all different-class pairs from p(x) [N, K] (shared/PAPER.md §1, O(N·K)).
@@ -362,14 +352,14 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const o = opts.optimizer ?? {};
   const type = o.type ?? 'sgd';
   const baseLr = o.lr ?? (type === 'sgd' ? 0.1 : 1e-3);
-  const opt = sync(() => native().createOptimizer(model.native, {
+  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, {
     type, lr: baseLr, momentum: o.momentum ?? (type === 'sgd' ? 0.9 : 0), nesterov: o.nesterov ?? false,
     weightDecay: o.weightDecay ?? 0, beta1: o.betas?.[0] ?? 0.9, beta2: o.betas?.[1] ?? 0.999, eps: o.eps ?? 1e-8,
-  }));
-  const data = opts.subset !== undefined && opts.subset < trainData.size ? trainData.take(opts.subset) : trainData;
+  }, ctl));
+  const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
   const probe = opts.probe
     ? (opts.probeSize ?? 512) < opts.probe.size
-      ? opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, opts.probeSize ?? 512).sort((a, b) => a - b))
+      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, opts.probeSize ?? 512).sort((a, b) => a - b), undefined, { signal: opts.signal })
       : opts.probe
     : undefined;
   const a = opts.attack ?? {};

@@ -466,28 +466,7 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
         out.Set("cleanCorrect", toFloat64Array(env, clean));
         return out;
       };
-    }, {m->lock});
-  });
-}
-
-// modelGradState(model) -> { training, parameters, requiresGrad, withGrad }: how many parameters
-// require grad and how many hold a defined .grad (tests check that attacks leave no trace)
-Napi::Value ModelGradState(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "modelGradState(model)");
-    std::lock_guard<std::mutex> g(*m->lock);
-    int64_t n = 0, req = 0, withGrad = 0;
-    for (auto& p : m->parameters()) {
-      ++n;
-      if (p.requires_grad()) ++req;
-      if (p.grad().defined()) ++withGrad;
-    }
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("training", m->isTraining());
-    o.Set("parameters", static_cast<double>(n));
-    o.Set("requiresGrad", static_cast<double>(req));
-    o.Set("withGrad", static_cast<double>(withGrad));
-    return o;
+    });
   });
 }
 
@@ -497,7 +476,6 @@ AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
 
 void InitAttacks(Napi::Env env, Napi::Object exports) {
   exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
-  exports.Set("modelGradState", Napi::Function::New(env, ModelGradState, "modelGradState"));
   exports.Set("attackKinds", Napi::Function::New(env, AttackKinds, "attackKinds"));
 }
 

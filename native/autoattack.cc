@@ -142,7 +142,7 @@ Napi::Value AutoAttackJs(const Napi::CallbackInfo& info) {
         out.Set("checks", c);
         return out;
       };
-    }, {m->lock});
+    });
   });
 }
 

@@ -51,6 +51,18 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setTf32(on): allow TF32 matrix products and convolutions on CUDA (off by default, or as
+// FISHERLENS_TF32=1 set it when the addon loaded): they change λ_max in the 3rd digit
+Napi::Value SetTf32(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info.Length() >= 1 && info[0].IsBoolean(), ERR_ARG, "setTf32(on): expected a boolean");
+    bool on = info[0].As<Napi::Boolean>().Value();
+    at::globalContext().setAllowTF32CuDNN(on);
+    at::globalContext().setAllowTF32CuBLAS(on);
+    return info.Env().Undefined();
+  });
+}
+
 // setThreads(n): LibTorch intra-op threads for every op that starts after this call
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -63,6 +75,9 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   });
 }
 
+#ifdef FL_TEST_HOOKS
+// Test and diagnostic entry points (CMakeLists.txt's FL_TEST_HOOKS; binding.gyp, the build behind
+// prebuilds and npm installs, leaves them out).
 // noop(ctl?) -> Promise<number>: a trivial async op (round-trip benchmark); resolves to the
 // intra-op thread count seen on the worker thread
 Napi::Value Noop(const Napi::CallbackInfo& info) {
@@ -87,6 +102,36 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
       if (++slices % 4 == 0) ctx.report(str("{\"elapsedMs\":", el, "}"));
     }
     return [slices](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, slices); };
+  });
+}
+#endif  // FL_TEST_HOOKS
+
+// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
+// heap memory to the system (malloc_trim) and clears the high-water mark through
+// /proc/self/clear_refs). Zeros where /proc is unavailable.
+Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
+    if (reset) {
+#if defined(__GLIBC__)
+      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
+      // the high-water mark measures what the next computation touches, not what earlier ones left
+      malloc_trim(0);
+#endif
+      std::ofstream f("/proc/self/clear_refs");
+      if (f.good()) f << "5";
+    }
+    double rss = 0, peak = 0;
+    std::ifstream s("/proc/self/status");
+    std::string line;
+    while (std::getline(s, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
+      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("rss", Napi::Number::New(info.Env(), rss));
+    o.Set("peak", Napi::Number::New(info.Env(), peak));
+    return o;
   });
 }
 
@@ -135,8 +180,12 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   at::globalContext().setAllowTF32CuBLAS(allow);
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("setTf32", Napi::Function::New(env, SetTf32, "setTf32"));
+#ifdef FL_TEST_HOOKS
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));
+#endif
+  exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 
 }  // namespace fl

@@ -1,13 +1,13 @@
-// data: dataset readers (IDX, CIFAR binary, NumPy .npy), synthetic sets, CIFAR augmentation and
-// batch evaluation; see lib/data/index.ts and lib/model.ts for the public API.
+// data: dataset readers (IDX, CIFAR binary, NumPy .npy), synthetic sets and CIFAR augmentation;
+// see lib/data/index.ts for the public API.
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
+#include "data.h"
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
-#include "models/model_wrap.h"
 #include <zlib.h>
 #include <cstring>
 #include <cerrno>
@@ -425,10 +425,9 @@ Loaded synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64
   return r;
 }
 
-// ---------- CIFAR augmentation ----------
-// x [B, C, H, W] -> new [B, C, H, W]: each image zero-padded by `pad` pixels, cropped back at a
-// random offset in [0, 2·pad]², and mirrored left-right with probability ½ (when `flip`).
-// Randomness from a mt19937_64 seeded by `seed`: the same seed gives the same batch everywhere.
+}  // namespace
+
+// ---------- CIFAR augmentation (data.h; also training's, train.cc) ----------
 torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool flip) {
   checkImages(x, "augment(x)");
   FL_CHECK(pad >= 0, ERR_ARG, "augment: pad must be >= 0, got ", pad);
@@ -481,6 +480,8 @@ torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool f
   }
   return out;
 }
+
+namespace {
 
 // ---------- bindings ----------
 
@@ -583,36 +584,6 @@ Napi::Value AugmentJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad.
-// ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
-Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "evaluateBatch(model)");
-    torch::Tensor x = unwrapTensor(info[1], "evaluateBatch(x)");
-    torch::Tensor y = unwrapTensor(info[2], "evaluateBatch(y)");
-    return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
-      checkImages(x, "evaluateBatch(x)");
-      checkLabels(y, x.size(0), 0, "evaluateBatch(y)");
-      ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-      torch::NoGradGuard ng;
-      torch::Tensor z = m->forward(x.to(m->device())).to(torch::kFloat64);
-      checkLogits(z, "evaluateBatch");
-      torch::Tensor yy = y.to(z.device());
-      checkLabels(yy, x.size(0), z.size(1), "evaluateBatch(y)");
-      int64_t correct = z.argmax(1).eq(yy).sum().item<int64_t>();
-      double ce = torch::nll_loss(torch::log_softmax(z, 1), yy, {}, at::Reduction::Sum).item<double>();
-      int64_t count = x.size(0);
-      return [correct, ce, count](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("correct", Napi::Number::New(env, double(correct)));
-        o.Set("ceSum", Napi::Number::New(env, ce));
-        o.Set("count", Napi::Number::New(env, double(count)));
-        return o;
-      };
-    }, {m->lock});
-  });
-}
-
 }  // namespace
 
 void InitData(Napi::Env env, Napi::Object exports) {
@@ -621,7 +592,6 @@ void InitData(Napi::Env env, Napi::Object exports) {
   exports.Set("loadNpy", Napi::Function::New(env, LoadNpyJs, "loadNpy"));
   exports.Set("synthetic", Napi::Function::New(env, SyntheticJs, "synthetic"));
   exports.Set("augment", Napi::Function::New(env, AugmentJs, "augment"));
-  exports.Set("evaluateBatch", Napi::Function::New(env, EvaluateBatchJs, "evaluateBatch"));
 }
 
 }  // namespace fl

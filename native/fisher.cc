@@ -6,15 +6,12 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "metrics.h"
 #include "models/linear_tape.h"
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <exception>
-#include <fstream>
 #include <thread>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
 extern "C" void omp_set_num_threads(int) __attribute__((weak));
@@ -85,22 +82,6 @@ void parallelFor(int64_t n, int streams, const std::function<void(int64_t)>& fn)
 }
 
 }  // namespace
-
-torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x0, torch::Tensor* probs) {
-  torch::AutoGradMode grad(true);
-  torch::Tensor x = x0.detach().clone().requires_grad_(true);
-  torch::Tensor z = m.forward(x);  // [B, C]
-  const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
-  if (probs) *probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
-  std::vector<torch::Tensor> rows;
-  rows.reserve(C);
-  for (int64_t c = 0; c < C; ++c) {
-    // Σ_b z[b, c]: samples are independent in eval mode, so its gradient is row c of each J_b
-    auto g = torch::autograd::grad({z.select(1, c).sum()}, {x}, {}, /*retain_graph=*/c + 1 < C)[0];
-    rows.push_back(g.reshape({B, 1, D}));
-  }
-  return torch::cat(rows, 1);  // [B, C, D]
-}
 
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) {
   FisherOptions o;
@@ -433,7 +414,7 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
         o.Set("engine", r.engine);
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -460,7 +441,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         o.Set("engine", r.engine);
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -488,7 +469,7 @@ Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -514,7 +495,7 @@ Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
         o.Set("frobeniusSe", toFloat64Array(env, r.frobeniusSe));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -537,7 +518,7 @@ Napi::Value FisherQuadraticJs(const Napi::CallbackInfo& info) {
       FisherOperator op(*m, x, o);
       torch::Tensor q = op.quadratic(vf.to(op.probs.device()));
       return [q](Napi::Env env) -> Napi::Value { return toFloat64Array(env, q); };
-    }, {m->lock});
+    });
   });
 }
 
@@ -554,7 +535,7 @@ Napi::Value FisherVectorProductJs(const Napi::CallbackInfo& info) {
       FisherOperator op(*m, x, o);
       torch::Tensor g = op.gvp(vf.to(op.probs.device())).reshape(x.sizes());
       return [g](Napi::Env env) -> Napi::Value { return wrapTensor(env, g); };
-    }, {m->lock});
+    });
   });
 }
 
@@ -588,12 +569,10 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
       torch::NoGradGuard ng;
       torch::Tensor xd = x.to(m->device(), modelDtype(*m));
       torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      torch::Tensor p0 = logp0.exp();
       std::vector<torch::Tensor> cols;
       for (double t : ts) {
         ctx.checkAbort();
-        torch::Tensor lq = torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1);
-        cols.push_back((p0 * (logp0 - lq)).sum(1));
+        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
       }
       torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
       return [kl, q](Napi::Env env) -> Napi::Value {
@@ -602,36 +581,7 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
         o.Set("quadratic", toFloat64Array(env, q));
         return o;
       };
-    }, {m->lock});
-  });
-}
-
-// peakMemory(reset?: boolean) -> { rss, peak } in bytes (Linux: VmRSS / VmHWM; reset returns freed
-// heap memory to the system (malloc_trim) and clears the high-water mark through
-// /proc/self/clear_refs). Zeros where /proc is unavailable.
-Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
-    if (reset) {
-#if defined(__GLIBC__)
-      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
-      // the high-water mark measures what the next computation touches, not what earlier ones left
-      malloc_trim(0);
-#endif
-      std::ofstream f("/proc/self/clear_refs");
-      if (f.good()) f << "5";
-    }
-    double rss = 0, peak = 0;
-    std::ifstream s("/proc/self/status");
-    std::string line;
-    while (std::getline(s, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
-      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
-    }
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("rss", Napi::Number::New(info.Env(), rss));
-    o.Set("peak", Napi::Number::New(info.Env(), peak));
-    return o;
+    });
   });
 }
 
@@ -645,7 +595,6 @@ void InitFisher(Napi::Env env, Napi::Object exports) {
   exports.Set("fisherQuadratic", Napi::Function::New(env, FisherQuadraticJs, "fisherQuadratic"));
   exports.Set("fisherVectorProduct", Napi::Function::New(env, FisherVectorProductJs, "fisherVectorProduct"));
   exports.Set("klSegment", Napi::Function::New(env, KlSegmentJs, "klSegment"));
-  exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 
 }  // namespace fl

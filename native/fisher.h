@@ -44,10 +44,6 @@ struct FisherOptions {
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec);
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec, const FisherOptions& o);
 
-// Per-sample logits Jacobian J = ∂z/∂x: x [B, ...] -> [B, C, D] (C backward passes, retained graph).
-// The model must already be in the wanted mode; returns the logits' softmax in `probs` [B, C].
-torch::Tensor logitJacobian(Classifier& m, const torch::Tensor& x, torch::Tensor* probs);
-
 // The dtype a model computes in (its first floating parameter; float32 without parameters).
 torch::ScalarType modelDtype(Classifier& m);
 

@@ -13,6 +13,8 @@
 
 namespace fl {
 
+torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }
+
 ClassSums classSums(const torch::Tensor& logits, const torch::Tensor& y0, torch::Tensor* logpOut) {
   torch::NoGradGuard ng;
   torch::Tensor l = torch::log_softmax(logits.detach().to(torch::kFloat64), 1);  // [B, C]
@@ -109,8 +111,6 @@ PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y0, int64_t 
 
 namespace {
 
-// KL(p ‖ q) per row from log-probabilities [B, C] (float64)
-torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }
 
 // ccklBatch(model | null, x | logits, y, ctl?) -> Promise<{ n, A, P, S: Float64Array; correct,
 // ceSum, count: number; logp: Tensor [B, C] float64 }>. With a model: one eval-mode forward of x.
@@ -119,8 +119,6 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = info[0].IsNull() || info[0].IsUndefined() ? nullptr : unwrapModel(info[0], "ccklBatch(model)");
     torch::Tensor x = unwrapTensor(info[1], m ? "ccklBatch(x)" : "ccklBatch(logits)");
     torch::Tensor y = unwrapTensor(info[2], "ccklBatch(y)");
-    std::vector<Lock> locks;
-    if (m) locks.push_back(m->lock);
     return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
       torch::Tensor logits;
       if (m) {
@@ -149,7 +147,7 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
         o.Set("logp", wrapTensor(env, logp));
         return o;
       };
-    }, locks);
+    });
   });
 }
 
@@ -214,7 +212,7 @@ Napi::Value PairQuadraticJs(const Napi::CallbackInfo& info) {
         o.Set("kl", toFloat64Array(env, kl));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -286,7 +284,7 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
         o.Set("initial", toFloat64Array(env, initial));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
 

@@ -7,6 +7,10 @@
 
 namespace fl {
 
+// KL(p ‖ q) per row from log-probabilities lp, lq [B, C] (float64) -> [B]: Σ_c e^{lp} (lp − lq).
+// The one KL of the metrics and the Fisher segment (klSegment).
+torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq);
+
 // Per-batch sums from which CCKL over all different-class pairs follows exactly (PAPER.md §1).
 // With ℓ_i = log p_i and a_i = p_i · ℓ_i, per class k: n_k, A_k = Σ a_i, P_k = Σ p_i, S_k = Σ ℓ_i.
 // Σ_{y_i≠y_j} KL(p_i‖p_j) = N ΣA − Σ_k n_k A_k − (ΣP)·(ΣS) + Σ_k P_k·S_k. All float64.

@@ -12,7 +12,9 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "data.h"
 #include "fisher.h"
+#include "models/linear_tape.h"
 #include "models/checkpoint.h"
 #include "models/model_wrap.h"
 
@@ -41,43 +43,15 @@ void setLearningRate(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) g.options().set_lr(lr);
 }
 
-namespace {
-
-// Random crop (zero padding `pad`) and horizontal flip per sample: x [B, C, H, W] -> same shape
-torch::Tensor augmentBatch(const torch::Tensor& x, int64_t pad, bool flip, at::Generator& gen) {
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
-  torch::Tensor out = x;
-  if (pad > 0) {
-    torch::Tensor padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
-    torch::Tensor off = torch::randint(0, 2 * pad + 1, {B, 2}, gen, torch::kInt64);
-    auto a = off.accessor<int64_t, 2>();
-    out = torch::empty_like(x);
-    for (int64_t b = 0; b < B; ++b) out[b].copy_(padded[b].narrow(1, a[b][0], H).narrow(2, a[b][1], W));
-  }
-  if (flip) {
-    torch::Tensor f = torch::rand({B}, gen) < 0.5;
-    torch::Tensor mask = f.to(x.device()).view({B, 1, 1, 1});
-    out = torch::where(mask, out.flip({3}), out);
-  }
-  return out;
-}
-
-}  // namespace
-
 StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x0, const torch::Tensor& y,
                      const StepOptions& o, const OpContext* ctx) {
+  // The step's randomness, all from its seed, none from LibTorch's process-wide generator: the
+  // crops and flips are augment(x, seed) (data.h: the same crops as Dataset.augmentedBatches and
+  // augment() give for that seed); the attack's random start and built-in models' dropout masks
+  // draw from one generator seeded by it. A resumed run therefore repeats an uninterrupted one.
+  torch::Tensor x = (o.cropPad > 0 || o.flip) ? augment(x0, o.seed, o.cropPad, o.flip) : x0;
   at::Generator gen = at::detail::createCPUGenerator(o.seed);
-  // Dropout draws from LibTorch's default generator (nn::Dropout takes no generator): it is seeded
-  // per step so that a resumed run repeats an uninterrupted one exactly, and steps are serialised
-  // process-wide so that concurrent training runs cannot interleave their draws.
-  static std::mutex stepMutex;
-  std::lock_guard<std::mutex> serial(stepMutex);
-  {
-    at::Generator def = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(def.mutex());
-    def.set_current_seed(o.seed ^ 0x5deece66dULL);
-  }
-  torch::Tensor x = (o.cropPad > 0 || o.flip) ? augmentBatch(x0, o.cropPad, o.flip, gen) : x0;
+  DropoutGenerator dropoutGen(gen);
   LayoutGuard layout(m, o.channelsLast);
   if (o.channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (o.lr >= 0) setLearningRate(opt, o.lr);
@@ -147,7 +121,8 @@ OptPtr unwrapOpt(Napi::Value v) {
   return *p;
 }
 
-// createOptimizer(model, { type, lr, momentum, nesterov, weightDecay, beta1, beta2, eps }) -> External
+// createOptimizer(model, { type, lr, momentum, nesterov, weightDecay, beta1, beta2, eps }, ctl?)
+// -> Promise<External>: an op, since it reads the model's parameters (after the ops before it)
 Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "createOptimizer(model)");
@@ -164,14 +139,15 @@ Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
     s.eps = numOpt(j, "eps", 1e-8);
     FL_CHECK(s.lr >= 0 && s.momentum >= 0 && s.weightDecay >= 0, ERR_ARG, "optimizer lr, momentum and weightDecay must be >= 0");
     FL_CHECK(!s.nesterov || s.momentum > 0, ERR_ARG, "Nesterov momentum needs momentum > 0");
-    auto box = std::make_shared<OptBox>();
-    box->model = m;
-    box->spec = s;
-    {
-      std::lock_guard<std::mutex> g(*m->lock);
+    return startOp(info.Env(), info[2], [m, s](OpContext&) -> Finisher {
+      auto box = std::make_shared<OptBox>();
+      box->model = m;
+      box->spec = s;
       box->opt = makeOptimizer(*m, s);
-    }
-    return Napi::External<OptPtr>::New(info.Env(), new OptPtr(box), [](Napi::Env, OptPtr* p) { delete p; });
+      return [box](Napi::Env env) -> Napi::Value {
+        return Napi::External<OptPtr>::New(env, new OptPtr(box), [](Napi::Env, OptPtr* p) { delete p; });
+      };
+    });
   });
 }
 
@@ -219,7 +195,7 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
         out.Set("batch", static_cast<double>(r.batch));
         return out;
       };
-    }, {m->lock});
+    });
   });
 }
 
@@ -236,7 +212,7 @@ Napi::Value SaveTrainState(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[4], [path, m, box, meta](OpContext&) -> Finisher {
       saveCheckpoint(path, *m, meta, [&](torch::serialize::OutputArchive& a) { box->opt->save(a); });
       return nullptr;
-    }, {m->lock});
+    });
   });
 }
 
@@ -251,13 +227,17 @@ Napi::Value LoadTrainState(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[3], [path, m, box](OpContext&) -> Finisher {
       LoadedCheckpoint c = loadCheckpoint(path, m->device(), /*restoreRng=*/false);
       FL_CHECK(c.hasOptimizer, ERR_FORMAT, "checkpoint '", path, "' holds no optimizer state: it cannot resume training");
+      FL_CHECK(c.version >= kResumableCheckpointVersion, ERR_FORMAT, "checkpoint '", path, "' has format version ", c.version,
+               ": its run drew crops, attack starts and dropout differently, so it cannot resume exactly. Its weights ",
+               "still load (Model.loadCheckpoint, fisherlens eval); to finish the run, start it again (delete the ",
+               "checkpoint, or the run folder)");
       loadCheckpointState(path, *m);
       torch::serialize::InputArchive sub;
       c.archive->read("optimizer", sub);
       box->opt->load(sub);
       std::string metaText = c.metaJson;
       return [metaText](Napi::Env env) -> Napi::Value { return Napi::String::New(env, metaText); };
-    }, {m->lock});
+    });
   });
 }
 

@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   // training of an MLP (no randomness beyond the batch order) must give the same losses; TRADES
   // (random start of its inner attack drawn on each device) the same losses within 2 %
   const dataC = await synthetic({ kind: 'gaussian', n: 512, numClasses: 10, channels: 3, size: 32, seed: 1 });
-  const dataG = dataC.to('cuda');
+  const dataG = await dataC.to('cuda');
   const runTrain = async (spec: object, method: 'natural' | 'trades', device: 'cpu' | 'cuda') => {
     const mm = Model.create(spec as never);
     const init = path.join(os.tmpdir(), `fl-cuda-init-${method}.ckpt`);

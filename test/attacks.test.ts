@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
-import { attack, evaluate, modelGradState, attackPresets, AttackParams } from '../lib/attacks';
+import { attack, evaluate, attackPresets, AttackParams } from '../lib/attacks';
+import { modelGradState } from './helpers/grad-state';
 import { fisherExact } from '../lib/fisher';
 import { manualSeed, train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
@@ -21,7 +22,7 @@ test.before(async () => {
   manualSeed(1);
   model = Model.create({ arch: 'mlp', hidden: [128] });
   await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
-  model.setTraining(false);
+  await model.setTraining(false);
   xs = testSet.images;
   ys = testSet.labels;
 });
@@ -54,20 +55,20 @@ for (const [name, p] of cases) {
 }
 
 test.serial('attacks leave the model as found: mode, requires-grad flags, no .grad', async (t) => {
-  const before = modelGradState(model);
+  const before = await modelGradState(model);
   t.deepEqual(before, { training: false, parameters: 4, requiresGrad: 4, withGrad: 0 });
-  model.setTraining(true);
+  await model.setTraining(true);
   for (const p of cases.map((c) => c[1])) {
     await attack(model, xs.slice(0, 16), ys.slice(0, 16), { ...p, steps: Math.min(p.steps ?? 1, 3), binarySteps: 1 });
-    t.deepEqual(modelGradState(model), { ...before, training: true });
+    t.deepEqual(await modelGradState(model), { ...before, training: true });
   }
-  model.setTraining(false);
+  await model.setTraining(false);
 });
 
 test('attacks run in eval mode even on a model left in train mode (dropout off: deterministic)', async (t) => {
   manualSeed(3);
   const cnn = Model.create({ arch: 'small-cnn' }); // has dropout
-  cnn.setTraining(true);
+  await cnn.setTraining(true);
   const x = xs.slice(0, 8), y = ys.slice(0, 8);
   const a = await attack(cnn, x, y, { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 2, randomStart: false });
   const b = await attack(cnn, x, y, { kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 2, randomStart: false });

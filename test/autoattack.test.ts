@@ -23,7 +23,7 @@ test.before(async () => {
   manualSeed(1);
   model = Model.create({ arch: 'mlp', hidden: [128] });
   await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
-  model.setTraining(false);
+  await model.setTraining(false);
   tr.dispose();
 });
 

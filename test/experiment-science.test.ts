@@ -41,9 +41,12 @@ test('science.fisher gives fisherExact\'s per-sample values over the whole set; 
   const f = await defaultScience().fisher(model, te, { method: 'exact', batchSize: 16 });
   t.is(f.lambdaMax.length, 37);
   const ref = await fisherExact(model, te.images);
+  // batches of 16 against one batch of 37 in float32: GEMM/convolution kernels sum in another
+  // order per batch shape and CPU, so only float32 agreement holds (relative 1e-4, the bound of
+  // the float32 batch-independence tests in fisher.test.ts; rounding alone is ~1e-6 here)
   for (let i = 0; i < 37; i++) {
-    t.true(Math.abs(f.lambdaMax[i] - ref.lambdaMax[i]) <= 1e-6 * Math.max(1, ref.lambdaMax[i]));
-    t.true(Math.abs(f.frobenius[i] - ref.frobenius[i]) <= 1e-6 * Math.max(1, ref.frobenius[i]));
+    t.true(Math.abs(f.lambdaMax[i] - ref.lambdaMax[i]) <= 1e-4 * Math.max(1, ref.lambdaMax[i]));
+    t.true(Math.abs(f.frobenius[i] - ref.frobenius[i]) <= 1e-4 * Math.max(1, ref.frobenius[i]));
   }
   const c = await ccklSplit(model, te, { pairs: 50, seed: 1, batchSize: 16 });
   const m = await ccklMetrics(model, te, { pairs: 50, seed: 1, batchSize: 16 });

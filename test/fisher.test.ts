@@ -1,6 +1,6 @@
 import test from 'ava';
 import * as path from 'path';
-import { Model, Tensor } from '../lib';
+import { Model, Tensor, manualSeed } from '../lib';
 import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher } from '../lib/fisher';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
@@ -109,6 +109,11 @@ test('finite differences: KL(p(x) ‖ p(x + t v)) / t² → ½ vᵀGv (float64)'
 });
 
 test('per-sample results do not depend on the batch they were computed in', async (t) => {
+  // float32 model: sub-batches of 1, 5 and 16 against one of 24 run differently blocked kernels,
+  // so per-sample values agree to float32 rounding, not bit for bit. 1e-5 relative is ~80 ulps:
+  // this tiny net sums at most 64 products per output and λ_max, ‖G‖_F are well-conditioned
+  // functions of the Jacobian (a perturbation δJ moves them by O(‖δJ‖)); power iteration is run
+  // to 1e-8, far below that.
   const { m32, x32 } = await loadBoth();
   const all = await fisherExact(m32, x32);
   const lan = await fisherLanczos(m32, x32);
@@ -142,6 +147,9 @@ test('speed options (channels-last, concurrent backward streams) give the same n
 });
 
 test('power iteration stops computing converged samples (linear engine) and agrees with the full-batch autograd run', async (t) => {
+  // seeded weights: unseeded, they came from wherever the concurrently started tests had left the
+  // global generator (this test's +1 % bound failed for one such draw under load)
+  manualSeed(0);
   const m = Model.create({ arch: 'small-cnn' });
   const B = 48;
   // images with structure (sums of a few sinusoids), so that samples converge at different speeds
@@ -171,7 +179,7 @@ test('power iteration stops computing converged samples (linear engine) and agre
 
 test('a built-in model in train mode: the linearised engine runs in eval mode, agrees with autograd, and leaves the mode as found', async (t) => {
   const m = Model.create({ arch: 'resnet20', inChannels: 3, inputSize: 16, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] });
-  m.setTraining(true);
+  await m.setTraining(true);
   const B = 3;
   const x = Tensor.from(Float32Array.from({ length: B * 768 }, (_, i) => (Math.cos(i * 3.1) + 1) / 2), [B, 3, 16, 16]);
   const [lin, ag] = [await fisherExact(m, x), await fisherExact(m, x, { autograd: true })];

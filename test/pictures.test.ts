@@ -75,7 +75,7 @@ function softmax(z: ArrayLike<number>, C: number): Float64Array {
 
 async function evalProbs(model: Model, x: Float32Array, shape: number[]): Promise<Float64Array> {
   const t = Tensor.from(x, shape);
-  model.setTraining(false);
+  await model.setTraining(false);
   const z = await model.forward(t);
   const p = softmax(z.toArray() as Float32Array, z.shape[1]);
   t.dispose();
@@ -195,7 +195,7 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
   t.is(grid.indices.length, 8);
   t.deepEqual(grid.columns.map((c) => c.title.split(' ')[0]), ['clean', 'PGD', 'PGD', 'CW', 'CW', 'eigvec']);
   t.deepEqual(grid.columns.map((c) => c.kind), ['clean', 'adversarial', 'perturbation', 'adversarial', 'perturbation', 'eigvec']);
-  const test100 = (await fashionMnist({ split: 'test' })).take(100);
+  const test100 = await (await fashionMnist({ split: 'test' })).take(100);
   const labels = test100.labels.toNumbers();
   t.deepEqual(grid.labels, grid.indices.map((i) => labels[i]));
   t.is(new Set(grid.labels).size, 8, 'eight classes');

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, ModelSpec, Tensor } from '../lib';
-import { modelGradState } from '../lib/attacks';
+import { modelGradState } from './helpers/grad-state';
 import { train, manualSeed, scheduleFactor, presets, EpochMetrics, TrainOptions, ccklFromProbs } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
 import { fashionSubset } from './helpers/train-fixtures';
@@ -58,7 +58,7 @@ test.serial('natural training: accuracy and Fisher norm rise, events, metrics.js
   const dir = tmp();
   manualSeed(0);
   const m = Model.create(MLP);
-  const before = modelGradState(m);
+  const before = await modelGradState(m);
   const events: string[] = [];
   const r = await train(m, trainSet, {
     method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, probe, probeSize: 200,
@@ -81,7 +81,7 @@ test.serial('natural training: accuracy and Fisher norm rise, events, metrics.js
   t.is((ck.checkpointMeta as { epoch: number }).epoch, 3);
   t.true(ck.checkpoint!.hasOptimizer);
   t.deepEqual(await logits(ck, probe.images.slice(0, 8)), await logits(m, probe.images.slice(0, 8)));
-  t.deepEqual(modelGradState(m), before);
+  t.deepEqual(await modelGradState(m), before);
   fs.rmSync(dir, { recursive: true });
 });
 
@@ -104,12 +104,12 @@ async function resumeMatches(t: import('ava').ExecutionContext, spec: ModelSpec,
 
 test.serial('resume gives the same numbers as an uninterrupted run (TRADES, SGD momentum)', async (t) => {
   await resumeMatches(t, MLP, { method: 'trades', batchSize: 100, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, attack: { epsilon: 0.1, stepSize: 0.04, steps: 2, beta: 1 }, seed: 3 },
-    trainSet.take(600));
+    await trainSet.take(600));
 });
 
 test.serial('resume is exact with dropout (small-cnn) and Adam, PGD-AT with random start', async (t) => {
   await resumeMatches(t, { arch: 'small-cnn' }, { method: 'pgd-at', batchSize: 64, optimizer: { type: 'adam', lr: 1e-3 }, attack: { epsilon: 0.1, stepSize: 0.05, steps: 1 }, seed: 4 },
-    trainSet.take(192));
+    await trainSet.take(192));
 });
 
 test('abort stops within a batch and leaves the last checkpoint intact', async (t) => {
@@ -154,7 +154,7 @@ test.serial('adversarial training keeps the Fisher norm far below natural traini
 });
 
 test('optimizers, schedules and augmentation run and reduce the loss; bad options are clear errors', async (t) => {
-  const small = trainSet.take(500);
+  const small = await trainSet.take(500);
   for (const opt of [{ type: 'adam', lr: 2e-3 }, { type: 'adamw', lr: 2e-3, weightDecay: 0.01 }, { type: 'sgd', lr: 0.05, nesterov: true, momentum: 0.9, weightDecay: 5e-4 }] as const) {
     manualSeed(1);
     const m = Model.create(MLP);

@@ -30,7 +30,7 @@ export function register(program: Command): void {
       const model = await modelArg(o.model, o.device);
       const all = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
       const limit = posInt('limit', o.limit);
-      const data = limit !== undefined ? all.take(limit) : all;
+      const data = limit !== undefined ? await all.take(limit) : all;
       log(`cckl: ${data.size} images [${data.imageShape.join(', ')}] of ${data.name}, ${model.kind} model`);
       const progress = new Progress('cckl');
       const r = await ccklMetrics(model, data, {

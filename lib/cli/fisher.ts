@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { loadData } from '../data';
+import { loadData, loadImages } from '../data';
 import { FisherLensError } from '../errors';
 import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .description('per-sample Fisher information w.r.t. the input (λ_max, Frobenius norm, trace in nats/pixel²) and their means')
     .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy (with an .npy --data)')
+    .option('--labels <path>', 'labels .npy, only for --images captions (the Fisher information needs no labels)')
     .option('--split <split>', 'train or test', 'test')
     .option('--method <method>', `${FISHER_METHODS.join(' | ')}`, 'exact')
     .option('--batch-size <n>', 'samples per native op', '128')
@@ -51,12 +51,14 @@ export function register(program: Command): void {
       if (!FISHER_METHODS.includes(o.method as FisherMethod)) throw new FisherLensError('ERR_ARG', `--method: expected ${FISHER_METHODS.join(', ')}, got '${o.method}'`);
       const imagesReq = parseImages(o, posInt('seed', o.seed) ?? 0);
       const model = await modelArg(o.model, o.device);
-      const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+      // images only: an .npy without a labels file is fine here (nothing below needs labels)
+      const images = await loadImages(o.data, { split: o.split as 'train' | 'test' });
       const limit = posInt('limit', o.limit);
-      const n = Math.min(data.size, limit ?? data.size);
-      log(`fisher: ${o.method} on ${n} of ${data.size} images [${data.imageShape.join(', ')}] of ${data.name}, ${model.kind} model (${model.parameterCount} parameters)`);
+      const [size, ...imageShape] = images.shape;
+      const n = Math.min(size, limit ?? size);
+      log(`fisher: ${o.method} on ${n} of ${size} images [${imageShape.join(', ')}] of ${o.data}, ${model.kind} model (${model.parameterCount} parameters)`);
       const progress = new Progress('fisher');
-      const r = await fisherDataset(model, data, {
+      const r = await fisherDataset(model, images, {
         method: o.method as FisherMethod, batchSize: posInt('batch-size', o.batchSize), limit,
         tol: num('tol', o.tol), maxIter: posInt('max-iter', o.maxIter), steps: posInt('steps', o.steps),
         probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: o.channelsLast ? true : undefined,
@@ -74,17 +76,30 @@ export function register(program: Command): void {
       if (o.rhoEps !== undefined) {
         const eps = num('rho-eps', o.rhoEps);
         const rho: number[] = [], bound: number[] = [];
-        const sub = data.take(n);
-        for (const b of sub.batches({ batchSize: posInt('batch-size', o.batchSize) ?? 128 })) {
-          const q = await adversarialMeasure(model, b.x, eps, { steps: posInt('rho-steps', o.rhoSteps) });
-          rho.push(...q.rho);
-          bound.push(...q.fisherBound);
+        const bs = posInt('batch-size', o.batchSize) ?? 128;
+        for (let i = 0; i < n; i += bs) {
+          const x = images.slice(i, Math.min(n, i + bs));
+          try {
+            const q = await adversarialMeasure(model, x, eps, { steps: posInt('rho-steps', o.rhoSteps) });
+            rho.push(...q.rho);
+            bound.push(...q.fisherBound);
+          } finally {
+            x.dispose();
+          }
         }
-        if (sub !== data) sub.dispose();
         out.rho = { eps, rho, fisherBound: bound, meanRho: rho.reduce((a, b) => a + b, 0) / rho.length, meanFisherBound: bound.reduce((a, b) => a + b, 0) / bound.length };
       }
-      const images = imagesReq && await writeImages(model, data, n, [], imagesReq, classNamesOf(o.data));
-      if (images) out.images = images;
+      // the picture grid's captions name each sample's label: only --images asks for labels
+      let pictures: Awaited<ReturnType<typeof writeImages>> | undefined;
+      if (imagesReq) {
+        const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+        try {
+          pictures = await writeImages(model, data, n, [], imagesReq, classNamesOf(o.data));
+        } finally {
+          data.dispose();
+        }
+        out.images = pictures;
+      }
       emit(Boolean(o.json), out, () => {
         let s = `method ${r.method}, ${r.n} samples, ${r.seconds.toFixed(1)} s (units: nats/pixel²)\n`;
         s += `${'quantity'.padEnd(11)} ${'mean'.padStart(12)} ${'median'.padStart(12)} ${'q05'.padStart(12)} ${'q95'.padStart(12)}\n`;
@@ -96,10 +111,10 @@ export function register(program: Command): void {
           s += 'sample lambdaMax frobenius trace\n';
           for (let i = 0; i < r.n; i++) s += `${i} ${r.lambdaMax?.[i] ?? ''} ${r.frobenius?.[i] ?? ''} ${r.trace?.[i] ?? ''}\n`;
         }
-        if (images) s += imagesText(images).join('\n') + '\n';
+        if (pictures) s += imagesText(pictures).join('\n') + '\n';
         return s.trimEnd();
       });
-      data.dispose();
+      images.dispose();
       model.dispose();
     }));
 }

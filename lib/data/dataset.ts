@@ -6,6 +6,7 @@ import { FisherLensError } from '../errors';
 import { Tensor } from '../tensor';
 import { addon, NativeCtl, NativeTensor } from '../native';
 import { runOp, OpOptions } from '../op';
+import { permutation } from '../random';
 
 interface AugmentAddon {
   augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
@@ -39,24 +40,7 @@ export interface AugmentedBatchOptions extends BatchOptions, OpOptions {
 }
 
 /** A seeded permutation of 0..n-1 (xorshift128+ Fisher–Yates: same seed, same order everywhere). */
-export function permutation(n: number, seed: number): number[] {
-  let s0 = (BigInt(seed) * 0x9e3779b97f4a7c15n + 1n) & 0xffffffffffffffffn;
-  let s1 = (s0 ^ 0xbf58476d1ce4e5b9n) & 0xffffffffffffffffn;
-  const next = (): number => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= (x << 23n) & 0xffffffffffffffffn;
-    s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
-    return Number(((s1 + y) & 0xffffffffffffffffn) >> 11n) / 2 ** 53;
-  };
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(next() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
+export { permutation } from '../random';
 
 export class Dataset {
   /** images [N, C, H, W] float32 in [0, 1] */
@@ -89,25 +73,41 @@ export class Dataset {
   /** Device of the images ('cpu' | 'cuda' | 'cuda:N'). */
   get device(): string { return this.images.device; }
 
-  /** A copy of this dataset on another device (readers load to 'cpu'); the same object when already there. */
-  to(device: string): Dataset {
+  /**
+   * A copy of this dataset on another device (readers load to 'cpu'); the same object when
+   * already there. The copy runs on the compute thread (a dataset is large).
+   */
+  async to(device: string, opts: OpOptions = {}): Promise<Dataset> {
     if (device === this.device) return this;
-    return new Dataset(this.images.to(device), this.labels.to(device), { numClasses: this.numClasses, name: this.name });
+    const images = new Tensor(await runOp(opts, (ctl) => addon().tensorTo(this.images.native, device, ctl)));
+    try {
+      const labels = new Tensor(await runOp(opts, (ctl) => addon().tensorTo(this.labels.native, device, ctl)));
+      return new Dataset(images, labels, { numClasses: this.numClasses, name: this.name });
+    } catch (e) {
+      images.dispose();
+      throw e;
+    }
   }
 
-  /** The samples at `indices` as a new Dataset (native gather). */
-  subset(indices: number[], name?: string): Dataset {
+  /** The samples at `indices` as a new Dataset (a native gather on the compute thread). */
+  async subset(indices: number[], name?: string, opts: OpOptions = {}): Promise<Dataset> {
     const idx = Tensor.from(BigInt64Array.from(indices.map((i) => BigInt(i))), [indices.length]);
+    let images: Tensor | undefined;
     try {
-      return new Dataset(this.images.index(idx), this.labels.index(idx), { numClasses: this.numClasses, name: name ?? this.name });
+      images = new Tensor(await runOp(opts, (ctl) => addon().tensorIndex(this.images.native, idx.native, ctl)));
+      const labels = new Tensor(await runOp(opts, (ctl) => addon().tensorIndex(this.labels.native, idx.native, ctl)));
+      return new Dataset(images, labels, { numClasses: this.numClasses, name: name ?? this.name });
+    } catch (e) {
+      images?.dispose();
+      throw e;
     } finally {
       idx.dispose();
     }
   }
 
-  /** The first n samples (or all when n ≥ size). */
-  take(n: number): Dataset {
-    return n >= this.size ? this : this.subset(Array.from({ length: n }, (_, i) => i), this.name);
+  /** The first n samples (a copy), or this dataset itself when n ≥ size. */
+  async take(n: number, opts: OpOptions = {}): Promise<Dataset> {
+    return n >= this.size ? this : this.subset(Array.from({ length: n }, (_, i) => i), this.name, opts);
   }
 
   /** The batch of the samples at `indices`. */
@@ -179,12 +179,18 @@ export class Dataset {
    * Splits into two datasets: a seeded random `fraction` of the samples (rounded down) and the
    * rest, e.g. `const [train, val] = ds.split(0.9, { seed: 1 })`.
    */
-  split(fraction: number, opts: { seed?: number; shuffle?: boolean } = {}): [Dataset, Dataset] {
+  async split(fraction: number, opts: { seed?: number; shuffle?: boolean } = {}): Promise<[Dataset, Dataset]> {
     if (!(fraction > 0 && fraction < 1)) throw new FisherLensError('ERR_ARG', `split(fraction): expected 0 < fraction < 1, got ${fraction}`);
     const order = opts.shuffle === false ? Array.from({ length: this.size }, (_, i) => i) : permutation(this.size, opts.seed ?? 0);
     const k = Math.floor(this.size * fraction);
     if (k === 0 || k === this.size) throw new FisherLensError('ERR_ARG', `split(${fraction}) of ${this.size} samples leaves one side empty`);
-    return [this.subset(order.slice(0, k), `${this.name}[split:a]`), this.subset(order.slice(k), `${this.name}[split:b]`)];
+    const a = await this.subset(order.slice(0, k), `${this.name}[split:a]`);
+    try {
+      return [a, await this.subset(order.slice(k), `${this.name}[split:b]`)];
+    } catch (e) {
+      a.dispose();
+      throw e;
+    }
   }
 
   /** Number of samples of each class [numClasses] (reads the labels into JavaScript). */

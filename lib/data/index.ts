@@ -276,9 +276,31 @@ export interface LoadDataOptions extends OpOptions {
 export async function loadData(spec: string, opts: LoadDataOptions = {}): Promise<Dataset> {
   const ds = await loadDataCpu(spec, opts);
   if (!opts.device || opts.device === 'cpu') return ds;
-  const moved = ds.to(opts.device);
-  ds.dispose();
-  return moved;
+  try {
+    return await ds.to(opts.device, opts);
+  } finally {
+    ds.dispose();
+  }
+}
+
+/**
+ * The images [N, C, H, W] float32 in [0, 1] of a `--data` spec (as {@link loadData} reads it),
+ * for what needs no labels (the Fisher information): an .npy images file is read alone, without
+ * looking for a labels file; other specs are read whole and their labels dropped.
+ */
+export async function loadImages(spec: string, opts: Omit<LoadDataOptions, 'labels' | 'numClasses'> = {}): Promise<Tensor> {
+  if (!isDir(spec) && fs.existsSync(spec) && isNpy(spec)) {
+    const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(spec, 'images', ctl)));
+    if (!opts.device || opts.device === 'cpu') return x;
+    try {
+      return new Tensor(await runOp(opts, (ctl) => data().tensorTo(x.native, opts.device!, ctl)));
+    } finally {
+      x.dispose();
+    }
+  }
+  const ds = await loadData(spec, opts);
+  ds.labels.dispose();
+  return ds.images;
 }
 
 async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset> {

@@ -84,7 +84,7 @@ export interface Science<M, D> {
   loadData(data: DataConfig, split: 'train' | 'test', opts: { seed: number; device: string; signal?: AbortSignal }): Promise<D>;
   info(data: D): DataInfo;
   /** The first n samples. */
-  take(data: D, n: number): D;
+  take(data: D, n: number): D | Promise<D>;
   /** A model with fresh weights seeded by `seed` (or loaded from spec.path). */
   createModel(spec: ModelConfig, info: DataInfo, opts: { seed: number; device: string }): Promise<M>;
   /** Trains in place (or resumes), writing checkpoint.ckpt and metrics.jsonl into opts.dir; resolves with the trained model. */
@@ -162,7 +162,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         owned.push(trainData);
         if (run.train.maxBatches !== undefined) {
           // smoke runs: an epoch of at most maxBatches batches = the first maxBatches × batchSize samples
-          const cut = science.take(trainData, run.train.maxBatches * run.train.batchSize);
+          const cut = await science.take(trainData, run.train.maxBatches * run.train.batchSize);
           if (cut !== trainData) { owned.push(cut); trainData = cut; }
         }
         const testData = await science.loadData(run.data, 'test', { seed, device: run.device, signal });
@@ -170,7 +170,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         checkAbort(signal);
         const info = science.info(trainData);
         const testInfo = science.info(testData);
-        const probe = run.data.probeSize > 0 ? science.take(testData, Math.min(run.data.probeSize, testInfo.size)) : undefined;
+        const probe = run.data.probeSize > 0 ? await science.take(testData, Math.min(run.data.probeSize, testInfo.size)) : undefined;
         if (probe && probe !== testData) owned.push(probe);
 
         let model = await science.createModel(run.model, info, { seed, device: run.device });
@@ -181,7 +181,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         const ccklSamples = Math.min(run.eval.cckl.samples, testInfo.size);
         let initialClasses: ClassMatrices | undefined;
         if (pics.classes && science.classes && t.epochs > 0) {
-          const d = science.take(testData, ccklSamples);
+          const d = await science.take(testData, ccklSamples);
           if (d !== testData) owned.push(d);
           initialClasses = await science.classes(model, d, { batchSize: Math.min(run.eval.batchSize, 256), signal });
         }
@@ -214,14 +214,14 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         checkAbort(signal);
 
         ctx.progress({ phase: 'eval', step: 'fisher', fraction: done / total });
-        const fisherData = science.take(testData, Math.min(ev.fisher.samples, testInfo.size));
+        const fisherData = await science.take(testData, Math.min(ev.fisher.samples, testInfo.size));
         if (fisherData !== testData) owned.push(fisherData);
         const f = await science.fisher(model, fisherData, { method: ev.fisher.method, iterations: ev.fisher.iterations, batchSize: Math.min(ev.batchSize, 128), signal });
         done += Math.min(ev.fisher.samples, testInfo.size) * info.numClasses / 64;
         checkAbort(signal);
 
         ctx.progress({ phase: 'eval', step: 'cckl', fraction: done / total });
-        const ccklData = science.take(testData, Math.min(ev.cckl.samples, testInfo.size));
+        const ccklData = await science.take(testData, Math.min(ev.cckl.samples, testInfo.size));
         if (ccklData !== testData) owned.push(ccklData);
         const c = await science.cckl(model, ccklData, { pairs: ev.cckl.pairs, seed, batchSize: Math.min(ev.batchSize, 128), signal });
         checkAbort(signal);

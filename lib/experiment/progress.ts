@@ -9,6 +9,18 @@ function pct(x: number | undefined): string {
   return x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(1)}%`;
 }
 
+/**
+ * A remaining time in seconds as m:ss, or h:mm:ss from an hour on. Rounded to whole seconds
+ * before it is split, so that 239.6 s reads 4:00 (splitting first gave "3:60").
+ */
+export function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '–';
+  const total = Math.round(seconds);
+  const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+  const ss = String(s).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
 export interface SweepProgressOptions {
   /** Force the terminal bar (true) or plain lines (false); default: stderr is a TTY. */
   tty?: boolean;
@@ -46,9 +58,7 @@ export class SweepProgress {
   private eta(): string {
     const done = this.lastOverall - this.startOverall;
     if (done < 0.01) return '–';
-    const sec = ((Date.now() - this.startTime) / 1000) * (1 - this.lastOverall) / done;
-    const m = Math.floor(sec / 60);
-    return `${m}:${String(Math.round(sec % 60)).padStart(2, '0')}`;
+    return formatEta(((Date.now() - this.startTime) / 1000) * (1 - this.lastOverall) / done);
   }
 
   private redraw(): void {

@@ -18,6 +18,7 @@ import { FisherLensError } from '../errors';
 import { writeFileAtomic } from '../files';
 import type { ResolvedRun } from './config';
 import type { RunProvenance } from '../provenance';
+import type { Quantiles } from '../stats';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -67,8 +68,8 @@ export interface EpochRecord {
   [key: string]: number | string | boolean | null | undefined;
 }
 
-/** Quantiles of a per-sample quantity. */
-export interface Quantiles { min: number; q05: number; q25: number; q50: number; q75: number; q95: number; max: number }
+/** Quantiles of a per-sample quantity (lib/stats.ts). */
+export type { Quantiles } from '../stats';
 
 /** Fisher summary of the final model over `samples` test images (exact per-sample spectra). */
 export interface FisherSummary {
@@ -241,25 +242,5 @@ export function listRunDirs(out: string): RunDir[] {
     .sort((a, b) => a.id.localeCompare(b.id));
 }
 
-/** Summary statistics helpers used when a run's final evaluation is written. */
-export function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-
-export function quantiles(values: ArrayLike<number>): Quantiles {
-  const s = Array.from(values).sort((a, b) => a - b);
-  return {
-    min: s[0] ?? NaN, q05: quantile(s, 0.05), q25: quantile(s, 0.25), q50: quantile(s, 0.5),
-    q75: quantile(s, 0.75), q95: quantile(s, 0.95), max: s[s.length - 1] ?? NaN,
-  };
-}
-
-export function mean(values: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < values.length; i++) s += values[i];
-  return values.length > 0 ? s / values.length : NaN;
-}
+/** Summary statistics used when a run's final evaluation is written (lib/stats.ts). */
+export { quantile, quantiles, mean } from '../stats';

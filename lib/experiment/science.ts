@@ -31,7 +31,7 @@ export async function loadRunData(data: DataConfig, split: 'train' | 'test', opt
     const s = data.synthetic ?? { channels: 3, size: 32, classes: 10, trainSize: 256, testSize: 128 };
     const all = await synthetic({ kind: 'gaussian', n: s.trainSize + s.testSize, numClasses: s.classes, channels: s.channels, size: s.size, seed: opts.seed, signal: opts.signal });
     const idx = split === 'train' ? range(0, s.trainSize) : range(s.trainSize, s.trainSize + s.testSize);
-    full = all.subset(idx, `synthetic/${split}`);
+    full = await all.subset(idx, `synthetic/${split}`, { signal: opts.signal });
     all.dispose();
   } else if (data.dataset === 'fashion-mnist') {
     full = await fashionMnist({ split, dir: data.root, signal: opts.signal });
@@ -41,11 +41,11 @@ export async function loadRunData(data: DataConfig, split: 'train' | 'test', opt
     full = await cifar10(requireRoot(data), split, { signal: opts.signal });
   }
   const keep = split === 'train' ? data.trainSize : data.testSize;
-  if (keep === undefined || keep >= full.size) return moveTo(full, opts.device);
+  if (keep === undefined || keep >= full.size) return moveTo(full, opts.device, opts.signal);
   const idx = split === 'train' ? permutation(full.size, opts.seed).slice(0, keep) : range(0, keep);
-  const sub = full.subset(idx, full.name);
+  const sub = await full.subset(idx, full.name, { signal: opts.signal });
   full.dispose();
-  return moveTo(sub, opts.device);
+  return moveTo(sub, opts.device, opts.signal);
 }
 
 function range(a: number, b: number): number[] {
@@ -57,9 +57,9 @@ function requireRoot(data: DataConfig): string {
   return data.root;
 }
 
-function moveTo(d: Dataset, device: string): Dataset {
+async function moveTo(d: Dataset, device: string, signal?: AbortSignal): Promise<Dataset> {
   if (device === 'cpu') return d;
-  const moved = new Dataset(d.images.to(device), d.labels.to(device), { numClasses: d.numClasses, name: d.name });
+  const moved = await d.to(device, { signal });
   d.dispose();
   return moved;
 }

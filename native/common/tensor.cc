@@ -101,11 +101,67 @@ Napi::Value FromTypedArray(const Napi::CallbackInfo& info) {
   });
 }
 
-// memory() -> { tensors, bytes }: live Tensor handles and the bytes their tensors hold
+// t converted to a device ('cpu' | 'cuda' | 'cuda:N') or a dtype name: one home for Tensor.to
+// and the asynchronous tensorTo
+torch::Tensor convertTo(const torch::Tensor& t, const std::string& s) {
+  if (s == "cpu" || s.rfind("cuda", 0) == 0) return t.to(parseDevice(s));
+  return t.to(parseDtype(s));
+}
+
+// rows `idx` (1-D int64) of t along dim 0, a copy [K, ...]; checks what index(indices) promises
+void checkRowIndex(const torch::Tensor& t, const torch::Tensor& idx) {
+  FL_CHECK(idx.dim() == 1 && idx.scalar_type() == torch::kInt64, ERR_DTYPE,
+           "index(indices): expected a 1-D int64 tensor, got ", dtypeName(idx.scalar_type()), " ", shapeStr(idx.sizes()));
+  FL_CHECK(t.dim() >= 1, ERR_SHAPE, "index(indices): this tensor is a scalar");
+}
+torch::Tensor indexRows(const torch::Tensor& t, const torch::Tensor& idx) {
+  checkRowIndex(t, idx);
+  if (idx.numel() > 0) {
+    int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
+    FL_CHECK(lo >= 0 && hi < t.size(0), ERR_SHAPE, "index(indices): indices must lie in [0, ", t.size(0),
+             "), got [", lo, ", ", hi, "]");
+  }
+  return t.index_select(0, idx.to(t.device()));
+}
+
+// tensorTo(t, deviceOrDtype, ctl?) -> Promise<Tensor>: Tensor.to as an op on the compute thread
+// (datasets and other large copies; Tensor.to stays synchronous for small tensors)
+Napi::Value TensorToJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    torch::Tensor t = unwrapTensor(info[0], "tensorTo(t)");
+    FL_CHECK(info.Length() >= 2 && info[1].IsString(), ERR_ARG, "tensorTo(t, deviceOrDtype): expected a string");
+    std::string s = info[1].As<Napi::String>().Utf8Value();
+    if (s == "cpu" || s.rfind("cuda", 0) == 0) parseDevice(s);  // a bad name rejects before the op
+    else parseDtype(s);
+    return startOp(info.Env(), info[2], [t, s](OpContext&) -> Finisher {
+      torch::Tensor r = convertTo(t, s);
+      return [r](Napi::Env env) -> Napi::Value { return wrapTensor(env, r); };
+    });
+  });
+}
+
+// tensorIndex(t, indices: int64 [K], ctl?) -> Promise<Tensor [K, ...]>: Tensor.index as an op
+Napi::Value TensorIndexJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    torch::Tensor t = unwrapTensor(info[0], "tensorIndex(t)");
+    torch::Tensor idx = unwrapTensor(info[1], "tensorIndex(indices)");
+    checkRowIndex(t, idx);
+    return startOp(info.Env(), info[2], [t, idx](OpContext&) -> Finisher {
+      torch::Tensor r = indexRows(t, idx);
+      return [r](Napi::Env env) -> Napi::Value { return wrapTensor(env, r); };
+    });
+  });
+}
+
+// memory() -> { tensors, bytes, v8External }: live Tensor handles and the bytes their tensors
+// hold; v8External: the native bytes V8 counts for this isolate (what handles reported with
+// AdjustExternalMemory: tensors, models), which drives its garbage collection
 Napi::Value Memory(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("tensors", Napi::Number::New(info.Env(), static_cast<double>(LiveStats::tensors.load())));
   o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(LiveStats::bytes.load())));
+  int64_t external = Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0);
+  o.Set("v8External", Napi::Number::New(info.Env(), static_cast<double>(external)));
   return o;
 }
 
@@ -205,6 +261,7 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
 TensorWrap::~TensorWrap() { reset(torch::Tensor()); }
 
 void TensorWrap::reset(torch::Tensor t) {
+  int64_t before = hasTensor_ ? bytes_ : 0;
   if (hasTensor_) {
     LiveStats::tensors--;
     LiveStats::bytes -= bytes_;
@@ -216,6 +273,9 @@ void TensorWrap::reset(torch::Tensor t) {
     LiveStats::tensors++;
     LiveStats::bytes += bytes_;
   }
+  // tell V8 what this handle holds natively, so that un-disposed tensors drive garbage collection
+  int64_t delta = (hasTensor_ ? bytes_ : 0) - before;
+  if (delta != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), delta);
 }
 
 const torch::Tensor& TensorWrap::tensor() const {
@@ -244,25 +304,13 @@ Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
 Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "to(device|dtype): expected a string");
-    std::string s = info[0].As<Napi::String>().Utf8Value();
-    if (s == "cpu" || s.rfind("cuda", 0) == 0) return wrapTensor(info.Env(), tensor().to(parseDevice(s)));
-    return wrapTensor(info.Env(), tensor().to(parseDtype(s)));
+    return wrapTensor(info.Env(), convertTo(tensor(), info[0].As<Napi::String>().Utf8Value()));
   });
 }
 // index(indices: Tensor int64 [K]) -> rows of this tensor along dim 0: [K, ...]
 Napi::Value TensorWrap::Index(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    torch::Tensor idx = unwrapTensor(info[0], "index(indices)");
-    FL_CHECK(idx.dim() == 1 && idx.scalar_type() == torch::kInt64, ERR_DTYPE,
-             "index(indices): expected a 1-D int64 tensor, got ", dtypeName(idx.scalar_type()), " ", shapeStr(idx.sizes()));
-    const torch::Tensor& t = tensor();
-    FL_CHECK(t.dim() >= 1, ERR_SHAPE, "index(indices): this tensor is a scalar");
-    if (idx.numel() > 0) {
-      int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-      FL_CHECK(lo >= 0 && hi < t.size(0), ERR_SHAPE, "index(indices): indices must lie in [0, ", t.size(0),
-               "), got [", lo, ", ", hi, "]");
-    }
-    return wrapTensor(info.Env(), t.index_select(0, idx.to(t.device())));
+    return wrapTensor(info.Env(), indexRows(tensor(), unwrapTensor(info[0], "index(indices)")));
   });
 }
 // slice(start, end) -> rows [start, end) along dim 0 (a copy, contiguous)
@@ -324,6 +372,8 @@ void InitTensor(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", ctor);
   exports.Set("tensorFromTypedArray", Napi::Function::New(env, FromTypedArray, "tensorFromTypedArray"));
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
+  exports.Set("tensorTo", Napi::Function::New(env, TensorToJs, "tensorTo"));
+  exports.Set("tensorIndex", Napi::Function::New(env, TensorIndexJs, "tensorIndex"));
 }
 
 }  // namespace fl

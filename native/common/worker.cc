@@ -1,7 +1,6 @@
 #include "common/worker.h"
 #include "common/errors.h"
 #include "common/addon_data.h"
-#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <thread>
@@ -51,9 +50,8 @@ class CancelToken : public Napi::ObjectWrap<CancelToken> {
 };
 
 // Every op's LibTorch work runs on one long-lived thread. OpenMP keeps a thread team per calling
-// thread: ops spread over libuv's four pool threads made four teams whose idle workers spin
-// against the busy one, which halved the speed of a small-cnn forward on 2 cores (52.9 ms vs
-// 25.9 ms on one thread).
+// thread: ops spread over several threads make several teams whose idle workers spin against the
+// busy one (docs/fisher.md has the measured cost).
 class ComputeThread {
  public:
   ComputeThread() : thread_([this] { loop(); }) {}
@@ -103,23 +101,19 @@ ComputeThread& computeThread() {
 }
 
 // One op in flight: created on the main thread, run on the compute thread, settled back on the
-// main thread through the one completion ThreadSafeFunction (two thread hops per op, as many as
-// an AsyncWorker has, instead of four through the libuv pool and the compute thread).
+// main thread through the one completion ThreadSafeFunction (two thread hops per op).
 struct PendingOp {
   explicit PendingOp(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise::Deferred deferred;
   OpFn fn;
   OpContext ctx;
-  std::vector<Lock> locks;
   Finisher finish;
   std::string code, message;
   bool failed = false;
 
-  // Compute thread: hold the model locks (in address order: no deadlock), run, record the outcome
+  // Compute thread: run, record the outcome
   void run() {
     try {
-      std::vector<std::unique_lock<std::mutex>> held;
-      for (auto& l : locks) held.emplace_back(*l);
       ctx.checkAbort();
       finish = fn(ctx);
     } catch (...) {
@@ -173,7 +167,7 @@ Completions& completions(Napi::Env env) {
 
 }  // namespace
 
-Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> locks) {
+Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn) {
   auto* op = new PendingOp(env);
   op->fn = std::move(fn);
   if (ctl.IsObject()) {
@@ -187,9 +181,6 @@ Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> l
       op->ctx.progress_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "fisherlens-progress", 0, 1);
     }
   }
-  std::sort(locks.begin(), locks.end());
-  locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
-  op->locks = std::move(locks);
   Napi::Promise p = op->deferred.Promise();
   Completions& c = completions(env);
   if (c.inflight++ == 0) c.tsfn.Ref(env);
@@ -208,8 +199,6 @@ Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> l
   });
   return p;
 }
-
-Napi::Object makeObject(Napi::Env env) { return Napi::Object::New(env); }
 
 void InitWorker(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = CancelToken::Define(env);

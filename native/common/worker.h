@@ -10,7 +10,6 @@
 #include <atomic>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,15 +30,12 @@ class OpContext {
 
 using Finisher = std::function<Napi::Value(Napi::Env)>;
 using OpFn = std::function<Finisher(OpContext&)>;
-using Lock = std::shared_ptr<std::mutex>;
 
-// Starts `fn` on the libuv pool and returns a Promise. `ctl` is undefined or
-// { token?: CancelToken, onProgress?: (json: string) => void }. `locks` are held during
-// Execute, so ops on the same model serialise.
-Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn, std::vector<Lock> locks = {});
-
-// Convenience for results: a JS object from name/value pairs, built on the main thread.
-Napi::Object makeObject(Napi::Env env);
+// Queues `fn` on the one compute thread and returns a Promise. `ctl` is undefined or
+// { token?: CancelToken, onProgress?: (json: string) => void }. Ops run one at a time in the
+// order they were started, so ops on the same model (mutations included) never overlap and
+// need no lock.
+Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn);
 
 // Intra-op threads every op runs with (0: LibTorch's default); set by setThreads().
 std::atomic<int>& desiredThreads();

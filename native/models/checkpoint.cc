@@ -276,7 +276,7 @@ Napi::Value SaveCheckpointJs(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[3], [m, path, meta](OpContext&) -> Finisher {
       saveCheckpoint(path, *m, meta, {});
       return nullptr;
-    }, {m->lock});
+    });
   });
 }
 
@@ -308,10 +308,12 @@ Napi::Value LoadCheckpointStateJs(const Napi::CallbackInfo& info) {
     return startOp(info.Env(), info[2], [m, path](OpContext&) -> Finisher {
       loadCheckpointState(path, *m);
       return nullptr;
-    }, {m->lock});
+    });
   });
 }
 
+#ifdef FL_TEST_HOOKS
+// (test build only: CMakeLists.txt's FL_TEST_HOOKS)
 // __checkpointOptimizerSelfTest(model, path, ctl?) -> Promise<{ hasOptimizer, steps, maxDiff }>
 // Internal check of the optimizer sub-archive for the tests (it changes the model's weights): two
 // Adam steps on a random batch, saveCheckpoint with the optimizer state, loadCheckpoint, a fresh
@@ -358,9 +360,10 @@ Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
         o.Set("maxDiff", Napi::Number::New(env, maxDiff));
         return o;
       };
-    }, {m->lock});
+    });
   });
 }
+#endif  // FL_TEST_HOOKS
 
 }  // namespace
 
@@ -368,7 +371,9 @@ void InitCheckpoint(Napi::Env env, Napi::Object exports) {
   exports.Set("saveCheckpoint", Napi::Function::New(env, SaveCheckpointJs, "saveCheckpoint"));
   exports.Set("loadCheckpoint", Napi::Function::New(env, LoadCheckpointJs, "loadCheckpoint"));
   exports.Set("loadCheckpointState", Napi::Function::New(env, LoadCheckpointStateJs, "loadCheckpointState"));
+#ifdef FL_TEST_HOOKS
   exports.Set("__checkpointOptimizerSelfTest", Napi::Function::New(env, OptimizerSelfTestJs, "__checkpointOptimizerSelfTest"));
+#endif
 }
 
 }  // namespace fl

@@ -16,7 +16,12 @@
 
 namespace fl {
 
-constexpr uint16_t kCheckpointVersion = 1;
+// 2: training steps draw augmentation, attack starts and dropout from the step's seed only (no
+// reseeding of LibTorch's global generator), so a version-1 training state cannot resume exactly
+// (its weights still load anywhere).
+constexpr uint16_t kCheckpointVersion = 2;
+// The oldest version whose optimizer state resumes training (loadTrainState refuses older ones).
+constexpr uint16_t kResumableCheckpointVersion = 2;
 
 // Writes `m` (weights, spec, kind), `metaJson` (must be valid JSON; ERR_ARG otherwise) and the CPU
 // generator state to `path` atomically. `writeOptimizer`, when not empty, fills the nested archive

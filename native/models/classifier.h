@@ -4,7 +4,6 @@
 #pragma once
 #include <torch/torch.h>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,9 +42,6 @@ class Classifier {
     for (auto& p : parameters()) n += p.numel();
     return n;
   }
-
-  // Serialises ops on this model (held by the async worker during Execute)
-  std::shared_ptr<std::mutex> lock = std::make_shared<std::mutex>();
 };
 
 using ClassifierPtr = std::shared_ptr<Classifier>;

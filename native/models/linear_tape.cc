@@ -15,6 +15,13 @@ std::vector<int64_t> arr(torch::ExpandingArray<2> a) { return {a->at(0), a->at(1
 
 LinearTape* activeTape() { return tTape; }
 
+namespace {
+thread_local at::Generator* tDropoutGen = nullptr;
+}  // namespace
+
+DropoutGenerator::DropoutGenerator(at::Generator gen) : gen_(std::move(gen)), prev_(tDropoutGen) { tDropoutGen = &gen_; }
+DropoutGenerator::~DropoutGenerator() { tDropoutGen = prev_; }
+
 TapeRecording::TapeRecording(LinearTape& t) {
   FL_CHECK(tTape == nullptr, ERR_INTERNAL, "a linearisation is already being recorded on this thread");
   tTape = &t;
@@ -384,7 +391,24 @@ torch::Tensor dropout(torch::nn::Module& d, const std::function<torch::Tensor(co
     FL_CHECK(!d.is_training(), ERR_INTERNAL, "linearisation needs dropout in eval mode");
     return x;  // eval-mode dropout is the identity
   }
-  return fwd(x);
+  at::Generator* gen = tDropoutGen;
+  if (!d.is_training() || gen == nullptr) return fwd(x);
+  // inverted dropout as nn::Dropout / nn::Dropout2d compute it, with the step's generator:
+  // x · keep / (1 − p), keep ~ Bernoulli(1 − p) per element (Dropout) or per channel (Dropout2d)
+  double p;
+  std::vector<int64_t> maskShape = x.sizes().vec();
+  if (auto* a = dynamic_cast<torch::nn::DropoutImpl*>(&d)) {
+    p = a->options.p();
+  } else if (auto* b = dynamic_cast<torch::nn::Dropout2dImpl*>(&d)) {
+    p = b->options.p();
+    for (size_t i = 2; i < maskShape.size(); ++i) maskShape[i] = 1;
+  } else {
+    return fwd(x);
+  }
+  if (p <= 0) return x;
+  if (p >= 1) return x * 0;
+  torch::Tensor keep = torch::empty(maskShape, x.options().device(torch::kCPU).requires_grad(false)).bernoulli_(1 - p, *gen);
+  return x * keep.to(x.device()) / (1 - p);
 }
 
 }  // namespace rec

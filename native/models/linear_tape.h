@@ -92,8 +92,24 @@ torch::Tensor flatten(const torch::Tensor& x);        // [N, ...] -> [N, prod]
 torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b);
 // option-A shortcut: subsample by `stride`, zero-pad channels (lo before, hi after)
 torch::Tensor shortcutA(const torch::Tensor& x, int64_t stride, int64_t lo, int64_t hi);
-// dropout modules: identity in eval mode (the only mode a tape records in)
+// dropout modules (nn::Dropout, nn::Dropout2d): identity in eval mode (the only mode a tape
+// records in); in train mode the masks come from the generator of the enclosing
+// DropoutGenerator scope (a training step's own), else from LibTorch's default generator
 torch::Tensor dropout(torch::nn::Module& d, const std::function<torch::Tensor(const torch::Tensor&)>& fwd, const torch::Tensor& x);
 }  // namespace rec
+
+// While alive, built-in models' dropout on this thread draws its masks from `gen` (a training
+// step's seeded generator), so no op reseeds or draws from LibTorch's process-wide generator.
+class DropoutGenerator {
+ public:
+  explicit DropoutGenerator(at::Generator gen);
+  ~DropoutGenerator();
+  DropoutGenerator(const DropoutGenerator&) = delete;
+  DropoutGenerator& operator=(const DropoutGenerator&) = delete;
+
+ private:
+  at::Generator gen_;
+  at::Generator* prev_;
+};
 
 }  // namespace fl

@@ -8,6 +8,27 @@
 namespace fl {
 namespace {
 
+// What the JS thread may read about a model without touching it: a snapshot taken when the
+// handle is made (the model is new then, no op holds it) and updated by the ops that change it
+// (setTraining, to). The compute thread never reads or writes it.
+struct ModelInfo {
+  bool training = false;
+  std::string kind, spec, device;
+  int64_t parameters = 0;
+  int64_t bytes = 0;  // parameters and buffers, as told to V8 (AdjustExternalMemory)
+};
+
+ModelInfo describe(Classifier& m) {
+  ModelInfo i;
+  i.training = m.isTraining();
+  i.kind = m.kind();
+  i.spec = m.specJson();
+  i.device = deviceName(m.device());
+  i.parameters = m.parameterCount();
+  for (auto& [name, t] : m.namedState()) i.bytes += t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+  return i;
+}
+
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -17,6 +38,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod<&ModelWrap::To>("to"),
                         InstanceMethod<&ModelWrap::ExportState>("exportState"),
                         InstanceMethod<&ModelWrap::State>("state"),
+#ifdef FL_TEST_HOOKS
+                        InstanceMethod<&ModelWrap::GradState>("gradState"),
+#endif
                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
                         InstanceAccessor<&ModelWrap::Training>("training"),
                         InstanceAccessor<&ModelWrap::Kind>("kind"),
@@ -26,15 +50,31 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceAccessor<&ModelWrap::Disposed>("disposed")});
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+  ~ModelWrap() override { release(); }
 
   ClassifierPtr model() const {
     FL_CHECK(m_ != nullptr, ERR_DISPOSED, "this Model was disposed; it can no longer be used");
     return m_;
   }
-  ClassifierPtr m_;
+  // Main thread, on a model no op holds yet (just built or loaded)
+  void attach(ClassifierPtr m) {
+    release();
+    info_ = std::make_shared<ModelInfo>(describe(*m));
+    m_ = std::move(m);
+    if (info_->bytes) Napi::MemoryManagement::AdjustExternalMemory(Env(), info_->bytes);
+  }
 
  private:
-  // forward(x: Tensor [B, C, H, W], ctl?) -> Promise<Tensor [B, K]> (eval mode, no grad)
+  void release() {
+    if (m_ && info_->bytes) Napi::MemoryManagement::AdjustExternalMemory(Env(), -info_->bytes);
+    m_.reset();
+  }
+  const ModelInfo& info() const {
+    model();
+    return *info_;
+  }
+
+  // forward(x: Tensor [B, C, H, W], ctl?) -> Promise<Tensor [B, K]> (eval mode is the caller's; no grad)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       ClassifierPtr m = model();
@@ -44,26 +84,40 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         torch::NoGradGuard ng;
         torch::Tensor z = m->forward(x.to(m->device()));
         return [z](Napi::Env env) -> Napi::Value { return wrapTensor(env, z); };
-      }, {m->lock});
+      });
     });
   }
-  void SetTraining(const Napi::CallbackInfo& info) {
-    guard(info.Env(), [&]() {
+  // setTraining(on: boolean, ctl?) -> Promise<void>: an op like any other, so it waits for the
+  // ops before it instead of racing them; `training` says the new mode at once (every op started
+  // after this call sees it)
+  Napi::Value SetTraining(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
       ClassifierPtr m = model();
-      std::lock_guard<std::mutex> g(*m->lock);
-      m->train(info[0].ToBoolean().Value());
+      FL_CHECK(info.Length() >= 1 && info[0].IsBoolean(), ERR_ARG, "setTraining(on): expected a boolean");
+      bool on = info[0].As<Napi::Boolean>().Value();
+      info_->training = on;
+      return startOp(info.Env(), info[1], [m, on](OpContext&) -> Finisher {
+        m->train(on);
+        return nullptr;
+      });
     });
   }
-  // to(device: string) -> Promise<void>: moves parameters and buffers
+  // to(device: string, ctl?) -> Promise<void>: moves parameters and buffers; `device` says the
+  // new device once the move is done
   Napi::Value To(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       ClassifierPtr m = model();
       FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "to(device): expected 'cpu', 'cuda' or 'cuda:N'");
       torch::Device d = parseDevice(info[0].As<Napi::String>().Utf8Value());
-      return startOp(info.Env(), info[1], [m, d](OpContext&) -> Finisher {
+      std::shared_ptr<ModelInfo> cache = info_;
+      return startOp(info.Env(), info[1], [m, d, cache](OpContext&) -> Finisher {
         m->to(d);
-        return nullptr;
-      }, {m->lock});
+        std::string name = deviceName(m->device());
+        return [cache, name](Napi::Env env) -> Napi::Value {
+          cache->device = name;
+          return env.Undefined();
+        };
+      });
     });
   }
   Napi::Value ExportState(const Napi::CallbackInfo& info) {
@@ -74,7 +128,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return startOp(info.Env(), info[1], [m, path](OpContext&) -> Finisher {
         m->exportState(path);
         return nullptr;
-      }, {m->lock});
+      });
     });
   }
   // state(ctl?) -> Promise<{ [name]: Tensor }>: copies of the named parameters and buffers
@@ -89,31 +143,61 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           for (auto& [name, t] : st) o.Set(name, wrapTensor(env, t));
           return o;
         };
-      }, {m->lock});
+      });
     });
   }
-  void Dispose(const Napi::CallbackInfo&) { m_.reset(); }
+  // (test build only: CMakeLists.txt's FL_TEST_HOOKS)
+  // gradState(ctl?) -> Promise<{ training, parameters, requiresGrad, withGrad }>: how many
+  // parameters require grad and how many hold a defined .grad (tests check that algorithms leave
+  // no trace), read on the compute thread after the ops before it
+  Napi::Value GradState(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      ClassifierPtr m = model();
+      return startOp(info.Env(), info[0], [m](OpContext&) -> Finisher {
+        bool training = m->isTraining();
+        double n = 0, req = 0, withGrad = 0;
+        for (auto& p : m->parameters()) {
+          ++n;
+          if (p.requires_grad()) ++req;
+          if (p.grad().defined()) ++withGrad;
+        }
+        return [training, n, req, withGrad](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("training", training);
+          o.Set("parameters", n);
+          o.Set("requiresGrad", req);
+          o.Set("withGrad", withGrad);
+          return o;
+        };
+      });
+    });
+  }
+  void Dispose(const Napi::CallbackInfo&) { release(); }
   Napi::Value Training(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), model()->isTraining()); });
+    return guard(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), this->info().training); });
   }
   Napi::Value Kind(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), model()->kind()); });
+    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), this->info().kind); });
   }
   Napi::Value Spec(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), model()->specJson()); });
+    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), this->info().spec); });
   }
   Napi::Value Device(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), deviceName(model()->device())); });
+    return guard(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), this->info().device); });
   }
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      return Napi::Number::New(info.Env(), static_cast<double>(model()->parameterCount()));
+      return Napi::Number::New(info.Env(), static_cast<double>(this->info().parameters));
     });
   }
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), m_ == nullptr); }
+
+  ClassifierPtr m_;
+  std::shared_ptr<ModelInfo> info_;
 };
 
-// createModel(specJson: string, device: string) -> Model (sync: building is fast)
+// createModel(specJson: string, device: string) -> Model (sync: building a new model is fast and
+// touches nothing an op holds)
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "createModel(spec): expected the spec as JSON text");
@@ -139,6 +223,36 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
   });
 }
 
+// evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad.
+// ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
+Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "evaluateBatch(model)");
+    torch::Tensor x = unwrapTensor(info[1], "evaluateBatch(x)");
+    torch::Tensor y = unwrapTensor(info[2], "evaluateBatch(y)");
+    return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
+      checkImages(x, "evaluateBatch(x)");
+      checkLabels(y, x.size(0), 0, "evaluateBatch(y)");
+      ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
+      torch::NoGradGuard ng;
+      torch::Tensor z = m->forward(x.to(m->device())).to(torch::kFloat64);
+      checkLogits(z, "evaluateBatch");
+      torch::Tensor yy = y.to(z.device());
+      checkLabels(yy, x.size(0), z.size(1), "evaluateBatch(y)");
+      int64_t correct = z.argmax(1).eq(yy).sum().item<int64_t>();
+      double ce = torch::nll_loss(torch::log_softmax(z, 1), yy, {}, at::Reduction::Sum).item<double>();
+      int64_t count = x.size(0);
+      return [correct, ce, count](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("correct", Napi::Number::New(env, double(correct)));
+        o.Set("ceSum", Napi::Number::New(env, ce));
+        o.Set("count", Napi::Number::New(env, double(count)));
+        return o;
+      };
+    });
+  });
+}
+
 }  // namespace
 
 ClassifierPtr unwrapModel(Napi::Value v, const char* what) {
@@ -149,7 +263,7 @@ ClassifierPtr unwrapModel(Napi::Value v, const char* what) {
 
 Napi::Object wrapModel(Napi::Env env, ClassifierPtr m) {
   Napi::Object o = addonData(env).model.New({});
-  ModelWrap::Unwrap(o)->m_ = std::move(m);
+  ModelWrap::Unwrap(o)->attach(std::move(m));
   return o;
 }
 
@@ -159,6 +273,7 @@ void InitModels(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", ctor);
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
   exports.Set("loadTorchScript", Napi::Function::New(env, LoadTorchScript, "loadTorchScript"));
+  exports.Set("evaluateBatch", Napi::Function::New(env, EvaluateBatchJs, "evaluateBatch"));
 }
 
 }  // namespace fl

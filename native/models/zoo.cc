@@ -74,7 +74,7 @@ struct SmallCnn : Net {
 std::shared_ptr<Net> build(const ArchSpec& s) {
   if (s.arch == "mlp") return std::make_shared<Mlp>(s);
   if (s.arch == "small-cnn") return std::make_shared<SmallCnn>(s);
-  return buildMore(s);
+  return buildPublished(s);
 }
 
 // ---------- the Classifier over a built-in Net ----------

@@ -28,7 +28,7 @@ struct Net : torch::nn::Module {
 
 ArchSpec parseSpec(const std::string& text);
 torch::Tensor activate(const std::string& act, const torch::Tensor& x);
-// Architectures beyond mlp / small-cnn (zoo_more.cc); ERR_ARG listing the known names.
-std::shared_ptr<Net> buildMore(const ArchSpec& s);
+// The published architectures beyond mlp / small-cnn (zoo_published.cc); ERR_ARG listing the known names.
+std::shared_ptr<Net> buildPublished(const ArchSpec& s);
 
 }  // namespace fl

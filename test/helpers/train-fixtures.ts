@@ -29,7 +29,7 @@ export async function trainedModel(data: Dataset, spec: ModelSpec = { arch: 'sma
   manualSeed(seed);
   const m = Model.create(spec);
   await train(m, data, { method: 'natural', epochs, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed });
-  m.setTraining(false);
+  await m.setTraining(false);
   return m;
 }
 

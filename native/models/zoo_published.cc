@@ -1,5 +1,6 @@
-// More built-in architectures: mnist-net, lenet, vgg11/13/16, resnet20/32/44/56 (CIFAR, option-A
-// shortcuts, width multiplier), wrn-<depth>-<widen> (wrn-34-10), preact-resnet18.
+// Published built-in architectures (beyond zoo.cc's mlp and small-cnn): mnist-net, lenet,
+// vgg11/13/16, resnet20/32/44/56 (CIFAR, option-A shortcuts, width multiplier),
+// wrn-<depth>-<widen> (wrn-34-10), preact-resnet18.
 // Module names follow the PyTorch originals (scripts/reference/models.py builds the same modules
 // with the same names), so weights move between FisherLens and PyTorch by name.
 // Every network ends in a global average pool where the original pools to 1×1, so small inputs
@@ -288,7 +289,7 @@ struct PreActResNet18 : Net {
 
 }  // namespace
 
-std::shared_ptr<Net> buildMore(const ArchSpec& s) {
+std::shared_ptr<Net> buildPublished(const ArchSpec& s) {
   if (s.arch == "mnist-net") return std::make_shared<MnistNet>(s);
   if (s.arch == "lenet") return std::make_shared<LeNet>(s);
   if (s.arch == "vgg11" || s.arch == "vgg13" || s.arch == "vgg16") return std::make_shared<Vgg>(s);

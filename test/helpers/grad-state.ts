@@ -1,0 +1,20 @@
+/**
+ * Tests only: a model's mode and its parameters' requires-grad / .grad bookkeeping (what attacks,
+ * Fisher and training must leave as they found it), read on the compute thread after the ops
+ * started before it. Not part of the public API.
+ */
+import type { Model } from '../../lib/model';
+import type { NativeModelTestHooks } from '../../lib/addon-types';
+
+export interface ModelGradState {
+  training: boolean;
+  parameters: number;
+  /** Parameters with requires_grad set. */
+  requiresGrad: number;
+  /** Parameters holding a defined .grad. */
+  withGrad: number;
+}
+
+export function modelGradState(model: Model): Promise<ModelGradState> {
+  return (model.native as unknown as NativeModelTestHooks).gradState();
+}
