@@ -13,10 +13,43 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
+// evaluate() runs 'autoattack' entries through the cascade (a call-time use: no load-order cycle)
+import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
 
-/** fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl | fisher (OSSA). */
-export type AttackKind = 'fgsm' | 'pgd' | 'cw' | 'cw-l2' | 'kl' | 'fisher';
+/**
+ * The attack kinds, declared once (native attacks.cc's attackTable() says what each supports;
+ * `attackKinds()` reads it): fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") |
+ * cw-l2 | kl | fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab |
+ * square (available once native/fab.cc and native/square.cc are built in).
+ */
+export const ATTACK_KINDS = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher', 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab-t', 'fab', 'square'] as const;
+export type AttackKind = typeof ATTACK_KINDS[number];
 export type AttackNorm = 'linf' | 'l2';
+
+/** What one attack kind supports (native attackTable()); an unsupported option is ERR_ARG. */
+export interface AttackSpec {
+  kind: AttackKind;
+  norms: AttackNorm[];
+  /** Takes `targeted` (success = classified as the target). */
+  targeted: boolean;
+  /** Untargeted (success = misclassified) but attacks target classes in turn (apgd-t, fab-t; see `targets`). */
+  internalTargets: boolean;
+  randomStart: boolean;
+  restarts: boolean;
+  stepSize: boolean;
+  /** Implemented in this build of the addon. */
+  available: boolean;
+  /** Fewest classes the attack's loss is defined for (DLR: 3, targeted DLR: 4). */
+  minClasses: number;
+  /** Iterations (square: queries) when `steps` is not given. */
+  defaultSteps: number;
+  summary: string;
+}
+
+/** The attack capability table of the addon. */
+export function attackKinds(): AttackSpec[] {
+  return addon<AttackAddon>().attackKinds();
+}
 
 /** Parameters of one attack; defaults in brackets. */
 export interface AttackParams {
@@ -26,15 +59,15 @@ export interface AttackParams {
   norm?: AttackNorm;
   /** Radius of the ball in pixel units [0.031; cw-l2: unbounded]. */
   epsilon?: number;
-  /** Step size α [0.003]: α·sign(g) (L∞) or α·g/‖g‖ (L2). fgsm steps by ε. */
+  /** Step size α [0.003]: α·sign(g) (L∞) or α·g/‖g‖ (L2). fgsm steps by ε; APGD adapts its own from 2ε (ERR_ARG). */
   stepSize?: number;
-  /** Iterations [20; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε]. */
+  /** Iterations [20; apgd-*: 100; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε]. */
   steps?: number;
   /** Uniform random start in the ball (pgd, cw) [true]. */
   randomStart?: boolean;
   /** Restarts (with random start), keeping the worst case per sample [1]. */
   restarts?: number;
-  /** Targeted attack towards `target` (pgd, cw-l2) [false]. */
+  /** Targeted attack towards `target` (fgsm, pgd, cw, cw-l2, fisher) [false]; ERR_ARG for the others. */
   targeted?: boolean;
   /** Target labels int64 [B] for targeted attacks. */
   target?: Tensor;
@@ -48,6 +81,12 @@ export interface AttackParams {
   initialConst?: number;
   /** cw-l2: confidence κ [0]. */
   confidence?: number;
+  /** apgd-t / fab-t: how many target classes to try, the highest-scoring after the label first [9; at most K − 1]. */
+  targets?: number;
+  /** apgd: input gradients averaged per step over this many forwards (EOT, for randomised models) [1]. */
+  eotIter?: number;
+  /** apgd: the start point [B, ...] (projected onto the ball and the box) instead of a random one. */
+  init?: Tensor;
   /** Seed of the attack's generator (random start, KL start noise) [0]. */
   seed?: number;
   /**
@@ -75,6 +114,7 @@ interface AttackAddon {
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
   }>;
+  attackKinds(): AttackSpec[];
 }
 
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
@@ -92,9 +132,12 @@ export const attackPresets = {
 } as const satisfies Record<string, AttackParams>;
 export type AttackPresetName = keyof typeof attackPresets;
 
-function nativeOptions(p: AttackParams): Record<string, unknown> {
+/** The options object the addon reads (tensors as native handles). */
+export function nativeOptions(p: AttackParams): Record<string, unknown> {
   const o: Record<string, unknown> = { ...p };
   delete o.target;
+  delete o.init;
+  if (p.init) o.init = p.init.native;
   if (p.targeted) {
     if (!p.target) throw new FisherLensError('ERR_ARG', 'a targeted attack needs `target`: int64 labels [B]');
     o.target = p.target.native;
@@ -113,8 +156,8 @@ export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackPar
   return { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
 }
 
-/** An attack in an evaluation: its parameters and a name for reports. */
-export type NamedAttack = AttackParams & { name?: string };
+/** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/autoattack.ts). */
+export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
 
 export interface EvaluateOptions extends OpOptions {
   /** Samples per native op [128]. */
@@ -133,7 +176,7 @@ export interface EvaluateOptions extends OpOptions {
 
 export interface AttackSummary {
   name: string;
-  params: AttackParams;
+  params: AttackParams | AutoAttackParams;
   /** Fraction of samples classified correctly both clean and under this attack. */
   robustAccuracy: number;
   /** Fraction of samples where the attack succeeded (misclassified at x_adv). */
@@ -144,6 +187,8 @@ export interface AttackSummary {
   meanLoss: number;
   /** Path of the saved .npy, when saving. */
   saved?: string;
+  /** autoattack: the sanity checks' findings (lib/autoattack.ts sanityWarnings). */
+  warnings?: string[];
 }
 
 export interface EvaluateResult {
@@ -240,6 +285,8 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   const normSum = attacks.map(() => 0);
   const normCount = attacks.map(() => 0);
   const lossSum = attacks.map(() => 0);
+  const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
+  const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   let done = 0;
   const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   try {
@@ -253,9 +300,11 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
       for (let a = 0; a < list.length; a++) {
         const { name: _name, ...params } = list[a];
-        const r = await attack(model, batch.x, batch.y, {
-          ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
-        });
+        const r = params.kind === 'autoattack'
+          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, (params.seed ?? 0) + 7919 * bi, checks[a], opts)
+          : await attack(model, batch.x, batch.y, {
+            ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
+          });
         if (!c) {
           c = Uint8Array.from(r.cleanCorrect);
           w = Uint8Array.from(c);
@@ -302,7 +351,8 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
     samples: n,
     accuracy: sum(clean) / n,
     attacks: attacks.map((a, i) => {
-      const { name: _n, target: _t, ...params } = a;
+      const { name: _n, ...params } = a;
+      if ('target' in params) delete params.target;
       return {
         name: names[i], params,
         robustAccuracy: robust[i] / n,
@@ -310,10 +360,26 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
         meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
         meanLoss: lossSum[i] / n,
         saved: writers[i]?.file,
+        ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
       };
     }),
     worstCaseAccuracy: sum(worst) / n,
     perSample: { clean, worst },
+  };
+}
+
+/** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */
+async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, seed: number,
+  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult> {
+  const b = await autoAttackBatch(model, x, y, c, { seed, signal: opts.signal, onProgress: opts.onProgress });
+  acc.probabilityRows += b.checks.probabilityRows;
+  acc.zeroGradient += b.checks.zeroGradient;
+  acc.nonFiniteGradient += b.checks.nonFiniteGradient;
+  acc.forwardDifference = Math.max(acc.forwardDifference, b.checks.forwardDifference);
+  return {
+    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN),
+    success: Float64Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
+    cleanCorrect: Float64Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
   };
 }
 

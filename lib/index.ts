@@ -12,8 +12,12 @@ export {
 export {
   attack, evaluate as evaluateRobustness, attackPresets, NpyWriter,
   AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
-  EvaluateResult as RobustnessResult, AttackSummary,
+  EvaluateResult as RobustnessResult, AttackSummary, attackKinds, AttackSpec, ATTACK_KINDS,
 } from './attacks';
+export {
+  autoAttack, AutoAttackOptions, AutoAttackParams, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion,
+  AUTOATTACK_VERSIONS, autoAttackVersions,
+} from './autoattack';
 export {
   train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
   TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,

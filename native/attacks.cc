@@ -2,6 +2,7 @@
 // CW-L2, the KL attack (TRADES' inner maximisation) and the Fisher-eigenvector attack (OSSA).
 // See lib/attacks.ts for the public API and docs/attacks.md for conventions.
 #include "attacks.h"
+#include "apgd.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <cmath>
 #include <functional>
@@ -53,15 +54,22 @@ torch::Tensor margin(const torch::Tensor& z, const torch::Tensor& y) {
   return zy - other;
 }
 
-// Carlini–Wagner margin loss, to ascend: −relu(z_y − max_{j≠y} z_j + κ)
-Objective cwMargin(const torch::Tensor& y, double kappa) {
-  return [y, kappa](const torch::Tensor& z) { return -torch::relu(margin(z, y) + kappa).sum(); };
+// Carlini–Wagner margin loss per sample, to ascend: −relu(z_y − max_{j≠y} z_j + κ) (push the label
+// below the others by κ); targeted (y = the targets): −relu(max_{j≠t} z_j − z_t + κ) (push the
+// target above the others by κ). z [B, K] -> [B]
+torch::Tensor cwObjective(const torch::Tensor& z, const torch::Tensor& y, bool targeted, double kappa) {
+  torch::Tensor mg = margin(z, y);
+  return -torch::relu((targeted ? -mg : mg) + kappa);
+}
+
+Objective cwMargin(const torch::Tensor& y, bool targeted, double kappa) {
+  return [y, targeted, kappa](const torch::Tensor& z) { return cwObjective(z, y, targeted, kappa).sum(); };
 }
 
 // Per-sample objective values (for restarts): z [B, K] -> [B]
 torch::Tensor perSampleObjective(const std::string& kind, const torch::Tensor& z, const torch::Tensor& y, bool targeted,
                                  double kappa) {
-  if (kind == "cw") return -torch::relu(margin(z, y) + kappa);
+  if (kind == "cw") return cwObjective(z, y, targeted, kappa);
   torch::Tensor l = torch::nn::functional::cross_entropy(
       z, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
   return targeted ? -l : l;
@@ -119,7 +127,7 @@ torch::Tensor pgdOnce(Classifier& m, const torch::Tensor& x, const torch::Tensor
                       at::Generator& gen, const OpContext* ctx) {
   const bool fgsm = o.kind == "fgsm";
   torch::Tensor xa = (o.randomStart && !fgsm) ? randomStart(x, o.norm, o.epsilon, gen) : x.clone();
-  Objective obj = o.kind == "cw" ? cwMargin(y, o.kappa) : crossEntropy(y, o.targeted);
+  Objective obj = o.kind == "cw" ? cwMargin(y, o.targeted, o.kappa) : crossEntropy(y, o.targeted);
   return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, nullptr, ctx);
 }
 
@@ -200,6 +208,35 @@ torch::Tensor fisherAttack(Classifier& m, const torch::Tensor& x, const torch::T
 
 }  // namespace
 
+const std::vector<AttackSpec>& attackTable() {
+  // kind, linf, l2, targeted, internalTargets, randomStart, restarts, stepSize, available, minClasses, defaultSteps, summary
+  static const std::vector<AttackSpec> table = {
+      {"fgsm", true, true, true, false, false, false, false, true, 2, 1, "one signed (L2: normalised) gradient step of size ε on the cross-entropy"},
+      {"pgd", true, true, true, false, true, true, true, true, 2, 20, "projected gradient ascent on the cross-entropy"},
+      {"cw", true, true, true, false, true, true, true, true, 2, 20, "PGD on the Carlini-Wagner margin loss (CW∞)"},
+      {"cw-l2", false, true, true, false, false, false, false, true, 2, 100, "Carlini-Wagner L2: Adam on ‖δ‖² + c·margin, binary search on c"},
+      {"kl", true, true, false, false, false, false, true, true, 2, 20, "TRADES' inner maximisation of KL(p(x) ‖ p(x+δ))"},
+      {"fisher", true, true, true, false, false, false, true, true, 2, 20, "steps along the leading Fisher eigenvector (OSSA)"},
+      {"apgd-ce", true, true, false, false, true, true, false, true, 2, 100, "APGD on the cross-entropy (step-size schedule, momentum)"},
+      {"apgd-dlr", true, true, false, false, true, true, false, true, 3, 100, "APGD on the scale-invariant DLR loss"},
+      {"apgd-t", true, true, false, true, true, true, false, true, 4, 100, "APGD on the targeted DLR loss, top `targets` classes in turn"},
+      // available: false until native/fab.cc and native/square.cc are dispatched in runAttack
+      {"fab-t", true, true, false, true, false, true, false, false, 2, 100, "FAB, targeted version: minimal perturbations towards the top classes"},
+      {"fab", true, true, false, false, false, true, false, false, 2, 100, "FAB (untargeted): minimal perturbations"},
+      {"square", true, true, false, false, false, true, false, false, 2, 5000, "Square: score-based random search, no gradients"},
+  };
+  return table;
+}
+
+const AttackSpec& attackSpec(const std::string& kind) {
+  std::string names;
+  for (const AttackSpec& a : attackTable()) {
+    if (kind == a.kind) return a;
+    names += (names.empty() ? "" : ", ") + std::string(a.kind);
+  }
+  throw FlError(ERR_ARG, str("unknown attack '", kind, "'; expected one of ", names));
+}
+
 torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps) {
   if (norm == Norm::Linf) {
     // the same as min(max(xa, x − ε), x + ε) followed by clamp(0, 1): x lies in both intervals
@@ -276,8 +313,10 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
     r.xAdv = cwL2(m, x, goal, o, ctx);
   } else if (o.kind == "fisher") {
     r.xAdv = fisherAttack(m, x, goal, o, ctx);
+  } else if (o.kind == "apgd-ce" || o.kind == "apgd-dlr" || o.kind == "apgd-t") {
+    r = apgdAttack(m, x, y, o, gen, ctx);
   } else {
-    throw FlError(ERR_ARG, str("unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher"));
+    throw FlError(ERR_ARG, str(o.kind, " is not available in this build (", attackSpec(o.kind).summary, ")"));
   }
   torch::NoGradGuard ng;
   torch::Tensor z = m.forward(r.xAdv);
@@ -289,23 +328,46 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
 
 namespace {
 
-// Reads and validates the options object on the main thread.
-AttackOptions parseOptions(Napi::Value v) {
+// Reads and validates the options object on the main thread against the attack's row of
+// attackTable(): an option the attack does not support is ERR_ARG, never silently ignored.
+AttackOptions parseOptionsImpl(Napi::Value v) {
   AttackOptions o;
   FL_CHECK(v.IsObject(), ERR_ARG, "attack: expected an options object");
   Napi::Object j = v.As<Napi::Object>();
-  if (j.Get("kind").IsString()) o.kind = j.Get("kind").As<Napi::String>().Utf8Value();
-  FL_CHECK(o.kind == "fgsm" || o.kind == "pgd" || o.kind == "cw" || o.kind == "cw-l2" || o.kind == "kl" || o.kind == "fisher",
-           ERR_ARG, "unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher");
-  std::string norm = j.Get("norm").IsString() ? j.Get("norm").As<Napi::String>().Utf8Value() : (o.kind == "cw-l2" ? "l2" : "linf");
+  o.kind = strOpt(j, "kind", o.kind);
+  const AttackSpec& spec = attackSpec(o.kind);
+  FL_CHECK(spec.available, ERR_ARG, o.kind, " is not available in this build (", spec.summary, ")");
+  auto given = [&](const char* key) {
+    Napi::Value x = optValue(j, key);
+    return !x.IsEmpty() && !x.IsUndefined();
+  };
+  std::string norm = strOpt(j, "norm", spec.linf ? "linf" : "l2");
   FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack norm must be 'linf' or 'l2', got '", norm, "'");
+  FL_CHECK(norm == "linf" ? spec.linf : spec.l2, ERR_ARG, o.kind, " does not support norm '", norm, "'");
   o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
   o.epsilon = numOpt(j, "epsilon", o.kind == "cw-l2" ? std::numeric_limits<double>::infinity() : o.epsilon);
+  FL_CHECK(spec.stepSize || !given("stepSize"), ERR_ARG, o.kind, " does not take stepSize",
+           o.kind.rfind("apgd", 0) == 0 ? " (APGD starts at 2ε and adapts it)" : "");
   o.stepSize = numOpt(j, "stepSize", o.stepSize);
-  o.steps = static_cast<int64_t>(numOpt(j, "steps", o.kind == "cw-l2" ? 100 : o.steps));
+  o.steps = static_cast<int64_t>(numOpt(j, "steps", static_cast<double>(spec.defaultSteps)));
   o.randomStart = boolOpt(j, "randomStart", o.randomStart);
+  FL_CHECK(spec.randomStart || !given("randomStart") || !o.randomStart, ERR_ARG, o.kind, " has no random start");
   o.restarts = static_cast<int64_t>(numOpt(j, "restarts", 1));
+  FL_CHECK(spec.restarts || o.restarts <= 1, ERR_ARG, o.kind, " has no restarts (restarts must be 1)");
   o.targeted = boolOpt(j, "targeted", false);
+  FL_CHECK(spec.targeted || !o.targeted, ERR_ARG, o.kind, " cannot be targeted",
+           spec.internalTargets ? " (it is an untargeted attack that tries target classes internally; see `targets`)" : "");
+  o.targets = static_cast<int64_t>(numOpt(j, "targets", static_cast<double>(o.targets)));
+  FL_CHECK(spec.internalTargets || !given("targets"), ERR_ARG, o.kind, " does not take `targets` (apgd-t and fab-t do)");
+  FL_CHECK(o.targets >= 1, ERR_ARG, "attack targets must be >= 1, got ", o.targets);
+  o.eotIter = static_cast<int64_t>(numOpt(j, "eotIter", 1));
+  FL_CHECK(o.eotIter >= 1 && (o.eotIter == 1 || o.kind.rfind("apgd", 0) == 0), ERR_ARG,
+           "eotIter must be an integer >= 1 and only APGD averages gradients over several forwards, got ", o.eotIter, " for ", o.kind);
+  if (given("init")) {
+    FL_CHECK(o.kind.rfind("apgd", 0) == 0, ERR_ARG, o.kind, " does not take a start point `init` (APGD does)");
+    FL_CHECK(isTensor(j.Get("init")), ERR_ARG, "attack init: expected a Tensor shaped like x");
+    o.init = unwrapTensor(j.Get("init"), "attack(init)");
+  }
   o.kappa = numOpt(j, "kappa", o.kappa);
   o.binarySteps = static_cast<int64_t>(numOpt(j, "binarySteps", o.binarySteps));
   o.learningRate = numOpt(j, "learningRate", o.learningRate);
@@ -324,6 +386,34 @@ AttackOptions parseOptions(Napi::Value v) {
   return o;
 }
 
+// attackKinds() -> [{ kind, norms, targeted, internalTargets, randomStart, restarts, stepSize,
+// available, minClasses, defaultSteps, summary }]: attackTable() for the CLI, configs and docs
+Napi::Value AttackKinds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& t = attackTable();
+  Napi::Array out = Napi::Array::New(env, t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    const AttackSpec& a = t[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kind", a.kind);
+    Napi::Array norms = Napi::Array::New(env);
+    if (a.linf) norms.Set(norms.Length(), "linf");
+    if (a.l2) norms.Set(norms.Length(), "l2");
+    o.Set("norms", norms);
+    o.Set("targeted", a.targeted);
+    o.Set("internalTargets", a.internalTargets);
+    o.Set("randomStart", a.randomStart);
+    o.Set("restarts", a.restarts);
+    o.Set("stepSize", a.stepSize);
+    o.Set("available", a.available);
+    o.Set("minClasses", static_cast<double>(a.minClasses));
+    o.Set("defaultSteps", static_cast<double>(a.defaultSteps));
+    o.Set("summary", a.summary);
+    out.Set(i, o);
+  }
+  return out;
+}
+
 // attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Float64Array,
 // norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Float64Array (eval mode) }>; opts.target: Tensor [B] for targeted attacks
 Napi::Value AttackJs(const Napi::CallbackInfo& info) {
@@ -331,7 +421,7 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "attack(model)");
     torch::Tensor x = unwrapTensor(info[1], "attack(x)");
     torch::Tensor y = unwrapTensor(info[2], "attack(y)");
-    AttackOptions o = parseOptions(info[3]);
+    AttackOptions o = parseAttackOptions(info[3]);
     torch::Tensor target;
     if (o.targeted) {
       Napi::Value t = info[3].As<Napi::Object>().Get("target");
@@ -382,8 +472,11 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
+
 void InitAttacks(Napi::Env env, Napi::Object exports) {
   exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
+  exports.Set("attackKinds", Napi::Function::New(env, AttackKinds, "attackKinds"));
 }
 
 }  // namespace fl

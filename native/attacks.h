@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 #include <ATen/core/Generator.h>
 #include <string>
+#include <napi.h>
+#include <vector>
 #include "models/classifier.h"
 
 namespace fl {
@@ -15,7 +17,7 @@ class OpContext;
 enum class Norm { Linf, L2 };
 
 struct AttackOptions {
-  std::string kind = "pgd";  // fgsm | pgd | cw | cw-l2 | kl | fisher
+  std::string kind = "pgd";  // a kind of attackTable(): fgsm | pgd | cw | cw-l2 | kl | fisher | apgd-* | fab* | square
   Norm norm = Norm::Linf;
   double epsilon = 0.031;    // radius of the ball (pixel units); cw-l2: +inf means unbounded
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
@@ -28,6 +30,9 @@ struct AttackOptions {
   double learningRate = 0.01;  // cw-l2: Adam learning rate
   double initialConst = 1e-3;  // cw-l2: initial c
   double confidence = 0;       // cw-l2: κ of the CW-L2 objective
+  int64_t targets = 9;         // apgd-t / fab-t: target classes tried (the top ones after the label; ≤ K − 1)
+  int64_t eotIter = 1;         // apgd: gradients averaged per step (expectation over transformation, randomised models)
+  torch::Tensor init;          // apgd: start point [B, ...] (projected onto the ball and box); undefined: random start
   uint64_t seed = 0;
   bool channelsLast = false;   // run convolutions in channels-last memory format (bindings only)
 };
@@ -37,6 +42,25 @@ struct AttackResult {
   torch::Tensor loss;     // [B] float64: the attack's objective per sample at x_adv (kl: KL(p(x) ‖ p(x_adv)))
   torch::Tensor success;  // [B] bool: misclassified at x_adv (targeted: predicted as the target)
 };
+
+// What one attack kind supports; the one table every option parser, the CLI and the config
+// schema read (exported to JS as attackKinds()). An option the attack does not support is ERR_ARG.
+struct AttackSpec {
+  const char* kind;
+  bool linf, l2;          // norms of the threat model
+  bool targeted;          // `targeted`: success = classified as the given target
+  bool internalTargets;   // untargeted (success = misclassified) but attacks target classes in turn (apgd-t, fab-t)
+  bool randomStart;       // honours `randomStart`
+  bool restarts;          // honours `restarts` > 1
+  bool stepSize;          // honours `stepSize` (apgd adapts its own from 2ε)
+  bool available;         // implemented in this build (fab, fab-t, square: native/fab.cc, native/square.cc)
+  int64_t minClasses;     // fewest classes the loss is defined for (DLR: 3; targeted DLR: 4)
+  int64_t defaultSteps;   // iterations when `steps` is not given
+  const char* summary;
+};
+const std::vector<AttackSpec>& attackTable();
+// The entry of `kind`; ERR_ARG naming the known kinds when there is none.
+const AttackSpec& attackSpec(const std::string& kind);
 
 // Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D. x, xa: [B, ...] -> [B, ...]
 torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps);
@@ -51,6 +75,9 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
 // pClean: p(x) [B, K] (computed in eval mode when undefined). klReached: optional [B] float64 out.
 torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
                        at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached);
+
+// Reads an attack's options object (main thread), validated against attackTable().
+AttackOptions parseAttackOptions(Napi::Value v);
 
 // Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).
 AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,

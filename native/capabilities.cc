@@ -5,6 +5,7 @@ void InitCapabilities(Napi::Env env, Napi::Object exports) {
   InitFisher(env, exports);
   InitMetrics(env, exports);
   InitAttacks(env, exports);
+  InitAutoAttack(env, exports);
   InitTrain(env, exports);
   InitCheckpoint(env, exports);
 }

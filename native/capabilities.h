@@ -7,6 +7,7 @@ void InitData(Napi::Env env, Napi::Object exports);
 void InitFisher(Napi::Env env, Napi::Object exports);
 void InitMetrics(Napi::Env env, Napi::Object exports);
 void InitAttacks(Napi::Env env, Napi::Object exports);
+void InitAutoAttack(Napi::Env env, Napi::Object exports);
 void InitTrain(Napi::Env env, Napi::Object exports);
 void InitCheckpoint(Napi::Env env, Napi::Object exports);
 void InitCapabilities(Napi::Env env, Napi::Object exports);

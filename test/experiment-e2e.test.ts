@@ -12,7 +12,7 @@ import { loadConfig, ExperimentInput, DataSchema, ModelSchema } from '../lib/exp
 import { defaultScience } from '../lib/experiment/science';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunDir } from '../lib/experiment/rundir';
-import { writeReport } from '../lib/report';
+import { writeReport, pctSe } from '../lib/report';
 
 const root = path.join(__dirname, '..', '..');
 const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', `${m}.js`)));
@@ -81,7 +81,10 @@ maybe('a shrunken demo runs for real, resumes nothing twice, and reports the pap
   t.is(again.skipped, 6);
   const w = await writeReport(out);
   const md = fs.readFileSync(w.markdown, 'utf8');
-  for (const x of r.runs) t.true(md.includes(`| ${(x.summary!.accuracy * 100).toFixed(2)} | ${(x.summary!.attacks.pgd * 100).toFixed(2)} | ${(x.summary!.attacks.cw * 100).toFixed(2)} |`));
+  for (const x of r.runs) {
+    const s = x.summary!;
+    t.true(md.includes(`| ${(s.accuracy * 100).toFixed(2)} | ${pctSe(s.attacks.pgd, s.evalCount)} | ${pctSe(s.attacks.cw, s.evalCount)} | ${pctSe(s.attacks.autoattack, s.evalCount)} |`));
+  }
   // the four summary plots and one class-heatmap chart per run (from each run's pictures/)
   t.is(w.plots.length, 4 + 6);
   for (const x of r.runs) t.true(fs.existsSync(path.join(out, x.id, 'pictures', 'grid.json')), `pictures of ${x.id}`);

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'child_process';
 import { validateExperiment, parseConfigText, expandRuns, loadConfig, gridPoints, ExperimentInput } from '../lib/experiment/config';
 import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
 import { scienceExecutor } from '../lib/experiment/executor';
-import { RunDir, readJson, readJsonl } from '../lib/experiment/rundir';
+import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
 import { backend } from '../lib/backend';
 import { nativeSourceHash } from '../lib/provenance';
@@ -286,4 +286,37 @@ test('the complete example of docs/experiments.md validates and expands to the 1
   t.deepEqual([runs[0].id, runs[6].id, runs[12].id], ['small-cnn_natural_seed0', 'beta_trades_beta1_seed0', 'lenet-linear_trades_seed0']);
   t.is(runs[12].train.epochs, 3);
   t.is(runs[0].eval.attacks.length, 3);
+});
+
+// `run --reevaluate`: a finished sweep gets a new eval section without retraining; the plain run
+// refuses the changed config and points at --reevaluate; unfinished runs are left alone.
+test('reevaluate: finished checkpoints are evaluated with the new eval section, no training, summaries rewritten', async (t) => {
+  const out = tmp('reeval');
+  const log: FakeLog = { trainCalls: [], evaluated: [] };
+  const first = await runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })), only: ['small-cnn_natural_seed0', 'mlp_pgd-at_seed0'] });
+  t.is(first.finished, 2);
+  const before = RunDir.of(out, 'mlp_pgd-at_seed0').readSummary();
+  const changed = structuredClone(small) as ExperimentInput & { defaults: { eval: { attacks: unknown[] } } };
+  changed.defaults.eval.attacks = [...changed.defaults.eval.attacks, { name: 'autoattack', type: 'autoattack', epsilon: 0.1, version: 'custom', attacks: ['apgd-ce'] }];
+  await t.throwsAsync(runExperiment(changed, { out, executor: scienceExecutor(fakeScience()) }), { code: 'ERR_CONFIG', message: /only the evaluation changed: `fisherlens run CONFIG --reevaluate`/ } as never);
+  const log2: FakeLog = { trainCalls: [], evaluated: [] };
+  const r = await runExperiment(changed, { out, reevaluate: true, executor: scienceExecutor(fakeScience({ log: log2 })) });
+  t.deepEqual(r.runs.map((x) => [x.id, x.status]), [['small-cnn_natural_seed0', 'finished'], ['small-cnn_trades_seed0', 'pending'], ['mlp_pgd-at_seed0', 'finished']]);
+  // resumed from the final checkpoint: no epoch trained again
+  t.deepEqual(log2.trainCalls.map((c) => [c.dir, c.resume, c.startEpoch]), [['small-cnn_natural_seed0', true, 4], ['mlp_pgd-at_seed0', true, 4]]);
+  const dir = RunDir.of(out, 'mlp_pgd-at_seed0');
+  const after = dir.readSummary();
+  t.deepEqual(Object.keys(after.attacks), ['pgd', 'cw', 'autoattack']);
+  t.is(after.attacks.autoattack, Math.round((after.accuracy / 4) * 1e4) / 1e4);
+  t.is(after.startedAt, before.startedAt);
+  t.is(after.epochs, before.epochs);
+  t.truthy(after.reevaluatedAt);
+  t.is(dir.readConfig().eval.attacks.length, 3);
+  t.is(dir.readEpochs().length, 3, 'metrics.jsonl keeps its epochs');
+  // the plain run now sees the new config as its own: everything finished is skipped
+  const again = await runExperiment(changed, { out, executor: scienceExecutor(fakeScience()), only: ['mlp_pgd-at_seed0'] });
+  t.is(again.skipped, 1);
+  // a summary from a newer FisherLens is refused clearly
+  writeJsonAtomic(dir.summary, { ...after, version: SUMMARY_VERSION + 1 });
+  await t.throwsAsync(runExperiment(changed, { out, reevaluate: true, executor: scienceExecutor(fakeScience()) }), { code: 'ERR_FORMAT', message: /newer than this FisherLens reads/ } as never);
 });

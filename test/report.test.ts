@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { expandRuns, validateExperiment } from '../lib/experiment/config';
 import { RunDir, RunSummary, SUMMARY_VERSION, writeJsonAtomic, appendJsonl, quantiles, FILES } from '../lib/experiment/rundir';
-import { writeReport, buildReport, pct, fmt, spearman } from '../lib/report';
+import { writeReport, buildReport, pct, pctSe, fmt, spearman } from '../lib/report';
 
 /** A runs folder with known numbers, written the way the runner writes it. */
 function writeFixture(): { dir: string; summaries: Map<string, RunSummary> } {
@@ -74,16 +74,18 @@ test('report.md and report.html show the run files\' numbers; every SVG parses a
   const page = fs.readFileSync(html, 'utf8');
   for (const [id, s] of summaries) {
     // the paper-style table row: standard / PGD / CW in %
-    const row = `| ${s.model} | ${{ natural: 'natural', 'pgd-at': 'PGD-AT', trades: 'TRADES' }[s.method]} | 0 | ${pct(s.accuracy)} | ${pct(s.attacks.pgd)} | ${pct(s.attacks.cw)} | 200 |`;
+    const row = `| ${s.model} | ${{ natural: 'natural', 'pgd-at': 'PGD-AT', trades: 'TRADES' }[s.method]} | 0 | ${pct(s.accuracy)} | ${pctSe(s.attacks.pgd, 200)} | ${pctSe(s.attacks.cw, 200)} | 200 |`;
     t.true(md.includes(row), `row of ${id}: ${row}`);
     t.true(md.includes(`| ${id} | ${fmt(s.cckl!.cckl)} | ${fmt(2 * s.cckl!.jsMean)} | ${fmt(s.cckl!.lowerBound)} | ${fmt(s.cckl!.nonRobust)} |`), `cckl row of ${id}`);
     t.true(md.includes(`| ${id} | 50 | ${fmt(s.fisher!.frobeniusMean)} | ${fmt(s.fisher!.frobeniusMedian)} |`), `fisher row of ${id}`);
-    t.true(page.includes(`<td class="r">${pct(s.attacks.cw)}</td>`), `html cw of ${id}`);
+    t.true(page.includes(`<td class="r">${pctSe(s.attacks.cw, 200)}</td>`), `html cw of ${id}`);
     t.true(page.includes(`<td>${id}</td>`));
   }
   t.true(md.includes('| PGD | CW |') || md.includes('| standard | PGD | CW |'));
   // known values spelled out
-  t.true(md.includes('| 87.13 | 4.12 | 2.87 |'));
+  // robust accuracies carry their binomial standard error over the 200 images: √(p(1 − p)/200)
+  t.true(md.includes('| 87.13 | 4.12 ± 1.41 | 2.87 ± 1.18 |'));
+  t.is(pctSe(0.5, 100), '50.00 ± 5.00');
   t.true(md.includes('41.73'));
   // findings state the paper's orderings from these numbers
   t.regex(md, /Natural training ends with the largest Fisher norm/);

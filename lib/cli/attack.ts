@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { loadData } from '../data';
 import { FisherLensError } from '../errors';
-import { attackPresets, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
+import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
+import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../autoattack';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
 import { interruptController } from './run';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
@@ -21,6 +22,9 @@ interface AttackCliOptions extends ImagesCliOptions {
   restarts?: string;
   kappa?: string;
   binarySteps?: string;
+  targets?: string;
+  version?: string;
+  attacks?: string;
   seed: string;
   batchSize: string;
   limit?: string;
@@ -29,7 +33,7 @@ interface AttackCliOptions extends ImagesCliOptions {
   json?: boolean;
 }
 
-const KINDS: AttackKind[] = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'];
+const KINDS: string[] = [...ATTACK_KINDS, 'autoattack'];
 
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
@@ -50,6 +54,9 @@ export function register(program: Command): void {
     .option('--restarts <r>', 'random restarts, keeping the worst case per sample', '1')
     .option('--kappa <k>', 'κ of the CW margin loss (cw; default 50)')
     .option('--binary-steps <n>', 'cw-l2 binary search steps on c (default 9)')
+    .option('--targets <n>', 'apgd-t / fab-t: target classes tried (default 9, at most K − 1)')
+    .option('--version <v>', `autoattack: ${AUTOATTACK_VERSIONS.join(' | ')} (default standard)`)
+    .option('--attacks <list>', "autoattack --version custom: comma-separated stages, e.g. 'apgd-ce,apgd-t'")
     .option('--seed <n>', 'seed of random starts', '0')
     .option('--batch-size <n>', 'samples per batch', '128')
     .option('--limit <n>', 'attack only the first n samples')
@@ -61,6 +68,8 @@ export function register(program: Command): void {
       if (o.norm !== undefined && o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
       const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
+      if (o.attack === 'autoattack') return autoAttackCli(o, int);
+      if (o.version !== undefined || o.attacks !== undefined) throw new FisherLensError('ERR_ARG', '--version and --attacks are for --attack autoattack');
       let base: AttackParams = {};
       if (o.preset !== undefined) {
         if (!(o.preset in attackPresets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(attackPresets).join(', ')}, got '${o.preset}'`);
@@ -73,6 +82,7 @@ export function register(program: Command): void {
       if (o.steps !== undefined) params.steps = int('steps', o.steps, 0);
       if (o.kappa !== undefined) params.kappa = num('kappa', o.kappa);
       if (o.binarySteps !== undefined) params.binarySteps = int('binary-steps', o.binarySteps, 1);
+      if (o.targets !== undefined) params.targets = int('targets', o.targets, 1);
       if (!o.randomStart) params.randomStart = false;
       params.restarts = int('restarts', o.restarts, 1);
       params.seed = int('seed', o.seed, 0);
@@ -115,4 +125,55 @@ export function register(program: Command): void {
       data.dispose();
       model.dispose();
     }));
+}
+
+/** `fisherlens attack --attack autoattack`: the cascade's clean and robust accuracy, per stage. */
+async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string | undefined, min: number) => number | undefined): Promise<void> {
+  for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['out', o.out], ['images', o.images]] as const) {
+    if (v !== undefined) throw new FisherLensError('ERR_ARG', `--${flag} does not apply to --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)`);
+  }
+  if (!o.randomStart || o.restarts !== '1') throw new FisherLensError('ERR_ARG', '--no-random-start and --restarts do not apply to --attack autoattack');
+  const version = (o.version ?? (o.attacks !== undefined ? 'custom' : 'standard')) as AutoAttackVersion;
+  if (!(AUTOATTACK_VERSIONS as readonly string[]).includes(version)) throw new FisherLensError('ERR_ARG', `--version: expected one of ${AUTOATTACK_VERSIONS.join(', ')}, got '${version}'`);
+  const attacks = o.attacks?.split(',').map((a) => a.trim()).filter((a) => a.length > 0) as AttackKind[] | undefined;
+  const batchSize = int('batch-size', o.batchSize, 1)!;
+  const limit = int('limit', o.limit, 1);
+  const seed = int('seed', o.seed, 0);
+  const epsilon = o.epsilon !== undefined ? num('epsilon', o.epsilon) : undefined;
+  const model = await modelArg(o.model, o.device);
+  const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+  try {
+    const n = Math.min(data.size, limit ?? data.size);
+    log(`attack: autoattack (${version}, ${o.norm ?? 'linf'}) on ${model.kind} model, ${data.name}: ${n} images`);
+    const progress = new Progress('autoattack');
+    let stage = '';
+    // Ctrl-C stops between iterations (a second one exits now)
+    const interrupt = interruptController('stopping the attack');
+    let r;
+    try {
+      r = await autoAttack(model, data, {
+        norm: o.norm as AttackNorm | undefined, epsilon, version, attacks, seed, batchSize, limit, signal: interrupt.controller.signal,
+        onStage: (e) => { stage = `${e.name} (${e.stage + 1}/${e.stages}, ${e.remaining} left)`; },
+        onProgress: (e) => { if (typeof e.step === 'number' && typeof e.steps === 'number' && e.steps > 0) progress.update(e.step, e.steps, stage); },
+        onBatch: (e) => log(`autoattack: ${e.done}/${e.total} images, robust ${(100 * e.robust / e.done).toFixed(1)} %`),
+      });
+    } finally {
+      interrupt.dispose();
+    }
+    for (const w of r.warnings) log(`warning: ${w}`);
+    const out = {
+      attack: 'autoattack', version: r.version, norm: r.norm, epsilon: r.epsilon, samples: r.samples,
+      accuracy: r.accuracy, robustAccuracy: r.robustAccuracy, robustAccuracyStderr: r.robustAccuracyStderr,
+      stages: r.stages.map((s) => ({ name: s.name, params: s.params, robustAccuracy: s.robustAccuracy, broken: s.broken, seconds: s.seconds })),
+      warnings: r.warnings,
+    };
+    emit(Boolean(o.json), out, () => [
+      `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,
+      ...r.stages.map((s) => `  after ${s.name.padEnd(10)} ${(100 * s.robustAccuracy).toFixed(2)} %   (broke ${s.broken}, ${s.seconds.toFixed(1)} s)`),
+      `robustAccuracy  ${(100 * r.robustAccuracy).toFixed(2)} ± ${(100 * r.robustAccuracyStderr).toFixed(2)} %   (autoattack ${r.version}, ε ${r.epsilon} ${r.norm}, ${r.samples} samples)`,
+    ].join('\n'));
+  } finally {
+    data.dispose();
+    model.dispose();
+  }
 }

@@ -23,6 +23,8 @@ export function buildProgram(): Command {
     .name('fisherlens')
     .description('Adversarial robustness of classifiers through the input-space Fisher information')
     .version(pkg.version)
+    // root options only before the subcommand: `attack --version standard` is the cascade's version
+    .enablePositionalOptions()
     // commander's own errors (unknown option, missing argument): the one-line convention of every
     // other error, `fisherlens: ERR_ARG: <reason> (add --help for usage)`, and exit 2 (see main())
     .configureOutput({

@@ -45,6 +45,8 @@ export interface SweepCliOptions {
   out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
+  /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
+  reevaluate?: boolean;
 }
 
 /**
@@ -72,6 +74,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
+      reevaluate: o.reevaluate,
       ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
     });
     return result;
@@ -92,6 +95,7 @@ export function register(program: Command): void {
     .option('--only <ids>', 'run only these run ids (comma-separated)')
     .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
     .option('--dry-run', 'print the runs and their state without running anything')
+    .option('--reevaluate', "evaluate the finished runs' checkpoints with the config's current `eval` section and rewrite their summaries (no training)")
     .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal')

@@ -10,6 +10,8 @@ import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
 import { FisherLensError } from '../errors';
+import { ATTACK_KINDS } from '../attacks';
+import { AUTOATTACK_VERSIONS } from '../autoattack';
 import { PICTURE_SAMPLES } from '../pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
@@ -18,7 +20,8 @@ export const ARCHS = [
   'resnet20', 'resnet32', 'resnet44', 'resnet56', 'wrn-34-10', 'preact-resnet18',
 ] as const;
 export const METHODS = ['natural', 'pgd-at', 'trades'] as const;
-export const ATTACKS = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher'] as const;
+/** lib/attacks.ts's kinds and the AutoAttack cascade (lib/autoattack.ts). */
+export const ATTACKS = [...ATTACK_KINDS, 'autoattack'] as const;
 export const FISHER_METHODS = ['exact', 'lanczos', 'power', 'hutchinson'] as const;
 
 const posInt = z.number().int().positive();
@@ -134,7 +137,18 @@ export const AttackSchema = z.object({
   restarts: posInt.default(1),
   /** CW: margin confidence κ. */
   confidence: z.number().nonnegative().optional(),
-}).strict();
+  /** apgd-t / fab-t: target classes tried (default 9, at most K − 1). */
+  targets: posInt.optional(),
+  /** autoattack: standard | plus | rand | custom (default standard; custom with `attacks`). */
+  version: z.enum(AUTOATTACK_VERSIONS).optional(),
+  /** autoattack custom: the stages in order (kinds, or objects with `steps`, `restarts`, `targets`). */
+  attacks: z.array(z.union([z.enum(ATTACK_KINDS), z.object({
+    type: z.enum(ATTACK_KINDS), steps: posInt.optional(), restarts: posInt.optional(), targets: posInt.optional(),
+  }).strict()])).min(1).optional(),
+}).strict().refine((a) => a.type === 'autoattack' || (a.version === undefined && a.attacks === undefined),
+  { message: '`version` and `attacks` are for type autoattack' })
+  .refine((a) => a.type !== 'autoattack' || (a.stepSize === undefined && a.steps === undefined && a.confidence === undefined && a.targets === undefined),
+    { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' });
 
 export const EvalSchema = z.object({
   /** Evaluation batch size. */

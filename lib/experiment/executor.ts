@@ -260,7 +260,19 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
 
 function attackCost(run: ResolvedRun, testSize: number): number {
   const n = Math.min(run.data.testSize ?? testSize, testSize) / run.train.batchSize;
-  return n * (1 + run.eval.attacks.reduce((s, a) => s + (a.steps ?? 1) * a.restarts, 0));
+  return n * (1 + run.eval.attacks.reduce((s, a) => s + attackSteps(a), 0));
+}
+
+/** Gradient steps per image of an evaluation attack (autoattack: its stages', 100 per APGD run and target; an estimate). */
+function attackSteps(a: AttackConfig): number {
+  if (a.type !== 'autoattack') return (a.steps ?? 1) * a.restarts;
+  const stages = a.attacks ?? (a.version === 'rand' ? [{ type: 'apgd-ce' }, { type: 'apgd-dlr' }] : [{ type: 'apgd-ce' }, { type: 'apgd-t' }, { type: 'fab-t' }, { type: 'square' }]);
+  return stages.reduce((s: number, st) => {
+    const o = typeof st === 'string' ? { type: st } : st;
+    const targets = o.type === 'apgd-t' || o.type === 'fab-t' ? ('targets' in o && o.targets ? o.targets : 9) : 1;
+    const steps = 'steps' in o && o.steps ? o.steps : o.type === 'square' ? 5000 / 20 : 100; // a Square query is a forward only
+    return s + steps * targets * ('restarts' in o && o.restarts ? o.restarts : 1) * (a.version === 'rand' ? 20 : 1);
+  }, 0);
 }
 
 function evalCost(run: ResolvedRun, testSize: number): number {

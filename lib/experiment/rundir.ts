@@ -134,6 +134,8 @@ export interface RunSummary extends RunResult {
   finishedAt: string;
   /** Wall seconds of the last attempt (training resumed from a checkpoint counts only its part). */
   seconds: number;
+  /** When `fisherlens run --reevaluate` last rewrote the evaluation (ISO time; absent if never). */
+  reevaluatedAt?: string;
   /** Package, variant, LibTorch, native sources and device that produced it (absent in older run folders). */
   provenance?: RunProvenance;
 }

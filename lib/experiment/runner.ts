@@ -19,7 +19,7 @@ import { runProvenance } from '../provenance';
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
 export type ExperimentEvent =
   | { type: 'plan'; out: string; runs: { id: string; state: RunState; cost: number }[] }
-  | { type: 'run-skip'; runId: string; index: number; total: number; reason: 'finished' | 'filtered' }
+  | { type: 'run-skip'; runId: string; index: number; total: number; reason: 'finished' | 'filtered' | 'unfinished' }
   | { type: 'run-start'; runId: string; index: number; total: number; resume: boolean }
   | ({ type: 'progress'; runId: string; index: number; total: number;
     /** Share of the whole sweep's estimated work done, in [0, 1] (finished/skipped runs count as done). */
@@ -43,6 +43,12 @@ export interface RunExperimentOptions {
   only?: string[];
   /** Keep going with the next run when one fails (default true); failures land in <run>/error.json. */
   continueOnError?: boolean;
+  /**
+   * Re-evaluate instead of train: every finished run's checkpoint is evaluated with the config's
+   * current `eval` section (the rest of its config must be unchanged), and its config.json and
+   * summary.json are rewritten (`reevaluatedAt` added). Unfinished runs are left alone ('pending').
+   */
+  reevaluate?: boolean;
   /** Refuse a config that expands to more runs than this (default config.ts MAX_RUNS, 10 000). */
   maxRuns?: number;
   /**
@@ -122,7 +128,7 @@ function expand(cfg: ExperimentConfig, source: unknown, device?: string, maxRuns
 }
 
 /** Refuses to mix configs in one folder: ERR_CONFIG when a run folder holds a different resolved run. */
-export function checkRunFolders(out: string, runs: ResolvedRun[]): void {
+export function checkRunFolders(out: string, runs: ResolvedRun[], opts: { reevaluate?: boolean } = {}): void {
   for (const run of runs) {
     const dir = RunDir.of(out, run.id);
     if (fs.existsSync(dir.config)) {
@@ -130,11 +136,18 @@ export function checkRunFolders(out: string, runs: ResolvedRun[]): void {
       const stored = readJson<ResolvedRun>(dir.config);
       const parsed = ResolvedRunSchema.safeParse(stored);
       const prev = parsed.success ? parsed.data : stored;
-      const diff = firstDifference(withoutDevice(prev), withoutDevice(run));
+      // re-evaluation: only the eval section may differ
+      const diff = opts.reevaluate
+        ? firstDifference({ ...withoutDevice(prev), eval: undefined }, { ...withoutDevice(run), eval: undefined })
+        : firstDifference(withoutDevice(prev), withoutDevice(run));
       if (diff) {
+        const onlyEval = diff.startsWith('eval') && !opts.reevaluate;
         throw new FisherLensError('ERR_CONFIG',
-          `${dir.dir} holds run '${run.id}' of a different config (${diff}); use another --out or delete that folder to start it over`);
+          `${dir.dir} holds run '${run.id}' of a different config (${diff}); ` + (onlyEval
+            ? 'only the evaluation changed: `fisherlens run CONFIG --reevaluate` evaluates the finished checkpoints with it'
+            : 'use another --out or delete that folder to start it over'));
       }
+      if (opts.reevaluate && fs.existsSync(dir.summary)) checkSummaryVersion(dir);
     }
   }
 }
@@ -151,6 +164,7 @@ export function defaultOut(config: ExperimentConfig): string {
  */
 export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
   if (opts.queue !== undefined) {
+    if (opts.reevaluate) throw new FisherLensError('ERR_ARG', '--reevaluate runs locally on the finished run folders; it does not go through --queue');
     // loaded on demand: local sweeps never load the queue client
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const q = require('./queue') as typeof import('./queue');
@@ -175,7 +189,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     for (const device of new Set(runs.map((r) => r.device))) checkDevice(device);
   }
 
-  checkRunFolders(out, runs);
+  checkRunFolders(out, runs, { reevaluate: opts.reevaluate });
   ensureDir(out);
   for (const run of runs) {
     // a run folder that is a symlink would send every write of that run out of `out`
@@ -209,15 +223,26 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
       doneCost += costs[i];
       continue;
     }
-    if (states[i] === 'finished') {
+    if (opts.reevaluate && states[i] !== 'finished') {
+      result.runs.push({ id: run.id, status: 'pending' });
+      emit({ type: 'run-skip', ...base, reason: 'unfinished' });
+      doneCost += costs[i];
+      continue;
+    }
+    if (states[i] === 'finished' && !opts.reevaluate) {
       result.skipped++;
       result.runs.push({ id: run.id, status: 'skipped', summary: dir.readSummary() });
       emit({ type: 'run-skip', ...base, reason: 'finished' });
       doneCost += costs[i];
       continue;
     }
-    const resume = states[i] === 'resumable';
-    if (!fs.existsSync(dir.config)) writeJsonAtomic(dir.config, run);
+    // re-evaluation resumes from the final checkpoint: training has no epoch left, evaluation runs
+    const resume = states[i] === 'resumable' || Boolean(opts.reevaluate);
+    if (opts.reevaluate && !fs.existsSync(dir.checkpoint)) {
+      throw new FisherLensError('ERR_IO', `${dir.dir}: finished but holds no checkpoint to re-evaluate`);
+    }
+    const previous = opts.reevaluate ? dir.readSummary() : undefined;
+    if (!fs.existsSync(dir.config) || opts.reevaluate) writeJsonAtomic(dir.config, run);
     emit({ type: 'run-start', ...base, resume });
     const startedAt = new Date();
     try {
@@ -240,6 +265,8 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
         seconds: (Date.now() - startedAt.getTime()) / 1000,
         provenance: runProvenance(run.device),
         ...res,
+        // a re-evaluation keeps when the run was trained and how long that took
+        ...(previous ? { startedAt: previous.startedAt, finishedAt: previous.finishedAt, seconds: previous.seconds, epochs: previous.epochs, reevaluatedAt: new Date().toISOString() } : {}),
       };
       writeJsonAtomic(dir.summary, summary);
       fs.rmSync(dir.error, { force: true });
@@ -270,6 +297,14 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
   }
   emit({ type: 'done', result });
   return result;
+}
+
+/** Refuses a summary.json written by a newer FisherLens (its fields may mean something else); older ones are read. */
+function checkSummaryVersion(dir: RunDir): void {
+  const v = (readJson<{ version?: unknown }>(dir.summary)).version;
+  if (typeof v === 'number' && v > SUMMARY_VERSION) {
+    throw new FisherLensError('ERR_FORMAT', `${dir.summary}: summary format version ${v} is newer than this FisherLens reads (${SUMMARY_VERSION}); upgrade FisherLens to re-evaluate it`);
+  }
 }
 
 /** The runs of a config and the state of each under `out`, without running anything. */

@@ -12,7 +12,7 @@ import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../fisher';
 import { ccklMetrics } from '../metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
-import { evaluate as evaluateAttacks, AttackParams } from '../attacks';
+import { evaluate as evaluateAttacks, AttackParams, NamedAttack } from '../attacks';
 import { FisherLensError } from '../errors';
 import { classMatrices, pictureGrid, pictureSamples, writePictureGrid } from '../pictures';
 import type { Science, RunExecutor } from './executor';
@@ -81,9 +81,18 @@ export function trainSchedule(t: TrainConfig): ScheduleOptions {
   }
 }
 
+/** An evaluation attack of the config in lib/attacks.ts's form (autoattack: the cascade's parameters). */
+export function evalAttackParams(a: AttackConfig, seed: number): NamedAttack {
+  if (a.type !== 'autoattack') return attackParams(a, seed);
+  const stages = a.attacks?.map((s) => (typeof s === 'string' ? s : { kind: s.type, steps: s.steps, restarts: s.restarts, targets: s.targets }));
+  return { kind: 'autoattack', norm: a.norm, epsilon: a.epsilon, version: a.version ?? (stages ? 'custom' : 'standard'), attacks: stages, seed };
+}
+
 /** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
 export function attackParams(a: AttackConfig, seed: number): AttackParams {
+  if (a.type === 'autoattack') throw new FisherLensError('ERR_CONFIG', 'autoattack is an evaluation (eval.attacks), not a per-batch attack');
   const p: AttackParams = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+  if (a.targets !== undefined) p.targets = a.targets;
   if (a.stepSize !== undefined) p.stepSize = a.stepSize;
   if (a.steps !== undefined) p.steps = a.steps;
   if (a.confidence !== undefined) {
@@ -145,7 +154,7 @@ export function defaultScience(): Science<Model, Dataset> {
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
-      const r = await evaluateAttacks(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), {
+      const r = await evaluateAttacks(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
         batchSize: opts.batchSize, signal: opts.signal,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
@@ -166,7 +175,9 @@ export function defaultScience(): Science<Model, Dataset> {
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
     async pictures(model, data, attacks, opts) {
       const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
-      const pd = await pictureGrid(model, data, attacks.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), { indices, signal: opts.signal });
+      // the AutoAttack cascade has no single example per image to show (each stage its own): not in the grid
+      const single = attacks.filter((a) => a.attack.type !== 'autoattack');
+      const pd = await pictureGrid(model, data, single.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), { indices, signal: opts.signal });
       writePictureGrid(opts.dir, pd);
     },
     classes: (model, data, opts) => classMatrices(model, data, opts),

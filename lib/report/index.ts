@@ -22,6 +22,17 @@ export function pct(x: number | undefined): string {
   return x === undefined || !Number.isFinite(x) ? '–' : (x * 100).toFixed(2);
 }
 
+/** A robust accuracy in % with its binomial standard error √(p(1 − p)/n) over n images: "58.20 ± 2.21". */
+export function pctSe(x: number | undefined, n: number | undefined): string {
+  if (x === undefined || !Number.isFinite(x) || !n) return pct(x);
+  return `${pct(x)} ± ${(100 * Math.sqrt(x * (1 - x) / n)).toFixed(2)}`;
+}
+
+/** Column title of an attack: AutoAttack by its name, the others in capitals (PGD, CW). */
+function attackTitle(c: string): string {
+  return c === 'autoattack' ? 'AutoAttack' : c.toUpperCase();
+}
+
 /** A quantity with 4 significant digits, exponent notation outside [0.001, 10000). */
 export function fmt(x: number | undefined): string {
   if (x === undefined || x === null || !Number.isFinite(x)) return '–';
@@ -83,11 +94,12 @@ export function accuracyTable(runs: ReportRun[]): Table {
   const hasGrid = runs.some((r) => gridText(r) !== '');
   const hasWorst = cols.length > 1 && runs.some((r) => r.summary?.worstCaseAccuracy !== undefined);
   return {
-    head: ['model', 'training', ...(hasGrid ? ['grid'] : []), 'seed', 'standard', ...cols.map((c) => c.toUpperCase()), ...(hasWorst ? ['worst case'] : []), 'test images'],
+    head: ['model', 'training', ...(hasGrid ? ['grid'] : []), 'seed', 'standard', ...cols.map(attackTitle), ...(hasWorst ? ['worst case'] : []), 'test images'],
     align: ['l', 'l', ...(hasGrid ? ['l' as const] : []), 'r', 'r', ...cols.map(() => 'r' as const), ...(hasWorst ? ['r' as const] : []), 'r'],
     rows: runs.filter((r) => r.summary).map((r) => [
       r.model, methodName(r.method), ...(hasGrid ? [gridText(r)] : []), String(r.seed), pct(r.summary!.accuracy),
-      ...cols.map((c) => pct(r.summary!.attacks[c])), ...(hasWorst ? [pct(r.summary!.worstCaseAccuracy)] : []), String(r.summary!.evalCount),
+      ...cols.map((c) => pctSe(r.summary!.attacks[c], r.summary!.evalCount)),
+      ...(hasWorst ? [pctSe(r.summary!.worstCaseAccuracy, r.summary!.evalCount)] : []), String(r.summary!.evalCount),
     ]),
   };
 }
