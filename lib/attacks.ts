@@ -13,8 +13,12 @@ import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 
-/** fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl | fisher (OSSA). */
-export type AttackKind = 'fgsm' | 'pgd' | 'cw' | 'cw-l2' | 'kl' | 'fisher';
+/**
+ * fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl | fisher (OSSA) |
+ * fab (minimal-norm FAB, untargeted) | fab-t (FAB towards the top `nTargets` classes in turn; an
+ * untargeted attack: success = misclassified) | square (score-based random search, no gradients).
+ */
+export type AttackKind = 'fgsm' | 'pgd' | 'cw' | 'cw-l2' | 'kl' | 'fisher' | 'fab' | 'fab-t' | 'square';
 export type AttackNorm = 'linf' | 'l2';
 
 /** Parameters of one attack; defaults in brackets. */
@@ -27,11 +31,17 @@ export interface AttackParams {
   epsilon?: number;
   /** Step size α [0.003]: α·sign(g) (L∞) or α·g/‖g‖ (L2). fgsm steps by ε. */
   stepSize?: number;
-  /** Iterations [20; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε]. */
+  /**
+   * Iterations [20; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε;
+   * fab, fab-t: 100 projection steps per run].
+   */
   steps?: number;
   /** Uniform random start in the ball (pgd, cw) [true]. */
   randomStart?: boolean;
-  /** Restarts (with random start), keeping the worst case per sample [1]. */
+  /**
+   * Restarts (with random start), keeping the worst case per sample [1]. fab, fab-t: runs per target,
+   * all but the first from a random point at distance ε/2; a sample stops at its first success within ε.
+   */
   restarts?: number;
   /** Targeted attack towards `target` (pgd, cw-l2) [false]. */
   targeted?: boolean;
@@ -47,7 +57,19 @@ export interface AttackParams {
   initialConst?: number;
   /** cw-l2: confidence κ [0]. */
   confidence?: number;
-  /** Seed of the attack's generator (random start, KL start noise) [0]. */
+  /** fab-t: target classes, those with the 2nd..(k+1)-th largest clean logits, at most K − 1 [9]. */
+  nTargets?: number;
+  /** fab, fab-t: largest weight α of the original point's projection in a step, in [0, 1] [0.1]. */
+  alphaMax?: number;
+  /** fab, fab-t: extrapolation η ≥ 1 of the projection steps (overshoot past the linearised boundary) [1.05]. */
+  eta?: number;
+  /** fab, fab-t: backward step β ∈ (0, 1) towards x after a misclassified point [0.9]. */
+  beta?: number;
+  /** square: model queries (forwards) per sample, the starting point included [5000]. */
+  queries?: number;
+  /** square: initial fraction p ∈ (0, 1] of the image a square covers, halved on the published schedule [0.8]. */
+  pInit?: number;
+  /** Seed of the attack's generator (random start, KL start noise, square's search) [0]. */
   seed?: number;
   /**
    * Run convolutions in channels-last memory format (4-D weights converted for the op and
@@ -60,7 +82,10 @@ export interface AttackParams {
 export interface AttackResult {
   /** Adversarial examples, shaped like x, on the model's device. */
   xAdv: Tensor;
-  /** The attack's objective per sample at x_adv [B] (kl: KL(p(x) ‖ p(x_adv)) in nats; pgd/fgsm/fisher: CE; cw: −relu(margin + κ)). */
+  /**
+   * The attack's objective per sample at x_adv [B] (kl: KL(p(x) ‖ p(x_adv)) in nats; pgd/fgsm/fisher/fab/fab-t:
+   * CE; cw: −relu(margin + κ); square: the margin z_y − max_{j≠y} z_j in logits, negative where it succeeded).
+   */
   loss: Float64Array;
   /** 1 where the attack succeeded (misclassified; targeted: classified as the target) [B]. */
   success: Float64Array;
@@ -68,11 +93,14 @@ export interface AttackResult {
   norm: Float64Array;
   /** 1 where the clean input is classified correctly (eval mode) [B]. */
   cleanCorrect: Float64Array;
+  /** square: model queries spent per sample [B] (0 where the clean input is already misclassified). */
+  queries?: Float64Array;
 }
 
 interface AttackAddon {
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
+    queries?: Float64Array;
   }>;
   modelGradState(m: NativeModel): ModelGradState;
 }
@@ -125,7 +153,9 @@ export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackPar
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
   const r = await runOp({ signal, onProgress }, (ctl) => addon<AttackAddon>().attack(model.native, x.native, y.native, o, ctl));
-  return { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
+  const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
+  if (r.queries) out.queries = r.queries;
+  return out;
 }
 
 /** An attack in an evaluation: its parameters and a name for reports. */

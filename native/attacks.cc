@@ -12,8 +12,10 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fab.h"
 #include "fisher.h"
 #include "models/model_wrap.h"
+#include "square.h"
 
 namespace fl {
 
@@ -276,8 +278,12 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
     r.xAdv = cwL2(m, x, goal, o, ctx);
   } else if (o.kind == "fisher") {
     r.xAdv = fisherAttack(m, x, goal, o, ctx);
+  } else if (o.kind == "fab" || o.kind == "fab-t") {
+    r = fabAttack(m, x, y, o, gen, ctx);
+  } else if (o.kind == "square") {
+    r = squareAttack(m, x, y, o, gen, ctx);
   } else {
-    throw FlError(ERR_ARG, str("unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher"));
+    throw FlError(ERR_ARG, str("unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl, fisher, fab, fab-t or square"));
   }
   torch::NoGradGuard ng;
   torch::Tensor z = m.forward(r.xAdv);
@@ -295,14 +301,18 @@ AttackOptions parseOptions(Napi::Value v) {
   FL_CHECK(v.IsObject(), ERR_ARG, "attack: expected an options object");
   Napi::Object j = v.As<Napi::Object>();
   if (j.Get("kind").IsString()) o.kind = j.Get("kind").As<Napi::String>().Utf8Value();
-  FL_CHECK(o.kind == "fgsm" || o.kind == "pgd" || o.kind == "cw" || o.kind == "cw-l2" || o.kind == "kl" || o.kind == "fisher",
-           ERR_ARG, "unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl or fisher");
+  const bool fab = o.kind == "fab" || o.kind == "fab-t";
+  FL_CHECK(o.kind == "fgsm" || o.kind == "pgd" || o.kind == "cw" || o.kind == "cw-l2" || o.kind == "kl" || o.kind == "fisher" ||
+               fab || o.kind == "square",
+           ERR_ARG, "unknown attack '", o.kind, "'; expected fgsm, pgd, cw, cw-l2, kl, fisher, fab, fab-t or square");
+  FL_CHECK(!(fab || o.kind == "square") || !boolOpt(j, "targeted", false), ERR_ARG, o.kind,
+           " is untargeted (fab-t uses target classes internally; success = misclassified): drop `targeted`");
   std::string norm = j.Get("norm").IsString() ? j.Get("norm").As<Napi::String>().Utf8Value() : (o.kind == "cw-l2" ? "l2" : "linf");
   FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack norm must be 'linf' or 'l2', got '", norm, "'");
   o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
   o.epsilon = numOpt(j, "epsilon", o.kind == "cw-l2" ? std::numeric_limits<double>::infinity() : o.epsilon);
   o.stepSize = numOpt(j, "stepSize", o.stepSize);
-  o.steps = static_cast<int64_t>(numOpt(j, "steps", o.kind == "cw-l2" ? 100 : o.steps));
+  o.steps = static_cast<int64_t>(numOpt(j, "steps", (o.kind == "cw-l2" || fab) ? 100 : o.steps));
   o.randomStart = boolOpt(j, "randomStart", o.randomStart);
   o.restarts = static_cast<int64_t>(numOpt(j, "restarts", 1));
   o.targeted = boolOpt(j, "targeted", false);
@@ -312,6 +322,18 @@ AttackOptions parseOptions(Napi::Value v) {
   o.initialConst = numOpt(j, "initialConst", o.initialConst);
   o.confidence = numOpt(j, "confidence", o.confidence);
   o.channelsLast = boolOpt(j, "channelsLast", false);
+  o.nTargets = static_cast<int64_t>(numOpt(j, "nTargets", o.nTargets));
+  o.alphaMax = numOpt(j, "alphaMax", o.alphaMax);
+  o.eta = numOpt(j, "eta", o.eta);
+  o.beta = numOpt(j, "beta", o.beta);
+  o.queries = static_cast<int64_t>(numOpt(j, "queries", o.queries));
+  o.pInit = numOpt(j, "pInit", o.pInit);
+  FL_CHECK(o.nTargets >= 1, ERR_ARG, "fab-t nTargets must be >= 1, got ", o.nTargets);
+  FL_CHECK(o.alphaMax >= 0 && o.alphaMax <= 1, ERR_ARG, "fab alphaMax must lie in [0, 1], got ", o.alphaMax);
+  FL_CHECK(o.eta >= 1 && std::isfinite(o.eta), ERR_ARG, "fab eta must be a finite number >= 1, got ", o.eta);
+  FL_CHECK(o.beta > 0 && o.beta < 1, ERR_ARG, "fab beta must lie in (0, 1), got ", o.beta);
+  FL_CHECK(o.queries >= 1, ERR_ARG, "square queries must be >= 1, got ", o.queries);
+  FL_CHECK(o.pInit > 0 && o.pInit <= 1, ERR_ARG, "square pInit must lie in (0, 1], got ", o.pInit);
   double seed = numOpt(j, "seed", 0);
   FL_CHECK(seed >= 0 && std::floor(seed) == seed, ERR_ARG, "attack seed must be a non-negative integer, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
@@ -362,14 +384,15 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
       torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
       torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
       torch::Tensor success = r.success.to(torch::kFloat64);
-      torch::Tensor xAdv = r.xAdv, loss = r.loss;
-      return [xAdv, loss, success, norm, clean](Napi::Env env) -> Napi::Value {
+      torch::Tensor xAdv = r.xAdv, loss = r.loss, queries = r.queries;
+      return [xAdv, loss, success, norm, clean, queries](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("xAdv", wrapTensor(env, xAdv));
         out.Set("loss", toFloat64Array(env, loss));
         out.Set("success", toFloat64Array(env, success));
         out.Set("norm", toFloat64Array(env, norm));
         out.Set("cleanCorrect", toFloat64Array(env, clean));
+        if (queries.defined()) out.Set("queries", toFloat64Array(env, queries));
         return out;
       };
     }, {m->lock});

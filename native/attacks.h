@@ -15,19 +15,25 @@ class OpContext;
 enum class Norm { Linf, L2 };
 
 struct AttackOptions {
-  std::string kind = "pgd";  // fgsm | pgd | cw | cw-l2 | kl | fisher
+  std::string kind = "pgd";  // fgsm | pgd | cw | cw-l2 | kl | fisher | fab | fab-t | square
   Norm norm = Norm::Linf;
   double epsilon = 0.031;    // radius of the ball (pixel units); cw-l2: +inf means unbounded
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
   int64_t steps = 20;        // iterations (cw-l2: Adam iterations per binary-search step)
   bool randomStart = true;   // pgd / cw: uniform start in the ball
-  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample
+  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample; fab / fab-t: runs (all but the first from a random start)
   bool targeted = false;     // pgd / cw-l2: move towards `target` labels
   double kappa = 50;         // cw (L∞ margin loss) κ
   int64_t binarySteps = 9;   // cw-l2: binary search steps on c
   double learningRate = 0.01;  // cw-l2: Adam learning rate
   double initialConst = 1e-3;  // cw-l2: initial c
   double confidence = 0;       // cw-l2: κ of the CW-L2 objective
+  int64_t nTargets = 9;      // fab-t: target classes, the top-k logits after the label (capped at K − 1)
+  double alphaMax = 0.1;     // fab / fab-t: largest weight α of the original point in a step
+  double eta = 1.05;         // fab / fab-t: extrapolation η of the projection steps (overshoot)
+  double beta = 0.9;         // fab / fab-t: backward step towards x after a success
+  int64_t queries = 5000;    // square: model queries per sample (the starting point included)
+  double pInit = 0.8;        // square: initial fraction p of the image the square covers
   uint64_t seed = 0;
   bool channelsLast = false;   // run convolutions in channels-last memory format (bindings only)
 };
@@ -36,6 +42,7 @@ struct AttackResult {
   torch::Tensor xAdv;     // [B, ...] like x
   torch::Tensor loss;     // [B] float64: the attack's objective per sample at x_adv (kl: KL(p(x) ‖ p(x_adv)))
   torch::Tensor success;  // [B] bool: misclassified at x_adv (targeted: predicted as the target)
+  torch::Tensor queries;  // [B] float64: square: model queries spent per sample (undefined for other attacks)
 };
 
 // Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D. x, xa: [B, ...] -> [B, ...]
