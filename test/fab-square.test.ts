@@ -151,15 +151,18 @@ test('fab-t L2 on a trained MLP: norms within 10 % of CW-L2\'s or smaller where 
 });
 
 test('fab-t and fab L∞ on a trained MLP: median ‖δ‖∞ on broken samples well below ε, all within ε and [0, 1]', async (t) => {
-  const epsilon = 0.1;
+  // at ε 0.2 PGD breaks nearly every sample of this natural MLP, its perturbations sitting at ε; the minimal ones are spread below
+  const epsilon = 0.2;
+  const pgd = await attack(mlp, xs, ys, { kind: 'pgd', epsilon, stepSize: epsilon / 8, steps: 20 });
+  const pgdBroken = Array.from(pgd.success).filter((s, i) => s === 1 && pgd.cleanCorrect[i] === 1).length;
   for (const p of [{ kind: 'fab-t' }, { kind: 'fab', steps: 30 }] as AttackParams[]) {
     const r = await attack(mlp, xs, ys, { ...p, norm: 'linf', epsilon });
     t.deepEqual(ballViolations(xs.toArray() as Float32Array, r.xAdv.toArray() as Float32Array, 784, 'linf', epsilon), []);
     await checkSuccess(t, mlp, r, labels);
     const broken = Array.from(r.norm).filter((_, i) => r.success[i] === 1 && r.cleanCorrect[i] === 1);
-    t.true(broken.length >= N / 2, `${p.kind}: broke ${broken.length} of ${N}`);
-    t.true(median(broken) < 0.5 * epsilon, `${p.kind}: median ‖δ‖∞ ${median(broken)}`);
-    t.log(`${p.kind} L∞ ε ${epsilon}: broke ${broken.length}/${N}, median ‖δ‖∞ ${median(broken).toFixed(4)}`);
+    t.true(broken.length >= pgdBroken - 1, `${p.kind}: broke ${broken.length}, PGD-20 ${pgdBroken}`);
+    t.true(median(broken) < 0.4 * epsilon, `${p.kind}: median ‖δ‖∞ ${median(broken)}`);
+    t.log(`${p.kind} L∞ ε ${epsilon}: broke ${broken.length}/${N} (PGD-20 ${pgdBroken}), median ‖δ‖∞ ${median(broken).toFixed(4)}`);
     // samples misclassified clean are left as they are
     r.cleanCorrect.forEach((c, i) => { if (c === 0) t.is(r.norm[i], 0); });
   }
@@ -212,6 +215,11 @@ test.serial('fab, fab-t and square: the model is left as found, progress is repo
     t.true(events.length > 0 && events.every((e) => e.step <= e.steps), `${p.kind}: progress events ${JSON.stringify(events)}`);
   }
   mlp.setTraining(false);
+  // random restarts are seeded: the same seed gives the same points bit for bit
+  const rs: AttackParams = { kind: 'fab-t', norm: 'l2', epsilon: 0.3, steps: 10, nTargets: 2, restarts: 3, seed: 11 };
+  const a = await attack(mlp, x, y, rs), b = await attack(mlp, x, y, rs);
+  t.deepEqual(a.xAdv.toArray(), b.xAdv.toArray());
+  t.deepEqual(a.norm, b.norm);
   for (const p of [{ kind: 'fab-t', steps: 1e5 }, { kind: 'square', queries: 1e7, epsilon: 1e-6 }] as AttackParams[]) {
     const ac = new AbortController();
     const run = attack(mlp, xs, ys, { ...p, signal: ac.signal });
