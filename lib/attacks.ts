@@ -41,6 +41,7 @@ export interface AttackParams {
   /**
    * Restarts (with random start), keeping the worst case per sample [1]. fab, fab-t: runs per target,
    * all but the first from a random point at distance ε/2; a sample stops at its first success within ε.
+   * square: fresh searches (new start, `queries` each) on the samples the earlier runs left robust.
    */
   restarts?: number;
   /** Targeted attack towards `target` (pgd, cw-l2) [false]. */
@@ -93,7 +94,7 @@ export interface AttackResult {
   norm: Float64Array;
   /** 1 where the clean input is classified correctly (eval mode) [B]. */
   cleanCorrect: Float64Array;
-  /** square: model queries spent per sample [B] (0 where the clean input is already misclassified). */
+  /** square: model queries spent per sample over all restarts [B] (0 where the clean input is already misclassified). */
   queries?: Float64Array;
 }
 

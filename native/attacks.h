@@ -21,7 +21,7 @@ struct AttackOptions {
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
   int64_t steps = 20;        // iterations (cw-l2: Adam iterations per binary-search step)
   bool randomStart = true;   // pgd / cw: uniform start in the ball
-  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample; fab / fab-t: runs (all but the first from a random start)
+  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample; fab / fab-t / square: runs on the samples still robust
   bool targeted = false;     // pgd / cw-l2: move towards `target` labels
   double kappa = 50;         // cw (L∞ margin loss) κ
   int64_t binarySteps = 9;   // cw-l2: binary search steps on c

@@ -136,29 +136,44 @@ AttackResult squareAttack(Classifier& m, const torch::Tensor& x, const torch::Te
   torch::Tensor best = marginOf(z, y);                 // the margin at xBest (the loss minimised)
   torch::Tensor alive = z.argmax(1).eq(y);             // still classified correctly
   torch::Tensor queries = torch::zeros({B}, torch::TensorOptions().dtype(torch::kFloat64).device(x.device()));
-  const int64_t reportEvery = 25;
-  for (int64_t it = 0; it < o.queries; ++it) {
-    if (ctx) {
-      ctx->checkAbort();
-      if (it % reportEvery == 0) ctx->report(str("{\"step\":", it, ",\"steps\":", o.queries, "}"));
+  const int64_t restarts = std::max<int64_t>(1, o.restarts), total = restarts * o.queries, reportEvery = 25;
+  for (int64_t r = 0; r < restarts; ++r) {
+    // a fresh search from a new start on the samples still classified correctly (global indices S)
+    torch::Tensor S = alive.nonzero().squeeze(1);
+    if (S.numel() == 0) break;
+    torch::Tensor lx = x.index_select(0, S), ly = y.index_select(0, S);
+    torch::Tensor lBest = lx.clone(), lMargin = best.index_select(0, S);
+    torch::Tensor lAlive = torch::ones_like(ly, ly.options().dtype(torch::kBool));
+    for (int64_t it = 0; it < o.queries; ++it) {
+      if (ctx) {
+        ctx->checkAbort();
+        if (it % reportEvery == 0) ctx->report(str("{\"step\":", r * o.queries + it, ",\"steps\":", total, "}"));
+      }
+      torch::Tensor idx = lAlive.nonzero().squeeze(1);
+      if (idx.numel() == 0) break;
+      torch::Tensor xs = lx.index_select(0, idx), ys = ly.index_select(0, idx);
+      // query 0 is the start (taken whatever its margin); then proposals from the best point
+      torch::Tensor xn = it == 0 ? start(xs, o, gen) : propose(xs, lBest.index_select(0, idx), o, it - 1, gen);
+      torch::Tensor zn = m.forward(xn);
+      torch::Tensor mn = marginOf(zn, ys).to(best.scalar_type());
+      torch::Tensor wrong = zn.argmax(1).ne(ys);
+      torch::Tensor take = it == 0 ? torch::ones_like(wrong) : (wrong | (mn < lMargin.index_select(0, idx)));
+      torch::Tensor sel = take.nonzero().squeeze(1);
+      torch::Tensor at = idx.index_select(0, sel);
+      lBest.index_copy_(0, at, xn.index_select(0, sel));
+      lMargin.index_copy_(0, at, mn.index_select(0, sel));
+      queries.index_add_(0, S.index_select(0, idx), torch::ones({idx.numel()}, queries.options()));
+      lAlive.index_copy_(0, idx, ~wrong);
     }
-    torch::Tensor idx = alive.nonzero().squeeze(1);
-    if (idx.numel() == 0) break;
-    torch::Tensor xs = x.index_select(0, idx), ys = y.index_select(0, idx);
-    // query 0 is the start (taken whatever its margin); then proposals from the best point
-    torch::Tensor xn = it == 0 ? start(xs, o, gen) : propose(xs, xBest.index_select(0, idx), o, it - 1, gen);
-    torch::Tensor zn = m.forward(xn);
-    torch::Tensor mn = marginOf(zn, ys).to(best.scalar_type());
-    torch::Tensor wrong = zn.argmax(1).ne(ys);
-    torch::Tensor take = it == 0 ? torch::ones_like(wrong) : (wrong | (mn < best.index_select(0, idx)));
-    torch::Tensor sel = take.nonzero().squeeze(1);
-    torch::Tensor at = idx.index_select(0, sel);
-    xBest.index_copy_(0, at, xn.index_select(0, sel));
-    best.index_copy_(0, at, mn.index_select(0, sel));
-    queries.index_add_(0, idx, torch::ones({idx.numel()}, queries.options()));
-    alive.index_copy_(0, idx, ~wrong);
+    // the first run's point stands; a later run's replaces it when it succeeded or has a lower margin
+    torch::Tensor keep = r == 0 ? torch::ones_like(lAlive) : (~lAlive | (lMargin < best.index_select(0, S)));
+    torch::Tensor sel = keep.nonzero().squeeze(1);
+    torch::Tensor at = S.index_select(0, sel);
+    xBest.index_copy_(0, at, lBest.index_select(0, sel));
+    best.index_copy_(0, at, lMargin.index_select(0, sel));
+    alive.index_copy_(0, S, lAlive);
   }
-  if (ctx) ctx->report(str("{\"step\":", o.queries, ",\"steps\":", o.queries, "}"));
+  if (ctx) ctx->report(str("{\"step\":", total, ",\"steps\":", total, "}"));
   AttackResult r;
   r.xAdv = xBest;
   r.loss = best.to(torch::kFloat64);

@@ -196,6 +196,17 @@ test('fab-t and fab L∞ on a trained MLP: median ‖δ‖∞ on broken samples 
     t.deepEqual(again.queries, sq.queries);
     const other = await attack(q, X, Y, { kind: 'square', norm, epsilon, queries: 400, seed: 4 });
     t.notDeepEqual(other.xAdv.toArray(), sq.xAdv.toArray());
+    if (norm === 'linf') {
+      // a second run (same seed: the first run is the same search) only adds successes, on the survivors
+      const two = await attack(q, X, Y, { kind: 'square', norm, epsilon, queries: 400, seed: 3, restarts: 2 });
+      await checkSuccess(t, q, two, y);
+      for (let i = 0; i < 64; i++) {
+        t.true(two.success[i] >= sq.success[i], `sample ${i}`);
+        if (sq.success[i] === 1 && sq.cleanCorrect[i] === 1) t.is(two.queries![i], sq.queries![i]);
+        if (two.success[i] === 0 && two.cleanCorrect[i] === 1) t.is(two.queries![i], 800);
+      }
+      t.log(`linf, 2 runs: robust ${count(two)}`);
+    }
   }
 });
 
