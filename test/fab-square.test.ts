@@ -130,6 +130,63 @@ test('fab and fab-t reach the closed-form minimal perturbation of a linear model
   }
 });
 
+/**
+ * The minimal perturbation with the box active: the smallest ‖δ‖ with w·δ ≥ c (c > 0) and x + δ ∈ [0, 1],
+ * by bisection in float64 (L2: δ_i = clip(λ w_i, −x_i, 1 − x_i), find λ; L∞: δ_i = clip(r·sign(w_i), ...),
+ * find r); NaN when even the best corner of the box stays short of c. Also returns how many
+ * coordinates sit on the box at the optimum.
+ */
+function boxMinimal(w: Float64Array, x: Float32Array, c: number, norm: 'l2' | 'linf'): { r: number; clipped: number } {
+  const delta = (s: number) => Array.from(w, (wi, i) => Math.min(Math.max(norm === 'l2' ? s * wi : s * Math.sign(wi), -x[i]), 1 - x[i]));
+  const reach = (s: number) => delta(s).reduce((a, d, i) => a + w[i] * d, 0);
+  let hi = 1;
+  while (reach(hi) < c && hi < 1e12) hi *= 2;
+  if (reach(hi) < c) return { r: NaN, clipped: 0 };
+  let lo = 0;
+  for (let k = 0; k < 200; k++) { const mid = (lo + hi) / 2; if (reach(mid) < c) lo = mid; else hi = mid; }
+  const d = delta(hi);
+  const r = norm === 'l2' ? Math.sqrt(d.reduce((a, v) => a + v * v, 0)) : Math.max(...d.map(Math.abs));
+  const clipped = d.filter((v, i) => w[i] !== 0 && (v === -x[i] || v === 1 - x[i])).length;
+  return { r, clipped };
+}
+
+test('fab-t with the [0, 1] box active: the minimal perturbation of a linear model on raw images (bisection reference)', async (t) => {
+  manualSeed(8);
+  const lin = Model.create({ arch: 'mlp', hidden: [], numClasses: 2 });
+  const st = await lin.state();
+  const W = st.get('fcs.0.weight')!.toArray() as Float32Array;
+  const Bv = st.get('fcs.0.bias')!.toArray() as Float32Array;
+  const n = 24, D = 784;
+  const te = fashionSubset('test', n, 300);
+  const x = te.images.toArray() as Float32Array; // raw pixels: many at 0, so the box binds
+  const y: number[] = [];
+  const cs: number[] = [];
+  const ws: Float64Array[] = [];
+  for (let i = 0; i < n; i++) {
+    let z0 = Bv[0], z1 = Bv[1];
+    for (let j = 0; j < D; j++) { z0 += W[j] * x[i * D + j]; z1 += W[D + j] * x[i * D + j]; }
+    const lab = z1 > z0 ? 1 : 0;
+    y.push(lab);
+    cs.push(Math.abs(z1 - z0));
+    ws.push(Float64Array.from({ length: D }, (_, j) => (lab === 1 ? W[j] - W[D + j] : W[D + j] - W[j])));
+  }
+  const X = te.images, Y = Tensor.from(BigInt64Array.from(y.map(BigInt)), [n]);
+  for (const norm of ['l2', 'linf'] as const) {
+    const ref = ws.map((w, i) => boxMinimal(w, x.subarray(i * D, (i + 1) * D), cs[i], norm));
+    const ok = ref.map((r, i) => i).filter((i) => Number.isFinite(ref[i].r) && cs[i] > 1e-2);
+    t.true(ok.length >= 12, `${norm}: ${ok.length} reachable samples`);
+    t.true(ok.filter((i) => ref[i].clipped > 0).length >= ok.length / 2, `${norm}: the box binds on most samples`);
+    const r = await attack(lin, X, Y, { kind: 'fab-t', norm, epsilon: norm === 'l2' ? 20 : 1, eta: 1.001 });
+    // as in the interior case, the first step lands at clip(x + η·δ*) (‖·‖ ≤ η·r*, still across the
+    // boundary: every coordinate of δ* moves w·δ the right way), and nothing closer than r* is misclassified
+    const ratios = ok.map((i) => r.norm[i] / ref[i].r);
+    t.true(ok.every((i) => r.success[i] === 1), `${norm}: every reachable sample broken`);
+    t.true(ratios.every((q) => q >= 1 - 1e-4 && q <= 1.001 + 1e-6), `${norm}: ‖δ‖/r* in [${Math.min(...ratios)}, ${Math.max(...ratios)}]`);
+    t.log(`${norm}, box active on ${ok.filter((i) => ref[i].clipped > 0).length}/${ok.length}: ‖δ‖ / r* ∈ [${Math.min(...ratios).toFixed(6)}, ${Math.max(...ratios).toFixed(6)}]`);
+    await checkSuccess(t, lin, r, y);
+  }
+});
+
 test('fab-t L2 on a trained MLP: norms within 10 % of CW-L2\'s or smaller where both succeed; all within ε and [0, 1]', async (t) => {
   const epsilon = 3;
   const fab = await attack(mlp, xs, ys, { kind: 'fab-t', norm: 'l2', epsilon });
