@@ -19,8 +19,9 @@ import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, Reso
 /**
  * The attack kinds, declared once (native attacks.cc's attackTable() says what each supports;
  * `attackKinds()` reads it): fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") |
- * cw-l2 | kl | fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab |
- * square (available once native/fab.cc and native/square.cc are built in).
+ * cw-l2 | kl | fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab (FAB,
+ * minimal-norm; fab-t tries the top `targets` classes in turn, an untargeted attack) | square
+ * (score-based random search, no gradients; `steps` = queries per sample).
  */
 export const ATTACK_KINDS = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher', 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab-t', 'fab', 'square'] as const;
 export type AttackKind = typeof ATTACK_KINDS[number];
@@ -61,11 +62,18 @@ export interface AttackParams {
   epsilon?: number;
   /** Step size α [0.003]: α·sign(g) (L∞) or α·g/‖g‖ (L2). fgsm steps by ε; APGD adapts its own from 2ε (ERR_ARG). */
   stepSize?: number;
-  /** Iterations [20; apgd-*: 100; cw-l2: 100 Adam steps per binary-search step; fisher: 1 = one-step OSSA with α = ε]. */
+  /**
+   * Iterations [20; apgd-*, fab, fab-t: 100; square: 5000 queries per sample; cw-l2: 100 Adam steps per
+   * binary-search step; fisher: 1 = one-step OSSA with α = ε].
+   */
   steps?: number;
   /** Uniform random start in the ball (pgd, cw) [true]. */
   randomStart?: boolean;
-  /** Restarts (with random start), keeping the worst case per sample [1]. */
+  /**
+   * Restarts (with random start), keeping the worst case per sample [1]. fab, fab-t: runs per target,
+   * all but the first from a random point at distance ε/2; a sample stops at its first success within ε.
+   * square: fresh searches (new start, `queries` each) on the samples the earlier runs left robust.
+   */
   restarts?: number;
   /** Targeted attack towards `target` (fgsm, pgd, cw, cw-l2, fisher) [false]; ERR_ARG for the others. */
   targeted?: boolean;
@@ -87,7 +95,15 @@ export interface AttackParams {
   eotIter?: number;
   /** apgd: the start point [B, ...] (projected onto the ball and the box) instead of a random one. */
   init?: Tensor;
-  /** Seed of the attack's generator (random start, KL start noise) [0]. */
+  /** fab, fab-t: largest weight α of the original point's projection in a step, in [0, 1] [0.1]. */
+  alphaMax?: number;
+  /** fab, fab-t: extrapolation η ≥ 1 of the projection steps (overshoot past the linearised boundary) [1.05]. */
+  eta?: number;
+  /** fab, fab-t: backward step β ∈ (0, 1) towards x after a misclassified point [0.9]. */
+  beta?: number;
+  /** square: initial fraction p ∈ (0, 1] of the image a square covers, halved on the published schedule [0.8]. */
+  pInit?: number;
+  /** Seed of the attack's generator (random start, KL start noise, square's search) [0]. */
   seed?: number;
   /**
    * Run convolutions in channels-last memory format (4-D weights converted for the op and
@@ -100,7 +116,10 @@ export interface AttackParams {
 export interface AttackResult {
   /** Adversarial examples, shaped like x, on the model's device. */
   xAdv: Tensor;
-  /** The attack's objective per sample at x_adv [B] (kl: KL(p(x) ‖ p(x_adv)) in nats; pgd/fgsm/fisher: CE; cw: −relu(margin + κ)). */
+  /**
+   * The attack's objective per sample at x_adv [B] (kl: KL(p(x) ‖ p(x_adv)) in nats; pgd/fgsm/fisher/fab/fab-t:
+   * CE; cw: −relu(margin + κ); square: the margin z_y − max_{j≠y} z_j in logits, negative where it succeeded).
+   */
   loss: Float64Array;
   /** 1 where the attack succeeded (misclassified; targeted: classified as the target) [B]. */
   success: Float64Array;
@@ -108,11 +127,14 @@ export interface AttackResult {
   norm: Float64Array;
   /** 1 where the clean input is classified correctly (eval mode) [B]. */
   cleanCorrect: Float64Array;
+  /** square: model queries spent per sample over all restarts [B] (0 where the clean input is already misclassified). */
+  queries?: Float64Array;
 }
 
 interface AttackAddon {
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
+    queries?: Float64Array;
   }>;
   attackKinds(): AttackSpec[];
 }
@@ -153,7 +175,9 @@ export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackPar
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
   const r = await runOp({ signal, onProgress }, (ctl) => addon<AttackAddon>().attack(model.native, x.native, y.native, o, ctl));
-  return { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
+  const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
+  if (r.queries) out.queries = r.queries;
+  return out;
 }
 
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/autoattack.ts). */

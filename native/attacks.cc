@@ -13,8 +13,10 @@
 #include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
+#include "fab.h"
 #include "fisher.h"
 #include "models/model_wrap.h"
+#include "square.h"
 
 namespace fl {
 
@@ -220,10 +222,9 @@ const std::vector<AttackSpec>& attackTable() {
       {"apgd-ce", true, true, false, false, true, true, false, true, 2, 100, "APGD on the cross-entropy (step-size schedule, momentum)"},
       {"apgd-dlr", true, true, false, false, true, true, false, true, 3, 100, "APGD on the scale-invariant DLR loss"},
       {"apgd-t", true, true, false, true, true, true, false, true, 4, 100, "APGD on the targeted DLR loss, top `targets` classes in turn"},
-      // available: false until native/fab.cc and native/square.cc are dispatched in runAttack
-      {"fab-t", true, true, false, true, false, true, false, false, 2, 100, "FAB, targeted version: minimal perturbations towards the top classes"},
-      {"fab", true, true, false, false, false, true, false, false, 2, 100, "FAB (untargeted): minimal perturbations"},
-      {"square", true, true, false, false, false, true, false, false, 2, 5000, "Square: score-based random search, no gradients"},
+      {"fab-t", true, true, false, true, false, true, false, true, 2, 100, "FAB, targeted version: minimal perturbations towards the top classes"},
+      {"fab", true, true, false, false, false, true, false, true, 2, 100, "FAB (untargeted): minimal perturbations"},
+      {"square", true, true, false, false, false, true, false, true, 2, 5000, "Square: score-based random search, no gradients"},
   };
   return table;
 }
@@ -315,6 +316,10 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
     r.xAdv = fisherAttack(m, x, goal, o, ctx);
   } else if (o.kind == "apgd-ce" || o.kind == "apgd-dlr" || o.kind == "apgd-t") {
     r = apgdAttack(m, x, y, o, gen, ctx);
+  } else if (o.kind == "fab" || o.kind == "fab-t") {
+    r = fabAttack(m, x, y, o, gen, ctx);
+  } else if (o.kind == "square") {
+    r = squareAttack(m, x, y, o, gen, ctx);
   } else {
     throw FlError(ERR_ARG, str(o.kind, " is not available in this build (", attackSpec(o.kind).summary, ")"));
   }
@@ -374,6 +379,19 @@ AttackOptions parseOptionsImpl(Napi::Value v) {
   o.initialConst = numOpt(j, "initialConst", o.initialConst);
   o.confidence = numOpt(j, "confidence", o.confidence);
   o.channelsLast = boolOpt(j, "channelsLast", false);
+  const bool fab = o.kind == "fab" || o.kind == "fab-t";
+  for (const char* k : {"alphaMax", "eta", "beta"})
+    FL_CHECK(fab || !given(k), ERR_ARG, o.kind, " does not take `", k, "` (fab and fab-t do)");
+  FL_CHECK(o.kind == "square" || !given("pInit"), ERR_ARG, o.kind, " does not take `pInit` (square does)");
+  o.alphaMax = numOpt(j, "alphaMax", o.alphaMax);
+  o.eta = numOpt(j, "eta", o.eta);
+  o.beta = numOpt(j, "beta", o.beta);
+  o.pInit = numOpt(j, "pInit", o.pInit);
+  FL_CHECK(o.alphaMax >= 0 && o.alphaMax <= 1, ERR_ARG, "fab alphaMax must lie in [0, 1], got ", o.alphaMax);
+  FL_CHECK(o.eta >= 1 && std::isfinite(o.eta), ERR_ARG, "fab eta must be a finite number >= 1, got ", o.eta);
+  FL_CHECK(o.beta > 0 && o.beta < 1, ERR_ARG, "fab beta must lie in (0, 1), got ", o.beta);
+  FL_CHECK(o.pInit > 0 && o.pInit <= 1, ERR_ARG, "square pInit must lie in (0, 1], got ", o.pInit);
+  FL_CHECK(o.kind != "square" || o.steps >= 1, ERR_ARG, "square steps (queries per sample) must be >= 1, got ", o.steps);
   double seed = numOpt(j, "seed", 0);
   FL_CHECK(seed >= 0 && std::floor(seed) == seed, ERR_ARG, "attack seed must be a non-negative integer, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
@@ -456,14 +474,15 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
       torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
       torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
       torch::Tensor success = r.success.to(torch::kFloat64);
-      torch::Tensor xAdv = r.xAdv, loss = r.loss;
-      return [xAdv, loss, success, norm, clean](Napi::Env env) -> Napi::Value {
+      torch::Tensor xAdv = r.xAdv, loss = r.loss, queries = r.queries;
+      return [xAdv, loss, success, norm, clean, queries](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("xAdv", wrapTensor(env, xAdv));
         out.Set("loss", toFloat64Array(env, loss));
         out.Set("success", toFloat64Array(env, success));
         out.Set("norm", toFloat64Array(env, norm));
         out.Set("cleanCorrect", toFloat64Array(env, clean));
+        if (queries.defined()) out.Set("queries", toFloat64Array(env, queries));
         return out;
       };
     });

@@ -23,7 +23,7 @@ struct AttackOptions {
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
   int64_t steps = 20;        // iterations (cw-l2: Adam iterations per binary-search step)
   bool randomStart = true;   // pgd / cw: uniform start in the ball
-  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample
+  int64_t restarts = 1;      // pgd / cw: keep the worst case per sample; fab / fab-t / square: runs on the samples still robust
   bool targeted = false;     // pgd / cw-l2: move towards `target` labels
   double kappa = 50;         // cw (L∞ margin loss) κ
   int64_t binarySteps = 9;   // cw-l2: binary search steps on c
@@ -33,6 +33,10 @@ struct AttackOptions {
   int64_t targets = 9;         // apgd-t / fab-t: target classes tried (the top ones after the label; ≤ K − 1)
   int64_t eotIter = 1;         // apgd: gradients averaged per step (expectation over transformation, randomised models)
   torch::Tensor init;          // apgd: start point [B, ...] (projected onto the ball and box); undefined: random start
+  double alphaMax = 0.1;        // fab / fab-t: largest weight α of the original point in a step
+  double eta = 1.05;            // fab / fab-t: extrapolation η of the projection steps (overshoot)
+  double beta = 0.9;            // fab / fab-t: backward step towards x after a success
+  double pInit = 0.8;           // square: initial fraction p of the image the square covers (queries = steps)
   uint64_t seed = 0;
   bool channelsLast = false;   // run convolutions in channels-last memory format (bindings only)
 };
@@ -41,6 +45,7 @@ struct AttackResult {
   torch::Tensor xAdv;     // [B, ...] like x
   torch::Tensor loss;     // [B] float64: the attack's objective per sample at x_adv (kl: KL(p(x) ‖ p(x_adv)))
   torch::Tensor success;  // [B] bool: misclassified at x_adv (targeted: predicted as the target)
+  torch::Tensor queries;  // [B] float64: square: model queries spent per sample (undefined for other attacks)
 };
 
 // What one attack kind supports; the one table every option parser, the CLI and the config
