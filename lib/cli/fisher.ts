@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .description('per-sample Fisher information w.r.t. the input (λ_max, Frobenius norm, trace in nats/pixel²) and their means')
     .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy, only for --images captions (the Fisher information needs no labels)')
+    .option('--labels <path>', 'labels .npy: only the --images captions use them (the Fisher information needs no labels)')
     .option('--split <split>', 'train or test', 'test')
     .option('--method <method>', `${FISHER_METHODS.join(' | ')}`, 'exact')
     .option('--batch-size <n>', 'samples per native op', '128')
@@ -51,8 +51,12 @@ export function register(program: Command): void {
       if (!FISHER_METHODS.includes(o.method as FisherMethod)) throw new FisherLensError('ERR_ARG', `--method: expected ${FISHER_METHODS.join(', ')}, got '${o.method}'`);
       const imagesReq = parseImages(o, posInt('seed', o.seed) ?? 0);
       const model = await modelArg(o.model, o.device);
-      // images only: an .npy without a labels file is fine here (nothing below needs labels)
-      const images = await loadImages(o.data, { split: o.split as 'train' | 'test' });
+      // the Fisher information needs no labels: only the picture captions (--images) use them, and a
+      // --labels file that is given must still be valid
+      const labelled = o.labels !== undefined || imagesReq
+        ? await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' })
+        : undefined;
+      const images = labelled ? labelled.images : await loadImages(o.data, { split: o.split as 'train' | 'test' });
       const limit = posInt('limit', o.limit);
       const [size, ...imageShape] = images.shape;
       const n = Math.min(size, limit ?? size);
@@ -89,15 +93,9 @@ export function register(program: Command): void {
         }
         out.rho = { eps, rho, fisherBound: bound, meanRho: rho.reduce((a, b) => a + b, 0) / rho.length, meanFisherBound: bound.reduce((a, b) => a + b, 0) / bound.length };
       }
-      // the picture grid's captions name each sample's label: only --images asks for labels
       let pictures: Awaited<ReturnType<typeof writeImages>> | undefined;
-      if (imagesReq) {
-        const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
-        try {
-          pictures = await writeImages(model, data, n, [], imagesReq, classNamesOf(o.data));
-        } finally {
-          data.dispose();
-        }
+      if (imagesReq && labelled) {
+        pictures = await writeImages(model, labelled, n, [], imagesReq, classNamesOf(o.data));
         out.images = pictures;
       }
       emit(Boolean(o.json), out, () => {
@@ -114,7 +112,7 @@ export function register(program: Command): void {
         if (pictures) s += imagesText(pictures).join('\n') + '\n';
         return s.trimEnd();
       });
-      images.dispose();
+      if (labelled) labelled.dispose(); else images.dispose();
       model.dispose();
     }));
 }

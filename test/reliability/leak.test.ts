@@ -74,14 +74,15 @@ test.serial('100 000 ops with and without dispose(): live tensors and RSS stay b
     `RSS slope ${(rssSlope * 1e5 / 2 ** 20).toFixed(2)} MiB / 100k ops, after a full GC ${after} (base ${base})`);
   // with dispose(): exactly the handles that existed before, at every sample
   t.deepEqual(withDispose.live, withDispose.live.map(() => base));
-  // without: a leak of the 3.1 handles per op would add 155 000 between the halves' peaks and a
-  // slope of 310 000 per 100k ops; the GC's sawtooth (peaks ~15 000 here) moves both by less than
-  // 20 000 and 50 000
+  // without: a leak of the 3.1 handles per op would add 155 000 between the halves' peaks, a slope
+  // of 310 000 per 100k ops and 310 000 live at the end. The GC's sawtooth is not a leak, and its
+  // height depends on V8's heap sizing and the machine's load (peaks of 15 000 to 62 000 seen here),
+  // so each bound is half of what a leak would give, not a guess at the sawtooth
   const peak1 = Math.max(...without.live.slice(0, half));
   const peak2 = Math.max(...without.live.slice(half));
-  t.true(peak2 - peak1 < 20_000, `peaks ${peak1} then ${peak2}`);
-  t.true(liveSlope * 1e5 < 50_000, `live-tensor slope ${liveSlope * 1e5} per 100k ops`);
-  t.true(Math.max(...without.live) - base < 50_000, `live max ${Math.max(...without.live)}`);
+  t.true(peak2 - peak1 < 77_500, `peaks ${peak1} then ${peak2}`);
+  t.true(liveSlope * 1e5 < 155_000, `live-tensor slope ${liveSlope * 1e5} per 100k ops`);
+  t.true(Math.max(...without.live) - base < 155_000, `live max ${Math.max(...without.live)}`);
   // RSS: a leak of 3 tensors per op (wrapper + TensorImpl + storage, ≥ 300 B each) is ≥ 90 MiB per
   // 100k ops; V8's old space growing until its next major collection moves it by ~15 MiB
   t.true(rssSlope * 1e5 < 64 * 2 ** 20, `RSS slope ${rssSlope * 1e5 / 2 ** 20} MiB per 100k ops`);
