@@ -6,16 +6,9 @@ import * as path from 'path';
 import { Model, Tensor } from '../lib';
 import { attack } from '../lib/attacks';
 import { readNpy } from './helpers/train-fixtures';
+import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
-const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(PY, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasTorchModules();
 
 // APGD-CE and APGD-DLR against the independent Python reference (scripts/reference/attacks_apgd.py,
 // written from the paper: one sample at a time, float64) on the same float64 TorchScript model,

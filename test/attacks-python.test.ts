@@ -8,16 +8,9 @@ import { attack } from '../lib/attacks';
 import { train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
 import { readNpy } from './helpers/train-fixtures';
+import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
-const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(PY, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasTorchModules();
 
 // The same PGD steps in Python/PyTorch (scripts/reference/attacks_pgd.py) on the same exported
 // TorchScript model and images: x_adv must agree to < 1e-5 and robust accuracy exactly.

@@ -11,6 +11,7 @@ import { evalAttackParams } from '../lib/experiment/science';
 import { manualSeed, train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
 import { fashionSubset, ballViolations } from './helpers/train-fixtures';
+import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
 // An MLP trained in the test (well under a second) and 128 test images, as in attacks.test.ts.
 let model: Model;
@@ -162,15 +163,7 @@ test('cascade options: unavailable stages, too few classes, targeted stages', as
   t.throws(() => resolveCascade({ version: 'custom', attacks: [{ kind: 'pgd', targeted: true } as never] }, 10), argErr);
 });
 
-const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(PY, ['-c', 'import torch'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasTorchModules('torch');
 
 // Tests that fork a process (python, the CLI) are serial: OpenBLAS's fork handler joins its worker
 // threads, and a fork while a concurrent test's native op keeps them busy deadlocks the process.

@@ -8,20 +8,13 @@ import { attack, AttackParams, AttackResult } from '../lib/attacks';
 import { modelGradState } from './helpers/grad-state';
 import { manualSeed, train } from '../lib/train';
 import { fashionSubset, ballViolations } from './helpers/train-fixtures';
+import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
 // FAB / FAB-T (minimal-norm) and Square (gradient-free) on small models: a linear model with a
 // known minimal perturbation, an MLP trained in the test, and (with Python torch) an MLP behind a
 // non-differentiable 8-bit input quantisation written by scripts/reference/quantised_model.py.
 
-const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
-const hasTorch = (() => {
-  try {
-    execFileSync(PY, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasTorch = hasTorchModules();
 
 const N = 32;
 let mlp: Model;
