@@ -19,6 +19,7 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset, permutation } from './data/dataset';
 import { attack, AttackParams, NpyWriter } from './attacks';
+import { autoAttackBatch, AutoAttackParams, resolveCascade } from './autoattack';
 import { fisherExact } from './fisher';
 import { CcklAccumulator, logProbs } from './metrics';
 import { FisherLensError } from './errors';
@@ -57,6 +58,8 @@ export interface PictureCell {
   by?: string;
   /** Adversarial: the model still predicts the true label (no stage broke the sample). */
   robust?: boolean;
+  /** Adversarial, cascade only: the stage whose attempt is shown for a sample no stage broke (the last one). */
+  tried?: string;
   /** Perturbation: ‖δ‖∞ and ‖δ‖₂ in pixel units. */
   linf?: number;
   l2?: number;
@@ -102,8 +105,45 @@ export interface PictureData {
   cells: Omit<PictureCell, 'png'>[][];
 }
 
-/** An attack of a grid: a name and lib/attacks.ts parameters. */
-export type PictureAttack = AttackParams & { name: string };
+/**
+ * An attack of a grid: a name and lib/attacks.ts parameters, or an AutoAttack cascade
+ * (`kind: 'autoattack'`), whose column shows per sample the example of the stage that broke it and,
+ * for samples no stage broke, the last stage's attempt.
+ */
+export type PictureAttack = (AttackParams | (AutoAttackParams & { kind: 'autoattack' })) & { name: string };
+
+/**
+ * The adversarial examples of one grid column for x [S, ...] with labels y [S]; for a cascade also
+ * per sample the stage that broke it (undefined: not broken) and the stage whose attempt is shown.
+ */
+async function columnExamples(model: Model, x: Tensor, y: Tensor, params: PictureAttack, numClasses: number, op: OpOptions): Promise<{
+  xAdv: Tensor; by?: (string | undefined)[]; tried?: string;
+}> {
+  const { name: _name, ...p } = params;
+  if (p.kind !== 'autoattack') return { xAdv: (await attack(model, x, y, { ...(p as AttackParams), signal: op.signal })).xAdv };
+  const c = resolveCascade(p as AutoAttackParams, numClasses);
+  const r = await autoAttackBatch(model, x, y, c, { seed: p.seed ?? 0, signal: op.signal });
+  const by = Array.from(r.brokenBy, (b) => (b >= 0 ? c.stages[b].name : undefined));
+  if (!r.brokenBy.some((b) => b === -1)) return { xAdv: r.xAdv, by };
+  // samples no stage broke keep x in the cascade's result: show the last stage's attempt instead. The
+  // cascade ran that stage on the samples no earlier stage broke (those it broke and those left
+  // robust), in this order, with this seed: the same call gives the same attempt (deterministic)
+  const lastIndex = c.stages.length - 1;
+  const rows = [...r.brokenBy.keys()].filter((s) => r.brokenBy[s] === -1 || r.brokenBy[s] === lastIndex);
+  const { name: lastName, ...lastParams } = c.stages[lastIndex];
+  const idx = Tensor.fromNested(rows, { dtype: 'int64' });
+  const xr = x.index(idx), yr = y.index(idx);
+  idx.dispose();
+  const tried = await attack(model, xr, yr, { ...lastParams, signal: op.signal }).finally(() => { xr.dispose(); yr.dispose(); });
+  const shown = Float32Array.from(r.xAdv.toArray() as Float32Array | Float64Array);
+  const attempt = tried.xAdv.toArray() as Float32Array | Float64Array;
+  tried.xAdv.dispose();
+  r.xAdv.dispose();
+  const D = shown.length / r.brokenBy.length;
+  rows.forEach((s, i) => { if (r.brokenBy[s] === -1) shown.set(attempt.subarray(i * D, (i + 1) * D), s * D); });
+  const xAdv = Tensor.from(shown, x.shape);
+  return { xAdv, by, tried: lastName };
+}
 
 /**
  * `count` sample indices spread over classes, reproducible from `seed`: in a seeded order, each
@@ -204,8 +244,8 @@ export async function pictureGrid(model: Model, data: Dataset, attacks: PictureA
     const cells: Omit<PictureCell, 'png'>[][] = [pred.map((k, s) => ({ prediction: k, confidence: p[s * C + k] }))];
 
     for (const a of attacks) {
-      const { name, ...params } = a;
-      const r = await attack(model, b.x, b.y, { ...params, signal: op.signal });
+      const name = a.name;
+      const r = await columnExamples(model, b.x, b.y, a, C, op);
       tensors.push(r.xAdv);
       const adv = Float32Array.from(r.xAdv.toArray() as Float32Array | Float64Array);
       const pa = (await evalProbs(model, r.xAdv, op)).p;
@@ -218,7 +258,11 @@ export async function pictureGrid(model: Model, data: Dataset, attacks: PictureA
         // broken: correct clean, wrong here; a sample wrong already when clean is neither robust nor broken
         const robust = k === labels[s];
         const broken = !robust && pred[s] === labels[s];
-        return { prediction: k, confidence: pa[s * C + k], robust, ...(broken ? { by: name } : {}) };
+        return {
+          prediction: k, confidence: pa[s * C + k], robust,
+          ...(broken ? { by: r.by?.[s] ?? name } : {}),
+          ...(robust && r.tried ? { tried: r.tried } : {}),
+        };
       }));
       columns.push({ kind: 'perturbation', title: `${name.toUpperCase()} δ (±${fmtScale(scale)})`, attack: name, mapping: 'signed', scale });
       values.push(delta);
@@ -398,7 +442,7 @@ export function caption(grid: Pick<PictureGrid, 'labels'>, col: Pick<PictureColu
   const pc = (c?: number) => (c === undefined ? '' : ` ${(100 * c).toFixed(c > 0.999 && c < 1 ? 2 : 0)}%`);
   switch (col.kind) {
     case 'clean': return `label ${name(grid.labels[row])}, pred ${name(cell.prediction!)}${pc(cell.confidence)}`;
-    case 'adversarial': return `pred ${name(cell.prediction!)}${pc(cell.confidence)}${cell.robust ? ', robust' : cell.by ? `, broken by ${cell.by}` : ', wrong clean'}`;
+    case 'adversarial': return `pred ${name(cell.prediction!)}${pc(cell.confidence)}${cell.robust ? `, robust${cell.tried ? ` (${cell.tried}'s attempt)` : ''}` : cell.by ? `, broken by ${cell.by}` : ', wrong clean'}`;
     case 'perturbation': return `‖δ‖∞ ${fmt3(cell.linf)}, ‖δ‖₂ ${fmt3(cell.l2)}`;
     case 'eigvec': return `λ_max ${fmt3(cell.lambdaMax)}`;
   }

@@ -23,6 +23,7 @@ import { FILES, RunDir } from '../lib/experiment/rundir';
 import { writeReport } from '../lib/report';
 import { ClassMatrices, PictureGrid, decodePng, encodePng, fromByte, pictureGrid, pictureSamples, readClassPictures, readPictureGrid } from '../lib/pictures';
 import { readNpy } from './helpers/train-fixtures';
+import { autoAttackBatch, resolveCascade } from '../lib/autoattack';
 import { fakeScience } from './helpers/fake-science';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';
@@ -311,6 +312,64 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
   t.is((html.match(/<img src="data:image\/png;base64,/g) ?? []).length, 8 * 6);
   t.true(rep.plots.some((p) => p.endsWith(`classes-${RUN}.svg`)));
   t.regex(md, /Initial model: mean p|initial weights beside the trained model/);
+});
+
+test.serial('a cascade column shows per sample the stage that broke it, and for samples no stage broke the last stage\'s attempt, marked robust', async (t) => {
+  const out = await theRun();
+  const model = await Model.from(RunDir.of(out, RUN).checkpoint);
+  const test100 = await (await fashionMnist({ split: 'test' })).take(100);
+  // samples the model classifies correctly (the run's model is briefly trained), so stages can break them
+  const z = await model.forward(test100.images);
+  const zs = z.toArray() as Float32Array;
+  z.dispose();
+  const all = test100.labels.toNumbers();
+  const indices = all.map((_, i) => i).filter((i) => {
+    const row = Array.from(zs.subarray(i * 10, i * 10 + 10));
+    return row.indexOf(Math.max(...row)) === all[i];
+  }).slice(0, 8);
+  t.true(indices.length >= 4, `${indices.length} correctly classified samples in the first 100`);
+  const aa = {
+    name: 'aa', kind: 'autoattack' as const, version: 'custom' as const, norm: 'linf' as const, epsilon: 0.05, seed: 0,
+    attacks: [{ kind: 'apgd-ce' as const, steps: 5 }, { kind: 'apgd-t' as const, targets: 2, steps: 5 }],
+  };
+  const pd = await pictureGrid(model, test100, [aa], { indices });
+  // independent: the cascade itself on the same samples, and the clean predictions
+  const b = test100.batch(indices);
+  const c = resolveCascade(aa, 10);
+  const r = await autoAttackBatch(model, b.x, b.y, c, { seed: 0 });
+  const labels = b.y.toNumbers();
+  const x = b.x.toArray() as Float32Array, xr = r.xAdv.toArray() as Float32Array;
+  const adv = pd.values[1], D = 784;
+  let robustSeen = 0;
+  pd.cells[1].forEach((cell, s) => {
+    const row = (a: Float32Array) => Array.from(a.subarray(s * D, (s + 1) * D));
+    const bb = r.brokenBy[s];
+    let dmax = 0;
+    for (let i = 0; i < D; i++) dmax = Math.max(dmax, Math.abs(adv[s * D + i] - x[s * D + i]));
+    t.true(dmax <= 0.05 + 1e-6, `row ${s}: ‖δ‖∞ ${dmax}`);
+    if (bb >= 0) {
+      // broken: the breaking stage's example, named by the stage
+      t.is(cell.by, c.stages[bb].name);
+      t.false(cell.robust);
+      t.deepEqual(row(adv), row(xr));
+    } else if (bb === -1) {
+      // robust: the last stage's attempt (it moved the image), still classified as the label
+      robustSeen++;
+      t.true(cell.robust);
+      t.is(cell.tried, 'apgd-t');
+      t.is(cell.prediction, labels[s]);
+      t.true(dmax > 0, `row ${s}: the attempt moved the image`);
+    } else {
+      t.is(cell.by, undefined);
+      t.false(cell.robust);
+    }
+  });
+  const broken = [...r.brokenBy].filter((v) => v >= 0).length;
+  t.log(`cascade column: ${broken} broken, ${robustSeen} robust of ${indices.length}`);
+  t.true(broken > 0 && robustSeen > 0, 'both kinds of cell were checked');
+  for (const o of [b.x, b.y, r.xAdv]) o.dispose();
+  model.dispose();
+  test100.dispose();
 });
 
 test.serial('report.html renders in headless Chromium: every image loads, nothing on the console; screenshot in the temp folder', async (t) => {

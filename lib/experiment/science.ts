@@ -14,7 +14,7 @@ import { ccklMetrics } from '../metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
 import { evaluate as evaluateAttacks, AttackParams, NamedAttack } from '../attacks';
 import { FisherLensError } from '../errors';
-import { classMatrices, pictureGrid, pictureSamples, writePictureGrid } from '../pictures';
+import { classMatrices, pictureGrid, PictureAttack, pictureSamples, writePictureGrid } from '../pictures';
 import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
 
@@ -175,9 +175,8 @@ export function defaultScience(): Science<Model, Dataset> {
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
     async pictures(model, data, attacks, opts) {
       const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
-      // the AutoAttack cascade has no single example per image to show (each stage its own): not in the grid
-      const single = attacks.filter((a) => a.attack.type !== 'autoattack');
-      const pd = await pictureGrid(model, data, single.map((a) => ({ name: a.name, ...attackParams(a.attack, opts.seed) })), { indices, signal: opts.signal });
+      // a cascade's column shows per sample the breaking stage's example, else the last stage's attempt
+      const pd = await pictureGrid(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name }) as PictureAttack), { indices, signal: opts.signal });
       writePictureGrid(opts.dir, pd);
     },
     classes: (model, data, opts) => classMatrices(model, data, opts),
