@@ -8,7 +8,7 @@ import { Dataset } from '../lib/data/dataset';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { fashionSubset, ballViolations, readNpy } from './helpers/train-fixtures';
+import { fashionSubset, ballViolations, readNpy, trainedMlp } from './helpers/train-fixtures';
 
 // One model trained in the test (an MLP trains in well under a second) and one batch of test images.
 let model: Model;
@@ -17,12 +17,8 @@ let xs: Tensor, ys: Tensor;
 const N = 128;
 
 test.before(async () => {
-  const tr = fashionSubset('train', 3000);
   testSet = fashionSubset('test', N);
-  manualSeed(1);
-  model = Model.create({ arch: 'mlp', hidden: [128] });
-  await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
-  await model.setTraining(false);
+  model = await trainedMlp();
   xs = testSet.images;
   ys = testSet.labels;
 });

@@ -8,9 +8,8 @@ import { attack, attackKinds, evaluate, ATTACK_KINDS, AttackParams } from '../li
 import { autoAttack, resolveCascade } from '../lib/autoattack';
 import { validateExperiment, expandRuns } from '../lib/experiment/config';
 import { evalAttackParams } from '../lib/experiment/science';
-import { manualSeed, train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
-import { fashionSubset, ballViolations } from './helpers/train-fixtures';
+import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
 // An MLP trained in the test (well under a second) and 128 test images, as in attacks.test.ts.
@@ -19,13 +18,8 @@ let testSet: Dataset;
 const N = 128;
 
 test.before(async () => {
-  const tr = fashionSubset('train', 3000);
   testSet = fashionSubset('test', N);
-  manualSeed(1);
-  model = Model.create({ arch: 'mlp', hidden: [128] });
-  await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
-  await model.setTraining(false);
-  tr.dispose();
+  model = await trainedMlp();
 });
 
 const argErr = { instanceOf: FisherLensError, code: 'ERR_ARG' } as const;

@@ -6,8 +6,8 @@ import * as path from 'path';
 import { Model, Tensor } from '../lib';
 import { attack, AttackParams, AttackResult } from '../lib/attacks';
 import { modelGradState } from './helpers/grad-state';
-import { manualSeed, train } from '../lib/train';
-import { fashionSubset, ballViolations } from './helpers/train-fixtures';
+import { manualSeed } from '../lib/train';
+import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
 
 // FAB / FAB-T (minimal-norm) and Square (gradient-free) on small models: a linear model with a
@@ -32,10 +32,7 @@ test.before(async () => {
     quantised = await Model.load(path.join(dir, 'q.pt'));
     fs.rmSync(dir, { recursive: true });
   }
-  manualSeed(1);
-  mlp = Model.create({ arch: 'mlp', hidden: [128] });
-  await train(mlp, fashionSubset('train', 3000), { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
-  await mlp.setTraining(false);
+  mlp = await trainedMlp();
   const te = fashionSubset('test', N);
   xs = te.images;
   ys = te.labels;

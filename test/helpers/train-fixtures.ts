@@ -34,6 +34,20 @@ export async function trainedModel(data: Dataset, spec: ModelSpec = { arch: 'sma
 }
 
 /** Reads a little-endian float32 / int64 .npy file (C order) into a typed array and its shape. */
+/**
+ * The attack tests' model: an MLP (one hidden layer of 128) trained naturally for 3 epochs of SGD
+ * on the first 3000 Fashion-MNIST training images (seed 1), in eval mode. Three test files attack it.
+ */
+export async function trainedMlp(): Promise<Model> {
+  const tr = fashionSubset('train', 3000);
+  manualSeed(1);
+  const model = Model.create({ arch: 'mlp', hidden: [128] });
+  await train(model, tr, { method: 'natural', epochs: 3, batchSize: 64, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, seed: 1 });
+  await model.setTraining(false);
+  tr.dispose();
+  return model;
+}
+
 export function readNpy(file: string): { data: Float32Array | BigInt64Array | Float64Array; shape: number[] } {
   const b = fs.readFileSync(file);
   const hlen = b.readUInt16LE(8);
