@@ -20,10 +20,10 @@ interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boole
 interface FisherAddon {
   fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
-    spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine;
+    spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine; engineReason: string;
   }>;
   fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine;
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine; engineReason: string;
   }>;
   fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
@@ -40,9 +40,11 @@ const fa = (): FisherAddon => addon<FisherAddon>();
 
 /**
  * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
- * forward pass (built-in architectures: a JVP is one bias-free forward of v, a VJP one input-only
- * backward), 'autograd' through LibTorch's autograd (TorchScript models, or `autograd: true`:
- * a JVP is a double backward). The numbers agree to rounding.
+ * forward pass (a JVP is one bias-free forward of v, a VJP one input-only backward): built-in
+ * architectures, and TorchScript models whose forward graph lowers into it (every op on the
+ * input's path one the engine knows; docs/models.md lists them). 'autograd' through LibTorch's
+ * autograd otherwise, or with `autograd: true` (a JVP is a double backward); the result's
+ * `engineReason` says why. The numbers agree to rounding.
  */
 export type FisherEngine = 'linear' | 'autograd';
 
@@ -57,7 +59,7 @@ export interface FisherSpeedOptions extends OpOptions {
   streams?: number;
   /**
    * Compute through autograd even where the model has a linearisation (built-in architectures
-   * do; TorchScript models always use autograd). The reference path: same numbers, slower
+   * and lowerable TorchScript models do). The reference path: same numbers, slower
    * (double-backward JVPs). Default false.
    */
   autograd?: boolean;
@@ -83,6 +85,8 @@ export interface ExactFisherResult {
   eigvec?: Tensor;
   /** How the C−1 input-gradient passes ran (see FisherEngine). */
   engine: FisherEngine;
+  /** Why the engine is 'autograd' ('' when 'linear'); see {@link PowerResult.engineReason}. */
+  engineReason: string;
 }
 
 /**
@@ -94,7 +98,7 @@ export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: bool
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
-    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine,
+    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine, engineReason: r.engineReason,
   };
 }
 
@@ -110,6 +114,12 @@ export interface PowerResult {
   eigvec: Tensor;
   /** How the Fisher-vector products ran (see FisherEngine). */
   engine: FisherEngine;
+  /**
+   * Why the engine is 'autograd' ('' when 'linear'): the first op on the input's path the linear
+   * engine does not know, with its place (e.g. "aten::hardswish (%x.5) at model.py:12"), "the
+   * model is in train mode", or "the autograd option".
+   */
+  engineReason: string;
 }
 
 /**
@@ -121,7 +131,7 @@ export interface PowerResult {
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
   const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
-  return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine };
+  return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine, engineReason: r.engineReason };
 }
 
 /** Lanczos result per sample (from the Ritz values). */
@@ -330,6 +340,9 @@ export interface ProfileRow {
   samplesPerSecond: number;
   /** Peak resident memory above the level before the run (bytes; CPU process RSS high-water mark). */
   peakBytes: number;
+  /** The engine the methods ran on, and why autograd ('' when linear); see FisherEngine. */
+  engine: FisherEngine;
+  engineReason: string;
 }
 
 
@@ -343,6 +356,7 @@ export async function profileFisher(model: Model, opts: {
 } & FisherMethodOptions): Promise<ProfileRow[]> {
   const rows: ProfileRow[] = [];
   const repeats = opts.repeats ?? 3;
+  let engine: { engine: FisherEngine; engineReason: string } | undefined;
   for (const bs of opts.batchSizes) {
     const size = bs * opts.inputShape.reduce((a, b) => a * b, 1);
     // seeded inputs in [0, 1) (the timing does not depend on them; the run is reproducible)
@@ -350,6 +364,11 @@ export async function profileFisher(model: Model, opts: {
     const data = Float32Array.from({ length: size }, next);
     const x = Tensor.from(data, [bs, ...opts.inputShape], { device: model.device });
     try {
+      if (!engine) {  // every method runs on the same engine: ask one power step
+        const p = await fisherPower(model, x, { ...opts, maxIter: 1, tol: 0 });
+        p.eigvec.dispose();
+        engine = { engine: p.engine, engineReason: p.engineReason };
+      }
       for (const method of opts.methods ?? FISHER_METHODS) {
         const o = { ...opts, method };
         await fisherBatch(model, x, o);  // warm-up
@@ -363,7 +382,7 @@ export async function profileFisher(model: Model, opts: {
         const peak = peakMemory(false).peak;
         times.sort((a, b) => a - b);
         const ms = times[Math.floor(times.length / 2)];
-        rows.push({ method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before) });
+        rows.push({ method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before), ...engine });
       }
     } finally {
       x.dispose();

@@ -41,6 +41,8 @@ LayoutGuard::~LayoutGuard() {
 
 namespace {
 
+const char* const kAutogradAsked = "the autograd option";
+
 // x cast to the model's device and dtype, in the wanted memory format
 torch::Tensor prepInput(Classifier& m, const torch::Tensor& x, bool channelsLast) {
   torch::Tensor t = x.to(m.device(), modelDtype(m));
@@ -98,7 +100,8 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
   torch::Tensor z;  // [B, C]
   // the network's linearisation where the model has one (built-ins): its VJPs are input-only
   // backward passes without autograd's engine; otherwise autograd over a retained graph
-  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(x, &z);
+  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(x, &z, &r.engineReason);
+  if (o.autograd) r.engineReason = kAutogradAsked;
   if (!tape) {
     x.requires_grad_(true);
     z = m.forward(x);
@@ -164,7 +167,8 @@ FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const Fis
   dt_ = x_.scalar_type();
   shape_ = x_.sizes().vec();
   subShape_ = shape_;
-  if (!o.autograd) tape_ = m.linearize(x_, &z_);
+  if (!o.autograd) tape_ = m.linearize(x_, &z_, &why_);
+  else why_ = kAutogradAsked;
   if (!tape_) {
     x_.requires_grad_(true);
     z_ = m.forward(x_);
@@ -280,6 +284,7 @@ PowerResult fisherPower(FisherOperator& op, double tol, int64_t maxIter, const s
   r.converged = done;
   r.eigvec = v.reshape(op.inputShape());
   r.engine = op.engine();
+  r.engineReason = op.engineReason();
   return r;
 }
 
@@ -412,6 +417,7 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
         o.Set("probs", wrapTensor(env, r.probs));
         if (r.eigvec.defined()) o.Set("eigvec", wrapTensor(env, r.eigvec));
         o.Set("engine", r.engine);
+        o.Set("engineReason", r.engineReason);
         return o;
       };
     });
@@ -439,6 +445,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         o.Set("converged", toFloat64Array(env, r.converged));
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         o.Set("engine", r.engine);
+        o.Set("engineReason", r.engineReason);
         return o;
       };
     });

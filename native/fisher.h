@@ -21,6 +21,7 @@ struct ExactFisher {
   torch::Tensor eigvec;     // [B, ...input shape] (x's dtype): unit leading eigenvector of G_x; undefined unless asked
   torch::Tensor probs;      // [B, C] float64: p(x)
   std::string engine;       // "linear" (the model's linearisation) or "autograd"
+  std::string engineReason; // why autograd ("" with the linear engine)
 };
 
 // Speed options of the Fisher computations (results do not depend on them beyond rounding).
@@ -84,6 +85,8 @@ class FisherOperator {
   const std::vector<int64_t>& inputShape() const { return shape_; }
   // "linear" (J v and Jᵀ w through the model's linearisation) or "autograd"
   const char* engine() const { return tape_ ? "linear" : "autograd"; }
+  // Why the autograd engine ("" with the linear engine)
+  const std::string& engineReason() const { return why_; }
   // Restricts the operator to the samples `index` (int64 [n], positions in the current batch):
   // afterwards B = n and every vector is [n, ...] for those samples (probs and logp too).
   // Linear engine only; returns false (and changes nothing) otherwise.
@@ -97,6 +100,7 @@ class FisherOperator {
   std::vector<int64_t> shape_;     // the whole batch's input shape (inputShape())
   std::vector<int64_t> subShape_;  // the current samples' input shape (after restrict)
   torch::ScalarType dt_;
+  std::string why_;
 };
 
 struct PowerResult {
@@ -105,6 +109,7 @@ struct PowerResult {
   torch::Tensor converged;   // [B] bool
   torch::Tensor eigvec;      // [B, ...input shape] float64, unit
   std::string engine;        // FisherOperator::engine()
+  std::string engineReason;  // FisherOperator::engineReason()
 };
 // Power iteration on G_x per sample; a sample stops (its values frozen) once the Rayleigh
 // quotient changes by ≤ tol relative between iterations. With the linear engine the converged

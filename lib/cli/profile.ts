@@ -42,7 +42,8 @@ export function register(program: Command): void {
       });
       emit(Boolean(o.json), { inputShape: shape, rows }, () => {
         const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}`;
-        return [head, ...rows.map((r) => `${r.method.padEnd(11)} ${String(r.batchSize).padStart(6)} ${r.ms.toFixed(1).padStart(10)} ${r.samplesPerSecond.toFixed(1).padStart(10)} ${(r.peakBytes / 2 ** 20).toFixed(1).padStart(9)}`)].join('\n');
+        const eng = rows.length === 0 ? [] : [`engine: ${rows[0].engine}${rows[0].engineReason ? ` (${rows[0].engineReason})` : ''}`];
+        return [...eng, head, ...rows.map((r) => `${r.method.padEnd(11)} ${String(r.batchSize).padStart(6)} ${r.ms.toFixed(1).padStart(10)} ${r.samplesPerSecond.toFixed(1).padStart(10)} ${(r.peakBytes / 2 ** 20).toFixed(1).padStart(9)}`)].join('\n');
       });
       model.dispose();
     }));

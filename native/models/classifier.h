@@ -26,9 +26,11 @@ class Classifier {
   // 'builtin' or 'torchscript'
   virtual std::string kind() const = 0;
   // The network's linearisation at x (models/linear_tape.h; eval mode), the logits [B, K] in *z;
-  // nullptr where the model cannot be linearised (TorchScript, train mode): use autograd then.
-  virtual std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z) {
+  // nullptr where the model cannot be linearised (train mode, an op the engine does not know):
+  // use autograd then. *why (when given) receives the reason, "" on success.
+  virtual std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z, std::string* why = nullptr) {
     (void)x, (void)z;
+    if (why) *why = "this model has no linearisation";
     return nullptr;
   }
   // The model spec as JSON text (built-ins: the architecture spec; TorchScript: the path)

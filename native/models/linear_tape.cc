@@ -46,6 +46,12 @@ void LinearTape::setInput(const torch::Tensor& x) {
   alive_.push_back(x);
 }
 
+void LinearTape::alias(const torch::Tensor& t, int64_t id) {
+  FL_CHECK(id >= 0 && id < nodes_, ERR_INTERNAL, "linearisation: alias of an unknown node");
+  ids_[key(t)] = id;
+  alive_.push_back(t);
+}
+
 void LinearTape::push(Op op, const torch::Tensor& out) {
   op.out = nodes_++;
   ids_[key(out)] = op.out;
@@ -95,8 +101,41 @@ torch::Tensor forwardOp(const LinearTape::Op& op, const torch::Tensor& a, const 
       if (op.stride[0] != 1) s = s.slice(2, 0, c10::nullopt, op.stride[0]).slice(3, 0, c10::nullopt, op.stride[0]);
       return at::constant_pad_nd(s, {0, 0, 0, 0, op.lo, op.hi}, 0);
     }
+    case K::ConvNd:
+      return at::convolution(a, op.w, {}, op.stride, op.padding, op.dilation, false,
+                             std::vector<int64_t>(op.stride.size(), 0), op.groups);
+    case K::MaxPoolG: {
+      auto shape = op.idx.sizes();
+      return a.flatten(2).gather(2, op.idx.flatten(2)).view(shape);
+    }
+    case K::AvgPoolG:
+      return at::avg_pool2d(a, op.kernel, op.stride, op.padding, op.ceil, op.countPad,
+                            op.divisor > 0 ? c10::optional<int64_t>(op.divisor) : c10::nullopt);
+    case K::AdaptiveAvg: return at::adaptive_avg_pool2d(a, op.dims);
+    case K::Reduce: {
+      torch::Tensor r = a.sum(op.dims, op.keepdim);
+      return op.w.defined() ? r * op.w : r;
+    }
+    case K::View: {
+      std::vector<int64_t> s{a.size(0)};
+      s.insert(s.end(), op.dims.begin(), op.dims.end());
+      return a.reshape(s);
+    }
+    case K::Permute: return a.permute(op.dims);
+    case K::Sub: return a - b;
+    case K::Pad: return at::constant_pad_nd(a, op.dims, 0);
+    case K::Slice:
+      if (op.dims[4]) return a.select(op.dims[0], op.dims[1]);
+      return a.slice(op.dims[0], op.dims[1], op.dims[2], op.dims[3]);
   }
   throw FlError(ERR_INTERNAL, "linearisation: unknown op");
+}
+
+// The sizes [batch, shape...] (the input of a TorchScript-lowered op, batch from a tangent)
+std::vector<int64_t> withBatch(int64_t b, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> s{b};
+  s.insert(s.end(), shape.begin(), shape.end());
+  return s;
 }
 
 // One op applied backward to a cotangent g of its output; returns the input's (and for Add the
@@ -133,6 +172,43 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
       if (op.stride[0] == 1) return s;
       torch::Tensor r = torch::zeros_like(op.input);
       r.slice(2, 0, c10::nullopt, op.stride[0]).slice(3, 0, c10::nullopt, op.stride[0]).copy_(s);
+      return r;
+    }
+    case K::ConvNd:
+      return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
+                                                  /*transposed=*/false, std::vector<int64_t>(op.stride.size(), 0),
+                                                  op.groups, {true, false, false}));
+    case K::MaxPoolG:
+      return at::max_pool2d_with_indices_backward(g, op.input, op.kernel, op.stride, op.padding, op.dilation, op.ceil,
+                                                  op.idx);
+    case K::AvgPoolG:
+      return at::avg_pool2d_backward(g, op.input, op.kernel, op.stride, op.padding, op.ceil, op.countPad,
+                                     op.divisor > 0 ? c10::optional<int64_t>(op.divisor) : c10::nullopt);
+    case K::AdaptiveAvg: return at::_adaptive_avg_pool2d_backward(g, op.input);
+    case K::Reduce: {
+      torch::Tensor r = op.w.defined() ? g * op.w : g;
+      if (!op.keepdim)
+        for (int64_t d : op.dims) r = r.unsqueeze(d);  // dims ascending
+      return r.expand(withBatch(g.size(0), op.shape));
+    }
+    case K::View: return g.reshape(withBatch(g.size(0), op.shape));
+    case K::Permute: {
+      std::vector<int64_t> inv(op.dims.size());
+      for (size_t i = 0; i < op.dims.size(); ++i) inv[op.dims[i]] = static_cast<int64_t>(i);
+      return g.permute(inv);
+    }
+    case K::Sub:
+      *g2 = -g;
+      return g;
+    case K::Pad: {
+      std::vector<int64_t> neg(op.dims.size());
+      for (size_t i = 0; i < neg.size(); ++i) neg[i] = -op.dims[i];
+      return at::constant_pad_nd(g, neg, 0);
+    }
+    case K::Slice: {
+      torch::Tensor r = torch::zeros(withBatch(g.size(0), op.shape), g.options());
+      if (op.dims[4]) r.select(op.dims[0], op.dims[1]).copy_(g);
+      else r.slice(op.dims[0], op.dims[1], op.dims[2], op.dims[3]).copy_(g);
       return r;
     }
   }
@@ -211,6 +287,18 @@ torch::Tensor LinearTape::vjp(const torch::Tensor& u) const {
 
 // ---------------- recording helpers ----------------
 
+void prepareConvBackward(LinearTape::Op& op) {
+  const torch::Tensor& w = op.w;
+  // stride-1 input gradients on the CPU as a forward convolution with the flipped, transposed
+  // kernel: oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at
+  // 26×26, batch 128: 7.4 vs 8.2–15 ms). Costs one copy of the layer's weights per linearisation.
+  if (w.is_cpu() && op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
+      op.dilation[1] == 1 && op.padding[0] <= w.size(2) - 1 && op.padding[1] <= w.size(3) - 1) {
+    torch::NoGradGuard ng;
+    op.wFlipT = w.detach().flip({2, 3}).transpose(0, 1).contiguous(w.suggest_memory_format());
+  }
+}
+
 namespace rec {
 
 namespace {
@@ -242,14 +330,7 @@ torch::Tensor conv(torch::nn::Conv2dImpl& c, const torch::Tensor& x) {
     FL_CHECK(pad != nullptr, ERR_INTERNAL, "linearisation: only explicit convolution padding is supported");
     op.padding = arr(*pad);
     op.groups = c.options.groups();
-    // stride-1 input gradients on the CPU as a forward convolution with the flipped, transposed
-    // kernel: oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at
-    // 26×26, batch 128: 7.4 vs 8.2–15 ms). Costs one copy of the layer's weights per linearisation.
-    if (c.weight.is_cpu() && op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
-        op.dilation[1] == 1 && op.padding[0] <= c.weight.size(2) - 1 && op.padding[1] <= c.weight.size(3) - 1) {
-      torch::NoGradGuard ng;
-      op.wFlipT = c.weight.detach().flip({2, 3}).transpose(0, 1).contiguous(c.weight.suggest_memory_format());
-    }
+    prepareConvBackward(op);
     FL_CHECK(c.options.padding_mode().index() == 0, ERR_INTERNAL, "linearisation: only zero padding is supported");
     t->push(std::move(op), y);
   }

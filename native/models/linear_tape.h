@@ -24,7 +24,11 @@ namespace fl {
 
 class LinearTape {
  public:
-  enum class Kind { Scale, Conv, Linear, Relu, Mul, MaxPool, AvgPool, GlobalAvg, Reshape, Add, ShortcutA };
+  enum class Kind {
+    Scale, Conv, Linear, Relu, Mul, MaxPool, AvgPool, GlobalAvg, Reshape, Add, ShortcutA,
+    // recorded by the TorchScript lowering (torchscript_tape.cc); see Op's last fields
+    ConvNd, MaxPoolG, AvgPoolG, AdaptiveAvg, Reduce, View, Permute, Sub, Pad, Slice
+  };
   struct Op {
     Kind kind;
     int64_t in = -1, in2 = -1, out = -1;  // node ids (in2: Add only)
@@ -34,6 +38,13 @@ class LinearTape {
     torch::Tensor idx;                    // MaxPool: argmax indices
     std::vector<int64_t> stride, padding, dilation, kernel;
     int64_t groups = 1, lo = 0, hi = 0;   // Conv groups; ShortcutA: zero channels before/after
+    // TorchScript lowering. shape: the input's sizes without the batch dimension (View, Reduce,
+    // Slice, Pad, Permute); dims: ConvNd/AdaptiveAvg output size, Reduce's dims, Permute's order,
+    // Pad's constant_pad_nd widths, Slice's {dim, start, end, step, select?}; Reduce's factor in w
+    // (undefined: 1); pools' ceil mode, count_include_pad and divisor (0: none)
+    std::vector<int64_t> shape, dims;
+    bool ceil = false, countPad = true, keepdim = false;
+    int64_t divisor = 0;
   };
 
   // Node id of a tensor produced by a recorded op (or the input); -1 if unknown.
@@ -41,6 +52,8 @@ class LinearTape {
   // Registers t as the output of the op just pushed (or as the input when no op was pushed yet).
   void push(Op op, const torch::Tensor& out);
   void setInput(const torch::Tensor& x);
+  // Registers t as another name of node id (an identity op: contiguous, eval-mode dropout, + const)
+  void alias(const torch::Tensor& t, int64_t id);
   // Ends recording: z must be the last recorded tensor (the logits)
   void finish(const torch::Tensor& z);
 
@@ -75,6 +88,10 @@ struct TapeRecording {
 
 // The tape active on this thread, or nullptr.
 LinearTape* activeTape();
+
+// Sets op.wFlipT where the stride-1 CPU input gradient runs as a forward convolution with the
+// flipped, transposed kernel (op: a Conv with w, stride, padding, dilation, groups set).
+void prepareConvBackward(LinearTape::Op& op);
 
 // Recording helpers used by the zoo. Each computes the op and, under an active tape, records it.
 namespace rec {

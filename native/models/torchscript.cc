@@ -3,8 +3,11 @@
 // A TorchScript archive runs code: load only archives from trusted sources.
 #include "models/classifier.h"
 #include "common/errors.h"
+#include "models/linear_tape.h"
+#include "models/torchscript_tape.h"
 #include <torch/script.h>
 #include <fstream>
+#include <mutex>
 
 namespace fl {
 namespace {
@@ -27,6 +30,19 @@ class ScriptClassifier : public Classifier {
     TORCH_CHECK(z.dim() == 2 && z.size(0) == x.size(0), "the TorchScript model's forward must return logits [B, K] for B = ",
                 x.size(0), ", got a tensor with ", z.dim(), " dimensions");
     return z;
+  }
+  // The module's graph lowered into the linear engine (torchscript_tape.h), prepared on first use
+  std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z, std::string* why) override {
+    if (why) *why = "";
+    if (m_.is_training()) {
+      if (why) *why = "the model is in train mode";
+      return nullptr;
+    }
+    std::call_once(loweringOnce_, [this]() { lowering_ = std::make_unique<ScriptLowering>(m_); });
+    std::string reason;
+    auto tape = lowering_->record(x, z, &reason);
+    if (why) *why = reason;
+    return tape;
   }
   std::vector<torch::Tensor> parameters() override {
     std::vector<torch::Tensor> out;
@@ -60,6 +76,8 @@ class ScriptClassifier : public Classifier {
  private:
   torch::jit::Module m_;
   std::string path_;
+  std::once_flag loweringOnce_;
+  std::unique_ptr<ScriptLowering> lowering_;
 };
 
 }  // namespace

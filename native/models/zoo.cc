@@ -97,8 +97,12 @@ class BuiltinClassifier : public Classifier {
     return ps.empty() ? torch::Device(torch::kCPU) : ps[0].device();
   }
   std::string kind() const override { return "builtin"; }
-  std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z) override {
-    if (net_->is_training()) return nullptr;  // dropout / batch statistics are not linearised
+  std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z, std::string* why) override {
+    if (why) *why = "";
+    if (net_->is_training()) {  // dropout / batch statistics are not linearised
+      if (why) *why = "the model is in train mode";
+      return nullptr;
+    }
     auto tape = std::make_shared<LinearTape>();
     torch::NoGradGuard ng;
     try {
@@ -108,7 +112,10 @@ class BuiltinClassifier : public Classifier {
       tape->finish(out);
       if (z) *z = out;
     } catch (const FlError& e) {
-      if (e.code == ERR_INTERNAL) return nullptr;  // an op outside the tape: autograd instead
+      if (e.code == ERR_INTERNAL) {  // an op outside the tape: autograd instead
+        if (why) *why = e.what();
+        return nullptr;
+      }
       throw;
     }
     return tape;
