@@ -60,7 +60,9 @@ for (const name of NAMES) {
     // PyTorch's own definition of the network (the TorchScript module): exact Fisher quantities,
     // Fisher-vector products G v and quadratic forms vᵀGv on the same samples
     const x0 = x.slice(0, 2);
-    const [fe, fts] = [await fisherExact(m, x0), await fisherExact(ts, x0)];
+    // (the TorchScript side forced onto autograd: it would otherwise be lowered into the same engine,
+    // test/torchscript-lower.test.ts)
+    const [fe, fts] = [await fisherExact(m, x0), await fisherExact(ts, x0, { autograd: true })];
     t.is(fe.engine, 'linear', 'the built-in is linearised (no silent fallback to autograd)');
     t.is(fts.engine, 'autograd');
     for (let b = 0; b < 2; b++) {
@@ -71,10 +73,10 @@ for (const name of NAMES) {
     }
     const n0 = x0.shape.reduce((p, q) => p * q);
     const v = Tensor.from(Float64Array.from({ length: n0 }, (_, i) => Math.sin(1.7 * i + 0.3)), x0.shape);
-    const [gv, gvts] = [(await fisherVectorProduct(m, x0, v)).toArray() as Float64Array, (await fisherVectorProduct(ts, x0, v)).toArray() as Float64Array];
+    const [gv, gvts] = [(await fisherVectorProduct(m, x0, v)).toArray() as Float64Array, (await fisherVectorProduct(ts, x0, v, { autograd: true })).toArray() as Float64Array];
     const scale = Math.max(...Array.from(gvts, Math.abs));
     t.true(scale > 0 && maxAbsDiff(gv, gvts) <= 1e-4 * scale, `G v differs by ${maxAbsDiff(gv, gvts)} (scale ${scale})`);
-    const [q, qts] = [await fisherQuadratic(m, x0, v), await fisherQuadratic(ts, x0, v)];
+    const [q, qts] = [await fisherQuadratic(m, x0, v), await fisherQuadratic(ts, x0, v, { autograd: true })];
     for (let b = 0; b < 2; b++) t.true(Math.abs(q[b] - qts[b]) <= 1e-4 * Math.max(1e-12, qts[b]), `vᵀGv[${b}]: ${q[b]} vs ${qts[b]}`);
     ts.dispose();
     m.dispose();
