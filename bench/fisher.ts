@@ -8,12 +8,18 @@
  * FisherLens / Python, and the achieved FLOP/s against the measured matrix-product peak.
  * Never passes or fails on time.
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2]
+ * TorchScript rows: the Python side's own model, scripted and saved, loaded by FisherLens and run
+ * on the linear engine (its graph lowered, native/models/torchscript_tape.cc) and on autograd
+ * (--torchscript 0 leaves them out). tanh-avg-cnn is LeNet-5 with tanh and average pooling.
+ *
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1]
  */
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as readline from 'readline';
 import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
-import { Model, Tensor, backend, setThreads } from '../lib';
+import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions } from '../lib/fisher';
 import { uniformStream } from '../lib/random';
 
@@ -59,9 +65,10 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
 const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
 const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
 
-const CONFIGS: Record<string, { inChannels: number; inputSize: number }> = {
+const CONFIGS: Record<string, { inChannels: number; inputSize: number; spec?: Record<string, unknown> }> = {
   'small-cnn': { inChannels: 1, inputSize: 28 },
   resnet20: { inChannels: 3, inputSize: 32 },
+  'tanh-avg-cnn': { inChannels: 1, inputSize: 28, spec: { arch: 'lenet', activation: 'tanh', pool: 'avg' } },
 };
 
 export async function main(): Promise<void> {
@@ -78,16 +85,21 @@ export async function main(): Promise<void> {
     const cfg = CONFIGS[arch];
     if (!cfg) throw new Error(`unknown arch ${arch}; expected ${Object.keys(CONFIGS).join(', ')}`);
     const shape = [cfg.inChannels, cfg.inputSize, cfg.inputSize];
-    const py = new PySide(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)]);
+    const spec = { arch, ...cfg.spec };
+    // TorchScript rows: the Python side saves the model it runs
+    const tsFile = arg('torchscript', '1') !== '0' ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-')), `${arch}.pt`) : '';
+    const py = new PySide(['--arch', String(spec.arch), '--spec', JSON.stringify(cfg.spec ?? {}), '--input', shape.join(','), '--batch', String(batch),
+      '--power-iters', String(iters), '--threads', String(threads), ...(tsFile ? ['--save-torchscript', tsFile] : [])]);
     const info = JSON.parse(await py.next()) as { forwardFlopsPerSample: number };
     // the same Python with glibc tuned as FisherLens tunes it (backend().allocator 'glibc-reuse'):
     // shows how much of the difference is the allocator policy
-    const pyReuse = new PySide(['--arch', arch, '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)],
+    const pyReuse = new PySide(['--arch', String(spec.arch), '--spec', JSON.stringify(cfg.spec ?? {}), '--input', shape.join(','), '--batch', String(batch), '--power-iters', String(iters), '--threads', String(threads)],
       { ...process.env, MALLOC_MMAP_THRESHOLD_: String(32 << 20), MALLOC_TRIM_THRESHOLD_: String(1 << 30), MALLOC_TOP_PAD_: String(64 << 20) });
     await pyReuse.next();
     py.p_write('peak');
     const peak = Number(await py.next());
-    const model = Model.create({ arch, ...cfg, numClasses: C });
+    const model = Model.create({ ...spec, inChannels: cfg.inChannels, inputSize: cfg.inputSize, numClasses: C } as ModelSpec);
+    const ts = tsFile ? await Model.load(tsFile) : undefined;
     const n = batch * shape.reduce((a, b) => a * b, 1);
     const x = Tensor.from(Float32Array.from({ length: n }, uniformStream(batch)), [batch, ...shape]);
     const F = info.forwardFlopsPerSample * batch;
@@ -102,6 +114,17 @@ export async function main(): Promise<void> {
       ['fisherlens power channels-last', 'power', { channelsLast: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
       ['fisherlens power, autograd engine', 'power', { autograd: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
     ];
+    // TorchScript: the same rows on the Python side's own scripted model (both engines)
+    const TS_ROWS = ['torchscript exact', 'torchscript exact, autograd engine', 'torchscript power', 'torchscript power, autograd engine'];
+    if (ts) {
+      for (const [name, autograd] of [[TS_ROWS[0], false], [TS_ROWS[1], true]] as const)
+        flVariants.push([name, 'exact', { autograd }, () => (o) => fisherExact(ts, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })]);
+      for (const [name, autograd] of [[TS_ROWS[2], false], [TS_ROWS[3], true]] as const)
+        flVariants.push([name, 'power', { autograd }, () => (o) => fisherPower(ts, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())]);
+      const e = await fisherPower(ts, x.slice(0, 1), { tol: 0, maxIter: 1 });
+      e.eigvec.dispose();
+      console.log(`${arch} TorchScript: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
+    }
     const INF: [number, number] = [Infinity, Infinity];
     const best: Record<string, [number, number]> = {};
     const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
@@ -133,6 +156,7 @@ export async function main(): Promise<void> {
     line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
     line('python exact, malloc as FisherLens', pyReuseBest.exact, pyBest.exact, flops.pyExact);
     for (const k of ['fisherlens exact', 'fisherlens exact NCHW', 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
+    if (ts) for (const k of TS_ROWS.slice(0, 2)) line(k, best[k], pyBest.exact, flops.flExact);
     // the fastest any implementation of C−1 input-gradient passes could be here: its FLOPs at the
     // measured matrix-product peak (every convolution and matmul at 100 % of the 2048² sgemm rate)
     const boundMs = flops.flExact / (peak * 1e9) * 1000;
@@ -140,9 +164,13 @@ export async function main(): Promise<void> {
     line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
     line('python power, malloc as FisherLens', pyReuseBest.power, pyBest.power, flops.power);
     for (const k of ['fisherlens power', 'fisherlens power channels-last', 'fisherlens power, autograd engine']) line(k, best[k], pyBest.power, flops.power);
+    if (ts) for (const k of TS_ROWS.slice(2)) line(k, best[k], pyBest.power, flops.power);
+    if (ts) rows.push(`TorchScript / built-in (same engine, same defaults): exact ${(best[TS_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
+      `power ${(best[TS_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}`);
     console.log(rows.join('\n'));
     x.dispose();
     model.dispose();
+    ts?.dispose();
   }
   console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
     '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: channels-last);\n' +

@@ -42,7 +42,7 @@ const fa = (): FisherAddon => addon<FisherAddon>();
  * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
  * forward pass (a JVP is one bias-free forward of v, a VJP one input-only backward): built-in
  * architectures, and TorchScript models whose forward graph lowers into it (every op on the
- * input's path one the engine knows; docs/models.md lists them). 'autograd' through LibTorch's
+ * input's path one the engine knows; docs/fisher.md lists them). 'autograd' through LibTorch's
  * autograd otherwise, or with `autograd: true` (a JVP is a double backward); the result's
  * `engineReason` says why. The numbers agree to rounding.
  */

@@ -108,11 +108,13 @@ if __name__ == '__main__':
     ap.add_argument('--peak', action='store_true')
     ap.add_argument('--serve', action='store_true')
     ap.add_argument('--save-torchscript')
+    ap.add_argument('--spec', default='{}', help='JSON merged into the model spec (e.g. {"activation": "tanh"})')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     shape = [int(s) for s in a.input.split(',')]
-    model = build({'arch': a.arch, 'inChannels': shape[0], 'inputSize': shape[1], 'numClasses': a.classes}).eval()
+    model = build({'arch': a.arch, 'inChannels': shape[0], 'inputSize': shape[1], 'numClasses': a.classes,
+                   **json.loads(a.spec)}).eval()
     if a.save_torchscript:
         torch.jit.save(torch.jit.script(model), a.save_torchscript)
     x = torch.rand(a.batch, *shape)
