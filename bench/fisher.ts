@@ -171,6 +171,7 @@ export async function main(): Promise<void> {
     x.dispose();
     model.dispose();
     ts?.dispose();
+    if (tsFile) fs.rmSync(path.dirname(tsFile), { recursive: true, force: true });
   }
   console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
     '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: channels-last);\n' +

@@ -61,9 +61,9 @@ class LayoutGuard {
 };
 
 // Matrix-free access to G_x for one batch: Fisher-vector products G v = Jᵀ (M (J v)).
-// Built-in models: one recorded forward (models/linear_tape.h), then J v is one bias-free forward
-// of v through the linearised network and Jᵀ w one input-only backward. Other models (TorchScript)
-// or options.autograd: one forward with a retained graph, J v by double backward through a dummy
+// Built-in models and TorchScript models whose graph lowers: one recorded forward
+// (models/linear_tape.h), then J v is one bias-free forward of v through the linearised network
+// and Jᵀ w one input-only backward. Other models or options.autograd: one forward with a retained graph, J v by double backward through a dummy
 // u (J v = ∂/∂u [(Jᵀ u) · v]), Jᵀ w by autograd. Vectors are [B, D] float64 (D = input size per sample).
 // Holds eval mode / no weight gradients for its lifetime.
 class FisherOperator {
@@ -95,7 +95,7 @@ class FisherOperator {
  private:
   std::unique_ptr<ModeGuard> mode_;
   std::unique_ptr<LayoutGuard> layout_;
-  std::shared_ptr<LinearTape> tape_;  // the model's linearisation (built-ins), else autograd
+  std::shared_ptr<LinearTape> tape_;  // the model's linearisation, else autograd
   torch::Tensor x_, z_, u_, g_;
   std::vector<int64_t> shape_;     // the whole batch's input shape (inputShape())
   std::vector<int64_t> subShape_;  // the current samples' input shape (after restrict)

@@ -19,7 +19,8 @@ import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { Model, ModelSpec, Tensor } from '../lib';
 import { Dataset } from '../lib/data/dataset';
-import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower } from '../lib/fisher';
+import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher } from '../lib/fisher';
+import { main } from '../lib/cli/main';
 import { train, manualSeed } from '../lib/train';
 import { PY, hasTorch } from './helpers/python';
 
@@ -213,7 +214,7 @@ maybe('a custom model over the lowered kinds (tanh, GELU, SiLU, ELU, softplus, p
   }
 });
 
-maybe('a model with an op the engine does not know falls back to autograd and names the op', async (t) => {
+maybe('a model with an op the engine does not know falls back to autograd and names the op (also in profile fisher)', async (t) => {
   const x = Tensor.from(Float32Array.from({ length: 2 * 144 }, (_, i) => (Math.cos(i) + 1) / 2), [2, 1, 12, 12]);
   const hard = await Model.load(path.join(tmp, 'hard.pt'));
   const r = await fisherExact(hard, x);
@@ -224,7 +225,20 @@ maybe('a model with an op the engine does not know falls back to autograd and na
   t.is(p.engine, 'autograd');
   t.is(p.engineReason, r.engineReason);
   t.true(r.trace[0] > 0);
+  // profile fisher reports it: the rows, and the CLI's text (in-process)
+  const rows = await profileFisher(hard, { inputShape: [1, 12, 12], batchSizes: [2], methods: ['exact'], repeats: 1 });
+  t.is(rows[0].engine, 'autograd');
+  t.is(rows[0].engineReason, r.engineReason);
   hard.dispose();
+  const out: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => { out.push(String(chunk)); return true; }) as typeof process.stdout.write;
+  try {
+    await main(['profile', 'fisher', '--model', path.join(tmp, 'hard.pt'), '--input-shape', '1,12,12', '--batch', '2', '--methods', 'exact', '--repeats', '1']);
+  } finally {
+    process.stdout.write = write;
+  }
+  t.true(out.join('').includes(`engine: autograd (${r.engineReason})`), out.join(''));
   // an input-dependent Python if: its condition reads the batch's values (a reduction over the batch)
   const branchy = await Model.load(path.join(tmp, 'branchy.pt'));
   const b = await fisherExact(branchy, x);

@@ -12,7 +12,8 @@
 // Recording: the zoo's nets call the fl::rec helpers below for every op; while a tape is active on
 // the calling thread they record, otherwise they only compute. An op that was not routed through
 // them breaks the chain: linearize() then fails with ERR_INTERNAL and callers fall back to
-// autograd.
+// autograd. TorchScript models are recorded by interpreting their graph (torchscript_tape.h),
+// which pushes ops directly (and uses the rec helpers where an op is exactly a built-in's).
 #pragma once
 #include <torch/torch.h>
 #include <memory>
@@ -39,9 +40,10 @@ class LinearTape {
     std::vector<int64_t> stride, padding, dilation, kernel;
     int64_t groups = 1, lo = 0, hi = 0;   // Conv groups; ShortcutA: zero channels before/after
     // TorchScript lowering. shape: the input's sizes without the batch dimension (View, Reduce,
-    // Slice, Pad, Permute); dims: ConvNd/AdaptiveAvg output size, Reduce's dims, Permute's order,
-    // Pad's constant_pad_nd widths, Slice's {dim, start, end, step, select?}; Reduce's factor in w
-    // (undefined: 1); pools' ceil mode, count_include_pad and divisor (0: none)
+    // Slice, Pad); dims: View's output sizes without the batch dimension, AdaptiveAvg's output
+    // size, Reduce's dims (ascending), Permute's order, Pad's constant_pad_nd widths, Slice's
+    // {dim, start, end, step, select?}; Reduce's factor in w (undefined: 1); MaxPoolG/AvgPoolG's
+    // ceil mode, count_include_pad and divisor (0: none). ConvNd: any-dimensional convolution.
     std::vector<int64_t> shape, dims;
     bool ceil = false, countPad = true, keepdim = false;
     int64_t divisor = 0;
