@@ -63,6 +63,7 @@ class Kinds(nn.Module):
         x = (x - self.mu) / self.sigma
         a = torch.tanh(self.c1(x))
         a = F.avg_pool2d(a, 3, stride=2, padding=1, count_include_pad=False)
+        a = F.relu(a + 0.5, inplace=True) - 0.5
         b = self.bn(F.leaky_relu(self.c1(x), 0.1))
         b = F.gelu(self.c2(b))
         c = torch.cat([F.silu(a) * 0.5 - torch.sigmoid(b), a * b], 1)
@@ -187,7 +188,7 @@ for (const name of ['mlp', 'small-cnn', 'lenet', 'resnet20']) {
   });
 }
 
-maybe('a custom model over the lowered kinds (tanh, GELU, SiLU, ELU, softplus, pools, cat, permute, slices, pad, conv1d, loop...) agrees with autograd, scripted and traced, with every method', async (t) => {
+maybe('a custom model over the lowered kinds (tanh, GELU, SiLU, ELU, softplus, in-place ReLU, pools, cat, permute, slices, pad, conv1d, loop...) agrees with autograd, scripted and traced, with every method', async (t) => {
   const x = input(probe('kinds'));
   for (const kind of ['script', 'trace']) {
     const ts = await Model.load(path.join(tmp, `kinds.${kind}.pt`));
