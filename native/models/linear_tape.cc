@@ -77,6 +77,14 @@ bool thinCpuConv(const LinearTape::Op& op, const torch::Tensor& t) {
          t.is_contiguous();
 }
 
+// t in like's memory format (a channels-last tangent stays channels-last through pads and
+// slices, as through the built-ins' ShortcutA: mixing formats makes every later kernel convert)
+torch::Tensor keepFormat(const torch::Tensor& t, const torch::Tensor& like) {
+  if (t.dim() != 4 || like.dim() != 4) return t;
+  at::MemoryFormat f = like.suggest_memory_format();
+  return t.suggest_memory_format() == f ? t : t.contiguous(f);
+}
+
 // One op applied forward to a tangent (a: its input's tangent, b: the second input's for Add)
 torch::Tensor forwardOp(const LinearTape::Op& op, const torch::Tensor& a, const torch::Tensor& b) {
   using K = LinearTape::Kind;
@@ -123,7 +131,7 @@ torch::Tensor forwardOp(const LinearTape::Op& op, const torch::Tensor& a, const 
     }
     case K::Permute: return a.permute(op.dims);
     case K::Sub: return a - b;
-    case K::Pad: return at::constant_pad_nd(a, op.dims, 0);
+    case K::Pad: return keepFormat(at::constant_pad_nd(a, op.dims, 0), a);
     case K::Slice:
       if (op.dims[4]) return a.select(op.dims[0], op.dims[1]);
       return a.slice(op.dims[0], op.dims[1], op.dims[2], op.dims[3]);
@@ -203,10 +211,11 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
     case K::Pad: {
       std::vector<int64_t> neg(op.dims.size());
       for (size_t i = 0; i < neg.size(); ++i) neg[i] = -op.dims[i];
-      return at::constant_pad_nd(g, neg, 0);
+      return keepFormat(at::constant_pad_nd(g, neg, 0), g);
     }
     case K::Slice: {
       torch::Tensor r = torch::zeros(withBatch(g.size(0), op.shape), g.options());
+      r = keepFormat(r, g);
       if (op.dims[4]) r.select(op.dims[0], op.dims[1]).copy_(g);
       else r.slice(op.dims[0], op.dims[1], op.dims[2], op.dims[3]).copy_(g);
       return r;
