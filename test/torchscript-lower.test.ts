@@ -132,6 +132,8 @@ test.before(() => {
   execFileSync(PY, [script, root, tmp], { stdio: 'inherit' });
 });
 
+test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
 interface Probe { spec?: ModelSpec; shape: number[]; x: number[] }
 const probe = (name: string): Probe => JSON.parse(fs.readFileSync(path.join(tmp, `${name}.json`), 'utf8')) as Probe;
 const input = (p: Probe, n = p.shape[0]): Tensor => Tensor.from(Float32Array.from(p.x), p.shape).slice(0, n);
