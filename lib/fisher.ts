@@ -16,7 +16,8 @@ import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
 import { peakMemory } from './backend';
 
-interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
+interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean; classesPerPass?: number }
+interface TuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number }
 interface FisherAddon {
   fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
@@ -34,6 +35,8 @@ interface FisherAddon {
   fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
   fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
   klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
+  fisherExactTune(m: NativeModel, x: NativeTensor, o: { candidates: { channelsLast: boolean; classesPerPass: number }[]; budgetMs: number; autograd: boolean }, ctl?: NativeCtl): Promise<TuneRow[]>;
+  profileVjp(m: NativeModel, x: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<{ op: string; ms: number }[]>;
 }
 
 const fa = (): FisherAddon => addon<FisherAddon>();
@@ -46,13 +49,33 @@ const fa = (): FisherAddon => addon<FisherAddon>();
  */
 export type FisherEngine = 'linear' | 'autograd';
 
+/** Memory layouts of the convolutions' products: 'auto' measures (see FisherSpeedOptions.layout). */
+export const FISHER_LAYOUTS = ['auto', 'nchw', 'channels-last'] as const;
+export type FisherLayout = typeof FISHER_LAYOUTS[number];
+
 /** Speed options shared by the Fisher functions (results do not depend on them beyond rounding). */
 export interface FisherSpeedOptions extends OpOptions {
   /**
    * Run convolutions channels-last (input and 4-D weights; weights restored after). Default: true
-   * for `fisherExact` (measured faster or equal), false for the matrix-free methods.
+   * for `fisherExact` (measured faster or equal), false for the matrix-free methods. `layout`, when
+   * given, takes precedence.
    */
   channelsLast?: boolean;
+  /**
+   * Memory layout of the products. Default 'auto': the exact method measures both layouts (with
+   * `classesPerPass`) on the first batch it sees per (model, per-sample input shape, device,
+   * engine) and uses the faster for later calls (cached in-process; see ExactFisherResult.tuning);
+   * the matrix-free methods read 'auto' as 'nchw' unless `channelsLast` is set. The linearisation
+   * is recorded in NCHW either way, so the layout changes only rounding.
+   */
+  layout?: FisherLayout;
+  /**
+   * Exact method, linear engine: classes' cotangents pushed through one VJP as a [k·B] batch
+   * (larger kernels; memory of the backward's activations-sized buffers × k). A positive
+   * integer (clamped to C−1), or 'auto' (default): chosen by the layout's measurement among
+   * EXACT_TUNE.classesPerPass.
+   */
+  classesPerPass?: number | 'auto';
   /** Run the exact method's backward passes on this many threads at once. Default 1. */
   streams?: number;
   /**
@@ -63,8 +86,81 @@ export interface FisherSpeedOptions extends OpOptions {
   autograd?: boolean;
 }
 
+/**
+ * The exact method's autotune: candidate classes per pass, and the measuring budget (ms; each
+ * candidate costs one warm-up and one timed VJP pass over the batch, at most its first
+ * `maxBatch` samples; candidates left when the budget is spent are not measured).
+ */
+export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128 } as const;
+
 function speed(o: FisherSpeedOptions, channelsLastDefault = false): SpeedOpts {
-  return { channelsLast: o.channelsLast ?? channelsLastDefault, streams: o.streams ?? 1, autograd: o.autograd ?? false };
+  const layout = checkLayout(o.layout);
+  const channelsLast = layout === 'auto' ? o.channelsLast ?? channelsLastDefault : layout === 'channels-last';
+  return { channelsLast, streams: o.streams ?? 1, autograd: o.autograd ?? false };
+}
+
+function checkLayout(l: unknown): FisherLayout {
+  if (l === undefined) return 'auto';
+  if (!(FISHER_LAYOUTS as readonly unknown[]).includes(l)) throw new FisherLensError('ERR_ARG', `layout must be one of ${FISHER_LAYOUTS.join(', ')}, got ${String(l)}`);
+  return l as FisherLayout;
+}
+
+/** What the exact method ran with, and whether it was measured for this call. */
+export interface ExactTuning {
+  layout: 'nchw' | 'channels-last';
+  classesPerPass: number;
+  /** 'pinned': both given by options; 'measured': this call measured; 'cached': an earlier call's measurement. */
+  source: 'pinned' | 'measured' | 'cached';
+  /** The measurement (ms per class's VJP over the batch; NaN: not measured). */
+  candidates?: { layout: 'nchw' | 'channels-last'; classesPerPass: number; msPerClass: number }[];
+}
+
+// per model: per-sample input shape, device and engine -> the measured choice
+const tuned = new WeakMap<Model, Map<string, ExactTuning>>();
+let tuneRuns = 0;
+/** How many autotune measurements this process has run (for tests and `profile fisher`). */
+export function exactTuneCount(): number { return tuneRuns; }
+
+/** The exact method's layout and classes per pass for this model and batch: pinned, cached or measured now. */
+export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOptions = {}): Promise<ExactTuning> {
+  const layout = checkLayout(opts.layout);
+  if (opts.channelsLast !== undefined && typeof opts.channelsLast !== 'boolean') throw new FisherLensError('ERR_ARG', `channelsLast must be a boolean, got ${String(opts.channelsLast)}`);
+  const k = opts.classesPerPass ?? 'auto';
+  if (k !== 'auto' && (!Number.isInteger(k) || k < 1)) throw new FisherLensError('ERR_ARG', `classesPerPass must be a positive integer or 'auto', got ${String(k)}`);
+  const pinnedLayout = layout !== 'auto' ? layout : opts.channelsLast !== undefined ? (opts.channelsLast ? 'channels-last' : 'nchw') : undefined;
+  if (pinnedLayout && k !== 'auto') return { layout: pinnedLayout, classesPerPass: k, source: 'pinned' };
+  const autograd = opts.autograd ?? false;
+  const key = JSON.stringify([x.shape.slice(1), model.device, autograd, pinnedLayout ?? 'auto', k]);
+  let perModel = tuned.get(model);
+  const hit = perModel?.get(key);
+  if (hit) return { ...hit, source: 'cached' };
+  const layouts = pinnedLayout ? [pinnedLayout] : (['nchw', 'channels-last'] as const);
+  const ks = k === 'auto' ? [...EXACT_TUNE.classesPerPass] : [k];
+  const candidates = layouts.flatMap((l) => ks.map((c) => ({ channelsLast: l === 'channels-last', classesPerPass: c })));
+  const slice = x.shape[0] > EXACT_TUNE.maxBatch ? x.slice(0, EXACT_TUNE.maxBatch) : x;
+  let rows: TuneRow[];
+  try {
+    rows = await runOp(opts, (ctl) => fa().fisherExactTune(model.native, slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
+  } finally {
+    if (slice !== x) slice.dispose();
+  }
+  tuneRuns++;
+  const named = rows.map((r) => ({ layout: r.channelsLast ? 'channels-last' as const : 'nchw' as const, classesPerPass: r.classesPerPass, msPerClass: r.msPerClass }));
+  const measured = named.filter((r) => Number.isFinite(r.msPerClass));
+  const best = measured.length > 0 ? measured.reduce((a, b) => (b.msPerClass < a.msPerClass ? b : a)) : { layout: layouts[0], classesPerPass: ks[0] };
+  const choice: ExactTuning = { layout: best.layout, classesPerPass: best.classesPerPass, source: 'measured', candidates: named };
+  if (!perModel) tuned.set(model, (perModel = new Map()));
+  perModel.set(key, choice);
+  return choice;
+}
+
+/**
+ * Per-op wall time (ms, tape order) of one exact-method VJP pass of `classesPerPass` classes
+ * over the model's linearisation at x: the per-layer profile behind bench/fisher's FLOP-bound
+ * figures. [] for models without a linearisation (TorchScript).
+ */
+export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number }[]> {
+  return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, { channelsLast: opts.layout === 'channels-last', classesPerPass: opts.classesPerPass ?? 1 }, ctl));
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
@@ -83,6 +179,8 @@ export interface ExactFisherResult {
   eigvec?: Tensor;
   /** How the C−1 input-gradient passes ran (see FisherEngine). */
   engine: FisherEngine;
+  /** The layout and classes per pass used (see FisherSpeedOptions.layout). */
+  tuning: ExactTuning;
 }
 
 /**
@@ -90,11 +188,13 @@ export interface ExactFisherResult {
  * input-gradient passes), in eval mode without weight gradients; the model is left as found.
  */
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...speed(opts, true) }, ctl));
+  const tuning = await exactTuning(model, x, opts);
+  const o: SpeedOpts = { ...speed(opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...o }, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
-    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine,
+    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine, tuning,
   };
 }
 
@@ -330,6 +430,9 @@ export interface ProfileRow {
   samplesPerSecond: number;
   /** Peak resident memory above the level before the run (bytes; CPU process RSS high-water mark). */
   peakBytes: number;
+  /** exact: the layout and classes per pass it ran with (measured or cached by the warm-up run). */
+  layout?: 'nchw' | 'channels-last';
+  classesPerPass?: number;
 }
 
 
@@ -363,7 +466,13 @@ export async function profileFisher(model: Model, opts: {
         const peak = peakMemory(false).peak;
         times.sort((a, b) => a - b);
         const ms = times[Math.floor(times.length / 2)];
-        rows.push({ method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before) });
+        const row: ProfileRow = { method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before) };
+        if (method === 'exact') {
+          const t = await exactTuning(model, x, o);  // the warm-up's choice (cached)
+          row.layout = t.layout;
+          row.classesPerPass = t.classesPerPass;
+        }
+        rows.push(row);
       }
     } finally {
       x.dispose();

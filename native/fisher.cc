@@ -10,7 +10,9 @@
 #include "models/linear_tape.h"
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <chrono>
 #include <exception>
+#include <limits>
 #include <thread>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
@@ -89,20 +91,48 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) 
   return fisherExact(m, x, wantEigvec, o);
 }
 
+namespace {
+
+// The model's linearisation at x (recorded in NCHW whatever the layout asked for, then moved to
+// channels-last if asked: ReLU masks and max-pool argmax, which the layouts' kernels can round to
+// different winners at near-ties, come from the same forward in both layouts), or nullptr where
+// the model has none or o.autograd; then the autograd engine's input x (requires grad) and graph
+// z in the asked layout, under *layout. z: the logits [B, C] either way.
+std::shared_ptr<LinearTape> linearise(Classifier& m, const torch::Tensor& x0, const FisherOptions& o, torch::Tensor* x,
+                                      torch::Tensor* z, std::unique_ptr<LayoutGuard>* layout) {
+  *x = prepInput(m, x0, false);
+  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(*x, z);
+  if (tape) return o.channelsLast ? tape->withLayout(at::MemoryFormat::ChannelsLast) : tape;
+  *layout = std::make_unique<LayoutGuard>(m, o.channelsLast);
+  *x = prepInput(m, x0, o.channelsLast);
+  x->requires_grad_(true);
+  *z = m.forward(*x);
+  return nullptr;
+}
+
+// k cotangents stacked [k·B, C]: block j selects class c0 + j minus the last class
+torch::Tensor classCotangents(const torch::Tensor& z, int64_t c0, int64_t k) {
+  const int64_t B = z.size(0), C = z.size(1);
+  torch::Tensor go = torch::zeros({k * B, C}, z.options());
+  for (int64_t j = 0; j < k; ++j) {
+    torch::Tensor blk = go.narrow(0, j * B, B);
+    blk.select(1, c0 + j).fill_(1);
+    blk.select(1, C - 1).fill_(-1);
+  }
+  return go;
+}
+
+}  // namespace
+
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec, const FisherOptions& o) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  LayoutGuard layout(m, o.channelsLast);
   torch::AutoGradMode gradMode(true);
   ExactFisher r;
-  torch::Tensor x = prepInput(m, x0, o.channelsLast);
-  torch::Tensor z;  // [B, C]
+  torch::Tensor x, z;  // z: [B, C]
+  std::unique_ptr<LayoutGuard> layout;
   // the network's linearisation where the model has one (built-ins): its VJPs are input-only
   // backward passes without autograd's engine; otherwise autograd over a retained graph
-  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(x, &z);
-  if (!tape) {
-    x.requires_grad_(true);
-    z = m.forward(x);
-  }
+  std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
   checkLogits(z.detach(), "fisher");
   const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
   r.probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
@@ -118,19 +148,21 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
     return r;
   }
   // G = Jᵀ M J only sees logit differences (M 1 = 0): with z'_c = z_c − z_{C−1} (c < C−1),
-  // G = J'ᵀ M' J', M' = diag(p') − p' p'ᵀ, p' = p[:C−1]. C−1 backward passes instead of C.
+  // G = J'ᵀ M' J', M' = diag(p') − p' p'ᵀ, p' = p[:C−1]. C−1 backward passes instead of C,
+  // k classes per pass with the linear engine (a [k·B] batch through one VJP).
   const int64_t R = C - 1;
-  std::vector<torch::Tensor> rows(R);
-  parallelFor(R, o.streams, [&](int64_t c) {
-    torch::Tensor go = torch::zeros_like(z);
-    go.select(1, c).fill_(1);
-    go.select(1, C - 1).fill_(-1);
-    torch::Tensor g = tape ? tape->vjp(go) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
-    rows[c] = g.reshape({B, 1, D});
+  const int64_t k = tape ? std::max<int64_t>(1, std::min<int64_t>(o.classesPerPass, R)) : 1;
+  const int64_t passes = (R + k - 1) / k;
+  std::vector<torch::Tensor> rows(passes);
+  parallelFor(passes, o.streams, [&](int64_t i) {
+    const int64_t c0 = i * k, kk = std::min(k, R - c0);
+    torch::Tensor go = classCotangents(z, c0, kk);
+    torch::Tensor g = tape ? tape->vjp(go, kk) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+    rows[i] = g.reshape({kk, B, D});
   });
-  torch::Tensor J = torch::cat(rows, 1);                                // [B, R, D] model dtype
+  torch::Tensor J = torch::cat(rows, 0).transpose(0, 1);                // [B, R, D] model dtype (a view)
   rows.clear();
-  torch::Tensor Jd = J.to(torch::kFloat64);
+  torch::Tensor Jd = torch::empty({B, R, D}, f64).copy_(J);
   torch::Tensor K = torch::bmm(Jd, Jd.transpose(1, 2));                 // [B, R, R]
   torch::Tensor pr = p.narrow(1, 0, R);
   torch::Tensor M = torch::diag_embed(pr) - pr.unsqueeze(2) * pr.unsqueeze(1);
@@ -154,21 +186,79 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
   return r;
 }
 
+std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std::vector<ExactTuneRow> cands, double budgetMs, bool autograd) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto ms = [](Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); };
+  for (auto& c : cands) c.msPerClass = std::numeric_limits<double>::quiet_NaN();
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::AutoGradMode gradMode(true);
+  for (bool cl : {false, true}) {
+    bool any = false;
+    for (auto& c : cands) any = any || c.channelsLast == cl;
+    if (!any || ms(start) > budgetMs) continue;
+    FisherOptions o;
+    o.channelsLast = cl;
+    o.autograd = autograd;
+    torch::Tensor x, z;
+    std::unique_ptr<LayoutGuard> layout;
+    std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
+    const int64_t R = z.size(1) - 1;
+    if (R < 1) return cands;
+    for (auto& c : cands) {
+      if (c.channelsLast != cl || ms(start) > budgetMs) continue;
+      if (!tape && c.classesPerPass > 1) continue;
+      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R));
+      torch::Tensor go = classCotangents(z, 0, k);
+      double best = INFINITY;
+      for (int rep = 0; rep < 2; ++rep) {  // a warm-up pass (kernel selection, allocations), then one timed
+        auto t0 = Clock::now();
+        torch::Tensor g = tape ? tape->vjp(go, k) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+        if (rep > 0) best = std::min(best, ms(t0) / static_cast<double>(k));
+      }
+      c.msPerClass = best;
+    }
+  }
+  return cands;
+}
+
+std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torch::Tensor& x0, bool channelsLast, int64_t k) {
+  static const char* names[] = {"scale", "conv", "linear", "relu", "mul", "maxpool", "avgpool", "globalavg", "reshape", "add", "shortcut"};
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::AutoGradMode gradMode(true);
+  FisherOptions o;
+  o.channelsLast = channelsLast;
+  torch::Tensor x, z;
+  std::unique_ptr<LayoutGuard> layout;
+  std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
+  std::vector<std::pair<std::string, double>> out;
+  if (!tape || z.size(1) < 2) return out;
+  k = std::max<int64_t>(1, std::min<int64_t>(k, z.size(1) - 1));
+  torch::Tensor go = classCotangents(z, 0, k);
+  std::vector<double> t, best;
+  for (int rep = 0; rep < 3; ++rep) {  // a warm-up pass, then the best of two per op
+    tape->vjp(go, k, &t);
+    if (rep == 1) best = t;
+    if (rep == 2)
+      for (size_t i = 0; i < t.size(); ++i) best[i] = std::min(best[i], t[i]);
+  }
+  const auto& ops = tape->ops();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    size_t kind = static_cast<size_t>(ops[i].kind);
+    out.emplace_back(kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "op", best[i]);
+  }
+  return out;
+}
+
 // ---------------- matrix-free ----------------
 
 FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const FisherOptions& o) {
   mode_ = std::make_unique<ModeGuard>(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  layout_ = std::make_unique<LayoutGuard>(m, o.channelsLast);
   torch::AutoGradMode grad(true);
-  x_ = prepInput(m, x0, o.channelsLast);
+  tape_ = linearise(m, x0, o, &x_, &z_, &layout_);
   dt_ = x_.scalar_type();
   shape_ = x_.sizes().vec();
   subShape_ = shape_;
-  if (!o.autograd) tape_ = m.linearize(x_, &z_);
-  if (!tape_) {
-    x_.requires_grad_(true);
-    z_ = m.forward(x_);
-  }
   checkLogits(z_.detach(), "fisher");
   B = x_.size(0);
   C = z_.size(1);
@@ -380,7 +470,9 @@ FisherOptions parseOptions(const Napi::Value& v, bool channelsLastDefault = fals
   o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
   o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
   o.autograd = boolOpt(obj, "autograd", o.autograd);
+  o.classesPerPass = static_cast<int64_t>(numOpt(obj, "classesPerPass", static_cast<double>(o.classesPerPass)));
   FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
+  FL_CHECK(o.classesPerPass >= 1 && o.classesPerPass <= 4096, ERR_ARG, "classesPerPass must be in 1..4096, got ", o.classesPerPass);
   return o;
 }
 
@@ -585,9 +677,75 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// fisherExactTune(model, x, { candidates: [{ channelsLast, classesPerPass }], budgetMs, autograd? }, ctl?)
+// -> Promise<[{ channelsLast, classesPerPass, msPerClass }]> (msPerClass NaN: not measured)
+Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherExactTune(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherExactTune(x)");
+    FL_CHECK(info[2].IsObject(), ERR_ARG, "fisherExactTune: expected an options object");
+    Napi::Object obj = info[2].As<Napi::Object>();
+    double budgetMs = numOpt(obj, "budgetMs", 1000);
+    bool autograd = boolOpt(obj, "autograd", false);
+    Napi::Value cv = obj.Get("candidates");
+    FL_CHECK(cv.IsArray(), ERR_ARG, "fisherExactTune(candidates): expected an array");
+    Napi::Array arr = cv.As<Napi::Array>();
+    std::vector<ExactTuneRow> cands;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value e = arr.Get(i);
+      ExactTuneRow c;
+      c.channelsLast = boolOpt(e, "channelsLast", false);
+      c.classesPerPass = static_cast<int64_t>(numOpt(e, "classesPerPass", 1));
+      FL_CHECK(c.classesPerPass >= 1, ERR_ARG, "fisherExactTune: classesPerPass must be ≥ 1, got ", c.classesPerPass);
+      cands.push_back(c);
+    }
+    return startOp(info.Env(), info[3], [m, x, cands, budgetMs, autograd](OpContext&) -> Finisher {
+      checkImages(x, "fisherExactTune(x)");
+      std::vector<ExactTuneRow> r = tuneExact(*m, x, cands, budgetMs, autograd);
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, r.size());
+        for (size_t i = 0; i < r.size(); ++i) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("channelsLast", r[i].channelsLast);
+          o.Set("classesPerPass", static_cast<double>(r[i].classesPerPass));
+          o.Set("msPerClass", r[i].msPerClass);
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
+      };
+    });
+  });
+}
+
+// profileVjp(model, x, { channelsLast, classesPerPass }, ctl?) -> Promise<[{ op, ms }]>: per-op time
+// of one exact-method VJP pass (tape order); [] without a linearisation
+Napi::Value ProfileVjpJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "profileVjp(model)");
+    torch::Tensor x = unwrapTensor(info[1], "profileVjp(x)");
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, o](OpContext&) -> Finisher {
+      checkImages(x, "profileVjp(x)");
+      auto rows = profileVjp(*m, x, o.channelsLast, o.classesPerPass);
+      return [rows](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, rows.size());
+        for (size_t i = 0; i < rows.size(); ++i) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("op", rows[i].first);
+          o.Set("ms", rows[i].second);
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
+      };
+    });
+  });
+}
+
 }  // namespace
 
 void InitFisher(Napi::Env env, Napi::Object exports) {
+  exports.Set("fisherExactTune", Napi::Function::New(env, FisherExactTuneJs, "fisherExactTune"));
+  exports.Set("profileVjp", Napi::Function::New(env, ProfileVjpJs, "profileVjp"));
   exports.Set("fisherExact", Napi::Function::New(env, FisherExactJs, "fisherExact"));
   exports.Set("fisherPower", Napi::Function::New(env, FisherPowerJs, "fisherPower"));
   exports.Set("fisherLanczos", Napi::Function::New(env, FisherLanczosJs, "fisherLanczos"));

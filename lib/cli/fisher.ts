@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { loadData, loadImages } from '../data';
 import { FisherLensError } from '../errors';
-import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
+import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
 import { action, emit, int, log, modelArg, num, Progress } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
@@ -10,6 +10,17 @@ export function posInt(name: string, s: string | undefined): number | undefined 
   if (s === undefined) return undefined;
   return int(name, s, 0);
 }
+
+/** --layout and --classes-per-pass (lib/fisher.ts declares the values and defaults). */
+export function layoutArgs(o: { layout?: string; classesPerPass?: string }): { layout?: FisherLayout; classesPerPass?: number | 'auto' } {
+  if (o.layout !== undefined && !(FISHER_LAYOUTS as readonly string[]).includes(o.layout)) {
+    throw new FisherLensError('ERR_ARG', `--layout: expected ${FISHER_LAYOUTS.join(', ')}, got '${o.layout}'`);
+  }
+  const k = o.classesPerPass === undefined || o.classesPerPass === 'auto' ? o.classesPerPass : int('classes-per-pass', o.classesPerPass, 1);
+  return { layout: o.layout as FisherLayout | undefined, classesPerPass: k as number | 'auto' | undefined };
+}
+export const LAYOUT_HELP = `exact: memory layout of the products (${FISHER_LAYOUTS.join(' | ')}; default auto: measured on first use, cached)`;
+export const CLASSES_PER_PASS_HELP = "exact: classes' cotangents per backward pass (n or auto; default auto: measured with the layout)";
 
 const fmt = (v: number): string => (Number.isFinite(v) ? v.toExponential(4) : String(v));
 export function summaryLine(name: string, s: Summary | undefined): string {
@@ -20,7 +31,7 @@ export function summaryLine(name: string, s: Summary | undefined): string {
 interface FisherCliOptions extends ImagesCliOptions {
   model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
   tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
-  streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
+  layout?: string; classesPerPass?: string; streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
 }
 
 /** `fisherlens fisher`: per-sample Fisher information of a model on a dataset. */
@@ -41,6 +52,8 @@ export function register(program: Command): void {
     .option('--probes <n>', 'hutchinson: Rademacher probes', '32')
     .option('--seed <n>', 'hutchinson: probe seed', '0')
     .option('--channels-last', 'run convolutions channels-last')
+    .option('--layout <layout>', LAYOUT_HELP)
+    .option('--classes-per-pass <n>', CLASSES_PER_PASS_HELP)
     .option('--streams <n>', 'exact: concurrent backward passes', '1')
     .option('--rho-eps <eps>', 'also ρ(x, ε) (L2, pixel units) beside ½ε²λ_max for the same samples')
     .option('--rho-steps <n>', 'KL-PGD / KL attack steps for ρ', '20')
@@ -66,7 +79,7 @@ export function register(program: Command): void {
         method: o.method as FisherMethod, batchSize: posInt('batch-size', o.batchSize), limit,
         tol: num('tol', o.tol), maxIter: posInt('max-iter', o.maxIter), steps: posInt('steps', o.steps),
         probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: o.channelsLast ? true : undefined,
-        streams: posInt('streams', o.streams), onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
+        ...layoutArgs(o), streams: posInt('streams', o.streams), onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
       });
       const arr = (a?: Float64Array) => (a ? Array.from(a) : undefined);
       const out: Record<string, unknown> = {
