@@ -87,9 +87,10 @@ export interface FisherSpeedOptions extends OpOptions {
 }
 
 /**
- * The exact method's autotune: candidate classes per pass, and the measuring budget (ms; each
- * candidate costs one warm-up and one timed VJP pass over the batch, at most its first
- * `maxBatch` samples; candidates left when the budget is spent are not measured).
+ * The exact method's autotune: candidate classes per pass, and the measuring budget (ms). Each
+ * candidate (both layouts × these) costs one warm-up and one timed VJP pass over the batch (at
+ * most its first `maxBatch` samples), always; while the budget lasts, up to two more timed passes
+ * each (best of), which steadies the choice on a loaded machine.
  */
 export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128 } as const;
 

@@ -46,9 +46,10 @@ struct ExactTuneRow {
   int64_t classesPerPass = 1;
   double msPerClass = 0;  // best of the timed passes, ms per class's VJP over the batch; NaN: not measured
 };
-// Times one VJP pass (after a warm-up pass) of each candidate on x's batch, in candidate order,
-// until budgetMs is spent (the rest stay NaN). Candidates with classesPerPass > 1 need the linear
-// engine (NaN otherwise). For the exact method's autotune (lib/fisher.ts picks and caches).
+// Times each candidate's VJP pass on x's batch: one warm-up and one timed pass each, then up to
+// two more timed passes (best of) while the time since the start is under budgetMs. Candidates
+// with classesPerPass > 1 need the linear engine (NaN otherwise). For the exact method's autotune
+// (lib/fisher.ts picks and caches).
 std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x, std::vector<ExactTuneRow> candidates, double budgetMs, bool autograd);
 // Per-op wall time (ms) of one VJP pass of k classes over the linearisation (tape order), with
 // each op's kind: the per-layer profile of the exact method. Empty without a linearisation.
