@@ -57,6 +57,20 @@ void LinearTape::push(Op op, const torch::Tensor& out) {
 void LinearTape::finish(const torch::Tensor& z) {
   outId_ = lookup(z, "the logits");
   FL_CHECK(z.dim() == 2, ERR_INTERNAL, "linearisation: logits must be [B, K]");
+  // ReLU -> max pool pairs where the pool is the ReLU output's only reader (see Op::fusedMask)
+  std::vector<int64_t> readers(nodes_, 0), producer(nodes_, -1);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ++readers[ops_[i].in];
+    if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
+    producer[ops_[i].out] = static_cast<int64_t>(i);
+  }
+  for (Op& op : ops_) {
+    if (op.kind != Kind::MaxPool || !op.w.defined()) continue;
+    int64_t j = producer[op.in];
+    if (j < 0 || ops_[j].kind != Kind::Relu || readers[op.in] != 1 || op.in == outId_) continue;
+    op.fusedMask = true;
+    ops_[j].fusedMask = true;
+  }
   ids_.clear();
   alive_.clear();
 }
@@ -134,11 +148,14 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
                                                   /*transposed=*/false, {0, 0}, op.groups, {true, false, false}));
     case K::Linear: return g.matmul(op.w);
     case K::Relu:
+      if (op.fusedMask) return g;  // its max pool applied the mask
       return perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return at::threshold_backward(a, w, 0); });
     case K::Mul: return perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return a * w; });
     case K::MaxPool: {
       torch::Tensor idx = k == 1 ? op.idx : op.idx.repeat({k, 1, 1, 1}).contiguous(op.idx.suggest_memory_format());
-      return at::max_pool2d_with_indices_backward(g, likeK(op.input, k), op.kernel, op.kernel, {0, 0}, {1, 1}, false, idx);
+      torch::Tensor gm = !op.fusedMask ? g
+          : perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return at::threshold_backward(a, w, 0); });
+      return at::max_pool2d_with_indices_backward(gm, likeK(op.input, k), op.kernel, op.kernel, {0, 0}, {1, 1}, false, idx);
     }
     case K::AvgPool:
       return at::avg_pool2d_backward(g, likeK(op.input, k), op.kernel, op.kernel, {0, 0}, false, true, c10::nullopt);
@@ -191,7 +208,7 @@ std::shared_ptr<LinearTape> LinearTape::mapSaved(const std::function<torch::Tens
     Op o = op;
     o.input = pick(op.input);
     o.idx = pick(op.idx);
-    if (op.kind == K::Relu || op.kind == K::Mul) o.w = pick(op.w);  // per-sample derivatives
+    if (op.kind == K::Relu || op.kind == K::Mul || op.kind == K::MaxPool) o.w = pick(op.w);  // per-sample derivatives / outputs
     if (weightsToo && op.kind == K::Conv) {
       o.w = f(op.w.detach());
       if (op.wFlipT.defined()) o.wFlipT = f(op.wFlipT);
@@ -370,6 +387,7 @@ torch::Tensor maxPool(const torch::Tensor& x, int64_t k) {
   auto [y, idx] = at::max_pool2d_with_indices(x, {k, k}, {k, k}, {0, 0}, {1, 1}, false);
   Op op = unary(*t, K::MaxPool, x, "a max pool");
   op.idx = idx;
+  op.w = y;
   op.input = x;
   op.kernel = {k, k};
   t->push(std::move(op), y);

@@ -28,12 +28,16 @@ class LinearTape {
   struct Op {
     Kind kind;
     int64_t in = -1, in2 = -1, out = -1;  // node ids (in2: Add only)
-    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu: output
+    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu, MaxPool: output
     torch::Tensor wFlipT;                 // Conv (stride 1): the weight flipped and transposed, [Cin, Cout, kh, kw]
     torch::Tensor input;                  // the op's forward input (its shape/layout for the backward)
     torch::Tensor idx;                    // MaxPool: argmax indices
     std::vector<int64_t> stride, padding, dilation, kernel;
     int64_t groups = 1, lo = 0, hi = 0;   // Conv groups; ShortcutA: zero channels before/after
+    // a ReLU whose only consumer is a max pool: the VJP masks the pool's (k² times smaller)
+    // cotangent by the pool's output sign instead (the same numbers: the pool passes each window's
+    // cotangent to its argmax, whose ReLU output is the pool's output). Set on both ops by finish().
+    bool fusedMask = false;
   };
 
   // Node id of a tensor produced by a recorded op (or the input); -1 if unknown.
