@@ -47,7 +47,8 @@ struct ExactTuneRow {
   double msPerClass = 0;  // best of the timed passes, ms per class's VJP over the batch; NaN: not measured
 };
 // Times each candidate's VJP pass on x's batch: one warm-up and one timed pass each, then up to
-// two more timed passes (best of) while the time since the start is under budgetMs. Candidates
+// two more timed passes (best of) while the time since the start is under budgetMs; with the
+// linear engine the candidates take turns within each round. Candidates
 // with classesPerPass > 1 need the linear engine (NaN otherwise). For the exact method's autotune
 // (lib/fisher.ts picks and caches).
 std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x, std::vector<ExactTuneRow> candidates, double budgetMs, bool autograd);
