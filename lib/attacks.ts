@@ -137,6 +137,7 @@ interface AttackAddon {
     queries?: Float64Array;
   }>;
   attackKinds(): AttackSpec[];
+  firstSuccessful(advs: NativeTensor[], successes: Float64Array[], ctl?: NativeCtl): Promise<NativeTensor>;
 }
 
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
@@ -346,15 +347,12 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
         if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
       }
       if (worstWriter) {
-        // per sample: the first successful attack's example, else the last one's
-        for (let i = 0; i < c!.length; i++) {
-          let pick = advs.length - 1;
-          for (let a = 0; a < advs.length; a++) if (successes[a][i] === 1) { pick = a; break; }
-          const one = advs[pick].slice(i, i + 1);
-          worstWriter.append(one);
-          one.dispose();
+        try {
+          const w = await worstExamples(advs, successes, { signal: opts.signal });
+          try { worstWriter.append(w); } finally { w.dispose(); }
+        } finally {
+          advs.forEach((t) => t.dispose());
         }
-        advs.forEach((t) => t.dispose());
       }
       clean.set(c!, done);
       worst.set(w, done);
@@ -390,6 +388,14 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
     worstCaseAccuracy: sum(worst) / n,
     perSample: { clean, worst },
   };
+}
+
+/**
+ * Per sample, the adversarial example of the first attack that broke it (success 1), else the last
+ * attack's: advs A × [B, ...] and successes A × [B] -> [B, ...] (one native op; the batches stay native).
+ */
+export async function worstExamples(advs: Tensor[], successes: Float64Array[], opts: OpOptions = {}): Promise<Tensor> {
+  return new Tensor(await runOp(opts, (ctl) => addon<AttackAddon>().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
 }
 
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */

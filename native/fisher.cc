@@ -565,16 +565,7 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
         q = op.quadratic(df.to(op.probs.device()));
         logp0 = op.logp;
       }
-      ModeGuard mode(*m, false, false);
-      torch::NoGradGuard ng;
-      torch::Tensor xd = x.to(m->device(), modelDtype(*m));
-      torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      std::vector<torch::Tensor> cols;
-      for (double t : ts) {
-        ctx.checkAbort();
-        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
-      }
-      torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
+      torch::Tensor kl = klAlong(*m, x, d, logp0, ts, [&ctx]() { ctx.checkAbort(); });
       return [kl, q](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
         o.Set("kl", wrapTensor(env, kl));
