@@ -30,6 +30,38 @@ torch::Tensor klAlong(Classifier& m, const torch::Tensor& x, const torch::Tensor
   return cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
 }
 
+Segment klSegmentOf(Classifier& m, const torch::Tensor& x, const torch::Tensor& d, const std::vector<double>& ts,
+                    const FisherOptions& o, const std::function<void()>& check) {
+  Segment s;
+  torch::Tensor logp0;
+  {
+    FisherOperator op(m, x, o);
+    s.quadratic = op.quadratic(d.reshape({d.size(0), -1}).to(torch::kFloat64).to(op.probs.device()));
+    logp0 = op.logp;
+  }
+  s.kl = klAlong(m, x, d, logp0, ts, check);
+  return s;
+}
+
+std::vector<double> parseTs(const Napi::Value& v, const char* what) {
+  FL_CHECK(v.IsArray(), ERR_ARG, what, ": expected an array of numbers");
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<double> ts;
+  for (uint32_t k = 0; k < arr.Length(); ++k) {
+    Napi::Value e = arr.Get(k);
+    FL_CHECK(e.IsNumber(), ERR_ARG, what, ": element ", k, " is not a number");
+    ts.push_back(e.ToNumber().DoubleValue());
+  }
+  return ts;
+}
+
+Napi::Value writeSegment(Napi::Env env, const Segment& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kl", wrapTensor(env, s.kl));
+  o.Set("quadratic", toFloat64Array(env, s.quadratic));
+  return o;
+}
+
 std::pair<torch::Tensor, torch::Tensor> samplePairs(const torch::Tensor& y0, int64_t count, at::Generator& gen) {
   torch::Tensor y = y0.to(torch::kCPU, torch::kInt64).reshape({-1});
   const int64_t N = y.size(0);
@@ -257,32 +289,14 @@ Napi::Value KlPairSegmentJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "klPairSegment(model)");
     torch::Tensor xi = unwrapTensor(info[1], "klPairSegment(xi)");
     torch::Tensor xj = unwrapTensor(info[2], "klPairSegment(xj)");
-    FL_CHECK(info[3].IsArray(), ERR_ARG, "klPairSegment(ts): expected an array of numbers");
-    Napi::Array arr = info[3].As<Napi::Array>();
-    std::vector<double> ts;
-    for (uint32_t k = 0; k < arr.Length(); ++k) {
-      Napi::Value e = arr.Get(k);
-      FL_CHECK(e.IsNumber(), ERR_ARG, "klPairSegment(ts): element ", k, " is not a number");
-      ts.push_back(e.ToNumber().DoubleValue());
-    }
+    std::vector<double> ts = parseTs(info[3], "klPairSegment(ts)");
     return startOp(info.Env(), info[4], [m, xi, xj, ts](OpContext& ctx) -> Finisher {
       checkImages(xi, "klPairSegment(xi)");
       checkImages(xj, "klPairSegment(xj)");
       FL_CHECK(xi.sizes() == xj.sizes(), ERR_SHAPE, "klPairSegment: xi and xj must have the same shape, got ", shapeOf(xi), " and ", shapeOf(xj));
       torch::Tensor delta = xj.to(xi.scalar_type()) - xi;
-      torch::Tensor q, logp0;
-      {
-        FisherOperator op(*m, xi);
-        q = op.quadratic(delta.reshape({xi.size(0), -1}).to(torch::kFloat64).to(op.probs.device()));
-        logp0 = op.logp;
-      }
-      torch::Tensor kl = klAlong(*m, xi, delta, logp0, ts, [&ctx]() { ctx.checkAbort(); });
-      return [kl, q](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("kl", wrapTensor(env, kl));
-        o.Set("quadratic", toFloat64Array(env, q));
-        return o;
-      };
+      Segment s = klSegmentOf(*m, xi, delta, ts, FisherOptions{}, [&ctx]() { ctx.checkAbort(); });
+      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
     });
   });
 }

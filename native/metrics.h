@@ -7,6 +7,8 @@
 #include <functional>
 #include <utility>
 #include <vector>
+#include <napi.h>
+#include "fisher.h"
 #include "models/classifier.h"
 
 namespace fl {
@@ -20,6 +22,18 @@ torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq);
 // = log p(x) [B, C] float64 -> [B, T] float64. `check` runs before each forward (abort).
 torch::Tensor klAlong(Classifier& m, const torch::Tensor& x, const torch::Tensor& d, const torch::Tensor& logp0,
                       const std::vector<double>& ts, const std::function<void()>& check);
+
+// KL(p(x) ‖ p(x + t d)) for each t of ts [B, T] and dᵀ G_x d [B] (one JVP), float64: the one body of
+// the klSegment (fisher.cc) and klPairSegment ops. x, d: [B, ...].
+struct Segment {
+  torch::Tensor kl, quadratic;
+};
+Segment klSegmentOf(Classifier& m, const torch::Tensor& x, const torch::Tensor& d, const std::vector<double>& ts,
+                    const FisherOptions& o, const std::function<void()>& check);
+// The segment ops' `ts` argument: a JS array of numbers (ERR_ARG naming `what` otherwise)
+std::vector<double> parseTs(const Napi::Value& v, const char* what);
+// The segment ops' result: { kl: Tensor [B, T] float64, quadratic: Float64Array [B] }
+Napi::Value writeSegment(Napi::Env env, const Segment& s);
 
 // `count` ordered pairs (i, j), uniform among those with y_i ≠ y_j: rejection sampling of uniform
 // index pairs drawn from `gen` in rounds of max(1024, 2 · missing) draws. y: [N] int64 ->
