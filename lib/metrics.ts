@@ -19,6 +19,7 @@ import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
+import { meanSe } from './stats';
 
 interface BatchSums {
   n: Float64Array; A: Float64Array; P: Float64Array; S: Float64Array;
@@ -241,16 +242,6 @@ export async function samplePairs(labels: Tensor | ArrayLike<number>, count: num
   } finally {
     if (y !== labels) y.dispose();
   }
-}
-
-function meanSe(v: ArrayLike<number>): { mean: number; se: number } {
-  const n = v.length;
-  let s = 0;
-  for (let k = 0; k < n; k++) s += v[k];
-  const mean = s / n;
-  let ss = 0;
-  for (let k = 0; k < n; k++) ss += (v[k] - mean) ** 2;
-  return { mean, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : Infinity };
 }
 
 /** The non-robust component estimated over sampled pairs. */

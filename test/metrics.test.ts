@@ -5,6 +5,7 @@ import { Model, Tensor } from '../lib';
 import { fisherExact, fisherQuadratic } from '../lib/fisher';
 import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, klPairSegments } from '../lib/metrics';
 import { uniformStream } from '../lib/random';
+import { meanSe } from '../lib/stats';
 import { PY } from './helpers/python';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, refCckl, npyTensor, readNpy, writeNpy, relErr } from './fisher-fixtures';
@@ -233,4 +234,12 @@ test('pair sampling: the native sampler gives the Python reference\'s pairs, dif
   for (let k = 0; k < 3000; k++) t.not(LABELS[PAIRS_BIG.i[k]], LABELS[PAIRS_BIG.j[k]]);
   await t.throwsAsync(samplePairs([2, 2, 2], 5, 0), { code: 'ERR_VALUE', message: /single class/ });
   y.dispose();
+});
+
+test('meanSe (the standard error of the sampled components): hand-computed values', (t) => {
+  // 1, 2, 3, 4: mean 2.5, sample variance 5/3, se = √(5/3 / 4) = √(5/12)
+  const r = meanSe([1, 2, 3, 4]);
+  t.is(r.mean, 2.5);
+  t.true(Math.abs(r.se - Math.sqrt(5 / 12)) < 1e-15);
+  t.is(meanSe([7]).se, Infinity);
 });
