@@ -19,25 +19,26 @@ const LABELS = Array.from(readNpy(path.join(dir, 'y.npy')).data as BigInt64Array
  * seeded like the native op): rejection sampling of uniform index pairs in rounds of
  * max(1024, 2 · missing) draws. The native sampler must give exactly these pairs.
  */
-function refPairs(labelsFile: string, count: number, seed: number): { i: number[]; j: number[] } {
+function refPairs(labelsFile: string, requests: [count: number, seed: number][]): { i: number[]; j: number[] }[] {
   const script = `
 import sys, json, numpy as np, torch
 y = torch.from_numpy(np.load(sys.argv[1])).long()
-count, seed = int(sys.argv[2]), int(sys.argv[3])
-g = torch.Generator().manual_seed(seed)
-I, J, have = [], [], 0
-while have < count:
-    m = max(1024, 2 * (count - have))
-    i = torch.randint(y.numel(), (m,), generator=g)
-    j = torch.randint(y.numel(), (m,), generator=g)
-    keep = y[i] != y[j]
-    take = min(int(keep.sum()), count - have)
-    I += i[keep][:take].tolist(); J += j[keep][:take].tolist(); have += take
-print(json.dumps({'i': I, 'j': J}))`;
-  return JSON.parse(execFileSync(PY, ['-c', script, labelsFile, String(count), String(seed)], { encoding: 'utf8' }));
+out = []
+for count, seed in json.loads(sys.argv[2]):
+    g = torch.Generator().manual_seed(seed)
+    I, J, have = [], [], 0
+    while have < count:
+        m = max(1024, 2 * (count - have))
+        i = torch.randint(y.numel(), (m,), generator=g)
+        j = torch.randint(y.numel(), (m,), generator=g)
+        keep = y[i] != y[j]
+        take = min(int(keep.sum()), count - have)
+        I += i[keep][:take].tolist(); J += j[keep][:take].tolist(); have += take
+    out.append({'i': I, 'j': J})
+print(json.dumps(out))`;
+  return JSON.parse(execFileSync(PY, ['-c', script, labelsFile, JSON.stringify(requests)], { encoding: 'utf8' }));
 }
-const PAIRS = refPairs(path.join(dir, 'y.npy'), 40, 1);
-const PAIRS_BIG = refPairs(path.join(dir, 'y.npy'), 3000, 7);
+const [PAIRS, PAIRS_BIG] = refPairs(path.join(dir, 'y.npy'), [[40, 1], [3000, 7]]);
 const REF_LOGITS = (() => {
   const r = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), null, 'all-logits');
   const file = path.join(dir, 'ref-logits.npy');
