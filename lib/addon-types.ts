@@ -61,8 +61,8 @@ export interface NativeBackend {
   blas: string;
   /**
    * Allocator policy applied when the addon loaded: 'glibc-reuse' (freed blocks up to 32 MiB stay
-   * in the heap for the next tensor instead of being unmapped and page-faulted in again: single
-   * convolutions 2–14× faster by median here, bench/python/conv_kernels.py) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
+   * in the heap for the next tensor instead of being unmapped and page-faulted in again; its
+   * measured effect is in docs/fisher.md) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
    */
   allocator: 'glibc-reuse' | 'system';
   /** Version of the native addon. */

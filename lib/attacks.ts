@@ -4,14 +4,14 @@
  * around x and the [0, 1] box, and leaves the model exactly as it found it (mode, requires-grad
  * flags, no .grad). ε and step sizes are in pixel units (inputs in [0, 1]).
  */
-import * as fs from 'fs';
-import * as path from 'path';
-import { ensureDir, removeStaleTemps, track, untrack } from './files';
 import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
+import { NpyWriter } from './data';
+
+export { NpyWriter } from './data';
 import { FisherLensError } from './errors';
 // evaluate() runs 'autoattack' entries through the cascade (a call-time use: no load-order cycle)
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
@@ -137,6 +137,7 @@ interface AttackAddon {
     queries?: Float64Array;
   }>;
   attackKinds(): AttackSpec[];
+  firstSuccessful(advs: NativeTensor[], successes: Float64Array[], ctl?: NativeCtl): Promise<NativeTensor>;
 }
 
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
@@ -226,62 +227,6 @@ export interface EvaluateResult {
   perSample: { clean: Uint8Array; worst: Uint8Array };
 }
 
-/** Streams float32 batches into one .npy file of a known total shape (header first, then data). */
-export class NpyWriter {
-  private fd: number;
-  private written = 0;
-  private readonly tmp: string;
-  constructor(readonly file: string, readonly shape: number[]) {
-    const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
-    let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
-    const pad = 64 - ((10 + header.length + 1) % 64);
-    header += ' '.repeat(pad === 64 ? 0 : pad) + '\n';
-    const pre = Buffer.alloc(10);
-    pre.write('\x93NUMPY', 0, 'latin1');
-    pre[6] = 1; pre[7] = 0;
-    pre.writeUInt16LE(header.length, 8);
-    const dir = path.dirname(path.resolve(file));
-    ensureDir(dir);
-    removeStaleTemps(dir, path.basename(file));
-    this.tmp = `${file}.tmp-${process.pid}`;
-    fs.rmSync(this.tmp, { force: true });
-    try {
-      this.fd = fs.openSync(this.tmp, 'wx');
-    } catch (e) {
-      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    track(this.tmp);
-    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
-  }
-  /** Appends a float32 tensor's rows. */
-  append(t: Tensor): void {
-    const a = t.dtype === 'float32' ? (t.toArray() as Float32Array) : (t.to('float32').toArray() as Float32Array);
-    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
-    this.written += a.length;
-  }
-  /** Checks the element count and renames the file into place. */
-  close(): void {
-    fs.closeSync(this.fd);
-    const want = this.shape.reduce((a, b) => a * b, 1);
-    if (this.written !== want) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
-    }
-    try {
-      fs.renameSync(this.tmp, this.file);
-    } catch (e) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    untrack(this.tmp);
-  }
-  abort(): void {
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
-    fs.rmSync(this.tmp, { force: true });
-    untrack(this.tmp);
-  }
-}
-
 /**
  * Streams over `data` and returns clean accuracy, robust accuracy under each attack and the
  * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
@@ -342,19 +287,16 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
           if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
           lossSum[a] += r.loss[i];
         }
-        writers[a]?.append(r.xAdv);
+        await writers[a]?.append(r.xAdv, { signal: opts.signal });
         if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
       }
       if (worstWriter) {
-        // per sample: the first successful attack's example, else the last one's
-        for (let i = 0; i < c!.length; i++) {
-          let pick = advs.length - 1;
-          for (let a = 0; a < advs.length; a++) if (successes[a][i] === 1) { pick = a; break; }
-          const one = advs[pick].slice(i, i + 1);
-          worstWriter.append(one);
-          one.dispose();
+        try {
+          const w = await worstExamples(advs, successes, { signal: opts.signal });
+          try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
+        } finally {
+          advs.forEach((t) => t.dispose());
         }
-        advs.forEach((t) => t.dispose());
       }
       clean.set(c!, done);
       worst.set(w, done);
@@ -390,6 +332,14 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
     worstCaseAccuracy: sum(worst) / n,
     perSample: { clean, worst },
   };
+}
+
+/**
+ * Per sample, the adversarial example of the first attack that broke it (success 1), else the last
+ * attack's: advs A × [B, ...] and successes A × [B] -> [B, ...] (one native op; the batches stay native).
+ */
+export async function worstExamples(advs: Tensor[], successes: Float64Array[], opts: OpOptions = {}): Promise<Tensor> {
+  return new Tensor(await runOp(opts, (ctl) => addon<AttackAddon>().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
 }
 
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */

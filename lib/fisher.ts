@@ -181,16 +181,24 @@ export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, op
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
   const r = await runOp(opts, (ctl) => fa().klSegment(model.native, x.native, delta.native, ts, speed(opts), ctl));
-  const klT = new Tensor(r.kl);
+  return { ts, ...segmentRows(r.kl, r.quadratic, ts), dGd: r.quadratic };
+}
+
+/**
+ * @internal Per sample b, the row KL(p(x_b) ‖ p(x_b + t δ_b)) over `ts` (from the native [B, T]
+ * float64 result, which it frees) and ½ t² δᵀGδ from dGd [B].
+ */
+export function segmentRows(klNative: NativeTensor, dGd: Float64Array, ts: number[]): { kl: Float64Array[]; quadratic: Float64Array[] } {
+  const klT = new Tensor(klNative);
   const flat = klT.toArray() as Float64Array;
   klT.dispose();
-  const B = r.quadratic.length, T = ts.length;
+  const B = dGd.length, T = ts.length;
   const kl: Float64Array[] = [], quadratic: Float64Array[] = [];
   for (let b = 0; b < B; b++) {
     kl.push(flat.slice(b * T, (b + 1) * T));
-    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * r.quadratic[b]));
+    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * dGd[b]));
   }
-  return { ts, kl, quadratic, dGd: r.quadratic };
+  return { kl, quadratic };
 }
 
 // ---------------- summaries and datasets ----------------

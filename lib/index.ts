@@ -19,7 +19,7 @@ export {
   AUTOATTACK_VERSIONS, autoAttackVersions,
 } from './autoattack';
 export {
-  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
+  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics,
   TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
   ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
 } from './train';

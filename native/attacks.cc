@@ -15,6 +15,7 @@
 #include "common/worker.h"
 #include "fab.h"
 #include "fisher.h"
+#include "metrics.h"
 #include "models/model_wrap.h"
 #include "square.h"
 
@@ -37,9 +38,6 @@ void progress(const OpContext* ctx, int64_t step, int64_t steps) {
   ctx->checkAbort();
   ctx->report(str("{\"step\":", step, ",\"steps\":", steps, "}"));
 }
-
-// The sum over the batch of the per-sample objective to ascend; z: logits [B, K]
-using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
 
 // CE (mean, TRADES' convention: the sign/normalised steps do not depend on the scale)
 Objective crossEntropy(const torch::Tensor& y, bool targeted) {
@@ -77,36 +75,6 @@ torch::Tensor perSampleObjective(const std::string& kind, const torch::Tensor& z
   return targeted ? -l : l;
 }
 
-// Gradient ascent on `obj` from xa: steps of α·sign(g) (L∞) or α·g/‖g‖ (L2; a zero gradient
-// takes a random unit direction, as TRADES' L2 KL attack does), each followed by projection onto
-// the ε-ball and the box. The model must already be in eval mode with frozen weights.
-torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
-                     double alpha, int64_t steps, at::Generator* gen, const OpContext* ctx) {
-  torch::AutoGradMode gradOn(true);
-  for (int64_t k = 0; k < steps; ++k) {
-    progress(ctx, k, steps);
-    xa = xa.detach().requires_grad_(true);
-    torch::Tensor loss = obj(m.forward(xa));
-    torch::Tensor g = torch::autograd::grad({loss}, {xa})[0];
-    xa = xa.detach();
-    if (norm == Norm::Linf) {
-      xa.add_(g.sign_(), alpha);
-    } else {
-      torch::Tensor gn = l2PerSample(g);
-      if (gen && (gn == 0).any().item<bool>()) {
-        torch::Tensor r = torch::randn(g.sizes(), *gen, g.options().device(torch::kCPU)).to(g.device());
-        torch::Tensor zero = (gn == 0).view(perSampleShape(g));
-        g = torch::where(zero, r, g);
-        gn = l2PerSample(g);
-      }
-      xa.add_(g / gn.clamp_min(1e-12).view(perSampleShape(g)), alpha);
-    }
-    xa = projectBall(xa, x, norm, eps);
-  }
-  progress(ctx, steps, steps);
-  return xa.detach();
-}
-
 // Uniform start in the ball (L∞: each pixel uniform in [−ε, ε]; L2: uniform in the L2 ball),
 // then projected onto the box.
 torch::Tensor randomStart(const torch::Tensor& x, Norm norm, double eps, at::Generator& gen) {
@@ -130,7 +98,7 @@ torch::Tensor pgdOnce(Classifier& m, const torch::Tensor& x, const torch::Tensor
   const bool fgsm = o.kind == "fgsm";
   torch::Tensor xa = (o.randomStart && !fgsm) ? randomStart(x, o.norm, o.epsilon, gen) : x.clone();
   Objective obj = o.kind == "cw" ? cwMargin(y, o.targeted, o.kappa) : crossEntropy(y, o.targeted);
-  return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, nullptr, ctx);
+  return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, AscentOptions{}, ctx);
 }
 
 // CW-L2 (Carlini & Wagner 2017): x' = (tanh w + 1)/2, Adam on ‖x' − x‖² + c·f(x'), binary search
@@ -238,17 +206,53 @@ const AttackSpec& attackSpec(const std::string& kind) {
   throw FlError(ERR_ARG, str("unknown attack '", kind, "'; expected one of ", names));
 }
 
-torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps) {
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box) {
+  torch::Tensor r;
   if (norm == Norm::Linf) {
     // the same as min(max(xa, x − ε), x + ε) followed by clamp(0, 1): x lies in both intervals
-    return torch::min(torch::max(xa, x - eps), x + eps).clamp_(0, 1);
+    r = torch::min(torch::max(xa, x - eps), x + eps);
+  } else {
+    torch::Tensor d = xa - x;
+    torch::Tensor n = l2PerSample(d);
+    torch::Tensor scale = torch::where(n > eps, eps / n.clamp_min(1e-30), torch::ones_like(n));
+    // shrink slightly below ε so that rounding in x + d cannot push the norm above it
+    scale = torch::where(n > eps, scale * (1 - 1e-6), scale);
+    r = x + d * scale.view(perSampleShape(d));
   }
-  torch::Tensor d = xa - x;
-  torch::Tensor n = l2PerSample(d);
-  torch::Tensor scale = torch::where(n > eps, eps / n.clamp_min(1e-30), torch::ones_like(n));
-  // shrink slightly below ε so that rounding in x + d cannot push the norm above it
-  scale = torch::where(n > eps, scale * (1 - 1e-6), scale);
-  return (x + d * scale.view(perSampleShape(d))).clamp_(0, 1);
+  return box ? r.clamp_(0, 1) : r;
+}
+
+// Gradient ascent on `obj` from xa (attacks.h). L2: a zero gradient takes a random unit direction
+// when o.gen is given, as TRADES' L2 KL attack does.
+torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
+                     double alpha, int64_t steps, const AscentOptions& o, const OpContext* ctx) {
+  torch::AutoGradMode gradOn(true);
+  for (int64_t k = 0; k < steps; ++k) {
+    progress(ctx, k, steps);
+    xa = xa.detach().requires_grad_(true);
+    torch::Tensor loss = obj(m.forward(xa));
+    torch::Tensor g = torch::autograd::grad({loss}, {xa})[0];
+    xa = xa.detach();
+    if (norm == Norm::Linf) {
+      xa.add_(g.sign_(), alpha);
+    } else {
+      torch::Tensor gn = l2PerSample(g);
+      if (o.gen && (gn == 0).any().item<bool>()) {
+        torch::Tensor r = torch::randn(g.sizes(), *o.gen, g.options().device(torch::kCPU)).to(g.device());
+        torch::Tensor zero = (gn == 0).view(perSampleShape(g));
+        g = torch::where(zero, r, g);
+        gn = l2PerSample(g);
+      }
+      xa.add_(g / gn.clamp_min(1e-12).view(perSampleShape(g)), alpha);
+    }
+    xa = projectBall(xa, x, norm, eps, o.box);
+    if (o.afterStep) {
+      torch::NoGradGuard ng;
+      o.afterStep(xa);
+    }
+  }
+  progress(ctx, steps, steps);
+  return xa.detach();
 }
 
 torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
@@ -278,24 +282,24 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
   return best;
 }
 
-torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
-                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached) {
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
+                       const OpContext* ctx, torch::Tensor* klReached) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  torch::Tensor p, logp;
+  torch::Tensor logp;
   {
     torch::NoGradGuard ng;
-    p = pClean.defined() ? pClean.detach() : torch::softmax(m.forward(x), 1);
-    logp = torch::log(p.clamp_min(1e-30));
+    logp = torch::log_softmax(m.forward(x), 1);
   }
   // KL(p ‖ q) summed over the batch (TRADES: KLDivLoss(size_average=False))
-  Objective kl = [p, logp](const torch::Tensor& z) { return (p * (logp - torch::log_softmax(z, 1))).sum(); };
+  Objective kl = [logp](const torch::Tensor& z) { return klRows(logp, torch::log_softmax(z, 1)).sum(); };
   torch::Tensor noise = torch::randn(x.sizes(), gen, x.options().device(torch::kCPU)).to(x.device());
   torch::Tensor xa = projectBall(x + 0.001 * noise, x, o.norm, o.epsilon);
-  xa = ascend(m, x, xa, kl, o.norm, o.epsilon, o.stepSize, o.steps, &gen, ctx);
+  AscentOptions ao;
+  ao.gen = &gen;
+  xa = ascend(m, x, xa, kl, o.norm, o.epsilon, o.stepSize, o.steps, ao, ctx);
   if (klReached) {
     torch::NoGradGuard ng;
-    torch::Tensor lq = torch::log_softmax(m.forward(xa), 1);
-    *klReached = (p * (logp - lq)).sum(1).to(torch::kFloat64);
+    *klReached = klRows(logp, torch::log_softmax(m.forward(xa), 1)).to(torch::kFloat64);
   }
   return xa;
 }
@@ -309,7 +313,7 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
   if (o.kind == "pgd" || o.kind == "fgsm" || o.kind == "cw") {
     r.xAdv = pgdAttack(m, x, goal, o, gen, ctx);
   } else if (o.kind == "kl") {
-    r.xAdv = klAttack(m, x, torch::Tensor(), o, gen, ctx, &r.loss);
+    r.xAdv = klAttack(m, x, o, gen, ctx, &r.loss);
   } else if (o.kind == "cw-l2") {
     r.xAdv = cwL2(m, x, goal, o, ctx);
   } else if (o.kind == "fisher") {
@@ -489,6 +493,44 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// firstSuccessful(advs: Tensor[] (A × [B, ...]), successes: Float64Array[] (A × [B], 1 = broken), ctl?)
+// -> Promise<Tensor [B, ...]>: per sample, the example of the first attack that broke it, else the
+// last attack's example (the worst case of an evaluation over A attacks, lib/attacks.ts evaluate).
+Napi::Value FirstSuccessfulJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info[0].IsArray() && info[1].IsArray(), ERR_ARG, "firstSuccessful(advs, successes): expected two arrays");
+    Napi::Array aa = info[0].As<Napi::Array>(), sa = info[1].As<Napi::Array>();
+    FL_CHECK(aa.Length() > 0 && aa.Length() == sa.Length(), ERR_ARG,
+             "firstSuccessful: advs and successes must be non-empty and of equal length, got ", aa.Length(), " and ", sa.Length());
+    std::vector<torch::Tensor> advs, succ;
+    for (uint32_t a = 0; a < aa.Length(); ++a) {
+      advs.push_back(unwrapTensor(aa.Get(a), "firstSuccessful(advs)"));
+      Napi::Value v = sa.Get(a);
+      FL_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array, ERR_ARG,
+               "firstSuccessful(successes): element ", a, " is not a Float64Array");
+      Napi::Float64Array f = v.As<Napi::Float64Array>();
+      succ.push_back(torch::from_blob(f.Data(), {static_cast<int64_t>(f.ElementLength())}, torch::kFloat64).clone());
+    }
+    return startOp(info.Env(), info[2], [advs, succ](OpContext&) -> Finisher {
+      const torch::Tensor& last = advs.back();
+      for (size_t a = 0; a < advs.size(); ++a) {
+        FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
+                 "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
+                 shapeOf(advs[a]), " and ", shapeOf(last));
+        FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
+                 succ[a].size(0), " flags for ", last.size(0), " samples");
+      }
+      torch::Tensor out = last.clone();
+      for (size_t a = advs.size() - 1; a-- > 0;) {
+        torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
+        out = torch::where(broke, advs[a].to(last.device()), out);
+      }
+      out = out.contiguous();
+      return [out](Napi::Env env) -> Napi::Value { return wrapTensor(env, out); };
+    });
+  });
+}
+
 }  // namespace
 
 AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
@@ -496,6 +538,7 @@ AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
 void InitAttacks(Napi::Env env, Napi::Object exports) {
   exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
   exports.Set("attackKinds", Napi::Function::New(env, AttackKinds, "attackKinds"));
+  exports.Set("firstSuccessful", Napi::Function::New(env, FirstSuccessfulJs, "firstSuccessful"));
 }
 
 }  // namespace fl

@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 #include <ATen/core/Generator.h>
+#include <functional>
 #include <string>
 #include <napi.h>
 #include <vector>
@@ -67,8 +68,25 @@ const std::vector<AttackSpec>& attackTable();
 // The entry of `kind`; ERR_ARG naming the known kinds when there is none.
 const AttackSpec& attackSpec(const std::string& kind);
 
-// Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D. x, xa: [B, ...] -> [B, ...]
-torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps);
+// Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D (without `box`: onto the ball only). x, xa: [B, ...] -> [B, ...]
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box = true);
+
+// The sum over the batch of a per-sample objective to ascend; z: logits [B, K] -> scalar
+using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
+
+// Where the ascent stays and what it reports after each step.
+struct AscentOptions {
+  bool box = true;        // also project onto the [0, 1] box after each step
+  at::Generator* gen = nullptr;  // L2: a zero gradient takes a random unit direction drawn here (none: no step)
+  // called after each step with the new point x_a [B, ...] (no gradients), e.g. to keep the best point
+  std::function<void(const torch::Tensor& xa)> afterStep;
+};
+
+// The one projected gradient ascent of every attack and of ρ (metrics.cc): `steps` steps from xa of
+// α·sign(g) (L∞) or α·g/‖g‖₂ (L2), each followed by projectBall(·, x, norm, ε, o.box). The model
+// must already be in eval mode with frozen weights. x, xa: [B, ...] -> the last x_a [B, ...]
+torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
+                     double alpha, int64_t steps, const AscentOptions& o, const OpContext* ctx);
 
 // PGD with cross-entropy (o.kind "pgd"/"fgsm") or the CW margin loss (o.kind "cw"), restarts and
 // random start as in `o`. Model state is handled inside (eval, no weight grads, restored).
@@ -76,10 +94,10 @@ torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm 
 torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
                         at::Generator& gen, const OpContext* ctx);
 
-// TRADES' inner maximisation: maximise KL(p(x) ‖ p(x+δ)) from x + 0.001·N(0, I).
-// pClean: p(x) [B, K] (computed in eval mode when undefined). klReached: optional [B] float64 out.
-torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
-                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached);
+// TRADES' inner maximisation: maximise KL(p(x) ‖ p(x+δ)) (klRows, metrics.h) from x + 0.001·N(0, I),
+// p(x) in eval mode. klReached: optional [B] float64 out.
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
+                       const OpContext* ctx, torch::Tensor* klReached);
 
 // Reads an attack's options object (main thread), validated against attackTable().
 AttackOptions parseAttackOptions(Napi::Value v);

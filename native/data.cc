@@ -546,6 +546,27 @@ Napi::Value LoadNpyJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// appendNpy(path, tensor, ctl?) -> Promise<number>: appends the tensor's values as little-endian
+// float32 in C order to the existing file `path` (the body of an .npy whose header lib/data
+// NpyWriter wrote), on the compute thread; resolves to the number of values written.
+Napi::Value AppendNpyJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    std::string path = strArg(info, 0, "appendNpy(path)");
+    torch::Tensor t = unwrapTensor(info[1], "appendNpy(tensor)");
+    return startOp(info.Env(), info[2], [path, t](OpContext&) -> Finisher {
+      FL_CHECK(t.is_floating_point(), ERR_DTYPE, "appendNpy(tensor): expected a float tensor, got ", dtypeName(t.scalar_type()));
+      torch::Tensor f = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+      std::ofstream out(path, std::ios::binary | std::ios::app);
+      FL_CHECK(out.is_open(), ERR_IO, "cannot append to '", path, "'");
+      out.write(reinterpret_cast<const char*>(f.data_ptr<float>()), static_cast<std::streamsize>(f.numel() * sizeof(float)));
+      out.close();
+      FL_CHECK(!out.fail(), ERR_IO, "writing '", path, "' failed (disk full?)");
+      const double n = static_cast<double>(f.numel());
+      return [n](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, n); };
+    });
+  });
+}
+
 double numField(Napi::Object o, const char* k, double def) {
   Napi::Value v = o.Get(k);
   if (v.IsUndefined()) return def;
@@ -590,6 +611,7 @@ void InitData(Napi::Env env, Napi::Object exports) {
   exports.Set("loadIdx", Napi::Function::New(env, LoadIdxJs, "loadIdx"));
   exports.Set("loadCifar", Napi::Function::New(env, LoadCifarJs, "loadCifar"));
   exports.Set("loadNpy", Napi::Function::New(env, LoadNpyJs, "loadNpy"));
+  exports.Set("appendNpy", Napi::Function::New(env, AppendNpyJs, "appendNpy"));
   exports.Set("synthetic", Napi::Function::New(env, SyntheticJs, "synthetic"));
   exports.Set("augment", Napi::Function::New(env, AugmentJs, "augment"));
 }

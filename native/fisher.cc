@@ -546,41 +546,13 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "klSegment(model)");
     torch::Tensor x = unwrapTensor(info[1], "klSegment(x)");
     torch::Tensor d = unwrapTensor(info[2], "klSegment(delta)");
-    FL_CHECK(info[3].IsArray(), ERR_ARG, "klSegment(ts): expected an array of numbers");
-    Napi::Array arr = info[3].As<Napi::Array>();
-    std::vector<double> ts;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value e = arr.Get(i);
-      FL_CHECK(e.IsNumber(), ERR_ARG, "klSegment(ts): element ", i, " is not a number");
-      ts.push_back(e.ToNumber().DoubleValue());
-    }
+    std::vector<double> ts = parseTs(info[3], "klSegment(ts)");
     FisherOptions o = parseOptions(info[4]);
     return startOp(info.Env(), info[5], [m, x, d, ts, o](OpContext& ctx) -> Finisher {
       checkImages(x, "klSegment(x)");
-      torch::Tensor df = flatDirections(d, x, "klSegment(delta)");
-      torch::Tensor q;
-      torch::Tensor logp0;
-      {
-        FisherOperator op(*m, x, o);
-        q = op.quadratic(df.to(op.probs.device()));
-        logp0 = op.logp;
-      }
-      ModeGuard mode(*m, false, false);
-      torch::NoGradGuard ng;
-      torch::Tensor xd = x.to(m->device(), modelDtype(*m));
-      torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      std::vector<torch::Tensor> cols;
-      for (double t : ts) {
-        ctx.checkAbort();
-        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
-      }
-      torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
-      return [kl, q](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("kl", wrapTensor(env, kl));
-        o.Set("quadratic", toFloat64Array(env, q));
-        return o;
-      };
+      flatDirections(d, x, "klSegment(delta)");  // checks shape and dtype
+      Segment s = klSegmentOf(*m, x, d, ts, o, [&ctx]() { ctx.checkAbort(); });
+      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
     });
   });
 }

@@ -14,6 +14,7 @@
 #include "common/worker.h"
 #include "data.h"
 #include "fisher.h"
+#include "metrics.h"
 #include "models/linear_tape.h"
 #include "models/checkpoint.h"
 #include "models/model_wrap.h"
@@ -63,7 +64,7 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
     a.kind = "pgd";
     xAdv = pgdAttack(m, x, y, a, gen, ctx);
   } else if (o.method == "trades") {
-    xAdv = klAttack(m, x, torch::Tensor(), o.attack, gen, ctx, nullptr);
+    xAdv = klAttack(m, x, o.attack, gen, ctx, nullptr);
   } else {
     FL_CHECK(o.method == "natural", ERR_ARG, "unknown training method '", o.method, "'; expected natural, pgd-at or trades");
   }
@@ -85,8 +86,7 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
     z = m.forward(x);
     torch::Tensor zAdv = m.forward(xAdv);
     torch::Tensor ce = torch::nn::functional::cross_entropy(z, y);
-    torch::Tensor logp = torch::log_softmax(z, 1);
-    torch::Tensor kl = (logp.exp() * (logp - torch::log_softmax(zAdv, 1))).sum() / static_cast<double>(r.batch);
+    torch::Tensor kl = klRows(torch::log_softmax(z, 1), torch::log_softmax(zAdv, 1)).sum() / static_cast<double>(r.batch);
     loss = ce + o.beta * kl;
     r.lossNatural = ce.item<double>();
     r.lossRobust = kl.item<double>();
