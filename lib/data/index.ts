@@ -12,6 +12,7 @@ import { FisherLensError } from '../errors';
 import { runOp, OpOptions } from '../op';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
+import { AUGMENT_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
@@ -220,7 +221,8 @@ export interface AugmentOptions {
 export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}): Promise<Tensor> {
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
-  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, opts.pad ?? 4, opts.flip ?? true, ctl)));
+  const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
+  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, pad, flip, ctl)));
 }
 
 function isDir(p: string): boolean {
