@@ -102,6 +102,16 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
   t.is(b.status, 1);
   t.regex(b.stderr, /ERR_CONFIG: .*norm: expected one of linf \| l2, got 'l3'/);
   t.notRegex(b.stderr, /ERR_LOAD/);
+  // what an attack supports (ATTACK_TABLE) is checked when the config is validated, not when a run reaches the attack
+  const unsupported = path.join(tmp, 'unsupported.yaml');
+  fs.writeFileSync(unsupported, fs.readFileSync(path.join(ROOT, 'configs', 'demo.yaml'), 'utf8')
+    .replace('{ name: cw, type: cw, epsilon: 0.1, stepSize: 0.02, steps: 10 }', '{ name: apgd, type: apgd-ce, epsilon: 0.1, stepSize: 0.02, steps: 10 }')
+    .replace('{ type: apgd-t, targets: 3, steps: 10 }', '{ type: apgd-ce, targets: 3, steps: 10 }'));
+  const u = noTorch([CLI, 'run', unsupported, '--dry-run', '--out', path.join(tmp, 'runs')]);
+  t.is(u.status, 1);
+  t.regex(u.stderr, /ERR_CONFIG: .*apgd-ce does not take stepSize/);
+  t.regex(u.stderr, /apgd-ce does not take `targets`/);
+  t.notRegex(u.stderr, /ERR_LOAD/);
 });
 
 test('the native side reads complete options strictly: a missing key is ERR_INTERNAL naming it, a wrong type ERR_ARG', async (t) => {

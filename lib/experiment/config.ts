@@ -12,8 +12,9 @@ import * as YAML from 'yaml';
 import { FisherLensError } from '../errors';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
-  OPTIMIZER_TYPES, OptionDecl, TRAIN_METHODS, TRAIN_STEP_OPTIONS,
+  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, OptionDecl, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions,
 } from '../options';
+import type { AttackKind, AttackNorm, AttackParams } from '../attacks';
 import { PICTURE_SAMPLES } from '../pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
@@ -85,12 +86,13 @@ export const ModelSchema = z.object({
   std: z.array(z.number().positive()).optional(),
 }).strict().refine((m) => m.arch !== undefined || m.path !== undefined, { message: 'expected `arch` (a built-in architecture) or `path` (a saved model)' });
 
+/** Enums and the library defaults from lib/options.ts OPTIMIZER_OPTIONS; lr and weightDecay are the sweeps' own defaults. */
 export const OptimizerSchema = z.object({
-  type: z.enum(OPTIMIZER_TYPES).default('sgd'),
+  type: z.enum(OPTIMIZER_TYPES).default(OPTIMIZER_OPTIONS.type.default),
   lr: z.number().positive().default(0.05),
-  momentum: z.number().min(0).max(1).default(0.9),
+  momentum: z.number().min(0).max(1).default(OPTIMIZER_OPTIONS.momentum.default),
   weightDecay: z.number().nonnegative().default(5e-4),
-  nesterov: z.boolean().default(false),
+  nesterov: z.boolean().default(OPTIMIZER_OPTIONS.nesterov.default),
 }).strict();
 
 export const ScheduleSchema = z.object({
@@ -161,7 +163,34 @@ export const AttackSchema = z.object({
 }).strict().refine((a) => a.type === 'autoattack' || (a.version === undefined && a.attacks === undefined),
   { message: '`version` and `attacks` are for type autoattack' })
   .refine((a) => a.type !== 'autoattack' || (a.stepSize === undefined && a.steps === undefined && a.confidence === undefined && a.targets === undefined),
-    { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' });
+    { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' })
+  // what each attack supports (lib/options.ts ATTACK_TABLE), checked when the config is validated
+  // (`run --dry-run`), not when the run reaches the attack
+  .superRefine((a, ctx) => {
+    const stages = a.type === 'autoattack' ? (a.attacks ?? []).map((s) => (typeof s === 'string' ? { type: s } : s)) : [a];
+    for (const s of stages) {
+      try {
+        parseAttackOptions(configAttackParams({ ...s, norm: a.norm, epsilon: a.epsilon }));
+      } catch (e) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+      }
+    }
+  });
+
+/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+export function configAttackParams(a: {
+  type: string; norm?: AttackNorm; epsilon?: number; restarts?: number; targets?: number; stepSize?: number; steps?: number; confidence?: number;
+}, seed?: number): AttackParams {
+  const p: AttackParams = { kind: a.type as AttackKind, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+  if (a.targets !== undefined) p.targets = a.targets;
+  if (a.stepSize !== undefined) p.stepSize = a.stepSize;
+  if (a.steps !== undefined) p.steps = a.steps;
+  if (a.confidence !== undefined) {
+    if (a.type === 'cw') p.kappa = a.confidence;
+    else p.confidence = a.confidence;
+  }
+  return p;
+}
 
 export const EvalSchema = z.object({
   /** Evaluation batch size. */
