@@ -369,6 +369,18 @@ export const TRAIN_OPTIONS = {
 
 // ---------------- data ----------------
 
+/** Synthetic datasets with known structure (data.cc synthetic). */
+export const SYNTHETIC_OPTIONS = {
+  kind: { type: 'enum', values: ['gaussian', 'linear'], default: 'gaussian', doc: 'class structure' },
+  n: { type: 'integer', min: 1, default: 1000, doc: 'samples' },
+  numClasses: { type: 'integer', min: 1, default: 10, doc: 'classes K' },
+  channels: { type: 'integer', min: 1, default: 1, doc: 'image channels' },
+  size: { type: 'integer', min: 1, default: 8, unit: 'pixels', doc: 'image height = width' },
+  noise: { type: 'number', min: 0, default: 0.1, unit: 'pixel units', doc: 'gaussian: noise std' },
+  margin: { type: 'number', min: 0, default: 0.05, doc: 'linear: top-two logit margin kept' },
+  seed: { type: 'integer', min: 0, default: 0, doc: 'seed: the same seed gives the same set' },
+} as const satisfies OptionSchema;
+
 /** CIFAR-style augmentation of a batch (data.cc augment; Dataset.batches({ augment })). */
 export const AUGMENT_OPTIONS = {
   pad: { type: 'integer', min: 0, default: 4, unit: 'pixels', doc: 'zero padding of the random crop' },

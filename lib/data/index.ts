@@ -12,7 +12,7 @@ import { FisherLensError } from '../errors';
 import { runOp, OpOptions } from '../op';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
-import { AUGMENT_OPTIONS, parseOptions } from '../options';
+import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
@@ -193,13 +193,7 @@ export interface SyntheticOptions {
 
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {
-  const o: SyntheticOptions = {
-    kind: opts.kind ?? 'gaussian', n: opts.n ?? 1000, numClasses: opts.numClasses ?? 10, channels: opts.channels ?? 1,
-    size: opts.size ?? 8, noise: opts.noise ?? 0.1, margin: opts.margin ?? 0.05, seed: opts.seed ?? 0,
-  };
-  for (const k of ['n', 'numClasses', 'channels', 'size'] as const) {
-    if (!Number.isInteger(o[k]) || (o[k] as number) < 1) throw new FisherLensError('ERR_ARG', `synthetic: ${k} must be a positive integer, got ${o[k]}`);
-  }
+  const o = parseOptions('synthetic', SYNTHETIC_OPTIONS, opts) as Required<SyntheticOptions>;
   const r = await runOp(opts, (ctl) => data().synthetic(o, ctl));
   return toDataset(r, `synthetic-${o.kind}`);
 }
