@@ -32,7 +32,7 @@ export function attackKinds(): AttackSpec[] {
   return ATTACK_TABLE.map((a) => ({ ...a, norms: [...a.norms] }));
 }
 
-/** Parameters of one attack; defaults in brackets. */
+/** Parameters of one attack; defaults in brackets (lib/options.ts ATTACK_OPTIONS and ATTACK_TABLE declare them; that declaration is what runs). */
 export interface AttackParams {
   /** Which attack ['pgd']. */
   kind?: AttackKind;

@@ -298,7 +298,7 @@ export const FISHER_OPTIONS = {
   },
 } as const satisfies Record<string, OptionSchema>;
 
-/** fisherExact runs channels-last unless told otherwise (measured faster or equal; docs/performance.md). */
+/** fisherExact runs channels-last unless told otherwise (docs/fisher.md, speed options). */
 export const FISHER_EXACT_DEFAULTS = { channelsLast: true } as const;
 
 /** Options of the method-generic dataset functions. */

@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'child_process';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions, parseOptions,
 } from '../lib/options';
-import { Model, Tensor, fisherPower, attack, FisherLensError } from '../lib';
+import { Model, Tensor, fisherPower, fisherDataset, attack, FisherLensError, ProgressEvent, StepProgress, BatchProgress } from '../lib';
 import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/native';
 import { ROOT } from './fisher-fixtures';
 import { startRedis, haveRedis } from './helpers/redis';
@@ -185,4 +185,24 @@ function noTorchAsync(args: string[]): Promise<{ status: number | null; stdout: 
   } finally {
     await redis.stop();
   }
+});
+
+test('progress events are one discriminated union: native steps are `step`, dataset loops `batch`', async (t) => {
+  const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [8] });
+  const x = Tensor.from(Float32Array.from({ length: 80 }, (_, i) => ((i * 5) % 11) / 11), [5, 1, 4, 4]);
+  const events: ProgressEvent[] = [];
+  const r = await fisherPower(m, x, { tol: 0, maxIter: 4, onProgress: (e) => events.push(e) });
+  r.eigvec.dispose();
+  const d = await fisherDataset(m, x, { method: 'exact', batchSize: 2, onProgress: (e) => events.push(e) });
+  // progress of native ops travels separately from the result: let the queued ones arrive
+  await new Promise((res) => setTimeout(res, 50));
+  const steps = events.filter((e): e is StepProgress => e.type === 'step');
+  const batches = events.filter((e): e is BatchProgress => e.type === 'batch');
+  t.is(steps.length + batches.length, events.length, JSON.stringify(events));
+  t.true(steps.length > 0 && steps.every((e) => e.method === 'power' && e.steps === 4 && e.step <= e.steps), JSON.stringify(steps));
+  // 5 samples in batches of 2: done 2, 4, 5 of 5
+  t.deepEqual(batches.map((e) => [e.done, e.total]), [[2, 5], [4, 5], [5, 5]]);
+  t.is(d.n, 5);
+  x.dispose();
+  m.dispose();
 });
