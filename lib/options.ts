@@ -179,6 +179,13 @@ export const ATTACK_TABLE: readonly AttackSpec[] = [
   row('square', ['linf', 'l2'], '00010', 2, 5000, 'Square: score-based random search, no gradients'),
 ];
 
+/** The kinds' default step counts from ATTACK_TABLE, grouped: e.g. "20: pgd, cw, kl, fisher; 100: cw-l2, …". */
+export function defaultStepsText(): string {
+  const by = new Map<number, string[]>();
+  for (const a of ATTACK_TABLE) by.set(a.defaultSteps, [...(by.get(a.defaultSteps) ?? []), a.kind]);
+  return [...by.entries()].map(([n, kinds]) => `${n}: ${kinds.join(', ')}`).join('; ');
+}
+
 /** The capability row of `kind`; ERR_ARG naming the known kinds when there is none. */
 export function attackSpec(kind: unknown): AttackSpec {
   const s = ATTACK_TABLE.find((a) => a.kind === kind);
@@ -192,7 +199,7 @@ export const ATTACK_OPTIONS = {
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model (cw-l2: l2 only)' },
   epsilon: { type: 'number', min: 0, infinite: true, default: 0.031, unit: 'pixel units', doc: 'radius of the ball (cw-l2: unbounded by default)' },
   stepSize: { type: 'number', min: 0, default: 0.003, unit: 'pixel units', doc: 'step size α: α·sign(g) (L∞) or α·g/‖g‖ (L2)' },
-  steps: { type: 'integer', min: 0, default: 20, doc: 'iterations (apgd-*, fab, cw-l2: 100; square: 5000 queries per sample; fgsm: 1)' },
+  steps: { type: 'integer', min: 0, default: 20, doc: 'iterations (square: queries per sample; cw-l2: Adam steps per binary-search step); default per kind: ATTACK_TABLE' },
   randomStart: { type: 'boolean', default: true, doc: 'uniform random start in the ball (pgd, cw)' },
   restarts: { type: 'integer', min: 1, default: 1, doc: 'restarts, keeping the worst case per sample' },
   targeted: { type: 'boolean', default: false, doc: 'move towards `target` (fgsm, pgd, cw, cw-l2, fisher)' },

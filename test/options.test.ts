@@ -84,6 +84,8 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
   t.true(flat.includes(`default ${ATTACK_OPTIONS.stepSize.default}`), flat);
   t.true(flat.includes(`linf | l2`), flat);
   t.true(flat.includes(`default ${ATTACK_OPTIONS.kappa.default}`), flat);
+  // each kind's default step count comes from its table row
+  t.true(flat.includes(`${ATTACK_TABLE.find((a) => a.kind === 'square')!.defaultSteps}: square`), flat);
   const fh = noTorch([CLI, 'fisher', '--help']);
   t.is(fh.status, 0, fh.stderr);
   t.true(fh.stdout.replace(/\s+/g, ' ').includes(`(default: "${FISHER_OPTIONS.power.maxIter.default}")`), fh.stdout);

@@ -3,7 +3,7 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../autoattack';
-import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, optionHelp } from '../options';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText, optionHelp } from '../options';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
 import { interruptController } from './run';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
@@ -50,7 +50,7 @@ export function register(program: Command): void {
     .option('--norm <norm>', optionHelp(A.norm))
     .option('--epsilon <e>', optionHelp(A.epsilon))
     .option('--step-size <a>', optionHelp(A.stepSize))
-    .option('--steps <k>', optionHelp(A.steps))
+    .option('--steps <k>', optionHelp({ ...A.steps, default: undefined }, defaultStepsText()))
     .option('--no-random-start', 'start PGD / CW∞ at x instead of a uniform point of the ball')
     .option('--restarts <r>', optionHelp({ ...A.restarts, default: undefined }), String(A.restarts.default))
     .option('--kappa <k>', optionHelp(A.kappa))
