@@ -3,6 +3,16 @@
  * from the loader in native.ts. Handles are opaque: TypeScript wrappers (Tensor, Model) hold them.
  */
 
+declare const handleKind: unique symbol;
+/**
+ * An opaque native handle of kind K. Only the addon makes them, and the brand keeps kinds apart
+ * at compile time: a model handle where a tensor handle goes is a type error (the addon also
+ * refuses it at run time with ERR_ARG).
+ */
+export interface Handle<K extends string> {
+  readonly [handleKind]: K;
+}
+
 /** Options every async native op takes as its last argument. */
 export interface NativeCtl {
   token?: NativeCancelToken;
@@ -16,7 +26,7 @@ export type NativeDtype = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8';
 export type NativeTypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** The native Tensor handle (ObjectWrap over torch::Tensor). */
-export interface NativeTensor {
+export interface NativeTensor extends Handle<'tensor'> {
   readonly shape: number[];
   readonly dtype: NativeDtype;
   readonly device: string;
@@ -32,7 +42,7 @@ export interface NativeTensor {
 }
 
 /** The native Model handle (ObjectWrap over a Classifier). */
-export interface NativeModel {
+export interface NativeModel extends Handle<'model'> {
   forward(x: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
   /** An op (queued after the ops before it); `training` says the new mode at once. */
   setTraining(on: boolean, ctl?: NativeCtl): Promise<void>;
@@ -47,6 +57,13 @@ export interface NativeModel {
   readonly parameterCount: number;
   readonly disposed: boolean;
 }
+
+/** The native optimiser handle (an External over the optimiser and the model it was made for; train.cc). */
+export type NativeOptimizer = Handle<'optimizer'>;
+
+export type TensorHandle = NativeTensor;
+export type ModelHandle = NativeModel;
+export type OptimizerHandle = NativeOptimizer;
 
 /** What backend() reports (native/backend.cc). */
 export interface NativeBackend {

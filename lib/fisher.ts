@@ -15,6 +15,7 @@ import { FisherLensError } from './errors';
 import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
 import { peakMemory } from './backend';
+import { FISHER_DATASET_OPTIONS, FISHER_EXACT_DEFAULTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, parseOptions } from './options';
 
 interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
 interface FisherAddon {
@@ -23,7 +24,7 @@ interface FisherAddon {
     spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine;
   }>;
   fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine;
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Uint8Array; eigvec: NativeTensor; engine: FisherEngine;
   }>;
   fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
@@ -63,8 +64,14 @@ export interface FisherSpeedOptions extends OpOptions {
   autograd?: boolean;
 }
 
-function speed(o: FisherSpeedOptions, channelsLastDefault = false): SpeedOpts {
-  return { channelsLast: o.channelsLast ?? channelsLastDefault, streams: o.streams ?? 1, autograd: o.autograd ?? false };
+/** The speed options, validated and complete (lib/options.ts FISHER_SPEED_OPTIONS). */
+function speed(o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}): SpeedOpts {
+  return parseOptions('fisher', FISHER_SPEED_OPTIONS, o, defaults) as unknown as SpeedOpts;
+}
+
+/** One method's options and the speed options, validated and complete (lib/options.ts FISHER_OPTIONS). */
+function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}) {
+  return { ...parseOptions(`fisher ${method}`, FISHER_OPTIONS[method], o), ...speed(o, defaults) };
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
@@ -90,7 +97,7 @@ export interface ExactFisherResult {
  * input-gradient passes), in eval mode without weight gradients; the model is left as found.
  */
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...speed(opts, true) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, methodOpts('exact', opts, FISHER_EXACT_DEFAULTS) as { eigvec: boolean } & SpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
@@ -120,7 +127,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine };
 }
 
@@ -143,7 +150,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, { steps: opts.steps ?? 0, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -161,7 +168,7 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, { probes: opts.probes ?? 32, seed: opts.seed ?? 0, ...speed(opts) }, ctl));
+  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & SpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
@@ -206,8 +213,8 @@ export function segmentRows(klNative: NativeTensor, dGd: Float64Array, ts: numbe
 export { summarize, Summary } from './stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
-export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
-export const FISHER_METHODS: FisherMethod[] = ['exact', 'power', 'lanczos', 'hutchinson'];
+export type FisherMethod = typeof METHODS[number];
+export const FISHER_METHODS: FisherMethod[] = [...METHODS];
 
 /** Options of the method-generic functions. */
 export interface FisherMethodOptions extends FisherSpeedOptions {
@@ -235,7 +242,7 @@ export interface FisherValues {
 
 /** The Fisher quantities of one batch by the chosen method (eigenvectors and spectra freed). */
 export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOptions = {}): Promise<FisherValues> {
-  const method = opts.method ?? 'exact';
+  const method = parseOptions('fisher', { method: FISHER_DATASET_OPTIONS.method }, opts).method as FisherMethod;
   switch (method) {
     case 'exact': {
       const r = await fisherExact(model, x, opts);
@@ -291,15 +298,15 @@ function concat(parts: Float64Array[]): Float64Array {
  */
 export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
   const t0 = Date.now();
-  const method = opts.method ?? 'exact';
+  const { method: m, batchSize: bs } = parseOptions('fisherDataset', FISHER_DATASET_OPTIONS, opts);
+  const method = m as FisherMethod;
   const images = data instanceof Tensor ? data : data.images;
   const size = images.shape[0];
   const n = Math.min(size, opts.limit ?? size);
   const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
   const parts: Record<string, Float64Array[]> = {};
   const conv: boolean[] = [];
-  const batchSize = opts.batchSize ?? 128;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${batchSize}`);
+  const batchSize = bs as number;
   const { onProgress, ...rest } = opts;
   for (let done = 0; done < n;) {
     const end = Math.min(n, done + batchSize);
@@ -313,7 +320,7 @@ export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: 
       x.dispose();
     }
     done = end;
-    onProgress?.({ done, total: n });
+    onProgress?.({ type: 'batch', done, total: n });
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);

@@ -20,6 +20,7 @@ import { FisherLensError } from './errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
 import { meanSe } from './stats';
+import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
 
 interface BatchSums {
   n: Float64Array; A: Float64Array; P: Float64Array; S: Float64Array;
@@ -170,7 +171,7 @@ export class CcklAccumulator {
   async pairs(opts: PairOptions & OpOptions = {}): Promise<PairResult> {
     if (this.logps.length === 0) throw new FisherLensError('ERR_VALUE', 'CcklAccumulator.pairs: no log-probabilities kept (keepLogp: false or no batches)');
     const r = await runOp(opts, (ctl) => ma().pairMeans(this.logps.map((t) => t.native), this.ys.map((t) => t.native),
-      { exactMax: opts.exactMax ?? 10000, samples: opts.jsSamples ?? 1000000, seed: opts.seed ?? 0 }, ctl));
+      parseOptions('pairs', PAIR_MEANS_OPTIONS, { exactMax: opts.exactMax, samples: opts.jsSamples, seed: opts.seed }) as { exactMax: number; samples: number; seed: number }, ctl));
     return { jsMean: r.jsMean, jsSe: r.jsSe, lowerBound: r.boundMean, lowerBoundSe: r.boundSe, exact: r.exact, pairsUsed: r.pairs };
   }
 
@@ -283,7 +284,7 @@ export async function nonRobustComponent(model: Model, data: Dataset, opts: { pa
     } finally {
       for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();
     }
-    opts.onProgress?.({ done: Math.min(count, s + bs), total: count });
+    opts.onProgress?.({ type: 'batch', done: Math.min(count, s + bs), total: count });
   }
   const nr = meanSe(hq), ks = meanSe(kl), rem = meanSe(kl.map((v, k) => v - hq[k]));
   return {
@@ -319,7 +320,7 @@ export async function ccklMetrics(model: Model, data: Dataset, opts: PairOptions
     for (const b of data.batches({ batchSize: bs })) {
       await acc.addBatch(model, b.x, b.y, rest);
       done += b.indices.length;
-      onProgress?.({ stage: 'cckl', done, total: data.size });
+      onProgress?.({ type: 'batch', stage: 'cckl', done, total: data.size });
     }
     const c = acc.result();
     const p = await acc.pairs(rest);
@@ -327,7 +328,7 @@ export async function ccklMetrics(model: Model, data: Dataset, opts: PairOptions
     let nr = { nonRobust: NaN, nonRobustSe: NaN };
     if (pairs > 0) {
       const r = await nonRobustComponent(model, data, { pairs, seed: opts.seed, batchSize: opts.batchSize ?? 128, signal: opts.signal,
-        onProgress: onProgress ? (e) => onProgress({ stage: 'nonRobust', ...e }) : undefined });
+        onProgress: onProgress ? (e) => onProgress(e.type === 'batch' ? { ...e, stage: 'nonRobust' } : e) : undefined });
       nr = { nonRobust: r.nonRobust, nonRobustSe: r.nonRobustSe };
     }
     return { ...c, ...p, ...nr, robust: c.cckl - nr.nonRobust, nonRobustFraction: nr.nonRobust / c.cckl, nonRobustPairs: pairs };
@@ -363,8 +364,9 @@ export interface RhoResult {
  * ½ ε² λ_max, which it approaches as ε → 0.
  */
 export async function adversarialMeasure(model: Model, x: Tensor, eps: number, opts: { steps?: number; clip?: boolean; klAttack?: boolean } & OpOptions = {}): Promise<RhoResult> {
-  const steps = opts.steps ?? 20;
-  const r = await runOp(opts, (ctl) => ma().rho(model.native, x.native, { eps, steps, clip: opts.clip ?? false }, ctl));
+  const o = parseOptions('adversarialMeasure', RHO_OPTIONS, { ...opts, eps }) as { eps: number; steps: number; clip: boolean };
+  const steps = o.steps;
+  const r = await runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl));
   let rho = r.rho;
   let rhoKlAttack: Float64Array | undefined;
   if (opts.klAttack ?? true) {

@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon, NativeModel, NativeTensor, NativeCtl, NativeOptimizer } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Dataset, permutation } from './data/dataset';
@@ -17,6 +17,7 @@ import { AttackParams, evaluate } from './attacks';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -160,7 +161,6 @@ export interface TrainResult {
   model: Model;
 }
 
-type NativeOptimizer = object;
 interface TrainAddon {
   createOptimizer(m: NativeModel, o: Record<string, unknown>, ctl?: NativeCtl): Promise<NativeOptimizer>;
   trainStep(m: NativeModel, opt: NativeOptimizer, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
@@ -310,33 +310,26 @@ interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; se
  * batch, leaving the last epoch's checkpoint intact.
  */
 export async function train(model: Model, trainData: Dataset, opts: TrainOptions & OpOptions): Promise<TrainResult> {
-  const method = opts.method;
-  if (!['natural', 'pgd-at', 'trades'].includes(method)) {
-    throw new FisherLensError('ERR_ARG', `unknown training method '${method}'; expected natural, pgd-at or trades`);
-  }
-  const epochs = opts.epochs ?? 10;
-  const batchSize = opts.batchSize ?? 128;
-  const seed = opts.seed ?? 0;
+  // every option validated against lib/options.ts and complete before the native calls
+  const method = parseOptions('train', { method: TRAIN_STEP_OPTIONS.method }, opts).method as TrainMethod;
+  const top = parseOptions('train', TRAIN_OPTIONS, opts);
+  const epochs = top.epochs as number, batchSize = top.batchSize as number, seed = top.seed as number;
   const o = opts.optimizer ?? {};
-  const type = o.type ?? 'sgd';
-  const baseLr = o.lr ?? (type === 'sgd' ? 0.1 : 1e-3);
-  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, {
-    type, lr: baseLr, momentum: o.momentum ?? (type === 'sgd' ? 0.9 : 0), nesterov: o.nesterov ?? false,
-    weightDecay: o.weightDecay ?? 0, beta1: o.betas?.[0] ?? 0.9, beta2: o.betas?.[1] ?? 0.999, eps: o.eps ?? 1e-8,
-  }, ctl));
+  const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
+  const baseLr = optOpts.lr as number;
+  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, optOpts, ctl));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
+  const probeSize = top.probeSize as number;
   const probe = opts.probe
-    ? (opts.probeSize ?? 512) < opts.probe.size
-      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, opts.probeSize ?? 512).sort((a, b) => a - b), undefined, { signal: opts.signal })
+    ? probeSize < opts.probe.size
+      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, probeSize).sort((a, b) => a - b), undefined, { signal: opts.signal })
       : opts.probe
     : undefined;
   const a = opts.attack ?? {};
-  const stepOpts = {
-    method,
-    epsilon: a.epsilon ?? 0.031, stepSize: a.stepSize ?? 0.007, steps: a.steps ?? 10, beta: a.beta ?? 6,
-    norm: a.norm ?? 'linf', randomStart: a.randomStart ?? true,
-    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false, channelsLast: opts.channelsLast ?? false,
-  };
+  // lr and seed change every step: placeholders here, set per step below
+  const stepOpts = trainStepOptions({
+    ...a, method, lr: 0, seed: 0, cropPad: opts.augment?.cropPad, flip: opts.augment?.flip, channelsLast: opts.channelsLast,
+  });
   const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
   let history: EpochMetrics[] = [];

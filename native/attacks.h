@@ -18,7 +18,9 @@ class OpContext;
 enum class Norm { Linf, L2 };
 
 struct AttackOptions {
-  std::string kind = "pgd";  // a kind of attackTable(): fgsm | pgd | cw | cw-l2 | kl | fisher | apgd-* | fab* | square
+  // Parsed ops fill every field from the complete options object (lib/options.ts declares the
+  // defaults); the initial values serve the attacks built inside native ops (training's inner PGD).
+  std::string kind = "pgd";  // a kind of lib/options.ts ATTACK_TABLE: fgsm | pgd | cw | cw-l2 | kl | fisher | apgd-* | fab* | square
   Norm norm = Norm::Linf;
   double epsilon = 0.031;    // radius of the ball (pixel units); cw-l2: +inf means unbounded
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
@@ -48,25 +50,6 @@ struct AttackResult {
   torch::Tensor success;  // [B] bool: misclassified at x_adv (targeted: predicted as the target)
   torch::Tensor queries;  // [B] float64: square: model queries spent per sample (undefined for other attacks)
 };
-
-// What one attack kind supports; the one table every option parser, the CLI and the config
-// schema read (exported to JS as attackKinds()). An option the attack does not support is ERR_ARG.
-struct AttackSpec {
-  const char* kind;
-  bool linf, l2;          // norms of the threat model
-  bool targeted;          // `targeted`: success = classified as the given target
-  bool internalTargets;   // untargeted (success = misclassified) but attacks target classes in turn (apgd-t, fab-t)
-  bool randomStart;       // honours `randomStart`
-  bool restarts;          // honours `restarts` > 1
-  bool stepSize;          // honours `stepSize` (apgd adapts its own from 2ε)
-  bool available;         // implemented in this build (fab, fab-t, square: native/fab.cc, native/square.cc)
-  int64_t minClasses;     // fewest classes the loss is defined for (DLR: 3; targeted DLR: 4)
-  int64_t defaultSteps;   // iterations when `steps` is not given
-  const char* summary;
-};
-const std::vector<AttackSpec>& attackTable();
-// The entry of `kind`; ERR_ARG naming the known kinds when there is none.
-const AttackSpec& attackSpec(const std::string& kind);
 
 // Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D (without `box`: onto the ball only). x, xa: [B, ...] -> [B, ...]
 torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box = true);
@@ -99,7 +82,7 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
 torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
                        const OpContext* ctx, torch::Tensor* klReached);
 
-// Reads an attack's options object (main thread), validated against attackTable().
+// Reads an attack's complete options object (main thread; lib/options.ts validated it and filled the defaults).
 AttackOptions parseAttackOptions(Napi::Value v);
 
 // Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).

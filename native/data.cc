@@ -6,6 +6,7 @@
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include <zlib.h>
@@ -567,23 +568,16 @@ Napi::Value AppendNpyJs(const Napi::CallbackInfo& info) {
   });
 }
 
-double numField(Napi::Object o, const char* k, double def) {
-  Napi::Value v = o.Get(k);
-  if (v.IsUndefined()) return def;
-  FL_CHECK(v.IsNumber(), ERR_ARG, "synthetic: '", k, "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
 // synthetic({ kind, n, numClasses, channels, size, noise, margin, seed }, ctl?) -> Promise<{ images, labels, numClasses }>
+// (complete options: lib/options.ts SYNTHETIC_OPTIONS declares, validates and fills them)
 Napi::Value SyntheticJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "synthetic(opts): expected an options object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    std::string kind = o.Get("kind").IsString() ? o.Get("kind").As<Napi::String>().Utf8Value() : "gaussian";
-    int64_t n = int64_t(numField(o, "n", 1000)), k = int64_t(numField(o, "numClasses", 10));
-    int64_t c = int64_t(numField(o, "channels", 1)), s = int64_t(numField(o, "size", 8));
-    double noise = numField(o, "noise", 0.1), margin = numField(o, "margin", 0.05);
-    uint64_t seed = uint64_t(numField(o, "seed", 0));
+    OptionReader o(info[0], "synthetic");
+    std::string kind = o.string("kind");
+    int64_t n = o.integer("n"), k = o.integer("numClasses");
+    int64_t c = o.integer("channels"), s = o.integer("size");
+    double noise = o.num("noise"), margin = o.num("margin");
+    uint64_t seed = static_cast<uint64_t>(o.integer("seed"));
     return startOp(info.Env(), info[1], [=](OpContext&) {
       return finishLoaded(synthetic(kind, n, k, c, s, noise, margin, seed));
     });

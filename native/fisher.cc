@@ -372,15 +372,13 @@ HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t s
 
 namespace {
 
-FisherOptions parseOptions(const Napi::Value& v, bool channelsLastDefault = false) {
+// The speed options, complete (lib/options.ts FISHER_SPEED_OPTIONS declares and validates them)
+FisherOptions parseOptions(const Napi::Value& v) {
+  OptionReader r(v, "fisher");
   FisherOptions o;
-  o.channelsLast = channelsLastDefault;
-  if (!v.IsObject()) return o;
-  Napi::Object obj = v.As<Napi::Object>();
-  o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
-  o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
-  o.autograd = boolOpt(obj, "autograd", o.autograd);
-  FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
+  o.channelsLast = r.flag("channelsLast");
+  o.streams = static_cast<int>(r.integer("streams"));
+  o.autograd = r.flag("autograd");
   return o;
 }
 
@@ -398,8 +396,8 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
-    bool wantVec = boolOpt(info[2], "eigvec", false);
-    FisherOptions o = parseOptions(info[2], /*channelsLastDefault=*/true);
+    bool wantVec = OptionReader(info[2], "fisherExact").flag("eigvec");
+    FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
       checkImages(x, "fisherExact(x)");
       ExactFisher r = fisherExact(*m, x, wantVec, o);
@@ -419,14 +417,14 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
 }
 
 // fisherPower(model, x, { tol, maxIter, channelsLast? }, ctl?) -> Promise<{ lambdaMax, iterations,
-// converged: Float64Array [B]; eigvec: Tensor float64 }>
+// converged: Uint8Array [B] (1: met tol; a boolean per sample); eigvec: Tensor float64 }>
 Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherPower(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherPower(x)");
-    double tol = numOpt(info[2], "tol", 1e-6);
-    int64_t maxIter = static_cast<int64_t>(numOpt(info[2], "maxIter", 100));
-    FL_CHECK(tol >= 0 && maxIter >= 1, ERR_ARG, "fisherPower: tol must be ≥ 0 and maxIter ≥ 1, got ", tol, " and ", maxIter);
+    OptionReader r(info[2], "fisherPower");
+    double tol = r.num("tol");
+    int64_t maxIter = r.integer("maxIter");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherPower(x)");
@@ -436,7 +434,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
         o.Set("iterations", toFloat64Array(env, r.iterations));
-        o.Set("converged", toFloat64Array(env, r.converged));
+        o.Set("converged", toTypedArray(env, r.converged.to(torch::kUInt8)));
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         o.Set("engine", r.engine);
         return o;
@@ -451,8 +449,7 @@ Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherLanczos(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherLanczos(x)");
-    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 0));
-    FL_CHECK(steps >= 0, ERR_ARG, "fisherLanczos: steps must be ≥ 0 (0: the number of classes), got ", steps);
+    int64_t steps = OptionReader(info[2], "fisherLanczos").integer("steps");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, steps, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherLanczos(x)");
@@ -479,9 +476,9 @@ Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherHutchinson(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherHutchinson(x)");
-    int64_t probes = static_cast<int64_t>(numOpt(info[2], "probes", 32));
-    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
-    FL_CHECK(probes >= 1, ERR_ARG, "fisherHutchinson: probes must be ≥ 1, got ", probes);
+    OptionReader r(info[2], "fisherHutchinson");
+    int64_t probes = r.integer("probes");
+    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, probes, seed, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherHutchinson(x)");

@@ -179,7 +179,7 @@ namespace {
 Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = info[0].IsNull() || info[0].IsUndefined() ? nullptr : unwrapModel(info[0], "ccklBatch(model)");
-    const bool probs = boolOpt(info[3], "probs", false);
+    const bool probs = OptionReader(info[3], "ccklBatch").flag("probs");
     FL_CHECK(!(m && probs), ERR_ARG, "ccklBatch: probs are given without a model");
     torch::Tensor x = unwrapTensor(info[1], m ? "ccklBatch(x)" : probs ? "ccklBatch(probs)" : "ccklBatch(logits)");
     torch::Tensor y = unwrapTensor(info[2], "ccklBatch(y)");
@@ -233,10 +233,10 @@ Napi::Value PairMeansJs(const Napi::CallbackInfo& info) {
       ls.push_back(unwrapTensor(la.Get(i), "pairMeans(logps)"));
       ys.push_back(unwrapTensor(ya.Get(i), "pairMeans(ys)"));
     }
-    int64_t exactMax = static_cast<int64_t>(numOpt(info[2], "exactMax", 10000));
-    int64_t samples = static_cast<int64_t>(numOpt(info[2], "samples", 1000000));
-    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
-    FL_CHECK(samples >= 1, ERR_ARG, "pairMeans: samples must be ≥ 1");
+    OptionReader r(info[2], "pairMeans");
+    int64_t exactMax = r.integer("exactMax");
+    int64_t samples = r.integer("samples");
+    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
     return startOp(info.Env(), info[3], [ls, ys, exactMax, samples, seed](OpContext& ctx) -> Finisher {
       torch::Tensor l = torch::cat(ls), y = torch::cat(ys);
       FL_CHECK(l.dim() == 2, ERR_SHAPE, "pairMeans(logps): expected [B, C] tensors, got ", shapeOf(l));
@@ -309,11 +309,10 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "rho(model)");
     torch::Tensor x = unwrapTensor(info[1], "rho(x)");
-    double eps = numOpt(info[2], "eps", -1);
-    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 20));
-    bool clip = info[2].IsObject() && info[2].As<Napi::Object>().Get("clip").ToBoolean().Value();
-    FL_CHECK(eps > 0, ERR_ARG, "rho: eps must be > 0 (L2 radius in pixel units), got ", eps);
-    FL_CHECK(steps >= 0, ERR_ARG, "rho: steps must be ≥ 0");
+    OptionReader r(info[2], "rho");
+    double eps = r.num("eps");
+    int64_t steps = r.integer("steps");
+    bool clip = r.flag("clip");
     return startOp(info.Env(), info[3], [m, x, eps, steps, clip](OpContext& ctx) -> Finisher {
       checkImages(x, "rho(x)");
       ExactFisher ef = fisherExact(*m, x, true);

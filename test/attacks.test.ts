@@ -164,7 +164,7 @@ test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', as
 test('worstExamples: per sample the first successful attack\'s example, else the last one\'s (against a JS selection)', async (t) => {
   const B = 7, D = 3, A = 3;
   const rows = Array.from({ length: A }, (_, a) => Float32Array.from({ length: B * D }, (_, k) => 100 * a + k));
-  const succ = [Float64Array.from([1, 0, 0, 1, 0, 0, 0]), Float64Array.from([0, 1, 0, 1, 0, 1, 0]), Float64Array.from([0, 0, 1, 0, 0, 1, 0])];
+  const succ = [Uint8Array.from([1, 0, 0, 1, 0, 0, 0]), Uint8Array.from([0, 1, 0, 1, 0, 1, 0]), Uint8Array.from([0, 0, 1, 0, 0, 1, 0])];
   const advs = rows.map((r) => Tensor.from(r, [B, 1, 1, D]));
   const w = await worstExamples(advs, succ);
   const got = w.toArray() as Float32Array;
@@ -175,7 +175,7 @@ test('worstExamples: per sample the first successful attack\'s example, else the
     t.deepEqual(Array.from(got.subarray(i * D, i * D + D)), Array.from(rows[pick].subarray(i * D, i * D + D)), `sample ${i}`);
   }
   await t.throwsAsync(worstExamples(advs, succ.slice(0, 2)), { code: 'ERR_ARG' } as never);
-  await t.throwsAsync(worstExamples(advs, [succ[0], succ[1], Float64Array.from([1])]), { code: 'ERR_SHAPE' } as never);
+  await t.throwsAsync(worstExamples(advs, [succ[0], succ[1], Uint8Array.from([1])]), { code: 'ERR_SHAPE' } as never);
   for (const x of [w, ...advs]) x.dispose();
 });
 

@@ -13,6 +13,7 @@ import { runOp, OpOptions } from '../op';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
 import { ensureDir, removeStaleTemps, track, untrack } from '../files';
+import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
@@ -260,13 +261,7 @@ export interface SyntheticOptions {
 
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {
-  const o: SyntheticOptions = {
-    kind: opts.kind ?? 'gaussian', n: opts.n ?? 1000, numClasses: opts.numClasses ?? 10, channels: opts.channels ?? 1,
-    size: opts.size ?? 8, noise: opts.noise ?? 0.1, margin: opts.margin ?? 0.05, seed: opts.seed ?? 0,
-  };
-  for (const k of ['n', 'numClasses', 'channels', 'size'] as const) {
-    if (!Number.isInteger(o[k]) || (o[k] as number) < 1) throw new FisherLensError('ERR_ARG', `synthetic: ${k} must be a positive integer, got ${o[k]}`);
-  }
+  const o = parseOptions('synthetic', SYNTHETIC_OPTIONS, opts) as Required<SyntheticOptions>;
   const r = await runOp(opts, (ctl) => data().synthetic(o, ctl));
   return toDataset(r, `synthetic-${o.kind}`);
 }
@@ -288,7 +283,8 @@ export interface AugmentOptions {
 export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}): Promise<Tensor> {
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
-  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, opts.pad ?? 4, opts.flip ?? true, ctl)));
+  const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
+  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, pad, flip, ctl)));
 }
 
 function isDir(p: string): boolean {
