@@ -15,6 +15,7 @@ import { FisherLensError } from './errors';
 import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
 import { peakMemory } from './backend';
+import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
 
 interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean; classesPerPass?: number }
 interface TuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number }
@@ -24,7 +25,7 @@ interface FisherAddon {
     spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine;
   }>;
   fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine;
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Uint8Array; eigvec: NativeTensor; engine: FisherEngine;
   }>;
   fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
@@ -49,8 +50,7 @@ const fa = (): FisherAddon => addon<FisherAddon>();
  */
 export type FisherEngine = 'linear' | 'autograd';
 
-/** Memory layouts of the convolutions' products: 'auto' measures (see FisherSpeedOptions.layout). */
-export const FISHER_LAYOUTS = ['auto', 'nchw', 'channels-last'] as const;
+export { FISHER_LAYOUTS };
 export type FisherLayout = typeof FISHER_LAYOUTS[number];
 
 /** Speed options shared by the Fisher functions (results do not depend on them beyond rounding). */
@@ -94,18 +94,6 @@ export interface FisherSpeedOptions extends OpOptions {
  */
 export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128 } as const;
 
-function speed(o: FisherSpeedOptions, channelsLastDefault = false): SpeedOpts {
-  const layout = checkLayout(o.layout);
-  const channelsLast = layout === 'auto' ? o.channelsLast ?? channelsLastDefault : layout === 'channels-last';
-  return { channelsLast, streams: o.streams ?? 1, autograd: o.autograd ?? false };
-}
-
-function checkLayout(l: unknown): FisherLayout {
-  if (l === undefined) return 'auto';
-  if (!(FISHER_LAYOUTS as readonly unknown[]).includes(l)) throw new FisherLensError('ERR_ARG', `layout must be one of ${FISHER_LAYOUTS.join(', ')}, got ${String(l)}`);
-  return l as FisherLayout;
-}
-
 /** What the exact method ran with, and whether it was measured for this call. */
 export interface ExactTuning {
   layout: 'nchw' | 'channels-last';
@@ -124,10 +112,12 @@ export function exactTuneCount(): number { return tuneRuns; }
 
 /** The exact method's layout and classes per pass for this model and batch: pinned, cached or measured now. */
 export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOptions = {}): Promise<ExactTuning> {
-  const layout = checkLayout(opts.layout);
-  if (opts.channelsLast !== undefined && typeof opts.channelsLast !== 'boolean') throw new FisherLensError('ERR_ARG', `channelsLast must be a boolean, got ${String(opts.channelsLast)}`);
-  const k = opts.classesPerPass ?? 'auto';
-  if (k !== 'auto' && (!Number.isInteger(k) || k < 1)) throw new FisherLensError('ERR_ARG', `classesPerPass must be a positive integer or 'auto', got ${String(k)}`);
+  // the user's own options (not defaults filled in): a given channelsLast pins the layout
+  const S = FISHER_SPEED_OPTIONS;
+  const layout = (opts.layout === undefined ? 'auto' : checkOption('fisher', 'layout', S.layout, opts.layout)) as FisherLayout;
+  if (opts.channelsLast !== undefined) checkOption('fisher', 'channelsLast', S.channelsLast, opts.channelsLast);
+  const k0 = opts.classesPerPass === undefined || opts.classesPerPass === 'auto' ? 0 : checkOption('fisher', 'classesPerPass', S.classesPerPass, opts.classesPerPass) as number;
+  const k = k0 === 0 ? 'auto' : k0;
   const pinnedLayout = layout !== 'auto' ? layout : opts.channelsLast !== undefined ? (opts.channelsLast ? 'channels-last' : 'nchw') : undefined;
   if (pinnedLayout && k !== 'auto') return { layout: pinnedLayout, classesPerPass: k, source: 'pinned' };
   const autograd = opts.autograd ?? false;
@@ -161,7 +151,28 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
  * figures. [] for models without a linearisation (TorchScript).
  */
 export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number }[]> {
-  return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, { channelsLast: opts.layout === 'channels-last', classesPerPass: opts.classesPerPass ?? 1 }, ctl));
+  const o = speed({ layout: opts.layout ?? 'nchw', classesPerPass: opts.classesPerPass ?? 1 });
+  return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
+}
+
+/** classesPerPass 'auto' as the declaration's 0 (lib/options.ts FISHER_SPEED_OPTIONS). */
+function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & { classesPerPass?: number } {
+  return (o.classesPerPass === 'auto' ? { ...o, classesPerPass: 0 } : o) as Omit<T, 'classesPerPass'> & { classesPerPass?: number };
+}
+
+/**
+ * The speed options, validated and complete (lib/options.ts FISHER_SPEED_OPTIONS); a given
+ * `layout` other than 'auto' pins `channelsLast`.
+ */
+function speed(o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}): SpeedOpts {
+  const p = parseOptions('fisher', FISHER_SPEED_OPTIONS, autoK(o), defaults);
+  if (p.layout !== 'auto') p.channelsLast = p.layout === 'channels-last';
+  return p as unknown as SpeedOpts;
+}
+
+/** One method's options and the speed options, validated and complete (lib/options.ts FISHER_OPTIONS). */
+function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}) {
+  return { ...parseOptions(`fisher ${method}`, FISHER_OPTIONS[method], o), ...speed(o, defaults) };
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
@@ -190,8 +201,8 @@ export interface ExactFisherResult {
  */
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
   const tuning = await exactTuning(model, x, opts);
-  const o: SpeedOpts = { ...speed(opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...o }, ctl));
+  const o = { ...methodOpts('exact', opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, o as { eigvec: boolean } & SpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
@@ -221,7 +232,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine };
 }
 
@@ -244,7 +255,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, { steps: opts.steps ?? 0, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -262,7 +273,7 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, { probes: opts.probes ?? 32, seed: opts.seed ?? 0, ...speed(opts) }, ctl));
+  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & SpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
@@ -282,16 +293,24 @@ export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, op
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
   const r = await runOp(opts, (ctl) => fa().klSegment(model.native, x.native, delta.native, ts, speed(opts), ctl));
-  const klT = new Tensor(r.kl);
+  return { ts, ...segmentRows(r.kl, r.quadratic, ts), dGd: r.quadratic };
+}
+
+/**
+ * @internal Per sample b, the row KL(p(x_b) ‖ p(x_b + t δ_b)) over `ts` (from the native [B, T]
+ * float64 result, which it frees) and ½ t² δᵀGδ from dGd [B].
+ */
+export function segmentRows(klNative: NativeTensor, dGd: Float64Array, ts: number[]): { kl: Float64Array[]; quadratic: Float64Array[] } {
+  const klT = new Tensor(klNative);
   const flat = klT.toArray() as Float64Array;
   klT.dispose();
-  const B = r.quadratic.length, T = ts.length;
+  const B = dGd.length, T = ts.length;
   const kl: Float64Array[] = [], quadratic: Float64Array[] = [];
   for (let b = 0; b < B; b++) {
     kl.push(flat.slice(b * T, (b + 1) * T));
-    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * r.quadratic[b]));
+    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * dGd[b]));
   }
-  return { ts, kl, quadratic, dGd: r.quadratic };
+  return { kl, quadratic };
 }
 
 // ---------------- summaries and datasets ----------------
@@ -299,8 +318,8 @@ export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: numb
 export { summarize, Summary } from './stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
-export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
-export const FISHER_METHODS: FisherMethod[] = ['exact', 'power', 'lanczos', 'hutchinson'];
+export type FisherMethod = typeof METHODS[number];
+export const FISHER_METHODS: FisherMethod[] = [...METHODS];
 
 /** Options of the method-generic functions. */
 export interface FisherMethodOptions extends FisherSpeedOptions {
@@ -328,7 +347,7 @@ export interface FisherValues {
 
 /** The Fisher quantities of one batch by the chosen method (eigenvectors and spectra freed). */
 export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOptions = {}): Promise<FisherValues> {
-  const method = opts.method ?? 'exact';
+  const method = parseOptions('fisher', { method: FISHER_DATASET_OPTIONS.method }, opts).method as FisherMethod;
   switch (method) {
     case 'exact': {
       const r = await fisherExact(model, x, opts);
@@ -384,15 +403,15 @@ function concat(parts: Float64Array[]): Float64Array {
  */
 export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
   const t0 = Date.now();
-  const method = opts.method ?? 'exact';
+  const { method: m, batchSize: bs } = parseOptions('fisherDataset', FISHER_DATASET_OPTIONS, opts);
+  const method = m as FisherMethod;
   const images = data instanceof Tensor ? data : data.images;
   const size = images.shape[0];
   const n = Math.min(size, opts.limit ?? size);
   const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
   const parts: Record<string, Float64Array[]> = {};
   const conv: boolean[] = [];
-  const batchSize = opts.batchSize ?? 128;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${batchSize}`);
+  const batchSize = bs as number;
   const { onProgress, ...rest } = opts;
   for (let done = 0; done < n;) {
     const end = Math.min(n, done + batchSize);
@@ -406,7 +425,7 @@ export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: 
       x.dispose();
     }
     done = end;
-    onProgress?.({ done, total: n });
+    onProgress?.({ type: 'batch', done, total: n });
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);

@@ -498,17 +498,15 @@ HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t s
 
 namespace {
 
-FisherOptions parseOptions(const Napi::Value& v, bool channelsLastDefault = false) {
+// The speed options, complete (lib/options.ts FISHER_SPEED_OPTIONS declares and validates them)
+FisherOptions parseOptions(const Napi::Value& v) {
+  OptionReader r(v, "fisher");
   FisherOptions o;
-  o.channelsLast = channelsLastDefault;
-  if (!v.IsObject()) return o;
-  Napi::Object obj = v.As<Napi::Object>();
-  o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
-  o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
-  o.autograd = boolOpt(obj, "autograd", o.autograd);
-  o.classesPerPass = static_cast<int64_t>(numOpt(obj, "classesPerPass", static_cast<double>(o.classesPerPass)));
-  FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
-  FL_CHECK(o.classesPerPass >= 1 && o.classesPerPass <= 4096, ERR_ARG, "classesPerPass must be in 1..4096, got ", o.classesPerPass);
+  o.channelsLast = r.flag("channelsLast");
+  o.streams = static_cast<int>(r.integer("streams"));
+  o.autograd = r.flag("autograd");
+  // 0 ('auto' on the TS side) reaches only the methods that do not batch classes: one per pass
+  o.classesPerPass = std::max<int64_t>(1, r.integer("classesPerPass"));
   return o;
 }
 
@@ -526,8 +524,8 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
-    bool wantVec = boolOpt(info[2], "eigvec", false);
-    FisherOptions o = parseOptions(info[2], /*channelsLastDefault=*/true);
+    bool wantVec = OptionReader(info[2], "fisherExact").flag("eigvec");
+    FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
       checkImages(x, "fisherExact(x)");
       ExactFisher r = fisherExact(*m, x, wantVec, o);
@@ -547,14 +545,14 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
 }
 
 // fisherPower(model, x, { tol, maxIter, channelsLast? }, ctl?) -> Promise<{ lambdaMax, iterations,
-// converged: Float64Array [B]; eigvec: Tensor float64 }>
+// converged: Uint8Array [B] (1: met tol; a boolean per sample); eigvec: Tensor float64 }>
 Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherPower(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherPower(x)");
-    double tol = numOpt(info[2], "tol", 1e-6);
-    int64_t maxIter = static_cast<int64_t>(numOpt(info[2], "maxIter", 100));
-    FL_CHECK(tol >= 0 && maxIter >= 1, ERR_ARG, "fisherPower: tol must be ≥ 0 and maxIter ≥ 1, got ", tol, " and ", maxIter);
+    OptionReader r(info[2], "fisherPower");
+    double tol = r.num("tol");
+    int64_t maxIter = r.integer("maxIter");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherPower(x)");
@@ -564,7 +562,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
         o.Set("iterations", toFloat64Array(env, r.iterations));
-        o.Set("converged", toFloat64Array(env, r.converged));
+        o.Set("converged", toTypedArray(env, r.converged.to(torch::kUInt8)));
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         o.Set("engine", r.engine);
         return o;
@@ -579,8 +577,7 @@ Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherLanczos(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherLanczos(x)");
-    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 0));
-    FL_CHECK(steps >= 0, ERR_ARG, "fisherLanczos: steps must be ≥ 0 (0: the number of classes), got ", steps);
+    int64_t steps = OptionReader(info[2], "fisherLanczos").integer("steps");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, steps, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherLanczos(x)");
@@ -607,9 +604,9 @@ Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherHutchinson(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherHutchinson(x)");
-    int64_t probes = static_cast<int64_t>(numOpt(info[2], "probes", 32));
-    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
-    FL_CHECK(probes >= 1, ERR_ARG, "fisherHutchinson: probes must be ≥ 1, got ", probes);
+    OptionReader r(info[2], "fisherHutchinson");
+    int64_t probes = r.integer("probes");
+    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, probes, seed, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherHutchinson(x)");
@@ -674,41 +671,13 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "klSegment(model)");
     torch::Tensor x = unwrapTensor(info[1], "klSegment(x)");
     torch::Tensor d = unwrapTensor(info[2], "klSegment(delta)");
-    FL_CHECK(info[3].IsArray(), ERR_ARG, "klSegment(ts): expected an array of numbers");
-    Napi::Array arr = info[3].As<Napi::Array>();
-    std::vector<double> ts;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value e = arr.Get(i);
-      FL_CHECK(e.IsNumber(), ERR_ARG, "klSegment(ts): element ", i, " is not a number");
-      ts.push_back(e.ToNumber().DoubleValue());
-    }
+    std::vector<double> ts = parseTs(info[3], "klSegment(ts)");
     FisherOptions o = parseOptions(info[4]);
     return startOp(info.Env(), info[5], [m, x, d, ts, o](OpContext& ctx) -> Finisher {
       checkImages(x, "klSegment(x)");
-      torch::Tensor df = flatDirections(d, x, "klSegment(delta)");
-      torch::Tensor q;
-      torch::Tensor logp0;
-      {
-        FisherOperator op(*m, x, o);
-        q = op.quadratic(df.to(op.probs.device()));
-        logp0 = op.logp;
-      }
-      ModeGuard mode(*m, false, false);
-      torch::NoGradGuard ng;
-      torch::Tensor xd = x.to(m->device(), modelDtype(*m));
-      torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      std::vector<torch::Tensor> cols;
-      for (double t : ts) {
-        ctx.checkAbort();
-        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
-      }
-      torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
-      return [kl, q](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("kl", wrapTensor(env, kl));
-        o.Set("quadratic", toFloat64Array(env, q));
-        return o;
-      };
+      flatDirections(d, x, "klSegment(delta)");  // checks shape and dtype
+      Segment s = klSegmentOf(*m, x, d, ts, o, [&ctx]() { ctx.checkAbort(); });
+      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
     });
   });
 }
@@ -719,19 +688,18 @@ Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExactTune(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExactTune(x)");
-    FL_CHECK(info[2].IsObject(), ERR_ARG, "fisherExactTune: expected an options object");
-    Napi::Object obj = info[2].As<Napi::Object>();
-    double budgetMs = numOpt(obj, "budgetMs", 1000);
-    bool autograd = boolOpt(obj, "autograd", false);
-    Napi::Value cv = obj.Get("candidates");
+    OptionReader r(info[2], "fisherExactTune");
+    double budgetMs = r.num("budgetMs");
+    bool autograd = r.flag("autograd");
+    Napi::Value cv = r.raw("candidates");
     FL_CHECK(cv.IsArray(), ERR_ARG, "fisherExactTune(candidates): expected an array");
     Napi::Array arr = cv.As<Napi::Array>();
     std::vector<ExactTuneRow> cands;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value e = arr.Get(i);
+      OptionReader e(arr.Get(i), "fisherExactTune(candidates)");
       ExactTuneRow c;
-      c.channelsLast = boolOpt(e, "channelsLast", false);
-      c.classesPerPass = static_cast<int64_t>(numOpt(e, "classesPerPass", 1));
+      c.channelsLast = e.flag("channelsLast");
+      c.classesPerPass = e.integer("classesPerPass");
       FL_CHECK(c.classesPerPass >= 1, ERR_ARG, "fisherExactTune: classesPerPass must be ≥ 1, got ", c.classesPerPass);
       cands.push_back(c);
     }

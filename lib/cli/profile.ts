@@ -3,6 +3,7 @@ import { FisherLensError } from '../errors';
 import { profileFisher, FisherMethod, FISHER_METHODS } from '../fisher';
 import { action, emit, intList, log, modelArg } from './common';
 import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, layoutArgs, posInt } from './fisher';
+import { FISHER_SPEED_OPTIONS } from '../options';
 
 interface ProfileOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;
@@ -20,10 +21,10 @@ export function register(program: Command): void {
     .option('--methods <list>', `comma-separated of ${FISHER_METHODS.join(', ')}`, FISHER_METHODS.join(','))
     .option('--input-shape <c,h,w>', "input shape (default: the built-in spec's inChannels × inputSize²)")
     .option('--repeats <n>', 'timed runs per cell (median reported)', '3')
-    .option('--channels-last', 'run convolutions channels-last')
+    .option('--channels-last', FISHER_SPEED_OPTIONS.channelsLast.doc)
     .option('--layout <layout>', LAYOUT_HELP)
     .option('--classes-per-pass <n>', CLASSES_PER_PASS_HELP)
-    .option('--streams <n>', 'exact: concurrent backward passes', '1')
+    .option('--streams <n>', FISHER_SPEED_OPTIONS.streams.doc, String(FISHER_SPEED_OPTIONS.streams.default))
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document')
     .action(action(async (o: ProfileOptions) => {
