@@ -12,7 +12,7 @@
  * on the linear engine (its graph lowered, native/models/torchscript_tape.cc) and on autograd
  * (--torchscript 0 leaves them out). tanh-avg-cnn is LeNet-5 with tanh and average pooling.
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1]
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--kinds fwd,exact,power]
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -20,7 +20,7 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
-import { fisherExact, fisherPower, FisherSpeedOptions } from '../lib/fisher';
+import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/fisher';
 import { uniformStream } from '../lib/random';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -65,6 +65,14 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
 const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
 const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
 
+// exact: pinned layout × classes per pass rows beside the autotuned default
+const EXACT_PINS: [string, FisherSpeedOptions][] = [
+  ['fisherlens exact CL, 1 class/pass', { layout: 'channels-last', classesPerPass: 1 }],
+  ['fisherlens exact NCHW, 1 class/pass', { layout: 'nchw', classesPerPass: 1 }],
+  ['fisherlens exact CL, 3 classes/pass', { layout: 'channels-last', classesPerPass: 3 }],
+  ['fisherlens exact NCHW, 3 classes/pass', { layout: 'nchw', classesPerPass: 3 }],
+];
+
 const CONFIGS: Record<string, { inChannels: number; inputSize: number; spec?: Record<string, unknown> }> = {
   'small-cnn': { inChannels: 1, inputSize: 28 },
   resnet20: { inChannels: 3, inputSize: 32 },
@@ -78,6 +86,7 @@ export async function main(): Promise<void> {
   const repeats = Number(arg('repeats', '5'));
   const iters = Number(arg('power-iters', '20'));
   const archs = arg('arch', 'small-cnn,resnet20').split(',');
+  const kinds = arg('kinds', 'fwd,exact,power').split(',');
   const C = 10;
   console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
     `best of ${repeats} alternating runs; power iteration: ${iters} iterations`);
@@ -108,7 +117,9 @@ export async function main(): Promise<void> {
     const flVariants: [string, string, FisherSpeedOptions, () => (o: FisherSpeedOptions) => Promise<unknown>][] = [
       ['fisherlens forward', 'fwd', {}, () => () => model.forward(x).then((t) => t.dispose())],
       ['fisherlens exact', 'exact', {}, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
-      ['fisherlens exact NCHW', 'exact', { channelsLast: false }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
+      // the layout × classes-per-pass candidates pinned (channels-last, 1: the default before the autotune)
+      ...EXACT_PINS.map(([name, o]): [string, string, FisherSpeedOptions, () => (o: FisherSpeedOptions) => Promise<unknown>] =>
+        [name, 'exact', o, () => (q) => fisherExact(model, x, q).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })]),
       ['fisherlens exact, autograd engine', 'exact', { autograd: true }, () => (o) => fisherExact(model, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })],
       ['fisherlens power', 'power', {}, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
       ['fisherlens power channels-last', 'power', { channelsLast: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
@@ -126,10 +137,11 @@ export async function main(): Promise<void> {
       console.log(`${arch} TorchScript: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
     }
     const INF: [number, number] = [Infinity, Infinity];
+    const variants = flVariants.filter(([, kind]) => kinds.includes(kind));
     const best: Record<string, [number, number]> = {};
     const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
     const pyReuseBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
-    for (const [name, kind, o, mk] of flVariants) {
+    for (const [name, kind, o, mk] of variants) {
       const fn = mk();
       await fn(o);  // warm-up
       if (pyBest[kind] === INF) { await py.ask(kind); await pyReuse.ask(kind); }
@@ -150,22 +162,42 @@ export async function main(): Promise<void> {
       const gf = fl / (ms / 1000) / 1e9;
       rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${fix(cpu, 1).padStart(8)} ${fix(cpu / ref[1], 2).padStart(9)}`);
     };
+    const has = (name: string) => best[name] !== undefined;
+    if (has('fisherlens forward')) {
     line('python forward', pyBest.fwd, pyBest.fwd, flops.fwd);
     line('python forward, malloc as FisherLens', pyReuseBest.fwd, pyBest.fwd, flops.fwd);
     line('fisherlens forward', best['fisherlens forward'], pyBest.fwd, flops.fwd);
+    }
+    if (has('fisherlens exact')) {
     line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
     line('python exact, malloc as FisherLens', pyReuseBest.exact, pyBest.exact, flops.pyExact);
-    for (const k of ['fisherlens exact', 'fisherlens exact NCHW', 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
-    if (ts) for (const k of TS_ROWS.slice(0, 2)) line(k, best[k], pyBest.exact, flops.flExact);
+    for (const k of ['fisherlens exact', ...EXACT_PINS.map(([n]) => n), 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
+    if (ts && has(TS_ROWS[0])) for (const k of TS_ROWS.slice(0, 2)) line(k, best[k], pyBest.exact, flops.flExact);
     // the fastest any implementation of C−1 input-gradient passes could be here: its FLOPs at the
     // measured matrix-product peak (every convolution and matmul at 100 % of the 2048² sgemm rate)
     const boundMs = flops.flExact / (peak * 1e9) * 1000;
     line('bound: C−1 passes at 100% of peak', [boundMs, NaN], pyBest.exact, flops.flExact);
-    line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
+    // what the autotune chose (cached by the warm-up run), and where one class's VJP spends its time
+    const tn = await exactTuning(model, x);
+    rows.push(`autotune chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
+      (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
+    const vjpBound = F / (peak * 1e9) * 1000;
+    for (const [layout, k] of [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const) {
+      const ops = await profileExactVjp(model, x, { layout, classesPerPass: k });
+      const by: Record<string, number> = {};
+      for (const o of ops) by[o.op] = (by[o.op] ?? 0) + o.ms / k;
+      const tot = Object.values(by).reduce((a, b) => a + b, 0);
+      rows.push(`VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms (bound ${vjpBound.toFixed(1)} ms = ${(100 * vjpBound / tot).toFixed(0)}%); ` +
+        Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', ') +
+        (layout === 'nchw' && k === 1 ? `\n  per op: ${ops.map((o) => `${o.op} ${o.ms.toFixed(1)}`).join(', ')}` : ''));
+    }
+    }
+    if (has('fisherlens power')) {    line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
     line('python power, malloc as FisherLens', pyReuseBest.power, pyBest.power, flops.power);
     for (const k of ['fisherlens power', 'fisherlens power channels-last', 'fisherlens power, autograd engine']) line(k, best[k], pyBest.power, flops.power);
     if (ts) for (const k of TS_ROWS.slice(2)) line(k, best[k], pyBest.power, flops.power);
-    if (ts) rows.push(`TorchScript / built-in (same engine, same defaults): exact ${(best[TS_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
+    }
+    if (ts && has(TS_ROWS[0]) && has(TS_ROWS[2])) rows.push(`TorchScript / built-in (same engine, same defaults): exact ${(best[TS_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
       `power ${(best[TS_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}`);
     console.log(rows.join('\n'));
     x.dispose();
@@ -174,7 +206,8 @@ export async function main(): Promise<void> {
     if (tsFile) fs.rmSync(path.dirname(tsFile), { recursive: true, force: true });
   }
   console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
-    '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: channels-last);\n' +
+    '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: autotuned layout and\n' +
+    'classes per VJP pass, see the "autotune chose" line; the VJP lines time one pass op by op after a warm-up);\n' +
     'the bound row is the exact method\'s ' +
     'FLOPs at the measured matmul peak, the least time any implementation of C−1 input-gradient passes can take here.\n' +
     'The "malloc as FisherLens" rows run the same Python with glibc\'s mmap/trim thresholds set as FisherLens sets them\n' +

@@ -3,6 +3,16 @@
  * from the loader in native.ts. Handles are opaque: TypeScript wrappers (Tensor, Model) hold them.
  */
 
+declare const handleKind: unique symbol;
+/**
+ * An opaque native handle of kind K. Only the addon makes them, and the brand keeps kinds apart
+ * at compile time: a model handle where a tensor handle goes is a type error (the addon also
+ * refuses it at run time with ERR_ARG).
+ */
+export interface Handle<K extends string> {
+  readonly [handleKind]: K;
+}
+
 /** Options every async native op takes as its last argument. */
 export interface NativeCtl {
   token?: NativeCancelToken;
@@ -16,7 +26,7 @@ export type NativeDtype = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8';
 export type NativeTypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** The native Tensor handle (ObjectWrap over torch::Tensor). */
-export interface NativeTensor {
+export interface NativeTensor extends Handle<'tensor'> {
   readonly shape: number[];
   readonly dtype: NativeDtype;
   readonly device: string;
@@ -32,7 +42,7 @@ export interface NativeTensor {
 }
 
 /** The native Model handle (ObjectWrap over a Classifier). */
-export interface NativeModel {
+export interface NativeModel extends Handle<'model'> {
   forward(x: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
   /** An op (queued after the ops before it); `training` says the new mode at once. */
   setTraining(on: boolean, ctl?: NativeCtl): Promise<void>;
@@ -48,6 +58,13 @@ export interface NativeModel {
   readonly disposed: boolean;
 }
 
+/** The native optimiser handle (an External over the optimiser and the model it was made for; train.cc). */
+export type NativeOptimizer = Handle<'optimizer'>;
+
+export type TensorHandle = NativeTensor;
+export type ModelHandle = NativeModel;
+export type OptimizerHandle = NativeOptimizer;
+
 /** What backend() reports (native/backend.cc). */
 export interface NativeBackend {
   /** LibTorch version the addon was built against, e.g. "1.13.1". */
@@ -61,8 +78,8 @@ export interface NativeBackend {
   blas: string;
   /**
    * Allocator policy applied when the addon loaded: 'glibc-reuse' (freed blocks up to 32 MiB stay
-   * in the heap for the next tensor instead of being unmapped and page-faulted in again: single
-   * convolutions 2–14× faster by median here, bench/python/conv_kernels.py) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
+   * in the heap for the next tensor instead of being unmapped and page-faulted in again; its
+   * measured effect is in docs/fisher.md) or 'system' (FISHERLENS_MALLOC=system, or not glibc).
    */
   allocator: 'glibc-reuse' | 'system';
   /** Version of the native addon. */

@@ -4,55 +4,35 @@
  * around x and the [0, 1] box, and leaves the model exactly as it found it (mode, requires-grad
  * flags, no .grad). ε and step sizes are in pixel units (inputs in [0, 1]).
  */
-import * as fs from 'fs';
-import * as path from 'path';
-import { ensureDir, removeStaleTemps, track, untrack } from './files';
 import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
+import { NpyWriter } from './data';
+
+export { NpyWriter } from './data';
 import { FisherLensError } from './errors';
+import { ATTACK_TABLE, AttackKind, AttackNorm, AttackSpec, parseAttackOptions } from './options';
 // evaluate() runs 'autoattack' entries through the cascade (a call-time use: no load-order cycle)
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
 
 /**
- * The attack kinds, declared once (native attacks.cc's attackTable() says what each supports;
- * `attackKinds()` reads it): fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") |
- * cw-l2 | kl | fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab (FAB,
+ * The attack kinds and what each supports are declared once, in lib/options.ts (ATTACK_TABLE,
+ * ATTACK_OPTIONS): fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl |
+ * fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab (FAB,
  * minimal-norm; fab-t tries the top `targets` classes in turn, an untargeted attack) | square
  * (score-based random search, no gradients; `steps` = queries per sample).
  */
-export const ATTACK_KINDS = ['fgsm', 'pgd', 'cw', 'cw-l2', 'kl', 'fisher', 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab-t', 'fab', 'square'] as const;
-export type AttackKind = typeof ATTACK_KINDS[number];
-export type AttackNorm = 'linf' | 'l2';
+export { ATTACK_KINDS } from './options';
+export type { AttackKind, AttackNorm, AttackSpec } from './options';
 
-/** What one attack kind supports (native attackTable()); an unsupported option is ERR_ARG. */
-export interface AttackSpec {
-  kind: AttackKind;
-  norms: AttackNorm[];
-  /** Takes `targeted` (success = classified as the target). */
-  targeted: boolean;
-  /** Untargeted (success = misclassified) but attacks target classes in turn (apgd-t, fab-t; see `targets`). */
-  internalTargets: boolean;
-  randomStart: boolean;
-  restarts: boolean;
-  stepSize: boolean;
-  /** Implemented in this build of the addon. */
-  available: boolean;
-  /** Fewest classes the attack's loss is defined for (DLR: 3, targeted DLR: 4). */
-  minClasses: number;
-  /** Iterations (square: queries) when `steps` is not given. */
-  defaultSteps: number;
-  summary: string;
-}
-
-/** The attack capability table of the addon. */
+/** The attack capability table (lib/options.ts; loads nothing native). */
 export function attackKinds(): AttackSpec[] {
-  return addon<AttackAddon>().attackKinds();
+  return ATTACK_TABLE.map((a) => ({ ...a, norms: [...a.norms] }));
 }
 
-/** Parameters of one attack; defaults in brackets. */
+/** Parameters of one attack; defaults in brackets (lib/options.ts ATTACK_OPTIONS and ATTACK_TABLE declare them; that declaration is what runs). */
 export interface AttackParams {
   /** Which attack ['pgd']. */
   kind?: AttackKind;
@@ -121,22 +101,22 @@ export interface AttackResult {
    * CE; cw: −relu(margin + κ); square: the margin z_y − max_{j≠y} z_j in logits, negative where it succeeded).
    */
   loss: Float64Array;
-  /** 1 where the attack succeeded (misclassified; targeted: classified as the target) [B]. */
-  success: Float64Array;
+  /** 1 where the attack succeeded (misclassified; targeted: classified as the target), else 0 [B] (per-sample flags are Uint8Array 0/1 in every result). */
+  success: Uint8Array;
   /** ‖x_adv − x‖ per sample in the attack's norm [B]. */
   norm: Float64Array;
-  /** 1 where the clean input is classified correctly (eval mode) [B]. */
-  cleanCorrect: Float64Array;
+  /** 1 where the clean input is classified correctly (eval mode), else 0 [B]. */
+  cleanCorrect: Uint8Array;
   /** square: model queries spent per sample over all restarts [B] (0 where the clean input is already misclassified). */
   queries?: Float64Array;
 }
 
 interface AttackAddon {
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
-    xAdv: NativeTensor; loss: Float64Array; success: Float64Array; norm: Float64Array; cleanCorrect: Float64Array;
+    xAdv: NativeTensor; loss: Float64Array; success: Uint8Array; norm: Float64Array; cleanCorrect: Uint8Array;
     queries?: Float64Array;
   }>;
-  attackKinds(): AttackSpec[];
+  firstSuccessful(advs: NativeTensor[], successes: Uint8Array[], ctl?: NativeCtl): Promise<NativeTensor>;
 }
 
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
@@ -154,11 +134,12 @@ export const attackPresets = {
 } as const satisfies Record<string, AttackParams>;
 export type AttackPresetName = keyof typeof attackPresets;
 
-/** The options object the addon reads (tensors as native handles). */
+/**
+ * The complete options object the addon reads (lib/options.ts parseAttackOptions: validated,
+ * every default filled in; tensors as native handles).
+ */
 export function nativeOptions(p: AttackParams): Record<string, unknown> {
-  const o: Record<string, unknown> = { ...p };
-  delete o.target;
-  delete o.init;
+  const o: Record<string, unknown> = parseAttackOptions(p);
   if (p.init) o.init = p.init.native;
   if (p.targeted) {
     if (!p.target) throw new FisherLensError('ERR_ARG', 'a targeted attack needs `target`: int64 labels [B]');
@@ -226,62 +207,6 @@ export interface EvaluateResult {
   perSample: { clean: Uint8Array; worst: Uint8Array };
 }
 
-/** Streams float32 batches into one .npy file of a known total shape (header first, then data). */
-export class NpyWriter {
-  private fd: number;
-  private written = 0;
-  private readonly tmp: string;
-  constructor(readonly file: string, readonly shape: number[]) {
-    const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
-    let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
-    const pad = 64 - ((10 + header.length + 1) % 64);
-    header += ' '.repeat(pad === 64 ? 0 : pad) + '\n';
-    const pre = Buffer.alloc(10);
-    pre.write('\x93NUMPY', 0, 'latin1');
-    pre[6] = 1; pre[7] = 0;
-    pre.writeUInt16LE(header.length, 8);
-    const dir = path.dirname(path.resolve(file));
-    ensureDir(dir);
-    removeStaleTemps(dir, path.basename(file));
-    this.tmp = `${file}.tmp-${process.pid}`;
-    fs.rmSync(this.tmp, { force: true });
-    try {
-      this.fd = fs.openSync(this.tmp, 'wx');
-    } catch (e) {
-      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    track(this.tmp);
-    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
-  }
-  /** Appends a float32 tensor's rows. */
-  append(t: Tensor): void {
-    const a = t.dtype === 'float32' ? (t.toArray() as Float32Array) : (t.to('float32').toArray() as Float32Array);
-    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
-    this.written += a.length;
-  }
-  /** Checks the element count and renames the file into place. */
-  close(): void {
-    fs.closeSync(this.fd);
-    const want = this.shape.reduce((a, b) => a * b, 1);
-    if (this.written !== want) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
-    }
-    try {
-      fs.renameSync(this.tmp, this.file);
-    } catch (e) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    untrack(this.tmp);
-  }
-  abort(): void {
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
-    fs.rmSync(this.tmp, { force: true });
-    untrack(this.tmp);
-  }
-}
-
 /**
  * Streams over `data` and returns clean accuracy, robust accuracy under each attack and the
  * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
@@ -319,7 +244,7 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       let c: Uint8Array | undefined;
       let w = new Uint8Array(0);
       const advs: Tensor[] = [];
-      const successes: Float64Array[] = [];
+      const successes: Uint8Array[] = [];
       // no attack: a zero-step PGD gives the clean predictions
       const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
       for (let a = 0; a < list.length; a++) {
@@ -342,19 +267,16 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
           if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
           lossSum[a] += r.loss[i];
         }
-        writers[a]?.append(r.xAdv);
+        await writers[a]?.append(r.xAdv, { signal: opts.signal });
         if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
       }
       if (worstWriter) {
-        // per sample: the first successful attack's example, else the last one's
-        for (let i = 0; i < c!.length; i++) {
-          let pick = advs.length - 1;
-          for (let a = 0; a < advs.length; a++) if (successes[a][i] === 1) { pick = a; break; }
-          const one = advs[pick].slice(i, i + 1);
-          worstWriter.append(one);
-          one.dispose();
+        try {
+          const w = await worstExamples(advs, successes, { signal: opts.signal });
+          try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
+        } finally {
+          advs.forEach((t) => t.dispose());
         }
-        advs.forEach((t) => t.dispose());
       }
       clean.set(c!, done);
       worst.set(w, done);
@@ -392,6 +314,14 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   };
 }
 
+/**
+ * Per sample, the adversarial example of the first attack that broke it (success 1), else the last
+ * attack's: advs A × [B, ...] and successes A × [B] -> [B, ...] (one native op; the batches stay native).
+ */
+export async function worstExamples(advs: Tensor[], successes: Uint8Array[], opts: OpOptions = {}): Promise<Tensor> {
+  return new Tensor(await runOp(opts, (ctl) => addon<AttackAddon>().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
+}
+
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */
 async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, seed: number,
   acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult> {
@@ -402,8 +332,8 @@ async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCasca
   acc.forwardDifference = Math.max(acc.forwardDifference, b.checks.forwardDifference);
   return {
     xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN),
-    success: Float64Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
-    cleanCorrect: Float64Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
+    success: Uint8Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
+    cleanCorrect: Uint8Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
   };
 }
 

@@ -10,6 +10,7 @@ import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
+import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, parseOptions } from './options';
 
 /**
  * standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries);
@@ -17,7 +18,7 @@ import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, Attac
  * rand: APGD-CE and APGD-DLR with expectation over transformation (20 forwards per gradient),
  * for randomised models; custom: the `attacks` list.
  */
-export const AUTOATTACK_VERSIONS = ['standard', 'plus', 'rand', 'custom'] as const;
+export { AUTOATTACK_VERSIONS };
 export type AutoAttackVersion = typeof AUTOATTACK_VERSIONS[number];
 
 /** One stage of the cascade: an untargeted attack kind and its parameters (norm, ε, seed come from the cascade). */
@@ -113,7 +114,7 @@ interface AutoAttackAddon {
   }>;
 }
 
-/** A cascade resolved against the addon's attack table and the number of classes. */
+/** A cascade resolved against the attack capability table (lib/options.ts) and the number of classes. */
 export interface ResolvedCascade {
   version: AutoAttackVersion;
   norm: AttackNorm;
@@ -129,14 +130,9 @@ export interface ResolvedCascade {
  * in a build without them.
  */
 export function resolveCascade(p: AutoAttackParams, numClasses: number): ResolvedCascade {
-  const version = p.version ?? 'standard';
-  if (!(AUTOATTACK_VERSIONS as readonly string[]).includes(version)) {
-    throw new FisherLensError('ERR_ARG', `autoAttack version: expected one of ${AUTOATTACK_VERSIONS.join(', ')}, got '${String(version)}'`);
-  }
-  const norm = p.norm ?? 'linf';
-  if (norm !== 'linf' && norm !== 'l2') throw new FisherLensError('ERR_ARG', `autoAttack norm: expected linf or l2, got '${String(norm)}'`);
-  const epsilon = p.epsilon ?? 0.031;
-  if (!(Number.isFinite(epsilon) && epsilon >= 0)) throw new FisherLensError('ERR_ARG', `autoAttack epsilon: expected a finite number >= 0, got ${epsilon}`);
+  // version, norm, ε: validated against lib/options.ts AUTOATTACK_OPTIONS, defaults filled in
+  const { version: v, norm: nm, epsilon: e } = parseOptions('autoAttack', AUTOATTACK_OPTIONS, p);
+  const version = v as AutoAttackVersion, norm = nm as AttackNorm, epsilon = e as number;
   if (version === 'custom' && !(p.attacks && p.attacks.length)) throw new FisherLensError('ERR_ARG', "autoAttack version 'custom' needs `attacks`: a non-empty list of attack kinds");
   if (version !== 'custom' && p.attacks) throw new FisherLensError('ERR_ARG', `autoAttack: \`attacks\` is for version 'custom', not '${version}'`);
   const list = version === 'custom' ? p.attacks! : autoAttackVersions[version];
@@ -173,7 +169,8 @@ export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: Res
   xAdv: Tensor; brokenBy: Float64Array; norm: Float64Array; stageSeconds: Float64Array; checks: NativeChecks;
 }> {
   const stages = c.stages.map(({ name: _n, ...s }) => nativeOptions({ ...s, seed: opts.seed ?? s.seed }));
-  const r = await runOp(opts, (ctl) => addon<AutoAttackAddon>().autoAttack(model.native, x.native, y.native, { stages, checks: opts.checks ?? true }, ctl));
+  const checks = parseOptions('autoAttack', { checks: AUTOATTACK_OPTIONS.checks }, opts).checks;
+  const r = await runOp(opts, (ctl) => addon<AutoAttackAddon>().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl));
   return { ...r, xAdv: new Tensor(r.xAdv) };
 }
 
@@ -217,8 +214,8 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
       const r = await autoAttackBatch(model, batch.x, batch.y, c, {
         seed: (opts.seed ?? 0) + 7919 * bi, checks: opts.checks, signal: opts.signal,
         onProgress: (e) => {
-          if (typeof e.stage === 'number') {
-            opts.onStage?.({ batch: b, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: Number(e.remaining) });
+          if (e.type === 'stage') {
+            opts.onStage?.({ batch: b, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
           }
           opts.onProgress?.(e);
         },

@@ -15,15 +15,17 @@ import { FisherLensError } from './errors';
 import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
 import { peakMemory } from './backend';
+import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
 
-interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean }
+interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean; classesPerPass?: number }
+interface TuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number }
 interface FisherAddon {
   fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
     spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine; engineReason: string;
   }>;
   fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Float64Array; eigvec: NativeTensor; engine: FisherEngine; engineReason: string;
+    lambdaMax: Float64Array; iterations: Float64Array; converged: Uint8Array; eigvec: NativeTensor; engine: FisherEngine; engineReason: string;
   }>;
   fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
     lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
@@ -34,6 +36,8 @@ interface FisherAddon {
   fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
   fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
   klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
+  fisherExactTune(m: NativeModel, x: NativeTensor, o: { candidates: { channelsLast: boolean; classesPerPass: number }[]; budgetMs: number; autograd: boolean }, ctl?: NativeCtl): Promise<TuneRow[]>;
+  profileVjp(m: NativeModel, x: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<{ op: string; ms: number }[]>;
 }
 
 const fa = (): FisherAddon => addon<FisherAddon>();
@@ -48,13 +52,32 @@ const fa = (): FisherAddon => addon<FisherAddon>();
  */
 export type FisherEngine = 'linear' | 'autograd';
 
+export { FISHER_LAYOUTS };
+export type FisherLayout = typeof FISHER_LAYOUTS[number];
+
 /** Speed options shared by the Fisher functions (results do not depend on them beyond rounding). */
 export interface FisherSpeedOptions extends OpOptions {
   /**
    * Run convolutions channels-last (input and 4-D weights; weights restored after). Default: true
-   * for `fisherExact` (measured faster or equal), false for the matrix-free methods.
+   * for `fisherExact` (measured faster or equal), false for the matrix-free methods. `layout`, when
+   * given, takes precedence.
    */
   channelsLast?: boolean;
+  /**
+   * Memory layout of the products. Default 'auto': the exact method measures both layouts (with
+   * `classesPerPass`) on the first batch it sees per (model, per-sample input shape, device,
+   * engine) and uses the faster for later calls (cached in-process; see ExactFisherResult.tuning);
+   * the matrix-free methods read 'auto' as 'nchw' unless `channelsLast` is set. The linearisation
+   * is recorded in NCHW either way, so the layout changes only rounding.
+   */
+  layout?: FisherLayout;
+  /**
+   * Exact method, linear engine: classes' cotangents pushed through one VJP as a [k·B] batch
+   * (larger kernels; memory of the backward's activations-sized buffers × k). A positive
+   * integer (clamped to C−1), or 'auto' (default): chosen by the layout's measurement among
+   * EXACT_TUNE.classesPerPass.
+   */
+  classesPerPass?: number | 'auto';
   /** Run the exact method's backward passes on this many threads at once. Default 1. */
   streams?: number;
   /**
@@ -65,8 +88,93 @@ export interface FisherSpeedOptions extends OpOptions {
   autograd?: boolean;
 }
 
-function speed(o: FisherSpeedOptions, channelsLastDefault = false): SpeedOpts {
-  return { channelsLast: o.channelsLast ?? channelsLastDefault, streams: o.streams ?? 1, autograd: o.autograd ?? false };
+/**
+ * The exact method's autotune: candidate classes per pass, and the measuring budget (ms). Each
+ * candidate (both layouts × these) costs one warm-up and one timed VJP pass over the batch (at
+ * most its first `maxBatch` samples), always; while the budget lasts, up to two more timed passes
+ * each (best of), which steadies the choice on a loaded machine.
+ */
+export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128 } as const;
+
+/** What the exact method ran with, and whether it was measured for this call. */
+export interface ExactTuning {
+  layout: 'nchw' | 'channels-last';
+  classesPerPass: number;
+  /** 'pinned': both given by options; 'measured': this call measured; 'cached': an earlier call's measurement. */
+  source: 'pinned' | 'measured' | 'cached';
+  /** The measurement (ms per class's VJP over the batch; NaN: not measured). */
+  candidates?: { layout: 'nchw' | 'channels-last'; classesPerPass: number; msPerClass: number }[];
+}
+
+// per model: per-sample input shape, device and engine -> the measured choice
+const tuned = new WeakMap<Model, Map<string, ExactTuning>>();
+let tuneRuns = 0;
+/** How many autotune measurements this process has run (for tests and `profile fisher`). */
+export function exactTuneCount(): number { return tuneRuns; }
+
+/** The exact method's layout and classes per pass for this model and batch: pinned, cached or measured now. */
+export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOptions = {}): Promise<ExactTuning> {
+  // the user's own options (not defaults filled in): a given channelsLast pins the layout
+  const S = FISHER_SPEED_OPTIONS;
+  const layout = (opts.layout === undefined ? 'auto' : checkOption('fisher', 'layout', S.layout, opts.layout)) as FisherLayout;
+  if (opts.channelsLast !== undefined) checkOption('fisher', 'channelsLast', S.channelsLast, opts.channelsLast);
+  const k0 = opts.classesPerPass === undefined || opts.classesPerPass === 'auto' ? 0 : checkOption('fisher', 'classesPerPass', S.classesPerPass, opts.classesPerPass) as number;
+  const k = k0 === 0 ? 'auto' : k0;
+  const pinnedLayout = layout !== 'auto' ? layout : opts.channelsLast !== undefined ? (opts.channelsLast ? 'channels-last' : 'nchw') : undefined;
+  if (pinnedLayout && k !== 'auto') return { layout: pinnedLayout, classesPerPass: k, source: 'pinned' };
+  const autograd = opts.autograd ?? false;
+  const key = JSON.stringify([x.shape.slice(1), model.device, autograd, pinnedLayout ?? 'auto', k]);
+  let perModel = tuned.get(model);
+  const hit = perModel?.get(key);
+  if (hit) return { ...hit, source: 'cached' };
+  const layouts = pinnedLayout ? [pinnedLayout] : (['nchw', 'channels-last'] as const);
+  const ks = k === 'auto' ? [...EXACT_TUNE.classesPerPass] : [k];
+  const candidates = layouts.flatMap((l) => ks.map((c) => ({ channelsLast: l === 'channels-last', classesPerPass: c })));
+  const slice = x.shape[0] > EXACT_TUNE.maxBatch ? x.slice(0, EXACT_TUNE.maxBatch) : x;
+  let rows: TuneRow[];
+  try {
+    rows = await runOp(opts, (ctl) => fa().fisherExactTune(model.native, slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
+  } finally {
+    if (slice !== x) slice.dispose();
+  }
+  tuneRuns++;
+  const named = rows.map((r) => ({ layout: r.channelsLast ? 'channels-last' as const : 'nchw' as const, classesPerPass: r.classesPerPass, msPerClass: r.msPerClass }));
+  const measured = named.filter((r) => Number.isFinite(r.msPerClass));
+  const best = measured.length > 0 ? measured.reduce((a, b) => (b.msPerClass < a.msPerClass ? b : a)) : { layout: layouts[0], classesPerPass: ks[0] };
+  const choice: ExactTuning = { layout: best.layout, classesPerPass: best.classesPerPass, source: 'measured', candidates: named };
+  if (!perModel) tuned.set(model, (perModel = new Map()));
+  perModel.set(key, choice);
+  return choice;
+}
+
+/**
+ * Per-op wall time (ms, tape order) of one exact-method VJP pass of `classesPerPass` classes
+ * over the model's linearisation at x: the per-layer profile behind bench/fisher's FLOP-bound
+ * figures. [] for models without a linearisation (TorchScript).
+ */
+export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number }[]> {
+  const o = speed({ layout: opts.layout ?? 'nchw', classesPerPass: opts.classesPerPass ?? 1 });
+  return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
+}
+
+/** classesPerPass 'auto' as the declaration's 0 (lib/options.ts FISHER_SPEED_OPTIONS). */
+function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & { classesPerPass?: number } {
+  return (o.classesPerPass === 'auto' ? { ...o, classesPerPass: 0 } : o) as Omit<T, 'classesPerPass'> & { classesPerPass?: number };
+}
+
+/**
+ * The speed options, validated and complete (lib/options.ts FISHER_SPEED_OPTIONS); a given
+ * `layout` other than 'auto' pins `channelsLast`.
+ */
+function speed(o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}): SpeedOpts {
+  const p = parseOptions('fisher', FISHER_SPEED_OPTIONS, autoK(o), defaults);
+  if (p.layout !== 'auto') p.channelsLast = p.layout === 'channels-last';
+  return p as unknown as SpeedOpts;
+}
+
+/** One method's options and the speed options, validated and complete (lib/options.ts FISHER_OPTIONS). */
+function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}) {
+  return { ...parseOptions(`fisher ${method}`, FISHER_OPTIONS[method], o), ...speed(o, defaults) };
 }
 
 /** Exact per-sample Fisher quantities of one batch. */
@@ -87,6 +195,8 @@ export interface ExactFisherResult {
   engine: FisherEngine;
   /** Why the engine is 'autograd' ('' when 'linear'); see {@link PowerResult.engineReason}. */
   engineReason: string;
+  /** The layout and classes per pass used (see FisherSpeedOptions.layout). */
+  tuning: ExactTuning;
 }
 
 /**
@@ -94,11 +204,13 @@ export interface ExactFisherResult {
  * input-gradient passes), in eval mode without weight gradients; the model is left as found.
  */
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, { eigvec: opts.eigvec ?? false, ...speed(opts, true) }, ctl));
+  const tuning = await exactTuning(model, x, opts);
+  const o = { ...methodOpts('exact', opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, o as { eigvec: boolean } & SpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
-    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine, engineReason: r.engineReason,
+    eigvec: r.eigvec ? new Tensor(r.eigvec) : undefined, engine: r.engine, engineReason: r.engineReason, tuning,
   };
 }
 
@@ -130,7 +242,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, { tol: opts.tol ?? 1e-6, maxIter: opts.maxIter ?? 100, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine, engineReason: r.engineReason };
 }
 
@@ -153,7 +265,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, { steps: opts.steps ?? 0, ...speed(opts) }, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & SpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -171,7 +283,7 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, { probes: opts.probes ?? 32, seed: opts.seed ?? 0, ...speed(opts) }, ctl));
+  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & SpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
@@ -191,16 +303,24 @@ export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, op
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
   const r = await runOp(opts, (ctl) => fa().klSegment(model.native, x.native, delta.native, ts, speed(opts), ctl));
-  const klT = new Tensor(r.kl);
+  return { ts, ...segmentRows(r.kl, r.quadratic, ts), dGd: r.quadratic };
+}
+
+/**
+ * @internal Per sample b, the row KL(p(x_b) ‖ p(x_b + t δ_b)) over `ts` (from the native [B, T]
+ * float64 result, which it frees) and ½ t² δᵀGδ from dGd [B].
+ */
+export function segmentRows(klNative: NativeTensor, dGd: Float64Array, ts: number[]): { kl: Float64Array[]; quadratic: Float64Array[] } {
+  const klT = new Tensor(klNative);
   const flat = klT.toArray() as Float64Array;
   klT.dispose();
-  const B = r.quadratic.length, T = ts.length;
+  const B = dGd.length, T = ts.length;
   const kl: Float64Array[] = [], quadratic: Float64Array[] = [];
   for (let b = 0; b < B; b++) {
     kl.push(flat.slice(b * T, (b + 1) * T));
-    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * r.quadratic[b]));
+    quadratic.push(Float64Array.from(ts, (t) => 0.5 * t * t * dGd[b]));
   }
-  return { ts, kl, quadratic, dGd: r.quadratic };
+  return { kl, quadratic };
 }
 
 // ---------------- summaries and datasets ----------------
@@ -208,8 +328,8 @@ export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: numb
 export { summarize, Summary } from './stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
-export type FisherMethod = 'exact' | 'power' | 'lanczos' | 'hutchinson';
-export const FISHER_METHODS: FisherMethod[] = ['exact', 'power', 'lanczos', 'hutchinson'];
+export type FisherMethod = typeof METHODS[number];
+export const FISHER_METHODS: FisherMethod[] = [...METHODS];
 
 /** Options of the method-generic functions. */
 export interface FisherMethodOptions extends FisherSpeedOptions {
@@ -237,7 +357,7 @@ export interface FisherValues {
 
 /** The Fisher quantities of one batch by the chosen method (eigenvectors and spectra freed). */
 export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOptions = {}): Promise<FisherValues> {
-  const method = opts.method ?? 'exact';
+  const method = parseOptions('fisher', { method: FISHER_DATASET_OPTIONS.method }, opts).method as FisherMethod;
   switch (method) {
     case 'exact': {
       const r = await fisherExact(model, x, opts);
@@ -293,15 +413,15 @@ function concat(parts: Float64Array[]): Float64Array {
  */
 export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: FisherMethodOptions & { batchSize?: number; limit?: number } = {}): Promise<FisherDatasetResult> {
   const t0 = Date.now();
-  const method = opts.method ?? 'exact';
+  const { method: m, batchSize: bs } = parseOptions('fisherDataset', FISHER_DATASET_OPTIONS, opts);
+  const method = m as FisherMethod;
   const images = data instanceof Tensor ? data : data.images;
   const size = images.shape[0];
   const n = Math.min(size, opts.limit ?? size);
   const keys = ['lambdaMax', 'trace', 'frobenius', 'traceSe', 'frobeniusSe'] as const;
   const parts: Record<string, Float64Array[]> = {};
   const conv: boolean[] = [];
-  const batchSize = opts.batchSize ?? 128;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${batchSize}`);
+  const batchSize = bs as number;
   const { onProgress, ...rest } = opts;
   for (let done = 0; done < n;) {
     const end = Math.min(n, done + batchSize);
@@ -315,7 +435,7 @@ export async function fisherDataset(model: Model, data: Dataset | Tensor, opts: 
       x.dispose();
     }
     done = end;
-    onProgress?.({ done, total: n });
+    onProgress?.({ type: 'batch', done, total: n });
   }
   const out: FisherDatasetResult = { method, n, summary: {}, seconds: (Date.now() - t0) / 1000 };
   for (const k of keys) if (parts[k]) out[k] = concat(parts[k]);
@@ -343,6 +463,9 @@ export interface ProfileRow {
   /** The engine the methods ran on, and why autograd ('' when linear); see FisherEngine. */
   engine: FisherEngine;
   engineReason: string;
+  /** exact: the layout and classes per pass it ran with (measured or cached by the warm-up run). */
+  layout?: 'nchw' | 'channels-last';
+  classesPerPass?: number;
 }
 
 
@@ -382,7 +505,13 @@ export async function profileFisher(model: Model, opts: {
         const peak = peakMemory(false).peak;
         times.sort((a, b) => a - b);
         const ms = times[Math.floor(times.length / 2)];
-        rows.push({ method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before), ...engine });
+        const row: ProfileRow = { method, batchSize: bs, ms, samplesPerSecond: (bs * 1000) / ms, peakBytes: Math.max(0, peak - before), ...engine };
+        if (method === 'exact') {
+          const t = await exactTuning(model, x, o);  // the warm-up's choice (cached)
+          row.layout = t.layout;
+          row.classesPerPass = t.classesPerPass;
+        }
+        rows.push(row);
       }
     } finally {
       x.dispose();

@@ -3,7 +3,12 @@ export { FisherLensError, ErrorCode } from './errors';
 export { backend, setThreads, setTf32, peakMemory, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
-export { OpOptions, ProgressEvent } from './op';
+export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, ElapsedProgress } from './op';
+export {
+  parseOptions, parseAttackOptions, optionHelp, OptionDecl, OptionSchema, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS,
+  FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS,
+  TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS,
+} from './options';
 export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './model';
 export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
@@ -19,7 +24,7 @@ export {
   AUTOATTACK_VERSIONS, autoAttackVersions,
 } from './autoattack';
 export {
-  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics, ccklFromProbs,
+  train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics,
   TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
   ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
 } from './train';
@@ -27,6 +32,7 @@ export {
   fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
   FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow,
+  FisherLayout, FISHER_LAYOUTS, ExactTuning, exactTuning, exactTuneCount, EXACT_TUNE, profileExactVjp,
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,

@@ -17,19 +17,22 @@ import { Model } from './model';
 import { Tensor } from './tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
-import { summarize, Summary, klSegment } from './fisher';
+import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
+import { meanSe } from './stats';
+import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
 
 interface BatchSums {
   n: Float64Array; A: Float64Array; P: Float64Array; S: Float64Array;
   correct: number; ceSum: number; count: number; logp: NativeTensor;
 }
 interface MetricsAddon {
-  ccklBatch(m: NativeModel | null, x: NativeTensor, y: NativeTensor, ctl?: NativeCtl): Promise<BatchSums>;
+  ccklBatch(m: NativeModel | null, x: NativeTensor, y: NativeTensor, o: { probs: boolean }, ctl?: NativeCtl): Promise<BatchSums>;
   pairMeans(logps: NativeTensor[], ys: NativeTensor[], o: { exactMax: number; samples: number; seed: number }, ctl?: NativeCtl): Promise<{
     jsMean: number; jsSe: number; boundMean: number; boundSe: number; pairs: number; exact: boolean;
   }>;
-  pairQuadratic(m: NativeModel, xi: NativeTensor, xj: NativeTensor, ctl?: NativeCtl): Promise<{ quadratic: Float64Array; kl: Float64Array }>;
+  klPairSegment(m: NativeModel, xi: NativeTensor, xj: NativeTensor, ts: number[], ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
+  samplePairs(labels: NativeTensor, count: number, seed: number, ctl?: NativeCtl): Promise<{ i: Float64Array; j: Float64Array }>;
   rho(m: NativeModel, x: NativeTensor, o: { eps: number; steps: number; clip: boolean }, ctl?: NativeCtl): Promise<{
     rho: Float64Array; fisherBound: Float64Array; lambdaMax: Float64Array; initial: Float64Array;
   }>;
@@ -124,12 +127,20 @@ export class CcklAccumulator {
 
   /** Adds a batch of logits [B, C] with labels [B] (int64). */
   async addLogits(logits: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(null, logits.native, y.native, ctl)), y);
+    this.add(await runOp(opts, (ctl) => ma().ccklBatch(null, logits.native, y.native, { probs: false }, ctl)), y);
+  }
+
+  /**
+   * Adds a batch of predicted probabilities p [B, C] (e.g. fisherExact's `probs`) with labels [B]
+   * (int64); log p is taken as log max(p, 1e-300).
+   */
+  async addProbs(probs: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
+    this.add(await runOp(opts, (ctl) => ma().ccklBatch(null, probs.native, y.native, { probs: true }, ctl)), y);
   }
 
   /** Adds a batch of images through the model (one eval-mode forward, no gradients). */
   async addBatch(model: Model, x: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, ctl)), y);
+    this.add(await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl)), y);
   }
 
   /** CCKL (exact over all different-class pairs), accuracy and cross-entropy so far. */
@@ -160,7 +171,7 @@ export class CcklAccumulator {
   async pairs(opts: PairOptions & OpOptions = {}): Promise<PairResult> {
     if (this.logps.length === 0) throw new FisherLensError('ERR_VALUE', 'CcklAccumulator.pairs: no log-probabilities kept (keepLogp: false or no batches)');
     const r = await runOp(opts, (ctl) => ma().pairMeans(this.logps.map((t) => t.native), this.ys.map((t) => t.native),
-      { exactMax: opts.exactMax ?? 10000, samples: opts.jsSamples ?? 1000000, seed: opts.seed ?? 0 }, ctl));
+      parseOptions('pairs', PAIR_MEANS_OPTIONS, { exactMax: opts.exactMax, samples: opts.jsSamples, seed: opts.seed }) as { exactMax: number; samples: number; seed: number }, ctl));
     return { jsMean: r.jsMean, jsSe: r.jsSe, lowerBound: r.boundMean, lowerBoundSe: r.boundSe, exact: r.exact, pairsUsed: r.pairs };
   }
 
@@ -211,7 +222,7 @@ export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): P
   const B = x.shape[0];
   const y = Tensor.from(new BigInt64Array(B), [B]);
   try {
-    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, ctl))).logp);
+    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl))).logp);
   } finally {
     y.dispose();
   }
@@ -219,43 +230,19 @@ export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): P
 
 // ---------------- pair sampling ----------------
 
-/** A seeded 32-bit generator (mulberry32) giving uniforms in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = (seed >>> 0) ^ 0x9e3779b9;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `count` ordered pairs (i, j), uniform among those with labels[i] ≠ labels[j] (seeded rejection sampling). */
-export function samplePairs(labels: ArrayLike<number>, count: number, seed = 0): { i: number[]; j: number[] } {
-  const N = labels.length;
-  const r = rng(seed);
-  const I: number[] = [], J: number[] = [];
-  let tries = 0;
-  while (I.length < count) {
-    if (++tries > 1000 * (count + 10)) throw new FisherLensError('ERR_VALUE', 'samplePairs: the labels have a single class, no different-class pairs');
-    const i = Math.floor(r() * N), j = Math.floor(r() * N);
-    if (labels[i] !== labels[j]) {
-      I.push(i);
-      J.push(j);
-    }
+/**
+ * `count` ordered pairs (i, j) drawn uniformly among those with labels[i] ≠ labels[j], seeded
+ * (LibTorch's CPU generator; the pair sampler of the sampled JS mean too: native/metrics.cc
+ * samplePairs). ERR_VALUE when the labels have a single class.
+ */
+export async function samplePairs(labels: Tensor | ArrayLike<number>, count: number, seed = 0, opts: OpOptions = {}): Promise<{ i: number[]; j: number[] }> {
+  const y = labels instanceof Tensor ? labels : Tensor.from(BigInt64Array.from(Array.from(labels), (v) => BigInt(v)), [labels.length]);
+  try {
+    const r = await runOp(opts, (ctl) => ma().samplePairs(y.native, count, seed, ctl));
+    return { i: Array.from(r.i), j: Array.from(r.j) };
+  } finally {
+    if (y !== labels) y.dispose();
   }
-  return { i: I, j: J };
-}
-
-function meanSe(v: ArrayLike<number>): { mean: number; se: number } {
-  const n = v.length;
-  let s = 0;
-  for (let k = 0; k < n; k++) s += v[k];
-  const mean = s / n;
-  let ss = 0;
-  for (let k = 0; k < n; k++) ss += (v[k] - mean) ** 2;
-  return { mean, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : Infinity };
 }
 
 /** The non-robust component estimated over sampled pairs. */
@@ -282,22 +269,22 @@ export interface NonRobustResult {
  */
 export async function nonRobustComponent(model: Model, data: Dataset, opts: { pairs?: number; seed?: number; batchSize?: number } & OpOptions = {}): Promise<NonRobustResult> {
   const count = opts.pairs ?? 1000;
-  const labels = data.labels.toNumbers();
-  const { i, j } = samplePairs(labels, count, opts.seed ?? 0);
+  const { i, j } = await samplePairs(data.labels, count, opts.seed ?? 0, { signal: opts.signal });
   const bs = opts.batchSize ?? 128;
   const hq = new Float64Array(count), kl = new Float64Array(count);
   for (let s = 0; s < count; s += bs) {
     const bi = data.batch(i.slice(s, s + bs)), bj = data.batch(j.slice(s, s + bs));
     try {
-      const r = await runOp(opts, (ctl) => ma().pairQuadratic(model.native, bi.x.native, bj.x.native, ctl));
-      for (let k = 0; k < r.kl.length; k++) {
-        hq[s + k] = 0.5 * r.quadratic[k];
-        kl[s + k] = r.kl[k];
+      const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, [1], ctl));
+      const seg = segmentRows(r.kl, r.quadratic, [1]);
+      for (let k = 0; k < r.quadratic.length; k++) {
+        hq[s + k] = seg.quadratic[k][0];
+        kl[s + k] = seg.kl[k][0];
       }
     } finally {
       for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();
     }
-    opts.onProgress?.({ done: Math.min(count, s + bs), total: count });
+    opts.onProgress?.({ type: 'batch', done: Math.min(count, s + bs), total: count });
   }
   const nr = meanSe(hq), ks = meanSe(kl), rem = meanSe(kl.map((v, k) => v - hq[k]));
   return {
@@ -333,7 +320,7 @@ export async function ccklMetrics(model: Model, data: Dataset, opts: PairOptions
     for (const b of data.batches({ batchSize: bs })) {
       await acc.addBatch(model, b.x, b.y, rest);
       done += b.indices.length;
-      onProgress?.({ stage: 'cckl', done, total: data.size });
+      onProgress?.({ type: 'batch', stage: 'cckl', done, total: data.size });
     }
     const c = acc.result();
     const p = await acc.pairs(rest);
@@ -341,7 +328,7 @@ export async function ccklMetrics(model: Model, data: Dataset, opts: PairOptions
     let nr = { nonRobust: NaN, nonRobustSe: NaN };
     if (pairs > 0) {
       const r = await nonRobustComponent(model, data, { pairs, seed: opts.seed, batchSize: opts.batchSize ?? 128, signal: opts.signal,
-        onProgress: onProgress ? (e) => onProgress({ stage: 'nonRobust', ...e }) : undefined });
+        onProgress: onProgress ? (e) => onProgress(e.type === 'batch' ? { ...e, stage: 'nonRobust' } : e) : undefined });
       nr = { nonRobust: r.nonRobust, nonRobustSe: r.nonRobustSe };
     }
     return { ...c, ...p, ...nr, robust: c.cckl - nr.nonRobust, nonRobustFraction: nr.nonRobust / c.cckl, nonRobustPairs: pairs };
@@ -377,8 +364,9 @@ export interface RhoResult {
  * ½ ε² λ_max, which it approaches as ε → 0.
  */
 export async function adversarialMeasure(model: Model, x: Tensor, eps: number, opts: { steps?: number; clip?: boolean; klAttack?: boolean } & OpOptions = {}): Promise<RhoResult> {
-  const steps = opts.steps ?? 20;
-  const r = await runOp(opts, (ctl) => ma().rho(model.native, x.native, { eps, steps, clip: opts.clip ?? false }, ctl));
+  const o = parseOptions('adversarialMeasure', RHO_OPTIONS, { ...opts, eps }) as { eps: number; steps: number; clip: boolean };
+  const steps = o.steps;
+  const r = await runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl));
   let rho = r.rho;
   let rhoKlAttack: Float64Array | undefined;
   if (opts.klAttack ?? true) {
@@ -412,15 +400,8 @@ export async function klPairSegments(model: Model, data: Dataset, pairs: { i: nu
   if (pairs.i.length !== pairs.j.length) throw new FisherLensError('ERR_ARG', 'klPairSegments: pairs.i and pairs.j must have the same length');
   const bi = data.batch(pairs.i), bj = data.batch(pairs.j);
   try {
-    const a = bi.x.toArray() as Float32Array | Float64Array, b = bj.x.toArray() as Float32Array | Float64Array;
-    const d = a instanceof Float64Array ? Float64Array.from(b, (v, k) => v - a[k]) : Float32Array.from(b, (v, k) => v - a[k]);
-    const delta = Tensor.from(d, bi.x.shape);
-    try {
-      const r = await klSegment(model, bi.x, delta, ts, opts);
-      return { ts, i: pairs.i, j: pairs.j, kl: r.kl, quadratic: r.quadratic };
-    } finally {
-      delta.dispose();
-    }
+    const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, ts, ctl));
+    return { ts, i: pairs.i, j: pairs.j, ...segmentRows(r.kl, r.quadratic, ts) };
   } finally {
     for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();
   }

@@ -72,7 +72,7 @@ export async function evaluate(model: Model, dataset: Dataset, opts: { batchSize
     correct += r.correct;
     ce += r.ceSum;
     count += r.count;
-    opts.onProgress?.({ done: count, total });
+    opts.onProgress?.({ type: 'batch', done: count, total });
   }
   if (ds !== dataset) ds.dispose();
   if (count === 0) throw new FisherLensError('ERR_ARG', 'evaluate: the dataset is empty');

@@ -6,8 +6,24 @@
 import { addon, NativeCtl } from './native';
 import { FisherLensError, fromNative } from './errors';
 
-/** A progress event from a native op (fields depend on the op, e.g. `{ step, steps, loss }`). */
-export type ProgressEvent = Record<string, number | string | boolean>;
+/** Iteration `step` of `steps` of a native op (attacks; the Fisher power / Lanczos / Hutchinson loops name their `method`). */
+export interface StepProgress { type: 'step'; step: number; steps: number; method?: string }
+/** AutoAttack: stage `stage` (0-based) of `stages`, attack `kind`, starts on the `remaining` samples still robust. */
+export interface StageProgress { type: 'stage'; stage: number; stages: number; kind: string; remaining: number }
+/** Samples `done` of `total` in a loop over a dataset; `stage` names its phase where it has several (cckl, nonRobust). */
+export interface BatchProgress { type: 'batch'; done: number; total: number; stage?: string }
+/** Milliseconds an op has worked (the development build's `spin` test hook). */
+export interface ElapsedProgress { type: 'elapsed'; elapsedMs: number }
+/** A progress event: one discriminated union over every op's events (switch on `type`). */
+export type ProgressEvent = StepProgress | StageProgress | BatchProgress | ElapsedProgress;
+
+/** Types a native op's progress JSON by its fields (native ops report `{step, steps}`, `{stage, …}` or `{elapsedMs}`). */
+export function progressEvent(e: Record<string, unknown>): ProgressEvent {
+  if (typeof e.stage === 'number') return { type: 'stage', stage: e.stage, stages: Number(e.stages), kind: String(e.kind), remaining: Number(e.remaining) };
+  if (typeof e.step === 'number') return { type: 'step', step: e.step, steps: Number(e.steps), ...(typeof e.method === 'string' ? { method: e.method } : {}) };
+  if (typeof e.elapsedMs === 'number') return { type: 'elapsed', elapsedMs: e.elapsedMs };
+  return { type: 'batch', done: Number(e.done), total: Number(e.total), ...(typeof e.stage === 'string' ? { stage: e.stage } : {}) };
+}
 
 /** Options accepted by every async operation. */
 export interface OpOptions {
@@ -29,7 +45,7 @@ export async function runOp<T>(opts: OpOptions | undefined, call: (ctl: NativeCt
   if (onProgress) {
     ctl.onProgress = (json: string) => {
       try {
-        onProgress(JSON.parse(json) as ProgressEvent);
+        onProgress(progressEvent(JSON.parse(json) as Record<string, unknown>));
       } catch {
         /* a throwing listener must not break the op */
       }

@@ -371,14 +371,9 @@ export function writePictureGrid(dir: string, pd: PictureData): PictureGrid {
   const columns: PictureColumn[] = pd.grid.columns.map((col, k) => {
     const stem = col.attack ? `${col.kind}-${col.attack}` : col.kind;
     const npy = `${stem}.npy`;
-    const t = Tensor.from(pd.values[k], [indices.length, ...imageShape]);
-    try {
-      const w = new NpyWriter(path.join(dir, npy), [indices.length, ...imageShape]);
-      w.append(t);
-      w.close();
-    } finally {
-      t.dispose();
-    }
+    const w = new NpyWriter(path.join(dir, npy), [indices.length, ...imageShape]);
+    w.appendValues(pd.values[k]);
+    w.close();
     const cells = pd.cells[k].map((c, s) => {
       const png = `${s}-${stem}.png`;
       writeFileAtomic(path.join(dir, png), encodePng(pd.values[k].subarray(s * D, (s + 1) * D), imageShape, col.mapping, col.scale));

@@ -11,6 +11,18 @@ export function mean(values: ArrayLike<number>): number {
   return values.length > 0 ? s / values.length : NaN;
 }
 
+/**
+ * Mean and its standard error s/√n (s the sample standard deviation, n − 1 in the denominator) of
+ * sampled values (se: Infinity for fewer than two values; mean: NaN when empty).
+ */
+export function meanSe(values: ArrayLike<number>): { mean: number; se: number } {
+  const n = values.length;
+  const m = mean(values);
+  let ss = 0;
+  for (let k = 0; k < n; k++) ss += (values[k] - m) ** 2;
+  return { mean: m, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : Infinity };
+}
+
 /** The q-quantile (0 ≤ q ≤ 1) of values sorted ascending (NaN when empty). */
 export function quantile(sorted: ArrayLike<number>, q: number): number {
   if (sorted.length === 0) return NaN;

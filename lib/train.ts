@@ -7,16 +7,17 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon, NativeModel, NativeTensor, NativeCtl, NativeOptimizer } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Dataset, permutation } from './data/dataset';
 import { FisherLensError, sync } from './errors';
 import { fisherExact } from './fisher';
 import { AttackParams, evaluate } from './attacks';
-import { ccklMetrics } from './metrics';
+import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -160,7 +161,6 @@ export interface TrainResult {
   model: Model;
 }
 
-type NativeOptimizer = object;
 interface TrainAddon {
   createOptimizer(m: NativeModel, o: Record<string, unknown>, ctl?: NativeCtl): Promise<NativeOptimizer>;
   trainStep(m: NativeModel, opt: NativeOptimizer, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
@@ -204,8 +204,8 @@ export const presets = {
   },
   /**
    * CPU scale (Fashion-MNIST subsets): ε 0.1 L∞, 3 inner steps of 0.04, β 1, batch 128, Adam 1e-3,
-   * 4 epochs on the first 4000 images (Adam: small-cnn with SGD 0.05 is still near chance after one
-   * epoch; with Adam it reaches ≈ 60 % test accuracy under TRADES).
+   * 4 epochs on the first 4000 images (Adam, since small-cnn with SGD learns far slower in so few
+   * epochs; docs/training.md has the accuracies measured with each).
    */
   'fashion-mnist-cpu': {
     method: 'trades', epochs: 4, batchSize: 128, subset: 4000,
@@ -259,70 +259,38 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
 }
 
 
-/**
- * Exact CCKL over all different-class pairs from p(x) [N, K] (shared/PAPER.md §1, O(N·K)).
- * probs: row-major float64.
- */
-export function ccklFromProbs(probs: Float64Array, labels: number[], k: number): number {
-  const n = labels.length;
-  const logp = probs.map((v) => Math.log(Math.max(v, 1e-300)));
-  const S: Float64Array[] = Array.from({ length: k }, () => new Float64Array(k));
-  const L = new Float64Array(k);
-  const counts = new Array(k).fill(0);
-  for (let j = 0; j < n; j++) {
-    counts[labels[j]]++;
-    for (let c = 0; c < k; c++) { S[labels[j]][c] += logp[j * k + c]; L[c] += logp[j * k + c]; }
-  }
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    let a = 0, dot = 0;
-    for (let c = 0; c < k; c++) {
-      const p = probs[i * k + c];
-      if (p > 0) a += p * logp[i * k + c];
-      dot += p * (L[c] - S[labels[i]][c]);
-    }
-    total += (n - counts[labels[i]]) * a - dot;
-  }
-  const pairs = n * n - counts.reduce((s, c) => s + c * c, 0);
-  return pairs > 0 ? total / pairs : NaN;
-}
-
 /** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
 export async function probeMetrics(model: Model, probe: Dataset, opts: {
   track?: TrackOptions; trackAttack?: AttackParams; batchSize?: number; seed?: number;
 } & OpOptions = {}): Promise<Partial<EpochMetrics>> {
-  const k = probe.numClasses;
-  const n = probe.size;
   const fro: number[] = [];
   const lam: number[] = [];
-  const probs = new Float64Array(n * k);
-  const labels: number[] = [];
-  let correct = 0, ce = 0, off = 0;
-  for (const b of probe.batches({ batchSize: opts.batchSize ?? 128 })) {
-    const r = await fisherExact(model, b.x, { signal: opts.signal });
-    const p = r.probs.toArray() as Float64Array;
-    r.probs.dispose(); r.spectrum.dispose();
-    const y = b.y.toNumbers();
-    for (let i = 0; i < y.length; i++) {
-      let arg = 0;
-      for (let c = 1; c < k; c++) if (p[i * k + c] > p[i * k + arg]) arg = c;
-      if (arg === y[i]) correct++;
-      ce -= Math.log(Math.max(p[i * k + y[i]], 1e-300));
-      fro.push(r.frobenius[i]);
-      lam.push(r.lambdaMax[i]);
-      labels.push(y[i]);
+  // accuracy, CE and CCKL stream from native class sums of fisherExact's probabilities (metrics.cc)
+  const acc = new CcklAccumulator({ keepLogp: false });
+  let c: CcklResult;
+  try {
+    for (const b of probe.batches({ batchSize: opts.batchSize ?? 128 })) {
+      const r = await fisherExact(model, b.x, { signal: opts.signal });
+      try {
+        await acc.addProbs(r.probs, b.y, { signal: opts.signal });
+      } finally {
+        r.probs.dispose(); r.spectrum.dispose();
+      }
+      fro.push(...r.frobenius);
+      lam.push(...r.lambdaMax);
     }
-    probs.set(p, off * k);
-    off += y.length;
+    c = acc.result();
+  } finally {
+    acc.dispose();
   }
-  const m: Partial<EpochMetrics> = { probeAccuracy: correct / n, probeCrossEntropy: ce / n };
+  const m: Partial<EpochMetrics> = { probeAccuracy: c.accuracy, probeCrossEntropy: c.crossEntropy };
   if (opts.track?.fisher ?? true) {
     m.fisherFrobeniusMean = mean(fro);
     m.fisherFrobeniusMedian = median(fro);
     m.fisherLambdaMaxMean = mean(lam);
     m.fisherLambdaMaxMedian = median(lam);
   }
-  if (opts.track?.cckl ?? true) m.cckl = ccklFromProbs(probs, labels, k);
+  if (opts.track?.cckl ?? true) m.cckl = c.cckl;
   if ((opts.track?.nonRobustPairs ?? 0) > 0) {
     const c = await ccklMetrics(model, probe, { pairs: opts.track!.nonRobustPairs, seed: opts.seed ?? 0, signal: opts.signal });
     m.ccklNonRobustFraction = c.nonRobustFraction;
@@ -342,33 +310,26 @@ interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; se
  * batch, leaving the last epoch's checkpoint intact.
  */
 export async function train(model: Model, trainData: Dataset, opts: TrainOptions & OpOptions): Promise<TrainResult> {
-  const method = opts.method;
-  if (!['natural', 'pgd-at', 'trades'].includes(method)) {
-    throw new FisherLensError('ERR_ARG', `unknown training method '${method}'; expected natural, pgd-at or trades`);
-  }
-  const epochs = opts.epochs ?? 10;
-  const batchSize = opts.batchSize ?? 128;
-  const seed = opts.seed ?? 0;
+  // every option validated against lib/options.ts and complete before the native calls
+  const method = parseOptions('train', { method: TRAIN_STEP_OPTIONS.method }, opts).method as TrainMethod;
+  const top = parseOptions('train', TRAIN_OPTIONS, opts);
+  const epochs = top.epochs as number, batchSize = top.batchSize as number, seed = top.seed as number;
   const o = opts.optimizer ?? {};
-  const type = o.type ?? 'sgd';
-  const baseLr = o.lr ?? (type === 'sgd' ? 0.1 : 1e-3);
-  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, {
-    type, lr: baseLr, momentum: o.momentum ?? (type === 'sgd' ? 0.9 : 0), nesterov: o.nesterov ?? false,
-    weightDecay: o.weightDecay ?? 0, beta1: o.betas?.[0] ?? 0.9, beta2: o.betas?.[1] ?? 0.999, eps: o.eps ?? 1e-8,
-  }, ctl));
+  const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
+  const baseLr = optOpts.lr as number;
+  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, optOpts, ctl));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
+  const probeSize = top.probeSize as number;
   const probe = opts.probe
-    ? (opts.probeSize ?? 512) < opts.probe.size
-      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, opts.probeSize ?? 512).sort((a, b) => a - b), undefined, { signal: opts.signal })
+    ? probeSize < opts.probe.size
+      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, probeSize).sort((a, b) => a - b), undefined, { signal: opts.signal })
       : opts.probe
     : undefined;
   const a = opts.attack ?? {};
-  const stepOpts = {
-    method,
-    epsilon: a.epsilon ?? 0.031, stepSize: a.stepSize ?? 0.007, steps: a.steps ?? 10, beta: a.beta ?? 6,
-    norm: a.norm ?? 'linf', randomStart: a.randomStart ?? true,
-    cropPad: opts.augment?.cropPad ?? 0, flip: opts.augment?.flip ?? false, channelsLast: opts.channelsLast ?? false,
-  };
+  // lr and seed change every step: placeholders here, set per step below
+  const stepOpts = trainStepOptions({
+    ...a, method, lr: 0, seed: 0, cropPad: opts.augment?.cropPad, flip: opts.augment?.flip, channelsLast: opts.channelsLast,
+  });
   const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
   let history: EpochMetrics[] = [];

@@ -15,6 +15,7 @@
 #include "common/worker.h"
 #include "fab.h"
 #include "fisher.h"
+#include "metrics.h"
 #include "models/model_wrap.h"
 #include "square.h"
 
@@ -37,9 +38,6 @@ void progress(const OpContext* ctx, int64_t step, int64_t steps) {
   ctx->checkAbort();
   ctx->report(str("{\"step\":", step, ",\"steps\":", steps, "}"));
 }
-
-// The sum over the batch of the per-sample objective to ascend; z: logits [B, K]
-using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
 
 // CE (mean, TRADES' convention: the sign/normalised steps do not depend on the scale)
 Objective crossEntropy(const torch::Tensor& y, bool targeted) {
@@ -77,36 +75,6 @@ torch::Tensor perSampleObjective(const std::string& kind, const torch::Tensor& z
   return targeted ? -l : l;
 }
 
-// Gradient ascent on `obj` from xa: steps of α·sign(g) (L∞) or α·g/‖g‖ (L2; a zero gradient
-// takes a random unit direction, as TRADES' L2 KL attack does), each followed by projection onto
-// the ε-ball and the box. The model must already be in eval mode with frozen weights.
-torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
-                     double alpha, int64_t steps, at::Generator* gen, const OpContext* ctx) {
-  torch::AutoGradMode gradOn(true);
-  for (int64_t k = 0; k < steps; ++k) {
-    progress(ctx, k, steps);
-    xa = xa.detach().requires_grad_(true);
-    torch::Tensor loss = obj(m.forward(xa));
-    torch::Tensor g = torch::autograd::grad({loss}, {xa})[0];
-    xa = xa.detach();
-    if (norm == Norm::Linf) {
-      xa.add_(g.sign_(), alpha);
-    } else {
-      torch::Tensor gn = l2PerSample(g);
-      if (gen && (gn == 0).any().item<bool>()) {
-        torch::Tensor r = torch::randn(g.sizes(), *gen, g.options().device(torch::kCPU)).to(g.device());
-        torch::Tensor zero = (gn == 0).view(perSampleShape(g));
-        g = torch::where(zero, r, g);
-        gn = l2PerSample(g);
-      }
-      xa.add_(g / gn.clamp_min(1e-12).view(perSampleShape(g)), alpha);
-    }
-    xa = projectBall(xa, x, norm, eps);
-  }
-  progress(ctx, steps, steps);
-  return xa.detach();
-}
-
 // Uniform start in the ball (L∞: each pixel uniform in [−ε, ε]; L2: uniform in the L2 ball),
 // then projected onto the box.
 torch::Tensor randomStart(const torch::Tensor& x, Norm norm, double eps, at::Generator& gen) {
@@ -130,7 +98,7 @@ torch::Tensor pgdOnce(Classifier& m, const torch::Tensor& x, const torch::Tensor
   const bool fgsm = o.kind == "fgsm";
   torch::Tensor xa = (o.randomStart && !fgsm) ? randomStart(x, o.norm, o.epsilon, gen) : x.clone();
   Objective obj = o.kind == "cw" ? cwMargin(y, o.targeted, o.kappa) : crossEntropy(y, o.targeted);
-  return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, nullptr, ctx);
+  return ascend(m, x, xa, obj, o.norm, o.epsilon, fgsm ? o.epsilon : o.stepSize, fgsm ? 1 : o.steps, AscentOptions{}, ctx);
 }
 
 // CW-L2 (Carlini & Wagner 2017): x' = (tanh w + 1)/2, Adam on ‖x' − x‖² + c·f(x'), binary search
@@ -210,45 +178,53 @@ torch::Tensor fisherAttack(Classifier& m, const torch::Tensor& x, const torch::T
 
 }  // namespace
 
-const std::vector<AttackSpec>& attackTable() {
-  // kind, linf, l2, targeted, internalTargets, randomStart, restarts, stepSize, available, minClasses, defaultSteps, summary
-  static const std::vector<AttackSpec> table = {
-      {"fgsm", true, true, true, false, false, false, false, true, 2, 1, "one signed (L2: normalised) gradient step of size ε on the cross-entropy"},
-      {"pgd", true, true, true, false, true, true, true, true, 2, 20, "projected gradient ascent on the cross-entropy"},
-      {"cw", true, true, true, false, true, true, true, true, 2, 20, "PGD on the Carlini-Wagner margin loss (CW∞)"},
-      {"cw-l2", false, true, true, false, false, false, false, true, 2, 100, "Carlini-Wagner L2: Adam on ‖δ‖² + c·margin, binary search on c"},
-      {"kl", true, true, false, false, false, false, true, true, 2, 20, "TRADES' inner maximisation of KL(p(x) ‖ p(x+δ))"},
-      {"fisher", true, true, true, false, false, false, true, true, 2, 20, "steps along the leading Fisher eigenvector (OSSA)"},
-      {"apgd-ce", true, true, false, false, true, true, false, true, 2, 100, "APGD on the cross-entropy (step-size schedule, momentum)"},
-      {"apgd-dlr", true, true, false, false, true, true, false, true, 3, 100, "APGD on the scale-invariant DLR loss"},
-      {"apgd-t", true, true, false, true, true, true, false, true, 4, 100, "APGD on the targeted DLR loss, top `targets` classes in turn"},
-      {"fab-t", true, true, false, true, false, true, false, true, 2, 100, "FAB, targeted version: minimal perturbations towards the top classes"},
-      {"fab", true, true, false, false, false, true, false, true, 2, 100, "FAB (untargeted): minimal perturbations"},
-      {"square", true, true, false, false, false, true, false, true, 2, 5000, "Square: score-based random search, no gradients"},
-  };
-  return table;
-}
-
-const AttackSpec& attackSpec(const std::string& kind) {
-  std::string names;
-  for (const AttackSpec& a : attackTable()) {
-    if (kind == a.kind) return a;
-    names += (names.empty() ? "" : ", ") + std::string(a.kind);
-  }
-  throw FlError(ERR_ARG, str("unknown attack '", kind, "'; expected one of ", names));
-}
-
-torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps) {
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box) {
+  torch::Tensor r;
   if (norm == Norm::Linf) {
     // the same as min(max(xa, x − ε), x + ε) followed by clamp(0, 1): x lies in both intervals
-    return torch::min(torch::max(xa, x - eps), x + eps).clamp_(0, 1);
+    r = torch::min(torch::max(xa, x - eps), x + eps);
+  } else {
+    torch::Tensor d = xa - x;
+    torch::Tensor n = l2PerSample(d);
+    torch::Tensor scale = torch::where(n > eps, eps / n.clamp_min(1e-30), torch::ones_like(n));
+    // shrink slightly below ε so that rounding in x + d cannot push the norm above it
+    scale = torch::where(n > eps, scale * (1 - 1e-6), scale);
+    r = x + d * scale.view(perSampleShape(d));
   }
-  torch::Tensor d = xa - x;
-  torch::Tensor n = l2PerSample(d);
-  torch::Tensor scale = torch::where(n > eps, eps / n.clamp_min(1e-30), torch::ones_like(n));
-  // shrink slightly below ε so that rounding in x + d cannot push the norm above it
-  scale = torch::where(n > eps, scale * (1 - 1e-6), scale);
-  return (x + d * scale.view(perSampleShape(d))).clamp_(0, 1);
+  return box ? r.clamp_(0, 1) : r;
+}
+
+// Gradient ascent on `obj` from xa (attacks.h). L2: a zero gradient takes a random unit direction
+// when o.gen is given, as TRADES' L2 KL attack does.
+torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
+                     double alpha, int64_t steps, const AscentOptions& o, const OpContext* ctx) {
+  torch::AutoGradMode gradOn(true);
+  for (int64_t k = 0; k < steps; ++k) {
+    progress(ctx, k, steps);
+    xa = xa.detach().requires_grad_(true);
+    torch::Tensor loss = obj(m.forward(xa));
+    torch::Tensor g = torch::autograd::grad({loss}, {xa})[0];
+    xa = xa.detach();
+    if (norm == Norm::Linf) {
+      xa.add_(g.sign_(), alpha);
+    } else {
+      torch::Tensor gn = l2PerSample(g);
+      if (o.gen && (gn == 0).any().item<bool>()) {
+        torch::Tensor r = torch::randn(g.sizes(), *o.gen, g.options().device(torch::kCPU)).to(g.device());
+        torch::Tensor zero = (gn == 0).view(perSampleShape(g));
+        g = torch::where(zero, r, g);
+        gn = l2PerSample(g);
+      }
+      xa.add_(g / gn.clamp_min(1e-12).view(perSampleShape(g)), alpha);
+    }
+    xa = projectBall(xa, x, norm, eps, o.box);
+    if (o.afterStep) {
+      torch::NoGradGuard ng;
+      o.afterStep(xa);
+    }
+  }
+  progress(ctx, steps, steps);
+  return xa.detach();
 }
 
 torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
@@ -278,24 +254,24 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
   return best;
 }
 
-torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
-                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached) {
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
+                       const OpContext* ctx, torch::Tensor* klReached) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  torch::Tensor p, logp;
+  torch::Tensor logp;
   {
     torch::NoGradGuard ng;
-    p = pClean.defined() ? pClean.detach() : torch::softmax(m.forward(x), 1);
-    logp = torch::log(p.clamp_min(1e-30));
+    logp = torch::log_softmax(m.forward(x), 1);
   }
   // KL(p ‖ q) summed over the batch (TRADES: KLDivLoss(size_average=False))
-  Objective kl = [p, logp](const torch::Tensor& z) { return (p * (logp - torch::log_softmax(z, 1))).sum(); };
+  Objective kl = [logp](const torch::Tensor& z) { return klRows(logp, torch::log_softmax(z, 1)).sum(); };
   torch::Tensor noise = torch::randn(x.sizes(), gen, x.options().device(torch::kCPU)).to(x.device());
   torch::Tensor xa = projectBall(x + 0.001 * noise, x, o.norm, o.epsilon);
-  xa = ascend(m, x, xa, kl, o.norm, o.epsilon, o.stepSize, o.steps, &gen, ctx);
+  AscentOptions ao;
+  ao.gen = &gen;
+  xa = ascend(m, x, xa, kl, o.norm, o.epsilon, o.stepSize, o.steps, ao, ctx);
   if (klReached) {
     torch::NoGradGuard ng;
-    torch::Tensor lq = torch::log_softmax(m.forward(xa), 1);
-    *klReached = (p * (logp - lq)).sum(1).to(torch::kFloat64);
+    *klReached = klRows(logp, torch::log_softmax(m.forward(xa), 1)).to(torch::kFloat64);
   }
   return xa;
 }
@@ -309,7 +285,7 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
   if (o.kind == "pgd" || o.kind == "fgsm" || o.kind == "cw") {
     r.xAdv = pgdAttack(m, x, goal, o, gen, ctx);
   } else if (o.kind == "kl") {
-    r.xAdv = klAttack(m, x, torch::Tensor(), o, gen, ctx, &r.loss);
+    r.xAdv = klAttack(m, x, o, gen, ctx, &r.loss);
   } else if (o.kind == "cw-l2") {
     r.xAdv = cwL2(m, x, goal, o, ctx);
   } else if (o.kind == "fisher") {
@@ -321,7 +297,7 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
   } else if (o.kind == "square") {
     r = squareAttack(m, x, y, o, gen, ctx);
   } else {
-    throw FlError(ERR_ARG, str(o.kind, " is not available in this build (", attackSpec(o.kind).summary, ")"));
+    throw FlError(ERR_ARG, str("unknown attack '", o.kind, "' (lib/options.ts ATTACK_TABLE lists the kinds)"));
   }
   torch::NoGradGuard ng;
   torch::Tensor z = m.forward(r.xAdv);
@@ -333,107 +309,46 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
 
 namespace {
 
-// Reads and validates the options object on the main thread against the attack's row of
-// attackTable(): an option the attack does not support is ERR_ARG, never silently ignored.
+// Reads the complete options object on the main thread. lib/options.ts declares every option
+// (type, default, range) and each attack's capabilities (ATTACK_TABLE), validates against them and
+// fills the defaults; here every key is required (common/options.h).
 AttackOptions parseOptionsImpl(Napi::Value v) {
+  OptionReader r(v, "attack");
   AttackOptions o;
-  FL_CHECK(v.IsObject(), ERR_ARG, "attack: expected an options object");
-  Napi::Object j = v.As<Napi::Object>();
-  o.kind = strOpt(j, "kind", o.kind);
-  const AttackSpec& spec = attackSpec(o.kind);
-  FL_CHECK(spec.available, ERR_ARG, o.kind, " is not available in this build (", spec.summary, ")");
-  auto given = [&](const char* key) {
-    Napi::Value x = optValue(j, key);
-    return !x.IsEmpty() && !x.IsUndefined();
-  };
-  std::string norm = strOpt(j, "norm", spec.linf ? "linf" : "l2");
-  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack norm must be 'linf' or 'l2', got '", norm, "'");
-  FL_CHECK(norm == "linf" ? spec.linf : spec.l2, ERR_ARG, o.kind, " does not support norm '", norm, "'");
+  o.kind = r.string("kind");
+  const std::string norm = r.string("norm");
+  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack option 'norm': expected one of linf, l2, got '", norm, "'");
   o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
-  o.epsilon = numOpt(j, "epsilon", o.kind == "cw-l2" ? std::numeric_limits<double>::infinity() : o.epsilon);
-  FL_CHECK(spec.stepSize || !given("stepSize"), ERR_ARG, o.kind, " does not take stepSize",
-           o.kind.rfind("apgd", 0) == 0 ? " (APGD starts at 2ε and adapts it)" : "");
-  o.stepSize = numOpt(j, "stepSize", o.stepSize);
-  o.steps = static_cast<int64_t>(numOpt(j, "steps", static_cast<double>(spec.defaultSteps)));
-  o.randomStart = boolOpt(j, "randomStart", o.randomStart);
-  FL_CHECK(spec.randomStart || !given("randomStart") || !o.randomStart, ERR_ARG, o.kind, " has no random start");
-  o.restarts = static_cast<int64_t>(numOpt(j, "restarts", 1));
-  FL_CHECK(spec.restarts || o.restarts <= 1, ERR_ARG, o.kind, " has no restarts (restarts must be 1)");
-  o.targeted = boolOpt(j, "targeted", false);
-  FL_CHECK(spec.targeted || !o.targeted, ERR_ARG, o.kind, " cannot be targeted",
-           spec.internalTargets ? " (it is an untargeted attack that tries target classes internally; see `targets`)" : "");
-  o.targets = static_cast<int64_t>(numOpt(j, "targets", static_cast<double>(o.targets)));
-  FL_CHECK(spec.internalTargets || !given("targets"), ERR_ARG, o.kind, " does not take `targets` (apgd-t and fab-t do)");
-  FL_CHECK(o.targets >= 1, ERR_ARG, "attack targets must be >= 1, got ", o.targets);
-  o.eotIter = static_cast<int64_t>(numOpt(j, "eotIter", 1));
-  FL_CHECK(o.eotIter >= 1 && (o.eotIter == 1 || o.kind.rfind("apgd", 0) == 0), ERR_ARG,
-           "eotIter must be an integer >= 1 and only APGD averages gradients over several forwards, got ", o.eotIter, " for ", o.kind);
-  if (given("init")) {
-    FL_CHECK(o.kind.rfind("apgd", 0) == 0, ERR_ARG, o.kind, " does not take a start point `init` (APGD does)");
-    FL_CHECK(isTensor(j.Get("init")), ERR_ARG, "attack init: expected a Tensor shaped like x");
-    o.init = unwrapTensor(j.Get("init"), "attack(init)");
+  o.epsilon = r.num("epsilon");
+  o.stepSize = r.num("stepSize");
+  o.steps = r.integer("steps");
+  o.randomStart = r.flag("randomStart");
+  o.restarts = r.integer("restarts");
+  o.targeted = r.flag("targeted");
+  o.targets = r.integer("targets");
+  o.eotIter = r.integer("eotIter");
+  if (r.has("init")) {
+    FL_CHECK(isTensor(r.raw("init")), ERR_ARG, "attack init: expected a Tensor shaped like x");
+    o.init = unwrapTensor(r.raw("init"), "attack(init)");
   }
-  o.kappa = numOpt(j, "kappa", o.kappa);
-  o.binarySteps = static_cast<int64_t>(numOpt(j, "binarySteps", o.binarySteps));
-  o.learningRate = numOpt(j, "learningRate", o.learningRate);
-  o.initialConst = numOpt(j, "initialConst", o.initialConst);
-  o.confidence = numOpt(j, "confidence", o.confidence);
-  o.channelsLast = boolOpt(j, "channelsLast", false);
-  const bool fab = o.kind == "fab" || o.kind == "fab-t";
-  for (const char* k : {"alphaMax", "eta", "beta"})
-    FL_CHECK(fab || !given(k), ERR_ARG, o.kind, " does not take `", k, "` (fab and fab-t do)");
-  FL_CHECK(o.kind == "square" || !given("pInit"), ERR_ARG, o.kind, " does not take `pInit` (square does)");
-  o.alphaMax = numOpt(j, "alphaMax", o.alphaMax);
-  o.eta = numOpt(j, "eta", o.eta);
-  o.beta = numOpt(j, "beta", o.beta);
-  o.pInit = numOpt(j, "pInit", o.pInit);
-  FL_CHECK(o.alphaMax >= 0 && o.alphaMax <= 1, ERR_ARG, "fab alphaMax must lie in [0, 1], got ", o.alphaMax);
-  FL_CHECK(o.eta >= 1 && std::isfinite(o.eta), ERR_ARG, "fab eta must be a finite number >= 1, got ", o.eta);
-  FL_CHECK(o.beta > 0 && o.beta < 1, ERR_ARG, "fab beta must lie in (0, 1), got ", o.beta);
-  FL_CHECK(o.pInit > 0 && o.pInit <= 1, ERR_ARG, "square pInit must lie in (0, 1], got ", o.pInit);
-  FL_CHECK(o.kind != "square" || o.steps >= 1, ERR_ARG, "square steps (queries per sample) must be >= 1, got ", o.steps);
-  double seed = numOpt(j, "seed", 0);
-  FL_CHECK(seed >= 0 && std::floor(seed) == seed, ERR_ARG, "attack seed must be a non-negative integer, got ", seed);
+  o.kappa = r.num("kappa");
+  o.binarySteps = r.integer("binarySteps");
+  o.learningRate = r.num("learningRate");
+  o.initialConst = r.num("initialConst");
+  o.confidence = r.num("confidence");
+  o.channelsLast = r.flag("channelsLast");
+  o.alphaMax = r.num("alphaMax");
+  o.eta = r.num("eta");
+  o.beta = r.num("beta");
+  o.pInit = r.num("pInit");
+  const int64_t seed = r.integer("seed");
+  FL_CHECK(seed >= 0, ERR_ARG, "attack option 'seed': expected a non-negative integer, got ", seed);
   o.seed = static_cast<uint64_t>(seed);
-  FL_CHECK(o.epsilon >= 0, ERR_ARG, "attack epsilon must be >= 0, got ", o.epsilon);
-  FL_CHECK(o.stepSize >= 0 && std::isfinite(o.stepSize), ERR_ARG, "attack stepSize must be a finite number >= 0, got ", o.stepSize);
-  FL_CHECK(o.steps >= 0, ERR_ARG, "attack steps must be >= 0, got ", o.steps);
-  FL_CHECK(o.restarts >= 1, ERR_ARG, "attack restarts must be >= 1, got ", o.restarts);
-  FL_CHECK(o.binarySteps >= 1, ERR_ARG, "cw-l2 binarySteps must be >= 1, got ", o.binarySteps);
-  FL_CHECK(o.kind == "cw-l2" || std::isfinite(o.epsilon), ERR_ARG, "attack epsilon must be finite for ", o.kind);
   return o;
 }
 
-// attackKinds() -> [{ kind, norms, targeted, internalTargets, randomStart, restarts, stepSize,
-// available, minClasses, defaultSteps, summary }]: attackTable() for the CLI, configs and docs
-Napi::Value AttackKinds(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const auto& t = attackTable();
-  Napi::Array out = Napi::Array::New(env, t.size());
-  for (size_t i = 0; i < t.size(); ++i) {
-    const AttackSpec& a = t[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("kind", a.kind);
-    Napi::Array norms = Napi::Array::New(env);
-    if (a.linf) norms.Set(norms.Length(), "linf");
-    if (a.l2) norms.Set(norms.Length(), "l2");
-    o.Set("norms", norms);
-    o.Set("targeted", a.targeted);
-    o.Set("internalTargets", a.internalTargets);
-    o.Set("randomStart", a.randomStart);
-    o.Set("restarts", a.restarts);
-    o.Set("stepSize", a.stepSize);
-    o.Set("available", a.available);
-    o.Set("minClasses", static_cast<double>(a.minClasses));
-    o.Set("defaultSteps", static_cast<double>(a.defaultSteps));
-    o.Set("summary", a.summary);
-    out.Set(i, o);
-  }
-  return out;
-}
-
-// attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Float64Array,
-// norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Float64Array (eval mode) }>; opts.target: Tensor [B] for targeted attacks
+// attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Uint8Array (0/1),
+// norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Uint8Array (0/1, eval mode) }>; opts.target: Tensor [B] for targeted attacks
 Napi::Value AttackJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "attack(model)");
@@ -462,7 +377,7 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
         checkLogits(z, "attack");
         checkLabels(yd, x.size(0), z.size(1), "attack(y)");
         if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
-        clean = z.argmax(1).eq(yd).to(torch::kFloat64);
+        clean = z.argmax(1).eq(yd).to(torch::kUInt8);
       }
       AttackResult r;
       {
@@ -473,18 +388,56 @@ Napi::Value AttackJs(const Napi::CallbackInfo& info) {
       }
       torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
       torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
-      torch::Tensor success = r.success.to(torch::kFloat64);
+      torch::Tensor success = r.success.to(torch::kUInt8);
       torch::Tensor xAdv = r.xAdv, loss = r.loss, queries = r.queries;
       return [xAdv, loss, success, norm, clean, queries](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("xAdv", wrapTensor(env, xAdv));
         out.Set("loss", toFloat64Array(env, loss));
-        out.Set("success", toFloat64Array(env, success));
+        out.Set("success", toTypedArray(env, success));
         out.Set("norm", toFloat64Array(env, norm));
-        out.Set("cleanCorrect", toFloat64Array(env, clean));
+        out.Set("cleanCorrect", toTypedArray(env, clean));
         if (queries.defined()) out.Set("queries", toFloat64Array(env, queries));
         return out;
       };
+    });
+  });
+}
+
+// firstSuccessful(advs: Tensor[] (A × [B, ...]), successes: Uint8Array[] (A × [B], 1 = broken), ctl?)
+// -> Promise<Tensor [B, ...]>: per sample, the example of the first attack that broke it, else the
+// last attack's example (the worst case of an evaluation over A attacks, lib/attacks.ts evaluate).
+Napi::Value FirstSuccessfulJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info[0].IsArray() && info[1].IsArray(), ERR_ARG, "firstSuccessful(advs, successes): expected two arrays");
+    Napi::Array aa = info[0].As<Napi::Array>(), sa = info[1].As<Napi::Array>();
+    FL_CHECK(aa.Length() > 0 && aa.Length() == sa.Length(), ERR_ARG,
+             "firstSuccessful: advs and successes must be non-empty and of equal length, got ", aa.Length(), " and ", sa.Length());
+    std::vector<torch::Tensor> advs, succ;
+    for (uint32_t a = 0; a < aa.Length(); ++a) {
+      advs.push_back(unwrapTensor(aa.Get(a), "firstSuccessful(advs)"));
+      Napi::Value v = sa.Get(a);
+      FL_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, ERR_ARG,
+               "firstSuccessful(successes): element ", a, " is not a Uint8Array");
+      Napi::Uint8Array f = v.As<Napi::Uint8Array>();
+      succ.push_back(torch::from_blob(f.Data(), {static_cast<int64_t>(f.ElementLength())}, torch::kUInt8).clone());
+    }
+    return startOp(info.Env(), info[2], [advs, succ](OpContext&) -> Finisher {
+      const torch::Tensor& last = advs.back();
+      for (size_t a = 0; a < advs.size(); ++a) {
+        FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
+                 "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
+                 shapeOf(advs[a]), " and ", shapeOf(last));
+        FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
+                 succ[a].size(0), " flags for ", last.size(0), " samples");
+      }
+      torch::Tensor out = last.clone();
+      for (size_t a = advs.size() - 1; a-- > 0;) {
+        torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
+        out = torch::where(broke, advs[a].to(last.device()), out);
+      }
+      out = out.contiguous();
+      return [out](Napi::Env env) -> Napi::Value { return wrapTensor(env, out); };
     });
   });
 }
@@ -495,7 +448,7 @@ AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
 
 void InitAttacks(Napi::Env env, Napi::Object exports) {
   exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
-  exports.Set("attackKinds", Napi::Function::New(env, AttackKinds, "attackKinds"));
+  exports.Set("firstSuccessful", Napi::Function::New(env, FirstSuccessfulJs, "firstSuccessful"));
 }
 
 }  // namespace fl

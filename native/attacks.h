@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 #include <ATen/core/Generator.h>
+#include <functional>
 #include <string>
 #include <napi.h>
 #include <vector>
@@ -17,7 +18,9 @@ class OpContext;
 enum class Norm { Linf, L2 };
 
 struct AttackOptions {
-  std::string kind = "pgd";  // a kind of attackTable(): fgsm | pgd | cw | cw-l2 | kl | fisher | apgd-* | fab* | square
+  // Parsed ops fill every field from the complete options object (lib/options.ts declares the
+  // defaults); the initial values serve the attacks built inside native ops (training's inner PGD).
+  std::string kind = "pgd";  // a kind of lib/options.ts ATTACK_TABLE: fgsm | pgd | cw | cw-l2 | kl | fisher | apgd-* | fab* | square
   Norm norm = Norm::Linf;
   double epsilon = 0.031;    // radius of the ball (pixel units); cw-l2: +inf means unbounded
   double stepSize = 0.003;   // α per step (L∞: α·sign(g); L2: α·g/‖g‖)
@@ -48,27 +51,25 @@ struct AttackResult {
   torch::Tensor queries;  // [B] float64: square: model queries spent per sample (undefined for other attacks)
 };
 
-// What one attack kind supports; the one table every option parser, the CLI and the config
-// schema read (exported to JS as attackKinds()). An option the attack does not support is ERR_ARG.
-struct AttackSpec {
-  const char* kind;
-  bool linf, l2;          // norms of the threat model
-  bool targeted;          // `targeted`: success = classified as the given target
-  bool internalTargets;   // untargeted (success = misclassified) but attacks target classes in turn (apgd-t, fab-t)
-  bool randomStart;       // honours `randomStart`
-  bool restarts;          // honours `restarts` > 1
-  bool stepSize;          // honours `stepSize` (apgd adapts its own from 2ε)
-  bool available;         // implemented in this build (fab, fab-t, square: native/fab.cc, native/square.cc)
-  int64_t minClasses;     // fewest classes the loss is defined for (DLR: 3; targeted DLR: 4)
-  int64_t defaultSteps;   // iterations when `steps` is not given
-  const char* summary;
-};
-const std::vector<AttackSpec>& attackTable();
-// The entry of `kind`; ERR_ARG naming the known kinds when there is none.
-const AttackSpec& attackSpec(const std::string& kind);
+// Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D (without `box`: onto the ball only). x, xa: [B, ...] -> [B, ...]
+torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box = true);
 
-// Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D. x, xa: [B, ...] -> [B, ...]
-torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps);
+// The sum over the batch of a per-sample objective to ascend; z: logits [B, K] -> scalar
+using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
+
+// Where the ascent stays and what it reports after each step.
+struct AscentOptions {
+  bool box = true;        // also project onto the [0, 1] box after each step
+  at::Generator* gen = nullptr;  // L2: a zero gradient takes a random unit direction drawn here (none: no step)
+  // called after each step with the new point x_a [B, ...] (no gradients), e.g. to keep the best point
+  std::function<void(const torch::Tensor& xa)> afterStep;
+};
+
+// The one projected gradient ascent of every attack and of ρ (metrics.cc): `steps` steps from xa of
+// α·sign(g) (L∞) or α·g/‖g‖₂ (L2), each followed by projectBall(·, x, norm, ε, o.box). The model
+// must already be in eval mode with frozen weights. x, xa: [B, ...] -> the last x_a [B, ...]
+torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
+                     double alpha, int64_t steps, const AscentOptions& o, const OpContext* ctx);
 
 // PGD with cross-entropy (o.kind "pgd"/"fgsm") or the CW margin loss (o.kind "cw"), restarts and
 // random start as in `o`. Model state is handled inside (eval, no weight grads, restored).
@@ -76,12 +77,12 @@ torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm 
 torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
                         at::Generator& gen, const OpContext* ctx);
 
-// TRADES' inner maximisation: maximise KL(p(x) ‖ p(x+δ)) from x + 0.001·N(0, I).
-// pClean: p(x) [B, K] (computed in eval mode when undefined). klReached: optional [B] float64 out.
-torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& pClean, const AttackOptions& o,
-                       at::Generator& gen, const OpContext* ctx, torch::Tensor* klReached);
+// TRADES' inner maximisation: maximise KL(p(x) ‖ p(x+δ)) (klRows, metrics.h) from x + 0.001·N(0, I),
+// p(x) in eval mode. klReached: optional [B] float64 out.
+torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
+                       const OpContext* ctx, torch::Tensor* klReached);
 
-// Reads an attack's options object (main thread), validated against attackTable().
+// Reads an attack's complete options object (main thread; lib/options.ts validated it and filled the defaults).
 AttackOptions parseAttackOptions(Napi::Value v);
 
 // Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).

@@ -54,7 +54,7 @@ Napi::Value AutoAttackJs(const Napi::CallbackInfo& info) {
                "autoAttack: every stage must use the same norm and epsilon (stage ", i, ": ", s.kind, ")");
       FL_CHECK(std::isfinite(s.epsilon), ERR_ARG, "autoAttack: epsilon must be finite");
     }
-    const bool checks = boolOpt(j, "checks", true);
+    const bool checks = OptionReader(j, "autoAttack").flag("checks");
     return startOp(info.Env(), info[4], [m, x, y, stages, checks](OpContext& ctx) -> Finisher {
       checkImages(x, "autoAttack(x)");
       checkLabels(y, x.size(0), 0, "autoAttack(y)");

@@ -79,7 +79,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 // Test and diagnostic entry points (CMakeLists.txt's FL_TEST_HOOKS; binding.gyp, the build behind
 // prebuilds and npm installs, leaves them out).
 // noop(ctl?) -> Promise<number>: a trivial async op (round-trip benchmark); resolves to the
-// intra-op thread count seen on the worker thread
+// intra-op thread count seen on the compute thread
 Napi::Value Noop(const Napi::CallbackInfo& info) {
   return startOp(info.Env(), info[0], [](OpContext&) -> Finisher {
     int threads = at::get_num_threads();
@@ -139,12 +139,10 @@ Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
 
 // glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh
 // mmap and returns it to the kernel on free, so each new activation tensor of a few MB is
-// page-faulted in again, every op, every iteration. Measured on this 2-core machine (LibTorch 1.13,
-// batch 128, bench/python/conv_kernels.py without / with these settings): a 1→32 channel 3×3
-// convolution forward median 8.3 → 0.6 ms, a 32→32 input gradient 19.5 → 8.0 ms once freed blocks
-// up to 32 MiB stay in the heap for reuse. The cost: the process
-// keeps its high-water mark of freed memory (blocks over 32 MiB are still returned at once).
-// FISHERLENS_MALLOC=system keeps glibc's defaults.
+// page-faulted in again, every op, every iteration. This policy keeps freed blocks up to 32 MiB in
+// the heap for reuse (docs/fisher.md, "The process allocator", has the measured effect). The cost:
+// the process keeps its high-water mark of freed memory (blocks over 32 MiB are still returned at
+// once). FISHERLENS_MALLOC=system keeps glibc's defaults.
 void initAllocator() {
 #if defined(__GLIBC__)
   const char* env = std::getenv("FISHERLENS_MALLOC");

@@ -6,6 +6,7 @@
 #include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
+#include "common/options.h"
 #include "common/tensor.h"
 #include "common/worker.h"
 #include <zlib.h>
@@ -546,23 +547,37 @@ Napi::Value LoadNpyJs(const Napi::CallbackInfo& info) {
   });
 }
 
-double numField(Napi::Object o, const char* k, double def) {
-  Napi::Value v = o.Get(k);
-  if (v.IsUndefined()) return def;
-  FL_CHECK(v.IsNumber(), ERR_ARG, "synthetic: '", k, "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
+// appendNpy(path, tensor, ctl?) -> Promise<number>: appends the tensor's values as little-endian
+// float32 in C order to the existing file `path` (the body of an .npy whose header lib/data
+// NpyWriter wrote), on the compute thread; resolves to the number of values written.
+Napi::Value AppendNpyJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    std::string path = strArg(info, 0, "appendNpy(path)");
+    torch::Tensor t = unwrapTensor(info[1], "appendNpy(tensor)");
+    return startOp(info.Env(), info[2], [path, t](OpContext&) -> Finisher {
+      FL_CHECK(t.is_floating_point(), ERR_DTYPE, "appendNpy(tensor): expected a float tensor, got ", dtypeName(t.scalar_type()));
+      torch::Tensor f = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+      std::ofstream out(path, std::ios::binary | std::ios::app);
+      FL_CHECK(out.is_open(), ERR_IO, "cannot append to '", path, "'");
+      out.write(reinterpret_cast<const char*>(f.data_ptr<float>()), static_cast<std::streamsize>(f.numel() * sizeof(float)));
+      out.close();
+      FL_CHECK(!out.fail(), ERR_IO, "writing '", path, "' failed (disk full?)");
+      const double n = static_cast<double>(f.numel());
+      return [n](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, n); };
+    });
+  });
 }
 
 // synthetic({ kind, n, numClasses, channels, size, noise, margin, seed }, ctl?) -> Promise<{ images, labels, numClasses }>
+// (complete options: lib/options.ts SYNTHETIC_OPTIONS declares, validates and fills them)
 Napi::Value SyntheticJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "synthetic(opts): expected an options object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    std::string kind = o.Get("kind").IsString() ? o.Get("kind").As<Napi::String>().Utf8Value() : "gaussian";
-    int64_t n = int64_t(numField(o, "n", 1000)), k = int64_t(numField(o, "numClasses", 10));
-    int64_t c = int64_t(numField(o, "channels", 1)), s = int64_t(numField(o, "size", 8));
-    double noise = numField(o, "noise", 0.1), margin = numField(o, "margin", 0.05);
-    uint64_t seed = uint64_t(numField(o, "seed", 0));
+    OptionReader o(info[0], "synthetic");
+    std::string kind = o.string("kind");
+    int64_t n = o.integer("n"), k = o.integer("numClasses");
+    int64_t c = o.integer("channels"), s = o.integer("size");
+    double noise = o.num("noise"), margin = o.num("margin");
+    uint64_t seed = static_cast<uint64_t>(o.integer("seed"));
     return startOp(info.Env(), info[1], [=](OpContext&) {
       return finishLoaded(synthetic(kind, n, k, c, s, noise, margin, seed));
     });
@@ -590,6 +605,7 @@ void InitData(Napi::Env env, Napi::Object exports) {
   exports.Set("loadIdx", Napi::Function::New(env, LoadIdxJs, "loadIdx"));
   exports.Set("loadCifar", Napi::Function::New(env, LoadCifarJs, "loadCifar"));
   exports.Set("loadNpy", Napi::Function::New(env, LoadNpyJs, "loadNpy"));
+  exports.Set("appendNpy", Napi::Function::New(env, AppendNpyJs, "appendNpy"));
   exports.Set("synthetic", Napi::Function::New(env, SyntheticJs, "synthetic"));
   exports.Set("augment", Napi::Function::New(env, AugmentJs, "augment"));
 }

@@ -10,7 +10,9 @@
 #include "models/linear_tape.h"
 #include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <chrono>
 #include <exception>
+#include <limits>
 #include <thread>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
@@ -91,21 +93,49 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) 
   return fisherExact(m, x, wantEigvec, o);
 }
 
+namespace {
+
+// The model's linearisation at x (recorded in NCHW whatever the layout asked for, then moved to
+// channels-last if asked: ReLU masks and max-pool argmax, which the layouts' kernels can round to
+// different winners at near-ties, come from the same forward in both layouts), or nullptr where
+// the model has none or o.autograd; then the autograd engine's input x (requires grad) and graph
+// z in the asked layout, under *layout. z: the logits [B, C] either way.
+std::shared_ptr<LinearTape> linearise(Classifier& m, const torch::Tensor& x0, const FisherOptions& o, torch::Tensor* x,
+                                      torch::Tensor* z, std::unique_ptr<LayoutGuard>* layout, std::string* why = nullptr) {
+  *x = prepInput(m, x0, false);
+  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(*x, z, why);
+  if (o.autograd && why) *why = kAutogradAsked;
+  if (tape) return o.channelsLast ? tape->withLayout(at::MemoryFormat::ChannelsLast) : tape;
+  *layout = std::make_unique<LayoutGuard>(m, o.channelsLast);
+  *x = prepInput(m, x0, o.channelsLast);
+  x->requires_grad_(true);
+  *z = m.forward(*x);
+  return nullptr;
+}
+
+// k cotangents stacked [k·B, C]: block j selects class c0 + j minus the last class
+torch::Tensor classCotangents(const torch::Tensor& z, int64_t c0, int64_t k) {
+  const int64_t B = z.size(0), C = z.size(1);
+  torch::Tensor go = torch::zeros({k * B, C}, z.options());
+  for (int64_t j = 0; j < k; ++j) {
+    torch::Tensor blk = go.narrow(0, j * B, B);
+    blk.select(1, c0 + j).fill_(1);
+    blk.select(1, C - 1).fill_(-1);
+  }
+  return go;
+}
+
+}  // namespace
+
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec, const FisherOptions& o) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  LayoutGuard layout(m, o.channelsLast);
   torch::AutoGradMode gradMode(true);
   ExactFisher r;
-  torch::Tensor x = prepInput(m, x0, o.channelsLast);
-  torch::Tensor z;  // [B, C]
+  torch::Tensor x, z;  // z: [B, C]
+  std::unique_ptr<LayoutGuard> layout;
   // the network's linearisation where the model has one (built-ins): its VJPs are input-only
   // backward passes without autograd's engine; otherwise autograd over a retained graph
-  std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(x, &z, &r.engineReason);
-  if (o.autograd) r.engineReason = kAutogradAsked;
-  if (!tape) {
-    x.requires_grad_(true);
-    z = m.forward(x);
-  }
+  std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout, &r.engineReason);
   checkLogits(z.detach(), "fisher");
   const int64_t B = x.size(0), C = z.size(1), D = x.numel() / B;
   r.probs = torch::softmax(z.detach().to(torch::kFloat64), 1);
@@ -121,19 +151,21 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
     return r;
   }
   // G = Jᵀ M J only sees logit differences (M 1 = 0): with z'_c = z_c − z_{C−1} (c < C−1),
-  // G = J'ᵀ M' J', M' = diag(p') − p' p'ᵀ, p' = p[:C−1]. C−1 backward passes instead of C.
+  // G = J'ᵀ M' J', M' = diag(p') − p' p'ᵀ, p' = p[:C−1]. C−1 backward passes instead of C,
+  // k classes per pass with the linear engine (a [k·B] batch through one VJP).
   const int64_t R = C - 1;
-  std::vector<torch::Tensor> rows(R);
-  parallelFor(R, o.streams, [&](int64_t c) {
-    torch::Tensor go = torch::zeros_like(z);
-    go.select(1, c).fill_(1);
-    go.select(1, C - 1).fill_(-1);
-    torch::Tensor g = tape ? tape->vjp(go) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
-    rows[c] = g.reshape({B, 1, D});
+  const int64_t k = tape ? std::max<int64_t>(1, std::min<int64_t>(o.classesPerPass, R)) : 1;
+  const int64_t passes = (R + k - 1) / k;
+  std::vector<torch::Tensor> rows(passes);
+  parallelFor(passes, o.streams, [&](int64_t i) {
+    const int64_t c0 = i * k, kk = std::min(k, R - c0);
+    torch::Tensor go = classCotangents(z, c0, kk);
+    torch::Tensor g = tape ? tape->vjp(go, kk) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+    rows[i] = g.reshape({kk, B, D});
   });
-  torch::Tensor J = torch::cat(rows, 1);                                // [B, R, D] model dtype
+  torch::Tensor J = torch::cat(rows, 0).transpose(0, 1);                // [B, R, D] model dtype (a view)
   rows.clear();
-  torch::Tensor Jd = J.to(torch::kFloat64);
+  torch::Tensor Jd = torch::empty({B, R, D}, f64).copy_(J);
   torch::Tensor K = torch::bmm(Jd, Jd.transpose(1, 2));                 // [B, R, R]
   torch::Tensor pr = p.narrow(1, 0, R);
   torch::Tensor M = torch::diag_embed(pr) - pr.unsqueeze(2) * pr.unsqueeze(1);
@@ -157,22 +189,115 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
   return r;
 }
 
+std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std::vector<ExactTuneRow> cands, double budgetMs, bool autograd) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto ms = [](Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); };
+  for (auto& c : cands) c.msPerClass = std::numeric_limits<double>::quiet_NaN();
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::AutoGradMode gradMode(true);
+  if (!autograd) {
+    // linear engine: both layouts' linearisations at once and the candidates timed in turns, so a
+    // load spike on a shared machine hits every candidate alike
+    FisherOptions o;
+    torch::Tensor x, z;
+    std::unique_ptr<LayoutGuard> lg;
+    std::shared_ptr<LinearTape> nchw = linearise(m, x0, o, &x, &z, &lg);
+    if (nchw) {
+      const int64_t R = z.size(1) - 1;
+      if (R < 1) return cands;
+      std::shared_ptr<LinearTape> cl;
+      std::vector<torch::Tensor> gos;
+      std::vector<int64_t> ks;
+      for (auto& c : cands) {
+        if (c.channelsLast && !cl) cl = nchw->withLayout(at::MemoryFormat::ChannelsLast);
+        ks.push_back(std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R)));
+        gos.push_back(classCotangents(z, 0, ks.back()));
+      }
+      std::vector<double> best(cands.size(), INFINITY);
+      // a warm-up round (kernel selection, allocations) and one timed round always; up to two
+      // more timed rounds (best of) while the budget lasts
+      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
+        for (size_t i = 0; i < cands.size(); ++i) {
+          auto t0 = Clock::now();
+          (cands[i].channelsLast ? cl : nchw)->vjp(gos[i], ks[i]);
+          if (rep > 0) best[i] = std::min(best[i], ms(t0) / static_cast<double>(ks[i]));
+        }
+      }
+      for (size_t i = 0; i < cands.size(); ++i) cands[i].msPerClass = best[i];
+      return cands;
+    }
+  }
+  // autograd engine (or no linearisation): one layout after the other, since its graph follows
+  // the parameters' layout
+  for (bool cl : {false, true}) {
+    bool any = false;
+    for (auto& c : cands) any = any || c.channelsLast == cl;
+    if (!any) continue;
+    FisherOptions o;
+    o.channelsLast = cl;
+    o.autograd = true;
+    torch::Tensor x, z;
+    std::unique_ptr<LayoutGuard> layout;
+    std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
+    const int64_t R = z.size(1) - 1;
+    if (R < 1) return cands;
+    for (auto& c : cands) {
+      if (c.channelsLast != cl) continue;
+      if (!tape && c.classesPerPass > 1) continue;
+      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R));
+      torch::Tensor go = classCotangents(z, 0, k);
+      double best = INFINITY;
+      // a warm-up pass (kernel selection, allocations) and one timed pass always; up to two more
+      // timed passes (best of) while the budget lasts
+      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
+        auto t0 = Clock::now();
+        torch::Tensor g = tape ? tape->vjp(go, k) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+        if (rep > 0) best = std::min(best, ms(t0) / static_cast<double>(k));
+      }
+      c.msPerClass = best;
+    }
+  }
+  return cands;
+}
+
+std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torch::Tensor& x0, bool channelsLast, int64_t k) {
+  static const char* names[] = {"scale", "conv", "linear", "relu", "mul", "maxpool", "avgpool", "globalavg", "reshape", "add", "shortcut"};
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  torch::AutoGradMode gradMode(true);
+  FisherOptions o;
+  o.channelsLast = channelsLast;
+  torch::Tensor x, z;
+  std::unique_ptr<LayoutGuard> layout;
+  std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
+  std::vector<std::pair<std::string, double>> out;
+  if (!tape || z.size(1) < 2) return out;
+  k = std::max<int64_t>(1, std::min<int64_t>(k, z.size(1) - 1));
+  torch::Tensor go = classCotangents(z, 0, k);
+  std::vector<double> t, best;
+  for (int rep = 0; rep < 3; ++rep) {  // a warm-up pass, then the best of two per op
+    tape->vjp(go, k, &t);
+    if (rep == 1) best = t;
+    if (rep == 2)
+      for (size_t i = 0; i < t.size(); ++i) best[i] = std::min(best[i], t[i]);
+  }
+  const auto& ops = tape->ops();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    size_t kind = static_cast<size_t>(ops[i].kind);
+    out.emplace_back(kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "op", best[i]);
+  }
+  return out;
+}
+
 // ---------------- matrix-free ----------------
 
 FisherOperator::FisherOperator(Classifier& m, const torch::Tensor& x0, const FisherOptions& o) {
   mode_ = std::make_unique<ModeGuard>(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  layout_ = std::make_unique<LayoutGuard>(m, o.channelsLast);
   torch::AutoGradMode grad(true);
-  x_ = prepInput(m, x0, o.channelsLast);
+  tape_ = linearise(m, x0, o, &x_, &z_, &layout_, &why_);
   dt_ = x_.scalar_type();
   shape_ = x_.sizes().vec();
   subShape_ = shape_;
-  if (!o.autograd) tape_ = m.linearize(x_, &z_, &why_);
-  else why_ = kAutogradAsked;
-  if (!tape_) {
-    x_.requires_grad_(true);
-    z_ = m.forward(x_);
-  }
   checkLogits(z_.detach(), "fisher");
   B = x_.size(0);
   C = z_.size(1);
@@ -377,15 +502,15 @@ HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t s
 
 namespace {
 
-FisherOptions parseOptions(const Napi::Value& v, bool channelsLastDefault = false) {
+// The speed options, complete (lib/options.ts FISHER_SPEED_OPTIONS declares and validates them)
+FisherOptions parseOptions(const Napi::Value& v) {
+  OptionReader r(v, "fisher");
   FisherOptions o;
-  o.channelsLast = channelsLastDefault;
-  if (!v.IsObject()) return o;
-  Napi::Object obj = v.As<Napi::Object>();
-  o.channelsLast = boolOpt(obj, "channelsLast", o.channelsLast);
-  o.streams = static_cast<int>(numOpt(obj, "streams", o.streams));
-  o.autograd = boolOpt(obj, "autograd", o.autograd);
-  FL_CHECK(o.streams >= 0 && o.streams <= 64, ERR_ARG, "streams must be in 0..64, got ", o.streams);
+  o.channelsLast = r.flag("channelsLast");
+  o.streams = static_cast<int>(r.integer("streams"));
+  o.autograd = r.flag("autograd");
+  // 0 ('auto' on the TS side) reaches only the methods that do not batch classes: one per pass
+  o.classesPerPass = std::max<int64_t>(1, r.integer("classesPerPass"));
   return o;
 }
 
@@ -403,8 +528,8 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
-    bool wantVec = boolOpt(info[2], "eigvec", false);
-    FisherOptions o = parseOptions(info[2], /*channelsLastDefault=*/true);
+    bool wantVec = OptionReader(info[2], "fisherExact").flag("eigvec");
+    FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
       checkImages(x, "fisherExact(x)");
       ExactFisher r = fisherExact(*m, x, wantVec, o);
@@ -425,14 +550,14 @@ Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
 }
 
 // fisherPower(model, x, { tol, maxIter, channelsLast? }, ctl?) -> Promise<{ lambdaMax, iterations,
-// converged: Float64Array [B]; eigvec: Tensor float64 }>
+// converged: Uint8Array [B] (1: met tol; a boolean per sample); eigvec: Tensor float64 }>
 Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherPower(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherPower(x)");
-    double tol = numOpt(info[2], "tol", 1e-6);
-    int64_t maxIter = static_cast<int64_t>(numOpt(info[2], "maxIter", 100));
-    FL_CHECK(tol >= 0 && maxIter >= 1, ERR_ARG, "fisherPower: tol must be ≥ 0 and maxIter ≥ 1, got ", tol, " and ", maxIter);
+    OptionReader r(info[2], "fisherPower");
+    double tol = r.num("tol");
+    int64_t maxIter = r.integer("maxIter");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherPower(x)");
@@ -442,7 +567,7 @@ Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
         o.Set("iterations", toFloat64Array(env, r.iterations));
-        o.Set("converged", toFloat64Array(env, r.converged));
+        o.Set("converged", toTypedArray(env, r.converged.to(torch::kUInt8)));
         o.Set("eigvec", wrapTensor(env, r.eigvec));
         o.Set("engine", r.engine);
         o.Set("engineReason", r.engineReason);
@@ -458,8 +583,7 @@ Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherLanczos(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherLanczos(x)");
-    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 0));
-    FL_CHECK(steps >= 0, ERR_ARG, "fisherLanczos: steps must be ≥ 0 (0: the number of classes), got ", steps);
+    int64_t steps = OptionReader(info[2], "fisherLanczos").integer("steps");
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, steps, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherLanczos(x)");
@@ -486,9 +610,9 @@ Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherHutchinson(model)");
     torch::Tensor x = unwrapTensor(info[1], "fisherHutchinson(x)");
-    int64_t probes = static_cast<int64_t>(numOpt(info[2], "probes", 32));
-    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
-    FL_CHECK(probes >= 1, ERR_ARG, "fisherHutchinson: probes must be ≥ 1, got ", probes);
+    OptionReader r(info[2], "fisherHutchinson");
+    int64_t probes = r.integer("probes");
+    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
     FisherOptions o = parseOptions(info[2]);
     return startOp(info.Env(), info[3], [m, x, probes, seed, o](OpContext& ctx) -> Finisher {
       checkImages(x, "fisherHutchinson(x)");
@@ -553,40 +677,75 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
     ClassifierPtr m = unwrapModel(info[0], "klSegment(model)");
     torch::Tensor x = unwrapTensor(info[1], "klSegment(x)");
     torch::Tensor d = unwrapTensor(info[2], "klSegment(delta)");
-    FL_CHECK(info[3].IsArray(), ERR_ARG, "klSegment(ts): expected an array of numbers");
-    Napi::Array arr = info[3].As<Napi::Array>();
-    std::vector<double> ts;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value e = arr.Get(i);
-      FL_CHECK(e.IsNumber(), ERR_ARG, "klSegment(ts): element ", i, " is not a number");
-      ts.push_back(e.ToNumber().DoubleValue());
-    }
+    std::vector<double> ts = parseTs(info[3], "klSegment(ts)");
     FisherOptions o = parseOptions(info[4]);
     return startOp(info.Env(), info[5], [m, x, d, ts, o](OpContext& ctx) -> Finisher {
       checkImages(x, "klSegment(x)");
-      torch::Tensor df = flatDirections(d, x, "klSegment(delta)");
-      torch::Tensor q;
-      torch::Tensor logp0;
-      {
-        FisherOperator op(*m, x, o);
-        q = op.quadratic(df.to(op.probs.device()));
-        logp0 = op.logp;
-      }
-      ModeGuard mode(*m, false, false);
-      torch::NoGradGuard ng;
-      torch::Tensor xd = x.to(m->device(), modelDtype(*m));
-      torch::Tensor dd = d.to(m->device(), modelDtype(*m));
-      std::vector<torch::Tensor> cols;
-      for (double t : ts) {
-        ctx.checkAbort();
-        cols.push_back(klRows(logp0, torch::log_softmax(m->forward(xd + t * dd).to(torch::kFloat64), 1)));
-      }
-      torch::Tensor kl = cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
-      return [kl, q](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("kl", wrapTensor(env, kl));
-        o.Set("quadratic", toFloat64Array(env, q));
-        return o;
+      flatDirections(d, x, "klSegment(delta)");  // checks shape and dtype
+      Segment s = klSegmentOf(*m, x, d, ts, o, [&ctx]() { ctx.checkAbort(); });
+      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
+    });
+  });
+}
+
+// fisherExactTune(model, x, { candidates: [{ channelsLast, classesPerPass }], budgetMs, autograd? }, ctl?)
+// -> Promise<[{ channelsLast, classesPerPass, msPerClass }]> (msPerClass NaN: not measured)
+Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "fisherExactTune(model)");
+    torch::Tensor x = unwrapTensor(info[1], "fisherExactTune(x)");
+    OptionReader r(info[2], "fisherExactTune");
+    double budgetMs = r.num("budgetMs");
+    bool autograd = r.flag("autograd");
+    Napi::Value cv = r.raw("candidates");
+    FL_CHECK(cv.IsArray(), ERR_ARG, "fisherExactTune(candidates): expected an array");
+    Napi::Array arr = cv.As<Napi::Array>();
+    std::vector<ExactTuneRow> cands;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      OptionReader e(arr.Get(i), "fisherExactTune(candidates)");
+      ExactTuneRow c;
+      c.channelsLast = e.flag("channelsLast");
+      c.classesPerPass = e.integer("classesPerPass");
+      FL_CHECK(c.classesPerPass >= 1, ERR_ARG, "fisherExactTune: classesPerPass must be ≥ 1, got ", c.classesPerPass);
+      cands.push_back(c);
+    }
+    return startOp(info.Env(), info[3], [m, x, cands, budgetMs, autograd](OpContext&) -> Finisher {
+      checkImages(x, "fisherExactTune(x)");
+      std::vector<ExactTuneRow> r = tuneExact(*m, x, cands, budgetMs, autograd);
+      return [r](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, r.size());
+        for (size_t i = 0; i < r.size(); ++i) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("channelsLast", r[i].channelsLast);
+          o.Set("classesPerPass", static_cast<double>(r[i].classesPerPass));
+          o.Set("msPerClass", r[i].msPerClass);
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
+      };
+    });
+  });
+}
+
+// profileVjp(model, x, { channelsLast, classesPerPass }, ctl?) -> Promise<[{ op, ms }]>: per-op time
+// of one exact-method VJP pass (tape order); [] without a linearisation
+Napi::Value ProfileVjpJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "profileVjp(model)");
+    torch::Tensor x = unwrapTensor(info[1], "profileVjp(x)");
+    FisherOptions o = parseOptions(info[2]);
+    return startOp(info.Env(), info[3], [m, x, o](OpContext&) -> Finisher {
+      checkImages(x, "profileVjp(x)");
+      auto rows = profileVjp(*m, x, o.channelsLast, o.classesPerPass);
+      return [rows](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, rows.size());
+        for (size_t i = 0; i < rows.size(); ++i) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("op", rows[i].first);
+          o.Set("ms", rows[i].second);
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
       };
     });
   });
@@ -595,6 +754,8 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitFisher(Napi::Env env, Napi::Object exports) {
+  exports.Set("fisherExactTune", Napi::Function::New(env, FisherExactTuneJs, "fisherExactTune"));
+  exports.Set("profileVjp", Napi::Function::New(env, ProfileVjpJs, "profileVjp"));
   exports.Set("fisherExact", Napi::Function::New(env, FisherExactJs, "fisherExact"));
   exports.Set("fisherPower", Napi::Function::New(env, FisherPowerJs, "fisherPower"));
   exports.Set("fisherLanczos", Napi::Function::New(env, FisherLanczosJs, "fisherLanczos"));

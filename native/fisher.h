@@ -36,7 +36,26 @@ struct FisherOptions {
   // Compute through autograd even where the model has a linearisation (built-ins do): the
   // reference path, slower (double-backward JVPs, the engine per VJP); for cross-checks.
   bool autograd = false;
+  // Exact method, linear engine: classes' cotangents pushed through one VJP as a [k·B] batch
+  // (1: one class per pass; clamped to C−1; the autograd engine always uses 1).
+  int64_t classesPerPass = 1;
 };
+
+// One candidate of the exact method's speed options and its measured cost
+struct ExactTuneRow {
+  bool channelsLast = false;
+  int64_t classesPerPass = 1;
+  double msPerClass = 0;  // best of the timed passes, ms per class's VJP over the batch; NaN: not measured
+};
+// Times each candidate's VJP pass on x's batch: one warm-up and one timed pass each, then up to
+// two more timed passes (best of) while the time since the start is under budgetMs; with the
+// linear engine the candidates take turns within each round. Candidates
+// with classesPerPass > 1 need the linear engine (NaN otherwise). For the exact method's autotune
+// (lib/fisher.ts picks and caches).
+std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x, std::vector<ExactTuneRow> candidates, double budgetMs, bool autograd);
+// Per-op wall time (ms) of one VJP pass of k classes over the linearisation (tape order), with
+// each op's kind: the per-layer profile of the exact method. Empty without a linearisation.
+std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torch::Tensor& x, bool channelsLast, int64_t k);
 
 // Exact per-sample Fisher quantities from K = J Jᵀ (C−1 input-gradient passes over one forward:
 // G only sees logit differences since M 1 = 0). Runs in eval mode without weight gradients and

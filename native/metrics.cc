@@ -1,5 +1,6 @@
 // metrics: see lib/metrics.ts for the public API.
 #include "metrics.h"
+#include "attacks.h"
 #include "capabilities.h"
 #include "fisher.h"
 #include "common/checks.h"
@@ -15,12 +16,86 @@ namespace fl {
 
 torch::Tensor klRows(const torch::Tensor& lp, const torch::Tensor& lq) { return (lp.exp() * (lp - lq)).sum(1); }
 
-ClassSums classSums(const torch::Tensor& logits, const torch::Tensor& y0, torch::Tensor* logpOut) {
+torch::Tensor klAlong(Classifier& m, const torch::Tensor& x, const torch::Tensor& d, const torch::Tensor& logp0,
+                      const std::vector<double>& ts, const std::function<void()>& check) {
+  ModeGuard mode(m, false, false);
   torch::NoGradGuard ng;
-  torch::Tensor l = torch::log_softmax(logits.detach().to(torch::kFloat64), 1);  // [B, C]
+  torch::Tensor xd = x.to(m.device(), modelDtype(m));
+  torch::Tensor dd = d.to(m.device(), modelDtype(m));
+  std::vector<torch::Tensor> cols;
+  for (double t : ts) {
+    if (check) check();
+    cols.push_back(klRows(logp0, torch::log_softmax(m.forward(xd + t * dd).to(torch::kFloat64), 1)));
+  }
+  return cols.empty() ? torch::zeros({x.size(0), 0}, torch::kFloat64) : torch::stack(cols, 1);
+}
+
+Segment klSegmentOf(Classifier& m, const torch::Tensor& x, const torch::Tensor& d, const std::vector<double>& ts,
+                    const FisherOptions& o, const std::function<void()>& check) {
+  Segment s;
+  torch::Tensor logp0;
+  {
+    FisherOperator op(m, x, o);
+    s.quadratic = op.quadratic(d.reshape({d.size(0), -1}).to(torch::kFloat64).to(op.probs.device()));
+    logp0 = op.logp;
+  }
+  s.kl = klAlong(m, x, d, logp0, ts, check);
+  return s;
+}
+
+std::vector<double> parseTs(const Napi::Value& v, const char* what) {
+  FL_CHECK(v.IsArray(), ERR_ARG, what, ": expected an array of numbers");
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<double> ts;
+  for (uint32_t k = 0; k < arr.Length(); ++k) {
+    Napi::Value e = arr.Get(k);
+    FL_CHECK(e.IsNumber(), ERR_ARG, what, ": element ", k, " is not a number");
+    ts.push_back(e.ToNumber().DoubleValue());
+  }
+  return ts;
+}
+
+Napi::Value writeSegment(Napi::Env env, const Segment& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kl", wrapTensor(env, s.kl));
+  o.Set("quadratic", toFloat64Array(env, s.quadratic));
+  return o;
+}
+
+std::pair<torch::Tensor, torch::Tensor> samplePairs(const torch::Tensor& y0, int64_t count, at::Generator& gen) {
+  torch::Tensor y = y0.to(torch::kCPU, torch::kInt64).reshape({-1});
+  const int64_t N = y.size(0);
+  FL_CHECK(N > 0 && (y != y[0]).any().item<bool>(), ERR_VALUE,
+           "pair sampling: the labels have a single class, no different-class pairs");
+  std::vector<torch::Tensor> I, J;
+  int64_t have = 0;
+  while (have < count) {
+    int64_t m = std::max<int64_t>(1024, 2 * (count - have));
+    torch::Tensor i = at::randint(N, {m}, gen, torch::kInt64), j = at::randint(N, {m}, gen, torch::kInt64);
+    torch::Tensor keep = y.index({i}) != y.index({j});
+    i = i.index({keep});
+    j = j.index({keep});
+    int64_t take = std::min<int64_t>(i.size(0), count - have);
+    I.push_back(i.narrow(0, 0, take));
+    J.push_back(j.narrow(0, 0, take));
+    have += take;
+  }
+  if (I.empty()) return {torch::zeros({0}, torch::kInt64), torch::zeros({0}, torch::kInt64)};
+  return {torch::cat(I), torch::cat(J)};
+}
+
+ClassSums classSums(const torch::Tensor& logits, const torch::Tensor& y0, torch::Tensor* logpOut, bool probs) {
+  torch::NoGradGuard ng;
+  torch::Tensor l, p;  // [B, C] float64
+  if (probs) {
+    p = logits.detach().to(torch::kFloat64);
+    l = p.clamp_min(1e-300).log();
+  } else {
+    l = torch::log_softmax(logits.detach().to(torch::kFloat64), 1);
+    p = l.exp();
+  }
   const int64_t B = l.size(0), C = l.size(1);
   torch::Tensor y = y0.to(l.device(), torch::kInt64);
-  torch::Tensor p = l.exp();
   torch::Tensor a = (p * l).sum(1);  // [B]
   ClassSums s;
   auto f64 = l.options();
@@ -79,24 +154,10 @@ PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y0, int64_t 
     r.boundMean = cnt > 0 ? bd / cnt : 0;
     return r;
   }
-  // seeded uniform pairs among different-class ordered pairs (rejection of same-class draws)
+  // seeded uniform pairs among different-class ordered pairs
   auto gen = at::detail::createCPUGenerator(seed);
-  std::vector<torch::Tensor> I, Jx;
-  int64_t have = 0, tries = 0;
-  torch::Tensor ycpu = y.to(torch::kCPU);
-  while (have < samples) {
-    FL_CHECK(++tries < 1000, ERR_VALUE, "pair sampling: the labels have a single class, no different-class pairs");
-    int64_t m = std::max<int64_t>(1024, 2 * (samples - have));
-    torch::Tensor i = at::randint(N, {m}, gen, torch::kInt64), j = at::randint(N, {m}, gen, torch::kInt64);
-    torch::Tensor keep = ycpu.index({i}) != ycpu.index({j});
-    i = i.index({keep});
-    j = j.index({keep});
-    int64_t take = std::min<int64_t>(i.size(0), samples - have);
-    I.push_back(i.narrow(0, 0, take));
-    Jx.push_back(j.narrow(0, 0, take));
-    have += take;
-  }
-  torch::Tensor i = torch::cat(I).to(l.device()), j = torch::cat(Jx).to(l.device());
+  auto [i0, j0] = samplePairs(y, samples, gen);
+  torch::Tensor i = i0.to(l.device()), j = j0.to(l.device());
   torch::Tensor J = jsOf(p.index({i}), a.index({i}), p.index({j}), a.index({j}));
   torch::Tensor bnd = ln2x2 * (1 - se.index({i}) - se.index({j})).clamp_min(0).pow(2);
   double sq = std::sqrt(static_cast<double>(samples));
@@ -112,14 +173,17 @@ PairMeans pairMeans(const torch::Tensor& logp, const torch::Tensor& y0, int64_t 
 namespace {
 
 
-// ccklBatch(model | null, x | logits, y, ctl?) -> Promise<{ n, A, P, S: Float64Array; correct,
-// ceSum, count: number; logp: Tensor [B, C] float64 }>. With a model: one eval-mode forward of x.
+// ccklBatch(model | null, x | logits | probs, y, { probs }, ctl?) -> Promise<{ n, A, P, S: Float64Array;
+// correct, ceSum, count: number; logp: Tensor [B, C] float64 }>. With a model: one eval-mode forward
+// of x; without, x holds logits, or with `probs` probabilities (fisherExact's).
 Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = info[0].IsNull() || info[0].IsUndefined() ? nullptr : unwrapModel(info[0], "ccklBatch(model)");
-    torch::Tensor x = unwrapTensor(info[1], m ? "ccklBatch(x)" : "ccklBatch(logits)");
+    const bool probs = OptionReader(info[3], "ccklBatch").flag("probs");
+    FL_CHECK(!(m && probs), ERR_ARG, "ccklBatch: probs are given without a model");
+    torch::Tensor x = unwrapTensor(info[1], m ? "ccklBatch(x)" : probs ? "ccklBatch(probs)" : "ccklBatch(logits)");
     torch::Tensor y = unwrapTensor(info[2], "ccklBatch(y)");
-    return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
+    return startOp(info.Env(), info[4], [m, x, y, probs](OpContext&) -> Finisher {
       torch::Tensor logits;
       if (m) {
         checkImages(x, "ccklBatch(x)");
@@ -127,13 +191,19 @@ Napi::Value CcklBatchJs(const Napi::CallbackInfo& info) {
         torch::NoGradGuard ng;
         logits = m->forward(x.to(m->device(), modelDtype(*m)));
       } else {
-        FL_CHECK(x.dim() == 2 && x.is_floating_point(), ERR_SHAPE, "ccklBatch(logits): expected float logits [B, C], got ", shapeOf(x));
+        FL_CHECK(x.dim() == 2 && x.is_floating_point(), ERR_SHAPE, "ccklBatch(", probs ? "probs" : "logits",
+                 "): expected float rows [B, C], got ", shapeOf(x));
         logits = x;
       }
-      checkLogits(logits, "cckl");
+      if (probs) {
+        FL_CHECK(torch::isfinite(x).all().item<bool>() && (x >= 0).all().item<bool>(), ERR_VALUE,
+                 "ccklBatch(probs): probabilities must be finite and ≥ 0");
+      } else {
+        checkLogits(logits, "cckl");
+      }
       checkLabels(y, logits.size(0), logits.size(1), "ccklBatch(y)");
       torch::Tensor logp;
-      ClassSums s = classSums(logits, y, &logp);
+      ClassSums s = classSums(logits, y, &logp, probs);
       FL_CHECK(torch::isfinite(logp).all().item<bool>(), ERR_VALUE, "ccklBatch: the logits contain NaN or Inf");
       return [s, logp](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
@@ -163,10 +233,10 @@ Napi::Value PairMeansJs(const Napi::CallbackInfo& info) {
       ls.push_back(unwrapTensor(la.Get(i), "pairMeans(logps)"));
       ys.push_back(unwrapTensor(ya.Get(i), "pairMeans(ys)"));
     }
-    int64_t exactMax = static_cast<int64_t>(numOpt(info[2], "exactMax", 10000));
-    int64_t samples = static_cast<int64_t>(numOpt(info[2], "samples", 1000000));
-    uint64_t seed = static_cast<uint64_t>(numOpt(info[2], "seed", 0));
-    FL_CHECK(samples >= 1, ERR_ARG, "pairMeans: samples must be ≥ 1");
+    OptionReader r(info[2], "pairMeans");
+    int64_t exactMax = r.integer("exactMax");
+    int64_t samples = r.integer("samples");
+    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
     return startOp(info.Env(), info[3], [ls, ys, exactMax, samples, seed](OpContext& ctx) -> Finisher {
       torch::Tensor l = torch::cat(ls), y = torch::cat(ys);
       FL_CHECK(l.dim() == 2, ERR_SHAPE, "pairMeans(logps): expected [B, C] tensors, got ", shapeOf(l));
@@ -186,32 +256,47 @@ Napi::Value PairMeansJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// pairQuadratic(model, xi, xj, ctl?) -> Promise<{ quadratic, kl: Float64Array [B] }>:
-// δᵀ G_{x_i} δ with δ = x_j − x_i (one JVP), and the exact KL(p(x_i) ‖ p(x_j))
-Napi::Value PairQuadraticJs(const Napi::CallbackInfo& info) {
+// samplePairs(labels: Tensor [N] int64, count, seed, ctl?) -> Promise<{ i, j: Float64Array [count] }>:
+// seeded uniform different-class ordered pairs (samplePairs above)
+Napi::Value SamplePairsJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "pairQuadratic(model)");
-    torch::Tensor xi = unwrapTensor(info[1], "pairQuadratic(xi)");
-    torch::Tensor xj = unwrapTensor(info[2], "pairQuadratic(xj)");
-    return startOp(info.Env(), info[3], [m, xi, xj](OpContext&) -> Finisher {
-      checkImages(xi, "pairQuadratic(xi)");
-      checkImages(xj, "pairQuadratic(xj)");
-      FL_CHECK(xi.sizes() == xj.sizes(), ERR_SHAPE, "pairQuadratic: xi and xj must have the same shape, got ", shapeOf(xi), " and ", shapeOf(xj));
-      torch::Tensor q, kl;
-      FisherOperator op(*m, xi);
-      torch::Tensor delta = (xj.to(torch::kFloat64) - xi.to(torch::kFloat64)).reshape({xi.size(0), -1}).to(op.probs.device());
-      q = op.quadratic(delta);
-      {
-        torch::NoGradGuard ng;
-        torch::Tensor lj = torch::log_softmax(m->forward(xj.to(m->device(), modelDtype(*m))).to(torch::kFloat64), 1);
-        kl = klRows(op.logp, lj);
-      }
-      return [q, kl](Napi::Env env) -> Napi::Value {
+    torch::Tensor y = unwrapTensor(info[0], "samplePairs(labels)");
+    FL_CHECK(info[1].IsNumber() && info[2].IsNumber(), ERR_ARG, "samplePairs(labels, count, seed): count and seed must be numbers");
+    const double c = info[1].ToNumber().DoubleValue(), sd = info[2].ToNumber().DoubleValue();
+    FL_CHECK(c >= 0 && std::floor(c) == c, ERR_ARG, "samplePairs: count must be an integer ≥ 0, got ", c);
+    FL_CHECK(sd >= 0 && std::floor(sd) == sd, ERR_ARG, "samplePairs: seed must be an integer ≥ 0, got ", sd);
+    const int64_t count = static_cast<int64_t>(c);
+    const uint64_t seed = static_cast<uint64_t>(sd);
+    return startOp(info.Env(), info[3], [y, count, seed](OpContext&) -> Finisher {
+      FL_CHECK(y.dim() == 1 && !y.is_floating_point(), ERR_SHAPE, "samplePairs(labels): expected integer labels [N], got ", shapeOf(y));
+      auto gen = at::detail::createCPUGenerator(seed);
+      auto [i, j] = samplePairs(y, count, gen);
+      return [i, j](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
-        o.Set("quadratic", toFloat64Array(env, q));
-        o.Set("kl", toFloat64Array(env, kl));
+        o.Set("i", toFloat64Array(env, i));
+        o.Set("j", toFloat64Array(env, j));
         return o;
       };
+    });
+  });
+}
+
+// klPairSegment(model, xi, xj, ts: number[], ctl?) -> Promise<{ kl: Tensor [B, T] float64, quadratic:
+// Float64Array [B] }>: with δ = x_j − x_i (x's dtype), KL(p(x_i) ‖ p(x_i + t δ)) for each t and δᵀ G_{x_i} δ
+// (one JVP). ts = [1] gives the pair's exact KL(p(x_i) ‖ p(x_j)) beside its quadratic form.
+Napi::Value KlPairSegmentJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "klPairSegment(model)");
+    torch::Tensor xi = unwrapTensor(info[1], "klPairSegment(xi)");
+    torch::Tensor xj = unwrapTensor(info[2], "klPairSegment(xj)");
+    std::vector<double> ts = parseTs(info[3], "klPairSegment(ts)");
+    return startOp(info.Env(), info[4], [m, xi, xj, ts](OpContext& ctx) -> Finisher {
+      checkImages(xi, "klPairSegment(xi)");
+      checkImages(xj, "klPairSegment(xj)");
+      FL_CHECK(xi.sizes() == xj.sizes(), ERR_SHAPE, "klPairSegment: xi and xj must have the same shape, got ", shapeOf(xi), " and ", shapeOf(xj));
+      torch::Tensor delta = xj.to(xi.scalar_type()) - xi;
+      Segment s = klSegmentOf(*m, xi, delta, ts, FisherOptions{}, [&ctx]() { ctx.checkAbort(); });
+      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
     });
   });
 }
@@ -224,11 +309,10 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "rho(model)");
     torch::Tensor x = unwrapTensor(info[1], "rho(x)");
-    double eps = numOpt(info[2], "eps", -1);
-    int64_t steps = static_cast<int64_t>(numOpt(info[2], "steps", 20));
-    bool clip = info[2].IsObject() && info[2].As<Napi::Object>().Get("clip").ToBoolean().Value();
-    FL_CHECK(eps > 0, ERR_ARG, "rho: eps must be > 0 (L2 radius in pixel units), got ", eps);
-    FL_CHECK(steps >= 0, ERR_ARG, "rho: steps must be ≥ 0");
+    OptionReader r(info[2], "rho");
+    double eps = r.num("eps");
+    int64_t steps = r.integer("steps");
+    bool clip = r.flag("clip");
     return startOp(info.Env(), info[3], [m, x, eps, steps, clip](OpContext& ctx) -> Finisher {
       checkImages(x, "rho(x)");
       ExactFisher ef = fisherExact(*m, x, true);
@@ -242,38 +326,29 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
         torch::NoGradGuard ng;
         lp0 = torch::log_softmax(m->forward(x0).to(torch::kFloat64), 1);
       }
-      auto project = [&](torch::Tensor d) {
-        torch::Tensor n = d.reshape({B, -1}).norm(2, 1).clamp_min(1e-300);
-        torch::Tensor f = (eps / n).clamp_max(1.0).to(d.scalar_type());
-        d = d * f.view({B, 1, 1, 1});
-        if (clip) d = (x0 + d).clamp(0, 1) - x0;
-        return d;
-      };
-      auto klAt = [&](const torch::Tensor& d) {
+      auto klAt = [&](const torch::Tensor& xa) {
         torch::NoGradGuard ng;
-        return klRows(lp0, torch::log_softmax(m->forward(x0 + d).to(torch::kFloat64), 1));
+        return klRows(lp0, torch::log_softmax(m->forward(xa).to(torch::kFloat64), 1));
       };
-      torch::Tensor v = ef.eigvec.to(m->device(), dt);
-      torch::Tensor dp = project(eps * v), dn = project(-eps * v);
-      torch::Tensor kp = klAt(dp), kn = klAt(dn);
+      // start: the better of x ± ε v_top, projected on the ball (and the box with clip)
+      torch::Tensor v = ef.eigvec.to(m->device(), dt).reshape(x0.sizes());
+      torch::Tensor xp = projectBall(x0 + eps * v, x0, Norm::L2, eps, clip);
+      torch::Tensor xn = projectBall(x0 - eps * v, x0, Norm::L2, eps, clip);
+      torch::Tensor kp = klAt(xp), kn = klAt(xn);
       torch::Tensor pos = (kp >= kn).view({B, 1, 1, 1});
-      torch::Tensor best = torch::where(pos, dp, dn), bestKl = torch::maximum(kp, kn);
+      torch::Tensor best = torch::where(pos, xp, xn), bestKl = torch::maximum(kp, kn);
       torch::Tensor initial = bestKl.clone();
-      torch::Tensor d = best.clone();
-      double alpha = 2.5 * eps / std::max<int64_t>(1, steps);
-      for (int64_t s = 0; s < steps; ++s) {
-        ctx.checkAbort();
-        torch::Tensor dv = d.detach().requires_grad_(true);
-        torch::Tensor lq = torch::log_softmax(m->forward(x0 + dv).to(torch::kFloat64), 1);
-        torch::Tensor kl = klRows(lp0, lq);
-        torch::Tensor g = torch::autograd::grad({kl.sum()}, {dv})[0];
-        torch::Tensor gn = g.reshape({B, -1}).norm(2, 1).clamp_min(1e-300).view({B, 1, 1, 1});
-        d = project(d + alpha * g / gn).detach();
-        torch::Tensor k = klAt(d);
+      // KL-PGD: attacks.cc's L2 ascent on KL(p(x) ‖ p(x_a)), keeping the best point per sample
+      Objective kl = [&lp0](const torch::Tensor& z) { return klRows(lp0, torch::log_softmax(z.to(torch::kFloat64), 1)).sum(); };
+      AscentOptions ao;
+      ao.box = clip;
+      ao.afterStep = [&](const torch::Tensor& xa) {
+        torch::Tensor k = klAt(xa);
         torch::Tensor better = k > bestKl;
-        best = torch::where(better.view({B, 1, 1, 1}), d, best);
+        best = torch::where(better.view({B, 1, 1, 1}), xa, best);
         bestKl = torch::where(better, k, bestKl);
-      }
+      };
+      ascend(*m, x0, best.clone(), kl, Norm::L2, eps, 2.5 * eps / std::max<int64_t>(1, steps), steps, ao, &ctx);
       torch::Tensor bound = 0.5 * eps * eps * ef.lambdaMax;
       torch::Tensor lam = ef.lambdaMax;
       return [bestKl, bound, lam, initial](Napi::Env env) -> Napi::Value {
@@ -293,8 +368,9 @@ Napi::Value RhoJs(const Napi::CallbackInfo& info) {
 void InitMetrics(Napi::Env env, Napi::Object exports) {
   exports.Set("ccklBatch", Napi::Function::New(env, CcklBatchJs, "ccklBatch"));
   exports.Set("pairMeans", Napi::Function::New(env, PairMeansJs, "pairMeans"));
-  exports.Set("pairQuadratic", Napi::Function::New(env, PairQuadraticJs, "pairQuadratic"));
   exports.Set("rho", Napi::Function::New(env, RhoJs, "rho"));
+  exports.Set("samplePairs", Napi::Function::New(env, SamplePairsJs, "samplePairs"));
+  exports.Set("klPairSegment", Napi::Function::New(env, KlPairSegmentJs, "klPairSegment"));
 }
 
 }  // namespace fl

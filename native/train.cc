@@ -14,6 +14,7 @@
 #include "common/worker.h"
 #include "data.h"
 #include "fisher.h"
+#include "metrics.h"
 #include "models/linear_tape.h"
 #include "models/checkpoint.h"
 #include "models/model_wrap.h"
@@ -63,7 +64,7 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
     a.kind = "pgd";
     xAdv = pgdAttack(m, x, y, a, gen, ctx);
   } else if (o.method == "trades") {
-    xAdv = klAttack(m, x, torch::Tensor(), o.attack, gen, ctx, nullptr);
+    xAdv = klAttack(m, x, o.attack, gen, ctx, nullptr);
   } else {
     FL_CHECK(o.method == "natural", ERR_ARG, "unknown training method '", o.method, "'; expected natural, pgd-at or trades");
   }
@@ -85,8 +86,7 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
     z = m.forward(x);
     torch::Tensor zAdv = m.forward(xAdv);
     torch::Tensor ce = torch::nn::functional::cross_entropy(z, y);
-    torch::Tensor logp = torch::log_softmax(z, 1);
-    torch::Tensor kl = (logp.exp() * (logp - torch::log_softmax(zAdv, 1))).sum() / static_cast<double>(r.batch);
+    torch::Tensor kl = klRows(torch::log_softmax(z, 1), torch::log_softmax(zAdv, 1)).sum() / static_cast<double>(r.batch);
     loss = ce + o.beta * kl;
     r.lossNatural = ce.item<double>();
     r.lossRobust = kl.item<double>();
@@ -126,19 +126,17 @@ OptPtr unwrapOpt(Napi::Value v) {
 Napi::Value CreateOptimizer(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "createOptimizer(model)");
-    FL_CHECK(info[1].IsObject(), ERR_ARG, "createOptimizer: expected an options object");
-    Napi::Object j = info[1].As<Napi::Object>();
+    // complete options (lib/options.ts OPTIMIZER_OPTIONS declares, validates and fills them)
+    OptionReader j(info[1], "createOptimizer");
     OptimizerSpec s;
-    s.type = strOpt(j, "type", "sgd");
-    s.lr = numOpt(j, "lr", s.lr);
-    s.momentum = numOpt(j, "momentum", s.type == "sgd" ? 0.9 : 0);
-    s.nesterov = j.Get("nesterov").ToBoolean().Value();
-    s.weightDecay = numOpt(j, "weightDecay", 0);
-    s.beta1 = numOpt(j, "beta1", 0.9);
-    s.beta2 = numOpt(j, "beta2", 0.999);
-    s.eps = numOpt(j, "eps", 1e-8);
-    FL_CHECK(s.lr >= 0 && s.momentum >= 0 && s.weightDecay >= 0, ERR_ARG, "optimizer lr, momentum and weightDecay must be >= 0");
-    FL_CHECK(!s.nesterov || s.momentum > 0, ERR_ARG, "Nesterov momentum needs momentum > 0");
+    s.type = j.string("type");
+    s.lr = j.num("lr");
+    s.momentum = j.num("momentum");
+    s.nesterov = j.flag("nesterov");
+    s.weightDecay = j.num("weightDecay");
+    s.beta1 = j.num("beta1");
+    s.beta2 = j.num("beta2");
+    s.eps = j.num("eps");
     return startOp(info.Env(), info[2], [m, s](OpContext&) -> Finisher {
       auto box = std::make_shared<OptBox>();
       box->model = m;
@@ -160,27 +158,25 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     FL_CHECK(box->model == m, ERR_ARG, "trainStep: the optimizer was made for another model");
     torch::Tensor x = unwrapTensor(info[2], "trainStep(x)");
     torch::Tensor y = unwrapTensor(info[3], "trainStep(y)");
-    FL_CHECK(info[4].IsObject(), ERR_ARG, "trainStep: expected an options object");
-    Napi::Object j = info[4].As<Napi::Object>();
+    // complete options (lib/options.ts TRAIN_STEP_OPTIONS declares, validates and fills them)
+    OptionReader j(info[4], "trainStep");
     StepOptions o;
-    o.method = strOpt(j, "method", "natural");
+    o.method = j.string("method");
     FL_CHECK(o.method == "natural" || o.method == "pgd-at" || o.method == "trades", ERR_ARG, "unknown training method '",
              o.method, "'; expected natural, pgd-at or trades");
-    o.lr = numOpt(j, "lr", -1);
-    o.beta = numOpt(j, "beta", 6);
-    o.attack.epsilon = numOpt(j, "epsilon", 0.031);
-    o.attack.stepSize = numOpt(j, "stepSize", 0.007);
-    o.attack.steps = static_cast<int64_t>(numOpt(j, "steps", 10));
-    std::string norm = strOpt(j, "norm", "linf");
+    o.lr = j.num("lr");
+    o.beta = j.num("beta");
+    o.attack.epsilon = j.num("epsilon");
+    o.attack.stepSize = j.num("stepSize");
+    o.attack.steps = j.integer("steps");
+    std::string norm = j.string("norm");
     FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "norm must be 'linf' or 'l2', got '", norm, "'");
     o.attack.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
-    o.attack.randomStart = j.Has("randomStart") ? j.Get("randomStart").ToBoolean().Value() : true;
-    o.cropPad = static_cast<int64_t>(numOpt(j, "cropPad", 0));
-    o.flip = j.Get("flip").ToBoolean().Value();
-    o.seed = static_cast<uint64_t>(numOpt(j, "seed", 0));
-    o.channelsLast = j.Get("channelsLast").ToBoolean().Value();
-    FL_CHECK(o.attack.epsilon >= 0 && o.attack.stepSize >= 0 && o.attack.steps >= 0, ERR_ARG,
-             "epsilon, stepSize and steps must be >= 0");
+    o.attack.randomStart = j.flag("randomStart");
+    o.cropPad = j.integer("cropPad");
+    o.flip = j.flag("flip");
+    o.seed = static_cast<uint64_t>(j.integer("seed"));
+    o.channelsLast = j.flag("channelsLast");
     return startOp(info.Env(), info[5], [m, box, x, y, o](OpContext& ctx) -> Finisher {
       checkImages(x, "trainStep(x)");
       checkLabels(y, x.size(0), 0, "trainStep(y)");

@@ -2,13 +2,14 @@
 # CUDA checks on a GPU machine whose python3 has a CUDA PyTorch (its LibTorch is what
 # scripts/find-libtorch.js finds there). Builds the addon with plain CMake (no npm needed),
 # then runs dist/scripts/cuda-check.js. Needs dist/ built here (npm run build:ts), and, where
-# the GPU machine has no Node, .gpu/node.xz + .gpu/include (node-api headers) carried along.
+# the GPU machine has no Node, .gpu/bundle.tar.xz (scripts/cuda-variant.sh prepare) + .gpu/include
+# (node-api headers) carried along.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/fisherlens-gpu}
 mkdir -p "$OUTDIR"
-if ! command -v node >/dev/null; then
-  mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node
+if ! command -v node >/dev/null; then  # Node from scripts/cuda-variant.sh prepare's bundle
+  [ -x .gpu/bin/node ] || xz -dc .gpu/bundle.tar.xz | tar -C .gpu -xf - bin
   export PATH="$PWD/.gpu/bin:$PATH"
 fi
 node --version; nvidia-smi -L

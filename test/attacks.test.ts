@@ -1,6 +1,6 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
-import { attack, evaluate, attackPresets, AttackParams } from '../lib/attacks';
+import { attack, evaluate, attackPresets, AttackParams, worstExamples } from '../lib/attacks';
 import { modelGradState } from './helpers/grad-state';
 import { fisherExact } from '../lib/fisher';
 import { manualSeed, train } from '../lib/train';
@@ -132,10 +132,51 @@ test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', as
     t.deepEqual(a.shape, [N, 1, 28, 28]);
     t.deepEqual(ballViolations(xs.toArray() as Float32Array, a.data as Float32Array, 784, 'linf', 0.05), []);
   }
+  // adv-worst.npy, independently: per sample the fgsm row where fgsm's example is misclassified,
+  // else the pgd row (the success flags recomputed here by one forward of the saved fgsm rows; rows
+  // whose top two logits lie within 1e-4, where float32 kernels of another batch shape could flip
+  // the argmax, are only required to be one of the two rows)
+  const D = 784;
+  const fg = readNpy(path.join(dir, 'adv-fgsm.npy')).data as Float32Array;
+  const pg = readNpy(path.join(dir, 'adv-pgd.npy')).data as Float32Array;
+  const wo = readNpy(path.join(dir, 'adv-worst.npy')).data as Float32Array;
+  const fgT = Tensor.from(fg, [N, 1, 28, 28]);
+  const z = (await model.forward(fgT)).toArray() as Float32Array;
+  fgT.dispose();
+  const labels = ys.toNumbers();
+  const rowEq = (a: Float32Array, i: number) => a.subarray(i * D, (i + 1) * D).every((v, k) => v === wo[i * D + k]);
+  let checked = 0;
+  for (let i = 0; i < N; i++) {
+    const row = Array.from(z.subarray(i * 10, i * 10 + 10));
+    const top = [...row].sort((a, b) => b - a);
+    const broke = row.indexOf(top[0]) !== labels[i];
+    if (top[0] - top[1] < 1e-4) { t.true(rowEq(fg, i) || rowEq(pg, i), `sample ${i}`); continue; }
+    t.true(rowEq(broke ? fg : pg, i), `sample ${i}: worst row is ${broke ? 'fgsm' : 'pgd'}'s`);
+    checked++;
+  }
+  t.true(checked > N / 2);
   const single = await evaluate(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
   t.deepEqual(readNpy(path.join(dir, 'one.npy')).data, readNpy(path.join(dir, 'adv-fgsm.npy')).data);
   t.is(single.attacks[0].robustAccuracy, r.attacks[0].robustAccuracy);
   fs.rmSync(dir, { recursive: true });
+});
+
+test('worstExamples: per sample the first successful attack\'s example, else the last one\'s (against a JS selection)', async (t) => {
+  const B = 7, D = 3, A = 3;
+  const rows = Array.from({ length: A }, (_, a) => Float32Array.from({ length: B * D }, (_, k) => 100 * a + k));
+  const succ = [Uint8Array.from([1, 0, 0, 1, 0, 0, 0]), Uint8Array.from([0, 1, 0, 1, 0, 1, 0]), Uint8Array.from([0, 0, 1, 0, 0, 1, 0])];
+  const advs = rows.map((r) => Tensor.from(r, [B, 1, 1, D]));
+  const w = await worstExamples(advs, succ);
+  const got = w.toArray() as Float32Array;
+  t.deepEqual(w.shape, [B, 1, 1, D]);
+  for (let i = 0; i < B; i++) {
+    let pick = A - 1;
+    for (let a = 0; a < A; a++) if (succ[a][i] === 1) { pick = a; break; }
+    t.deepEqual(Array.from(got.subarray(i * D, i * D + D)), Array.from(rows[pick].subarray(i * D, i * D + D)), `sample ${i}`);
+  }
+  await t.throwsAsync(worstExamples(advs, succ.slice(0, 2)), { code: 'ERR_ARG' } as never);
+  await t.throwsAsync(worstExamples(advs, [succ[0], succ[1], Uint8Array.from([1])]), { code: 'ERR_SHAPE' } as never);
+  for (const x of [w, ...advs]) x.dispose();
 });
 
 test('presets carry the published settings', (t) => {

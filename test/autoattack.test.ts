@@ -66,7 +66,7 @@ test('targeted CW∞ moves towards the target (was: away from it)', async (t) =>
   const p: AttackParams = { epsilon: 0.1, stepSize: 0.02, steps: 20, targeted: true, target: tgt };
   const cw = await attack(model, x, y, { ...p, kind: 'cw' });
   const pgd = await attack(model, x, y, { ...p, kind: 'pgd' });
-  const rate = (r: Float64Array) => r.reduce((a, b) => a + b, 0) / r.length;
+  const rate = (r: Uint8Array) => r.reduce((a, b) => a + b, 0) / r.length;
   t.log(`targeted success: cw ${rate(cw.success)}, pgd ${rate(pgd.success)}`);
   t.true(rate(pgd.success) > 0.5, 'targeted PGD reaches the target on most samples');
   t.true(rate(cw.success) > 0.5, `targeted CW reaches the target on most samples (${rate(cw.success)})`);

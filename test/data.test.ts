@@ -5,7 +5,8 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { execFileSync } from 'child_process';
 import { Tensor, Model, FisherLensError } from '../lib';
-import { fashionMnist, mnist, cifar10, cifar100, loadNpy, synthetic, augment, loadData, Dataset, DEBIAN_FASHION_MNIST } from '../lib/data';
+import { fashionMnist, mnist, cifar10, cifar100, loadNpy, synthetic, augment, loadData, Dataset, DEBIAN_FASHION_MNIST, NpyWriter } from '../lib/data';
+import { readNpy } from './fisher-fixtures';
 import { evaluate } from '../lib/model';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-data-'));
@@ -308,4 +309,29 @@ test('evaluate: accuracy and mean cross-entropy match a float64 computation from
   // batch shape and CPU in the last bits; the mean CE moves by at most 2·max|Δz| (|∂CE/∂z|₁ ≤ 2),
   // so 1e-5 allows Δz up to 5e-6, ~40 float32 ulps of these O(1) logits
   t.true(Math.abs(r.crossEntropy - ce / 70) < 1e-5, `${r.crossEntropy} vs ${ce / 70}`);
+});
+
+test('NpyWriter: tensors appended natively (float64 converted to float32) and JS values form one .npy; a wrong count is ERR_IO and leaves no file', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-npyw-'));
+  try {
+    const a = Float64Array.from({ length: 2 * 3 * 4 }, (_, k) => Math.sin(k) / 3);
+    const b = Float32Array.from({ length: 3 * 4 }, (_, k) => k - 0.25);
+    const file = path.join(dir, 'x.npy');
+    const w = new NpyWriter(file, [3, 1, 3, 4]);
+    const ta = Tensor.from(a, [2, 1, 3, 4]);
+    await w.append(ta);
+    ta.dispose();
+    w.appendValues(b);
+    w.close();
+    const r = readNpy(file);
+    t.deepEqual(r.shape, [3, 1, 3, 4]);
+    // float32 rounding of each float64 value is exact and unique (Math.fround), so equality is exact
+    t.deepEqual(Array.from(r.data as Float32Array), [...Array.from(a, Math.fround), ...Array.from(b)]);
+    const bad = new NpyWriter(path.join(dir, 'bad.npy'), [5]);
+    await bad.append(Tensor.from(Float32Array.of(1, 2), [2]));
+    t.throws(() => bad.close(), { code: 'ERR_IO', message: /wrote 2 of 5 values/ } as never);
+    t.deepEqual(fs.readdirSync(dir).sort(), ['x.npy']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'child_process';
 import { validateExperiment, parseConfigText, expandRuns, loadConfig, gridPoints, ExperimentInput } from '../lib/experiment/config';
 import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
 import { scienceExecutor } from '../lib/experiment/executor';
-import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION } from '../lib/experiment/rundir';
+import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION, RUN_FOLDER_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
 import { backend } from '../lib/backend';
 import { nativeSourceHash } from '../lib/provenance';
@@ -126,7 +126,8 @@ test('a sweep writes the run-dir layout; summary.json holds the executor\'s numb
   for (const id of exp.runs) {
     const rd = RunDir.of(out, id);
     t.is(rd.state(), 'finished');
-    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'summary.json']);
+    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'run.json', 'summary.json']);
+    t.deepEqual(readJson(rd.run), { version: RUN_FOLDER_VERSION, checkpointVersion: 2 });
     t.is(rd.readConfig().id, id);
     t.deepEqual(rd.readEpochs().map((e) => e.epoch), [1, 2, 3]);
     const s = rd.readSummary();
@@ -186,6 +187,40 @@ test('an interrupted sweep keeps finished runs and resumes the current one from 
   ]);
   t.is(fs.readFileSync(RunDir.of(out, 'small-cnn_natural_seed0').summary, 'utf8'), finishedSummary, 'finished work untouched');
   t.deepEqual(readJsonl<{ epoch: number }>(RunDir.of(out, 'small-cnn_trades_seed0').metrics).map((e) => e.epoch), [1, 2, 3]);
+});
+
+test('a run folder of another format is refused for resume and re-evaluation with ERR_FORMAT naming the versions, and nothing is touched', async (t) => {
+  const out = tmp('format');
+  const controller = new AbortController();
+  // run 1 finishes, run 2 stops after its epoch 2 (resumable)
+  await runExperiment(small, { out, signal: controller.signal, executor: scienceExecutor(fakeScience({ abortAfterEpochs: { controller, epochs: 5 } })) });
+  const rd = RunDir.of(out, 'small-cnn_trades_seed0');
+  t.is(rd.state(), 'resumable');
+  t.is(rd.folderVersion(), RUN_FOLDER_VERSION);
+  // a folder written before run.json existed (format 1: the old randomness)
+  fs.rmSync(rd.run);
+  const before = fs.readdirSync(rd.dir).sort().map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]);
+  const log: FakeLog = { trainCalls: [], evaluated: [] };
+  const err = await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) }));
+  t.is((err as { code?: string }).code, 'ERR_FORMAT');
+  t.regex(err!.message, /small-cnn_trades_seed0: run folder format 1 cannot be resumed exactly by this FisherLens \(run folder format 2, checkpoint format 2/);
+  t.deepEqual(log.trainCalls, [], 'refused before any run starts');
+  t.deepEqual(fs.readdirSync(rd.dir).sort().map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]), before, 'the folder is untouched');
+  // a newer format is refused too
+  writeJsonAtomic(rd.run, { version: RUN_FOLDER_VERSION + 1 });
+  await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) }), { code: 'ERR_FORMAT', message: /run folder format 3 is newer than this FisherLens reads \(2\)/ } as never);
+  writeJsonAtomic(rd.run, { version: 'two' });
+  await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) }), { code: 'ERR_FORMAT', message: /run\.json: expected/ } as never);
+  // re-evaluating a finished folder of format 1 is refused the same way
+  const fin = RunDir.of(out, 'small-cnn_natural_seed0');
+  rd.writeFolderVersion();
+  fs.rmSync(fin.run);
+  await t.throwsAsync(runExperiment(small, { out, reevaluate: true, executor: scienceExecutor(fakeScience({ log })) }), { code: 'ERR_FORMAT', message: /small-cnn_natural_seed0: run folder format 1 cannot be re-evaluated exactly/ } as never);
+  // while a finished folder of format 1 is simply skipped, and this format's folder resumes
+  const r = await runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) });
+  t.deepEqual(r.runs.map((x) => x.status), ['skipped', 'finished', 'finished']);
+  t.deepEqual(log.trainCalls[0], { dir: 'small-cnn_trades_seed0', resume: true, startEpoch: 3 });
+  t.deepEqual(readJsonl<{ epoch: number }>(rd.metrics).map((e) => e.epoch), [1, 2, 3]);
 });
 
 test('a failing run is recorded in error.json and the sweep goes on; a changed config in the same folder is refused', async (t) => {

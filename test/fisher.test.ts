@@ -1,7 +1,7 @@
 import test from 'ava';
 import * as path from 'path';
 import { Model, Tensor, manualSeed } from '../lib';
-import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher } from '../lib/fisher';
+import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE } from '../lib/fisher';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
 
@@ -227,4 +227,106 @@ test('an option of the wrong type is ERR_ARG naming it, never silently the defau
   const e2 = await t.throwsAsync(fisherExact(m, x, { channelsLast: 1 as unknown as boolean }));
   t.is((e2 as { code?: string }).code, 'ERR_ARG');
   t.regex(e2?.message ?? '', /channelsLast/);
+});
+
+// per-sample relative L2 distance of two [B, D] float64 arrays
+function rowRelErr(a: Float64Array, b: Float64Array, B: number): number[] {
+  const D = a.length / B;
+  return Array.from({ length: B }, (_, s) => {
+    let d = 0, n = 0;
+    for (let i = s * D; i < (s + 1) * D; i++) { d += (a[i] - b[i]) ** 2; n += b[i] ** 2; }
+    return Math.sqrt(d / n);
+  });
+}
+
+test('max-pool near-ties: G v and exact values do not depend on the layout and follow the NCHW autograd engine', async (t) => {
+  // A constant background (0.3) makes the windows of the second max pool near-ties: equal conv
+  // outputs up to the last bits, which NCHW and channels-last kernels round differently. Before the
+  // linearisation was recorded in NCHW for both layouts, channels-last G v differed from NCHW by up
+  // to 12 % per sample here (a different argmax, so a different linearisation).
+  manualSeed(1);
+  const m = Model.create({ arch: 'small-cnn' });
+  const B = 8;
+  const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => {
+    const b = Math.floor(i / 784), p = i % 784, r = Math.floor(p / 28), c = p % 28;
+    return r > 8 && r < 20 && c > 8 && c < 20 ? 0.5 + 0.4 * Math.sin(0.7 * r + 0.3 * c + b) : 0.3;
+  }), [B, 1, 28, 28]);
+  const v = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => Math.sin(i * 1.3)), [B, 1, 28, 28]);
+  const nchw = (await fisherVectorProduct(m, x, v, { layout: 'nchw' })).toArray() as Float64Array;
+  const cl = (await fisherVectorProduct(m, x, v, { layout: 'channels-last' })).toArray() as Float64Array;
+  // PyTorch's convention: the autograd engine through an NCHW forward (its own argmax)
+  const ag = (await fisherVectorProduct(m, x, v, { layout: 'nchw', autograd: true })).toArray() as Float64Array;
+  // float32 products through different kernels: ~1e-6 relative per sample (measured ≤ 2e-6); a
+  // flipped argmax costs 1e-2..1e-1, so 1e-4 separates the two on any CPU
+  for (const [name, e] of [['channels-last', rowRelErr(cl, nchw, B)], ['autograd', rowRelErr(ag, nchw, B)]] as const) {
+    e.forEach((err, s) => t.true(err < 1e-4, `${name} vs NCHW G v, sample ${s}: ${err}`));
+  }
+  const [en, ec] = [await fisherExact(m, x, { layout: 'nchw', classesPerPass: 1 }), await fisherExact(m, x, { layout: 'channels-last', classesPerPass: 1 })];
+  for (let b = 0; b < B; b++) t.true(relErr(ec.lambdaMax[b], en.lambdaMax[b]) < 1e-4, `exact λ ${b}: ${ec.lambdaMax[b]} vs ${en.lambdaMax[b]}`);
+});
+
+test('several classes per VJP pass give the autograd engine\'s exact Fisher (every op kind, both layouts)', async (t) => {
+  manualSeed(2);
+  const models = [
+    Model.create({ arch: 'small-cnn' }),                                             // conv (thin first layer), ReLU, max pool, linear
+    Model.create({ arch: 'lenet', activation: 'tanh', pool: 'avg' }),                // derivative products, average pool
+    Model.create({ arch: 'resnet20', inChannels: 3, inputSize: 16, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] }),  // BN scale, residual adds, option-A shortcut, global average
+  ];
+  for (const m of models) {
+    const spec = m.spec;
+    const ch = spec.inChannels ?? 1, hw = spec.inputSize ?? 28, B = 3;
+    const x = Tensor.from(Float32Array.from({ length: B * ch * hw * hw }, (_, i) => (Math.cos(i * 0.77) + 1) / 2), [B, ch, hw, hw]);
+    const ref = await fisherExact(m, x, { autograd: true, layout: 'nchw', classesPerPass: 1 });
+    t.is(ref.engine, 'autograd');
+    for (const layout of ['nchw', 'channels-last'] as const) {
+      for (const k of [2, 4, 9, 50]) {  // 4 leaves a partial last pass (9 = 4 + 4 + 1); 50 is clamped to C − 1
+        const r = await fisherExact(m, x, { layout, classesPerPass: k, eigvec: true });
+        t.is(r.engine, 'linear');
+        t.deepEqual([r.tuning.layout, r.tuning.classesPerPass, r.tuning.source], [layout, k, 'pinned']);
+        // float32 VJPs through other kernels and batch shapes: ~1e-6 relative; 1e-5 as the other engine tests
+        for (let b = 0; b < B; b++) {
+          t.true(relErr(r.lambdaMax[b], ref.lambdaMax[b]) < 1e-5, `${spec.arch} ${layout} k=${k} λ ${b}: ${r.lambdaMax[b]} vs ${ref.lambdaMax[b]}`);
+          t.true(relErr(r.trace[b], ref.trace[b]) < 1e-5, `${spec.arch} ${layout} k=${k} trace ${b}`);
+          t.true(relErr(r.frobenius[b], ref.frobenius[b]) < 1e-5, `${spec.arch} ${layout} k=${k} ‖G‖_F ${b}`);
+        }
+        r.eigvec!.dispose();
+      }
+    }
+    x.dispose();
+  }
+});
+
+// serial: AVA runs serial tests before the concurrent ones, so no other test's autotune moves the process-wide counter
+test.serial('layout auto measures once per model and input shape, picks a measured candidate and matches it pinned', async (t) => {
+  manualSeed(3);
+  const m = Model.create({ arch: 'small-cnn' });
+  const B = 4;
+  const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => (Math.sin(i * 0.31) + 1) / 2), [B, 1, 28, 28]);
+  const before = exactTuneCount();
+  const a = await fisherExact(m, x);
+  t.is(a.tuning.source, 'measured');
+  t.is(exactTuneCount(), before + 1);
+  const cands = a.tuning.candidates!;
+  t.is(cands.length, 2 * EXACT_TUNE.classesPerPass.length);
+  const best = cands.filter((c) => Number.isFinite(c.msPerClass)).sort((p, q) => p.msPerClass - q.msPerClass)[0];
+  t.deepEqual([a.tuning.layout, a.tuning.classesPerPass], [best.layout, best.classesPerPass]);
+  // a second call (another batch of the same shape per sample) uses the cached choice: no measurement
+  const x2 = x.slice(0, 2);
+  const b = await fisherExact(m, x2);
+  t.is(b.tuning.source, 'cached');
+  t.deepEqual([b.tuning.layout, b.tuning.classesPerPass], [a.tuning.layout, a.tuning.classesPerPass]);
+  t.is(exactTuneCount(), before + 1);
+  // pinned to the chosen configuration: the same computation, the same numbers (float32 through
+  // identical kernels and shapes; 1e-6 allows for a kernel's run-to-run summation order)
+  const p = await fisherExact(m, x, { layout: a.tuning.layout, classesPerPass: a.tuning.classesPerPass });
+  t.is(p.tuning.source, 'pinned');
+  for (let i = 0; i < B; i++) t.true(relErr(p.lambdaMax[i], a.lambdaMax[i]) < 1e-6, `λ ${i}`);
+  t.is(exactTuneCount(), before + 1);
+  // bad values are ERR_ARG naming the option
+  for (const o of [{ layout: 'nhwc' as never }, { classesPerPass: 0 }, { classesPerPass: 1.5 }]) {
+    const e = await t.throwsAsync(fisherExact(m, x, o));
+    t.is((e as { code?: string }).code, 'ERR_ARG');
+    t.regex(e?.message ?? '', /layout|classesPerPass/);
+  }
+  x.dispose(); x2.dispose();
 });

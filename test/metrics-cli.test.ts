@@ -53,3 +53,13 @@ test.serial('fisherlens cckl --json prints the eight quantities; bad arguments e
   t.is(prof.status, 0, prof.stderr);
   t.is(JSON.parse(prof.stdout).rows.length, 8);
 });
+
+test.serial('profile fisher --layout / --classes-per-pass pin the exact method and report what ran; bad values are ERR_ARG', (t) => {
+  const r = cli(['profile', 'fisher', '--model', 'small-cnn', '--batch', '4', '--methods', 'exact', '--repeats', '1', '--layout', 'nchw', '--classes-per-pass', '3', '--json']);
+  t.is(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout).rows as { method: string; layout?: string; classesPerPass?: number }[];
+  t.deepEqual(rows.map((x) => [x.method, x.layout, x.classesPerPass]), [['exact', 'nchw', 3]]);
+  const bad = cli(['profile', 'fisher', '--model', 'small-cnn', '--batch', '4', '--methods', 'exact', '--layout', 'nhwc']);
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /ERR_ARG: --layout/);
+});

@@ -1,8 +1,12 @@
 import test from 'ava';
 import * as path from 'path';
+import { execFileSync } from 'child_process';
 import { Model, Tensor } from '../lib';
 import { fisherExact, fisherQuadratic } from '../lib/fisher';
-import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, rng, klPairSegments } from '../lib/metrics';
+import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, klPairSegments } from '../lib/metrics';
+import { uniformStream } from '../lib/random';
+import { meanSe } from '../lib/stats';
+import { PY } from './helpers/python';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, refCckl, npyTensor, readNpy, writeNpy, relErr } from './fisher-fixtures';
 
@@ -10,7 +14,31 @@ import { ensureFixture, refFisher, refCckl, npyTensor, readNpy, writeNpy, relErr
 // thread can hang that thread: OpenBLAS shuts its pool down in a pthread_atfork hook).
 const dir = ensureFixture();
 const LABELS = Array.from(readNpy(path.join(dir, 'y.npy')).data as BigInt64Array, Number);
-const PAIRS = samplePairs(LABELS, 40, 1);
+/**
+ * The pair sampler written independently in Python on the same LibTorch generator (torch.Generator
+ * seeded like the native op): rejection sampling of uniform index pairs in rounds of
+ * max(1024, 2 · missing) draws. The native sampler must give exactly these pairs.
+ */
+function refPairs(labelsFile: string, requests: [count: number, seed: number][]): { i: number[]; j: number[] }[] {
+  const script = `
+import sys, json, numpy as np, torch
+y = torch.from_numpy(np.load(sys.argv[1])).long()
+out = []
+for count, seed in json.loads(sys.argv[2]):
+    g = torch.Generator().manual_seed(seed)
+    I, J, have = [], [], 0
+    while have < count:
+        m = max(1024, 2 * (count - have))
+        i = torch.randint(y.numel(), (m,), generator=g)
+        j = torch.randint(y.numel(), (m,), generator=g)
+        keep = y[i] != y[j]
+        take = min(int(keep.sum()), count - have)
+        I += i[keep][:take].tolist(); J += j[keep][:take].tolist(); have += take
+    out.append({'i': I, 'j': J})
+print(json.dumps(out))`;
+  return JSON.parse(execFileSync(PY, ['-c', script, labelsFile, JSON.stringify(requests)], { encoding: 'utf8' }));
+}
+const [PAIRS, PAIRS_BIG] = refPairs(path.join(dir, 'y.npy'), [[40, 1], [3000, 7]]);
 const REF_LOGITS = (() => {
   const r = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), null, 'all-logits');
   const file = path.join(dir, 'ref-logits.npy');
@@ -32,7 +60,9 @@ const REF_PAIRS = (() => {
   const shape = [8, ...x.shape.slice(1)];
   writeNpy(path.join(dir, 'pairs-xi.npy'), xa, shape);
   writeNpy(path.join(dir, 'pairs-delta.npy'), delta, shape);
-  return { ref: refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'pairs-xi.npy'), path.join(dir, 'pairs-delta.npy'), 'pairs'), delta, shape };
+  // the cached reference is keyed by the pairs it was computed for
+  const key = `pairs-${PAIRS.i.slice(0, 8).join('_')}-${PAIRS.j.slice(0, 8).join('_')}`;
+  return { ref: refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'pairs-xi.npy'), path.join(dir, 'pairs-delta.npy'), key), delta, shape };
 })();
 
 /** Naive O(N²·C) double loop over ordered different-class pairs (float64). */
@@ -71,7 +101,7 @@ function naive(logits: Float64Array, y: number[], C: number) {
 }
 
 function randomLogits(N: number, C: number, seed: number, scale: number, labels?: number[]) {
-  const r = rng(seed);
+  const r = uniformStream(seed);
   const y = labels ?? Array.from({ length: N }, () => Math.floor(r() * C) % C);
   const z = new Float64Array(N * C);
   for (let i = 0; i < N; i++) {
@@ -88,7 +118,7 @@ const tensors = (z: Float64Array, y: number[], C: number) =>
 test('CCKL in O(N·C), streamed over uneven batches, equals the naive pairwise double loop', async (t) => {
   const C = 7, N = 230;
   // uneven classes: class 0 twice as frequent
-  const r = rng(5);
+  const r = uniformStream(5);
   const y = Array.from({ length: N }, () => (r() < 0.3 ? 0 : Math.floor(r() * C)));
   for (const [scale, trained] of [[1, false], [8, false], [2, true]] as const) {
     const { z } = randomLogits(N, C, 11, scale, trained ? y : undefined);
@@ -115,7 +145,7 @@ test('CCKL in O(N·C), streamed over uneven batches, equals the naive pairwise d
 
 test('sampled JS mean and bound fall within a few standard errors of the exact values', async (t) => {
   const C = 5, N = 400;
-  const r = rng(9);
+  const r = uniformStream(9);
   const y = Array.from({ length: N }, () => Math.floor(r() * C));
   const { z } = randomLogits(N, C, 2, 3, y);
   const [zt, yt] = tensors(z, y, C);
@@ -186,4 +216,31 @@ test('ρ(x, ε) by KL-PGD ≈ ½ ε² λ_max for small ε, and ≥ the Fisher-at
     t.true(big.rhoKlAttack![b] > 0);
   }
   t.true(big.summary.ratio.n === 12);
+});
+
+test('pair sampling: the native sampler gives the Python reference\'s pairs, different-class and uniform', async (t) => {
+  const y = npyTensor(path.join(dir, 'y.npy'));
+  t.deepEqual(await samplePairs(y, 3000, 7), PAIRS_BIG);
+  t.deepEqual(await samplePairs(LABELS, 40, 1), PAIRS, 'a plain label array gives the same pairs');
+  // uniform over the different-class ordered pairs: each first index i appears in proportion to
+  // N − n_{y_i}; over 3000 draws each class's share lies within 5 standard errors of its expectation
+  const N = LABELS.length, C = Math.max(...LABELS) + 1;
+  const n = Array.from({ length: C }, (_, k) => LABELS.filter((v) => v === k).length);
+  const total = n.reduce((s, nk) => s + nk * (N - nk), 0);
+  for (let k = 0; k < C; k++) {
+    const p = (n[k] * (N - n[k])) / total;
+    const got = PAIRS_BIG.i.filter((i) => LABELS[i] === k).length / 3000;
+    t.true(Math.abs(got - p) < 5 * Math.sqrt((p * (1 - p)) / 3000), `class ${k}: ${got} vs ${p}`);
+  }
+  for (let k = 0; k < 3000; k++) t.not(LABELS[PAIRS_BIG.i[k]], LABELS[PAIRS_BIG.j[k]]);
+  await t.throwsAsync(samplePairs([2, 2, 2], 5, 0), { code: 'ERR_VALUE', message: /single class/ });
+  y.dispose();
+});
+
+test('meanSe (the standard error of the sampled components): hand-computed values', (t) => {
+  // 1, 2, 3, 4: mean 2.5, sample variance 5/3, se = √(5/3 / 4) = √(5/12)
+  const r = meanSe([1, 2, 3, 4]);
+  t.is(r.mean, 2.5);
+  t.true(Math.abs(r.se - Math.sqrt(5 / 12)) < 1e-15);
+  t.is(meanSe([7]).se, Infinity);
 });

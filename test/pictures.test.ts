@@ -263,9 +263,9 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
   const ev = grid.columns.find((c) => c.kind === 'eigvec')!;
   const v = vals.get(ev.npy)!;
   const xt = Tensor.from(clean, shape), vt = Tensor.from(v, shape);
-  // the same memory layout as the grid's fisherExact (channels-last by default): at a max-pool tie
-  // (equal values in a window, e.g. the zero background after ReLU) the recorded argmax, and so the
-  // linearisation, follows the layout's kernel, and G_x is not differentiable-unique there
+  // channels-last, while the grid's fisherExact picks its layout by measurement: the linear engine
+  // records its linearisation (max-pool argmax at near-ties included) in NCHW for every layout, so
+  // the layouts agree to rounding (test/fisher.test.ts checks this on a near-tie input)
   const gv = (await fisherVectorProduct(model, xt, vt, { channelsLast: true })).toArray() as Float64Array;
   ev.cells.forEach((c, s) => {
     let n2 = 0, r2 = 0;

@@ -4,7 +4,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, ModelSpec, Tensor } from '../lib';
 import { modelGradState } from './helpers/grad-state';
-import { train, manualSeed, scheduleFactor, presets, EpochMetrics, TrainOptions, ccklFromProbs } from '../lib/train';
+import { train, manualSeed, scheduleFactor, presets, EpochMetrics, TrainOptions, probeMetrics } from '../lib/train';
+import { CcklAccumulator } from '../lib/metrics';
+import { fisherExact } from '../lib/fisher';
 import { Dataset } from '../lib/data/dataset';
 import { fashionSubset } from './helpers/train-fixtures';
 
@@ -38,7 +40,7 @@ test('schedules: multistep follows TRADES (epoch >= 75), cosine, one-cycle, piec
   t.is(scheduleFactor({ type: 'constant', warmupEpochs: 2 }, 1, 10), 0.5);
 });
 
-test('CCKL from probabilities equals the pairwise definition', (t) => {
+test('CCKL from probabilities (the native class sums) equals the pairwise definition', async (t) => {
   const k = 3, labels = [0, 1, 1, 2, 0];
   const probs = new Float64Array(labels.length * k).map((_, i) => 0.1 + ((i * 37) % 11) / 10);
   for (let i = 0; i < labels.length; i++) {
@@ -51,7 +53,46 @@ test('CCKL from probabilities equals the pairwise definition', (t) => {
     pairs++;
     for (let c = 0; c < k; c++) sum += probs[i * k + c] * Math.log(probs[i * k + c] / probs[j * k + c]);
   }
-  t.true(Math.abs(ccklFromProbs(probs, labels, k) - sum / pairs) < 1e-12);
+  const acc = new CcklAccumulator({ keepLogp: false });
+  const pt = Tensor.from(probs, [labels.length, k]), yt = Tensor.from(BigInt64Array.from(labels, BigInt), [labels.length]);
+  await acc.addProbs(pt, yt);
+  pt.dispose(); yt.dispose();
+  // float64 sums of 5 samples × 3 classes: rounding ~1e-16 relative, far below 1e-12
+  t.true(Math.abs(acc.result().cckl - sum / pairs) < 1e-12);
+  acc.dispose();
+});
+
+test.serial('probe metrics (native class sums over uneven batches) equal a naive float64 computation from the probabilities', async (t) => {
+  manualSeed(3);
+  const m = Model.create(MLP);
+  const small = await probe.take(100);
+  const got = await probeMetrics(m, small, { batchSize: 32 });
+  // independent: pull all probabilities once, then the pairwise definitions in float64
+  const e = await fisherExact(m, small.images);
+  const p = e.probs.toArray() as Float64Array;
+  e.probs.dispose(); e.spectrum.dispose();
+  const y = small.labels.toNumbers(), k = small.numClasses, n = y.length;
+  let correct = 0, ce = 0, kl = 0, pairs = 0;
+  for (let i = 0; i < n; i++) {
+    let arg = 0;
+    for (let c = 1; c < k; c++) if (p[i * k + c] > p[i * k + arg]) arg = c;
+    if (arg === y[i]) correct++;
+    ce -= Math.log(p[i * k + y[i]]);
+    for (let j = 0; j < n; j++) {
+      if (y[i] === y[j]) continue;
+      pairs++;
+      for (let c = 0; c < k; c++) kl += p[i * k + c] * Math.log(p[i * k + c] / p[j * k + c]);
+    }
+  }
+  t.is(got.probeAccuracy, correct / n);
+  // float64 sums over ≤ 10⁴ pairs: rounding stays ~1e-13 relative; fisherExact is batch-size
+  // dependent only through float32 kernels of the forward (batch 32 vs 100), which move p by
+  // ~1e-7 relative, so CE and CCKL are compared to 1e-5
+  t.true(Math.abs(got.probeCrossEntropy! - ce / n) < 1e-5 * (ce / n), `CE ${got.probeCrossEntropy} vs ${ce / n}`);
+  t.true(Math.abs(got.cckl! - kl / pairs) < 1e-5 * (kl / pairs), `CCKL ${got.cckl} vs ${kl / pairs}`);
+  const mean = (a: Float64Array) => a.reduce((s, v) => s + v, 0) / a.length;
+  t.true(Math.abs(got.fisherFrobeniusMean! - mean(e.frobenius)) < 1e-4 * mean(e.frobenius));
+  small.dispose();
 });
 
 test.serial('natural training: accuracy and Fisher norm rise, events, metrics.jsonl, checkpoint readable, model left as found', async (t) => {

@@ -28,7 +28,7 @@ def trades_step(model, opt, x_natural, y, step_size=0.007, epsilon=0.031, pertur
     criterion_kl = nn.KLDivLoss(reduction="sum")
     model.eval()
     batch_size = len(x_natural)
-    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape).detach()
+    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape, device=x_natural.device).detach()
     for _ in range(perturb_steps):
         x_adv.requires_grad_()
         with torch.enable_grad():

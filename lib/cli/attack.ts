@@ -3,6 +3,7 @@ import { loadData } from '../data';
 import { FisherLensError } from '../errors';
 import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../autoattack';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText, optionHelp } from '../options';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
 import { interruptController } from './run';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
@@ -44,20 +45,20 @@ export function register(program: Command): void {
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--split <split>', 'train or test', 'test')
-    .option('--attack <kind>', `attack: ${KINDS.join(' | ')}`, 'pgd')
+    .option('--attack <kind>', `attack: ${KINDS.join(' | ')}`, A.kind.default)
     .option('--preset <name>', `published settings: ${Object.keys(attackPresets).join(', ')} (explicit options override)`)
-    .option('--norm <norm>', 'linf | l2 (default linf; cw-l2: l2)')
-    .option('--epsilon <e>', 'ball radius in pixel units (default 0.031; cw-l2: unbounded)')
-    .option('--step-size <a>', 'step size α (default 0.003)')
-    .option('--steps <k>', 'iterations (default 20; cw-l2: Adam steps per binary-search step, 100)')
+    .option('--norm <norm>', optionHelp(A.norm))
+    .option('--epsilon <e>', optionHelp(A.epsilon))
+    .option('--step-size <a>', optionHelp(A.stepSize))
+    .option('--steps <k>', optionHelp({ ...A.steps, default: undefined }, defaultStepsText()))
     .option('--no-random-start', 'start PGD / CW∞ at x instead of a uniform point of the ball')
-    .option('--restarts <r>', 'random restarts, keeping the worst case per sample', '1')
-    .option('--kappa <k>', 'κ of the CW margin loss (cw; default 50)')
-    .option('--binary-steps <n>', 'cw-l2 binary search steps on c (default 9)')
-    .option('--targets <n>', 'apgd-t / fab-t: target classes tried (default 9, at most K − 1)')
-    .option('--version <v>', `autoattack: ${AUTOATTACK_VERSIONS.join(' | ')} (default standard)`)
+    .option('--restarts <r>', optionHelp({ ...A.restarts, default: undefined }), String(A.restarts.default))
+    .option('--kappa <k>', optionHelp(A.kappa))
+    .option('--binary-steps <n>', optionHelp(A.binarySteps))
+    .option('--targets <n>', optionHelp(A.targets))
+    .option('--version <v>', `autoattack: ${optionHelp(AUTOATTACK_OPTIONS.version)}`)
     .option('--attacks <list>', "autoattack --version custom: comma-separated stages, e.g. 'apgd-ce,apgd-t'")
-    .option('--seed <n>', 'seed of random starts', '0')
+    .option('--seed <n>', optionHelp({ ...A.seed, default: undefined }), String(A.seed.default))
     .option('--batch-size <n>', 'samples per batch', '128')
     .option('--limit <n>', 'attack only the first n samples')
     .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W]')
@@ -65,7 +66,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(action(async (o: AttackCliOptions) => {
       if (!KINDS.includes(o.attack as AttackKind)) throw new FisherLensError('ERR_ARG', `--attack: expected one of ${KINDS.join(', ')}, got '${o.attack}'`);
-      if (o.norm !== undefined && o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
+      if (o.norm !== undefined && !(NORMS as readonly string[]).includes(o.norm)) throw new FisherLensError('ERR_ARG', `--norm: expected one of ${NORMS.join(', ')}, got '${o.norm}'`);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
       const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
       if (o.attack === 'autoattack') return autoAttackCli(o, int);
@@ -92,7 +93,7 @@ export function register(program: Command): void {
       const model = await modelArg(o.model, o.device, { seed: params.seed });
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const n = Math.min(data.size, limit ?? data.size);
-      log(`attack: ${params.kind} (${params.norm ?? (params.kind === 'cw-l2' ? 'l2' : 'linf')}) on ${model.kind} model, ${data.name}: ${n} images`);
+      log(`attack: ${params.kind} (${params.norm ?? attackSpec(params.kind).norms[0]}) on ${model.kind} model, ${data.name}: ${n} images`);
       const progress = new Progress('attack');
       // Ctrl-C stops after the current batch and removes the partial --out file (a second one exits now)
       const interrupt = interruptController('stopping after the current batch (no partial --out file is kept)');
@@ -132,8 +133,8 @@ async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string 
   for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['out', o.out], ['images', o.images]] as const) {
     if (v !== undefined) throw new FisherLensError('ERR_ARG', `--${flag} does not apply to --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)`);
   }
-  if (!o.randomStart || o.restarts !== '1') throw new FisherLensError('ERR_ARG', '--no-random-start and --restarts do not apply to --attack autoattack');
-  const version = (o.version ?? (o.attacks !== undefined ? 'custom' : 'standard')) as AutoAttackVersion;
+  if (!o.randomStart || o.restarts !== String(A.restarts.default)) throw new FisherLensError('ERR_ARG', '--no-random-start and --restarts do not apply to --attack autoattack');
+  const version = (o.version ?? (o.attacks !== undefined ? 'custom' : AUTOATTACK_OPTIONS.version.default)) as AutoAttackVersion;
   if (!(AUTOATTACK_VERSIONS as readonly string[]).includes(version)) throw new FisherLensError('ERR_ARG', `--version: expected one of ${AUTOATTACK_VERSIONS.join(', ')}, got '${version}'`);
   const attacks = o.attacks?.split(',').map((a) => a.trim()).filter((a) => a.length > 0) as AttackKind[] | undefined;
   const batchSize = int('batch-size', o.batchSize, 1)!;
@@ -144,7 +145,7 @@ async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string 
   const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
   try {
     const n = Math.min(data.size, limit ?? data.size);
-    log(`attack: autoattack (${version}, ${o.norm ?? 'linf'}) on ${model.kind} model, ${data.name}: ${n} images`);
+    log(`attack: autoattack (${version}, ${o.norm ?? AUTOATTACK_OPTIONS.norm.default}) on ${model.kind} model, ${data.name}: ${n} images`);
     const progress = new Progress('autoattack');
     let stage = '';
     // Ctrl-C stops between iterations (a second one exits now)
@@ -154,7 +155,7 @@ async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string 
       r = await autoAttack(model, data, {
         norm: o.norm as AttackNorm | undefined, epsilon, version, attacks, seed, batchSize, limit, signal: interrupt.controller.signal,
         onStage: (e) => { stage = `${e.name} (${e.stage + 1}/${e.stages}, ${e.remaining} left)`; },
-        onProgress: (e) => { if (typeof e.step === 'number' && typeof e.steps === 'number' && e.steps > 0) progress.update(e.step, e.steps, stage); },
+        onProgress: (e) => { if (e.type === 'step' && e.steps > 0) progress.update(e.step, e.steps, stage); },
         onBatch: (e) => log(`autoattack: ${e.done}/${e.total} images, robust ${(100 * e.robust / e.done).toFixed(1)} %`),
       });
     } finally {

@@ -3,6 +3,7 @@ import { loadData } from '../data';
 import { ccklMetrics } from '../metrics';
 import { action, emit, log, Progress, modelArg } from './common';
 import { posInt } from './fisher';
+import { PAIR_MEANS_OPTIONS } from '../options';
 
 interface CcklCliOptions {
   model: string; data: string; labels?: string; split: string; pairs: string; jsSamples: string; exactMax: string;
@@ -19,9 +20,9 @@ export function register(program: Command): void {
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--split <split>', 'train or test', 'test')
     .option('--pairs <n>', 'sampled different-class pairs for the non-robust component (0: skip)', '1000')
-    .option('--js-samples <n>', 'sampled pairs for the JS mean and bound beyond --exact-max samples', '1000000')
-    .option('--exact-max <n>', 'JS mean and bound exact over all pairs up to this many samples', '10000')
-    .option('--seed <n>', 'seed of the pair sampling', '0')
+    .option('--js-samples <n>', 'sampled pairs for the JS mean and bound beyond --exact-max samples', String(PAIR_MEANS_OPTIONS.samples.default))
+    .option('--exact-max <n>', 'JS mean and bound exact over all pairs up to this many samples', String(PAIR_MEANS_OPTIONS.exactMax.default))
+    .option('--seed <n>', PAIR_MEANS_OPTIONS.seed.doc, String(PAIR_MEANS_OPTIONS.seed.default))
     .option('--batch-size <n>', 'samples per native op', '256')
     .option('--limit <n>', 'only the first n samples')
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
@@ -36,7 +37,7 @@ export function register(program: Command): void {
       const r = await ccklMetrics(model, data, {
         pairs: posInt('pairs', o.pairs), jsSamples: posInt('js-samples', o.jsSamples), exactMax: posInt('exact-max', o.exactMax),
         seed: posInt('seed', o.seed), batchSize: posInt('batch-size', o.batchSize),
-        onProgress: (e) => progress.update(Number(e.done), Number(e.total), String(e.stage ?? '')),
+        onProgress: (e) => { if (e.type === 'batch') progress.update(e.done, e.total, e.stage ?? ''); },
       });
       const out = {
         cckl: r.cckl, jsMean: r.jsMean, lowerBound: r.lowerBound, accuracy: r.accuracy, crossEntropy: r.crossEntropy,

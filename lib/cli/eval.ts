@@ -38,7 +38,7 @@ export function register(program: Command): void {
       log(`eval: ${model.kind} model (${model.parameterCount} parameters) on ${data.name}: ${data.size} images [${shape.join(', ')}]`);
       const progress = new Progress('eval');
       const r = await evaluate(model, data, {
-        batchSize, limit, onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
+        batchSize, limit, onProgress: (e) => { if (e.type === 'batch') progress.update(e.done, e.total); },
       });
       emit(Boolean(o.json), r, () =>
         `accuracy      ${(100 * r.accuracy).toFixed(2)} %\ncrossEntropy  ${r.crossEntropy.toFixed(4)} nats\ncount         ${r.count}`);

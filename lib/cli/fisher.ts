@@ -1,8 +1,9 @@
 import { Command } from 'commander';
 import { loadData, loadImages } from '../data';
 import { FisherLensError } from '../errors';
-import { fisherDataset, FisherMethod, FISHER_METHODS, Summary } from '../fisher';
+import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHODS, Summary } from '../fisher';
 import { adversarialMeasure } from '../metrics';
+import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS, optionHelp } from '../options';
 import { action, emit, int, log, modelArg, num, Progress } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
@@ -10,6 +11,17 @@ export function posInt(name: string, s: string | undefined): number | undefined 
   if (s === undefined) return undefined;
   return int(name, s, 0);
 }
+
+/** --layout and --classes-per-pass (lib/options.ts FISHER_SPEED_OPTIONS declares the values and defaults). */
+export function layoutArgs(o: { layout?: string; classesPerPass?: string }): { layout?: FisherLayout; classesPerPass?: number | 'auto' } {
+  if (o.layout !== undefined && !(FISHER_LAYOUTS as readonly string[]).includes(o.layout)) {
+    throw new FisherLensError('ERR_ARG', `--layout: expected ${FISHER_LAYOUTS.join(', ')}, got '${o.layout}'`);
+  }
+  const k = o.classesPerPass === undefined || o.classesPerPass === 'auto' ? o.classesPerPass : int('classes-per-pass', o.classesPerPass, 1);
+  return { layout: o.layout as FisherLayout | undefined, classesPerPass: k as number | 'auto' | undefined };
+}
+export const LAYOUT_HELP = optionHelp(S.layout);
+export const CLASSES_PER_PASS_HELP = optionHelp(S.classesPerPass, 'auto');
 
 const fmt = (v: number): string => (Number.isFinite(v) ? v.toExponential(4) : String(v));
 export function summaryLine(name: string, s: Summary | undefined): string {
@@ -20,7 +32,7 @@ export function summaryLine(name: string, s: Summary | undefined): string {
 interface FisherCliOptions extends ImagesCliOptions {
   model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
   tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
-  streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
+  layout?: string; classesPerPass?: string; streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
 }
 
 /** `fisherlens fisher`: per-sample Fisher information of a model on a dataset. */
@@ -32,18 +44,20 @@ export function register(program: Command): void {
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy: only the --images captions use them (the Fisher information needs no labels)')
     .option('--split <split>', 'train or test', 'test')
-    .option('--method <method>', `${FISHER_METHODS.join(' | ')}`, 'exact')
-    .option('--batch-size <n>', 'samples per native op', '128')
+    .option('--method <method>', `${FISHER_METHODS.join(' | ')}`, D.method.default)
+    .option('--batch-size <n>', D.batchSize.doc, String(D.batchSize.default))
     .option('--limit <n>', 'only the first n samples')
-    .option('--tol <x>', 'power: relative tolerance on the Rayleigh quotient', '1e-6')
-    .option('--max-iter <n>', 'power: iteration cap', '100')
-    .option('--steps <n>', 'lanczos: Krylov dimension (default: the number of classes)')
-    .option('--probes <n>', 'hutchinson: Rademacher probes', '32')
-    .option('--seed <n>', 'hutchinson: probe seed', '0')
-    .option('--channels-last', 'run convolutions channels-last')
-    .option('--streams <n>', 'exact: concurrent backward passes', '1')
+    .option('--tol <x>', F.power.tol.doc, String(F.power.tol.default))
+    .option('--max-iter <n>', F.power.maxIter.doc, String(F.power.maxIter.default))
+    .option('--steps <n>', optionHelp(F.lanczos.steps))
+    .option('--probes <n>', F.hutchinson.probes.doc, String(F.hutchinson.probes.default))
+    .option('--seed <n>', F.hutchinson.seed.doc, String(F.hutchinson.seed.default))
+    .option('--channels-last', S.channelsLast.doc)
+    .option('--layout <layout>', LAYOUT_HELP)
+    .option('--classes-per-pass <n>', CLASSES_PER_PASS_HELP)
+    .option('--streams <n>', S.streams.doc, String(S.streams.default))
     .option('--rho-eps <eps>', 'also ρ(x, ε) (L2, pixel units) beside ½ε²λ_max for the same samples')
-    .option('--rho-steps <n>', 'KL-PGD / KL attack steps for ρ', '20')
+    .option('--rho-steps <n>', 'KL-PGD / KL attack steps for ρ', String(RHO_OPTIONS.steps.default))
     .option('--per-sample', 'print every sample (human output; JSON always has the arrays)')
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document')
@@ -66,7 +80,7 @@ export function register(program: Command): void {
         method: o.method as FisherMethod, batchSize: posInt('batch-size', o.batchSize), limit,
         tol: num('tol', o.tol), maxIter: posInt('max-iter', o.maxIter), steps: posInt('steps', o.steps),
         probes: posInt('probes', o.probes), seed: posInt('seed', o.seed), channelsLast: o.channelsLast ? true : undefined,
-        streams: posInt('streams', o.streams), onProgress: (e) => progress.update(Number(e.done), Number(e.total)),
+        ...layoutArgs(o), streams: posInt('streams', o.streams), onProgress: (e) => { if (e.type === 'batch') progress.update(e.done, e.total); },
       });
       const arr = (a?: Float64Array) => (a ? Array.from(a) : undefined);
       const out: Record<string, unknown> = {

@@ -2,11 +2,12 @@ import { Command } from 'commander';
 import { FisherLensError } from '../errors';
 import { profileFisher, FisherMethod, FISHER_METHODS } from '../fisher';
 import { action, emit, intList, log, modelArg } from './common';
-import { posInt } from './fisher';
+import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, layoutArgs, posInt } from './fisher';
+import { FISHER_SPEED_OPTIONS } from '../options';
 
 interface ProfileOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;
-  channelsLast?: boolean; streams: string; json?: boolean;
+  channelsLast?: boolean; layout?: string; classesPerPass?: string; streams: string; json?: boolean;
 }
 
 /** `fisherlens profile fisher`: per-batch cost of each Fisher method. */
@@ -20,8 +21,10 @@ export function register(program: Command): void {
     .option('--methods <list>', `comma-separated of ${FISHER_METHODS.join(', ')}`, FISHER_METHODS.join(','))
     .option('--input-shape <c,h,w>', "input shape (default: the built-in spec's inChannels × inputSize²)")
     .option('--repeats <n>', 'timed runs per cell (median reported)', '3')
-    .option('--channels-last', 'run convolutions channels-last')
-    .option('--streams <n>', 'exact: concurrent backward passes', '1')
+    .option('--channels-last', FISHER_SPEED_OPTIONS.channelsLast.doc)
+    .option('--layout <layout>', LAYOUT_HELP)
+    .option('--classes-per-pass <n>', CLASSES_PER_PASS_HELP)
+    .option('--streams <n>', FISHER_SPEED_OPTIONS.streams.doc, String(FISHER_SPEED_OPTIONS.streams.default))
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document')
     .action(action(async (o: ProfileOptions) => {
@@ -38,12 +41,13 @@ export function register(program: Command): void {
       log(`profile fisher: ${model.kind} model, input [${shape.join(', ')}], batches ${o.batch}`);
       const rows = await profileFisher(model, {
         inputShape: shape, batchSizes: intList(o.batch), methods, repeats: posInt('repeats', o.repeats),
-        channelsLast: o.channelsLast ? true : undefined, streams: posInt('streams', o.streams),
+        channelsLast: o.channelsLast ? true : undefined, ...layoutArgs(o), streams: posInt('streams', o.streams),
       });
       emit(Boolean(o.json), { inputShape: shape, rows }, () => {
-        const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}`;
+        const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}  layout, classes/pass`;
         const eng = rows.length === 0 ? [] : [`engine: ${rows[0].engine}${rows[0].engineReason ? ` (${rows[0].engineReason})` : ''}`];
-        return [...eng, head, ...rows.map((r) => `${r.method.padEnd(11)} ${String(r.batchSize).padStart(6)} ${r.ms.toFixed(1).padStart(10)} ${r.samplesPerSecond.toFixed(1).padStart(10)} ${(r.peakBytes / 2 ** 20).toFixed(1).padStart(9)}`)].join('\n');
+        return [...eng, head, ...rows.map((r) => `${r.method.padEnd(11)} ${String(r.batchSize).padStart(6)} ${r.ms.toFixed(1).padStart(10)} ${r.samplesPerSecond.toFixed(1).padStart(10)} ${(r.peakBytes / 2 ** 20).toFixed(1).padStart(9)}` +
+          (r.layout ? `  ${r.layout}, ${r.classesPerPass}` : ''))].join('\n');
       });
       model.dispose();
     }));

@@ -6,6 +6,7 @@ import { attackPresets, AttackPresetName } from '../attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../train';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
 import { checkField, OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
+import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optionHelp } from '../options';
 
 interface TrainCliOptions {
   model: string;
@@ -60,25 +61,25 @@ export function register(program: Command): void {
     .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
-    .option('--method <m>', 'natural | pgd-at | trades (default natural, or the preset\'s)')
+    .option('--method <m>', `${TRAIN_METHODS.join(' | ')} (default natural, or the preset's)`)
     .option('--preset <name>', `published settings: ${Object.keys(presets).join(', ')} (explicit options override)`)
-    .option('--epochs <n>', 'epochs (default 10)')
-    .option('--batch-size <n>', 'batch size (default 128)')
+    .option('--epochs <n>', optionHelp(TRAIN_OPTIONS.epochs))
+    .option('--batch-size <n>', optionHelp(TRAIN_OPTIONS.batchSize))
     .option('--subset <n>', 'train on the first n training images only')
-    .option('--optimizer <name>', 'sgd | adam | adamw')
-    .option('--lr <lr>', 'base learning rate')
-    .option('--momentum <m>', 'SGD momentum')
+    .option('--optimizer <name>', optionHelp(OPTIMIZER_OPTIONS.type))
+    .option('--lr <lr>', optionHelp(OPTIMIZER_OPTIONS.lr))
+    .option('--momentum <m>', optionHelp(OPTIMIZER_OPTIONS.momentum))
     .option('--nesterov', 'Nesterov momentum')
-    .option('--weight-decay <wd>', 'weight decay')
+    .option('--weight-decay <wd>', optionHelp(OPTIMIZER_OPTIONS.weightDecay))
     .option('--schedule <s>', 'constant | cosine | multistep:E1,E2[:gamma] | onecycle[:peak]')
     .option('--warmup <epochs>', 'linear warm-up epochs')
-    .option('--epsilon <e>', 'inner maximisation radius (pixel units)')
-    .option('--step-size <a>', 'inner step size')
-    .option('--steps <k>', 'inner steps')
-    .option('--beta <b>', 'TRADES β')
-    .option('--norm <n>', 'linf | l2')
-    .option('--seed <n>', 'seed', '0')
-    .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', '512')
+    .option('--epsilon <e>', optionHelp(TRAIN_STEP_OPTIONS.epsilon))
+    .option('--step-size <a>', optionHelp(TRAIN_STEP_OPTIONS.stepSize))
+    .option('--steps <k>', optionHelp(TRAIN_STEP_OPTIONS.steps))
+    .option('--beta <b>', optionHelp(TRAIN_STEP_OPTIONS.beta))
+    .option('--norm <n>', optionHelp(TRAIN_STEP_OPTIONS.norm))
+    .option('--seed <n>', TRAIN_OPTIONS.seed.doc, String(TRAIN_OPTIONS.seed.default))
+    .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', String(TRAIN_OPTIONS.probeSize.default))
     .option('--track-attack <preset>', `robust accuracy per epoch under an attack preset: ${Object.keys(attackPresets).join(', ')}`)
     .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
@@ -140,7 +141,7 @@ export function register(program: Command): void {
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
       log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
-        `${model.parameterCount} parameters, ${opts.epochs ?? 10} epochs${o.out ? `, writing ${o.out}` : ''}`);
+        `${model.parameterCount} parameters, ${opts.epochs ?? TRAIN_OPTIONS.epochs.default} epochs${o.out ? `, writing ${o.out}` : ''}`);
       let progress = new Progress('epoch 1');
       const r = await train(model, trainSet, {
         ...opts, probe, probeSize,

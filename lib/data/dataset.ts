@@ -7,6 +7,7 @@ import { Tensor } from '../tensor';
 import { addon, NativeCtl, NativeTensor } from '../native';
 import { runOp, OpOptions } from '../op';
 import { permutation } from '../random';
+import { AUGMENT_OPTIONS, parseOptions } from '../options';
 
 interface AugmentAddon {
   augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
@@ -155,6 +156,7 @@ export class Dataset {
    */
   async *augmentedBatches(opts: AugmentedBatchOptions): AsyncGenerator<Batch> {
     const base = opts.seed ?? 0;
+    const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
     let i = 0;
     for (const idx of this.batchIndices(opts)) {
       const b = this.batch(idx);
@@ -162,7 +164,7 @@ export class Dataset {
       try {
         const seed = (base * 1000003 + i++) % 2 ** 52;
         x = new Tensor(await runOp(opts, (ctl) =>
-          addon<AugmentAddon>().augment(b.x.native, seed, opts.pad ?? 4, opts.flip ?? true, ctl)));
+          addon<AugmentAddon>().augment(b.x.native, seed, pad, flip, ctl)));
       } finally {
         b.x.dispose();
       }

@@ -12,6 +12,8 @@ import { FisherLensError } from '../errors';
 import { runOp, OpOptions } from '../op';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
+import { ensureDir, removeStaleTemps, track, untrack } from '../files';
+import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
@@ -25,11 +27,78 @@ interface DataAddon {
   loadIdx(images: string, labels: string, numClasses: number, ctl?: NativeCtl): Promise<Loaded>;
   loadCifar(paths: string[], variant: 10 | 100, coarse: boolean, ctl?: NativeCtl): Promise<Loaded>;
   loadNpy(path: string, role: 'images' | 'labels' | 'raw', ctl?: NativeCtl): Promise<NativeTensor>;
+  appendNpy(path: string, t: NativeTensor, ctl?: NativeCtl): Promise<number>;
   synthetic(o: SyntheticOptions, ctl?: NativeCtl): Promise<Loaded>;
   augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
 }
 
 const data = () => addon<DataAddon>();
+
+/**
+ * Writes one float32 .npy file of a known total shape: the header first, then rows in order, into
+ * a temporary name that {@link close} checks (element count) and renames into place. Tensors are
+ * appended natively ({@link append}: converted to float32 and written on the compute thread, the
+ * data never passes through JavaScript); values already in JavaScript with {@link appendValues}.
+ * The reader is {@link loadNpy} / native/data.cc.
+ */
+export class NpyWriter {
+  private fd: number;
+  private written = 0;
+  private readonly tmp: string;
+  constructor(readonly file: string, readonly shape: number[]) {
+    const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
+    let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
+    const pad = 64 - ((10 + header.length + 1) % 64);
+    header += ' '.repeat(pad === 64 ? 0 : pad) + '\n';
+    const pre = Buffer.alloc(10);
+    pre.write('\x93NUMPY', 0, 'latin1');
+    pre[6] = 1; pre[7] = 0;
+    pre.writeUInt16LE(header.length, 8);
+    const dir = path.dirname(path.resolve(file));
+    ensureDir(dir);
+    removeStaleTemps(dir, path.basename(file));
+    this.tmp = `${file}.tmp-${process.pid}`;
+    fs.rmSync(this.tmp, { force: true });
+    try {
+      // append mode: native appends (by path) and appendValues both go to the end
+      this.fd = fs.openSync(this.tmp, 'ax');
+    } catch (e) {
+      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    track(this.tmp);
+    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
+  }
+  /** Appends a float tensor's rows as float32 (one native op). */
+  async append(t: Tensor, opts: OpOptions = {}): Promise<void> {
+    this.written += await runOp(opts, (ctl) => data().appendNpy(this.tmp, t.native, ctl));
+  }
+  /** Appends float32 values that are already in JavaScript. */
+  appendValues(a: Float32Array): void {
+    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.written += a.length;
+  }
+  /** Checks the element count and renames the file into place. */
+  close(): void {
+    fs.closeSync(this.fd);
+    const want = this.shape.reduce((a, b) => a * b, 1);
+    if (this.written !== want) {
+      this.abort();
+      throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
+    }
+    try {
+      fs.renameSync(this.tmp, this.file);
+    } catch (e) {
+      this.abort();
+      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    untrack(this.tmp);
+  }
+  abort(): void {
+    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+    fs.rmSync(this.tmp, { force: true });
+    untrack(this.tmp);
+  }
+}
 
 /** Which half of a dataset with a train/test split. */
 export type Split = 'train' | 'test';
@@ -192,13 +261,7 @@ export interface SyntheticOptions {
 
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {
-  const o: SyntheticOptions = {
-    kind: opts.kind ?? 'gaussian', n: opts.n ?? 1000, numClasses: opts.numClasses ?? 10, channels: opts.channels ?? 1,
-    size: opts.size ?? 8, noise: opts.noise ?? 0.1, margin: opts.margin ?? 0.05, seed: opts.seed ?? 0,
-  };
-  for (const k of ['n', 'numClasses', 'channels', 'size'] as const) {
-    if (!Number.isInteger(o[k]) || (o[k] as number) < 1) throw new FisherLensError('ERR_ARG', `synthetic: ${k} must be a positive integer, got ${o[k]}`);
-  }
+  const o = parseOptions('synthetic', SYNTHETIC_OPTIONS, opts) as Required<SyntheticOptions>;
   const r = await runOp(opts, (ctl) => data().synthetic(o, ctl));
   return toDataset(r, `synthetic-${o.kind}`);
 }
@@ -220,7 +283,8 @@ export interface AugmentOptions {
 export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}): Promise<Tensor> {
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
-  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, opts.pad ?? 4, opts.flip ?? true, ctl)));
+  const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
+  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, pad, flip, ctl)));
 }
 
 function isDir(p: string): boolean {

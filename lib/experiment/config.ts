@@ -10,8 +10,11 @@ import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
 import { FisherLensError } from '../errors';
-import { ATTACK_KINDS } from '../attacks';
-import { AUTOATTACK_VERSIONS } from '../autoattack';
+import {
+  ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
+  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, OptionDecl, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions,
+} from '../options';
+import type { AttackKind, AttackNorm, AttackParams } from '../attacks';
 import { PICTURE_SAMPLES } from '../pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
@@ -19,10 +22,21 @@ export const ARCHS = [
   'mlp', 'small-cnn', 'mnist-net', 'lenet', 'vgg11', 'vgg13', 'vgg16',
   'resnet20', 'resnet32', 'resnet44', 'resnet56', 'wrn-34-10', 'preact-resnet18',
 ] as const;
-export const METHODS = ['natural', 'pgd-at', 'trades'] as const;
-/** lib/attacks.ts's kinds and the AutoAttack cascade (lib/autoattack.ts). */
+export const METHODS = TRAIN_METHODS;
+/** The attack kinds (lib/options.ts ATTACK_TABLE) and the AutoAttack cascade (lib/autoattack.ts). */
 export const ATTACKS = [...ATTACK_KINDS, 'autoattack'] as const;
-export const FISHER_METHODS = ['exact', 'lanczos', 'power', 'hutchinson'] as const;
+export const FISHER_METHODS = FISHER_METHOD_LIST;
+
+/** A number option's range from its one declaration (lib/options.ts). */
+function numberOf(d: OptionDecl): z.ZodNumber {
+  let n = z.number();
+  if (d.type === 'integer') n = n.int();
+  if (d.min !== undefined) n = n.min(d.min);
+  if (d.max !== undefined) n = n.max(d.max);
+  if (d.above !== undefined) n = n.gt(d.above);
+  if (d.below !== undefined) n = n.lt(d.below);
+  return n;
+}
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -72,12 +86,13 @@ export const ModelSchema = z.object({
   std: z.array(z.number().positive()).optional(),
 }).strict().refine((m) => m.arch !== undefined || m.path !== undefined, { message: 'expected `arch` (a built-in architecture) or `path` (a saved model)' });
 
+/** Enums and the library defaults from lib/options.ts OPTIMIZER_OPTIONS; lr and weightDecay are the sweeps' own defaults. */
 export const OptimizerSchema = z.object({
-  type: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
+  type: z.enum(OPTIMIZER_TYPES).default(OPTIMIZER_OPTIONS.type.default),
   lr: z.number().positive().default(0.05),
-  momentum: z.number().min(0).max(1).default(0.9),
+  momentum: z.number().min(0).max(1).default(OPTIMIZER_OPTIONS.momentum.default),
   weightDecay: z.number().nonnegative().default(5e-4),
-  nesterov: z.boolean().default(false),
+  nesterov: z.boolean().default(OPTIMIZER_OPTIONS.nesterov.default),
 }).strict();
 
 export const ScheduleSchema = z.object({
@@ -103,16 +118,16 @@ export const TrainSchema = z.object({
   optimizer: OptimizerSchema.default({}),
   schedule: ScheduleSchema.default({}),
   /** Attack radius of PGD-AT / TRADES inner maximisation. */
-  epsilon: z.number().nonnegative().optional(),
+  epsilon: numberOf(TRAIN_STEP_OPTIONS.epsilon).optional(),
   stepSize: z.number().positive().optional(),
   steps: posInt.optional(),
   /** TRADES trade-off β. */
-  beta: z.number().nonnegative().optional(),
-  norm: z.enum(['linf', 'l2']).default('linf'),
+  beta: numberOf(TRAIN_STEP_OPTIONS.beta).optional(),
+  norm: z.enum(NORMS).default(TRAIN_STEP_OPTIONS.norm.default),
   /** Convolutions in channels-last memory format during training steps (faster on CPU; default false). */
-  channelsLast: z.boolean().default(false),
-  /** Random crop with zero padding and horizontal flip (CIFAR; default none). */
-  augment: z.object({ cropPad: nonNegInt.default(4), flip: z.boolean().default(true) }).strict().optional(),
+  channelsLast: z.boolean().default(TRAIN_STEP_OPTIONS.channelsLast.default),
+  /** Random crop with zero padding and horizontal flip (CIFAR; default none; when given, data.cc augment's defaults). */
+  augment: z.object({ cropPad: numberOf(AUGMENT_OPTIONS.pad).default(AUGMENT_OPTIONS.pad.default), flip: z.boolean().default(AUGMENT_OPTIONS.flip.default) }).strict().optional(),
   /** What is tracked on the probe after every epoch (metrics.jsonl). */
   track: z.object({
     /** Mean/median Fisher Frobenius norm and λ_max (default true). */
@@ -130,15 +145,15 @@ export const AttackSchema = z.object({
   /** Column name in reports (default: the type). `pgd` and `cw` fill the paper's table. */
   name: NAME.optional(),
   type: z.enum(ATTACKS),
-  epsilon: z.number().nonnegative(),
+  epsilon: numberOf(ATTACK_OPTIONS.epsilon),
   stepSize: z.number().positive().optional(),
   steps: posInt.optional(),
-  norm: z.enum(['linf', 'l2']).default('linf'),
-  restarts: posInt.default(1),
+  norm: z.enum(NORMS).default(ATTACK_OPTIONS.norm.default),
+  restarts: numberOf(ATTACK_OPTIONS.restarts).default(ATTACK_OPTIONS.restarts.default),
   /** CW: margin confidence κ. */
   confidence: z.number().nonnegative().optional(),
-  /** apgd-t / fab-t: target classes tried (default 9, at most K − 1). */
-  targets: posInt.optional(),
+  /** apgd-t / fab-t: target classes tried (lib/options.ts ATTACK_OPTIONS.targets: default 9, at most K − 1). */
+  targets: numberOf(ATTACK_OPTIONS.targets).optional(),
   /** autoattack: standard | plus | rand | custom (default standard; custom with `attacks`). */
   version: z.enum(AUTOATTACK_VERSIONS).optional(),
   /** autoattack custom: the stages in order (kinds, or objects with `steps`, `restarts`, `targets`). */
@@ -148,14 +163,41 @@ export const AttackSchema = z.object({
 }).strict().refine((a) => a.type === 'autoattack' || (a.version === undefined && a.attacks === undefined),
   { message: '`version` and `attacks` are for type autoattack' })
   .refine((a) => a.type !== 'autoattack' || (a.stepSize === undefined && a.steps === undefined && a.confidence === undefined && a.targets === undefined),
-    { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' });
+    { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' })
+  // what each attack supports (lib/options.ts ATTACK_TABLE), checked when the config is validated
+  // (`run --dry-run`), not when the run reaches the attack
+  .superRefine((a, ctx) => {
+    const stages = a.type === 'autoattack' ? (a.attacks ?? []).map((s) => (typeof s === 'string' ? { type: s } : s)) : [a];
+    for (const s of stages) {
+      try {
+        parseAttackOptions(configAttackParams({ ...s, norm: a.norm, epsilon: a.epsilon }));
+      } catch (e) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+      }
+    }
+  });
+
+/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+export function configAttackParams(a: {
+  type: string; norm?: AttackNorm; epsilon?: number; restarts?: number; targets?: number; stepSize?: number; steps?: number; confidence?: number;
+}, seed?: number): AttackParams {
+  const p: AttackParams = { kind: a.type as AttackKind, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
+  if (a.targets !== undefined) p.targets = a.targets;
+  if (a.stepSize !== undefined) p.stepSize = a.stepSize;
+  if (a.steps !== undefined) p.steps = a.steps;
+  if (a.confidence !== undefined) {
+    if (a.type === 'cw') p.kappa = a.confidence;
+    else p.confidence = a.confidence;
+  }
+  return p;
+}
 
 export const EvalSchema = z.object({
   /** Evaluation batch size. */
   batchSize: posInt.default(256),
   attacks: z.array(AttackSchema).default([]),
   fisher: z.object({
-    method: z.enum(FISHER_METHODS).default('exact'),
+    method: z.enum(FISHER_METHODS).default(FISHER_DATASET_OPTIONS.method.default),
     /** Test images whose per-sample Fisher spectrum is computed (default 512). */
     samples: posInt.default(512),
     /** Krylov dimension / iterations of the matrix-free methods. */

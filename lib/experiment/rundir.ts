@@ -4,6 +4,7 @@
  * ```
  * <out>/experiment.json        the validated experiment config and its run ids (rewritten each `run`)
  * <out>/<runId>/config.json    the resolved run (ResolvedRun), written before training starts
+ * <out>/<runId>/run.json       { version, checkpointVersion }: the run folder's format (RUN_FOLDER_VERSION)
  * <out>/<runId>/metrics.jsonl  one EpochRecord per line, appended after each epoch (by training)
  * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
@@ -23,6 +24,8 @@ import type { Quantiles } from '../stats';
 export const FILES = {
   experiment: 'experiment.json',
   config: 'config.json',
+  /** The run folder's format version (written when a run starts afresh; absent: format 1). */
+  run: 'run.json',
   metrics: 'metrics.jsonl',
   /** Written by lib/train.ts (its name for the file); 'checkpoint.ckpt' is recognised as well. */
   checkpoint: 'checkpoint.pt',
@@ -34,6 +37,17 @@ export const FILES = {
 
 /** Format version of summary.json (bump when fields change meaning). */
 export const SUMMARY_VERSION = 1;
+
+/**
+ * Format version of a run folder, in its run.json: bump whenever resuming a folder written before
+ * would not repeat an uninterrupted run (its checkpoint, metrics or randomness mean something else).
+ * 2: training's crops, flips and dropout draw from the step's generator (checkpoint format 2) and
+ * pairs are sampled natively; folders without run.json are format 1. A resume or re-evaluation of
+ * a folder of another format is refused with ERR_FORMAT before anything runs.
+ */
+export const RUN_FOLDER_VERSION = 2;
+/** The training-state (checkpoint) format version a run folder of RUN_FOLDER_VERSION holds (native/models/checkpoint.h). */
+export const CHECKPOINT_VERSION = 2;
 
 /**
  * One line of metrics.jsonl: what training tracked at the end of an epoch on the fixed probe
@@ -208,6 +222,36 @@ export class RunDir {
   }
   get summary(): string { return path.join(this.dir, FILES.summary); }
   get error(): string { return path.join(this.dir, FILES.error); }
+  get run(): string { return path.join(this.dir, FILES.run); }
+
+  /** The folder's format version: run.json's `version`, 1 without run.json; ERR_FORMAT when run.json is malformed. */
+  folderVersion(): number {
+    if (!fs.existsSync(this.run)) return 1;
+    const v = readJson<{ version?: unknown }>(this.run).version;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+      throw new FisherLensError('ERR_FORMAT', `${this.run}: expected { "version": <integer ≥ 1> }, got version ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+
+  /** Marks the folder as of this FisherLens's format (a run starting afresh). */
+  writeFolderVersion(): void {
+    writeJsonAtomic(this.run, { version: RUN_FOLDER_VERSION, checkpointVersion: CHECKPOINT_VERSION });
+  }
+
+  /**
+   * ERR_FORMAT, naming both versions, unless this FisherLens can continue the folder exactly
+   * (`what`: what would continue it, e.g. 'resumed').
+   */
+  checkFolderVersion(what: string): void {
+    const v = this.folderVersion();
+    if (v === RUN_FOLDER_VERSION) return;
+    throw new FisherLensError('ERR_FORMAT', v > RUN_FOLDER_VERSION
+      ? `${this.dir}: run folder format ${v} is newer than this FisherLens reads (${RUN_FOLDER_VERSION}); upgrade FisherLens to continue it`
+      : `${this.dir}: run folder format ${v} cannot be ${what} exactly by this FisherLens (run folder format ${RUN_FOLDER_VERSION}, `
+        + `checkpoint format ${CHECKPOINT_VERSION}: training's crops, flips and dropout and the pair sampling draw differently); `
+        + 'start the run over in another --out or delete the folder');
+  }
 
   /** finished: summary.json exists; resumable: a checkpoint exists; started: only config.json; new: nothing. */
   state(): RunState {

@@ -148,6 +148,10 @@ export function checkRunFolders(out: string, runs: ResolvedRun[], opts: { reeval
             : 'use another --out or delete that folder to start it over'));
       }
       if (opts.reevaluate && fs.existsSync(dir.summary)) checkSummaryVersion(dir);
+      // a checkpoint is continued (resume, re-evaluation): only a folder of this format continues exactly
+      const state = dir.state();
+      if (state === 'resumable') dir.checkFolderVersion('resumed');
+      else if (state === 'finished' && opts.reevaluate) dir.checkFolderVersion('re-evaluated');
     }
   }
 }
@@ -243,6 +247,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     }
     const previous = opts.reevaluate ? dir.readSummary() : undefined;
     if (!fs.existsSync(dir.config) || opts.reevaluate) writeJsonAtomic(dir.config, run);
+    if (!resume) dir.writeFolderVersion();
     emit({ type: 'run-start', ...base, resume });
     const startedAt = new Date();
     try {

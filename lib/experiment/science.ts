@@ -8,6 +8,7 @@
 import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
 import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
 import type { AttackConfig, DataConfig, TrainConfig } from './config';
+import { configAttackParams } from './config';
 import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../fisher';
 import { ccklMetrics } from '../metrics';
@@ -91,15 +92,7 @@ export function evalAttackParams(a: AttackConfig, seed: number): NamedAttack {
 /** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
 export function attackParams(a: AttackConfig, seed: number): AttackParams {
   if (a.type === 'autoattack') throw new FisherLensError('ERR_CONFIG', 'autoattack is an evaluation (eval.attacks), not a per-batch attack');
-  const p: AttackParams = { kind: a.type, norm: a.norm, epsilon: a.epsilon, restarts: a.restarts, seed };
-  if (a.targets !== undefined) p.targets = a.targets;
-  if (a.stepSize !== undefined) p.stepSize = a.stepSize;
-  if (a.steps !== undefined) p.steps = a.steps;
-  if (a.confidence !== undefined) {
-    if (a.type === 'cw') p.kappa = a.confidence;
-    else p.confidence = a.confidence;
-  }
-  return p;
+  return configAttackParams(a, seed);
 }
 
 /** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/metrics.ts ccklMetrics). */

@@ -2,6 +2,7 @@
 #include "models/linear_tape.h"
 #include "common/errors.h"
 #include <torch/version.h>
+#include <chrono>
 
 namespace fl {
 
@@ -62,6 +63,20 @@ void LinearTape::push(Op op, const torch::Tensor& out) {
 void LinearTape::finish(const torch::Tensor& z) {
   outId_ = lookup(z, "the logits");
   FL_CHECK(z.dim() == 2, ERR_INTERNAL, "linearisation: logits must be [B, K]");
+  // ReLU -> max pool pairs where the pool is the ReLU output's only reader (see Op::fusedMask)
+  std::vector<int64_t> readers(nodes_, 0), producer(nodes_, -1);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ++readers[ops_[i].in];
+    if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
+    producer[ops_[i].out] = static_cast<int64_t>(i);
+  }
+  for (Op& op : ops_) {
+    if (op.kind != Kind::MaxPool || !op.w.defined()) continue;
+    int64_t j = producer[op.in];
+    if (j < 0 || ops_[j].kind != Kind::Relu || readers[op.in] != 1 || op.in == outId_) continue;
+    op.fusedMask = true;
+    ops_[j].fusedMask = true;
+  }
   ids_.clear();
   alive_.clear();
 }
@@ -146,53 +161,87 @@ std::vector<int64_t> withBatch(int64_t b, const std::vector<int64_t>& shape) {
   return s;
 }
 
-// One op applied backward to a cotangent g of its output; returns the input's (and for Add the
-// second input's, in *g2) cotangent
-torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch::Tensor* g2) {
+// A tensor shaped like the saved per-sample tensor t for k stacked batches ([k·B, ...]), in t's
+// memory format, uninitialised: the backward kernels read only its shape
+torch::Tensor likeK(const torch::Tensor& t, int64_t k) {
+  if (k == 1) return t;
+  std::vector<int64_t> s = t.sizes().vec();
+  s[0] *= k;
+  return at::empty(s, t.options().memory_format(t.suggest_memory_format()));
+}
+
+// f(g, w) for g [k·B, ...] and a per-sample w [B, ...]: g viewed [k, B, ...] against w broadcast
+template <class F>
+torch::Tensor perSample(const torch::Tensor& g, const torch::Tensor& w, int64_t k, F f) {
+  if (k == 1) return f(g, w);
+  std::vector<int64_t> s = g.sizes().vec(), v = {k, s[0] / k};
+  v.insert(v.end(), s.begin() + 1, s.end());
+  return f(g.view(v), w.unsqueeze(0)).reshape(s);
+}
+
+// One op applied backward to a cotangent g of its output (k stacked batches, see vjp); returns the
+// input's (and for Add the second input's, in *g2) cotangent
+torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch::Tensor* g2, int64_t k) {
   using K = LinearTape::Kind;
   switch (op.kind) {
     case K::Scale: return g * op.w;
     case K::Conv:
       if (thinCpuConv(op, g))
-        return std::get<0>(at::_slow_conv2d_backward(g.contiguous(), op.input, op.w, {op.w.size(2), op.w.size(3)}, op.stride,
+        return std::get<0>(at::_slow_conv2d_backward(g.contiguous(), likeK(op.input, k), op.w, {op.w.size(2), op.w.size(3)}, op.stride,
                                                      op.padding, {true, false, false}));
       if (op.wFlipT.defined())  // CPU, stride 1: the input gradient is a "full" convolution
         return at::conv2d(g, op.wFlipT, {}, 1, {op.w.size(2) - 1 - op.padding[0], op.w.size(3) - 1 - op.padding[1]});
-      return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
+      return std::get<0>(at::convolution_backward(g, likeK(op.input, k), op.w, c10::nullopt, op.stride, op.padding, op.dilation,
                                                   /*transposed=*/false, {0, 0}, op.groups, {true, false, false}));
     case K::Linear: return g.matmul(op.w);
-    case K::Relu: return at::threshold_backward(g, op.w, 0);
-    case K::Mul: return g * op.w;
-    case K::MaxPool:
-      return at::max_pool2d_with_indices_backward(g, op.input, op.kernel, op.kernel, {0, 0}, {1, 1}, false, op.idx);
+    case K::Relu:
+      if (op.fusedMask) return g;  // its max pool applied the mask
+      return perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return at::threshold_backward(a, w, 0); });
+    case K::Mul: return perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return a * w; });
+    case K::MaxPool: {
+      torch::Tensor idx = k == 1 ? op.idx : op.idx.repeat({k, 1, 1, 1}).contiguous(op.idx.suggest_memory_format());
+      torch::Tensor gm = !op.fusedMask ? g
+          : perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return at::threshold_backward(a, w, 0); });
+      return at::max_pool2d_with_indices_backward(gm, likeK(op.input, k), op.kernel, op.kernel, {0, 0}, {1, 1}, false, idx);
+    }
     case K::AvgPool:
-      return at::avg_pool2d_backward(g, op.input, op.kernel, op.kernel, {0, 0}, false, true, c10::nullopt);
+      return at::avg_pool2d_backward(g, likeK(op.input, k), op.kernel, op.kernel, {0, 0}, false, true, c10::nullopt);
     case K::GlobalAvg: {
       double n = static_cast<double>(op.input.size(2) * op.input.size(3));
-      return (g / n).expand(op.input.sizes()).contiguous(op.input.suggest_memory_format());
+      std::vector<int64_t> s = op.input.sizes().vec();
+      s[0] *= k;
+      return (g / n).expand(s).contiguous(op.input.suggest_memory_format());
     }
-    case K::Reshape: return g.reshape(op.input.sizes());
+    case K::Reshape: {
+      std::vector<int64_t> s = op.input.sizes().vec();
+      s[0] *= k;
+      return g.reshape(s);
+    }
     case K::Add:
       *g2 = g;
       return g;
     case K::ShortcutA: {
       torch::Tensor s = g.narrow(1, op.lo, op.input.size(1));
       if (op.stride[0] == 1) return s;
-      torch::Tensor r = torch::zeros_like(op.input);
+      torch::Tensor r = torch::zeros_like(likeK(op.input, k));
       r.slice(2, 0, c10::nullopt, op.stride[0]).slice(3, 0, c10::nullopt, op.stride[0]).copy_(s);
       return r;
     }
     case K::ConvNd:
-      return std::get<0>(at::convolution_backward(g, op.input, op.w, c10::nullopt, op.stride, op.padding, op.dilation,
+      return std::get<0>(at::convolution_backward(g, likeK(op.input, k), op.w, c10::nullopt, op.stride, op.padding, op.dilation,
                                                   /*transposed=*/false, std::vector<int64_t>(op.stride.size(), 0),
                                                   op.groups, {true, false, false}));
-    case K::MaxPoolG:
-      return at::max_pool2d_with_indices_backward(g, op.input, op.kernel, op.stride, op.padding, op.dilation, op.ceil,
-                                                  op.idx);
+    case K::MaxPoolG: {
+      std::vector<int64_t> reps(op.idx.dim(), 1);
+      reps[0] = k;
+      torch::Tensor idx = k == 1 ? op.idx : op.idx.repeat(reps).contiguous(op.idx.suggest_memory_format());
+      return at::max_pool2d_with_indices_backward(g, likeK(op.input, k), op.kernel, op.stride, op.padding, op.dilation, op.ceil,
+                                                  idx);
+    }
     case K::AvgPoolG:
-      return at::avg_pool2d_backward(g, op.input, op.kernel, op.stride, op.padding, op.ceil, op.countPad,
+      return at::avg_pool2d_backward(g, likeK(op.input, k), op.kernel, op.stride, op.padding, op.ceil, op.countPad,
                                      op.divisor > 0 ? c10::optional<int64_t>(op.divisor) : c10::nullopt);
-    case K::AdaptiveAvg: return at::_adaptive_avg_pool2d_backward(g, op.input);
+    case K::AdaptiveAvg: return at::_adaptive_avg_pool2d_backward(g, likeK(op.input, k));
     case K::Reduce: {
       torch::Tensor r = op.w.defined() ? g * op.w : g;
       if (!op.keepdim)
@@ -226,21 +275,20 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
 
 }  // namespace
 
-std::shared_ptr<LinearTape> LinearTape::subset(const torch::Tensor& index) const {
+std::shared_ptr<LinearTape> LinearTape::mapSaved(const std::function<torch::Tensor(const torch::Tensor&)>& f, bool weightsToo) const {
   FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
   torch::NoGradGuard ng;
   auto t = std::make_shared<LinearTape>();
   t->nodes_ = nodes_;
   t->outId_ = outId_;
   t->inShape_ = inShape_;
-  t->inShape_[0] = index.size(0);
-  // one selection per saved tensor (a ReLU's output is also the next op's input)
+  // one mapping per saved tensor (a ReLU's output is also the next op's input)
   std::unordered_map<const void*, torch::Tensor> picked;
   auto pick = [&](const torch::Tensor& x) -> torch::Tensor {
     if (!x.defined()) return x;
     auto it = picked.find(key(x));
     if (it != picked.end()) return it->second;
-    torch::Tensor y = x.index_select(0, index).contiguous(x.suggest_memory_format());
+    torch::Tensor y = f(x);
     picked.emplace(key(x), y);
     return y;
   };
@@ -249,10 +297,24 @@ std::shared_ptr<LinearTape> LinearTape::subset(const torch::Tensor& index) const
     Op o = op;
     o.input = pick(op.input);
     o.idx = pick(op.idx);
-    if (op.kind == K::Relu || op.kind == K::Mul) o.w = pick(op.w);  // per-sample derivatives
+    if (op.kind == K::Relu || op.kind == K::Mul || op.kind == K::MaxPool) o.w = pick(op.w);  // per-sample derivatives / outputs
+    if (weightsToo && op.kind == K::Conv) {
+      o.w = f(op.w.detach());
+      if (op.wFlipT.defined()) o.wFlipT = f(op.wFlipT);
+    }
     t->ops_.push_back(std::move(o));
   }
   return t;
+}
+
+std::shared_ptr<LinearTape> LinearTape::subset(const torch::Tensor& index) const {
+  auto t = mapSaved([&](const torch::Tensor& x) { return x.index_select(0, index).contiguous(x.suggest_memory_format()); }, false);
+  t->inShape_[0] = index.size(0);
+  return t;
+}
+
+std::shared_ptr<LinearTape> LinearTape::withLayout(at::MemoryFormat fmt) const {
+  return mapSaved([fmt](const torch::Tensor& x) { return x.dim() == 4 ? x.contiguous(fmt) : x; }, true);
 }
 
 torch::Tensor LinearTape::jvp(const torch::Tensor& v) const {
@@ -275,20 +337,27 @@ torch::Tensor LinearTape::jvp(const torch::Tensor& v) const {
   return t[outId_];
 }
 
-torch::Tensor LinearTape::vjp(const torch::Tensor& u) const {
+torch::Tensor LinearTape::vjp(const torch::Tensor& u) const { return vjp(u, 1); }
+
+torch::Tensor LinearTape::vjp(const torch::Tensor& u, int64_t k, std::vector<double>* opMs) const {
   FL_CHECK(outId_ >= 0, ERR_INTERNAL, "linearisation was not finished");
+  FL_CHECK(k >= 1 && u.size(0) == k * inShape_[0], ERR_INTERNAL, "linearisation: ", k, " stacked cotangent batches need ",
+           k * inShape_[0], " rows, got ", u.size(0));
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> g(nodes_);
   g[outId_] = u;
+  if (opMs) opMs->assign(ops_.size(), 0.0);
   auto acc = [&](int64_t id, const torch::Tensor& c) { g[id] = g[id].defined() ? g[id] + c : c; };
   for (auto it = ops_.rbegin(); it != ops_.rend(); ++it) {
     const Op& op = *it;
     if (!g[op.out].defined()) continue;  // does not reach the logits
+    auto t0 = std::chrono::steady_clock::now();
     torch::Tensor g2;
-    torch::Tensor gi = backwardOp(op, g[op.out], &g2);
+    torch::Tensor gi = backwardOp(op, g[op.out], &g2, k);
     g[op.out] = torch::Tensor();
     acc(op.in, gi);
     if (op.in2 >= 0) acc(op.in2, g2);
+    if (opMs) (*opMs)[ops_.rend() - it - 1] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   FL_CHECK(g[0].defined(), ERR_INTERNAL, "linearisation: the logits do not depend on the input");
   return g[0];
@@ -412,6 +481,7 @@ torch::Tensor maxPool(const torch::Tensor& x, int64_t k) {
   auto [y, idx] = at::max_pool2d_with_indices(x, {k, k}, {k, k}, {0, 0}, {1, 1}, false);
   Op op = unary(*t, K::MaxPool, x, "a max pool");
   op.idx = idx;
+  op.w = y;
   op.input = x;
   op.kernel = {k, k};
   t->push(std::move(op), y);

@@ -33,7 +33,7 @@ class LinearTape {
   struct Op {
     Kind kind;
     int64_t in = -1, in2 = -1, out = -1;  // node ids (in2: Add only)
-    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu: output
+    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu, MaxPool: output
     torch::Tensor wFlipT;                 // Conv (stride 1): the weight flipped and transposed, [Cin, Cout, kh, kw]
     torch::Tensor input;                  // the op's forward input (its shape/layout for the backward)
     torch::Tensor idx;                    // MaxPool: argmax indices
@@ -47,6 +47,10 @@ class LinearTape {
     std::vector<int64_t> shape, dims;
     bool ceil = false, countPad = true, keepdim = false;
     int64_t divisor = 0;
+    // a ReLU whose only consumer is a max pool: the VJP masks the pool's (k² times smaller)
+    // cotangent by the pool's output sign instead (the same numbers: the pool passes each window's
+    // cotangent to its argmax, whose ReLU output is the pool's output). Set on both ops by finish().
+    bool fusedMask = false;
   };
 
   // Node id of a tensor produced by a recorded op (or the input); -1 if unknown.
@@ -63,17 +67,29 @@ class LinearTape {
   torch::Tensor jvp(const torch::Tensor& v) const;
   // u: cotangents [B, K] -> Jᵀ u, shaped like x
   torch::Tensor vjp(const torch::Tensor& u) const;
+  // k VJPs in one pass over the tape: u [k·B, K] holds k blocks of B rows (block j: every sample's
+  // j-th cotangent) -> Jᵀ u [k·B, ...x's shape]. The kernels see a k-times larger batch; the saved
+  // per-sample tensors are broadcast, not copied (max-pool indices are repeated). opMs, if given,
+  // receives each op's wall time in ms (tape order; for per-layer profiles).
+  torch::Tensor vjp(const torch::Tensor& u, int64_t k, std::vector<double>* opMs = nullptr) const;
 
   // The linearisation of the samples `index` (int64 [n], positions in this tape's batch): every
   // per-sample saved tensor index-selected, weights shared. Costs one copy of those samples' saved
   // activations; lets iterative methods drop samples that have converged.
   std::shared_ptr<LinearTape> subset(const torch::Tensor& index) const;
+  // The same linearisation with its per-sample saved tensors and convolution weights in memory
+  // format fmt (4-D tensors only): the linearisation point is recorded in one layout and the
+  // products run in another, so ReLU masks and max-pool argmax (at near-ties, which the layouts'
+  // kernels round differently) do not depend on the products' layout.
+  std::shared_ptr<LinearTape> withLayout(at::MemoryFormat fmt) const;
 
   int64_t nodes() const { return nodes_; }
   const std::vector<Op>& ops() const { return ops_; }
 
  private:
   int64_t lookup(const torch::Tensor& t, const char* what) const;
+  // a copy with f applied once to each per-sample saved tensor (and to convolution weights if weightsToo)
+  std::shared_ptr<LinearTape> mapSaved(const std::function<torch::Tensor(const torch::Tensor&)>& f, bool weightsToo) const;
   std::vector<Op> ops_;
   std::unordered_map<const void*, int64_t> ids_;
   std::vector<torch::Tensor> alive_;  // keeps recorded tensors (and so their addresses) alive while recording
