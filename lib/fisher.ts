@@ -118,8 +118,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const S = FISHER_SPEED_OPTIONS;
   const layout = (opts.layout === undefined ? 'auto' : checkOption('fisher', 'layout', S.layout, opts.layout)) as FisherLayout;
   if (opts.channelsLast !== undefined) checkOption('fisher', 'channelsLast', S.channelsLast, opts.channelsLast);
-  const k0 = opts.classesPerPass === undefined || opts.classesPerPass === 'auto' ? 0 : checkOption('fisher', 'classesPerPass', S.classesPerPass, opts.classesPerPass) as number;
-  const k = k0 === 0 ? 'auto' : k0;
+  const k = opts.classesPerPass === undefined || opts.classesPerPass === 'auto' ? 'auto' : checkOption('fisher', 'classesPerPass', S.classesPerPass, opts.classesPerPass) as number;
   const pinnedLayout = layout !== 'auto' ? layout : opts.channelsLast !== undefined ? (opts.channelsLast ? 'channels-last' : 'nchw') : undefined;
   if (pinnedLayout && k !== 'auto') return { layout: pinnedLayout, classesPerPass: k, source: 'pinned' };
   const autograd = opts.autograd ?? false;
@@ -157,9 +156,9 @@ export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 
   return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
 }
 
-/** classesPerPass 'auto' as the declaration's 0 (lib/options.ts FISHER_SPEED_OPTIONS). */
+/** classesPerPass 'auto' as absent (lib/options.ts FISHER_SPEED_OPTIONS: an optional positive integer). */
 function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & { classesPerPass?: number } {
-  return (o.classesPerPass === 'auto' ? { ...o, classesPerPass: 0 } : o) as Omit<T, 'classesPerPass'> & { classesPerPass?: number };
+  return (o.classesPerPass === 'auto' ? { ...o, classesPerPass: undefined } : o) as Omit<T, 'classesPerPass'> & { classesPerPass?: number };
 }
 
 /**
@@ -169,6 +168,7 @@ function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & 
 function speed(o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}): SpeedOpts {
   const p = parseOptions('fisher', FISHER_SPEED_OPTIONS, autoK(o), defaults);
   if (p.layout !== 'auto') p.channelsLast = p.layout === 'channels-last';
+  p.classesPerPass ??= 1;  // the methods without a tuning push one class per pass; fisherExact sets its tuned value
   return p as unknown as SpeedOpts;
 }
 

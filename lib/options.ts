@@ -291,8 +291,8 @@ export const FISHER_SPEED_OPTIONS = {
     doc: 'memory layout of the products (auto: the exact method measures both on first use per model and input shape, cached; the matrix-free methods follow channelsLast)',
   },
   classesPerPass: {
-    type: 'integer', min: 0, max: 4096, default: 0,
-    doc: "exact, linear engine: classes' cotangents per backward pass (0 or 'auto': measured with the layout)",
+    type: 'integer', min: 1, max: 4096, optional: true,
+    doc: "exact, linear engine: classes' cotangents per backward pass (absent or 'auto': measured with the layout)",
   },
   streams: { type: 'integer', min: 0, max: 64, default: 1, doc: "exact: backward passes run at once" },
   autograd: { type: 'boolean', default: false, doc: 'compute through autograd even where the model has a linearisation' },

@@ -509,8 +509,8 @@ FisherOptions parseOptions(const Napi::Value& v) {
   o.channelsLast = r.flag("channelsLast");
   o.streams = static_cast<int>(r.integer("streams"));
   o.autograd = r.flag("autograd");
-  // 0 ('auto' on the TS side) reaches only the methods that do not batch classes: one per pass
-  o.classesPerPass = std::max<int64_t>(1, r.integer("classesPerPass"));
+  o.classesPerPass = r.integer("classesPerPass");
+  FL_CHECK(o.classesPerPass >= 1, ERR_INTERNAL, "fisher: classesPerPass ", o.classesPerPass, " (lib/fisher.ts resolves 'auto' to a positive count)");
   return o;
 }
 
