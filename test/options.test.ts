@@ -120,7 +120,7 @@ test('the native side reads complete options strictly: a missing key is ERR_INTE
   interface Raw { fisherPower(m: NativeModel, x: NativeTensor, o: Record<string, unknown>): Promise<{ converged: unknown; iterations: Float64Array }> }
   const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [8] });
   const x = Tensor.from(Float32Array.from({ length: 48 }, (_, i) => ((i * 7) % 13) / 13), [3, 1, 4, 4]);
-  const full = { tol: 1e-6, maxIter: 100, channelsLast: false, streams: 1, autograd: false };
+  const full = { tol: 1e-6, maxIter: 100, channelsLast: false, streams: 1, classesPerPass: 0, autograd: false };
   const { autograd: _a, ...missing } = full;
   const e = await t.throwsAsync(async () => addon<Raw>().fisherPower(m.native, x.native, missing)) as unknown as { code: string; message: string };
   t.is(e.code, 'ERR_INTERNAL');
