@@ -3,9 +3,8 @@
  * typed array → tensor → typed array copy bandwidth (target ≥ 2 GB/s).
  */
 import { Tensor } from '../lib';
-import { addon } from '../lib/native';
 import { runOp } from '../lib/op';
-import type { TestHooks } from '../lib/addon-types';
+import { testAddon } from '../test/helpers/test-hooks';
 
 function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
@@ -13,7 +12,7 @@ function median(v: number[]): number {
 }
 
 export async function main(): Promise<void> {
-  const n = addon<TestHooks>(); // noop and spin: the development build's test hooks (FL_TEST_HOOKS)
+  const n = testAddon(); // noop and spin: the development build's test hooks (FL_TEST_HOOKS)
   for (let i = 0; i < 200; i++) await n.noop(); // warm-up
   const raw: number[] = [];
   for (let i = 0; i < 2000; i++) {

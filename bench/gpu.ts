@@ -21,11 +21,6 @@ import { fisherExact, fisherPower } from '../lib/fisher';
 import { attack } from '../lib/attacks';
 import { PyServer, passiveOpenMp } from './pyserver';
 
-interface StepAddon {
-  createOptimizer(m: unknown, o: Record<string, unknown>): Promise<object>;
-  trainStep(m: unknown, opt: object, x: unknown, y: unknown, o: Record<string, unknown>): Promise<{ loss: number }>;
-}
-
 const WORKLOADS = ['exact', 'power', 'pgd', 'trades'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
@@ -45,7 +40,7 @@ export async function main(): Promise<void> {
   const archs = (process.env.BENCH_ARCHS ?? 'resnet20,wrn-34-10').split(',').map((s) => s.trim()).filter(Boolean);
   const batch = Number(process.env.BENCH_BATCH ?? 128);
   const reps = Number(process.env.BENCH_REPS ?? 5);
-  const n = addon<StepAddon>();
+  const n = addon();
   const figures: Record<string, Record<Workload, { fisherlensMs: number; pythonMs: number; ratio: number }>> = {};
   console.log(`device ${device}, batch ${batch}, ${reps} interleaved repetitions (medians); LibTorch ${b.torchVersion}, variant ${(b as { variant?: string }).variant ?? '?'}`);
   for (const arch of archs) {

@@ -11,17 +11,12 @@ import { addon } from '../lib/native';
 import { optimizerOptions, trainStepOptions } from '../lib/options';
 import { PyServer, passiveOpenMp } from './pyserver';
 
-interface StepAddon {
-  createOptimizer(m: unknown, o: Record<string, unknown>): Promise<object>;
-  trainStep(m: unknown, opt: object, x: unknown, y: unknown, o: Record<string, unknown>): Promise<{ loss: number }>;
-}
-
 export async function main(): Promise<void> {
   passiveOpenMp();
   const reps = Number(process.env.BENCH_REPS ?? 3);
   const batch = 128;
   setThreads(2);
-  const n = addon<StepAddon>();
+  const n = addon();
   const archs: [string, ModelSpec, number[]][] = [
     ['small-cnn', { arch: 'small-cnn' }, [1, 28, 28]],
     ['resnet20', { arch: 'resnet20', inChannels: 3, inputSize: 32 }, [3, 32, 32]],

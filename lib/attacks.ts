@@ -4,7 +4,7 @@
  * around x and the [0, 1] box, and leaves the model exactly as it found it (mode, requires-grad
  * flags, no .grad). ε and step sizes are in pixel units (inputs in [0, 1]).
  */
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
@@ -111,14 +111,6 @@ export interface AttackResult {
   queries?: Float64Array;
 }
 
-interface AttackAddon {
-  attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
-    xAdv: NativeTensor; loss: Float64Array; success: Uint8Array; norm: Float64Array; cleanCorrect: Uint8Array;
-    queries?: Float64Array;
-  }>;
-  firstSuccessful(advs: NativeTensor[], successes: Uint8Array[], ctl?: NativeCtl): Promise<NativeTensor>;
-}
-
 /** Published evaluation settings (TRADES' and Madry et al.'s scripts). */
 export const attackPresets = {
   /** TRADES CIFAR-10 evaluation: PGD-20, ε 0.031, step 0.003, uniform random start. */
@@ -155,7 +147,7 @@ export function nativeOptions(p: AttackParams): Record<string, unknown> {
 export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackParams & OpOptions = {}): Promise<AttackResult> {
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
-  const r = await runOp({ signal, onProgress }, (ctl) => addon<AttackAddon>().attack(model.native, x.native, y.native, o, ctl));
+  const r = await runOp({ signal, onProgress }, (ctl) => addon().attack(model.native, x.native, y.native, o, ctl));
   const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
   if (r.queries) out.queries = r.queries;
   return out;
@@ -319,7 +311,7 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
  * attack's: advs A × [B, ...] and successes A × [B] -> [B, ...] (one native op; the batches stay native).
  */
 export async function worstExamples(advs: Tensor[], successes: Uint8Array[], opts: OpOptions = {}): Promise<Tensor> {
-  return new Tensor(await runOp(opts, (ctl) => addon<AttackAddon>().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
+  return new Tensor(await runOp(opts, (ctl) => addon().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
 }
 
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */

@@ -3,7 +3,7 @@
  * attacks where each attack runs only on the samples every earlier attack failed on (native
  * autoattack.cc, one op per batch; the attacks are attacks.cc's kinds). docs/attacks.md.
  */
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon, NativeChecks } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
@@ -107,13 +107,6 @@ export interface AutoAttackResult {
   };
 }
 
-interface NativeChecks { classes: number; probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }
-interface AutoAttackAddon {
-  autoAttack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
-    xAdv: NativeTensor; brokenBy: Float64Array; norm: Float64Array; stageSeconds: Float64Array; checks: NativeChecks;
-  }>;
-}
-
 /** A cascade resolved against the attack capability table (lib/options.ts) and the number of classes. */
 export interface ResolvedCascade {
   version: AutoAttackVersion;
@@ -170,7 +163,7 @@ export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: Res
 }> {
   const stages = c.stages.map(({ name: _n, ...s }) => nativeOptions({ ...s, seed: opts.seed ?? s.seed }));
   const checks = parseOptions('autoAttack', { checks: AUTOATTACK_OPTIONS.checks }, opts).checks;
-  const r = await runOp(opts, (ctl) => addon<AutoAttackAddon>().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl));
+  const r = await runOp(opts, (ctl) => addon().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl));
   return { ...r, xAdv: new Tensor(r.xAdv) };
 }
 

@@ -6,7 +6,7 @@
  * Every function runs in eval mode without weight gradients and leaves the model as found; it
  * computes in the dtype of the model's parameters (a float64 TorchScript model gives float64).
  */
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon, NativeTensor, NativeSpeedOpts, NativeTuneRow } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
@@ -17,30 +17,7 @@ import { uniformStream } from './random';
 import { peakMemory } from './backend';
 import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
 
-interface SpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean; classesPerPass?: number }
-interface TuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number }
-interface FisherAddon {
-  fisherExact(m: NativeModel, x: NativeTensor, o: { eigvec?: boolean } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array;
-    spectrum: NativeTensor; probs: NativeTensor; eigvec?: NativeTensor; engine: FisherEngine; engineReason: string;
-  }>;
-  fisherPower(m: NativeModel, x: NativeTensor, o: { tol: number; maxIter: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; iterations: Float64Array; converged: Uint8Array; eigvec: NativeTensor; engine: FisherEngine; engineReason: string;
-  }>;
-  fisherLanczos(m: NativeModel, x: NativeTensor, o: { steps: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    lambdaMax: Float64Array; trace: Float64Array; frobenius: Float64Array; steps: Float64Array; ritz: NativeTensor; eigvec: NativeTensor;
-  }>;
-  fisherHutchinson(m: NativeModel, x: NativeTensor, o: { probes: number; seed: number } & SpeedOpts, ctl?: NativeCtl): Promise<{
-    trace: Float64Array; traceSe: Float64Array; frobenius: Float64Array; frobeniusSe: Float64Array;
-  }>;
-  fisherQuadratic(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<Float64Array>;
-  fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
-  klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: SpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
-  fisherExactTune(m: NativeModel, x: NativeTensor, o: { candidates: { channelsLast: boolean; classesPerPass: number }[]; budgetMs: number; autograd: boolean }, ctl?: NativeCtl): Promise<TuneRow[]>;
-  profileVjp(m: NativeModel, x: NativeTensor, o: SpeedOpts, ctl?: NativeCtl): Promise<{ op: string; ms: number }[]>;
-}
-
-const fa = (): FisherAddon => addon<FisherAddon>();
+const fa = addon;
 
 /**
  * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
@@ -130,7 +107,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const ks = k === 'auto' ? [...EXACT_TUNE.classesPerPass] : [k];
   const candidates = layouts.flatMap((l) => ks.map((c) => ({ channelsLast: l === 'channels-last', classesPerPass: c })));
   const slice = x.shape[0] > EXACT_TUNE.maxBatch ? x.slice(0, EXACT_TUNE.maxBatch) : x;
-  let rows: TuneRow[];
+  let rows: NativeTuneRow[];
   try {
     rows = await runOp(opts, (ctl) => fa().fisherExactTune(model.native, slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
   } finally {
@@ -165,15 +142,15 @@ function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & 
  * The speed options, validated and complete (lib/options.ts FISHER_SPEED_OPTIONS); a given
  * `layout` other than 'auto' pins `channelsLast`.
  */
-function speed(o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}): SpeedOpts {
+function speed(o: FisherSpeedOptions, defaults: Partial<NativeSpeedOpts> = {}): NativeSpeedOpts {
   const p = parseOptions('fisher', FISHER_SPEED_OPTIONS, autoK(o), defaults);
   if (p.layout !== 'auto') p.channelsLast = p.layout === 'channels-last';
   p.classesPerPass ??= 1;  // the methods without a tuning push one class per pass; fisherExact sets its tuned value
-  return p as unknown as SpeedOpts;
+  return p as unknown as NativeSpeedOpts;
 }
 
 /** One method's options and the speed options, validated and complete (lib/options.ts FISHER_OPTIONS). */
-function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<SpeedOpts> = {}) {
+function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<NativeSpeedOpts> = {}) {
   return { ...parseOptions(`fisher ${method}`, FISHER_OPTIONS[method], o), ...speed(o, defaults) };
 }
 
@@ -206,7 +183,7 @@ export interface ExactFisherResult {
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
   const tuning = await exactTuning(model, x, opts);
   const o = { ...methodOpts('exact', opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, o as { eigvec: boolean } & SpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, o as { eigvec: boolean } & NativeSpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
@@ -242,7 +219,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & SpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine, engineReason: r.engineReason };
 }
 
@@ -265,7 +242,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & SpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -283,7 +260,7 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & SpeedOpts, ctl));
+  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & NativeSpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
@@ -467,7 +444,6 @@ export interface ProfileRow {
   layout?: 'nchw' | 'channels-last';
   classesPerPass?: number;
 }
-
 
 /**
  * Per-batch cost of each method for each batch size on random inputs of the model's shape

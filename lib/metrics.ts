@@ -11,7 +11,7 @@
  * batches' log-probabilities stay in native memory (N·C float64: 4 MB for 50 000 × 10) and are
  * paired exactly by blocks when N ≤ exactMax (10 000), else over seeded sampled pairs.
  */
-import { addon, NativeModel, NativeTensor, NativeCtl } from './native';
+import { addon, NativeBatchSums } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Tensor } from './tensor';
@@ -22,22 +22,7 @@ import { attack } from './attacks';
 import { meanSe } from './stats';
 import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
 
-interface BatchSums {
-  n: Float64Array; A: Float64Array; P: Float64Array; S: Float64Array;
-  correct: number; ceSum: number; count: number; logp: NativeTensor;
-}
-interface MetricsAddon {
-  ccklBatch(m: NativeModel | null, x: NativeTensor, y: NativeTensor, o: { probs: boolean }, ctl?: NativeCtl): Promise<BatchSums>;
-  pairMeans(logps: NativeTensor[], ys: NativeTensor[], o: { exactMax: number; samples: number; seed: number }, ctl?: NativeCtl): Promise<{
-    jsMean: number; jsSe: number; boundMean: number; boundSe: number; pairs: number; exact: boolean;
-  }>;
-  klPairSegment(m: NativeModel, xi: NativeTensor, xj: NativeTensor, ts: number[], ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
-  samplePairs(labels: NativeTensor, count: number, seed: number, ctl?: NativeCtl): Promise<{ i: Float64Array; j: Float64Array }>;
-  rho(m: NativeModel, x: NativeTensor, o: { eps: number; steps: number; clip: boolean }, ctl?: NativeCtl): Promise<{
-    rho: Float64Array; fisherBound: Float64Array; lambdaMax: Float64Array; initial: Float64Array;
-  }>;
-}
-const ma = (): MetricsAddon => addon<MetricsAddon>();
+const ma = addon;
 
 /** CCKL and the quantities that stream with it. */
 export interface CcklResult {
@@ -95,7 +80,7 @@ export class CcklAccumulator {
 
   constructor(private readonly opts: { keepLogp?: boolean } = {}) {}
 
-  private add(s: BatchSums, y: Tensor): void {
+  private add(s: NativeBatchSums, y: Tensor): void {
     const C = s.n.length;
     if (this.C < 0) {
       this.C = C;

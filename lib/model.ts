@@ -14,15 +14,7 @@ import { Tensor, Device, tensorArg } from './tensor';
 import { checkDevice } from './backend';
 import type { Dataset } from './data/dataset';
 
-interface ModelAddon {
-  saveCheckpoint(m: NativeModel, path: string, metaJson: string, ctl?: NativeCtl): Promise<void>;
-  loadCheckpoint(path: string, device: string, restoreRng: boolean, ctl?: NativeCtl): Promise<{
-    model: NativeModel; meta: string; hasOptimizer: boolean; version: number;
-  }>;
-  loadCheckpointState(m: NativeModel, path: string, ctl?: NativeCtl): Promise<void>;
-  evaluateBatch(m: NativeModel, x: NativeTensor, y: NativeTensor, ctl?: NativeCtl): Promise<{ correct: number; ceSum: number; count: number }>;
-}
-const native = () => addon<ModelAddon>();
+const native = addon;
 
 /** JSON-compatible value stored as a checkpoint's free-form metadata (epoch, history, ...). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };

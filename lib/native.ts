@@ -1,13 +1,12 @@
 /**
  * Loads the native addon (lib/loader.ts: FISHERLENS_ADDON, the development build, or the prebuilt
- * variant / local build that fits the LibTorch found) and gives a typed view of its core exports.
- * Capability modules (fisher.ts, attacks.ts, …) declare the slice of exports they use and call
- * {@link addon}.
+ * variant / local build that fits the LibTorch found) and gives it the type lib/addon-types.ts
+ * declares for the whole native surface ({@link Addon}).
  */
 import { LoadResult, loadAddon } from './loader';
 
 export * from './addon-types';
-import type { CoreAddon } from './addon-types';
+import type { Addon } from './addon-types';
 
 let loaded: LoadResult | null = null;
 
@@ -17,9 +16,12 @@ function load(): LoadResult {
   return loaded;
 }
 
-/** The addon's exports, typed as the caller's slice `T` (loaded once, on first use). */
-export function addon<T = CoreAddon>(): T & CoreAddon {
-  return load().module as T & CoreAddon;
+/**
+ * The addon's exports (loaded once, on first use). The one place its untyped module becomes
+ * {@link Addon}; test/seam.test.ts checks the loaded keys against ADDON_EXPORTS.
+ */
+export function addon(): Addon {
+  return load().module as Addon;
 }
 
 /** Path of the loaded addon file ('' before the first load). */

@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeModel, NativeTensor, NativeCtl, NativeOptimizer } from './native';
+import { addon } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
 import { Dataset, permutation } from './data/dataset';
@@ -161,16 +161,7 @@ export interface TrainResult {
   model: Model;
 }
 
-interface TrainAddon {
-  createOptimizer(m: NativeModel, o: Record<string, unknown>, ctl?: NativeCtl): Promise<NativeOptimizer>;
-  trainStep(m: NativeModel, opt: NativeOptimizer, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
-    loss: number; lossNatural: number; lossRobust: number; correct: number; batch: number;
-  }>;
-  saveTrainState(path: string, m: NativeModel, opt: NativeOptimizer, meta: string, ctl?: NativeCtl): Promise<void>;
-  loadTrainState(path: string, m: NativeModel, opt: NativeOptimizer, ctl?: NativeCtl): Promise<string>;
-  manualSeed(seed: number): void;
-}
-const native = (): TrainAddon => addon<TrainAddon>();
+const native = addon;
 
 /** Seeds LibTorch's global CPU generator: call before Model.create for reproducible initial weights. */
 export function manualSeed(seed: number): void {
@@ -257,7 +248,6 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
   if (w > 0 && t < w) f *= t / w;
   return f;
 }
-
 
 /** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
 export async function probeMetrics(model: Model, probe: Dataset, opts: {

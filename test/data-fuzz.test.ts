@@ -12,12 +12,7 @@ import { runOp } from '../lib/op';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-fuzz-'));
 
-interface FuzzAddon {
-  loadIdx(images: string, labels: string, k: number): Promise<unknown>;
-  loadNpy(p: string, role: string): Promise<unknown>;
-  loadCifar(paths: string[], variant: number, coarse: boolean): Promise<unknown>;
-}
-const a = () => addon<FuzzAddon>();
+const a = addon;
 
 function idxBytes(dims: number[], n: number): Buffer {
   const h = Buffer.alloc(4 + 4 * dims.length);

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { backend, setThreads, Tensor, memory, Model, FisherLensError } from '../lib';
 import { addon } from '../lib/native';
-import type { TestHooks } from '../lib/addon-types';
+import { testAddon } from './helpers/test-hooks';
 import { runOp } from '../lib/op';
 
 // Serial tests run before the concurrent ones: this one forks while no op is running.
@@ -25,11 +25,11 @@ test('backend reports versions, threads = cores, OpenBLAS', (t) => {
 
 test('intra-op threads apply on worker threads and are settable', async (t) => {
   const n = require('os').availableParallelism?.() ?? require('os').cpus().length;
-  t.is(await addon<TestHooks>().noop(), backend().threads);
+  t.is(await testAddon().noop(), backend().threads);
   setThreads(1);
-  t.is(await addon<TestHooks>().noop(), 1);
+  t.is(await testAddon().noop(), 1);
   setThreads(n);
-  t.is(await addon<TestHooks>().noop(), n);
+  t.is(await testAddon().noop(), n);
   t.throws(() => setThreads(0), { instanceOf: FisherLensError });
 });
 
@@ -104,18 +104,18 @@ test.serial('async ops: abort rejects with ERR_ABORTED long before the op would 
   const ac = new AbortController();
   let abortedAt = 0;
   setTimeout(() => { abortedAt = Date.now(); ac.abort(); }, 50);
-  const err = await t.throwsAsync(runOp({ signal: ac.signal }, (ctl) => addon<TestHooks>().spin(5000, ctl)), { instanceOf: FisherLensError });
+  const err = await t.throwsAsync(runOp({ signal: ac.signal }, (ctl) => testAddon().spin(5000, ctl)), { instanceOf: FisherLensError });
   const latency = Date.now() - abortedAt;
   t.is(err?.code, 'ERR_ABORTED');
   t.true(abortedAt > 0 && latency < 2500, `rejected ${latency} ms after abort`);
   t.log(`abort → rejection: ${latency} ms`);
   // an already-aborted signal never starts the op
-  await t.throwsAsync(runOp({ signal: ac.signal }, (ctl) => addon<TestHooks>().spin(5000, ctl)), { code: 'ERR_ABORTED' } as never);
+  await t.throwsAsync(runOp({ signal: ac.signal }, (ctl) => testAddon().spin(5000, ctl)), { code: 'ERR_ABORTED' } as never);
 });
 
 test('async ops: progress events arrive on the main thread while the op runs', async (t) => {
   const events: number[] = [];
-  await runOp({ onProgress: (e) => { if (e.type === 'elapsed') events.push(e.elapsedMs); } }, (ctl) => addon<TestHooks>().spin(200, ctl));
+  await runOp({ onProgress: (e) => { if (e.type === 'elapsed') events.push(e.elapsedMs); } }, (ctl) => testAddon().spin(200, ctl));
   t.true(events.length >= 3, `${events.length} events`);
   t.true(events.every((v, i) => i === 0 || v >= events[i - 1]));
 });
@@ -124,7 +124,7 @@ test.serial('the event loop keeps running during a long op', async (t) => {
   // A blocked loop would give no tick at all while the 300 ms op runs
   let ticks = 0;
   const timer = setInterval(() => ticks++, 10);
-  await addon<TestHooks>().spin(300);
+  await testAddon().spin(300);
   clearInterval(timer);
   t.true(ticks >= 3, `${ticks} ticks in 300 ms`);
 });

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { execFileSync, spawnSync } from 'child_process';
 import { Model, Tensor, FisherLensError, evaluate, loadNpy } from '../lib';
 import { addon } from '../lib/native';
-import type { TestHooks } from '../lib/addon-types';
+import { testAddon } from './helpers/test-hooks';
 
 const root = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -242,7 +242,7 @@ np.save('${d}/y.npy', rng.integers(0, 10, 50))
 test('optimizer state round-trips through the "optimizer" sub-archive (C++ API used by training)', async (t) => {
   const m = Model.create({ arch: 'small-cnn' });
   const file = path.join(tmp, 'opt.ckpt');
-  const r = await addon<TestHooks>().__checkpointOptimizerSelfTest(m.native, file);
+  const r = await testAddon().__checkpointOptimizerSelfTest(m.native, file);
   t.true(r.hasOptimizer);
   t.is(r.steps, 2);
   t.is(r.maxDiff, 0);

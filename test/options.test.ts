@@ -59,7 +59,10 @@ test('the parser fills every declared default, and a kind\'s own defaults from i
   t.deepEqual(Object.keys(p).sort(), Object.keys(ATTACK_OPTIONS).sort());
 });
 
-test('help, the capability table and config validation need no LibTorch (FISHERLENS_ADDON points at a file that cannot load)', (t) => {
+// The tests that start child processes are serial, so they run before the concurrent ones: a fork
+// while a BLAS call runs on the compute thread can leave OpenBLAS waiting forever for worker
+// threads its fork handler shut down (seen here as a hang in the progress test's eigh).
+test.serial('help, the capability table and config validation need no LibTorch (FISHERLENS_ADDON points at a file that cannot load)', (t) => {
   // the table and option errors in a process where loading the addon would fail
   const script = `
     const fl = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))});
@@ -117,19 +120,18 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
 });
 
 test('the native side reads complete options strictly: a missing key is ERR_INTERNAL naming it, a wrong type ERR_ARG', async (t) => {
-  interface Raw { fisherPower(m: NativeModel, x: NativeTensor, o: Record<string, unknown>): Promise<{ converged: unknown; iterations: Float64Array }> }
   const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [8] });
   const x = Tensor.from(Float32Array.from({ length: 48 }, (_, i) => ((i * 7) % 13) / 13), [3, 1, 4, 4]);
   const full = { tol: 1e-6, maxIter: 100, channelsLast: false, streams: 1, autograd: false, classesPerPass: 1 };
   const { autograd: _a, ...missing } = full;
-  const e = await t.throwsAsync(async () => addon<Raw>().fisherPower(m.native, x.native, missing)) as unknown as { code: string; message: string };
+  const e = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, missing)) as unknown as { code: string; message: string };
   t.is(e.code, 'ERR_INTERNAL');
   t.regex(e.message, /option 'autograd' missing/);
-  const w = await t.throwsAsync(async () => addon<Raw>().fisherPower(m.native, x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
+  const w = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
   t.is(w.code, 'ERR_ARG');
   t.regex(w.message, /option 'maxIter': expected an integer/);
   // booleans cross as booleans: `converged` arrives as a Uint8Array of 0/1, the wrapper gives boolean[]
-  const raw = await addon<Raw>().fisherPower(m.native, x.native, { ...full, maxIter: 3 });
+  const raw = await addon().fisherPower(m.native, x.native, { ...full, maxIter: 3 });
   t.true(raw.converged instanceof Uint8Array);
   const r = await fisherPower(m, x, { maxIter: 3 });
   t.deepEqual(r.converged, Array.from(raw.converged as Uint8Array, (v) => v === 1));
@@ -143,7 +145,6 @@ test('the native side reads complete options strictly: a missing key is ERR_INTE
 });
 
 test('handles are branded: a model or a plain object where a tensor or optimiser handle goes is a type error, and ERR_ARG at run time', async (t) => {
-  interface Opt { createOptimizer(m: NativeModel, o: Record<string, unknown>): Promise<NativeOptimizer> }
   const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [8] });
   // compile-time assertions: tsc fails on an @ts-expect-error that has no error under it, so
   // these lines prove the brands keep the kinds apart (never called)
@@ -160,7 +161,7 @@ test('handles are branded: a model or a plain object where a tensor or optimiser
   // run time: the addon refuses the wrong kind with ERR_ARG, as the types would have
   const e = await t.throwsAsync(async () => addon().tensorTo(m.native as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e.code, 'ERR_ARG');
-  const opt = await addon<Opt>().createOptimizer(m.native, optimizerOptions({}));
+  const opt = await addon().createOptimizer(m.native, optimizerOptions({}));
   const e2 = await t.throwsAsync(async () => addon().tensorTo(opt as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e2.code, 'ERR_ARG');
   m.dispose();
@@ -177,7 +178,7 @@ function noTorchAsync(args: string[]): Promise<{ status: number | null; stdout: 
   });
 }
 
-(haveRedis() ? test : test.skip)('fisherlens status reads a queue without LibTorch', async (t) => {
+(haveRedis() ? test.serial : test.skip)('fisherlens status reads a queue without LibTorch', async (t) => {
   const redis = await startRedis();
   try {
     const r = await noTorchAsync([CLI, 'status', '--queue', redis.url, '--json']);

@@ -11,8 +11,9 @@ import { spawnSync } from 'child_process';
 import { SweepProgress, formatEta } from '../lib/experiment/progress';
 import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError, backend, setTf32 } from '../lib';
 import { addon, NativeModel, NativeTensor } from '../lib/native';
+import { ADDON_EXPORTS, TEST_HOOK_EXPORTS } from '../lib/addon-types';
 import { optimizerOptions, trainStepOptions } from '../lib/options';
-import type { TestHooks } from '../lib/addon-types';
+import { testAddon } from './helpers/test-hooks';
 import { modelGradState } from './helpers/grad-state';
 import type { ExperimentEvent } from '../lib/experiment/runner';
 import { ensureFixture, refFisher, relErr, ROOT } from './fisher-fixtures';
@@ -69,11 +70,6 @@ test('fisherlens fisher needs no labels: an .npy without a labels file gives the
   }
 });
 
-interface StepAddon {
-  createOptimizer(m: NativeModel, o: Record<string, unknown>): Promise<object>;
-  trainStep(m: NativeModel, opt: object, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>): Promise<{ loss: number; batch: number }>;
-}
-
 test.serial('model mutations are ops: setTraining / createOptimizer never block the event loop; accessors answer at once', async (t) => {
   const m = Model.create({ arch: 'small-cnn' });
   const warm = Tensor.from(new Float32Array(8 * 784).fill(0.5), [8, 1, 28, 28]);
@@ -91,7 +87,7 @@ test.serial('model mutations are ops: setTraining / createOptimizer never block 
   t.is(m.device, 'cpu');
   t.is(m.kind, 'builtin');
   t.is(m.parameterCount, 32 * 9 + 32 + 32 * 32 * 9 + 32 + 64 * 32 * 9 + 64 + 64 * 64 * 9 + 64 + 1024 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10);
-  const opt = addon<StepAddon>().createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0.1 }));
+  const opt = addon().createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0.1 }));
   const syncMs = performance.now() - t0;
   const busyMs = await busy;
   await set;
@@ -110,7 +106,7 @@ test.serial('Dataset.subset / take / to are Promises run on the compute thread, 
   const ds = await synthetic({ n: 300, size: 28, seed: 2 });
   const spinMs = 300;
   let spun = false;
-  const spin = addon<TestHooks>().spin(spinMs).then(() => { spun = true; });
+  const spin = testAddon().spin(spinMs).then(() => { spun = true; });
   const p = ds.take(200);
   t.true(p instanceof Promise, 'take returns a Promise (it ran synchronously on the main thread before)');
   const sub = await p;
@@ -130,7 +126,7 @@ test.serial('training augments with the one augment() kernel: same seed, same cr
   const ds = await synthetic({ n: 32, size: 28, numClasses: 10, seed: 4 });
   manualSeed(1);
   const m = Model.create({ arch: 'lenet', inputSize: 28, numClasses: 10 }); // no dropout, no BatchNorm
-  const n = addon<StepAddon>();
+  const n = addon();
   const opt = await n.createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0, momentum: 0 }));
   const seed = 12345, pad = 4;
   // lr 0: the step reports CE(f(crop(x)), y) before updating and leaves the weights as they are
@@ -219,4 +215,14 @@ test.serial('process-wide settings are visible and settable from the backend sid
   setTf32(false);
   t.false(backend().tf32);
   t.throws(() => setTf32(1 as unknown as boolean), { code: 'ERR_ARG' } as never);
+});
+
+test('lib/addon-types.ts declares the whole native surface: the loaded addon exports exactly ADDON_EXPORTS (and, in the development build, the test hooks)', (t) => {
+  const hooks: readonly string[] = TEST_HOOK_EXPORTS;
+  const keys = Object.keys(addon());
+  const present = keys.filter((k) => hooks.includes(k));
+  // the development build has every hook, the shipped one none
+  t.true(present.length === 0 || present.length === hooks.length, `test hooks present: ${present.join(', ')}`);
+  t.deepEqual(keys.filter((k) => !hooks.includes(k)).sort(), [...ADDON_EXPORTS].sort(),
+    'an export without a declaration in lib/addon-types.ts (or a declaration of a name the addon lacks)');
 });

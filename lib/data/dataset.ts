@@ -4,14 +4,10 @@
  */
 import { FisherLensError } from '../errors';
 import { Tensor } from '../tensor';
-import { addon, NativeCtl, NativeTensor } from '../native';
+import { addon } from '../native';
 import { runOp, OpOptions } from '../op';
 import { permutation } from '../random';
 import { AUGMENT_OPTIONS, parseOptions } from '../options';
-
-interface AugmentAddon {
-  augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
-}
 
 /** One batch: x [B, C, H, W] float32 in [0, 1], y [B] int64. */
 export interface Batch {
@@ -164,7 +160,7 @@ export class Dataset {
       try {
         const seed = (base * 1000003 + i++) % 2 ** 52;
         x = new Tensor(await runOp(opts, (ctl) =>
-          addon<AugmentAddon>().augment(b.x.native, seed, pad, flip, ctl)));
+          addon().augment(b.x.native, seed, pad, flip, ctl)));
       } finally {
         b.x.dispose();
       }

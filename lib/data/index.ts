@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeCtl, NativeTensor } from '../native';
+import { addon, NativeLoaded } from '../native';
 import { FisherLensError } from '../errors';
 import { runOp, OpOptions } from '../op';
 import { Tensor } from '../tensor';
@@ -17,22 +17,7 @@ import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
-interface Loaded {
-  images: NativeTensor;
-  labels?: NativeTensor;
-  numClasses: number;
-}
-
-interface DataAddon {
-  loadIdx(images: string, labels: string, numClasses: number, ctl?: NativeCtl): Promise<Loaded>;
-  loadCifar(paths: string[], variant: 10 | 100, coarse: boolean, ctl?: NativeCtl): Promise<Loaded>;
-  loadNpy(path: string, role: 'images' | 'labels' | 'raw', ctl?: NativeCtl): Promise<NativeTensor>;
-  appendNpy(path: string, t: NativeTensor, ctl?: NativeCtl): Promise<number>;
-  synthetic(o: SyntheticOptions, ctl?: NativeCtl): Promise<Loaded>;
-  augment(x: NativeTensor, seed: number, pad: number, flip: boolean, ctl?: NativeCtl): Promise<NativeTensor>;
-}
-
-const data = () => addon<DataAddon>();
+const data = addon;
 
 /**
  * Writes one float32 .npy file of a known total shape: the header first, then rows in order, into
@@ -121,7 +106,7 @@ function findFile(dir: string, names: string[], what: string): string {
   throw new FisherLensError('ERR_IO', `${what}: none of ${names.join(', ')} found in '${dir}'`);
 }
 
-function toDataset(r: Loaded, name: string, numClasses?: number): Dataset {
+function toDataset(r: NativeLoaded, name: string, numClasses?: number): Dataset {
   if (!r.labels) throw new FisherLensError('ERR_FORMAT', `${name}: no labels were read`);
   return new Dataset(new Tensor(r.images), new Tensor(r.labels), { numClasses: numClasses ?? r.numClasses, name });
 }
