@@ -144,7 +144,7 @@ export function register(program: Command): void {
         `${model.parameterCount} parameters, ${opts.epochs ?? TRAIN_OPTIONS.epochs.default} epochs${o.out ? `, writing ${o.out}` : ''}`);
       let progress = new Progress('epoch 1');
       const r = await train(model, trainSet, {
-        ...opts, probe, probeSize,
+        ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
         onEvent: (e) => {
           if (e.type === 'batch') {
             if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
