@@ -1,8 +1,10 @@
 #include "common/worker.h"
 #include "common/errors.h"
 #include "common/addon_data.h"
+#include <pthread.h>
 #include <condition_variable>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <ATen/Parallel.h>
 
@@ -49,6 +51,24 @@ class CancelToken : public Napi::ObjectWrap<CancelToken> {
   std::shared_ptr<std::atomic<bool>> flag;
 };
 
+// Held while an op runs on the compute thread. A fork (child_process.spawn goes through fork in
+// libuv) waits for it: OpenBLAS's own fork handler stops its worker threads, and a BLAS call in
+// flight on the compute thread would then wait forever for them (seen as a hang in eigh while a
+// test spawned CLI processes). pthread_atfork runs prepare handlers in reverse order of
+// registration, so ours, registered when the addon loads (after OpenBLAS's, registered when the
+// library loaded), runs first. Recursive: an op that forks itself does not deadlock.
+std::recursive_mutex& opRunning() {
+  static std::recursive_mutex m;
+  return m;
+}
+
+void registerForkGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pthread_atfork([] { opRunning().lock(); }, [] { opRunning().unlock(); }, [] { opRunning().unlock(); });
+  });
+}
+
 // Every op's LibTorch work runs on one long-lived thread. OpenMP keeps a thread team per calling
 // thread: ops spread over several threads make several teams whose idle workers spin against the
 // busy one (docs/fisher.md has the measured cost).
@@ -85,6 +105,7 @@ class ComputeThread {
       // OpenMP keeps the thread count per thread: apply the process-wide setting here
       int want = desiredThreads().load();
       if (want > 0 && at::get_num_threads() != want) at::set_num_threads(want);
+      std::lock_guard<std::recursive_mutex> running(opRunning());  // a fork waits for this op (above)
       task();
     }
   }
@@ -201,6 +222,7 @@ Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn) {
 }
 
 void InitWorker(Napi::Env env, Napi::Object exports) {
+  registerForkGuard();
   Napi::Function ctor = CancelToken::Define(env);
   addonData(env).cancel = Napi::Persistent(ctor);
   exports.Set("CancelToken", ctor);

@@ -146,3 +146,43 @@ test.serial('abort storm: 100 concurrent forwards and PGD attacks, a seeded half
   // nothing of the storm stays alive (an earlier test's garbage may have been collected meanwhile)
   t.true(memory().tensors <= before, `${memory().tensors} live tensors, ${before} before`);
 });
+
+test.serial('child processes started while ops run: no hang (a fork waits for the running op, so OpenBLAS never loses its threads mid-call)', async (t) => {
+  // Large matrix products keep OpenBLAS's worker threads busy on the compute thread while the JS
+  // thread forks children. Before the fork guard (native/common/worker.cc), OpenBLAS's fork handler
+  // stopped its threads under a call in flight, which then waited for them forever (seen in eigh).
+  // The 120 s limit is ~20× this test's time on a loaded 2-core machine: only a hang exceeds it.
+  t.timeout(120_000);
+  const { spawn } = await import('child_process');
+  const m = await Model.create({ arch: 'mlp', inChannels: 1, inputSize: 32, numClasses: 10, hidden: [1024, 1024] } as never);
+  const x = Tensor.from(Float32Array.from({ length: 256 * 1024 }, (_, i) => (i % 97) / 97), [256, 1, 32, 32]);
+  const ref = (await m.forward(x)).toArray() as Float32Array;
+  let stop = false;
+  const ops = (async () => {
+    let n = 0;
+    while (!stop) {
+      const z = await m.forward(x);
+      const a = z.toArray() as Float32Array;
+      z.dispose();
+      // the same op gives the same numbers whether or not a fork waited for it
+      if (a.some((v, i) => v !== ref[i])) throw new Error(`forward ${n} differs from the first`);
+      n++;
+    }
+    return n;
+  })();
+  const started: number[] = [];
+  for (let k = 0; k < 40; k++) {
+    started.push(await new Promise<number>((resolve, reject) => {
+      const p = spawn('true');
+      p.on('error', reject);
+      p.on('close', (c) => resolve(c ?? -1));
+    }));
+  }
+  stop = true;
+  const forwards = await ops;
+  t.deepEqual(started, Array(40).fill(0));
+  t.true(forwards > 0);
+  t.log(`40 children started during ${forwards} forwards`);
+  x.dispose();
+  m.dispose();
+});
