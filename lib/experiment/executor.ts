@@ -11,6 +11,7 @@
 import type { AttackConfig, DataConfig, ModelConfig, ResolvedRun, TrainConfig } from './config';
 import { CcklSummary, EpochRecord, FILES, FisherSummary, RunDir, RunResult, mean, quantiles, quantile, writeJsonAtomic } from './rundir';
 import { FisherLensError } from '../errors';
+import { removeStaleTemps } from '../files';
 import { CLASSES_FILE, PICTURES_VERSION } from '../pictures';
 import type { ClassMatrices, ClassPictures } from '../pictures';
 import * as path from 'path';
@@ -228,6 +229,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
 
         // pictures: the class heatmaps over the CCKL samples, the image grid of a few test images
         const picDir = path.join(ctx.dir.dir, FILES.pictures);
+        removeStaleTemps(picDir);  // a killed earlier attempt's half-written picture files
         if (pics.classes && science.classes) {
           ctx.progress({ phase: 'eval', step: 'pictures', fraction: done / total });
           const final = await science.classes(model, ccklData, { batchSize: Math.min(ev.batchSize, 256), signal });
