@@ -27,8 +27,8 @@ struct ExactFisher {
 // Speed options of the Fisher computations (results do not depend on them beyond rounding).
 struct FisherOptions {
   // Run convolutions in channels-last memory format (input and 4-D weights, restored after).
-  // The exact method defaults to it (measured, batch 128, 2 cores: resnet20 0.68 vs 0.82 of Python's
-  // time, small-cnn equal); the matrix-free methods do not (small-cnn power 0.61 vs 0.57).
+  // Which layout is faster depends on the model and the CPU: lib/fisher.ts's exact autotune
+  // measures it (docs/fisher.md has the figures); the matrix-free methods take it as given.
   bool channelsLast = false;
   // Backward passes run concurrently on this many threads (each with cores/streams intra-op
   // threads); 0 or 1: one after the other.

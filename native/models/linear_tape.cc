@@ -84,9 +84,8 @@ void LinearTape::finish(const torch::Tensor& z) {
 namespace {
 
 // A CPU convolution with ≤ 4 input channels (an RGB or grey input layer): oneDNN reorders its
-// wide output for little arithmetic (measured, 1→32 channels 3×3, batch 128 at 28×28: input
-// gradient 4.5–5.3 ms through oneDNN, 0.4 ms by im2col + GEMM; bench/python/conv_kernels.py), so
-// those run on LibTorch's im2col kernels.
+// wide output for little arithmetic, so those run on LibTorch's im2col kernels (docs/fisher.md,
+// "Kernel choices of the linear engine"; bench/python/conv_kernels.py measures both).
 bool thinCpuConv(const LinearTape::Op& op, const torch::Tensor& t) {
   return t.is_cpu() && op.w.size(1) <= 4 && op.groups == 1 && op.dilation[0] == 1 && op.dilation[1] == 1 &&
          t.is_contiguous();
@@ -368,8 +367,8 @@ torch::Tensor LinearTape::vjp(const torch::Tensor& u, int64_t k, std::vector<dou
 void prepareConvBackward(LinearTape::Op& op) {
   const torch::Tensor& w = op.w;
   // stride-1 input gradients on the CPU as a forward convolution with the flipped, transposed
-  // kernel: oneDNN's forward kernels beat its backward-data kernels here (32→32 channels at
-  // 26×26, batch 128: 7.4 vs 8.2–15 ms). Costs one copy of the layer's weights per linearisation.
+  // kernel: oneDNN's forward kernels beat its backward-data kernels here (docs/fisher.md, "Kernel
+  // choices of the linear engine"). Costs one copy of the layer's weights per linearisation.
   if (w.is_cpu() && op.stride[0] == 1 && op.stride[1] == 1 && op.groups == 1 && op.dilation[0] == 1 &&
       op.dilation[1] == 1 && op.padding[0] <= w.size(2) - 1 && op.padding[1] <= w.size(3) - 1) {
     torch::NoGradGuard ng;
