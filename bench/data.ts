@@ -8,17 +8,14 @@ import { execFileSync } from 'child_process';
 import { fashionMnist, fashionMnistDir } from '../lib/data';
 import { Model } from '../lib';
 import { addon } from '../lib/native';
+import { median } from '../lib/stats';
 
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 function python(dir: string): { load: number; epochPlain: number; epochAug: number } | null {
   const code = `
 import gzip, time, json, numpy as np, torch
+import { median } from '../lib/stats';
 d = '${dir}'
 def load():
     with gzip.open(d + '/train-images-idx3-ubyte.gz') as f: b = f.read()

@@ -5,11 +5,7 @@
 import { Tensor } from '../lib';
 import { runOp } from '../lib/op';
 import { testAddon } from '../test/helpers/test-hooks';
-
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
+import { median } from '../lib/stats';
 
 export async function main(): Promise<void> {
   const n = testAddon(); // noop and spin: the development build's test hooks (FL_TEST_HOOKS)

@@ -20,14 +20,10 @@ import { optimizerOptions, trainStepOptions } from '../lib/options';
 import { fisherExact, fisherPower } from '../lib/fisher';
 import { attack } from '../lib/attacks';
 import { PyServer, passiveOpenMp } from './pyserver';
+import { median } from '../lib/stats';
 
 const WORKLOADS = ['exact', 'power', 'pgd', 'trades'] as const;
 type Workload = (typeof WORKLOADS)[number];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 export async function main(): Promise<void> {
   passiveOpenMp();

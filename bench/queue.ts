@@ -20,9 +20,9 @@ import { ExperimentInput } from '../lib/experiment/config';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunExecutor, scienceExecutor } from '../lib/experiment/executor';
 import { worker, JobData, JobResult } from '../lib/experiment/queue';
+import { median } from '../lib/stats';
 
 const tmp = (p: string) => fs.mkdtempSync(path.join(os.tmpdir(), `fl-bench-q-${p}-`));
-const median = (v: number[]) => { const s = [...v].sort((a, b) => a - b); return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN; };
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 function fakeCfg(name: string, seeds: [number, ...number[]], epochs: number): ExperimentInput {

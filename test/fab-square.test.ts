@@ -9,6 +9,7 @@ import { modelGradState } from './helpers/grad-state';
 import { manualSeed } from '../lib/train';
 import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
+import { median } from '../lib/stats';
 
 // FAB / FAB-T (minimal-norm) and Square (gradient-free) on small models: a linear model with a
 // known minimal perturbation, an MLP trained in the test, and (with Python torch) an MLP behind a
@@ -55,11 +56,6 @@ async function predict(m: Model, x: Tensor): Promise<number[]> {
   const p = argmaxRows(z.toArray() as Float32Array, z.shape[1]);
   z.dispose();
   return p;
-}
-
-function median(v: number[]): number {
-  const s = v.slice().sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** Checks the result against an independent forward: success ⇔ misclassified at x_adv. */
