@@ -132,10 +132,10 @@ fi
 mkdir -p "$PKG/dist/bench" "$PKG/bench/python"
 cp dist/bench/gpu.js dist/bench/pyserver.js "$PKG/dist/bench/"
 cp bench/python/gpu_bench.py bench/python/fisher_bench.py bench/python/attacks_bench.py bench/python/train_bench.py "$PKG/bench/python/"
-# the Python side needs the Python with torch: $FISHERLENS_PYTHON, else python3 or /usr/bin/python3
-for py in ${FISHERLENS_PYTHON:-} python3 /usr/bin/python3; do
-  "$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)' 2>/dev/null && break
-done
+# the Python side needs a Python with torch, found as LibTorch discovery finds one (this checkout's
+# scripts/libtorch.js: $FISHERLENS_PYTHON alone when set, else python3, then /usr/bin/python3)
+py=$(node -p "require('$REPO/scripts/libtorch.js').pythonWithTorch() || ''")
+[ -n "$py" ] || { echo "cuda-variant: no Python with torch: the bench's PyTorch side cannot run"; py=python3; }
 echo "cuda-variant: bench against $py ($("$py" -c 'import torch; print(torch.__version__)' 2>&1))"
 FISHERLENS_PYTHON=$py BENCH_JSON="$OUT/gpu-bench.json" \
   env -u LD_LIBRARY_PATH node "$PKG/dist/bench/gpu.js" 2>&1 | tee "$OUT/gpu-bench.log"

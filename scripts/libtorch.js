@@ -133,6 +133,16 @@ function pythons(env) {
   return ['python3', '/usr/bin/python3'];
 }
 
+/** The first Python of pythons(env) that has a torch package (the command as given), or null. */
+function pythonWithTorch(env = process.env) {
+  for (const py of pythons(env)) {
+    try {
+      if (execFileSync(py, ['-c', FIND_SPEC], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 30000 }).toString().trim()) return py;
+    } catch { /* not runnable: the next one */ }
+  }
+  return null;
+}
+
 function python(py) {
   const source = `python (${py})`;
   let dir;
@@ -192,4 +202,4 @@ function majorMinor(v) {
   return m ? `${m[1]}.${m[2]}` : null;
 }
 
-module.exports = { candidates, describe, fromFolder, cxx11Abi, majorMinor, TORCH_LIBS };
+module.exports = { candidates, describe, fromFolder, cxx11Abi, majorMinor, pythonWithTorch, TORCH_LIBS };
