@@ -59,10 +59,7 @@ test('the parser fills every declared default, and a kind\'s own defaults from i
   t.deepEqual(Object.keys(p).sort(), Object.keys(ATTACK_OPTIONS).sort());
 });
 
-// The tests that start child processes are serial, so they run before the concurrent ones: a fork
-// while a BLAS call runs on the compute thread can leave OpenBLAS waiting forever for worker
-// threads its fork handler shut down (seen here as a hang in the progress test's eigh).
-test.serial('help, the capability table and config validation need no LibTorch (FISHERLENS_ADDON points at a file that cannot load)', (t) => {
+test('help, the capability table and config validation need no LibTorch (FISHERLENS_ADDON points at a file that cannot load)', (t) => {
   // the table and option errors in a process where loading the addon would fail
   const script = `
     const fl = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))});
@@ -178,7 +175,7 @@ function noTorchAsync(args: string[]): Promise<{ status: number | null; stdout: 
   });
 }
 
-(haveRedis() ? test.serial : test.skip)('fisherlens status reads a queue without LibTorch', async (t) => {
+(haveRedis() ? test : test.skip)('fisherlens status reads a queue without LibTorch', async (t) => {
   const redis = await startRedis();
   try {
     const r = await noTorchAsync([CLI, 'status', '--queue', redis.url, '--json']);
