@@ -32,7 +32,7 @@ export {
   fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
   FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow,
-  FisherLayout, FISHER_LAYOUTS, ExactTuning, exactTuning, exactTuneCount, EXACT_TUNE, profileExactVjp,
+  FisherLayout, FISHER_LAYOUTS, ExactTuning, exactTuning, exactTuneCount, EXACT_TUNE, autotuneFile, profileExactVjp,
 } from './fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,

@@ -1,7 +1,9 @@
 import test from 'ava';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, manualSeed } from '../lib';
-import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE } from '../lib/fisher';
+import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE, autotuneFile } from '../lib/fisher';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
 
@@ -10,6 +12,11 @@ import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher
 const dir = ensureFixture();
 const REF = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), path.join(dir, 'v.npy'), 'tiny');
 const N = 24; // samples compared with the reference (of the fixture's 120)
+
+function restoreEnv(name: string, value: string | undefined): void {
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
 
 function rows(t: Tensor): number[][] {
   const [B, C] = t.shape;
@@ -298,6 +305,10 @@ test('several classes per VJP pass give the autograd engine\'s exact Fisher (eve
 
 // serial: AVA runs serial tests before the concurrent ones, so no other test's autotune moves the process-wide counter
 test.serial('layout auto measures once per model and input shape, picks a measured candidate and matches it pinned', async (t) => {
+  // a cache folder of its own: no stored choice from an earlier run (see the next test)
+  const cache = process.env.FISHERLENS_CACHE;
+  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tune-'));
+  t.teardown(() => { fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true }); restoreEnv('FISHERLENS_CACHE', cache); });
   manualSeed(3);
   const m = Model.create({ arch: 'small-cnn' });
   const B = 4;
@@ -329,4 +340,50 @@ test.serial('layout auto measures once per model and input shape, picks a measur
     t.regex(e?.message ?? '', /layout|classesPerPass/);
   }
   x.dispose(); x2.dispose();
+});
+
+test.serial('the autotune choice is stored for later processes on this machine; a damaged store is measured again and rewritten', async (t) => {
+  const cache = process.env.FISHERLENS_CACHE, store = process.env.FISHERLENS_AUTOTUNE_STORE;
+  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tune-'));
+  delete process.env.FISHERLENS_AUTOTUNE_STORE;
+  t.teardown(() => {
+    fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true });
+    restoreEnv('FISHERLENS_CACHE', cache);
+    restoreEnv('FISHERLENS_AUTOTUNE_STORE', store);
+  });
+  const file = autotuneFile();
+  t.is(path.dirname(file), process.env.FISHERLENS_CACHE);
+  const B = 3;
+  const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => (Math.cos(i * 0.17) + 1) / 2), [B, 1, 28, 28]);
+  const fresh = () => { manualSeed(4); return Model.create({ arch: 'small-cnn' }); };
+  // a new Model object has no in-process choice: the first measures and stores
+  const a = await fisherExact(fresh(), x);
+  t.is(a.tuning.source, 'measured');
+  const onDisk = JSON.parse(fs.readFileSync(file, 'utf8')) as { version: number; entries: Record<string, { layout: string; classesPerPass: number }> };
+  const entries = Object.values(onDisk.entries);
+  t.is(entries.length, 1);
+  t.deepEqual([entries[0].layout, entries[0].classesPerPass], [a.tuning.layout, a.tuning.classesPerPass]);
+  // the next model of the same architecture (as a later process would build it) reads the choice
+  const before = exactTuneCount();
+  const b = await fisherExact(fresh(), x);
+  t.is(b.tuning.source, 'stored');
+  t.deepEqual([b.tuning.layout, b.tuning.classesPerPass], [a.tuning.layout, a.tuning.classesPerPass]);
+  t.is(exactTuneCount(), before);
+  // same weights (same seed), same configuration: the same numbers (1e-6: one kernel's run-to-run summation order)
+  for (let i = 0; i < B; i++) t.true(relErr(b.lambdaMax[i], a.lambdaMax[i]) < 1e-6, `λ ${i}`);
+  // another architecture is a separate entry
+  const c = await fisherExact(Model.create({ arch: 'small-cnn', activation: 'tanh' }), x);
+  t.is(c.tuning.source, 'measured');
+  t.is(Object.keys((JSON.parse(fs.readFileSync(file, 'utf8')) as { entries: object }).entries).length, 2);
+  // a damaged file is not trusted: measured again, and the file is whole again
+  fs.writeFileSync(file, '{"version": 1, "entries": {"x"');
+  const d = await fisherExact(fresh(), x);
+  t.is(d.tuning.source, 'measured');
+  t.is(Object.keys((JSON.parse(fs.readFileSync(file, 'utf8')) as { entries: object }).entries).length, 1);
+  // FISHERLENS_AUTOTUNE_STORE=0: neither read nor written
+  process.env.FISHERLENS_AUTOTUNE_STORE = '0';
+  const e = await fisherExact(fresh(), x);
+  t.is(e.tuning.source, 'measured');
+  t.is(Object.keys((JSON.parse(fs.readFileSync(file, 'utf8')) as { entries: object }).entries).length, 1);
+  x.dispose();
 });
