@@ -58,6 +58,8 @@ export interface NativeModel extends Handle<'model'> {
   readonly spec: string;
   readonly device: string;
   readonly parameterCount: number;
+  /** The attacks' input-gradient engine measured per input shape (lib/backend.ts setGradientEngine 'auto'). */
+  readonly gradientChoices: { shape: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[];
   readonly disposed: boolean;
 }
 
@@ -89,6 +91,8 @@ export interface NativeBackend {
   addonVersion: string;
   /** Whether CUDA matrix products and convolutions may use TF32 (setTf32; FISHERLENS_TF32=1 at load). */
   tf32: boolean;
+  /** How attacks compute input gradients (setGradientEngine; lib/options.ts GRADIENT_ENGINES). */
+  gradientEngine: 'auto' | 'linear' | 'autograd';
   /** LibTorch's parallel backend description. */
   parallel: string;
 }
@@ -123,6 +127,7 @@ export interface Addon {
   backend(): NativeBackend;
   setThreads(n: number): void;
   setTf32(on: boolean): void;
+  setGradientEngine(engine: string): void;
   /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
   peakMemory(reset?: boolean): { rss: number; peak: number };
 
@@ -178,7 +183,7 @@ export interface Addon {
   fisherVectorProduct(m: NativeModel, x: NativeTensor, v: NativeTensor, o: NativeSpeedOpts, ctl?: NativeCtl): Promise<NativeTensor>;
   klSegment(m: NativeModel, x: NativeTensor, d: NativeTensor, ts: number[], o: NativeSpeedOpts, ctl?: NativeCtl): Promise<{ kl: NativeTensor; quadratic: Float64Array }>;
   fisherExactTune(m: NativeModel, x: NativeTensor, o: { candidates: { channelsLast: boolean; classesPerPass: number }[]; budgetMs: number; autograd: boolean }, ctl?: NativeCtl): Promise<NativeTuneRow[]>;
-  profileVjp(m: NativeModel, x: NativeTensor, o: NativeSpeedOpts, ctl?: NativeCtl): Promise<{ op: string; ms: number }[]>;
+  profileVjp(m: NativeModel, x: NativeTensor, o: NativeSpeedOpts, ctl?: NativeCtl): Promise<{ op: string; ms: number; flops: number }[]>;
 
   // metrics.cc: CCKL, pair statistics, ρ
   ccklBatch(m: NativeModel | null, x: NativeTensor, y: NativeTensor, o: { probs: boolean }, ctl?: NativeCtl): Promise<NativeBatchSums>;
@@ -219,7 +224,7 @@ export interface Addon {
  * fails. The checks below make this list and the interface agree at compile time.
  */
 export const ADDON_EXPORTS = [
-  'backend', 'setThreads', 'setTf32', 'peakMemory',
+  'backend', 'setThreads', 'setTf32', 'setGradientEngine', 'peakMemory',
   'CancelToken',
   'Tensor', 'tensorFromTypedArray', 'memory', 'tensorTo', 'tensorIndex',
   'Model', 'createModel', 'loadTorchScript', 'evaluateBatch',

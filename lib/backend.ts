@@ -2,6 +2,9 @@
 import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync } from './errors';
+import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES, checkOption } from './options';
+
+export type GradientEngine = typeof GRADIENT_ENGINES[number];
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = (() => {
   // dist/lib/backend.js → ../../package.json; lib/backend.ts under ts-node → ../package.json
@@ -27,7 +30,7 @@ export function backend(): BackendInfo {
   const lt: LibTorchInfo = l.libtorch;
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
-    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, packageVersion: pkg.version,
+    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, gradientEngine: b.gradientEngine, packageVersion: pkg.version,
     variant: l.variant, libtorch: { path: lt.path, version: lt.version, cuda: lt.cuda }, addonPath: l.file,
   };
 }
@@ -46,6 +49,22 @@ export function setThreads(n: number): void {
 export function setTf32(on: boolean): void {
   if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTf32(on): expected a boolean, got ${typeof on}`);
   sync(() => addon().setTf32(on));
+}
+
+/**
+ * How attacks and training's inner maximisation compute input gradients, for the whole process
+ * (lib/options.ts GRADIENT_ENGINES): 'linear' through the model's linearisation where it has one,
+ * 'autograd', or 'auto' (the default; FISHERLENS_GRADIENT_ENGINE sets it at load). Under 'auto',
+ * the first gradient for a model architecture and input batch shape measures both engines on
+ * that point (six gradients, discarded), and every later gradient of that architecture and shape
+ * in this process uses the linearisation where it measured at least 5 % faster, else autograd
+ * ({@link Model.gradientChoices} lists the choices). The engines' gradients agree to float
+ * rounding; pin an engine for bitwise-equal results across processes. {@link backend} reports
+ * the setting.
+ */
+export function setGradientEngine(engine: GradientEngine): void {
+  checkOption('setGradientEngine', 'engine', GRADIENT_ENGINE_OPTION, engine);
+  sync(() => addon().setGradientEngine(engine));
 }
 
 /** Checks a device name and that it exists here ('cpu' | 'cuda' | 'cuda:N'); throws ERR_DEVICE otherwise. */

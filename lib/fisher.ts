@@ -207,10 +207,12 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
 
 /**
  * Per-op wall time (ms, tape order) of one exact-method VJP pass of `classesPerPass` classes
- * over the model's linearisation at x: the per-layer profile behind bench/fisher's FLOP-bound
- * figures. [] for models without a linearisation (TorchScript).
+ * over the model's linearisation at x, with each op's input-gradient FLOPs over the pass's
+ * classesPerPass·B rows (convolutions and linear layers, 2 per multiply-add; 0 for the rest):
+ * the per-kernel profile behind bench/fisher's FLOP-bound figures. [] for models without a
+ * linearisation (TorchScript models whose graph does not lower).
  */
-export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number }[]> {
+export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number; flops: number }[]> {
   const o = speed({ layout: opts.layout ?? 'nchw', classesPerPass: opts.classesPerPass ?? 1 });
   return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
 }

@@ -1,6 +1,6 @@
 /** FisherLens: adversarial robustness through the input-space Fisher information. */
 export { FisherLensError, ErrorCode } from './errors';
-export { backend, setThreads, setTf32, peakMemory, BackendInfo } from './backend';
+export { backend, setThreads, setTf32, setGradientEngine, GradientEngine, peakMemory, BackendInfo } from './backend';
 export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
 export { Model, ModelSpec, Activation } from './model';
 export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, ElapsedProgress } from './op';

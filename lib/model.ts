@@ -281,6 +281,14 @@ export class Model {
   get device(): Device { return sync(() => this.native.device); }
   /** Number of scalar parameters. */
   get parameterCount(): number { return sync(() => this.native.parameterCount); }
+  /**
+   * What the 'auto' gradient engine (lib/backend.ts setGradientEngine) chose for attacks and
+   * inner maximisation on this model's architecture (every model with this spec shares it), per
+   * input batch shape: 'linear' (the linearisation) or 'autograd', with the best measured ms of
+   * one gradient on each (linearMs NaN: no linearisation at that input). Empty until an ascent
+   * on this architecture has measured.
+   */
+  get gradientChoices(): { shape: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[] { return sync(() => this.native.gradientChoices); }
   /** Moves parameters and buffers to a device. */
   async to(device: Device, opts?: OpOptions): Promise<void> {
     checkDevice(device);

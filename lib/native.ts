@@ -4,6 +4,7 @@
  * declares for the whole native surface ({@link Addon}).
  */
 import { LoadResult, loadAddon } from './loader';
+import { GRADIENT_ENGINE_OPTION, checkOption } from './options';
 
 export * from './addon-types';
 import type { Addon } from './addon-types';
@@ -12,7 +13,16 @@ let loaded: LoadResult | null = null;
 
 /** Loads the addon once (lib/loader.ts chooses the binary and its LibTorch). */
 function load(): LoadResult {
-  if (loaded === null) loaded = loadAddon();
+  if (loaded === null) {
+    const r = loadAddon();
+    // process-wide settings taken from the environment at load
+    const engine = process.env.FISHERLENS_GRADIENT_ENGINE;
+    if (engine !== undefined && engine !== '') {
+      checkOption('FISHERLENS_GRADIENT_ENGINE', 'value', GRADIENT_ENGINE_OPTION, engine);
+      (r.module as Addon).setGradientEngine(engine);
+    }
+    loaded = r;
+  }
   return loaded;
 }
 

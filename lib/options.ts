@@ -277,6 +277,19 @@ export const AUTOATTACK_OPTIONS = {
 
 // ---------------- Fisher information ----------------
 
+/**
+ * How attacks and training's inner maximisation compute input gradients (lib/backend.ts
+ * setGradientEngine; FISHERLENS_GRADIENT_ENGINE at load): 'linear' through the model's
+ * linearisation where it has one (built-ins, lowerable TorchScript), 'autograd', or 'auto'
+ * (default): both measured once per architecture and input shape; the linearisation is kept
+ * where it measured ≥ 5 % faster.
+ */
+export const GRADIENT_ENGINES = ['auto', 'linear', 'autograd'] as const;
+export const GRADIENT_ENGINE_OPTION = {
+  type: 'enum', values: GRADIENT_ENGINES, default: 'auto',
+  doc: "attacks' and training's input gradients: through the linearisation, autograd, or auto (measured once per architecture and input shape)",
+} as const satisfies OptionDecl;
+
 /** Methods of the per-sample Fisher quantities. */
 export const FISHER_METHODS = ['exact', 'power', 'lanczos', 'hutchinson'] as const;
 
@@ -288,7 +301,7 @@ export const FISHER_SPEED_OPTIONS = {
   channelsLast: { type: 'boolean', default: false, doc: 'run convolutions channels-last (exact: pins the layout; `layout` takes precedence)' },
   layout: {
     type: 'enum', values: FISHER_LAYOUTS, default: 'auto',
-    doc: 'memory layout of the products (auto: the exact method measures both on first use per model and input shape, cached; the matrix-free methods follow channelsLast)',
+    doc: 'memory layout of the products (auto: the exact method measures both on first use per model and input shape on this machine, stored in the cache folder; the matrix-free methods follow channelsLast)',
   },
   classesPerPass: {
     type: 'integer', min: 1, max: 4096, optional: true,

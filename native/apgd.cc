@@ -62,13 +62,14 @@ Run apgdRun(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const
 
   // loss per sample and its input gradient (averaged over o.eotIter forwards)
   torch::Tensor z, L;
+  InputGradient grad(m, x);
   auto lossGrad = [&](const torch::Tensor& xa) {
     torch::Tensor g;
     for (int64_t e = 0; e < o.eotIter; ++e) {
-      torch::Tensor xr = xa.detach().requires_grad_(true);
-      z = m.forward(xr);
-      L = lossOf(lf, z, y, t);
-      torch::Tensor ge = torch::autograd::grad({L.sum()}, {xr})[0];
+      torch::Tensor ge = grad(xa, [&](const torch::Tensor& zz) {
+        L = lossOf(lf, zz, y, t);
+        return L.sum();
+      }, &z);
       g = e == 0 ? ge : g + ge;
     }
     z = z.detach();

@@ -1,6 +1,7 @@
 // Backend facts and settings: versions, CUDA, intra-op threads, BLAS; diagnostic ops used by
 // tests and benchmarks of the async mechanism (noop round trip, abortable spin).
 #include "backend.h"
+#include "attacks.h"
 #include "common/errors.h"
 #include "common/tensor.h"
 #include "common/worker.h"
@@ -46,6 +47,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   o.Set("blas", Napi::String::New(env, loadedBlas()));
   o.Set("addonVersion", Napi::String::New(env, FL_ADDON_VERSION));
   o.Set("tf32", Napi::Boolean::New(env, at::globalContext().allowTF32CuBLAS()));
+  o.Set("gradientEngine", Napi::String::New(env, gradientEngine()));
   o.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
   o.Set("allocator", Napi::String::New(env, allocatorPolicy()));
   return o;
@@ -59,6 +61,15 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
     bool on = info[0].As<Napi::Boolean>().Value();
     at::globalContext().setAllowTF32CuDNN(on);
     at::globalContext().setAllowTF32CuBLAS(on);
+    return info.Env().Undefined();
+  });
+}
+
+// setGradientEngine(engine): how attacks compute input gradients (attacks.h setGradientEngine)
+Napi::Value SetGradientEngine(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "setGradientEngine(engine): expected a string");
+    setGradientEngine(info[0].As<Napi::String>().Utf8Value());
     return info.Env().Undefined();
   });
 }
@@ -179,6 +190,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setTf32", Napi::Function::New(env, SetTf32, "setTf32"));
+  exports.Set("setGradientEngine", Napi::Function::New(env, SetGradientEngine, "setGradientEngine"));
 #ifdef FL_TEST_HOOKS
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));

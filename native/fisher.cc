@@ -219,8 +219,9 @@ std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std:
       // more timed rounds (best of) while the budget lasts
       for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
         for (size_t i = 0; i < cands.size(); ++i) {
+          syncDevice(z);
           auto t0 = Clock::now();
-          (cands[i].channelsLast ? cl : nchw)->vjp(gos[i], ks[i]);
+          syncDevice((cands[i].channelsLast ? cl : nchw)->vjp(gos[i], ks[i]));
           if (rep > 0) best[i] = std::min(best[i], ms(t0) / static_cast<double>(ks[i]));
         }
       }
@@ -251,8 +252,10 @@ std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std:
       // a warm-up pass (kernel selection, allocations) and one timed pass always; up to two more
       // timed passes (best of) while the budget lasts
       for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
+        syncDevice(z);
         auto t0 = Clock::now();
         torch::Tensor g = tape ? tape->vjp(go, k) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
+        syncDevice(g);
         if (rep > 0) best = std::min(best, ms(t0) / static_cast<double>(k));
       }
       c.msPerClass = best;
@@ -261,8 +264,33 @@ std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std:
   return cands;
 }
 
-std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torch::Tensor& x0, bool channelsLast, int64_t k) {
-  static const char* names[] = {"scale", "conv", "linear", "relu", "mul", "maxpool", "avgpool", "globalavg", "reshape", "add", "shortcut"};
+namespace {
+
+// FLOPs of op's input gradient over n stacked rows (VjpProfileRow)
+double vjpFlops(const LinearTape::Op& op, int64_t n) {
+  using K = LinearTape::Kind;
+  if (op.kind == K::Linear) return 2.0 * n * static_cast<double>(op.w.size(0)) * static_cast<double>(op.w.size(1));
+  if (op.kind != K::Conv && op.kind != K::ConvNd) return 0;
+  // out = (in + 2p − d(k − 1) − 1) / s + 1 per spatial dimension; w: [Cout, Cin/groups, k...]
+  double macs = static_cast<double>(op.w.numel());
+  for (int64_t d = 2; d < op.w.dim(); ++d) {
+    const size_t i = static_cast<size_t>(d - 2);
+    const int64_t in = op.input.size(d), kk = op.w.size(d);
+    const int64_t p = i < op.padding.size() ? op.padding[i] : 0, dl = i < op.dilation.size() ? op.dilation[i] : 1,
+                  st = i < op.stride.size() ? op.stride[i] : 1;
+    macs *= static_cast<double>((in + 2 * p - dl * (kk - 1) - 1) / st + 1);
+  }
+  return 2.0 * n * macs;
+}
+
+}  // namespace
+
+std::vector<VjpProfileRow> profileVjp(Classifier& m, const torch::Tensor& x0, bool channelsLast, int64_t k) {
+  // LinearTape::Kind's order
+  static const char* names[] = {"scale",    "conv",    "linear",  "relu",        "mul",    "maxpool", "avgpool",
+                                "globalavg", "reshape", "add",     "shortcut",    "convnd", "maxpool", "avgpool",
+                                "adaptiveavg", "reduce", "view",   "permute",     "sub",    "pad",     "slice"};
+  static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(LinearTape::Kind::Slice) + 1, "a name per LinearTape::Kind");
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
   torch::AutoGradMode gradMode(true);
   FisherOptions o;
@@ -270,21 +298,21 @@ std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torc
   torch::Tensor x, z;
   std::unique_ptr<LayoutGuard> layout;
   std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
-  std::vector<std::pair<std::string, double>> out;
+  std::vector<VjpProfileRow> out;
   if (!tape || z.size(1) < 2) return out;
   k = std::max<int64_t>(1, std::min<int64_t>(k, z.size(1) - 1));
   torch::Tensor go = classCotangents(z, 0, k);
   std::vector<double> t, best;
-  for (int rep = 0; rep < 3; ++rep) {  // a warm-up pass, then the best of two per op
+  for (int rep = 0; rep < 6; ++rep) {  // two warm-up passes, then the best of four per op
     tape->vjp(go, k, &t);
-    if (rep == 1) best = t;
-    if (rep == 2)
+    if (rep == 2) best = t;
+    if (rep > 2)
       for (size_t i = 0; i < t.size(); ++i) best[i] = std::min(best[i], t[i]);
   }
   const auto& ops = tape->ops();
   for (size_t i = 0; i < ops.size(); ++i) {
     size_t kind = static_cast<size_t>(ops[i].kind);
-    out.emplace_back(kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "op", best[i]);
+    out.push_back({kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "op", best[i], vjpFlops(ops[i], k * x.size(0))});
   }
   return out;
 }
@@ -727,7 +755,7 @@ Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
   });
 }
 
-// profileVjp(model, x, { channelsLast, classesPerPass }, ctl?) -> Promise<[{ op, ms }]>: per-op time
+// profileVjp(model, x, { channelsLast, classesPerPass }, ctl?) -> Promise<[{ op, ms, flops }]>: per-op time
 // of one exact-method VJP pass (tape order); [] without a linearisation
 Napi::Value ProfileVjpJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -741,8 +769,9 @@ Napi::Value ProfileVjpJs(const Napi::CallbackInfo& info) {
         Napi::Array a = Napi::Array::New(env, rows.size());
         for (size_t i = 0; i < rows.size(); ++i) {
           Napi::Object o = Napi::Object::New(env);
-          o.Set("op", rows[i].first);
-          o.Set("ms", rows[i].second);
+          o.Set("op", rows[i].op);
+          o.Set("ms", rows[i].ms);
+          o.Set("flops", rows[i].flops);
           a.Set(static_cast<uint32_t>(i), o);
         }
         return a;

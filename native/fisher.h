@@ -53,9 +53,16 @@ struct ExactTuneRow {
 // with classesPerPass > 1 need the linear engine (NaN otherwise). For the exact method's autotune
 // (lib/fisher.ts picks and caches).
 std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x, std::vector<ExactTuneRow> candidates, double budgetMs, bool autograd);
-// Per-op wall time (ms) of one VJP pass of k classes over the linearisation (tape order), with
-// each op's kind: the per-layer profile of the exact method. Empty without a linearisation.
-std::vector<std::pair<std::string, double>> profileVjp(Classifier& m, const torch::Tensor& x, bool channelsLast, int64_t k);
+// One op of a profiled VJP pass: its kind, wall time (ms) and the multiply-add FLOPs of its input
+// gradient (convolutions and linear layers: 2 per multiply-add, the same count as their forward;
+// 0 for the other kinds)
+struct VjpProfileRow {
+  std::string op;
+  double ms = 0, flops = 0;
+};
+// Per-op rows of one VJP pass of k classes over the linearisation (tape order): the per-layer
+// profile of the exact method. Empty without a linearisation.
+std::vector<VjpProfileRow> profileVjp(Classifier& m, const torch::Tensor& x, bool channelsLast, int64_t k);
 
 // Exact per-sample Fisher quantities from K = J Jᵀ (C−1 input-gradient passes over one forward:
 // G only sees logit differences since M 1 = 0). Runs in eval mode without weight gradients and

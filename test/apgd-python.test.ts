@@ -3,7 +3,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Model, Tensor } from '../lib';
+import { Model, Tensor, setGradientEngine } from '../lib';
 import { attack } from '../lib/attacks';
 import { readNpy } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
@@ -17,6 +17,12 @@ const hasTorch = hasTorchModules();
 // 100 steps the outputs agree far below 1e-9; float32 would not (a flipped halving moves the
 // iterate by up to ε). The reference's halvings are also counted, so the schedule is exercised.
 (hasTorch ? test : test.skip)('APGD-CE and APGD-DLR (L∞ and L2) equal the Python float64 reference to 1e-9', async (t) => {
+  // the engine PyTorch uses. The linearisation's gradients differ from it at rounding (1e-16 here),
+  // which the checkpoints' loss comparisons can turn into a different step-size schedule for a
+  // sample (seen: DLR L2, 0.005 apart); its agreement is test/torchscript-lower.test.ts's, with
+  // the tolerance that allows this
+  setGradientEngine('autograd');
+  t.teardown(() => setGradientEngine('auto'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-apgdref-'));
   const n = 24;
   const steps = 100;

@@ -3,7 +3,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Model, Tensor } from '../lib';
+import { Model, Tensor, setGradientEngine } from '../lib';
 import { attack } from '../lib/attacks';
 import { train } from '../lib/train';
 import { Dataset } from '../lib/data/dataset';
@@ -15,6 +15,10 @@ const hasTorch = hasTorchModules();
 // The same PGD steps in Python/PyTorch (scripts/reference/attacks_pgd.py) on the same exported
 // TorchScript model and images: x_adv must agree to < 1e-5 and robust accuracy exactly.
 (hasTorch ? test : test.skip)('PGD without random start equals the Python/PyTorch implementation (L∞ and L2); the exported model also trains', async (t) => {
+  // the engine PyTorch uses: the comparison is bit for bit (docs/attacks.md, "Input gradients";
+  // the linearisation's agreement with it is test/torchscript-lower.test.ts's)
+  setGradientEngine('autograd');
+  t.teardown(() => setGradientEngine('auto'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pgdref-'));
   const n = 256;
   execFileSync(PY, [path.join(__dirname, '..', '..', 'scripts', 'reference', 'attacks_pgd.py'), dir, String(n)], {

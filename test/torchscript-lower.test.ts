@@ -1,6 +1,6 @@
 /**
- * TorchScript models on the linear engine (native/models/torchscript_tape.cc): built-in
- * architectures exported by python3-torch (scripted and traced) and a custom model covering the
+ * TorchScript models on the linear engine (native/models/torchscript_tape.cc): every built-in
+ * architecture family exported by python3-torch (scripted and traced) and a custom model covering the
  * lowered op kinds give the same Fisher quantities on the linear engine as on autograd (the
  * reference: LibTorch's autograd through the same TorchScript graph) and as the built-in; models
  * with an op the engine does not know fall back to autograd and name it; training's changed
@@ -17,7 +17,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
-import { Model, ModelSpec, Tensor } from '../lib';
+import { Model, ModelSpec, Tensor, backend, setGradientEngine } from '../lib';
+import { attack, AttackParams as AttackOptions } from '../lib/attacks';
 import { Dataset } from '../lib/data/dataset';
 import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher } from '../lib/fisher';
 import { main } from '../lib/cli/main';
@@ -44,6 +45,10 @@ SPECS = {
     "small-cnn": {"arch": "small-cnn"},
     "lenet": {"arch": "lenet", "pool": "avg"},
     "resnet20": {"arch": "resnet20", "inputSize": 16, "mean": [0.5], "std": [0.25]},
+    "mnist-net": {"arch": "mnist-net"},
+    "vgg11": {"arch": "vgg11"},
+    "preact-resnet18": {"arch": "preact-resnet18", "inChannels": 3, "inputSize": 32},
+    "wrn-16-2": {"arch": "wrn-16-2", "inChannels": 3, "inputSize": 32},
 }
 
 class Kinds(nn.Module):
@@ -80,6 +85,23 @@ class Kinds(nn.Module):
         h = torch.cat([g, 1.0 - m], 1)
         h = self.drop(h)
         return torch.matmul(h, self.w) / 2.0
+
+class PoolRelu(nn.Module):
+    # ReLUs read only by overlapping, padded, dilated and ceil-mode max pools (the fused mask of
+    # the general pool kind)
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.c3 = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 2 * 2, 10)
+
+    def forward(self, x):
+        a = F.max_pool2d(F.relu(self.c1(x)), 3, stride=2, padding=1)
+        b = F.max_pool2d(F.relu(self.c2(a)), 2, stride=2, ceil_mode=True, dilation=1)
+        c = F.max_pool2d(F.relu(self.c3(b)), 3, stride=1, padding=1, dilation=1)
+        c = F.max_pool2d(F.relu(c - 0.05), 2, stride=2, padding=1, dilation=2)
+        return self.fc(c.flatten(1))
 
 class Hard(nn.Module):
     def __init__(self):
@@ -121,6 +143,11 @@ x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(7))
 torch.jit.script(k).save(os.path.join(out, "kinds.script.pt"))
 torch.jit.trace(k, x).save(os.path.join(out, "kinds.trace.pt"))
 json.dump({"shape": list(x.shape), "x": x.flatten().tolist()}, open(os.path.join(out, "kinds.json"), "w"))
+torch.manual_seed(8)
+pr = PoolRelu().eval()
+with torch.no_grad():
+    pr.c3.bias.fill_(0.1)
+torch.jit.script(pr).save(os.path.join(out, "poolrelu.pt"))
 torch.jit.script(Hard().eval()).save(os.path.join(out, "hard.pt"))
 torch.jit.script(Branchy().eval()).save(os.path.join(out, "branchy.pt"))
 `;
@@ -170,10 +197,11 @@ async function agrees(t: import('ava').ExecutionContext, lin: Model, x: Tensor, 
   }
 }
 
-for (const name of ['mlp', 'small-cnn', 'lenet', 'resnet20']) {
+// every built-in architecture family (resnet32/44/56 are resnet20's, vgg13/16 vgg11's)
+for (const name of ['mlp', 'small-cnn', 'lenet', 'resnet20', 'mnist-net', 'vgg11', 'preact-resnet18', 'wrn-16-2']) {
   maybe(`${name}: scripted and traced exports are lowered and agree with autograd and with the built-in`, async (t) => {
     const p = probe(name);
-    const x = input(p, name === 'resnet20' ? 2 : 3);
+    const x = input(p, ['resnet20', 'preact-resnet18', 'wrn-16-2'].includes(name) ? 2 : 3);
     const builtin = Model.create(p.spec!);
     for (const kind of ['script', 'trace']) {
       const ts = await Model.load(path.join(tmp, `${name}.${kind}.pt`));
@@ -217,6 +245,19 @@ maybe('a custom model over the lowered kinds (tanh, GELU, SiLU, ELU, softplus, i
   }
 });
 
+maybe('ReLUs read only by general max pools (overlapping, padded, dilated, ceil mode) agree with autograd, masked at the pool\'s output', async (t) => {
+  const x = Tensor.from(Float32Array.from({ length: 3 * 144 }, (_, i) => (Math.sin(0.7 * i) + 1) / 2), [3, 1, 12, 12]);
+  const ts = await Model.load(path.join(tmp, 'poolrelu.pt'));
+  await agrees(t, ts, x, ts, { autograd: true }, 'poolrelu');
+  // the same in channels-last and with several classes per pass (the mask broadcast over k blocks)
+  for (const o of [{ layout: 'channels-last' as const, classesPerPass: 3 }, { layout: 'nchw' as const, classesPerPass: 4 }]) {
+    const [a, b] = [await fisherExact(ts, x, o), await fisherExact(ts, x, { autograd: true })];
+    for (let i = 0; i < 3; i++) t.true(rel(a.trace[i], b.trace[i]) <= TOL, `${JSON.stringify(o)} trace ${i}: ${a.trace[i]} vs ${b.trace[i]}`);
+  }
+  ts.dispose();
+  x.dispose();
+});
+
 maybe('a model with an op the engine does not know falls back to autograd and names the op (also in profile fisher)', async (t) => {
   const x = Tensor.from(Float32Array.from({ length: 2 * 144 }, (_, i) => (Math.cos(i) + 1) / 2), [2, 1, 12, 12]);
   const hard = await Model.load(path.join(tmp, 'hard.pt'));
@@ -248,6 +289,120 @@ maybe('a model with an op the engine does not know falls back to autograd and na
   t.is(b.engine, 'autograd');
   t.regex(b.engineReason, /^aten::sum .*reduction over the batch/);
   branchy.dispose();
+});
+
+// Attacks' input gradients: the engine is a process-wide setting, so these tests run serially
+// (AVA runs serial tests before the concurrent ones: no other test's attack sees it switched).
+const maybeSerial = ok ? test.serial : test.serial.skip;
+
+/** x_adv of an attack on each gradient engine, the setting restored afterwards. */
+async function onEngines(model: Model, x: Tensor, y: Tensor, o: AttackOptions): Promise<Record<'linear' | 'autograd', Float32Array>> {
+  const out: Partial<Record<'linear' | 'autograd', Float32Array>> = {};
+  try {
+    for (const e of ['linear', 'autograd'] as const) {
+      setGradientEngine(e);
+      const r = await attack(model, x, y, o);
+      out[e] = r.xAdv.toArray() as Float32Array;
+      r.xAdv.dispose();
+    }
+  } finally {
+    setGradientEngine('auto');
+  }
+  return out as Record<'linear' | 'autograd', Float32Array>;
+}
+
+// Tolerances. L2 steps α·g/‖g‖ move continuously with the gradient: the engines' gradients agree
+// to ~1e-6 relative (float32, different kernels), so 10 steps of α = 0.05 differ by ~1e-6
+// absolute, until an iterate lands within rounding of a ReLU kink or a max-pool tie, where the
+// engines can take different sides and the paths part by a fraction of one step (seen: 1.8e-3
+// over 256 images × 20 steps of α = 0.1 against PyTorch). 5e-3 (a tenth of one step) allows that
+// on any CPU and still catches a wrong op, which moves x_adv by O(α) (a flipped gradient: 0.12).
+// Sign steps (L∞, TRADES' KL attack) are equal except where a gradient component is within
+// rounding of 0 and its sign flips: at most 1 % of the pixels may differ.
+const L2_TOL = 5e-3;
+const SIGN_SHARE = 0.01;
+const differing = (a: Float32Array, b: Float32Array): number => a.reduce((n, v, i) => n + (v !== b[i] ? 1 : 0), 0) / a.length;
+
+maybeSerial('attacks and TRADES\' inner maximisation on the lowered tape: the same iterates as autograd and as the built-in', async (t) => {
+  const attacks: [string, AttackOptions][] = [
+    ['pgd l2', { kind: 'pgd', norm: 'l2', epsilon: 0.5, stepSize: 0.05, steps: 10, randomStart: false }],
+    ['pgd linf', { kind: 'pgd', epsilon: 0.03, stepSize: 0.003, steps: 10, randomStart: false }],
+    ['kl (TRADES)', { kind: 'kl', epsilon: 0.03, stepSize: 0.007, steps: 5, seed: 1 }],
+    ['apgd-ce l2', { kind: 'apgd-ce', norm: 'l2', epsilon: 0.5, steps: 10, seed: 1 }],
+  ];
+  for (const name of ['small-cnn', 'lenet', 'resnet20', 'kinds']) {
+    const p = probe(name);
+    const x = input(p);
+    const y = Tensor.from(BigInt64Array.from({ length: x.shape[0] }, (_, i) => BigInt((3 * i + 1) % 10)), [x.shape[0]]);
+    const ts = await Model.load(path.join(tmp, `${name}.script.pt`));
+    let builtin: Model | undefined;
+    if (p.spec) {
+      builtin = Model.create(p.spec);
+      const ck = path.join(tmp, `${name}.attack.ckpt`);
+      await ts.save(ck);
+      await builtin.loadState(ck);
+    }
+    // the linear rows below run on the tape: 'auto' measured it on this model (NaN: no linearisation)
+    const a = await attack(ts, x, y, { kind: 'pgd', steps: 6, randomStart: false });
+    a.xAdv.dispose();
+    t.true(ts.gradientChoices[0]?.linearMs > 0, `${name}: a linearisation for attacks (${JSON.stringify(ts.gradientChoices)})`);
+    for (const [what, o] of attacks) {
+      const r = await onEngines(ts, x, y, o);
+      const moved = maxAbsDiff(r.linear, x.toArray() as Float32Array);
+      t.true(moved > 1e-3, `${name} ${what}: the attack moved x (${moved})`);
+      const sign = o.norm !== 'l2';
+      t.log(`${name} ${what}: linear vs autograd ${sign ? `${differing(r.linear, r.autograd)} of the pixels differ` : `max |Δ| ${maxAbsDiff(r.linear, r.autograd).toExponential(1)}`}`);
+      if (sign) t.true(differing(r.linear, r.autograd) <= SIGN_SHARE, `${name} ${what}: ${differing(r.linear, r.autograd)} of the pixels differ`);
+      else t.true(maxAbsDiff(r.linear, r.autograd) <= L2_TOL, `${name} ${what}: linear vs autograd ${maxAbsDiff(r.linear, r.autograd)}`);
+      if (builtin) {
+        const b = await onEngines(builtin, x, y, o);
+        if (sign) t.true(differing(r.linear, b.linear) <= SIGN_SHARE, `${name} ${what}: lowered vs built-in`);
+        else t.true(maxAbsDiff(r.linear, b.linear) <= L2_TOL, `${name} ${what}: lowered vs built-in ${maxAbsDiff(r.linear, b.linear)}`);
+      }
+    }
+    x.dispose(); y.dispose(); ts.dispose(); builtin?.dispose();
+  }
+});
+
+maybeSerial("the 'auto' gradient engine measures both engines once per architecture and input shape, or takes autograd where there is no linearisation", async (t) => {
+  t.is(backend().gradientEngine, 'auto');
+  const x = input(probe('small-cnn'));
+  const y = Tensor.from(BigInt64Array.from([1n, 2n, 3n]), [3]);
+  // a copy of the archive: a spec (path) no other test has measured
+  const file = path.join(tmp, 'auto-small-cnn.pt');
+  fs.copyFileSync(path.join(tmp, 'small-cnn.script.pt'), file);
+  const ts = await Model.load(file);
+  t.deepEqual(ts.gradientChoices, []);
+  // the first gradient measures
+  let r = await attack(ts, x, y, { kind: 'pgd', steps: 1, randomStart: false });
+  r.xAdv.dispose();
+  const [c] = ts.gradientChoices;
+  t.deepEqual(c.shape, [3, 1, 28, 28]);
+  t.true(c.linearMs > 0 && c.autogradMs > 0, `both measured: ${JSON.stringify(c)}`);
+  t.is(c.engine, c.linearMs < 0.95 * c.autogradMs ? 'linear' : 'autograd');  // the linearisation when clearly faster
+  // the choice holds for the architecture: a second model object of the same archive, and later
+  // attacks, reuse it (the same measured figures); and an attack repeats bit for bit
+  const again = await Model.load(file);
+  t.deepEqual(again.gradientChoices, [c]);
+  const o = { kind: 'pgd' as const, norm: 'l2' as const, epsilon: 0.5, stepSize: 0.05, steps: 8, randomStart: false };
+  const [p1, p2] = [await attack(ts, x, y, o), await attack(again, x, y, o)];
+  t.deepEqual(p1.xAdv.toArray(), p2.xAdv.toArray());
+  t.deepEqual(ts.gradientChoices, [c]);
+  // another batch shape is measured on its own; the first stays
+  const x2 = x.slice(0, 2), y2 = y.slice(0, 2);
+  r = await attack(ts, x2, y2, { kind: 'pgd', steps: 2, randomStart: false });
+  r.xAdv.dispose();
+  t.deepEqual(ts.gradientChoices.map((e) => e.shape), [[2, 1, 28, 28], [3, 1, 28, 28]]);
+  // no linearisation (hardswish): autograd, nothing to compare
+  const hard = await Model.load(path.join(tmp, 'hard.pt'));
+  const xh = Tensor.from(Float32Array.from({ length: 2 * 144 }, (_, i) => (Math.cos(i) + 1) / 2), [2, 1, 12, 12]);
+  const rh = await attack(hard, xh, y2, { kind: 'pgd', steps: 1, randomStart: false });
+  rh.xAdv.dispose();
+  t.deepEqual(hard.gradientChoices.map((e) => [e.engine, Number.isNaN(e.linearMs)]), [['autograd', true]]);
+  // bad settings are ERR_ARG naming the values
+  t.throws(() => setGradientEngine('tape' as never), { code: 'ERR_ARG', message: /auto, linear, autograd/ });
+  for (const m of [ts, again, hard]) m.dispose();
+  for (const v of [x, y, x2, y2, xh, p1.xAdv, p2.xAdv]) v.dispose();
 });
 
 maybe('training a lowered TorchScript model: the next linearisation sees the new weights and matches autograd', async (t) => {

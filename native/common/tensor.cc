@@ -1,4 +1,5 @@
 #include "common/tensor.h"
+#include <torch/cuda.h>
 #include "common/addon_data.h"
 #include "common/errors.h"
 #include "common/worker.h"
@@ -374,6 +375,10 @@ void InitTensor(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("tensorTo", Napi::Function::New(env, TensorToJs, "tensorTo"));
   exports.Set("tensorIndex", Napi::Function::New(env, TensorIndexJs, "tensorIndex"));
+}
+
+void syncDevice(const torch::Tensor& t) {
+  if (t.defined() && t.is_cuda()) torch::cuda::synchronize(t.device().index());
 }
 
 }  // namespace fl

@@ -37,6 +37,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   int64_t bytes_ = 0;
 };
 
+// Waits for the work queued on t's device (CUDA kernels run asynchronously): call before reading a
+// clock around device work. No-op for CPU tensors and undefined ones.
+void syncDevice(const torch::Tensor& t);
+
 // Live-handle accounting (all threads): handles alive and the bytes their tensors hold.
 struct LiveStats {
   static std::atomic<int64_t> tensors;

@@ -1,6 +1,7 @@
 // The linearisation of a built-in network (see linear_tape.h).
 #include "models/linear_tape.h"
 #include "common/errors.h"
+#include "common/tensor.h"
 #include <torch/version.h>
 #include <chrono>
 
@@ -71,7 +72,7 @@ void LinearTape::finish(const torch::Tensor& z) {
     producer[ops_[i].out] = static_cast<int64_t>(i);
   }
   for (Op& op : ops_) {
-    if (op.kind != Kind::MaxPool || !op.w.defined()) continue;
+    if ((op.kind != Kind::MaxPool && op.kind != Kind::MaxPoolG) || !op.w.defined()) continue;
     int64_t j = producer[op.in];
     if (j < 0 || ops_[j].kind != Kind::Relu || readers[op.in] != 1 || op.in == outId_) continue;
     op.fusedMask = true;
@@ -234,7 +235,12 @@ torch::Tensor backwardOp(const LinearTape::Op& op, const torch::Tensor& g, torch
       std::vector<int64_t> reps(op.idx.dim(), 1);
       reps[0] = k;
       torch::Tensor idx = k == 1 ? op.idx : op.idx.repeat(reps).contiguous(op.idx.suggest_memory_format());
-      return at::max_pool2d_with_indices_backward(g, likeK(op.input, k), op.kernel, op.stride, op.padding, op.dilation, op.ceil,
+      // fused: every window whose argmax is element j has the pool output y_j (padding is −∞, so
+      // an argmax is always a real element), so masking each window's cotangent by its output's
+      // sign is the ReLU's mask on their sum
+      torch::Tensor gm = !op.fusedMask ? g
+          : perSample(g, op.w, k, [](const torch::Tensor& a, const torch::Tensor& w) { return at::threshold_backward(a, w, 0); });
+      return at::max_pool2d_with_indices_backward(gm, likeK(op.input, k), op.kernel, op.stride, op.padding, op.dilation, op.ceil,
                                                   idx);
     }
     case K::AvgPoolG:
@@ -296,7 +302,7 @@ std::shared_ptr<LinearTape> LinearTape::mapSaved(const std::function<torch::Tens
     Op o = op;
     o.input = pick(op.input);
     o.idx = pick(op.idx);
-    if (op.kind == K::Relu || op.kind == K::Mul || op.kind == K::MaxPool) o.w = pick(op.w);  // per-sample derivatives / outputs
+    if (op.kind == K::Relu || op.kind == K::Mul || op.kind == K::MaxPool || op.kind == K::MaxPoolG) o.w = pick(op.w);  // per-sample derivatives / outputs
     if (weightsToo && op.kind == K::Conv) {
       o.w = f(op.w.detach());
       if (op.wFlipT.defined()) o.wFlipT = f(op.wFlipT);
@@ -356,6 +362,7 @@ torch::Tensor LinearTape::vjp(const torch::Tensor& u, int64_t k, std::vector<dou
     g[op.out] = torch::Tensor();
     acc(op.in, gi);
     if (op.in2 >= 0) acc(op.in2, g2);
+    if (opMs) syncDevice(gi);  // CUDA: the op's kernels, not their launch
     if (opMs) (*opMs)[ops_.rend() - it - 1] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   FL_CHECK(g[0].defined(), ERR_INTERNAL, "linearisation: the logits do not depend on the input");

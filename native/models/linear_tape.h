@@ -33,7 +33,7 @@ class LinearTape {
   struct Op {
     Kind kind;
     int64_t in = -1, in2 = -1, out = -1;  // node ids (in2: Add only)
-    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu, MaxPool: output
+    torch::Tensor w;                      // Conv/Linear weight; Scale: broadcastable factor; Mul: derivative; Relu, MaxPool(G): output
     torch::Tensor wFlipT;                 // Conv (stride 1): the weight flipped and transposed, [Cin, Cout, kh, kw]
     torch::Tensor input;                  // the op's forward input (its shape/layout for the backward)
     torch::Tensor idx;                    // MaxPool: argmax indices
@@ -47,7 +47,7 @@ class LinearTape {
     std::vector<int64_t> shape, dims;
     bool ceil = false, countPad = true, keepdim = false;
     int64_t divisor = 0;
-    // a ReLU whose only consumer is a max pool: the VJP masks the pool's (k² times smaller)
+    // a ReLU whose only consumer is a max pool (MaxPool or MaxPoolG): the VJP masks the pool's (smaller)
     // cotangent by the pool's output sign instead (the same numbers: the pool passes each window's
     // cotangent to its argmax, whose ReLU output is the pool's output). Set on both ops by finish().
     bool fusedMask = false;

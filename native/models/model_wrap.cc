@@ -1,4 +1,5 @@
 #include "models/model_wrap.h"
+#include "attacks.h"
 #include "common/addon_data.h"
 #include "common/checks.h"
 #include "common/errors.h"
@@ -47,6 +48,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceAccessor<&ModelWrap::Spec>("spec"),
                         InstanceAccessor<&ModelWrap::Device>("device"),
                         InstanceAccessor<&ModelWrap::ParameterCount>("parameterCount"),
+                        InstanceAccessor<&ModelWrap::GradientChoices>("gradientChoices"),
                         InstanceAccessor<&ModelWrap::Disposed>("disposed")});
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -72,6 +74,28 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   const ModelInfo& info() const {
     model();
     return *info_;
+  }
+
+  // gradientChoices -> [{ shape: number[], engine: 'linear' | 'autograd', linearMs, autogradMs }]:
+  // the attacks' input gradient engine measured per input shape for this model's architecture
+  // (attacks.h gradientChoices; its own lock, so safe while an op runs)
+  Napi::Value GradientChoices(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      Napi::Env env = info.Env();
+      std::vector<GradientChoice> cs = gradientChoices(*model());
+      Napi::Array out = Napi::Array::New(env, cs.size());
+      for (size_t i = 0; i < cs.size(); ++i) {
+        Napi::Object o = Napi::Object::New(env);
+        Napi::Array shape = Napi::Array::New(env, cs[i].shape.size());
+        for (size_t d = 0; d < cs[i].shape.size(); ++d) shape.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].shape[d]));
+        o.Set("shape", shape);
+        o.Set("engine", cs[i].linear ? "linear" : "autograd");
+        o.Set("linearMs", cs[i].linearMs);
+        o.Set("autogradMs", cs[i].autogradMs);
+        out.Set(static_cast<uint32_t>(i), o);
+      }
+      return out;
+    });
   }
 
   // forward(x: Tensor [B, C, H, W], ctl?) -> Promise<Tensor [B, K]> (eval mode is the caller's; no grad)

@@ -484,7 +484,10 @@ class Interpreter {
     op.countPad = countPad;
     op.divisor = div.isNone() ? 0 : div.toInt();
     torch::Tensor y;
-    if (isMax) std::tie(y, op.idx) = at::max_pool2d_with_indices(xt, kernel, stride, padding, dilation, ceil);
+    if (isMax) {
+      std::tie(y, op.idx) = at::max_pool2d_with_indices(xt, kernel, stride, padding, dilation, ceil);
+      op.w = y;  // its output, for a preceding ReLU's mask (Op::fusedMask)
+    }
     else y = evaluate(n)[0].toTensor();
     emit(std::move(op), n->output(0), y);
   }
