@@ -1,17 +1,19 @@
 /**
  * PGD-20 (L∞, ε 0.031, step 0.003, no random start: TRADES' pgd_whitebox) on one batch of 128,
- * small-cnn (1×28×28) and resnet20 (3×32×32): FisherLens vs the same loop in Python/PyTorch on
+ * small-cnn (1×28×28), resnet20 (3×32×32), a tanh / average-pool LeNet and an MLP (BENCH_ARCHS
+ * picks some): FisherLens vs the same loop in Python/PyTorch on
  * the same LibTorch (bench/python/attacks_bench.py), side by side, 2 threads each. Python runs
  * TRADES' loop as written ("reference": weight gradients computed by loss.backward()) and a lean
  * variant (input gradient only). FisherLens runs the built-in architecture and the very
- * TorchScript module Python exported, and the built-in with channelsLast: true. Prints samples/s and time ratios (target ≤ 0.7 × Python's
- * reference). The four runs are interleaved BENCH_REPS times (default 2; the machine is shared)
- * and the best of each is kept.
+ * TorchScript module Python exported, each on the three input-gradient engines (auto, linear,
+ * autograd: lib/backend.ts setGradientEngine), and the built-in with channelsLast: true. Prints
+ * samples/s and time ratios (target ≤ 0.7 × Python's reference) and what auto chose. The runs are
+ * interleaved BENCH_REPS times (default 2; the machine is shared) and the best of each is kept.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Model, ModelSpec, Tensor, setThreads } from '../lib';
+import { GradientEngine, Model, ModelSpec, Tensor, setGradientEngine, setThreads } from '../lib';
 import { attack } from '../lib/attacks';
 import { PyServer, passiveOpenMp } from './pyserver';
 
@@ -32,42 +34,62 @@ export async function main(): Promise<void> {
   setThreads(2);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-attacks-'));
   const rows: string[] = [];
-  const archs: [string, ModelSpec, number[]][] = [
+  const all: [string, ModelSpec, number[]][] = [
     ['small-cnn', { arch: 'small-cnn' }, [1, 28, 28]],
     ['resnet20', { arch: 'resnet20', inChannels: 3, inputSize: 32 }, [3, 32, 32]],
+    // smooth activations and average pools (autograd's backward differs most here), and an MLP
+    // (small kernels: the tape's recording weighs most)
+    ['tanh-avg-cnn', { arch: 'lenet', activation: 'tanh', pool: 'avg' }, [1, 28, 28]],
+    ['mlp', { arch: 'mlp' }, [1, 28, 28]],
   ];
+  const archs = all.filter(([a]) => !process.env.BENCH_ARCHS || process.env.BENCH_ARCHS.split(',').includes(a));
   for (const [arch, spec, shape] of archs) {
     const ts = path.join(dir, `${arch}.pt`);
-    const server = new PyServer('attacks_bench.py', [arch, String(batch), ts]);
+    const server = new PyServer('attacks_bench.py', [arch === 'small-cnn' || arch === 'resnet20' ? arch : JSON.stringify(spec), String(batch), ts]);
     await server.ready();
     const numel = shape.reduce((a, b) => a * b, 1);
     const x = Tensor.from(Float32Array.from({ length: batch * numel }, (_, i) => ((i * 7919) % 1000) / 1000), [batch, ...shape]);
     const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]);
     const builtin = Model.create(spec);
     const script = await Model.load(ts);
-    await timePgd(builtin, x, y, 2);
-    await timePgd(script, x, y, 2);
+    // FisherLens rows: the built-in and the TorchScript module Python exported, on each input-gradient
+    // engine (lib/backend.ts setGradientEngine; auto measures both on its first steps and keeps the
+    // faster, so its row includes that), and the built-in channels-last
+    const fl: [string, Model, GradientEngine, boolean][] = [
+      ['built-in, auto', builtin, 'auto', false], ['built-in, linear', builtin, 'linear', false], ['built-in, autograd', builtin, 'autograd', false],
+      ['TorchScript, auto', script, 'auto', false], ['TorchScript, linear', script, 'linear', false], ['TorchScript, autograd', script, 'autograd', false],
+      ['built-in channels-last, auto', builtin, 'auto', true],
+    ];
+    const run = async ([, m, engine, cl]: [string, Model, GradientEngine, boolean], steps = 20): Promise<number> => {
+      setGradientEngine(engine);
+      try {
+        return await timePgd(m, x, y, steps, cl);
+      } finally {
+        setGradientEngine('auto');
+      }
+    };
+    for (const r of fl) await run(r, 2);  // warm-up (and the auto rows' measurement for this shape)
     const py = { reference: Infinity, lean: Infinity };
-    let tBuiltin = Infinity, tScript = Infinity, tCl = Infinity;
-    await timePgd(builtin, x, y, 2, true);
+    const best = fl.map(() => Infinity);
     for (let r = 0; r < reps; r++) {
       py.reference = Math.min(py.reference, await server.time('reference'));
-      tBuiltin = Math.min(tBuiltin, await timePgd(builtin, x, y));
       py.lean = Math.min(py.lean, await server.time('lean'));
-      tScript = Math.min(tScript, await timePgd(script, x, y));
-      tCl = Math.min(tCl, await timePgd(builtin, x, y, 20, true));
+      for (let i = 0; i < fl.length; i++) best[i] = Math.min(best[i], await run(fl[i]));
     }
     server.close();
-    const sps = (t: number): string => (batch / t).toFixed(1).padStart(8);
-    rows.push(`${arch.padEnd(10)} python reference ${sps(py.reference)} samples/s | python lean ${sps(py.lean)} | ` +
-      `FisherLens built-in ${sps(tBuiltin)} (${(tBuiltin / py.reference).toFixed(2)}× ref time, ${(tBuiltin / py.lean).toFixed(2)}× lean) | ` +
-      `FisherLens TorchScript ${sps(tScript)} (${(tScript / py.reference).toFixed(2)}× ref, ${(tScript / py.lean).toFixed(2)}× lean) | ` +
-      `FisherLens built-in channels-last ${sps(tCl)} (${(tCl / py.reference).toFixed(2)}× ref, ${(tCl / py.lean).toFixed(2)}× lean)`);
-    console.log(rows[rows.length - 1]);
+    const sps = (t: number): string => (batch / t).toFixed(1).padStart(9);
+    rows.push(`\n${arch}: ${'samples/s'.padStart(36)} ${'× ref'.padStart(6)} ${'× lean'.padStart(6)}`);
+    rows.push(`${'python reference (TRADES pgd_whitebox)'.padEnd(38)}${sps(py.reference)}   1.00 ${(py.reference / py.lean).toFixed(2).padStart(6)}`);
+    rows.push(`${'python lean (input gradient only)'.padEnd(38)}${sps(py.lean)} ${(py.lean / py.reference).toFixed(2).padStart(6)}   1.00`);
+    fl.forEach(([name], i) => rows.push(`${('FisherLens ' + name).padEnd(38)}${sps(best[i])} ${(best[i] / py.reference).toFixed(2).padStart(6)} ${(best[i] / py.lean).toFixed(2).padStart(6)}`));
+    const choice = (m: Model) => m.gradientChoices.filter((c) => c.shape[0] === batch)
+      .map((c) => `${c.engine} (linear ${c.linearMs.toFixed(1)} ms, autograd ${c.autogradMs.toFixed(1)} ms per gradient)`).join('; ');
+    rows.push(`auto chose: built-in ${choice(builtin)}; TorchScript ${choice(script)}`);
+    console.log(rows.slice(-fl.length - 4).join('\n'));
     builtin.dispose(); script.dispose(); x.dispose(); y.dispose();
   }
   fs.rmSync(dir, { recursive: true, force: true });
-  console.log('PGD-20, batch 128, 2 threads; ratios are FisherLens time / Python time (target ≤ 0.7 vs the reference loop)');
+  console.log('\nPGD-20, batch 128, 2 threads, best of BENCH_REPS interleaved runs; × = time / Python time (target ≤ 0.7 vs the reference loop)');
 }
 
 if (require.main === module) main().catch((e) => { console.error(e); process.exitCode = 1; });

@@ -22,6 +22,7 @@ import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/fisher';
 import { uniformStream } from '../lib/random';
+import { passiveOpenMp } from './pyserver';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -36,7 +37,7 @@ class PySide {
   private readonly p: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterableIterator<string>;
   constructor(args: string[], env: NodeJS.ProcessEnv = process.env) {
-    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe', env });
+    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe', env: { ...env, OMP_WAIT_POLICY: env.OMP_WAIT_POLICY ?? 'PASSIVE' } });
     this.p.stderr.on('data', (d: Buffer) => process.stderr.write(d));
     this.lines = readline.createInterface({ input: this.p.stdout })[Symbol.asyncIterator]();
   }
@@ -80,6 +81,7 @@ const CONFIGS: Record<string, { inChannels: number; inputSize: number; spec?: Re
 };
 
 export async function main(): Promise<void> {
+  passiveOpenMp();  // both sides (see bench/pyserver.ts): spinning OpenMP threads of one side slow the other's next run
   const threads = Number(arg('threads', '2'));
   setThreads(threads);
   const batch = Number(arg('batch', '128'));
@@ -126,10 +128,21 @@ export async function main(): Promise<void> {
       ['fisherlens power, autograd engine', 'power', { autograd: true }, () => (o) => fisherPower(model, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())],
     ];
     // TorchScript: the same rows on the Python side's own scripted model (both engines)
-    const TS_ROWS = ['torchscript exact', 'torchscript exact, autograd engine', 'torchscript power', 'torchscript power, autograd engine'];
+    const TS_ROWS = ['torchscript exact', 'torchscript exact, autograd engine', 'torchscript power', 'torchscript power, autograd engine',
+      "torchscript exact, built-in's choice"];
     if (ts) {
       for (const [name, autograd] of [[TS_ROWS[0], false], [TS_ROWS[1], true]] as const)
         flVariants.push([name, 'exact', { autograd }, () => (o) => fisherExact(ts, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })]);
+      // like for like: the TorchScript model pinned to the layout and classes per pass the built-in's
+      // autotune chose (its own autotune can pick differently among near-equal candidates)
+      flVariants.push([TS_ROWS[4], 'exact', {}, () => {
+        let pin: FisherSpeedOptions | undefined;
+        return async () => {
+          if (!pin) { const c = await exactTuning(model, x); pin = { layout: c.layout, classesPerPass: c.classesPerPass }; }
+          const r = await fisherExact(ts, x, pin);
+          r.spectrum.dispose(); r.probs.dispose();
+        };
+      }]);
       for (const [name, autograd] of [[TS_ROWS[2], false], [TS_ROWS[3], true]] as const)
         flVariants.push([name, 'power', { autograd }, () => (o) => fisherPower(ts, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())]);
       const e = await fisherPower(ts, x.slice(0, 1), { tol: 0, maxIter: 1 });
@@ -172,7 +185,7 @@ export async function main(): Promise<void> {
     line('python exact (C autograd.grad loop)', pyBest.exact, pyBest.exact, flops.pyExact);
     line('python exact, malloc as FisherLens', pyReuseBest.exact, pyBest.exact, flops.pyExact);
     for (const k of ['fisherlens exact', ...EXACT_PINS.map(([n]) => n), 'fisherlens exact, autograd engine']) line(k, best[k], pyBest.exact, flops.flExact);
-    if (ts && has(TS_ROWS[0])) for (const k of TS_ROWS.slice(0, 2)) line(k, best[k], pyBest.exact, flops.flExact);
+    if (ts && has(TS_ROWS[0])) for (const k of [...TS_ROWS.slice(0, 2), TS_ROWS[4]]) line(k, best[k], pyBest.exact, flops.flExact);
     // the fastest any implementation of C−1 input-gradient passes could be here: its FLOPs at the
     // measured matrix-product peak (every convolution and matmul at 100 % of the 2048² sgemm rate)
     const boundMs = flops.flExact / (peak * 1e9) * 1000;
@@ -182,15 +195,36 @@ export async function main(): Promise<void> {
     rows.push(`autotune chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
       (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
     const vjpBound = F / (peak * 1e9) * 1000;
+    let fastest: { name: string; tot: number; ops: { op: string; ms: number; flops: number }[]; k: number } | undefined;
     for (const [layout, k] of [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const) {
       const ops = await profileExactVjp(model, x, { layout, classesPerPass: k });
       const by: Record<string, number> = {};
       for (const o of ops) by[o.op] = (by[o.op] ?? 0) + o.ms / k;
       const tot = Object.values(by).reduce((a, b) => a + b, 0);
-      rows.push(`VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms (bound ${vjpBound.toFixed(1)} ms = ${(100 * vjpBound / tot).toFixed(0)}%); ` +
-        Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', ') +
-        (layout === 'nchw' && k === 1 ? `\n  per op: ${ops.map((o) => `${o.op} ${o.ms.toFixed(1)}`).join(', ')}` : ''));
+      // the FLOP-counting kernels alone (convolutions, linear layers) against the matmul peak
+      const kMs = ops.reduce((a, o) => a + (o.flops > 0 ? o.ms : 0), 0), kFl = ops.reduce((a, o) => a + o.flops, 0);
+      rows.push(`VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms (bound ${vjpBound.toFixed(1)} ms = ${(100 * vjpBound / tot).toFixed(0)}%; ` +
+        `conv+linear kernels at ${(kFl / (kMs / 1000) / 1e9).toFixed(1)} GFLOP/s = ${(100 * kFl / (kMs / 1000) / 1e9 / peak).toFixed(0)}% of peak); ` +
+        Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', '));
+      if (!fastest || tot < fastest.tot) fastest = { name: `${layout}, ${k}/pass`, tot, ops, k };
     }
+    // the TorchScript model's lowered tape, the same four configurations (totals by op kind)
+    if (ts) {
+      const tt = await exactTuning(ts, x);
+      rows.push(`TorchScript autotune chose ${tt.layout}, ${tt.classesPerPass} classes/pass; measured ms/class: ` +
+        (tt.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
+      for (const [layout, k] of [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const) {
+        const ops = await profileExactVjp(ts, x, { layout, classesPerPass: k });
+        const by: Record<string, number> = {};
+        for (const o of ops) by[o.op] = (by[o.op] ?? 0) + o.ms / k;
+        const tot = Object.values(by).reduce((a, b) => a + b, 0);
+        rows.push(`TorchScript VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms; ` +
+          Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', '));
+      }
+    }
+    // per kernel of the fastest configuration: where the time above the bound goes
+    if (fastest) rows.push(`per op (${fastest.name}; ms per pass of ${fastest.k} classes, GFLOP/s and % of peak for the FLOP-counting kernels): ` +
+      fastest.ops.map((o) => `${o.op} ${o.ms.toFixed(1)}` + (o.flops > 0 ? ` (${(o.flops / (o.ms / 1000) / 1e9).toFixed(0)} GF/s, ${(100 * o.flops / (o.ms / 1000) / 1e9 / peak).toFixed(0)}%)` : '')).join(', '));
     }
     if (has('fisherlens power')) {    line(`python power (${iters} it, double backward)`, pyBest.power, pyBest.power, flops.power);
     line('python power, malloc as FisherLens', pyReuseBest.power, pyBest.power, flops.power);
@@ -198,7 +232,7 @@ export async function main(): Promise<void> {
     if (ts) for (const k of TS_ROWS.slice(2)) line(k, best[k], pyBest.power, flops.power);
     }
     if (ts && has(TS_ROWS[0]) && has(TS_ROWS[2])) rows.push(`TorchScript / built-in (same engine, same defaults): exact ${(best[TS_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
-      `power ${(best[TS_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}`);
+      `exact with the built-in's choice pinned ${(best[TS_ROWS[4]][0] / best['fisherlens exact'][0]).toFixed(2)}, power ${(best[TS_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}`);
     console.log(rows.join('\n'));
     x.dispose();
     model.dispose();

@@ -5,9 +5,10 @@ Two Python loops on the same LibTorch:
              step, loss.backward() (weight gradients computed too), clamp of the difference.
   lean:      the same steps with torch.autograd.grad w.r.t. the input only and frozen weights.
 Also exports the (random-weight, eval-mode) model as TorchScript so FisherLens can run the same
-network. usage: /usr/bin/python3 attacks_bench.py ARCH BATCH OUT.pt, then one request per line on stdin
+network. ARCH: small-cnn, resnet20 or a FisherLens spec as JSON.
+usage: /usr/bin/python3 attacks_bench.py ARCH BATCH OUT.pt, then one request per line on stdin
 """
-import json, sys, time
+import importlib.util, json, os, sys, time
 import torch
 import torch.nn as nn
 import torch.optim as optim
@@ -46,7 +47,17 @@ def main():
     arch, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model, shape = build(arch)
+    if arch.startswith('{'):  # a FisherLens spec (scripts/reference/models.py builds it as the zoo does)
+        # loaded by path: the name `models` is this folder's models.py
+        ref = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'scripts', 'reference', 'models.py')
+        loader = importlib.util.spec_from_file_location('reference_models', ref)
+        reference_models = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(reference_models)
+        spec = json.loads(arch)
+        model = reference_models.build(spec)
+        shape = (spec.get('inChannels', 1), spec.get('inputSize', 28), spec.get('inputSize', 28))
+    else:
+        model, shape = build(arch)
     model.eval()
     torch.jit.script(model).save(out)
     X = torch.rand(batch, *shape)
