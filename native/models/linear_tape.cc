@@ -1,5 +1,6 @@
 // The linearisation of a built-in network (see linear_tape.h).
 #include "models/linear_tape.h"
+#include <algorithm>
 #include "common/errors.h"
 #include "common/tensor.h"
 #include <torch/version.h>
@@ -70,6 +71,50 @@ void LinearTape::finish(const torch::Tensor& z) {
     ++readers[ops_[i].in];
     if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
     producer[ops_[i].out] = static_cast<int64_t>(i);
+  }
+  // resnet's option-A shortcut as a lowered graph writes it, x[:, :, ::s, ::s] padded with zero
+  // channels: two strided slices (H and W, from 0 over the whole extent, either order) read only by
+  // a channel-only constant pad, recorded as the built-ins' one ShortcutA op (one zero-filled
+  // buffer in the VJP instead of three)
+  auto wholeStrided = [&](const Op& o, int64_t dim) {
+    return o.kind == Kind::Slice && o.input.defined() && o.input.dim() == 4 && o.dims.size() == 5 && o.dims[0] == dim &&
+           o.dims[1] == 0 && o.dims[4] == 0 && o.dims[3] >= 1 && o.dims[2] + o.dims[3] > o.input.size(dim);
+  };
+  std::vector<bool> dropped(ops_.size(), false);
+  for (Op& op : ops_) {
+    if (op.kind != Kind::Pad || op.dims.size() != 6 || op.dims[0] || op.dims[1] || op.dims[2] || op.dims[3] ||
+        op.dims[4] < 0 || op.dims[5] < 0 || op.in == outId_)
+      continue;
+    const int64_t j = producer[op.in];
+    if (j < 0 || readers[op.in] != 1) continue;
+    const int64_t i = producer[ops_[j].in];
+    if (i < 0 || readers[ops_[j].in] != 1 || ops_[j].in == outId_) continue;
+    const Op &a = ops_[i], &b = ops_[j];
+    const bool hw = wholeStrided(a, 2) && wholeStrided(b, 3), wh = wholeStrided(a, 3) && wholeStrided(b, 2);
+    if (!(hw || wh) || a.dims[3] != b.dims[3]) continue;
+    Op sc;
+    sc.kind = Kind::ShortcutA;
+    sc.in = a.in;
+    sc.out = op.out;
+    sc.input = a.input;
+    sc.stride = {a.dims[3], a.dims[3]};
+    sc.lo = op.dims[4];
+    sc.hi = op.dims[5];
+    op = std::move(sc);
+    dropped[i] = dropped[j] = true;
+  }
+  if (std::find(dropped.begin(), dropped.end(), true) != dropped.end()) {
+    std::vector<Op> kept;
+    for (size_t i = 0; i < ops_.size(); ++i)
+      if (!dropped[i]) kept.push_back(std::move(ops_[i]));
+    ops_ = std::move(kept);
+    std::fill(readers.begin(), readers.end(), 0);
+    std::fill(producer.begin(), producer.end(), -1);
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      ++readers[ops_[i].in];
+      if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
+      producer[ops_[i].out] = static_cast<int64_t>(i);
+    }
   }
   for (Op& op : ops_) {
     if ((op.kind != Kind::MaxPool && op.kind != Kind::MaxPoolG) || !op.w.defined()) continue;

@@ -534,8 +534,11 @@ class Interpreter {
       if (start != 0 || step != 1 || len != xt.size(0)) fail(n, "a selection of samples");
       return same(n->output(0), x, y);
     }
+    // the whole dimension (x[:, :, ...] of a scripted index): an identity, not a copy
+    if (start == 0 && step == 1 && len == xt.size(dim)) return same(n->output(0), x, y);
     const int64_t end = len > 0 ? start + (len - 1) * step + 1 : start;
     op.dims = {dim, start, end, step, 0};
+    op.input = xt;  // for LinearTape::finish's option-A shortcut (slices and a channel pad as one op)
     emit(std::move(op), n->output(0), y);
   }
 
