@@ -82,6 +82,8 @@ const CONFIGS: Record<string, { inChannels: number; inputSize: number; spec?: Re
 
 export async function main(): Promise<void> {
   passiveOpenMp();  // both sides (see bench/pyserver.ts): spinning OpenMP threads of one side slow the other's next run
+  // the autotune measures in this run rather than reading an earlier run's stored choice
+  process.env.FISHERLENS_AUTOTUNE_STORE = process.env.FISHERLENS_AUTOTUNE_STORE ?? '0';
   const threads = Number(arg('threads', '2'));
   setThreads(threads);
   const batch = Number(arg('batch', '128'));
@@ -192,7 +194,7 @@ export async function main(): Promise<void> {
     line('bound: C−1 passes at 100% of peak', [boundMs, NaN], pyBest.exact, flops.flExact);
     // what the autotune chose (cached by the warm-up run), and where one class's VJP spends its time
     const tn = await exactTuning(model, x);
-    rows.push(`autotune chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
+    rows.push(`autotune (${tn.source === 'cached' ? 'measured in this run' : tn.source}) chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
       (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
     const vjpBound = F / (peak * 1e9) * 1000;
     let fastest: { name: string; tot: number; ops: { op: string; ms: number; flops: number }[]; k: number } | undefined;
