@@ -59,7 +59,9 @@ export interface NativeModel extends Handle<'model'> {
   readonly device: string;
   readonly parameterCount: number;
   /** The attacks' input-gradient engine measured per input shape (lib/backend.ts setGradientEngine 'auto'). */
-  readonly gradientChoices: { shape: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[];
+  readonly gradientChoices: { shape: number[]; key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[];
+  /** Adds a stored choice for this model's architecture (lib/tuning-store.ts); an existing one stays. */
+  setGradientChoice(c: { key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }): void;
   readonly disposed: boolean;
 }
 

@@ -58,8 +58,10 @@ export function setTf32(on: boolean): void {
  * the first gradient for a model architecture and input batch shape measures both engines on
  * that point (six gradients, discarded), and every later gradient of that architecture and shape
  * in this process uses the linearisation where it measured at least 5 % faster, else autograd
- * ({@link Model.gradientChoices} lists the choices). The engines' gradients agree to float
- * rounding; pin an engine for bitwise-equal results across processes. {@link backend} reports
+ * ({@link Model.gradientChoices} lists the choices). The choice is stored in the cache folder
+ * (lib/tuning-store.ts), so later processes on this machine take it without measuring. The
+ * engines' gradients agree to float rounding; pin an engine for bitwise-equal results across
+ * machines. {@link backend} reports
  * the setting.
  */
 export function setGradientEngine(engine: GradientEngine): void {

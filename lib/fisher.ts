@@ -6,9 +6,6 @@
  * Every function runs in eval mode without weight gradients and leaves the model as found; it
  * computes in the dtype of the model's parameters (a float64 TorchScript model gives float64).
  */
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import { addon, NativeTensor, NativeSpeedOpts, NativeTuneRow } from './native';
 import { runOp, OpOptions } from './op';
 import { Model } from './model';
@@ -17,8 +14,8 @@ import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 import { summarize, Summary } from './stats';
 import { uniformStream } from './random';
-import { backend, peakMemory } from './backend';
-import { cacheDir } from './loader';
+import { peakMemory } from './backend';
+import { autotuneFile, readTuning, tuningKey, writeTuning } from './tuning-store';
 import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
 
 const fa = addon;
@@ -98,71 +95,16 @@ let tuneRuns = 0;
 /** How many autotune measurements this process has run (for tests and `profile fisher`). */
 export function exactTuneCount(): number { return tuneRuns; }
 
-/**
- * The file that keeps the exact method's measured choices across processes: autotune.json in
- * the cache folder ($FISHERLENS_CACHE, else $XDG_CACHE_HOME/fisherlens, else ~/.cache/fisherlens).
- * An entry is keyed by what the choice depends on: the architecture (a built-in's spec; a
- * TorchScript archive's path, size and modification time), the per-sample input shape, device,
- * engine and pins, and the machine (CPU model and count, intra-op threads, LibTorch and addon
- * versions). Deleting the file measures again; FISHERLENS_AUTOTUNE_STORE=0 keeps choices in the
- * process only.
- */
-export function autotuneFile(): string { return path.join(cacheDir(), 'autotune.json'); }
+export { autotuneFile };
 
-const STORE_VERSION = 1;
 type StoredTuning = Pick<ExactTuning, 'layout' | 'classesPerPass' | 'candidates'> & { measuredAt: string };
 
-/** The stored-choice key of this model and key, or undefined where the model has no stable identity. */
-function storeKey(model: Model, key: string): string | undefined {
-  let id: string;
-  if (model.kind === 'builtin') id = JSON.stringify(model.spec);
-  else {
-    const file = model.spec.path;
-    if (!file) return undefined;
-    try {
-      const st = fs.statSync(file);
-      id = JSON.stringify([file, st.size, st.mtimeMs]);
-    } catch {
-      return undefined;  // the archive moved: nothing stable to key on
-    }
-  }
-  const b = backend();
-  const cpus = os.cpus();
-  const machine = [cpus[0]?.model ?? '', cpus.length, b.threads, b.torchVersion, b.addonVersion];
-  return JSON.stringify([id, key, machine]);
-}
-
-function readStore(): Record<string, StoredTuning> {
-  try {
-    const j = JSON.parse(fs.readFileSync(autotuneFile(), 'utf8')) as { version?: number; entries?: Record<string, StoredTuning> };
-    return j.version === STORE_VERSION && j.entries && typeof j.entries === 'object' ? j.entries : {};
-  } catch {
-    return {};  // absent, unreadable or not ours: measure (and rewrite it)
-  }
-}
-
 function storedTuning(skey: string): ExactTuning | undefined {
-  const e = readStore()[skey];
+  const e = readTuning()[skey] as StoredTuning | undefined;
   if (!e || !['nchw', 'channels-last'].includes(e.layout) ||
       !Number.isInteger(e.classesPerPass) || e.classesPerPass < 1) return undefined;
   return { layout: e.layout, classesPerPass: e.classesPerPass, source: 'stored', candidates: e.candidates };
 }
-
-/** Adds one choice to the file (read, merge, write a temporary file, rename: readers never see half a file). Best effort: a cache. */
-function storeTuning(skey: string, choice: ExactTuning): void {
-  const file = autotuneFile();
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    const entries = readStore();
-    entries[skey] = { layout: choice.layout, classesPerPass: choice.classesPerPass, candidates: choice.candidates, measuredAt: new Date().toISOString() };
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify({ version: STORE_VERSION, entries }));
-    fs.renameSync(tmp, file);
-  } catch {
-    fs.rmSync(tmp, { force: true });  // a read-only or full cache folder: the choice stays in-process
-  }
-}
-const persist = (): boolean => process.env.FISHERLENS_AUTOTUNE_STORE !== '0';
 
 /** The exact method's layout and classes per pass for this model and batch: pinned, cached or measured now. */
 export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOptions = {}): Promise<ExactTuning> {
@@ -179,7 +121,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const hit = perModel?.get(key);
   if (hit) return { ...hit, source: 'cached' };
   if (!perModel) tuned.set(model, (perModel = new Map()));
-  const skey = persist() ? storeKey(model, key) : undefined;
+  const skey = tuningKey(model, key);
   const stored = skey ? storedTuning(skey) : undefined;
   if (stored) {
     perModel.set(key, stored);
@@ -201,7 +143,10 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const best = measured.length > 0 ? measured.reduce((a, b) => (b.msPerClass < a.msPerClass ? b : a)) : { layout: layouts[0], classesPerPass: ks[0] };
   const choice: ExactTuning = { layout: best.layout, classesPerPass: best.classesPerPass, source: 'measured', candidates: named };
   perModel.set(key, choice);
-  if (skey && measured.length > 0) storeTuning(skey, choice);
+  if (skey && measured.length > 0) {
+    const e: StoredTuning = { layout: choice.layout, classesPerPass: choice.classesPerPass, candidates: choice.candidates, measuredAt: new Date().toISOString() };
+    writeTuning({ [skey]: e });
+  }
   return choice;
 }
 

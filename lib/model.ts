@@ -285,10 +285,11 @@ export class Model {
    * What the 'auto' gradient engine (lib/backend.ts setGradientEngine) chose for attacks and
    * inner maximisation on this model's architecture (every model with this spec shares it), per
    * input batch shape: 'linear' (the linearisation) or 'autograd', with the best measured ms of
-   * one gradient on each (linearMs NaN: no linearisation at that input). Empty until an ascent
-   * on this architecture has measured.
+   * one gradient on each (linearMs NaN: no linearisation at that input), and `key` (the shape,
+   * then dtype and device codes). Empty until an ascent on this architecture has measured, or
+   * an op read a choice stored on this machine (lib/tuning-store.ts).
    */
-  get gradientChoices(): { shape: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[] { return sync(() => this.native.gradientChoices); }
+  get gradientChoices(): { shape: number[]; key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[] { return sync(() => this.native.gradientChoices); }
   /** Moves parameters and buffers to a device. */
   async to(device: Device, opts?: OpOptions): Promise<void> {
     checkDevice(device);

@@ -18,6 +18,7 @@ import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
 import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
+import { loadGradientChoices, saveGradientChoices } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -337,6 +338,10 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
   const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
   writeMetrics();
+  // the inner maximisation's gradient engine: the one stored on this machine for this architecture,
+  // so a resumed run (another process) continues on the engine the run started with
+  loadGradientChoices(model);
+  let choicesSeen = model.gradientChoices.length;
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -353,6 +358,10 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           }, ctl));
         } finally {
           b.x.dispose(); b.y.dispose();
+        }
+        if (model.gradientChoices.length !== choicesSeen) {  // a batch shape measured: keep it for resumes
+          saveGradientChoices(model);
+          choicesSeen = model.gradientChoices.length;
         }
         lossSum += r.loss * r.batch;
         correct += r.correct;

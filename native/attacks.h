@@ -75,17 +75,22 @@ std::string gradientEngine();
 // model has no linearisation at that input)
 struct GradientChoice {
   std::vector<int64_t> shape;
+  std::vector<int64_t> key;  // shape, then the dtype and device codes (opaque; for setGradientChoice)
   bool linear = false;
   double linearMs = NAN, autogradMs = NAN;
 };
 // The choices made so far for models with m's spec (in-process; every model object of one
 // architecture shares them, so a resumed run takes the same engine as the run it continues)
 std::vector<GradientChoice> gradientChoices(const Classifier& m);
+// Adds a choice measured earlier (lib/tuning-store.ts reads it from the cache folder, so every
+// process on a machine takes the same engine); an existing choice for that key stays
+void setGradientChoice(const Classifier& m, const GradientChoice& c);
 
 // The input gradients of one ascent (or of one attack's steps). Under "auto" the first call for a
 // model architecture and input shape first measures both engines on that call's point and
 // objective (two warm-ups and the best of two each, the results discarded), then every call of
 // every ascent uses the choice: an attack is a deterministic function of its inputs and seed.
+// (lib/tuning-store.ts stores the choices and hands them to later processes: setGradientChoice.)
 class InputGradient {
  public:
   InputGradient(Classifier& m, const torch::Tensor& x);  // x: the ascent's points (their shape is the key)

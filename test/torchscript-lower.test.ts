@@ -20,7 +20,7 @@ import { execFileSync } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setGradientEngine } from '../lib';
 import { attack, AttackParams as AttackOptions } from '../lib/attacks';
 import { Dataset } from '../lib/data/dataset';
-import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher, profileExactVjp } from '../lib/fisher';
+import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher, profileExactVjp, autotuneFile } from '../lib/fisher';
 import { main } from '../lib/cli/main';
 import { train, manualSeed } from '../lib/train';
 import { PY, hasTorch } from './helpers/python';
@@ -412,6 +412,43 @@ maybeSerial("the 'auto' gradient engine measures both engines once per architect
   t.throws(() => setGradientEngine('tape' as never), { code: 'ERR_ARG', message: /auto, linear, autograd/ });
   for (const m of [ts, again, hard]) m.dispose();
   for (const v of [x, y, x2, y2, xh, p1.xAdv, p2.xAdv]) v.dispose();
+});
+
+maybeSerial("'auto' stores its gradient-engine choice: another process on this machine takes it without measuring", async (t) => {
+  const cache = process.env.FISHERLENS_CACHE;
+  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-gradstore-'));
+  t.teardown(() => {
+    fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true });
+    if (cache === undefined) delete process.env.FISHERLENS_CACHE;
+    else process.env.FISHERLENS_CACHE = cache;
+  });
+  const file = path.join(tmp, 'stored-lenet.pt');
+  fs.copyFileSync(path.join(tmp, 'lenet.script.pt'), file);
+  const x = input(probe('lenet'));
+  const y = Tensor.from(BigInt64Array.from([4n, 5n, 6n]), [3]);
+  const m = await Model.load(file);
+  const r = await attack(m, x, y, { kind: 'pgd', steps: 1, randomStart: false });
+  r.xAdv.dispose();
+  const [c] = m.gradientChoices;
+  t.true(c.linearMs > 0 && c.autogradMs > 0);
+  const stored = Object.keys(JSON.parse(fs.readFileSync(autotuneFile(), 'utf8')).entries as object).filter((k) => k.includes('gradient'));
+  t.is(stored.length, 1);
+  // a second process: its first attack reads the choice (the same measured figures) instead of measuring
+  const child = String.raw`
+    const { Model, Tensor } = require(${JSON.stringify(path.join(root, 'dist', 'lib'))});
+    const { attack } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'attacks'))});
+    (async () => {
+      const m = await Model.load(process.argv[1]);
+      const x = Tensor.from(Float32Array.from(JSON.parse(process.argv[2])), JSON.parse(process.argv[3]));
+      const y = Tensor.from(BigInt64Array.from([4n, 5n, 6n]), [3]);
+      const r = await attack(m, x, y, { kind: 'pgd', steps: 1, randomStart: false });
+      console.log(JSON.stringify(m.gradientChoices));
+    })();`;
+  const out = execFileSync(process.execPath, ['-e', child, file, JSON.stringify(Array.from(x.toArray() as Float32Array)), JSON.stringify(x.shape)],
+    { env: { ...process.env }, encoding: 'utf8' });
+  const theirs = JSON.parse(out.trim().split('\n').pop()!) as typeof c[];
+  t.deepEqual(theirs.map((e) => [e.shape, e.engine, e.linearMs, e.autogradMs]), [[c.shape, c.engine, c.linearMs, c.autogradMs]]);
+  m.dispose(); x.dispose(); y.dispose();
 });
 
 maybe('training a lowered TorchScript model: the next linearisation sees the new weights and matches autograd', async (t) => {

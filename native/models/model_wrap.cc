@@ -49,6 +49,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceAccessor<&ModelWrap::Device>("device"),
                         InstanceAccessor<&ModelWrap::ParameterCount>("parameterCount"),
                         InstanceAccessor<&ModelWrap::GradientChoices>("gradientChoices"),
+                        InstanceMethod<&ModelWrap::SetGradientChoice>("setGradientChoice"),
                         InstanceAccessor<&ModelWrap::Disposed>("disposed")});
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -89,12 +90,39 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         Napi::Array shape = Napi::Array::New(env, cs[i].shape.size());
         for (size_t d = 0; d < cs[i].shape.size(); ++d) shape.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].shape[d]));
         o.Set("shape", shape);
+        Napi::Array key = Napi::Array::New(env, cs[i].key.size());
+        for (size_t d = 0; d < cs[i].key.size(); ++d) key.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].key[d]));
+        o.Set("key", key);
         o.Set("engine", cs[i].linear ? "linear" : "autograd");
         o.Set("linearMs", cs[i].linearMs);
         o.Set("autogradMs", cs[i].autogradMs);
         out.Set(static_cast<uint32_t>(i), o);
       }
       return out;
+    });
+  }
+
+  // setGradientChoice({ key: number[], engine, linearMs, autogradMs }): a stored choice for this
+  // model's architecture (attacks.h setGradientChoice)
+  Napi::Value SetGradientChoice(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "setGradientChoice(choice): expected an object");
+      Napi::Object o = info[0].As<Napi::Object>();
+      FL_CHECK(o.Get("key").IsArray() && o.Get("engine").IsString(), ERR_ARG, "setGradientChoice: key (number[]) and engine");
+      GradientChoice c;
+      Napi::Array key = o.Get("key").As<Napi::Array>();
+      for (uint32_t i = 0; i < key.Length(); ++i) {
+        FL_CHECK(key.Get(i).IsNumber(), ERR_ARG, "setGradientChoice: key must hold numbers");
+        c.key.push_back(key.Get(i).As<Napi::Number>().Int64Value());
+      }
+      const std::string engine = o.Get("engine").As<Napi::String>().Utf8Value();
+      FL_CHECK(engine == "linear" || engine == "autograd", ERR_ARG, "setGradientChoice: engine linear or autograd, got '", engine, "'");
+      c.linear = engine == "linear";
+      auto num = [&](const char* k) { return o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().DoubleValue() : NAN; };
+      c.linearMs = num("linearMs");
+      c.autogradMs = num("autogradMs");
+      setGradientChoice(*model(), c);
+      return info.Env().Undefined();
     });
   }
 

@@ -1,0 +1,124 @@
+/**
+ * Measured speed choices kept across processes: autotune.json in the cache folder
+ * ($FISHERLENS_CACHE, else $XDG_CACHE_HOME/fisherlens, else ~/.cache/fisherlens). Two kinds of
+ * entries share it: the exact Fisher method's layout and classes per pass (lib/fisher.ts
+ * exactTuning) and the attacks' input-gradient engine under 'auto' (lib/backend.ts
+ * setGradientEngine). An entry is keyed by what the choice depends on: the architecture (a
+ * built-in's spec; a TorchScript archive's path, size and modification time), the op's own key
+ * (input shape, device, engine, pins), and the machine (CPU model and count, intra-op threads,
+ * LibTorch and addon versions). Deleting the file measures again; FISHERLENS_AUTOTUNE_STORE=0
+ * neither reads nor writes it. Every write is best effort (a cache): read, merge, write a
+ * temporary file, rename, so readers never see half a file.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { Model } from './model';
+import { backend } from './backend';
+import { cacheDir } from './loader';
+
+const STORE_VERSION = 1;
+
+/** The file (see the module comment). */
+export function autotuneFile(): string { return path.join(cacheDir(), 'autotune.json'); }
+
+/** Whether choices are read from and written to the file (FISHERLENS_AUTOTUNE_STORE=0: in-process only). */
+export function persistTuning(): boolean { return process.env.FISHERLENS_AUTOTUNE_STORE !== '0'; }
+
+/** The entry key of this model and op key on this machine; undefined where the model has no stable identity or storing is off. */
+export function tuningKey(model: Model, key: string): string | undefined {
+  if (!persistTuning()) return undefined;
+  let id: string;
+  if (model.kind === 'builtin') id = JSON.stringify(model.spec);
+  else {
+    const file = model.spec.path;
+    if (!file) return undefined;
+    try {
+      const st = fs.statSync(file);
+      id = JSON.stringify([file, st.size, st.mtimeMs]);
+    } catch {
+      return undefined;  // the archive moved: nothing stable to key on
+    }
+  }
+  const b = backend();
+  const cpus = os.cpus();
+  const machine = [cpus[0]?.model ?? '', cpus.length, b.threads, b.torchVersion, b.addonVersion];
+  return JSON.stringify([id, key, machine]);
+}
+
+/** Every entry ({} when the file is absent, unreadable or not ours). */
+export function readTuning(): Record<string, unknown> {
+  try {
+    const j = JSON.parse(fs.readFileSync(autotuneFile(), 'utf8')) as { version?: number; entries?: Record<string, unknown> };
+    return j.version === STORE_VERSION && j.entries && typeof j.entries === 'object' ? j.entries : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Adds entries (one read-merge-write). */
+export function writeTuning(add: Record<string, unknown>): void {
+  const file = autotuneFile();
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const entries = { ...readTuning(), ...add };
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(tmp, JSON.stringify({ version: STORE_VERSION, entries }));
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true });  // a read-only or full cache folder: the choices stay in-process
+  }
+}
+
+// ---- the attacks' gradient engine (native/attacks.cc InputGradient) ----
+
+interface StoredGradient { engine: 'linear' | 'autograd'; linearMs: number | null; autogradMs: number | null; measuredAt: string }
+const gradientKey = (k: number[]): string => `gradient ${JSON.stringify(k)}`;
+const loadedFor = new WeakSet<Model>();
+
+/**
+ * Before an op that ascends on `model` (attacks, AutoAttack, ρ, training steps): hands the native
+ * side the engine choices stored for its architecture on this machine, once per model object,
+ * so every process here takes the engine the first one measured (a resumed run continues on the
+ * same engine). Nothing under a pinned engine.
+ */
+export function loadGradientChoices(model: Model): void {
+  if (loadedFor.has(model) || backend().gradientEngine !== 'auto') return;
+  loadedFor.add(model);
+  const mine = tuningKey(model, '');
+  if (!mine) return;
+  const [id, , machine] = JSON.parse(mine) as [string, string, unknown];
+  for (const [k, v] of Object.entries(readTuning())) {
+    let parts: [string, string, unknown];
+    try {
+      parts = JSON.parse(k) as [string, string, unknown];
+    } catch {
+      continue;
+    }
+    if (parts[0] !== id || JSON.stringify(parts[2]) !== JSON.stringify(machine) || typeof parts[1] !== 'string' || !parts[1].startsWith('gradient ')) continue;
+    const e = v as Partial<StoredGradient>;
+    let key: unknown;
+    try {
+      key = JSON.parse(parts[1].slice('gradient '.length));
+    } catch {
+      continue;
+    }
+    if (!Array.isArray(key) || !key.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
+    model.native.setGradientChoice({ key: key as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
+  }
+}
+
+/** After such an op: stores the choices the native side made that the file lacks. */
+export function saveGradientChoices(model: Model): void {
+  const choices = model.gradientChoices;
+  if (choices.length === 0) return;
+  const have = readTuning();
+  const add: Record<string, unknown> = {};
+  for (const c of choices) {
+    const k = tuningKey(model, gradientKey(c.key));
+    if (!k || have[k]) continue;
+    add[k] = { engine: c.engine, linearMs: Number.isFinite(c.linearMs) ? c.linearMs : null,
+      autogradMs: Number.isFinite(c.autogradMs) ? c.autogradMs : null, measuredAt: new Date().toISOString() } satisfies StoredGradient;
+  }
+  if (Object.keys(add).length > 0) writeTuning(add);
+}
