@@ -18,7 +18,7 @@ import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
 import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
-import { loadGradientChoices, saveGradientChoices } from './tuning-store';
+import { loadGradientChoices, saveGradientChoicesIfNew } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -341,7 +341,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   // the inner maximisation's gradient engine: the one stored on this machine for this architecture,
   // so a resumed run (another process) continues on the engine the run started with
   loadGradientChoices(model);
-  let choicesSeen = model.gradientChoices.length;
+  let choicesSeen = saveGradientChoicesIfNew(model, -1);
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -359,10 +359,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
         } finally {
           b.x.dispose(); b.y.dispose();
         }
-        if (model.gradientChoices.length !== choicesSeen) {  // a batch shape measured: keep it for resumes
-          saveGradientChoices(model);
-          choicesSeen = model.gradientChoices.length;
-        }
+        choicesSeen = saveGradientChoicesIfNew(model, choicesSeen);  // a batch shape measured: keep it for resumes
         lossSum += r.loss * r.batch;
         correct += r.correct;
         seen += r.batch;

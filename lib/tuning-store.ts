@@ -83,6 +83,16 @@ const loadedFor = new WeakSet<Model>();
  * same engine). Nothing under a pinned engine.
  */
 export function loadGradientChoices(model: Model): void {
+  // best effort, like the file itself: a model the op will refuse (disposed, not a Model) gets
+  // the op's own error, not one from here
+  try {
+    loadChoices(model);
+  } catch {
+    /* the op measures instead */
+  }
+}
+
+function loadChoices(model: Model): void {
   if (loadedFor.has(model) || backend().gradientEngine !== 'auto') return;
   loadedFor.add(model);
   const mine = tuningKey(model, '');
@@ -108,8 +118,20 @@ export function loadGradientChoices(model: Model): void {
   }
 }
 
-/** After such an op: stores the choices the native side made that the file lacks. */
+/**
+ * After such an op: stores the choices the native side made that the file lacks. Best effort:
+ * the op's result stands whatever happens here (e.g. the model was disposed while it ran).
+ */
 export function saveGradientChoices(model: Model): void {
+  try {
+    saveChoices(model);
+  } catch {
+    /* a later op stores them */
+  }
+}
+
+function saveChoices(model: Model): void {
+  if (model.native.disposed) return;
   const choices = model.gradientChoices;
   if (choices.length === 0) return;
   const have = readTuning();
@@ -121,4 +143,18 @@ export function saveGradientChoices(model: Model): void {
       autogradMs: Number.isFinite(c.autogradMs) ? c.autogradMs : null, measuredAt: new Date().toISOString() } satisfies StoredGradient;
   }
   if (Object.keys(add).length > 0) writeTuning(add);
+}
+
+/**
+ * During training: stores the choices once their number changed since `seen` (a batch shape was
+ * measured), so a run killed after its first batch keeps them. Returns the new count. Best effort.
+ */
+export function saveGradientChoicesIfNew(model: Model, seen: number): number {
+  try {
+    const n = model.native.disposed ? seen : model.gradientChoices.length;
+    if (n !== seen) saveChoices(model);
+    return n;
+  } catch {
+    return seen;
+  }
 }

@@ -339,7 +339,8 @@ maybeSerial('attacks and TRADES\' inner maximisation on the lowered tape: the sa
     ['kl (TRADES)', { kind: 'kl', epsilon: 0.03, stepSize: 0.007, steps: 5, seed: 1 }],
     ['apgd-ce l2', { kind: 'apgd-ce', norm: 'l2', epsilon: 0.5, steps: 10, seed: 1 }],
   ];
-  for (const name of ['small-cnn', 'lenet', 'resnet20', 'kinds']) {
+  // every built-in family (as above) and the custom model over the lowered kinds
+  for (const name of ['mlp', 'small-cnn', 'mnist-net', 'lenet', 'vgg11', 'resnet20', 'preact-resnet18', 'wrn-16-2', 'kinds']) {
     const p = probe(name);
     const x = input(p);
     const y = Tensor.from(BigInt64Array.from({ length: x.shape[0] }, (_, i) => BigInt((3 * i + 1) % 10)), [x.shape[0]]);
