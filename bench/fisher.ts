@@ -82,8 +82,6 @@ const CONFIGS: Record<string, { inChannels: number; inputSize: number; spec?: Re
 
 export async function main(): Promise<void> {
   passiveOpenMp();  // both sides (see bench/pyserver.ts): spinning OpenMP threads of one side slow the other's next run
-  // the autotune measures in this run rather than reading an earlier run's stored choice
-  process.env.FISHERLENS_AUTOTUNE_STORE = process.env.FISHERLENS_AUTOTUNE_STORE ?? '0';
   const threads = Number(arg('threads', '2'));
   setThreads(threads);
   const batch = Number(arg('batch', '128'));

@@ -3,9 +3,13 @@
  * whenever other processes compete for the cores (measured here: a small-cnn training step took
  * 1.2–2.2 s with 2 spinning threads vs 0.2–0.4 s passive). Both sides of every benchmark
  * therefore run with OMP_WAIT_POLICY=PASSIVE unless the caller sets it: call before the addon loads.
+ * It also keeps the benches' speed choices to the run (FISHERLENS_AUTOTUNE_STORE=0).
  */
 export function passiveOpenMp(): void {
   process.env.OMP_WAIT_POLICY = process.env.OMP_WAIT_POLICY ?? 'PASSIVE';
+  // and the speed choices (exact autotune, gradient engine) are measured in this run, not read
+  // from an earlier run's autotune.json (lib/tuning-store.ts), unless the caller sets it
+  process.env.FISHERLENS_AUTOTUNE_STORE = process.env.FISHERLENS_AUTOTUNE_STORE ?? '0';
 }
 
 /** A Python timing server (bench/python/*_bench.py): one JSON line per request, for interleaving. */
