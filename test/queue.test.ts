@@ -216,8 +216,13 @@ maybeSerial('kill -9 of a worker mid-run: another worker resumes it from the che
   await w1.exit;
   const rd = RunDir.of(out, 'lenet_natural_seed3');
   t.not(rd.state(), 'finished', 'killed before the run finished');
-  const w2 = cliWorker(url, ['--root', dir, '--idle-exit', '5'], {}, 2000);
+  // the dead worker's job comes back after its lock expires and the stalled check has seen it
+  // (2 s each here, and up to two checks): a short idle exit could end w2 before that, and the
+  // follower would wait for ever (it did once on CI with 5 s). So w2 waits long and is stopped
+  // once the run is done.
+  const w2 = cliWorker(url, ['--root', dir, '--idle-exit', '120'], {}, 2000);
   const followed = await runExperiment(cfg, { out, queue: { url, pollMs: 100 } });
+  w2.proc.kill('SIGTERM');
   await w2.exit;
   t.is(followed.runs[0].status, 'finished', w2.stderr());
   t.regex(w2.stderr(), /took lenet_natural_seed3/);
