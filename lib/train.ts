@@ -18,7 +18,7 @@ import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
 import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
-import { loadGradientChoices, saveGradientChoicesIfNew } from './tuning-store';
+import { loadGradientChoices, saveGradientChoices } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -341,7 +341,6 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   // the inner maximisation's gradient engine: the one stored on this machine for this architecture,
   // so a resumed run (another process) continues on the engine the run started with
   loadGradientChoices(model);
-  let choicesSeen = saveGradientChoicesIfNew(model, -1);
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -359,7 +358,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
         } finally {
           b.x.dispose(); b.y.dispose();
         }
-        choicesSeen = saveGradientChoicesIfNew(model, choicesSeen);  // a batch shape measured: keep it for resumes
+        saveGradientChoices(model);  // a batch shape measured: stored at once, for a resume after a kill
         lossSum += r.loss * r.batch;
         correct += r.correct;
         seen += r.batch;

@@ -73,8 +73,11 @@ export function writeTuning(add: Record<string, unknown>): void {
 // ---- the attacks' gradient engine (native/attacks.cc InputGradient) ----
 
 interface StoredGradient { engine: 'linear' | 'autograd'; linearMs: number | null; autogradMs: number | null; measuredAt: string }
-const gradientKey = (k: number[]): string => `gradient ${JSON.stringify(k)}`;
-const loadedFor = new WeakSet<Model>();
+/** Op-key prefix of the gradient-engine entries; the native key (shape, dtype and device codes) follows as JSON. */
+const GRADIENT = 'gradient ';
+// per model object: the choice keys (JSON of the native key) the file already holds, so an op
+// reads the file only when the native side made a new choice
+const inFile = new WeakMap<Model, Set<string>>();
 
 /**
  * Before an op that ascends on `model` (attacks, AutoAttack, ρ, training steps): hands the native
@@ -92,35 +95,44 @@ export function loadGradientChoices(model: Model): void {
   }
 }
 
+/** [architecture id, op key, machine] of an entry key, or undefined for a key that is not ours. */
+function splitKey(k: string): [string, string, string] | undefined {
+  try {
+    const [id, op, machine] = JSON.parse(k) as [unknown, unknown, unknown];
+    return typeof id === 'string' && typeof op === 'string' ? [id, op, JSON.stringify(machine)] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function loadChoices(model: Model): void {
-  if (loadedFor.has(model) || backend().gradientEngine !== 'auto') return;
-  loadedFor.add(model);
-  const mine = tuningKey(model, '');
+  if (inFile.has(model) || backend().gradientEngine !== 'auto') return;
+  const have = new Set<string>();
+  inFile.set(model, have);
+  const mine = tuningKey(model, GRADIENT);
   if (!mine) return;
-  const [id, , machine] = JSON.parse(mine) as [string, string, unknown];
+  const [id, , machine] = splitKey(mine)!;
   for (const [k, v] of Object.entries(readTuning())) {
-    let parts: [string, string, unknown];
-    try {
-      parts = JSON.parse(k) as [string, string, unknown];
-    } catch {
-      continue;
-    }
-    if (parts[0] !== id || JSON.stringify(parts[2]) !== JSON.stringify(machine) || typeof parts[1] !== 'string' || !parts[1].startsWith('gradient ')) continue;
+    const parts = splitKey(k);
+    if (!parts || parts[0] !== id || parts[2] !== machine || !parts[1].startsWith(GRADIENT)) continue;
     const e = v as Partial<StoredGradient>;
-    let key: unknown;
+    let shape: unknown;
     try {
-      key = JSON.parse(parts[1].slice('gradient '.length));
+      shape = JSON.parse(parts[1].slice(GRADIENT.length));
     } catch {
       continue;
     }
-    if (!Array.isArray(key) || !key.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
-    model.native.setGradientChoice({ key: key as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
+    if (!Array.isArray(shape) || !shape.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
+    model.native.setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
+    have.add(JSON.stringify(shape));
   }
 }
 
 /**
- * After such an op: stores the choices the native side made that the file lacks. Best effort:
- * the op's result stands whatever happens here (e.g. the model was disposed while it ran).
+ * After such an op (and after each training step): stores the choices the native side made that
+ * the file lacks, so a run killed after its first batch keeps them. Reads the file only when
+ * there is a new choice. Best effort: the op's result stands whatever happens here (e.g. the
+ * model was disposed while it ran).
  */
 export function saveGradientChoices(model: Model): void {
   try {
@@ -132,29 +144,18 @@ export function saveGradientChoices(model: Model): void {
 
 function saveChoices(model: Model): void {
   if (model.native.disposed) return;
-  const choices = model.gradientChoices;
-  if (choices.length === 0) return;
-  const have = readTuning();
+  let have = inFile.get(model);
+  if (!have) inFile.set(model, (have = new Set()));
+  const fresh = model.gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
+  if (fresh.length === 0) return;
+  const stored = readTuning();
   const add: Record<string, unknown> = {};
-  for (const c of choices) {
-    const k = tuningKey(model, gradientKey(c.key));
-    if (!k || have[k]) continue;
+  for (const c of fresh) {
+    have.add(JSON.stringify(c.key));
+    const k = tuningKey(model, GRADIENT + JSON.stringify(c.key));
+    if (!k || stored[k]) continue;
     add[k] = { engine: c.engine, linearMs: Number.isFinite(c.linearMs) ? c.linearMs : null,
       autogradMs: Number.isFinite(c.autogradMs) ? c.autogradMs : null, measuredAt: new Date().toISOString() } satisfies StoredGradient;
   }
   if (Object.keys(add).length > 0) writeTuning(add);
-}
-
-/**
- * During training: stores the choices once their number changed since `seen` (a batch shape was
- * measured), so a run killed after its first batch keeps them. Returns the new count. Best effort.
- */
-export function saveGradientChoicesIfNew(model: Model, seen: number): number {
-  try {
-    const n = model.native.disposed ? seen : model.gradientChoices.length;
-    if (n !== seen) saveChoices(model);
-    return n;
-  } catch {
-    return seen;
-  }
 }

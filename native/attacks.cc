@@ -263,9 +263,7 @@ void setGradientChoice(const Classifier& m, const GradientChoice& c) {
   FL_CHECK(c.key.size() >= 3, ERR_ARG, "setGradientChoice: a key of the shape, dtype and device codes");
   auto& s = choiceStore();
   std::lock_guard<std::mutex> lock(s.mu);
-  GradientChoice e = c;
-  e.shape.assign(c.key.begin(), c.key.end() - 2);
-  s.byKey.emplace(std::make_pair(m.specJson(), c.key), e);
+  s.byKey.emplace(std::make_pair(m.specJson(), c.key), c);
 }
 
 std::vector<GradientChoice> gradientChoices(const Classifier& m) {
@@ -297,7 +295,6 @@ torch::Tensor InputGradient::operator()(const torch::Tensor& xa, const Objective
   if (decided_ < 0) {
     using Clock = std::chrono::steady_clock;
     GradientChoice c;
-    c.shape.assign(key_.begin(), key_.end() - 2);
     c.key = key_;
     double best[2] = {INFINITY, INFINITY};  // [autograd, linear]
     for (int i = 0; i < kMeasureCalls; ++i) {

@@ -74,8 +74,7 @@ std::string gradientEngine();
 // linearisation won, and the best measured ms of one gradient on each engine (linearMs NaN: the
 // model has no linearisation at that input)
 struct GradientChoice {
-  std::vector<int64_t> shape;
-  std::vector<int64_t> key;  // shape, then the dtype and device codes (opaque; for setGradientChoice)
+  std::vector<int64_t> key;  // the input batch's shape, then its dtype and device codes
   bool linear = false;
   double linearMs = NAN, autogradMs = NAN;
 };

@@ -50,6 +50,8 @@ int64_t tensorBytes(const torch::Tensor& t) {
   return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
 }
 
+}  // namespace
+
 std::vector<int64_t> readShape(Napi::Value v, const char* what) {
   FL_CHECK(v.IsArray(), ERR_ARG, what, ": expected an array of non-negative integers");
   Napi::Array a = v.As<Napi::Array>();
@@ -64,6 +66,8 @@ std::vector<int64_t> readShape(Napi::Value v, const char* what) {
   }
   return shape;
 }
+
+namespace {
 
 std::string shapeStr(c10::IntArrayRef s) {
   std::ostringstream os;

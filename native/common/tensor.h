@@ -5,6 +5,7 @@
 #include <napi.h>
 #include <torch/torch.h>
 #include <atomic>
+#include <vector>
 
 namespace fl {
 
@@ -36,6 +37,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   bool hasTensor_ = false;
   int64_t bytes_ = 0;
 };
+
+// A JS array of non-negative integers (a shape, or any such key): ERR_ARG / ERR_SHAPE naming `what`
+std::vector<int64_t> readShape(Napi::Value v, const char* what);
 
 // Waits for the work queued on t's device (CUDA kernels run asynchronously): call before reading a
 // clock around device work. No-op for CPU tensors and undefined ones.

@@ -87,8 +87,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       Napi::Array out = Napi::Array::New(env, cs.size());
       for (size_t i = 0; i < cs.size(); ++i) {
         Napi::Object o = Napi::Object::New(env);
-        Napi::Array shape = Napi::Array::New(env, cs[i].shape.size());
-        for (size_t d = 0; d < cs[i].shape.size(); ++d) shape.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].shape[d]));
+        const std::vector<int64_t>& k = cs[i].key;
+        Napi::Array shape = Napi::Array::New(env, k.size() - 2);  // the key without its dtype and device codes
+        for (size_t d = 0; d + 2 < k.size(); ++d) shape.Set(static_cast<uint32_t>(d), static_cast<double>(k[d]));
         o.Set("shape", shape);
         Napi::Array key = Napi::Array::New(env, cs[i].key.size());
         for (size_t d = 0; d < cs[i].key.size(); ++d) key.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].key[d]));
@@ -108,13 +109,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return guard(info.Env(), [&]() -> Napi::Value {
       FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "setGradientChoice(choice): expected an object");
       Napi::Object o = info[0].As<Napi::Object>();
-      FL_CHECK(o.Get("key").IsArray() && o.Get("engine").IsString(), ERR_ARG, "setGradientChoice: key (number[]) and engine");
+      FL_CHECK(o.Get("engine").IsString(), ERR_ARG, "setGradientChoice: engine 'linear' or 'autograd'");
       GradientChoice c;
-      Napi::Array key = o.Get("key").As<Napi::Array>();
-      for (uint32_t i = 0; i < key.Length(); ++i) {
-        FL_CHECK(key.Get(i).IsNumber(), ERR_ARG, "setGradientChoice: key must hold numbers");
-        c.key.push_back(key.Get(i).As<Napi::Number>().Int64Value());
-      }
+      c.key = readShape(o.Get("key"), "setGradientChoice key");  // the shape, then dtype and device codes: all ≥ 0
       const std::string engine = o.Get("engine").As<Napi::String>().Utf8Value();
       FL_CHECK(engine == "linear" || engine == "autograd", ERR_ARG, "setGradientChoice: engine linear or autograd, got '", engine, "'");
       c.linear = engine == "linear";
