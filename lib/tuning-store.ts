@@ -7,8 +7,9 @@
  * built-in's spec; a TorchScript archive's path, size and modification time), the op's own key
  * (input shape, device, engine, pins), and the machine (CPU model and count, intra-op threads,
  * LibTorch and addon versions). Deleting the file measures again; FISHERLENS_AUTOTUNE_STORE=0
- * neither reads nor writes it. Every write is best effort (a cache): read, merge, write a
- * temporary file, rename, so readers never see half a file.
+ * neither reads nor writes it. Every write is best effort (a cache): read, merge, prune (entries
+ * of TorchScript archives that are gone or rewritten; beyond the newest MAX_TUNING_ENTRIES), write
+ * a temporary file, rename, so readers never see half a file.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -56,12 +57,38 @@ export function readTuning(): Record<string, unknown> {
   }
 }
 
-/** Adds entries (one read-merge-write). */
+/** Entries kept at most: the newest by measuredAt. */
+export const MAX_TUNING_ENTRIES = 256;
+
+/**
+ * The entries still worth keeping: not those of a TorchScript archive that is gone or was
+ * rewritten (its path, size and mtime no longer match: temporary exports, retrained models),
+ * and at most MAX_TUNING_ENTRIES, the newest.
+ */
+function prune(entries: Record<string, unknown>): Record<string, unknown> {
+  const live = Object.entries(entries).filter(([k]) => {
+    const id = splitKey(k)?.[0];
+    if (id === undefined) return false;
+    if (!id.startsWith('[')) return true;  // a built-in's spec
+    try {
+      const [file, size, mtimeMs] = JSON.parse(id) as [string, number, number];
+      const st = fs.statSync(file);
+      return st.size === size && st.mtimeMs === mtimeMs;
+    } catch {
+      return false;
+    }
+  });
+  const at = (v: unknown): string => String((v as { measuredAt?: unknown })?.measuredAt ?? '');
+  live.sort((a, b) => at(b[1]).localeCompare(at(a[1])));
+  return Object.fromEntries(live.slice(0, MAX_TUNING_ENTRIES));
+}
+
+/** Adds entries (one read-merge-prune-write). */
 export function writeTuning(add: Record<string, unknown>): void {
   const file = autotuneFile();
   const tmp = `${file}.tmp-${process.pid}`;
   try {
-    const entries = { ...readTuning(), ...add };
+    const entries = prune({ ...readTuning(), ...add });
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(tmp, JSON.stringify({ version: STORE_VERSION, entries }));
     fs.renameSync(tmp, file);
