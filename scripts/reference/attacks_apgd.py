@@ -15,11 +15,21 @@ ensemble of diverse parameter-free attacks", Algorithm 1 and Section 3:
 It runs every sample on its own (a Python loop over samples, float64), whereas FisherLens runs the
 batch in one native op; the start point comes from a file both read.
 
+The step-size schedule is decided by comparisons of losses (a step raised f; a new best loss). Where
+two compared losses lie within rounding of each other the decision, and everything after it, may
+differ between two correct float64 implementations (different summation orders). That happens on
+DLR's plateau: a misclassified sample whose DLR sits at 1 - 1e-12 (the denominator's 1e-12) has
+consecutive losses equal to 12-13 digits. So each run also records, per sample, the smallest
+relative gap between two losses it compared (minGap); the test holds exact agreement to the samples
+whose decisions all had margins far above rounding. An iterate equal to the one it is compared with
+(a fixed point of the projected step, common under L-inf) is not such a decision: any implementation
+computes the same loss twice.
+
 Trains the small CNN of attacks_pgd.py on 2000 Fashion-MNIST training images, converts it to
 float64 and saves it as TorchScript (model64.pt); writes x.npy, y.npy (the first N test images),
 init_{norm}.npy (the start points) and, for loss in {ce, dlr} and norm in {linf, l2},
 xadv_{loss}_{norm}.npy (the last misclassified iterate where one was, else the best-loss point),
-and result.json (per run: fooled flags, best losses, step-size halvings).
+and result.json (per run: fooled flags, best losses, step-size halvings, decision margins).
 
 usage: /usr/bin/python3 scripts/reference/attacks_apgd.py OUTDIR [N] [STEPS]
 """
@@ -63,7 +73,8 @@ def value_and_grad(model, kind, xa, y):
 
 
 def apgd_one(model, x, y, x0, kind, norm, eps, n_iter, rho=0.75, alpha=0.75):
-    """APGD on one sample x with label y from x0. Returns (x_out, fooled, best loss, halvings)."""
+    """APGD on one sample x with label y from x0.
+    Returns (x_out, fooled, best loss, halvings, smallest relative gap between compared losses)."""
     def s(g):
         return g.sign() if norm == "linf" else g / max(g.norm().item(), 1e-12)
 
@@ -83,12 +94,22 @@ def apgd_one(model, x, y, x0, kind, norm, eps, n_iter, rho=0.75, alpha=0.75):
     x_adv, fooled = xk.clone(), pred != y
     x_prev = xk.clone()
     last_w, f_max_at_last, halved_at_last, halvings = 0, fk, True, 0
+    min_gap = float("inf")
+
+    def gap(a, b):
+        return abs(a - b) / max(abs(a), abs(b), 1e-300)
     for k in range(n_iter):
         a = 1.0 if k == 0 else alpha
         zk1 = project(xk + eta * s(gk), x, norm, eps)
         xk1 = project(xk + a * (zk1 - xk) + (1 - a) * (xk - x_prev), x, norm, eps)
         x_prev, xk = xk, xk1
         fk, gk, pred = value_and_grad(model, kind, xk, y)
+        # "f rose", "a new best"; an iterate equal to the one compared with (a fixed point of the
+        # projected step) gives equal losses in any implementation, not a decision by rounding
+        if not torch.equal(xk, x_prev):
+            min_gap = min(min_gap, gap(fk, f_hist[-1]))
+        if not torch.equal(xk, x_max):
+            min_gap = min(min_gap, gap(fk, f_max))
         f_hist.append(fk)
         if pred != y:
             x_adv, fooled = xk.clone(), True
@@ -99,13 +120,15 @@ def apgd_one(model, x, y, x0, kind, norm, eps, n_iter, rho=0.75, alpha=0.75):
             rises = sum(1 for i in range(last_w, w_j) if f_hist[i + 1] > f_hist[i])
             cond1 = rises <= rho * (w_j - last_w)
             cond2 = (not halved_at_last) and f_max <= f_max_at_last
+            if f_max != f_max_at_last:
+                min_gap = min(min_gap, gap(f_max, f_max_at_last))
             halve = cond1 or cond2
             if halve:
                 eta /= 2
                 halvings += 1
                 xk, gk = x_max.clone(), g_max.clone()
             halved_at_last, f_max_at_last, last_w = halve, f_max, w_j
-    return (x_adv if fooled else x_max), fooled, f_max, halvings
+    return (x_adv if fooled else x_max), fooled, f_max, halvings, min_gap
 
 
 def main():
@@ -143,7 +166,8 @@ def main():
         for kind in ("ce", "dlr"):
             runs = [apgd_one(model, x[i], int(y[i]), init[i], kind, norm, eps, n_iter) for i in range(n)]
             np.save(os.path.join(out, f"xadv_{kind}_{norm}.npy"), torch.stack([r[0] for r in runs]).numpy())
-            res[f"{kind}_{norm}"] = {"fooled": [bool(r[1]) for r in runs], "lossBest": [r[2] for r in runs], "halvings": [r[3] for r in runs]}
+            res[f"{kind}_{norm}"] = {"fooled": [bool(r[1]) for r in runs], "lossBest": [r[2] for r in runs], "halvings": [r[3] for r in runs],
+                                   "minGap": [r[4] for r in runs]}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(res, f)
 
