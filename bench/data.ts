@@ -12,10 +12,10 @@ import { median } from '../lib/stats';
 
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
 
-function python(dir: string): { load: number; epochPlain: number; epochAug: number } | null {
+/** The Python side's figures, or why there are none (its last error line). */
+function python(dir: string): { load: number; epochPlain: number; epochAug: number } | string {
   const code = `
 import gzip, time, json, numpy as np, torch
-import { median } from '../lib/stats';
 d = '${dir}'
 def load():
     with gzip.open(d + '/train-images-idx3-ubyte.gz') as f: b = f.read()
@@ -45,9 +45,11 @@ def epoch(aug):
 print(json.dumps({'load': sorted(ts)[1], 'epochPlain': epoch(False), 'epochAug': epoch(True)}))
 `;
   try {
-    return JSON.parse(execFileSync(PY, ['-c', code], { encoding: 'utf8' })) as { load: number; epochPlain: number; epochAug: number };
-  } catch {
-    return null;
+    return JSON.parse(execFileSync(PY, ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as { load: number; epochPlain: number; epochAug: number };
+  } catch (e) {
+    // a failing script must not read as "no torch" (a JS line pasted into it went unnoticed that way)
+    const err = String((e as { stderr?: unknown }).stderr ?? e).trim().split('\n');
+    return err[err.length - 1];
   }
 }
 
@@ -92,13 +94,13 @@ export async function main(): Promise<void> {
     `(a training step is ≈ 3× that); augmented batching = ${(100 * (1e3 * aug / steps) / (3 * median(fw))).toFixed(1)} % of a step`);
 
   const py = python(dir);
-  if (py) {
+  if (typeof py !== 'string') {
     console.log(`python3-torch, same work: load ${py.load.toFixed(3)} s, epoch ${py.epochPlain.toFixed(3)} s, ` +
       `augmented epoch ${py.epochAug.toFixed(3)} s`);
     console.log(`ratios (Python / FisherLens): load ${(py.load / load).toFixed(2)}×, epoch ${(py.epochPlain / plain).toFixed(2)}×, ` +
       `augmented epoch ${(py.epochAug / aug).toFixed(2)}×`);
   } else {
-    console.log(`python3-torch comparison skipped (${PY} without torch)`);
+    console.log(`python3-torch comparison failed (${PY}): ${py}`);
   }
   ds.dispose();
 }

@@ -195,17 +195,23 @@ export async function main(): Promise<void> {
     rows.push(`autotune (${tn.source === 'cached' ? 'measured in this run' : tn.source}) chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
       (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
     const vjpBound = F / (peak * 1e9) * 1000;
-    let fastest: { name: string; tot: number; ops: { op: string; ms: number; flops: number }[]; k: number } | undefined;
-    for (const [layout, k] of [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const) {
-      const ops = await profileExactVjp(model, x, { layout, classesPerPass: k });
+    // one VJP pass profiled per configuration: ms per class, in total and by op kind
+    const CONFIGS_VJP = [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const;
+    const perClass = async (m: Model, layout: 'nchw' | 'channels-last', k: number) => {
+      const ops = await profileExactVjp(m, x, { layout, classesPerPass: k });
       const by: Record<string, number> = {};
       for (const o of ops) by[o.op] = (by[o.op] ?? 0) + o.ms / k;
       const tot = Object.values(by).reduce((a, b) => a + b, 0);
+      const kinds = Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', ');
+      return { ops, tot, kinds };
+    };
+    let fastest: { name: string; tot: number; ops: { op: string; ms: number; flops: number }[]; k: number } | undefined;
+    for (const [layout, k] of CONFIGS_VJP) {
+      const { ops, tot, kinds } = await perClass(model, layout, k);
       // the FLOP-counting kernels alone (convolutions, linear layers) against the matmul peak
       const kMs = ops.reduce((a, o) => a + (o.flops > 0 ? o.ms : 0), 0), kFl = ops.reduce((a, o) => a + o.flops, 0);
       rows.push(`VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms (bound ${vjpBound.toFixed(1)} ms = ${(100 * vjpBound / tot).toFixed(0)}%; ` +
-        `conv+linear kernels at ${(kFl / (kMs / 1000) / 1e9).toFixed(1)} GFLOP/s = ${(100 * kFl / (kMs / 1000) / 1e9 / peak).toFixed(0)}% of peak); ` +
-        Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', '));
+        `conv+linear kernels at ${(kFl / (kMs / 1000) / 1e9).toFixed(1)} GFLOP/s = ${(100 * kFl / (kMs / 1000) / 1e9 / peak).toFixed(0)}% of peak); ${kinds}`);
       if (!fastest || tot < fastest.tot) fastest = { name: `${layout}, ${k}/pass`, tot, ops, k };
     }
     // the TorchScript model's lowered tape, the same four configurations (totals by op kind)
@@ -213,13 +219,9 @@ export async function main(): Promise<void> {
       const tt = await exactTuning(ts, x);
       rows.push(`TorchScript autotune chose ${tt.layout}, ${tt.classesPerPass} classes/pass; measured ms/class: ` +
         (tt.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
-      for (const [layout, k] of [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const) {
-        const ops = await profileExactVjp(ts, x, { layout, classesPerPass: k });
-        const by: Record<string, number> = {};
-        for (const o of ops) by[o.op] = (by[o.op] ?? 0) + o.ms / k;
-        const tot = Object.values(by).reduce((a, b) => a + b, 0);
-        rows.push(`TorchScript VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms; ` +
-          Object.entries(by).sort((a, b) => b[1] - a[1]).map(([o, ms]) => `${o} ${ms.toFixed(1)}`).join(', '));
+      for (const [layout, k] of CONFIGS_VJP) {
+        const { tot, kinds } = await perClass(ts, layout, k);
+        rows.push(`TorchScript VJP per class, ${layout}, ${k}/pass: ${tot.toFixed(1)} ms; ${kinds}`);
       }
     }
     // per kernel of the fastest configuration: where the time above the bound goes

@@ -45,6 +45,13 @@ export interface NativeTensor extends Handle<'tensor'> {
 }
 
 /** The native Model handle (ObjectWrap over a Classifier). */
+/**
+ * What the 'auto' gradient engine chose for one input batch of a model architecture: `key` is the
+ * batch's shape, then its dtype and device codes; the best measured ms of one gradient on each
+ * engine (linearMs NaN: no linearisation at that input).
+ */
+export interface NativeGradientChoice { key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }
+
 export interface NativeModel extends Handle<'model'> {
   forward(x: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
   /** An op (queued after the ops before it); `training` says the new mode at once. */
@@ -58,10 +65,10 @@ export interface NativeModel extends Handle<'model'> {
   readonly spec: string;
   readonly device: string;
   readonly parameterCount: number;
-  /** The attacks' input-gradient engine measured per input shape (lib/backend.ts setGradientEngine 'auto'). */
-  readonly gradientChoices: { shape: number[]; key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[];
+  /** The attacks' input-gradient engine measured per input batch (lib/backend.ts setGradientEngine 'auto'). */
+  readonly gradientChoices: NativeGradientChoice[];
   /** Adds a stored choice for this model's architecture (lib/tuning-store.ts); an existing one stays. */
-  setGradientChoice(c: { key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }): void;
+  setGradientChoice(c: NativeGradientChoice): void;
   readonly disposed: boolean;
 }
 

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { addon, NativeCtl, NativeModel, NativeTensor } from './native';
+import { addon, NativeCtl, NativeGradientChoice, NativeModel, NativeTensor } from './native';
 import { FisherLensError, sync } from './errors';
 import { runOp, OpOptions } from './op';
 import { Tensor, Device, tensorArg } from './tensor';
@@ -289,7 +289,9 @@ export class Model {
    * then dtype and device codes). Empty until an ascent on this architecture has measured, or
    * an op read a choice stored on this machine (lib/tuning-store.ts).
    */
-  get gradientChoices(): { shape: number[]; key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }[] { return sync(() => this.native.gradientChoices); }
+  get gradientChoices(): (NativeGradientChoice & { shape: number[] })[] {
+    return sync(() => this.native.gradientChoices).map((c) => ({ shape: c.key.slice(0, -2), ...c }));
+  }
   /** Moves parameters and buffers to a device. */
   async to(device: Device, opts?: OpOptions): Promise<void> {
     checkDevice(device);

@@ -173,7 +173,7 @@ function saveChoices(model: Model): void {
   if (model.native.disposed) return;
   let have = inFile.get(model);
   if (!have) inFile.set(model, (have = new Set()));
-  const fresh = model.gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
+  const fresh = model.native.gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
   if (fresh.length === 0) return;
   const stored = readTuning();
   const add: Record<string, unknown> = {};

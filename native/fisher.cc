@@ -311,8 +311,7 @@ std::vector<VjpProfileRow> profileVjp(Classifier& m, const torch::Tensor& x0, bo
   }
   const auto& ops = tape->ops();
   for (size_t i = 0; i < ops.size(); ++i) {
-    size_t kind = static_cast<size_t>(ops[i].kind);
-    out.push_back({kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "op", best[i], vjpFlops(ops[i], k * x.size(0))});
+    out.push_back({names[static_cast<size_t>(ops[i].kind)], best[i], vjpFlops(ops[i], k * x.size(0))});
   }
   return out;
 }

@@ -7,17 +7,13 @@ import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadra
 import { writeTuning } from '../lib/tuning-store';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
+import { restoreEnv } from './helpers/env';
 
 // Python runs happen here, before any native op starts: a fork while OpenBLAS works on another
 // thread can leave that thread waiting forever (OpenBLAS shuts its pool down in a pthread_atfork hook).
 const dir = ensureFixture();
 const REF = refFisher(path.join(dir, 'tiny32.pt'), path.join(dir, 'x64.npy'), path.join(dir, 'v.npy'), 'tiny');
 const N = 24; // samples compared with the reference (of the fixture's 120)
-
-function restoreEnv(name: string, value: string | undefined): void {
-  if (value === undefined) delete process.env[name];
-  else process.env[name] = value;
-}
 
 function rows(t: Tensor): number[][] {
   const [B, C] = t.shape;

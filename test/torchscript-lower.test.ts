@@ -24,6 +24,7 @@ import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fish
 import { main } from '../lib/cli/main';
 import { train, manualSeed } from '../lib/train';
 import { PY, hasTorch } from './helpers/python';
+import { restoreEnv } from './helpers/env';
 
 const root = path.resolve(__dirname, '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tslower-'));
@@ -420,8 +421,7 @@ maybeSerial("'auto' stores its gradient-engine choice: another process on this m
   process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-gradstore-'));
   t.teardown(() => {
     fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true });
-    if (cache === undefined) delete process.env.FISHERLENS_CACHE;
-    else process.env.FISHERLENS_CACHE = cache;
+    restoreEnv('FISHERLENS_CACHE', cache);
   });
   const file = path.join(tmp, 'stored-lenet.pt');
   fs.copyFileSync(path.join(tmp, 'lenet.script.pt'), file);

@@ -65,13 +65,18 @@ void LinearTape::push(Op op, const torch::Tensor& out) {
 void LinearTape::finish(const torch::Tensor& z) {
   outId_ = lookup(z, "the logits");
   FL_CHECK(z.dim() == 2, ERR_INTERNAL, "linearisation: logits must be [B, K]");
-  // ReLU -> max pool pairs where the pool is the ReLU output's only reader (see Op::fusedMask)
-  std::vector<int64_t> readers(nodes_, 0), producer(nodes_, -1);
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    ++readers[ops_[i].in];
-    if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
-    producer[ops_[i].out] = static_cast<int64_t>(i);
-  }
+  // per node: how many ops read it, and which op wrote it (-1: the input)
+  std::vector<int64_t> readers, producer;
+  auto link = [&]() {
+    readers.assign(nodes_, 0);
+    producer.assign(nodes_, -1);
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      ++readers[ops_[i].in];
+      if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
+      producer[ops_[i].out] = static_cast<int64_t>(i);
+    }
+  };
+  link();
   // resnet's option-A shortcut as a lowered graph writes it, x[:, :, ::s, ::s] padded with zero
   // channels: two strided slices (H and W, from 0 over the whole extent, either order) read only by
   // a channel-only constant pad, recorded as the built-ins' one ShortcutA op (one zero-filled
@@ -108,14 +113,9 @@ void LinearTape::finish(const torch::Tensor& z) {
     for (size_t i = 0; i < ops_.size(); ++i)
       if (!dropped[i]) kept.push_back(std::move(ops_[i]));
     ops_ = std::move(kept);
-    std::fill(readers.begin(), readers.end(), 0);
-    std::fill(producer.begin(), producer.end(), -1);
-    for (size_t i = 0; i < ops_.size(); ++i) {
-      ++readers[ops_[i].in];
-      if (ops_[i].in2 >= 0) ++readers[ops_[i].in2];
-      producer[ops_[i].out] = static_cast<int64_t>(i);
-    }
+    link();
   }
+  // ReLU -> max pool pairs where the pool is the ReLU output's only reader (see Op::fusedMask)
   for (Op& op : ops_) {
     if ((op.kind != Kind::MaxPool && op.kind != Kind::MaxPoolG) || !op.w.defined()) continue;
     int64_t j = producer[op.in];

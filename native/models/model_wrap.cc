@@ -77,9 +77,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return *info_;
   }
 
-  // gradientChoices -> [{ shape: number[], engine: 'linear' | 'autograd', linearMs, autogradMs }]:
-  // the attacks' input gradient engine measured per input shape for this model's architecture
-  // (attacks.h gradientChoices; its own lock, so safe while an op runs)
+  // gradientChoices -> [{ key: number[], engine: 'linear' | 'autograd', linearMs, autogradMs }]:
+  // the attacks' input gradient engine measured per input batch (key: its shape, then dtype and
+  // device codes) for this model's architecture (attacks.h gradientChoices; its own lock, so safe
+  // while an op runs)
   Napi::Value GradientChoices(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       Napi::Env env = info.Env();
@@ -87,10 +88,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       Napi::Array out = Napi::Array::New(env, cs.size());
       for (size_t i = 0; i < cs.size(); ++i) {
         Napi::Object o = Napi::Object::New(env);
-        const std::vector<int64_t>& k = cs[i].key;
-        Napi::Array shape = Napi::Array::New(env, k.size() - 2);  // the key without its dtype and device codes
-        for (size_t d = 0; d + 2 < k.size(); ++d) shape.Set(static_cast<uint32_t>(d), static_cast<double>(k[d]));
-        o.Set("shape", shape);
         Napi::Array key = Napi::Array::New(env, cs[i].key.size());
         for (size_t d = 0; d < cs[i].key.size(); ++d) key.Set(static_cast<uint32_t>(d), static_cast<double>(cs[i].key[d]));
         o.Set("key", key);
