@@ -31,6 +31,12 @@ export function fakeScience(opts: {
   failRuns?: string[];
   /** Milliseconds to wait per batch (lets a CLI test interrupt mid-run). */
   batchMs?: number;
+  /**
+   * Training of this run waits at the start of this epoch until its signal aborts, so a CLI test
+   * can interrupt it at a known point however late its own timers fire (a concurrent spawnSync in
+   * the test process delays them by seconds). Held longer than `ms` (default 60 s), it throws.
+   */
+  hold?: { run: string; epoch: number; ms?: number };
 } = {}): Science<FakeModel, FakeData> {
   let epochsTrained = 0;
   return {
@@ -48,6 +54,7 @@ export function fakeScience(opts: {
       opts.log?.trainCalls.push({ dir: o.dir.id, resume: o.resume, startEpoch: start });
       const batches = Math.min(Math.ceil(data.size / o.config.batchSize), o.config.maxBatches ?? Infinity);
       for (let e = start; e <= o.config.epochs; e++) {
+        if (opts.hold && opts.hold.run === o.dir.id && opts.hold.epoch === e) await held(o.signal, opts.hold.ms ?? 60_000);
         for (let b = 1; b <= batches; b++) {
           if (o.signal?.aborted) throw new FisherLensError('ERR_ABORTED', 'aborted');
           if (opts.batchMs) await new Promise((r) => setTimeout(r, opts.batchMs));
@@ -87,5 +94,21 @@ export function fakeScience(opts: {
   };
 }
 
+/** Resolves once `signal` aborts; rejects after `ms` so a test that never interrupts fails instead of hanging. */
+function held(signal: AbortSignal | undefined, ms: number): Promise<void> {
+  if (!signal) return Promise.reject(new Error('fake-science hold: training got no abort signal'));
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fake-science hold: not interrupted within ${ms} ms`)), ms);
+    signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+/** `FAKE_HOLD=<run id>@<epoch>` for CLI tests: see `hold` above. */
+function holdFromEnv(): { run: string; epoch: number } | undefined {
+  const m = /^(.+)@(\d+)$/.exec(process.env.FAKE_HOLD ?? '');
+  return m ? { run: m[1], epoch: Number(m[2]) } : undefined;
+}
+
 /** For FISHERLENS_EXECUTOR in CLI tests: a fake executor that is slow enough to interrupt. */
-export const executor: RunExecutor = scienceExecutor(fakeScience({ batchMs: Number(process.env.FAKE_BATCH_MS ?? 0) }));
+export const executor: RunExecutor = scienceExecutor(fakeScience({ batchMs: Number(process.env.FAKE_BATCH_MS ?? 0), hold: holdFromEnv() }));
