@@ -36,8 +36,9 @@ function arg(name: string, def: string): string {
 class PySide {
   private readonly p: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterableIterator<string>;
+  // env is process.env or built from it, after main's passiveOpenMp() (OMP_WAIT_POLICY, the store)
   constructor(args: string[], env: NodeJS.ProcessEnv = process.env) {
-    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe', env: { ...env, OMP_WAIT_POLICY: env.OMP_WAIT_POLICY ?? 'PASSIVE' } });
+    this.p = spawn(PY, [path.join(ROOT, 'bench', 'python', 'fisher_bench.py'), ...args, '--serve'], { stdio: 'pipe', env });
     this.p.stderr.on('data', (d: Buffer) => process.stderr.write(d));
     this.lines = readline.createInterface({ input: this.p.stdout })[Symbol.asyncIterator]();
   }

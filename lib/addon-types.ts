@@ -44,7 +44,6 @@ export interface NativeTensor extends Handle<'tensor'> {
   dispose(): void;
 }
 
-/** The native Model handle (ObjectWrap over a Classifier). */
 /**
  * What the 'auto' gradient engine chose for one input batch of a model architecture: `key` is the
  * batch's shape, then its dtype and device codes; the best measured ms of one gradient on each
@@ -52,6 +51,7 @@ export interface NativeTensor extends Handle<'tensor'> {
  */
 export interface NativeGradientChoice { key: number[]; engine: 'linear' | 'autograd'; linearMs: number; autogradMs: number }
 
+/** The native Model handle (ObjectWrap over a Classifier). */
 export interface NativeModel extends Handle<'model'> {
   forward(x: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
   /** An op (queued after the ops before it); `training` says the new mode at once. */

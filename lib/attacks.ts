@@ -16,7 +16,7 @@ import { FisherLensError } from './errors';
 import { ATTACK_TABLE, AttackKind, AttackNorm, AttackSpec, parseAttackOptions } from './options';
 // evaluate() runs 'autoattack' entries through the cascade (a call-time use: no load-order cycle)
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
-import { loadGradientChoices, saveGradientChoices } from './tuning-store';
+import { withGradientChoices } from './tuning-store';
 
 /**
  * The attack kinds and what each supports are declared once, in lib/options.ts (ATTACK_TABLE,
@@ -148,9 +148,7 @@ export function nativeOptions(p: AttackParams): Record<string, unknown> {
 export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackParams & OpOptions = {}): Promise<AttackResult> {
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
-  loadGradientChoices(model);
-  const r = await runOp({ signal, onProgress }, (ctl) => addon().attack(model.native, x.native, y.native, o, ctl));
-  saveGradientChoices(model);
+  const r = await withGradientChoices(model, () => runOp({ signal, onProgress }, (ctl) => addon().attack(model.native, x.native, y.native, o, ctl)));
   const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
   if (r.queries) out.queries = r.queries;
   return out;

@@ -11,7 +11,7 @@ import { Dataset } from './data/dataset';
 import { FisherLensError } from './errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
 import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, parseOptions } from './options';
-import { loadGradientChoices, saveGradientChoices } from './tuning-store';
+import { withGradientChoices } from './tuning-store';
 
 /**
  * standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries);
@@ -164,9 +164,7 @@ export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: Res
 }> {
   const stages = c.stages.map(({ name: _n, ...s }) => nativeOptions({ ...s, seed: opts.seed ?? s.seed }));
   const checks = parseOptions('autoAttack', { checks: AUTOATTACK_OPTIONS.checks }, opts).checks;
-  loadGradientChoices(model);
-  const r = await runOp(opts, (ctl) => addon().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl));
-  saveGradientChoices(model);
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl)));
   return { ...r, xAdv: new Tensor(r.xAdv) };
 }
 

@@ -61,8 +61,7 @@ export function setTf32(on: boolean): void {
  * ({@link Model.gradientChoices} lists the choices). The choice is stored in the cache folder
  * (lib/tuning-store.ts), so later processes on this machine take it without measuring. The
  * engines' gradients agree to float rounding; pin an engine for bitwise-equal results across
- * machines. {@link backend} reports
- * the setting.
+ * machines. {@link backend} reports the setting.
  */
 export function setGradientEngine(engine: GradientEngine): void {
   checkOption('setGradientEngine', 'engine', GRADIENT_ENGINE_OPTION, engine);

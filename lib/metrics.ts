@@ -21,7 +21,7 @@ import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
 import { meanSe } from './stats';
 import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
-import { loadGradientChoices, saveGradientChoices } from './tuning-store';
+import { withGradientChoices } from './tuning-store';
 
 const ma = addon;
 
@@ -352,9 +352,7 @@ export interface RhoResult {
 export async function adversarialMeasure(model: Model, x: Tensor, eps: number, opts: { steps?: number; clip?: boolean; klAttack?: boolean } & OpOptions = {}): Promise<RhoResult> {
   const o = parseOptions('adversarialMeasure', RHO_OPTIONS, { ...opts, eps }) as { eps: number; steps: number; clip: boolean };
   const steps = o.steps;
-  loadGradientChoices(model);
-  const r = await runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl));
-  saveGradientChoices(model);
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl)));
   let rho = r.rho;
   let rhoKlAttack: Float64Array | undefined;
   if (opts.klAttack ?? true) {

@@ -18,7 +18,7 @@ import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
 import { mean, median } from './stats';
 import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
-import { loadGradientChoices, saveGradientChoices } from './tuning-store';
+import { withGradientChoices } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
 
@@ -338,9 +338,6 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
   const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
   writeMetrics();
-  // the inner maximisation's gradient engine: the one stored on this machine for this architecture,
-  // so a resumed run (another process) continues on the engine the run started with
-  loadGradientChoices(model);
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -352,13 +349,15 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
         lr = baseLr * scheduleFactor(opts.schedule, epoch + bi / idx.length, epochs);
         let r;
         try {
-          r = await runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
+          // the inner maximisation's gradient engine: the one stored on this machine for this
+          // architecture (a resumed run in another process continues on the engine it started
+          // with); a choice made by this step is stored at once, for a resume after a kill
+          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
-          }, ctl));
+          }, ctl)));
         } finally {
           b.x.dispose(); b.y.dispose();
         }
-        saveGradientChoices(model);  // a batch shape measured: stored at once, for a resume after a kill
         lossSum += r.loss * r.batch;
         correct += r.correct;
         seen += r.batch;

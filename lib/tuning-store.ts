@@ -107,19 +107,30 @@ const GRADIENT = 'gradient ';
 const inFile = new WeakMap<Model, Set<string>>();
 
 /**
- * Before an op that ascends on `model` (attacks, AutoAttack, ρ, training steps): hands the native
- * side the engine choices stored for its architecture on this machine, once per model object,
- * so every process here takes the engine the first one measured (a resumed run continues on the
- * same engine). Nothing under a pinned engine.
+ * Runs an op that ascends on `model` (attacks, AutoAttack, ρ, a training step) between the two
+ * halves of the gradient-engine store:
+ * - before it, the native side gets the engine choices stored for the model's architecture on
+ *   this machine (once per model object; nothing when its first ascent runs under a pinned
+ *   engine), so every process here
+ *   takes the engine the first one measured and a resumed run continues on the same engine;
+ * - after it, the choices the native side made that the file lacks are stored (the file is read
+ *   only when there is a new one), so a run killed after its first batch keeps them.
+ * Both are best effort, like the file itself: a model the op refuses (disposed, not a Model) gets
+ * the op's own error, and the op's result stands whatever happens in the store.
  */
-export function loadGradientChoices(model: Model): void {
-  // best effort, like the file itself: a model the op will refuse (disposed, not a Model) gets
-  // the op's own error, not one from here
+export async function withGradientChoices<T>(model: Model, op: () => Promise<T>): Promise<T> {
   try {
     loadChoices(model);
   } catch {
     /* the op measures instead */
   }
+  const r = await op();
+  try {
+    saveChoices(model);
+  } catch {
+    /* a later op stores them (e.g. the model was disposed while this one ran) */
+  }
+  return r;
 }
 
 /** [architecture id, op key, machine] of an entry key, or undefined for a key that is not ours. */
@@ -132,10 +143,13 @@ function splitKey(k: string): [string, string, string] | undefined {
   }
 }
 
+// once per model object (a training loop calls it per step: backend() alone costs ~0.5 ms), under
+// the engine set at that model's first ascent
 function loadChoices(model: Model): void {
-  if (inFile.has(model) || backend().gradientEngine !== 'auto') return;
+  if (inFile.has(model)) return;
   const have = new Set<string>();
   inFile.set(model, have);
+  if (backend().gradientEngine !== 'auto') return;
   const mine = tuningKey(model, GRADIENT);
   if (!mine) return;
   const [id, , machine] = splitKey(mine)!;
@@ -152,20 +166,6 @@ function loadChoices(model: Model): void {
     if (!Array.isArray(shape) || !shape.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
     model.native.setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
     have.add(JSON.stringify(shape));
-  }
-}
-
-/**
- * After such an op (and after each training step): stores the choices the native side made that
- * the file lacks, so a run killed after its first batch keeps them. Reads the file only when
- * there is a new choice. Best effort: the op's result stands whatever happens here (e.g. the
- * model was disposed while it ran).
- */
-export function saveGradientChoices(model: Model): void {
-  try {
-    saveChoices(model);
-  } catch {
-    /* a later op stores them */
   }
 }
 

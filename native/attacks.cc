@@ -276,7 +276,7 @@ std::vector<GradientChoice> gradientChoices(const Classifier& m) {
   return out;
 }
 
-InputGradient::InputGradient(Classifier& m, const torch::Tensor& x) : m_(m), key_(x.sizes().vec()) {
+InputGradient::InputGradient(Classifier& m, const torch::Tensor& x) : m_(m), spec_(m.specJson()), key_(x.sizes().vec()) {
   key_.push_back(static_cast<int64_t>(x.scalar_type()));
   key_.push_back(x.is_cuda() ? 1 + x.device().index() : 0);
   const int e = engineSetting();
@@ -286,7 +286,7 @@ InputGradient::InputGradient(Classifier& m, const torch::Tensor& x) : m_(m), key
   }
   auto& s = choiceStore();
   std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.byKey.find({m_.specJson(), key_});
+  auto it = s.byKey.find({spec_, key_});
   if (it != s.byKey.end()) decided_ = it->second.linear ? 1 : 0;
 }
 
@@ -312,10 +312,11 @@ torch::Tensor InputGradient::operator()(const torch::Tensor& xa, const Objective
       c.autogradMs = best[0];
       c.linear = best[1] < kLinearMargin * best[0];
     }
-    decided_ = c.linear ? 1 : 0;
+    // a concurrent first measurement of the same key may have stored its choice meanwhile: the
+    // first stored is the one every ascent takes (and gradientChoices reports)
     auto& s = choiceStore();
     std::lock_guard<std::mutex> lock(s.mu);
-    s.byKey.emplace(std::make_pair(m_.specJson(), key_), c);  // a concurrent first measurement of the same key keeps the first
+    decided_ = s.byKey.emplace(std::make_pair(spec_, key_), c).first->second.linear ? 1 : 0;
   }
   return objectiveGradient(m_, xa, obj, decided_ == 1, &used, z);
 }

@@ -98,7 +98,8 @@ class InputGradient {
 
  private:
   Classifier& m_;
-  std::vector<int64_t> key_;
+  std::string spec_;          // the architecture (Classifier::specJson)
+  std::vector<int64_t> key_;  // the input batch's shape, then its dtype and device codes
   int decided_ = -1;  // -1 not yet (auto), 0 autograd, 1 linear
 };
 

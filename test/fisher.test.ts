@@ -1,13 +1,12 @@
 import test from 'ava';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, manualSeed } from '../lib';
 import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE, autotuneFile } from '../lib/fisher';
 import { writeTuning } from '../lib/tuning-store';
 import { Dataset } from '../lib/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
-import { restoreEnv } from './helpers/env';
+import { restoreEnv, useTempCache } from './helpers/env';
 
 // Python runs happen here, before any native op starts: a fork while OpenBLAS works on another
 // thread can leave that thread waiting forever (OpenBLAS shuts its pool down in a pthread_atfork hook).
@@ -303,9 +302,7 @@ test('several classes per VJP pass give the autograd engine\'s exact Fisher (eve
 // serial: AVA runs serial tests before the concurrent ones, so no other test's autotune moves the process-wide counter
 test.serial('layout auto measures once per model and input shape, picks a measured candidate and matches it pinned', async (t) => {
   // a cache folder of its own: no stored choice from an earlier run (see the next test)
-  const cache = process.env.FISHERLENS_CACHE;
-  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tune-'));
-  t.teardown(() => { fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true }); restoreEnv('FISHERLENS_CACHE', cache); });
+  useTempCache(t, 'fl-tune-');
   manualSeed(3);
   const m = Model.create({ arch: 'small-cnn' });
   const B = 4;
@@ -340,16 +337,12 @@ test.serial('layout auto measures once per model and input shape, picks a measur
 });
 
 test.serial('the autotune choice is stored for later processes on this machine; a damaged store is measured again and rewritten', async (t) => {
-  const cache = process.env.FISHERLENS_CACHE, store = process.env.FISHERLENS_AUTOTUNE_STORE;
-  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tune-'));
+  const cache = useTempCache(t, 'fl-tune-');
+  const store = process.env.FISHERLENS_AUTOTUNE_STORE;
   delete process.env.FISHERLENS_AUTOTUNE_STORE;
-  t.teardown(() => {
-    fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true });
-    restoreEnv('FISHERLENS_CACHE', cache);
-    restoreEnv('FISHERLENS_AUTOTUNE_STORE', store);
-  });
+  t.teardown(() => restoreEnv('FISHERLENS_AUTOTUNE_STORE', store));
   const file = autotuneFile();
-  t.is(path.dirname(file), process.env.FISHERLENS_CACHE);
+  t.is(path.dirname(file), cache);
   const B = 3;
   const x = Tensor.from(Float32Array.from({ length: B * 784 }, (_, i) => (Math.cos(i * 0.17) + 1) / 2), [B, 1, 28, 28]);
   const fresh = () => { manualSeed(4); return Model.create({ arch: 'small-cnn' }); };

@@ -24,7 +24,7 @@ import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fish
 import { main } from '../lib/cli/main';
 import { train, manualSeed } from '../lib/train';
 import { PY, hasTorch } from './helpers/python';
-import { restoreEnv } from './helpers/env';
+import { useTempCache } from './helpers/env';
 
 const root = path.resolve(__dirname, '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tslower-'));
@@ -417,12 +417,7 @@ maybeSerial("the 'auto' gradient engine measures both engines once per architect
 });
 
 maybeSerial("'auto' stores its gradient-engine choice: another process on this machine takes it without measuring", async (t) => {
-  const cache = process.env.FISHERLENS_CACHE;
-  process.env.FISHERLENS_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-gradstore-'));
-  t.teardown(() => {
-    fs.rmSync(process.env.FISHERLENS_CACHE!, { recursive: true, force: true });
-    restoreEnv('FISHERLENS_CACHE', cache);
-  });
+  useTempCache(t, 'fl-gradstore-');
   const file = path.join(tmp, 'stored-lenet.pt');
   fs.copyFileSync(path.join(tmp, 'lenet.script.pt'), file);
   const x = input(probe('lenet'));
