@@ -20,7 +20,7 @@ import { ExperimentInput } from '../lib/experiment/config';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunExecutor, scienceExecutor } from '../lib/experiment/executor';
 import { worker, JobData, JobResult } from '../lib/experiment/queue';
-import { median } from '../lib/stats';
+import { median } from '../lib/util/stats';
 
 const tmp = (p: string) => fs.mkdtempSync(path.join(os.tmpdir(), `fl-bench-q-${p}-`));
 const ms = (x: number) => `${x.toFixed(1)} ms`;

@@ -22,9 +22,9 @@ const root = path.join(__dirname, '..');
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const releaseDir = argv.includes('--release') ? path.resolve(argv[argv.indexOf('--release') + 1]) : path.join(root, 'release', 'variants');
-const provenance = path.join(root, 'dist', 'lib', 'provenance.js');
+const provenance = path.join(root, 'dist', 'lib', 'experiment', 'provenance.js');
 if (!fs.existsSync(provenance)) {
-  console.error('package: dist/lib/provenance.js missing: run `npm run build:ts` first');
+  console.error('package: dist/lib/experiment/provenance.js missing: run `npm run build:ts` first');
   process.exit(1);
 }
 const { nativeSourceHash, packageVersion } = require(provenance);

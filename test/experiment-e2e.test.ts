@@ -15,7 +15,7 @@ import { RunDir } from '../lib/experiment/rundir';
 import { writeReport, pctSe } from '../lib/report';
 
 const root = path.join(__dirname, '..', '..');
-const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', `${m}.js`)));
+const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', 'science', `${m}.js`)));
 const maybe = ready ? test.serial : test.skip;
 
 maybe('createModel takes channels, size and classes from the data, seeded', async (t) => {

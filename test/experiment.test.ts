@@ -8,8 +8,8 @@ import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION, RUN_FOLDER_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
-import { backend } from '../lib/backend';
-import { nativeSourceHash } from '../lib/provenance';
+import { backend } from '../lib/binding/backend';
+import { nativeSourceHash } from '../lib/experiment/provenance';
 
 const root = path.join(__dirname, '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
@@ -317,7 +317,7 @@ test('CLI: SIGINT stops with exit 130 keeping finished runs; the same command re
 test('an environment error (ERR_LOAD, ERR_DEVICE) stops the sweep instead of failing every run', async (t) => {
   const out = tmp('env');
   const sci = fakeScience();
-  sci.train = async () => { throw Object.assign(new Error('experiments need train() from lib/train.ts'), { code: 'ERR_LOAD' }); };
+  sci.train = async () => { throw Object.assign(new Error('experiments need train() from lib/science/train.ts'), { code: 'ERR_LOAD' }); };
   await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(sci) }), { message: /need train\(\)/ });
   t.false(fs.existsSync(RunDir.of(out, 'small-cnn_natural_seed0').error));
   t.is(RunDir.of(out, 'small-cnn_trades_seed0').state(), 'new');

@@ -19,7 +19,7 @@ import { RunDir, readJsonl } from '../lib/experiment/rundir';
 import { worker, queueStatus, cancelExperiment, JobData, JobProgress, WorkerOptions } from '../lib/experiment/queue';
 import { slurmScript } from '../lib/experiment/slurm';
 import { buildReport } from '../lib/report';
-import { FisherLensError } from '../lib/errors';
+import { FisherLensError } from '../lib/util/errors';
 
 const root = path.join(__dirname, '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');

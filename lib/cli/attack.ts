@@ -1,9 +1,9 @@
 import { Command } from 'commander';
-import { loadData } from '../data';
-import { FisherLensError } from '../errors';
-import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
-import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../autoattack';
-import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText, optionHelp } from '../options';
+import { loadData } from '../science/data';
+import { FisherLensError } from '../util/errors';
+import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../science/attacks';
+import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText, optionHelp } from '../science/options';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
 import { interruptController } from './run';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';

@@ -4,10 +4,10 @@
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
 import * as fs from 'fs';
-import { FisherLensError, fromNative } from '../errors';
-import { Model, ModelSpec } from '../model';
-import { manualSeed } from '../train';
-import { removeTracked } from '../files';
+import { FisherLensError, fromNative } from '../util/errors';
+import { Model, ModelSpec } from '../science/model';
+import { manualSeed } from '../science/train';
+import { removeTracked } from '../util/files';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
 export function emit(json: boolean, value: unknown, human: () => string): void {

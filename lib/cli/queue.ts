@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import * as path from 'path';
 import { action, emit, log, num } from './common';
 import { EXIT, executorFromEnv } from './run';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import { worker, queueStatus, cancelExperiment, QueueRunStatus } from '../experiment/queue';
 import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
 

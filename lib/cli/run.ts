@@ -6,7 +6,7 @@ import { runExperiment, planExperiment, ExperimentResult } from '../experiment/r
 import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
 import type { RunExecutor } from '../experiment/executor';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import { slurmCommand } from './queue';
 
 /**

@@ -9,13 +9,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
   OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, OptionDecl, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions,
-} from '../options';
-import type { AttackKind, AttackNorm, AttackParams } from '../attacks';
-import { PICTURE_SAMPLES } from '../pictures';
+} from '../science/options';
+import type { AttackKind, AttackNorm, AttackParams } from '../science/attacks';
+import { PICTURE_SAMPLES } from '../science/pictures';
 
 export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
 export const ARCHS = [
@@ -23,11 +23,11 @@ export const ARCHS = [
   'resnet20', 'resnet32', 'resnet44', 'resnet56', 'wrn-34-10', 'preact-resnet18',
 ] as const;
 export const METHODS = TRAIN_METHODS;
-/** The attack kinds (lib/options.ts ATTACK_TABLE) and the AutoAttack cascade (lib/autoattack.ts). */
+/** The attack kinds (lib/science/options.ts ATTACK_TABLE) and the AutoAttack cascade (lib/science/autoattack.ts). */
 export const ATTACKS = [...ATTACK_KINDS, 'autoattack'] as const;
 export const FISHER_METHODS = FISHER_METHOD_LIST;
 
-/** A number option's range from its one declaration (lib/options.ts). */
+/** A number option's range from its one declaration (lib/science/options.ts). */
 function numberOf(d: OptionDecl): z.ZodNumber {
   let n = z.number();
   if (d.type === 'integer') n = n.int();
@@ -71,7 +71,7 @@ export const DataSchema = z.object({
 }).strict().refine((d) => d.root !== undefined || d.dataset === 'fashion-mnist' || d.dataset === 'synthetic',
   { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] });
 
-/** A built-in architecture (lib/model.ts ModelSpec) or a saved model (`path`). */
+/** A built-in architecture (lib/science/model.ts ModelSpec) or a saved model (`path`). */
 export const ModelSchema = z.object({
   /** Label used in run ids and reports (default: derived from arch, activation, pool, width). */
   name: NAME.optional(),
@@ -86,7 +86,7 @@ export const ModelSchema = z.object({
   std: z.array(z.number().positive()).optional(),
 }).strict().refine((m) => m.arch !== undefined || m.path !== undefined, { message: 'expected `arch` (a built-in architecture) or `path` (a saved model)' });
 
-/** Enums and the library defaults from lib/options.ts OPTIMIZER_OPTIONS; lr and weightDecay are the sweeps' own defaults. */
+/** Enums and the library defaults from lib/science/options.ts OPTIMIZER_OPTIONS; lr and weightDecay are the sweeps' own defaults. */
 export const OptimizerSchema = z.object({
   type: z.enum(OPTIMIZER_TYPES).default(OPTIMIZER_OPTIONS.type.default),
   lr: z.number().positive().default(0.05),
@@ -152,7 +152,7 @@ export const AttackSchema = z.object({
   restarts: numberOf(ATTACK_OPTIONS.restarts).default(ATTACK_OPTIONS.restarts.default),
   /** CW: margin confidence κ. */
   confidence: z.number().nonnegative().optional(),
-  /** apgd-t / fab-t: target classes tried (lib/options.ts ATTACK_OPTIONS.targets: default 9, at most K − 1). */
+  /** apgd-t / fab-t: target classes tried (lib/science/options.ts ATTACK_OPTIONS.targets: default 9, at most K − 1). */
   targets: numberOf(ATTACK_OPTIONS.targets).optional(),
   /** autoattack: standard | plus | rand | custom (default standard; custom with `attacks`). */
   version: z.enum(AUTOATTACK_VERSIONS).optional(),
@@ -164,7 +164,7 @@ export const AttackSchema = z.object({
   { message: '`version` and `attacks` are for type autoattack' })
   .refine((a) => a.type !== 'autoattack' || (a.stepSize === undefined && a.steps === undefined && a.confidence === undefined && a.targets === undefined),
     { message: 'autoattack takes norm, epsilon, version and attacks (per-stage `steps`/`restarts`/`targets` go in `attacks` entries)' })
-  // what each attack supports (lib/options.ts ATTACK_TABLE), checked when the config is validated
+  // what each attack supports (lib/science/options.ts ATTACK_TABLE), checked when the config is validated
   // (`run --dry-run`), not when the run reaches the attack
   .superRefine((a, ctx) => {
     const stages = a.type === 'autoattack' ? (a.attacks ?? []).map((s) => (typeof s === 'string' ? { type: s } : s)) : [a];
@@ -177,7 +177,7 @@ export const AttackSchema = z.object({
     }
   });
 
-/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+/** An attack of the config in lib/science/attacks.ts's form (CW's κ is `confidence`). */
 export function configAttackParams(a: {
   type: string; norm?: AttackNorm; epsilon?: number; restarts?: number; targets?: number; stepSize?: number; steps?: number; confidence?: number;
 }, seed?: number): AttackParams {
@@ -209,7 +209,7 @@ export const EvalSchema = z.object({
     /** Different-class pairs sampled for the non-robust component N (default 2000). */
     pairs: posInt.default(2000),
   }).strict().default({}),
-  /** Pictures in the run folder (lib/pictures.ts): the image grid and the class heatmaps. */
+  /** Pictures in the run folder (lib/science/pictures.ts): the image grid and the class heatmaps. */
   pictures: z.object({
     /** Test images in the grid (clean, each attack, its perturbation, the Fisher eigenvector); 0: no grid (default 8). */
     samples: nonNegInt.default(PICTURE_SAMPLES),

@@ -6,15 +6,15 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
-import { checkDevice } from '../backend';
+import { checkDevice } from '../binding/backend';
 import type { QueueOptions } from './queue';
-import { ensureDir } from '../files';
+import { ensureDir } from '../util/files';
 import { EpochRecord, FILES, RunDir, RunState, RunSummary, SUMMARY_VERSION, writeJsonAtomic, readJson } from './rundir';
-import { runProvenance } from '../provenance';
+import { runProvenance } from './provenance';
 
 /** Events of a sweep, in order: plan, then per run start/skip → progress/epoch… → end/error, then done. */
 export type ExperimentEvent =

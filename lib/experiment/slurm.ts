@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import { planExperiment, resolveConfig } from './runner';
 import { writeFileAtomic } from './rundir';
 

@@ -10,7 +10,7 @@
  * This module loads nothing native: help, config validation and the attack capability table work
  * without LibTorch.
  */
-import { FisherLensError } from './errors';
+import { FisherLensError } from '../util/errors';
 
 /** A scalar an option can hold (tensors travel beside the declared options). */
 export type OptionValue = number | boolean | string;
@@ -266,7 +266,7 @@ export function parseAttackOptions(p: object): Parsed {
 /** AutoAttack versions: standard | plus | rand (EOT 20) | custom (`attacks`). */
 export const AUTOATTACK_VERSIONS = ['standard', 'plus', 'rand', 'custom'] as const;
 
-/** Options of the AutoAttack cascade (lib/autoattack.ts; stages are attack options). */
+/** Options of the AutoAttack cascade (lib/science/autoattack.ts; stages are attack options). */
 export const AUTOATTACK_OPTIONS = {
   version: { type: 'enum', values: AUTOATTACK_VERSIONS, default: 'standard', doc: 'cascade version (custom: the stages in `attacks`)' },
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model of every stage' },
@@ -278,7 +278,7 @@ export const AUTOATTACK_OPTIONS = {
 // ---------------- Fisher information ----------------
 
 /**
- * How attacks and training's inner maximisation compute input gradients (lib/backend.ts
+ * How attacks and training's inner maximisation compute input gradients (lib/binding/backend.ts
  * setGradientEngine; FISHERLENS_GRADIENT_ENGINE at load): 'linear' through the model's
  * linearisation where it has one (built-ins, lowerable TorchScript), 'autograd', or 'auto'
  * (default): both measured once per architecture and input shape; the linearisation is kept
@@ -294,7 +294,7 @@ export const GRADIENT_ENGINE_OPTION = {
 export const FISHER_METHODS = ['exact', 'power', 'lanczos', 'hutchinson'] as const;
 
 /** Speed options of every Fisher op (results do not depend on them beyond rounding). */
-/** Memory layouts of the convolutions' products: 'auto' measures (the exact method; see lib/fisher.ts exactTuning). */
+/** Memory layouts of the convolutions' products: 'auto' measures (the exact method; see lib/science/fisher.ts exactTuning). */
 export const FISHER_LAYOUTS = ['auto', 'nchw', 'channels-last'] as const;
 
 export const FISHER_SPEED_OPTIONS = {

@@ -9,7 +9,7 @@ import * as path from 'path';
 
 /** The package root (the folder holding package.json and native/). */
 export function packageRoot(): string {
-  // dist/lib/provenance.js -> two levels up; lib/provenance.ts under ts-node -> one level
+  // dist/lib/provenance.js -> two levels up; lib/experiment/provenance.ts under ts-node -> one level
   let dir = __dirname;
   for (let i = 0; i < 4; i++) {
     if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'native'))) return dir;
@@ -89,7 +89,7 @@ export interface RunProvenance {
 export function runProvenance(device: string): RunProvenance {
   // required lazily: backend loads the addon, whose loader imports this module
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { backend } = require('./backend') as typeof import('./backend');
+  const { backend } = require('../binding/backend') as typeof import('../binding/backend');
   const b = backend();
   const os = require('os') as typeof import('os');
   return {

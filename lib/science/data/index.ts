@@ -7,12 +7,12 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeLoaded } from '../native';
-import { FisherLensError } from '../errors';
-import { runOp, OpOptions } from '../op';
-import { Tensor } from '../tensor';
+import { addon, NativeLoaded } from '../../binding/native';
+import { FisherLensError } from '../../util/errors';
+import { runOp, OpOptions } from '../../binding/op';
+import { Tensor } from '../../binding/tensor';
 import { Dataset } from './dataset';
-import { ensureDir, removeStaleTemps, track, untrack } from '../files';
+import { ensureDir, removeStaleTemps, track, untrack } from '../../util/files';
 import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';

@@ -16,15 +16,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { PNG } from 'pngjs';
 import { Model } from './model';
-import { Tensor } from './tensor';
+import { Tensor } from '../binding/tensor';
 import { Dataset, permutation } from './data/dataset';
 import { attack, AttackParams, NpyWriter } from './attacks';
 import { autoAttackBatch, AutoAttackParams, resolveCascade } from './autoattack';
 import { fisherExact } from './fisher';
 import { CcklAccumulator, logProbs } from './metrics';
-import { FisherLensError } from './errors';
-import type { OpOptions } from './op';
-import { writeFileAtomic } from './experiment/rundir';
+import { FisherLensError } from '../util/errors';
+import type { OpOptions } from '../binding/op';
+import { writeFileAtomic } from '../experiment/rundir';
 
 /** Samples in a picture grid unless told otherwise (config `eval.pictures.samples`, CLI `--image-samples`). */
 export const PICTURE_SAMPLES = 8;
@@ -106,7 +106,7 @@ export interface PictureData {
 }
 
 /**
- * An attack of a grid: a name and lib/attacks.ts parameters, or an AutoAttack cascade
+ * An attack of a grid: a name and lib/science/attacks.ts parameters, or an AutoAttack cascade
  * (`kind: 'autoattack'`), whose column shows per sample the example of the stage that broke it and,
  * for samples no stage broke, the last stage's attempt.
  */
@@ -179,7 +179,7 @@ function argmaxRows(p: ArrayLike<number>, C: number): number[] {
   return out;
 }
 
-/** Eval-mode probabilities p(x) [S·C] and log p(x) in float64 (lib/metrics.ts logProbs: the model's dtype and device). */
+/** Eval-mode probabilities p(x) [S·C] and log p(x) in float64 (lib/science/metrics.ts logProbs: the model's dtype and device). */
 async function evalProbs(model: Model, x: Tensor, opts: OpOptions): Promise<{ p: Float64Array; logp: Float64Array }> {
   const t = await logProbs(model, x, opts);
   try {
@@ -466,7 +466,7 @@ export interface ClassPictures {
   initial?: ClassMatrices;
 }
 
-/** {@link ClassMatrices} of `model` on `data` (eval-mode forward passes, one streaming pass; lib/metrics.ts CcklAccumulator). */
+/** {@link ClassMatrices} of `model` on `data` (eval-mode forward passes, one streaming pass; lib/science/metrics.ts CcklAccumulator). */
 export async function classMatrices(model: Model, data: Dataset, opts: { batchSize?: number } & OpOptions = {}): Promise<ClassMatrices> {
   const acc = new CcklAccumulator({ keepLogp: false });
   try {

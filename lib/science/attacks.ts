@@ -4,22 +4,22 @@
  * around x and the [0, 1] box, and leaves the model exactly as it found it (mode, requires-grad
  * flags, no .grad). ε and step sizes are in pixel units (inputs in [0, 1]).
  */
-import { addon } from './native';
-import { runOp, OpOptions } from './op';
+import { addon } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
 import { Model } from './model';
-import { Tensor } from './tensor';
+import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
 import { NpyWriter } from './data';
 
 export { NpyWriter } from './data';
-import { FisherLensError } from './errors';
+import { FisherLensError } from '../util/errors';
 import { ATTACK_TABLE, AttackKind, AttackNorm, AttackSpec, parseAttackOptions } from './options';
 // evaluate() runs 'autoattack' entries through the cascade (a call-time use: no load-order cycle)
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
 import { withGradientChoices } from './tuning-store';
 
 /**
- * The attack kinds and what each supports are declared once, in lib/options.ts (ATTACK_TABLE,
+ * The attack kinds and what each supports are declared once, in lib/science/options.ts (ATTACK_TABLE,
  * ATTACK_OPTIONS): fgsm | pgd (cross-entropy) | cw (PGD on the CW margin loss, "CW∞") | cw-l2 | kl |
  * fisher (OSSA) | apgd-ce | apgd-dlr | apgd-t (APGD, Croce & Hein 2020) | fab-t | fab (FAB,
  * minimal-norm; fab-t tries the top `targets` classes in turn, an untargeted attack) | square
@@ -28,12 +28,12 @@ import { withGradientChoices } from './tuning-store';
 export { ATTACK_KINDS } from './options';
 export type { AttackKind, AttackNorm, AttackSpec } from './options';
 
-/** The attack capability table (lib/options.ts; loads nothing native). */
+/** The attack capability table (lib/science/options.ts; loads nothing native). */
 export function attackKinds(): AttackSpec[] {
   return ATTACK_TABLE.map((a) => ({ ...a, norms: [...a.norms] }));
 }
 
-/** Parameters of one attack; defaults in brackets (lib/options.ts ATTACK_OPTIONS and ATTACK_TABLE declare them; that declaration is what runs). */
+/** Parameters of one attack; defaults in brackets (lib/science/options.ts ATTACK_OPTIONS and ATTACK_TABLE declare them; that declaration is what runs). */
 export interface AttackParams {
   /** Which attack ['pgd']. */
   kind?: AttackKind;
@@ -128,7 +128,7 @@ export const attackPresets = {
 export type AttackPresetName = keyof typeof attackPresets;
 
 /**
- * The complete options object the addon reads (lib/options.ts parseAttackOptions: validated,
+ * The complete options object the addon reads (lib/science/options.ts parseAttackOptions: validated,
  * every default filled in; tensors as native handles).
  */
 export function nativeOptions(p: AttackParams): Record<string, unknown> {
@@ -154,7 +154,7 @@ export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackPar
   return out;
 }
 
-/** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/autoattack.ts). */
+/** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
 export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
 
 export interface EvaluateOptions extends OpOptions {
@@ -185,7 +185,7 @@ export interface AttackSummary {
   meanLoss: number;
   /** Path of the saved .npy, when saving. */
   saved?: string;
-  /** autoattack: the sanity checks' findings (lib/autoattack.ts sanityWarnings). */
+  /** autoattack: the sanity checks' findings (lib/science/autoattack.ts sanityWarnings). */
   warnings?: string[];
 }
 
