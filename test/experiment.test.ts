@@ -9,7 +9,7 @@ import { scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION, RUN_FOLDER_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
 import { backend } from '../lib/binding/backend';
-import { nativeSourceHash } from '../lib/experiment/provenance';
+import { nativeSourceHash } from '../lib/util/version';
 
 const root = path.join(__dirname, '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');

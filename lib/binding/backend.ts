@@ -2,14 +2,10 @@
 import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync } from '../util/errors';
+import { packageVersion } from '../util/version';
 import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES, checkOption } from '../science/options';
 
 export type GradientEngine = typeof GRADIENT_ENGINES[number];
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const pkg = (() => {
-  // dist/lib/binding/backend.js → ../../../package.json; lib/binding/backend.ts under ts-node → ../../package.json
-  try { return require('../../../package.json'); } catch { return require('../../package.json'); }
-})() as { version: string };
 
 /** The backend's facts (fields documented on {@link NativeBackend}) and the package version. */
 export interface BackendInfo extends Omit<NativeBackend, 'parallel'> {
@@ -30,7 +26,7 @@ export function backend(): BackendInfo {
   const lt: LibTorchInfo = l.libtorch;
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
-    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, gradientEngine: b.gradientEngine, packageVersion: pkg.version,
+    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, gradientEngine: b.gradientEngine, packageVersion: packageVersion(),
     variant: l.variant, libtorch: { path: lt.path, version: lt.version, cuda: lt.cuda }, addonPath: l.file,
   };
 }

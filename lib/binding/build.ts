@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
 import { cacheDir, discovery, loadOrder, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
-import { nativeSourceHash, packageRoot, packageVersion } from '../experiment/provenance';
+import { nativeSourceHash, packageRoot, packageVersion } from '../util/version';
 
 export interface BuildOptions {
   /** Parallel compile jobs (default: the available cores). */

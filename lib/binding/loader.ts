@@ -17,7 +17,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
-import { nativeSourceHash, packageRoot } from '../experiment/provenance';
+import { nativeSourceHash, packageRoot } from '../util/version';
 
 /** The LibTorch the addon runs on. */
 export interface LibTorchInfo {

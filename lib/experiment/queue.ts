@@ -7,7 +7,7 @@
  * - Job id = `<experiment>__<hash of the resolved run (device aside) and out>__<run id>`: enqueuing
  *   twice never duplicates a run and an edited config never reuses a stale job. A failed job is
  *   retried explicitly when its run is enqueued again (BullMQ's add() is a no-op for an existing id).
- * - Jobs carry the package version and native-source hash (provenance.ts); a worker whose build
+ * - Jobs carry the package version and native-source hash (lib/util/version.ts); a worker whose build
  *   differs refuses the job with the reason.
  * - Deterministic failures (config, files, NaN loss) fail once with their reason
  *   (UnrecoverableError); transient ones (out of memory, no such device here, lost connection) are
@@ -26,7 +26,7 @@ import * as path from 'path';
 import type { Job, Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import { FisherLensError, ErrorCode } from '../util/errors';
-import { packageVersion, nativeSourceHash } from './provenance';
+import { packageVersion, nativeSourceHash } from '../util/version';
 import { detectModelFile } from '../science/model';
 import { backend, checkDevice } from '../binding/backend';
 import type { ExperimentConfig, ExperimentInput, ResolvedRun } from './config';
