@@ -4,11 +4,8 @@ export { backend, setThreads, setTf32, setGradientEngine, GradientEngine, peakMe
 export { Tensor, memory, Dtype, Device, TypedArray } from './binding/tensor';
 export { Model, ModelSpec, Activation } from './science/model';
 export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, ElapsedProgress } from './binding/op';
-export {
-  parseOptions, parseAttackOptions, optionHelp, OptionDecl, OptionSchema, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS,
-  FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS,
-  TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS,
-} from './science/options';
+export { parseOptions, optionHelp, OptionDecl, OptionSchema } from './util/schema';
+export { parseAttackOptions, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS, TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS } from './science/options';
 export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './science/model';
 export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,

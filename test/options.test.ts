@@ -8,9 +8,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
-import {
-  ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions, parseOptions,
-} from '../lib/science/options';
+import { ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions } from '../lib/science/options';
+import { parseOptions } from '../lib/util/schema';
 import { Model, Tensor, fisherPower, fisherDataset, attack, FisherLensError, ProgressEvent, StepProgress, BatchProgress } from '../lib';
 import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/binding/native';
 import { ROOT } from './fisher-fixtures';

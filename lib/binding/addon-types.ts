@@ -3,8 +3,7 @@
  * from the loader in native.ts. Handles are opaque: TypeScript wrappers (Tensor, Model) hold them.
  */
 
-import type { FisherEngine } from '../science/fisher';
-import type { SyntheticOptions } from '../science/data';
+import type { FisherEngine, SyntheticOptions } from './types';
 
 declare const handleKind: unique symbol;
 /**
@@ -100,7 +99,7 @@ export interface NativeBackend {
   addonVersion: string;
   /** Whether CUDA matrix products and convolutions may use TF32 (setTf32; FISHERLENS_TF32=1 at load). */
   tf32: boolean;
-  /** How attacks compute input gradients (setGradientEngine; lib/science/options.ts GRADIENT_ENGINES). */
+  /** How attacks compute input gradients (setGradientEngine; lib/binding/gradient-engine.ts GRADIENT_ENGINES). */
   gradientEngine: 'auto' | 'linear' | 'autograd';
   /** LibTorch's parallel backend description. */
   parallel: string;

@@ -3,7 +3,8 @@ import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync } from '../util/errors';
 import { packageVersion } from '../util/version';
-import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES, checkOption } from '../science/options';
+import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES } from './gradient-engine';
+import { checkOption } from '../util/schema';
 
 export type GradientEngine = typeof GRADIENT_ENGINES[number];
 
@@ -49,7 +50,7 @@ export function setTf32(on: boolean): void {
 
 /**
  * How attacks and training's inner maximisation compute input gradients, for the whole process
- * (lib/science/options.ts GRADIENT_ENGINES): 'linear' through the model's linearisation where it has one,
+ * (lib/binding/gradient-engine.ts GRADIENT_ENGINES): 'linear' through the model's linearisation where it has one,
  * 'autograd', or 'auto' (the default; FISHERLENS_GRADIENT_ENGINE sets it at load). Under 'auto',
  * the first gradient for a model architecture and input batch shape measures both engines on
  * that point (six gradients, discarded), and every later gradient of that architecture and shape

@@ -4,7 +4,8 @@
  * declares for the whole native surface ({@link Addon}).
  */
 import { LoadResult, loadAddon } from './loader';
-import { GRADIENT_ENGINE_OPTION, checkOption } from '../science/options';
+import { GRADIENT_ENGINE_OPTION } from './gradient-engine';
+import { checkOption } from '../util/schema';
 
 export * from './addon-types';
 import type { Addon } from './addon-types';

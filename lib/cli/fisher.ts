@@ -3,7 +3,8 @@ import { loadData, loadImages } from '../science/data';
 import { FisherLensError } from '../util/errors';
 import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHODS, Summary } from '../science/fisher';
 import { adversarialMeasure } from '../science/metrics';
-import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS, optionHelp } from '../science/options';
+import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS } from '../science/options';
+import { optionHelp } from '../util/schema';
 import { action, emit, int, log, modelArg, num, Progress } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 

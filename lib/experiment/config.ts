@@ -10,10 +10,8 @@ import * as path from 'path';
 import { z } from 'zod';
 import * as YAML from 'yaml';
 import { FisherLensError } from '../util/errors';
-import {
-  ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
-  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, OptionDecl, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions,
-} from '../science/options';
+import { ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS, OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions } from '../science/options';
+import { OptionDecl } from '../util/schema';
 import type { AttackKind, AttackNorm, AttackParams } from '../science/attacks';
 import { PICTURE_SAMPLES } from '../science/pictures';
 

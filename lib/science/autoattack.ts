@@ -10,7 +10,8 @@ import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
-import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, parseOptions } from './options';
+import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 /**

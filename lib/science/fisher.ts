@@ -16,19 +16,13 @@ import { summarize, Summary } from '../util/stats';
 import { uniformStream } from '../util/random';
 import { peakMemory } from '../binding/backend';
 import { autotuneFile, readTuning, tuningKey, writeTuning } from './tuning-store';
-import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
+import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS } from './options';
+import { checkOption, parseOptions } from '../util/schema';
 
 const fa = addon;
 
-/**
- * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
- * forward pass (a JVP is one bias-free forward of v, a VJP one input-only backward): built-in
- * architectures, and TorchScript models whose forward graph lowers into it (every op on the
- * input's path one the engine knows; docs/fisher.md lists them). 'autograd' through LibTorch's
- * autograd otherwise, or with `autograd: true` (a JVP is a double backward); the result's
- * `engineReason` says why. The numbers agree to rounding.
- */
-export type FisherEngine = 'linear' | 'autograd';
+import type { FisherEngine } from '../binding/types';
+export type { FisherEngine };
 
 export { FISHER_LAYOUTS };
 export type FisherLayout = typeof FISHER_LAYOUTS[number];

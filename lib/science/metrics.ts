@@ -20,7 +20,8 @@ import { FisherLensError } from '../util/errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
 import { meanSe } from '../util/stats';
-import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
+import { PAIR_MEANS_OPTIONS, RHO_OPTIONS } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 const ma = addon;

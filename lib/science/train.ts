@@ -17,7 +17,8 @@ import { AttackParams, evaluate } from './attacks';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';

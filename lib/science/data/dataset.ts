@@ -7,7 +7,8 @@ import { Tensor } from '../../binding/tensor';
 import { addon } from '../../binding/native';
 import { runOp, OpOptions } from '../../binding/op';
 import { permutation } from '../../util/random';
-import { AUGMENT_OPTIONS, parseOptions } from '../options';
+import { AUGMENT_OPTIONS } from '../options';
+import { parseOptions } from '../../util/schema';
 
 /** One batch: x [B, C, H, W] float32 in [0, 1], y [B] int64. */
 export interface Batch {
