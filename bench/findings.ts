@@ -15,7 +15,8 @@
  */
 import { Model, ModelSpec } from '../lib';
 import { fashionMnist } from '../lib/science/data';
-import { evaluate, attackPresets } from '../lib/science/attacks';
+import { evaluate } from '../lib/science/robust';
+import { attackPresets } from '../lib/science/attacks';
 import { train, manualSeed, presets, TrainMethod, EpochMetrics } from '../lib/science/train';
 
 function pearson(a: number[], b: number[]): number {

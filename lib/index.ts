@@ -11,11 +11,8 @@ export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './science/data';
-export {
-  attack, evaluate as evaluateRobustness, attackPresets, NpyWriter,
-  AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
-  EvaluateResult as RobustnessResult, AttackSummary, attackKinds, AttackSpec, ATTACK_KINDS,
-} from './science/attacks';
+export { attack, attackPresets, NpyWriter, AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, attackKinds, AttackSpec, ATTACK_KINDS } from './science/attacks';
+export { evaluate as evaluateRobustness, NamedAttack, EvaluateOptions, EvaluateResult as RobustnessResult, AttackSummary } from './science/robust';
 export {
   autoAttack, AutoAttackOptions, AutoAttackParams, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion,
   AUTOATTACK_VERSIONS, autoAttackVersions,

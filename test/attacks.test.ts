@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
-import { attack, evaluate, attackPresets, AttackParams, worstExamples } from '../lib/science/attacks';
+import { attack, attackPresets, AttackParams } from '../lib/science/attacks';
+import { evaluate, worstExamples } from '../lib/science/robust';
 import { modelGradState } from './helpers/grad-state';
 import { fisherExact } from '../lib/science/fisher';
 import { manualSeed, train } from '../lib/science/train';

@@ -1,7 +1,8 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
 import { FisherLensError } from '../util/errors';
-import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../science/attacks';
+import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName } from '../science/attacks';
+import { evaluate } from '../science/robust';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
 import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
 import { optionHelp } from '../util/schema';

@@ -13,7 +13,8 @@ import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../science/fisher';
 import { ccklMetrics } from '../science/metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../science/train';
-import { evaluate as evaluateAttacks, AttackParams, NamedAttack } from '../science/attacks';
+import { evaluate as evaluateAttacks, NamedAttack } from '../science/robust';
+import { AttackParams } from '../science/attacks';
 import { FisherLensError } from '../util/errors';
 import { classMatrices, pictureGrid, PictureAttack, pictureSamples, writePictureGrid } from '../science/pictures';
 import type { Science, RunExecutor } from './executor';
@@ -143,7 +144,7 @@ export function defaultScience(): Science<Model, Dataset> {
       return r.model;
     },
     async evaluate(model, data, attacks, opts) {
-      // clean accuracy and cross-entropy (lib/science/model.ts evaluate), then each attack (lib/science/attacks.ts evaluate)
+      // clean accuracy and cross-entropy (lib/science/model.ts evaluate), then each attack (lib/science/robust.ts evaluate)
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
