@@ -32,10 +32,8 @@ export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
   NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments, logProbs,
 } from './science/metrics';
-export {
-  pictureGrid, pictureSamples, writePictureGrid, readPictureGrid, gridPng, encodePng, decodePng, classMatrices, readClassPictures,
-  PictureGrid, PictureColumn, PictureCell, PictureData, PictureAttack, ClassMatrices, ClassPictures, PICTURE_SAMPLES,
-} from './science/pictures';
+export { pictureGrid, pictureSamples, classMatrices, PictureAttack, PICTURE_SAMPLES } from './science/pictures';
+export { writePictureGrid, readPictureGrid, gridPng, encodePng, decodePng, readClassPictures, PictureGrid, PictureColumn, PictureCell, PictureData, ClassMatrices, ClassPictures } from './science/picture-files';
 export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,

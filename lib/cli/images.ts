@@ -10,8 +10,9 @@ import { Command } from 'commander';
 import { Dataset } from '../science/data';
 import { FisherLensError } from '../util/errors';
 import { Model } from '../science/model';
-import { CLASS_NAMES, PICTURE_SAMPLES, PictureAttack, caption, gridPng, pictureGrid, pictureSamples } from '../science/pictures';
-import { writeFileAtomic } from '../experiment/rundir';
+import { CLASS_NAMES, caption, gridPng } from '../science/picture-files';
+import { PICTURE_SAMPLES, PictureAttack, pictureGrid, pictureSamples } from '../science/pictures';
+import { writeFileAtomic } from '../util/files';
 
 export interface ImagesCliOptions { images?: string; imageSamples: string; imageSeed?: string }
 

@@ -12,8 +12,8 @@ import type { AttackConfig, DataConfig, ModelConfig, ResolvedRun, TrainConfig } 
 import { CcklSummary, EpochRecord, FILES, FisherSummary, RunDir, RunResult, mean, quantiles, quantile, writeJsonAtomic } from './rundir';
 import { FisherLensError } from '../util/errors';
 import { removeStaleTemps } from '../util/files';
-import { CLASSES_FILE, PICTURES_VERSION } from '../science/pictures';
-import type { ClassMatrices, ClassPictures } from '../science/pictures';
+import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
+import type { ClassMatrices, ClassPictures } from '../science/picture-files';
 import * as path from 'path';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */

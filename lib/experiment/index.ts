@@ -11,9 +11,7 @@ export {
   RunExecutor, RunContext, RunProgress, Science, ScienceTrainOptions, scienceExecutor, DataInfo, FisherArrays, TrainBatchEvent,
 } from './executor';
 export { defaultExecutor, defaultScience } from './science';
-export {
-  RunDir, RunState, RunSummary, RunResult, EpochRecord, FisherSummary, CcklSummary, FILES as RUN_FILES, listRunDirs,
-} from './rundir';
+export { RunDir, RunState, RunSummary, RunResult, EpochRecord, FisherSummary, CcklSummary, FILES as RUN_FILES, listRunDirs } from './rundir';
 export { SweepProgress } from './progress';
 export {
   worker, queueStatus, cancelExperiment, QueueOptions, WorkerOptions, WorkerReport, QueueRunStatus, JobData, JobProgress, JobResult,

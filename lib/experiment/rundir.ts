@@ -154,7 +154,6 @@ export interface RunSummary extends RunResult {
   provenance?: RunProvenance;
 }
 
-export { writeFileAtomic };
 
 export function writeJsonAtomic(file: string, value: unknown): void {
   writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');

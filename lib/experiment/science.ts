@@ -16,7 +16,8 @@ import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '
 import { evaluate as evaluateAttacks, NamedAttack } from '../science/robust';
 import { AttackParams } from '../science/attacks';
 import { FisherLensError } from '../util/errors';
-import { classMatrices, pictureGrid, PictureAttack, pictureSamples, writePictureGrid } from '../science/pictures';
+import { classMatrices, pictureGrid, PictureAttack, pictureSamples } from '../science/pictures';
+import { writePictureGrid } from '../science/picture-files';
 import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
 

@@ -8,7 +8,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
-import { FILES, readJson, writeFileAtomic } from '../experiment/rundir';
+import { FILES, readJson } from '../experiment/rundir';
+import { writeFileAtomic } from '../util/files';
 import { loadRuns, orderRuns, ReportRun } from './load';
 import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
 import { provenanceText } from '../experiment/provenance';

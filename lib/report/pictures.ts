@@ -9,7 +9,7 @@ import * as path from 'path';
 import type { TopLevelSpec } from 'vega-lite';
 import { FILES } from '../experiment/rundir';
 import { FisherLensError } from '../util/errors';
-import { CLASS_NAMES, GRID_FILE, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../science/pictures';
+import { CLASS_NAMES, GRID_FILE, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../science/picture-files';
 import { Chart, CONFIG } from './charts';
 import type { ReportRun } from './load';
 
