@@ -6,8 +6,7 @@ import { evaluate } from '../science/robust';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
 import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
 import { optionHelp } from '../util/schema';
-import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
-import { interruptController } from './run';
+import { action, emit, log, num, int as intArg, Progress, modelArg, interruptController } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 interface AttackCliOptions extends ImagesCliOptions {

@@ -5,8 +5,7 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log, num } from './common';
-import { EXIT, executorFromEnv } from './run';
+import { action, emit, log, num, EXIT, executorFromEnv } from './common';
 import { FisherLensError } from '../util/errors';
 import { worker, queueStatus, cancelExperiment, QueueRunStatus } from '../experiment/queue';
 import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
