@@ -7,7 +7,7 @@ import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackKinds, ATTACK_KINDS, AttackParams } from '../lib/science/attacks';
 import { evaluate } from '../lib/science/robust';
 import { autoAttack, resolveCascade } from '../lib/science/autoattack';
-import { validateExperiment, expandRuns } from '../lib/experiment/config';
+import { validateExperiment, expandRuns } from '../lib/experiment/grid';
 import { evalAttackParams } from '../lib/experiment/science';
 import { Dataset } from '../lib/science/data/dataset';
 import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';

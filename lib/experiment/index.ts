@@ -1,12 +1,7 @@
 /** Experiments: configs, grids, run directories, the runner and its executor. */
-export {
-  loadConfig, validateExperiment, parseConfigText, expandRuns, gridPoints, modelLabel,
-  ExperimentConfig, ExperimentInput, ResolvedRun, DataConfig, ModelConfig, TrainConfig, AttackConfig, EvalConfig,
-  ExperimentSchema, ResolvedRunSchema,
-} from './config';
-export {
-  runExperiment, planExperiment, RunExperimentOptions, ExperimentEvent, ExperimentResult, RunOutcome,
-} from './runner';
+export { loadConfig, validateExperiment, parseConfigText, expandRuns, gridPoints, modelLabel } from './grid';
+export { ExperimentConfig, ExperimentInput, ResolvedRun, DataConfig, ModelConfig, TrainConfig, AttackConfig, EvalConfig, ExperimentSchema, ResolvedRunSchema } from './config';
+export { runExperiment, planExperiment, RunExperimentOptions, ExperimentEvent, ExperimentResult, RunOutcome } from './runner';
 export {
   RunExecutor, RunContext, RunProgress, Science, ScienceTrainOptions, scienceExecutor, DataInfo, FisherArrays, TrainBatchEvent,
 } from './executor';

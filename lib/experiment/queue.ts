@@ -34,10 +34,8 @@ import type { RunExecutor, RunProgress } from './executor';
 import { estimateCost } from './executor';
 import type { EpochRecord, RunSummary } from './rundir';
 import { RunDir } from './rundir';
-import {
-  ExperimentEvent, ExperimentResult, RunExperimentOptions, RunOutcome,
-  checkRunFolders, planExperiment, resolveConfig, runExperiment, stable, withoutDevice,
-} from './runner';
+import { ExperimentEvent, ExperimentResult, RunExperimentOptions, RunOutcome, checkRunFolders, planExperiment, resolveConfig, runExperiment } from './runner';
+import { stable, withoutDevice } from './grid';
 
 /** Where the queue lives and how jobs are retried. */
 export interface QueueOptions {

@@ -7,7 +7,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
-import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema, expandRuns, loadConfig, modelLabel, validateExperiment } from './config';
+import { ExperimentConfig, ExperimentInput, ResolvedRun, ResolvedRunSchema } from './config';
+import { expandRuns, firstDifference, loadConfig, modelLabel, validateExperiment, withoutDevice } from './grid';
 import { RunExecutor, RunProgress, estimateCost } from './executor';
 import { defaultExecutor } from './science';
 import { checkDevice } from '../binding/backend';
@@ -77,34 +78,6 @@ export interface ExperimentResult {
   failed: number;
   /** True when the signal stopped the sweep (the remaining runs are 'pending'). */
   aborted: boolean;
-}
-
-/** A copy of a JSON value with object keys sorted (for stable hashes and comparisons). */
-export function stable(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(stable);
-  if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, stable((v as Record<string, unknown>)[k])]));
-  }
-  return v;
-}
-
-/** The first path where two resolved runs differ ('' when equal), ignoring the device. */
-export function firstDifference(a: unknown, b: unknown, at = ''): string {
-  if (JSON.stringify(stable(a)) === JSON.stringify(stable(b))) return '';
-  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b)) {
-    const keys = new Set([...Object.keys(a as object), ...Object.keys(b as object)]);
-    for (const k of [...keys].sort()) {
-      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], at ? `${at}.${k}` : k);
-      if (d) return d;
-    }
-  }
-  return `${at || '(top level)'}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`;
-}
-
-/** A resolved run without its device (the device does not change a run's identity). */
-export function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
-  const { device: _device, ...rest } = r;
-  return rest;
 }
 
 /** Errors of the environment (a missing module, no CUDA) rather than of a run: they stop the sweep. */
