@@ -15,7 +15,7 @@ import { ADDON_EXPORTS, TEST_HOOK_EXPORTS } from '../lib/binding/addon-types';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { testAddon } from './helpers/test-hooks';
 import { modelGradState } from './helpers/grad-state';
-import type { ExperimentEvent } from '../lib/experiment/runner';
+import type { ExperimentEvent } from '../lib/experiment/plan';
 import { ensureFixture, refFisher, relErr, ROOT } from './fisher-fixtures';
 
 // Python runs (the fixture and its float64 reference) before any native op in this process.

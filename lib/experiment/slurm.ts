@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
-import { planExperiment, resolveConfig } from './runner';
+import { planExperiment, resolveConfig } from './plan';
 import { writeFileAtomic } from '../util/files';
 
 /** Options of {@link slurmScript}. */

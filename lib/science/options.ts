@@ -12,7 +12,7 @@
  * without LibTorch.
  */
 import { FisherLensError } from '../util/errors';
-import { OptionDecl, OptionSchema, Parsed, given, parseOptions } from '../util/schema';
+import { OptionSchema, Parsed, given, parseOptions } from '../util/schema';
 
 // ---------------- attacks ----------------
 

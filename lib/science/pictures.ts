@@ -17,7 +17,7 @@ import { fisherExact } from './fisher';
 import { CcklAccumulator, logProbs } from './metrics';
 import { FisherLensError } from '../util/errors';
 import type { OpOptions } from '../binding/op';
-import { PICTURES_VERSION, ClassMatrices, PictureCell, PictureColumn, PictureData } from './picture-files';
+import { PICTURES_VERSION, ClassMatrices, PictureCell, PictureData } from './picture-files';
 
 /** Samples in a picture grid unless told otherwise (config `eval.pictures.samples`, CLI `--image-samples`). */
 export const PICTURE_SAMPLES = 8;
