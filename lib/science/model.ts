@@ -7,11 +7,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { addon, NativeCtl, NativeGradientChoice, NativeModel, NativeTensor } from './native';
-import { FisherLensError, sync } from './errors';
-import { runOp, OpOptions } from './op';
-import { Tensor, Device, tensorArg } from './tensor';
-import { checkDevice } from './backend';
+import { addon, NativeCtl, NativeGradientChoice, NativeModel, NativeTensor } from '../binding/native';
+import { FisherLensError, sync } from '../util/errors';
+import { runOp, OpOptions } from '../binding/op';
+import { Tensor, Device, tensorArg } from '../binding/tensor';
+import { checkDevice } from '../binding/backend';
 import type { Dataset } from './data/dataset';
 
 const native = addon;
@@ -77,7 +77,7 @@ function pythonCandidates(): string[] {
   return [...new Set(c)];
 }
 
-/** scripts/ of the package (dist/lib/model.js or lib/model.ts). */
+/** scripts/ of the package (dist/lib/model.js or lib/science/model.ts). */
 function scriptsDir(): string {
   let dir = __dirname;
   for (let i = 0; i < 4; i++) {
@@ -282,12 +282,12 @@ export class Model {
   /** Number of scalar parameters. */
   get parameterCount(): number { return sync(() => this.native.parameterCount); }
   /**
-   * What the 'auto' gradient engine (lib/backend.ts setGradientEngine) chose for attacks and
+   * What the 'auto' gradient engine (lib/binding/backend.ts setGradientEngine) chose for attacks and
    * inner maximisation on this model's architecture (every model with this spec shares it), per
    * input batch shape: 'linear' (the linearisation) or 'autograd', with the best measured ms of
    * one gradient on each (linearMs NaN: no linearisation at that input), and `key` (the shape,
    * then dtype and device codes). Empty until an ascent on this architecture has measured, or
-   * an op read a choice stored on this machine (lib/tuning-store.ts).
+   * an op read a choice stored on this machine (lib/science/tuning-store.ts).
    */
   get gradientChoices(): (NativeGradientChoice & { shape: number[] })[] {
     return sync(() => this.native.gradientChoices).map((c) => ({ shape: c.key.slice(0, -2), ...c }));

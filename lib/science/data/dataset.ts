@@ -2,12 +2,13 @@
  * Dataset: images float32 [N, C, H, W] in [0, 1] and labels int64 [N], as native tensors on
  * their device. Batches are gathered natively by index; no image passes through JavaScript.
  */
-import { FisherLensError } from '../errors';
-import { Tensor } from '../tensor';
-import { addon } from '../native';
-import { runOp, OpOptions } from '../op';
-import { permutation } from '../random';
-import { AUGMENT_OPTIONS, parseOptions } from '../options';
+import { FisherLensError } from '../../util/errors';
+import { Tensor } from '../../binding/tensor';
+import { addon } from '../../binding/native';
+import { runOp, OpOptions } from '../../binding/op';
+import { permutation } from '../../util/random';
+import { AUGMENT_OPTIONS } from '../options';
+import { parseOptions } from '../../util/schema';
 
 /** One batch: x [B, C, H, W] float32 in [0, 1], y [B] int64. */
 export interface Batch {
@@ -37,7 +38,7 @@ export interface AugmentedBatchOptions extends BatchOptions, OpOptions {
 }
 
 /** A seeded permutation of 0..n-1 (xorshift128+ Fisher–Yates: same seed, same order everywhere). */
-export { permutation } from '../random';
+export { permutation } from '../../util/random';
 
 export class Dataset {
   /** images [N, C, H, W] float32 in [0, 1] */

@@ -7,13 +7,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon, NativeLoaded } from '../native';
-import { FisherLensError } from '../errors';
-import { runOp, OpOptions } from '../op';
-import { Tensor } from '../tensor';
+import { addon, NativeLoaded } from '../../binding/native';
+import { FisherLensError } from '../../util/errors';
+import { runOp, OpOptions } from '../../binding/op';
+import { Tensor } from '../../binding/tensor';
 import { Dataset } from './dataset';
-import { ensureDir, removeStaleTemps, track, untrack } from '../files';
-import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS, parseOptions } from '../options';
+import { ensureDir, removeStaleTemps, track, untrack } from '../../util/files';
+import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS } from '../options';
+import { parseOptions } from '../../util/schema';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
@@ -220,29 +221,8 @@ export async function loadNpy(xPath: string, yPath?: string, opts: { numClasses?
   return new Dataset(x, y, { numClasses: k, name: path.basename(xPath, '.npy') });
 }
 
-/** Options of {@link synthetic}. */
-export interface SyntheticOptions {
-  /**
-   * 'gaussian': K class means uniform in [0.25, 0.75]^D, x = clip(mean_y + noise·N(0, I), 0, 1).
-   * 'linear': x uniform in [0, 1]^D, y = argmax_k (W (x − 0.5))_k for a random W, keeping only
-   * points whose top-two logit margin is ≥ `margin` (linearly separable with that margin).
-   */
-  kind?: 'gaussian' | 'linear';
-  /** Samples (default 1000). */
-  n?: number;
-  /** Classes K (default 10). */
-  numClasses?: number;
-  /** Image channels (default 1). */
-  channels?: number;
-  /** Image height = width (default 8). */
-  size?: number;
-  /** Gaussian noise std in pixel units (default 0.1). */
-  noise?: number;
-  /** Linear margin (default 0.05). */
-  margin?: number;
-  /** Seed: the same seed gives the same set (default 0). */
-  seed?: number;
-}
+import type { SyntheticOptions } from '../../binding/types';
+export type { SyntheticOptions };
 
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {

@@ -3,14 +3,15 @@
  * attacks where each attack runs only on the samples every earlier attack failed on (native
  * autoattack.cc, one op per batch; the attacks are attacks.cc's kinds). docs/attacks.md.
  */
-import { addon, NativeChecks } from './native';
-import { runOp, OpOptions } from './op';
+import { addon, NativeChecks } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
 import { Model } from './model';
-import { Tensor } from './tensor';
+import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from './errors';
+import { FisherLensError } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
-import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, parseOptions } from './options';
+import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 /**
@@ -108,7 +109,7 @@ export interface AutoAttackResult {
   };
 }
 
-/** A cascade resolved against the attack capability table (lib/options.ts) and the number of classes. */
+/** A cascade resolved against the attack capability table (lib/science/options.ts) and the number of classes. */
 export interface ResolvedCascade {
   version: AutoAttackVersion;
   norm: AttackNorm;
@@ -124,7 +125,7 @@ export interface ResolvedCascade {
  * in a build without them.
  */
 export function resolveCascade(p: AutoAttackParams, numClasses: number): ResolvedCascade {
-  // version, norm, ε: validated against lib/options.ts AUTOATTACK_OPTIONS, defaults filled in
+  // version, norm, ε: validated against lib/science/options.ts AUTOATTACK_OPTIONS, defaults filled in
   const { version: v, norm: nm, epsilon: e } = parseOptions('autoAttack', AUTOATTACK_OPTIONS, p);
   const version = v as AutoAttackVersion, norm = nm as AttackNorm, epsilon = e as number;
   if (version === 'custom' && !(p.attacks && p.attacks.length)) throw new FisherLensError('ERR_ARG', "autoAttack version 'custom' needs `attacks`: a non-empty list of attack kinds");

@@ -3,8 +3,7 @@
  * from the loader in native.ts. Handles are opaque: TypeScript wrappers (Tensor, Model) hold them.
  */
 
-import type { FisherEngine } from './fisher';
-import type { SyntheticOptions } from './data';
+import type { FisherEngine, SyntheticOptions } from './types';
 
 declare const handleKind: unique symbol;
 /**
@@ -65,9 +64,9 @@ export interface NativeModel extends Handle<'model'> {
   readonly spec: string;
   readonly device: string;
   readonly parameterCount: number;
-  /** The attacks' input-gradient engine measured per input batch (lib/backend.ts setGradientEngine 'auto'). */
+  /** The attacks' input-gradient engine measured per input batch (lib/binding/backend.ts setGradientEngine 'auto'). */
   readonly gradientChoices: NativeGradientChoice[];
-  /** Adds a stored choice for this model's architecture (lib/tuning-store.ts); an existing one stays. */
+  /** Adds a stored choice for this model's architecture (lib/science/tuning-store.ts); an existing one stays. */
   setGradientChoice(c: NativeGradientChoice): void;
   readonly disposed: boolean;
 }
@@ -100,7 +99,7 @@ export interface NativeBackend {
   addonVersion: string;
   /** Whether CUDA matrix products and convolutions may use TF32 (setTf32; FISHERLENS_TF32=1 at load). */
   tf32: boolean;
-  /** How attacks compute input gradients (setGradientEngine; lib/options.ts GRADIENT_ENGINES). */
+  /** How attacks compute input gradients (setGradientEngine; lib/binding/gradient-engine.ts GRADIENT_ENGINES). */
   gradientEngine: 'auto' | 'linear' | 'autograd';
   /** LibTorch's parallel backend description. */
   parallel: string;
@@ -128,7 +127,7 @@ export interface NativeChecks { classes: number; probabilityRows: number; zeroGr
  * The whole native surface: every export native/ registers (`exports.Set(...)`) in the shipped
  * addon, grouped by the C++ file that registers it. {@link ADDON_EXPORTS} lists the same names
  * (test/seam.test.ts checks them against the loaded addon). Test-only exports are in
- * {@link TestHooks}. Options objects arrive complete (lib/options.ts fills the defaults); the
+ * {@link TestHooks}. Options objects arrive complete (lib/science/options.ts fills the defaults); the
  * native parsers check every key.
  */
 export interface Addon {
@@ -205,7 +204,7 @@ export interface Addon {
     rho: Float64Array; fisherBound: Float64Array; lambdaMax: Float64Array; initial: Float64Array;
   }>;
 
-  // attacks.cc: adversarial attacks (options from lib/options.ts's attack table)
+  // attacks.cc: adversarial attacks (options from lib/science/options.ts's attack table)
   attack(m: NativeModel, x: NativeTensor, y: NativeTensor, o: Record<string, unknown>, ctl?: NativeCtl): Promise<{
     xAdv: NativeTensor; loss: Float64Array; success: Uint8Array; norm: Float64Array; cleanCorrect: Uint8Array;
     queries?: Float64Array;

@@ -1,17 +1,18 @@
 /**
- * Loads the native addon (lib/loader.ts: FISHERLENS_ADDON, the development build, or the prebuilt
- * variant / local build that fits the LibTorch found) and gives it the type lib/addon-types.ts
+ * Loads the native addon (lib/binding/loader.ts: FISHERLENS_ADDON, the development build, or the prebuilt
+ * variant / local build that fits the LibTorch found) and gives it the type lib/binding/addon-types.ts
  * declares for the whole native surface ({@link Addon}).
  */
 import { LoadResult, loadAddon } from './loader';
-import { GRADIENT_ENGINE_OPTION, checkOption } from './options';
+import { GRADIENT_ENGINE_OPTION } from './gradient-engine';
+import { checkOption } from '../util/schema';
 
 export * from './addon-types';
 import type { Addon } from './addon-types';
 
 let loaded: LoadResult | null = null;
 
-/** Loads the addon once (lib/loader.ts chooses the binary and its LibTorch). */
+/** Loads the addon once (lib/binding/loader.ts chooses the binary and its LibTorch). */
 function load(): LoadResult {
   if (loaded === null) {
     const r = loadAddon();

@@ -7,17 +7,19 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon } from './native';
-import { runOp, OpOptions } from './op';
+import { addon } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
 import { Model } from './model';
 import { Dataset, permutation } from './data/dataset';
-import { FisherLensError, sync } from './errors';
+import { FisherLensError, sync } from '../util/errors';
 import { fisherExact } from './fisher';
-import { AttackParams, evaluate } from './attacks';
+import { AttackParams } from './attacks';
+import { evaluate } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
-import { ensureDir, removeStaleTemps, writeFileAtomic } from './files';
-import { mean, median } from './stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseOptions, trainStepOptions } from './options';
+import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
+import { mean, median } from '../util/stats';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
@@ -301,7 +303,7 @@ interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; se
  * batch, leaving the last epoch's checkpoint intact.
  */
 export async function train(model: Model, trainData: Dataset, opts: TrainOptions & OpOptions): Promise<TrainResult> {
-  // every option validated against lib/options.ts and complete before the native calls
+  // every option validated against lib/science/options.ts and complete before the native calls
   const method = parseOptions('train', { method: TRAIN_STEP_OPTIONS.method }, opts).method as TrainMethod;
   const top = parseOptions('train', TRAIN_OPTIONS, opts);
   const epochs = top.epochs as number, batchSize = top.batchSize as number, seed = top.seed as number;

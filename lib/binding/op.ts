@@ -4,7 +4,7 @@
  * progress events through one callback.
  */
 import { addon, NativeCtl } from './native';
-import { FisherLensError, fromNative } from './errors';
+import { FisherLensError, fromNative } from '../util/errors';
 
 /** Iteration `step` of `steps` of a native op (attacks; the Fisher power / Lanczos / Hutchinson loops name their `method`). */
 export interface StepProgress { type: 'step'; step: number; steps: number; method?: string }

@@ -6,29 +6,23 @@
  * Every function runs in eval mode without weight gradients and leaves the model as found; it
  * computes in the dtype of the model's parameters (a float64 TorchScript model gives float64).
  */
-import { addon, NativeTensor, NativeSpeedOpts, NativeTuneRow } from './native';
-import { runOp, OpOptions } from './op';
+import { addon, NativeTensor, NativeSpeedOpts, NativeTuneRow } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
 import { Model } from './model';
-import { Tensor } from './tensor';
+import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from './errors';
-import { summarize, Summary } from './stats';
-import { uniformStream } from './random';
-import { peakMemory } from './backend';
+import { FisherLensError } from '../util/errors';
+import { summarize, Summary } from '../util/stats';
+import { uniformStream } from '../util/random';
+import { peakMemory } from '../binding/backend';
 import { autotuneFile, readTuning, tuningKey, writeTuning } from './tuning-store';
-import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, checkOption, parseOptions } from './options';
+import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS } from './options';
+import { checkOption, parseOptions } from '../util/schema';
 
 const fa = addon;
 
-/**
- * How J v and Jᵀ u were computed: 'linear' through the model's linearisation recorded in one
- * forward pass (a JVP is one bias-free forward of v, a VJP one input-only backward): built-in
- * architectures, and TorchScript models whose forward graph lowers into it (every op on the
- * input's path one the engine knows; docs/fisher.md lists them). 'autograd' through LibTorch's
- * autograd otherwise, or with `autograd: true` (a JVP is a double backward); the result's
- * `engineReason` says why. The numbers agree to rounding.
- */
-export type FisherEngine = 'linear' | 'autograd';
+import type { FisherEngine } from '../binding/types';
+export type { FisherEngine };
 
 export { FISHER_LAYOUTS };
 export type FisherLayout = typeof FISHER_LAYOUTS[number];
@@ -162,13 +156,13 @@ export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 
   return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
 }
 
-/** classesPerPass 'auto' as absent (lib/options.ts FISHER_SPEED_OPTIONS: an optional positive integer). */
+/** classesPerPass 'auto' as absent (lib/science/options.ts FISHER_SPEED_OPTIONS: an optional positive integer). */
 function autoK<T extends FisherSpeedOptions>(o: T): Omit<T, 'classesPerPass'> & { classesPerPass?: number } {
   return (o.classesPerPass === 'auto' ? { ...o, classesPerPass: undefined } : o) as Omit<T, 'classesPerPass'> & { classesPerPass?: number };
 }
 
 /**
- * The speed options, validated and complete (lib/options.ts FISHER_SPEED_OPTIONS); a given
+ * The speed options, validated and complete (lib/science/options.ts FISHER_SPEED_OPTIONS); a given
  * `layout` other than 'auto' pins `channelsLast`.
  */
 function speed(o: FisherSpeedOptions, defaults: Partial<NativeSpeedOpts> = {}): NativeSpeedOpts {
@@ -178,7 +172,7 @@ function speed(o: FisherSpeedOptions, defaults: Partial<NativeSpeedOpts> = {}): 
   return p as unknown as NativeSpeedOpts;
 }
 
-/** One method's options and the speed options, validated and complete (lib/options.ts FISHER_OPTIONS). */
+/** One method's options and the speed options, validated and complete (lib/science/options.ts FISHER_OPTIONS). */
 function methodOpts<M extends keyof typeof FISHER_OPTIONS>(method: M, o: FisherSpeedOptions, defaults: Partial<NativeSpeedOpts> = {}) {
   return { ...parseOptions(`fisher ${method}`, FISHER_OPTIONS[method], o), ...speed(o, defaults) };
 }
@@ -331,7 +325,7 @@ export function segmentRows(klNative: NativeTensor, dGd: Float64Array, ts: numbe
 
 // ---------------- summaries and datasets ----------------
 
-export { summarize, Summary } from './stats';
+export { summarize, Summary } from '../util/stats';
 
 /** Methods of {@link fisherBatch} / {@link fisherDataset}. */
 export type FisherMethod = typeof METHODS[number];

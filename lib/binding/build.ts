@@ -1,7 +1,7 @@
 /**
  * `fisherlens build`: compiles the addon from the package's own sources (node-gyp, the staged
  * layout of scripts/gyp-build.js) against the LibTorch the loader finds, for users whose LibTorch
- * has no prebuilt variant. The result goes to `<cache>/builds/<id>/` (lib/loader.ts searches it)
+ * has no prebuilt variant. The result goes to `<cache>/builds/<id>/` (lib/binding/loader.ts searches it)
  * and is probed in a child process before this returns. Needs a C++17 compiler, make, python3
  * (node-gyp) and LibTorch's headers; every missing one is named in one ERR_BUILD.
  */
@@ -10,9 +10,9 @@ import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { FisherLensError } from './errors';
+import { FisherLensError } from '../util/errors';
 import { cacheDir, discovery, loadOrder, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
-import { nativeSourceHash, packageRoot, packageVersion } from './provenance';
+import { nativeSourceHash, packageRoot, packageVersion } from '../util/version';
 
 export interface BuildOptions {
   /** Parallel compile jobs (default: the available cores). */

@@ -16,8 +16,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { FisherLensError } from './errors';
-import { nativeSourceHash, packageRoot } from './provenance';
+import { FisherLensError } from '../util/errors';
+import { nativeSourceHash, packageRoot } from '../util/version';
 
 /** The LibTorch the addon runs on. */
 export interface LibTorchInfo {

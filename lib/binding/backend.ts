@@ -1,15 +1,12 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
 import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
-import { FisherLensError, sync } from './errors';
-import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES, checkOption } from './options';
+import { FisherLensError, sync } from '../util/errors';
+import { packageVersion } from '../util/version';
+import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES } from './gradient-engine';
+import { checkOption } from '../util/schema';
 
 export type GradientEngine = typeof GRADIENT_ENGINES[number];
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const pkg = (() => {
-  // dist/lib/backend.js → ../../package.json; lib/backend.ts under ts-node → ../package.json
-  try { return require('../../package.json'); } catch { return require('../package.json'); }
-})() as { version: string };
 
 /** The backend's facts (fields documented on {@link NativeBackend}) and the package version. */
 export interface BackendInfo extends Omit<NativeBackend, 'parallel'> {
@@ -30,7 +27,7 @@ export function backend(): BackendInfo {
   const lt: LibTorchInfo = l.libtorch;
   return {
     torchVersion: b.torchVersion, cuda: b.cuda, cudaDeviceCount: b.cudaDeviceCount, threads: b.threads,
-    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, gradientEngine: b.gradientEngine, packageVersion: pkg.version,
+    blas: b.blas, allocator: b.allocator, addonVersion: b.addonVersion, tf32: b.tf32, gradientEngine: b.gradientEngine, packageVersion: packageVersion(),
     variant: l.variant, libtorch: { path: lt.path, version: lt.version, cuda: lt.cuda }, addonPath: l.file,
   };
 }
@@ -53,13 +50,13 @@ export function setTf32(on: boolean): void {
 
 /**
  * How attacks and training's inner maximisation compute input gradients, for the whole process
- * (lib/options.ts GRADIENT_ENGINES): 'linear' through the model's linearisation where it has one,
+ * (lib/binding/gradient-engine.ts GRADIENT_ENGINES): 'linear' through the model's linearisation where it has one,
  * 'autograd', or 'auto' (the default; FISHERLENS_GRADIENT_ENGINE sets it at load). Under 'auto',
  * the first gradient for a model architecture and input batch shape measures both engines on
  * that point (six gradients, discarded), and every later gradient of that architecture and shape
  * in this process uses the linearisation where it measured at least 5 % faster, else autograd
  * ({@link Model.gradientChoices} lists the choices). The choice is stored in the cache folder
- * (lib/tuning-store.ts), so later processes on this machine take it without measuring. The
+ * (lib/science/tuning-store.ts), so later processes on this machine take it without measuring. The
  * engines' gradients agree to float rounding; pin an engine for bitwise-equal results across
  * machines. {@link backend} reports the setting.
  */

@@ -11,16 +11,17 @@
  * batches' log-probabilities stay in native memory (N·C float64: 4 MB for 50 000 × 10) and are
  * paired exactly by blocks when N ≤ exactMax (10 000), else over seeded sampled pairs.
  */
-import { addon, NativeBatchSums } from './native';
-import { runOp, OpOptions } from './op';
+import { addon, NativeBatchSums } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
 import { Model } from './model';
-import { Tensor } from './tensor';
+import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from './errors';
+import { FisherLensError } from '../util/errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
-import { meanSe } from './stats';
-import { PAIR_MEANS_OPTIONS, RHO_OPTIONS, parseOptions } from './options';
+import { meanSe } from '../util/stats';
+import { PAIR_MEANS_OPTIONS, RHO_OPTIONS } from './options';
+import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
 const ma = addon;

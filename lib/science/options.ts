@@ -1,7 +1,8 @@
 /**
- * Every native op's options, declared once (DESIGN.md: one declaration of each option, default
- * and enum): name, type, default, range, allowed values, a doc line and the unit. One parser
- * ({@link parseOptions}) checks a user's options against a declaration and fills the defaults; the
+ * Every science op's options, declared once (one declaration of each option, default and enum):
+ * name, type, default, range, allowed values, a doc line and the unit, in the form of
+ * lib/util/schema.ts, whose one parser (parseOptions) checks a user's options against a
+ * declaration and fills the defaults; the
  * TypeScript wrappers hand the native side a COMPLETE options object (native/common/options.h
  * reads every key strictly and knows no default). The experiment config schema
  * (lib/experiment/config.ts) and the CLI flags and help (lib/cli/*.ts) derive their defaults,
@@ -10,119 +11,8 @@
  * This module loads nothing native: help, config validation and the attack capability table work
  * without LibTorch.
  */
-import { FisherLensError } from './errors';
-
-/** A scalar an option can hold (tensors travel beside the declared options). */
-export type OptionValue = number | boolean | string;
-
-/** One option: its type, default, range or allowed values, and what it means. */
-export interface OptionDecl {
-  type: 'number' | 'integer' | 'boolean' | 'enum';
-  /** Filled in when the option is not given (absent: required, or optional without a default). */
-  default?: OptionValue;
-  /** An optional option without a default is left out when not given (the op does without). */
-  optional?: boolean;
-  /** enum: the allowed values. */
-  values?: readonly string[];
-  /** Inclusive bounds. */
-  min?: number;
-  max?: number;
-  /** Exclusive bounds. */
-  above?: number;
-  below?: number;
-  /** number: +Infinity is allowed (e.g. an unbounded CW-L2 radius). */
-  infinite?: boolean;
-  /** One line: what it does. */
-  doc: string;
-  /** Unit of a number (e.g. 'pixel units', 'nats'). */
-  unit?: string;
-}
-
-/** The options of one op, by name. */
-export type OptionSchema = Record<string, OptionDecl>;
-
-/** The parsed options of a schema: every declared key with a default present. */
-export type Parsed = Record<string, OptionValue>;
-
-function fmtValue(v: OptionValue): string {
-  if (typeof v === 'number' && v === Infinity) return 'unbounded';
-  return String(v);
-}
-
-/** The range of a number option in words ('' when unbounded): e.g. ">= 0", "in (0, 1]". */
-export function rangeText(d: OptionDecl): string {
-  const lo = d.min !== undefined ? `[${d.min}` : d.above !== undefined ? `(${d.above}` : undefined;
-  const hi = d.max !== undefined ? `${d.max}]` : d.below !== undefined ? `${d.below})` : undefined;
-  if (lo && hi) return `in ${lo}, ${hi}`;
-  if (lo) return d.min !== undefined ? `>= ${d.min}` : `> ${d.above}`;
-  if (hi) return d.max !== undefined ? `<= ${d.max}` : `< ${d.below}`;
-  return '';
-}
-
-/** Help text of one option: doc, allowed values, range, unit and default, from the declaration. */
-export function optionHelp(d: OptionDecl, defaultOverride?: string): string {
-  const parts: string[] = [];
-  if (d.values) parts.push(d.values.join(' | '));
-  const r = rangeText(d);
-  if (r) parts.push(d.type === 'integer' ? `integer ${r}` : r);
-  if (d.unit) parts.push(d.unit);
-  const def = defaultOverride ?? (d.default !== undefined ? fmtValue(d.default) : undefined);
-  if (def !== undefined) parts.push(`default ${def}`);
-  return parts.length ? `${d.doc} (${parts.join('; ')})` : d.doc;
-}
-
-/** Checks one value against its declaration; ERR_ARG naming the option (and the allowed values). */
-export function checkOption(op: string, key: string, d: OptionDecl, v: unknown): OptionValue {
-  const bad = (what: string): never => {
-    throw new FisherLensError('ERR_ARG', `${op} option '${key}': ${what}, got ${typeof v === 'string' ? `'${v}'` : String(v)}`);
-  };
-  switch (d.type) {
-    case 'boolean':
-      if (typeof v !== 'boolean') bad('expected true or false');
-      return v as boolean;
-    case 'enum':
-      if (typeof v !== 'string' || !d.values!.includes(v)) bad(`expected one of ${d.values!.join(', ')}`);
-      return v as string;
-    case 'number':
-    case 'integer': {
-      if (typeof v !== 'number' || Number.isNaN(v)) bad(d.type === 'integer' ? 'expected an integer' : 'expected a number');
-      const x = v as number;
-      if (!Number.isFinite(x) && !(d.infinite && x === Infinity)) bad('expected a finite number');
-      if (d.type === 'integer' && !Number.isInteger(x)) bad('expected an integer');
-      const r = rangeText(d);
-      if ((d.min !== undefined && !(x >= d.min)) || (d.max !== undefined && !(x <= d.max))
-        || (d.above !== undefined && !(x > d.above)) || (d.below !== undefined && !(x < d.below))) bad(`must be ${r}`);
-      return x;
-    }
-  }
-}
-
-/**
- * Validates `given` against `schema` and fills the defaults (`defaults` overrides declared ones,
- * e.g. an attack kind's own step count). Keys not in the schema are ignored (callers pass wider
- * objects); `undefined` and `null` count as not given. A required option that is missing is ERR_ARG.
- */
-export function parseOptions(op: string, schema: OptionSchema, given: object, defaults: Partial<Parsed> = {}): Parsed {
-  const g = given as Record<string, unknown>;
-  const out: Parsed = {};
-  for (const [key, d] of Object.entries(schema)) {
-    const v = g[key];
-    if (v === undefined || v === null) {
-      const def = key in defaults ? defaults[key] : d.default;
-      if (def !== undefined) out[key] = def;
-      else if (!d.optional) throw new FisherLensError('ERR_ARG', `${op}: option '${key}' is required (${optionHelp(d)})`);
-      continue;
-    }
-    out[key] = checkOption(op, key, d, v);
-  }
-  return out;
-}
-
-/** Whether the user gave `key` (not undefined or null). */
-export function given(o: object, key: string): boolean {
-  const v = (o as Record<string, unknown>)[key];
-  return v !== undefined && v !== null;
-}
+import { FisherLensError } from '../util/errors';
+import { OptionSchema, Parsed, given, parseOptions } from '../util/schema';
 
 // ---------------- attacks ----------------
 
@@ -266,7 +156,7 @@ export function parseAttackOptions(p: object): Parsed {
 /** AutoAttack versions: standard | plus | rand (EOT 20) | custom (`attacks`). */
 export const AUTOATTACK_VERSIONS = ['standard', 'plus', 'rand', 'custom'] as const;
 
-/** Options of the AutoAttack cascade (lib/autoattack.ts; stages are attack options). */
+/** Options of the AutoAttack cascade (lib/science/autoattack.ts; stages are attack options). */
 export const AUTOATTACK_OPTIONS = {
   version: { type: 'enum', values: AUTOATTACK_VERSIONS, default: 'standard', doc: 'cascade version (custom: the stages in `attacks`)' },
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model of every stage' },
@@ -277,24 +167,11 @@ export const AUTOATTACK_OPTIONS = {
 
 // ---------------- Fisher information ----------------
 
-/**
- * How attacks and training's inner maximisation compute input gradients (lib/backend.ts
- * setGradientEngine; FISHERLENS_GRADIENT_ENGINE at load): 'linear' through the model's
- * linearisation where it has one (built-ins, lowerable TorchScript), 'autograd', or 'auto'
- * (default): both measured once per architecture and input shape; the linearisation is kept
- * where it measured ≥ 5 % faster.
- */
-export const GRADIENT_ENGINES = ['auto', 'linear', 'autograd'] as const;
-export const GRADIENT_ENGINE_OPTION = {
-  type: 'enum', values: GRADIENT_ENGINES, default: 'auto',
-  doc: "attacks' and training's input gradients: through the linearisation, autograd, or auto (measured once per architecture and input shape)",
-} as const satisfies OptionDecl;
-
 /** Methods of the per-sample Fisher quantities. */
 export const FISHER_METHODS = ['exact', 'power', 'lanczos', 'hutchinson'] as const;
 
 /** Speed options of every Fisher op (results do not depend on them beyond rounding). */
-/** Memory layouts of the convolutions' products: 'auto' measures (the exact method; see lib/fisher.ts exactTuning). */
+/** Memory layouts of the convolutions' products: 'auto' measures (the exact method; see lib/science/fisher.ts exactTuning). */
 export const FISHER_LAYOUTS = ['auto', 'nchw', 'channels-last'] as const;
 
 export const FISHER_SPEED_OPTIONS = {

@@ -3,7 +3,7 @@
  * through {@link Tensor.toArray}; batch loops pass handles.
  */
 import { addon, NativeDtype, NativeTensor, NativeTypedArray } from './native';
-import { FisherLensError, sync } from './errors';
+import { FisherLensError, sync } from '../util/errors';
 
 export type Dtype = NativeDtype;
 /** 'cpu' | 'cuda' | 'cuda:N' */

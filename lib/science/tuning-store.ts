@@ -1,8 +1,8 @@
 /**
  * Measured speed choices kept across processes: autotune.json in the cache folder
  * ($FISHERLENS_CACHE, else $XDG_CACHE_HOME/fisherlens, else ~/.cache/fisherlens). Two kinds of
- * entries share it: the exact Fisher method's layout and classes per pass (lib/fisher.ts
- * exactTuning) and the attacks' input-gradient engine under 'auto' (lib/backend.ts
+ * entries share it: the exact Fisher method's layout and classes per pass (lib/science/fisher.ts
+ * exactTuning) and the attacks' input-gradient engine under 'auto' (lib/binding/backend.ts
  * setGradientEngine). An entry is keyed by what the choice depends on: the architecture (a
  * built-in's spec; a TorchScript archive's path, size and modification time), the op's own key
  * (input shape, device, engine, pins), and the machine (CPU model and count, intra-op threads,
@@ -15,8 +15,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Model } from './model';
-import { backend } from './backend';
-import { cacheDir } from './loader';
+import { backend } from '../binding/backend';
+import { cacheDir } from '../binding/loader';
 
 const STORE_VERSION = 1;
 
