@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 #include "common/errors.h"
-#include "common/worker.h"
+#include "binding/worker.h"
 
 namespace fl {
 

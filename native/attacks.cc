@@ -11,17 +11,17 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include "fab.h"
 #include "fisher.h"
 #include "metrics.h"
 #include "models/linear_tape.h"
-#include "models/model_wrap.h"
+#include "binding/model.h"
 #include "square.h"
 
 namespace fl {

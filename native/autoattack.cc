@@ -6,13 +6,13 @@
 #include <chrono>
 #include <cmath>
 #include "attacks.h"
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
+#include "binding/model.h"
 
 namespace fl {
 

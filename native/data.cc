@@ -3,12 +3,12 @@
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
 #include "data.h"
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include <zlib.h>
 #include <cstring>
 #include <cerrno>

@@ -1,14 +1,14 @@
 // fisher: per-sample Fisher information w.r.t. the input; see lib/fisher.ts for the public API.
 #include "fisher.h"
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include "metrics.h"
 #include "models/linear_tape.h"
-#include "models/model_wrap.h"
+#include "binding/model.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <chrono>
 #include <exception>

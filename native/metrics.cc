@@ -1,14 +1,14 @@
 // metrics: see lib/metrics.ts for the public API.
 #include "metrics.h"
 #include "attacks.h"
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "fisher.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
+#include "binding/model.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <cmath>
 

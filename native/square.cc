@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include "common/errors.h"
-#include "common/worker.h"
+#include "binding/worker.h"
 
 namespace fl {
 

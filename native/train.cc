@@ -6,18 +6,18 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/options.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include "data.h"
 #include "fisher.h"
 #include "metrics.h"
 #include "models/linear_tape.h"
 #include "models/checkpoint.h"
-#include "models/model_wrap.h"
+#include "binding/model.h"
 
 namespace fl {
 

@@ -1,11 +1,11 @@
 // checkpoint: versioned single-file checkpoints (see checkpoint.h for the format); the public API
 // is in lib/model.ts (Model.save, Model.loadCheckpoint, model.loadState).
 #include "models/checkpoint.h"
-#include "capabilities.h"
+#include "binding/capabilities.h"
 #include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
+#include "binding/model.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 #include <zlib.h>

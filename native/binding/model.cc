@@ -1,10 +1,10 @@
-#include "models/model_wrap.h"
+#include "binding/model.h"
 #include "attacks.h"
-#include "common/addon_data.h"
+#include "binding/addon_data.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 
 namespace fl {
 namespace {

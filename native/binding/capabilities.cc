@@ -1,4 +1,4 @@
-#include "capabilities.h"
+#include "binding/capabilities.h"
 namespace fl {
 void InitCapabilities(Napi::Env env, Napi::Object exports) {
   InitData(env, exports);

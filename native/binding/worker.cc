@@ -1,6 +1,6 @@
-#include "common/worker.h"
+#include "binding/worker.h"
 #include "common/errors.h"
-#include "common/addon_data.h"
+#include "binding/addon_data.h"
 #include <pthread.h>
 #include <condition_variable>
 #include <deque>

@@ -1,10 +1,10 @@
 // Backend facts and settings: versions, CUDA, intra-op threads, BLAS; diagnostic ops used by
 // tests and benchmarks of the async mechanism (noop round trip, abortable spin).
-#include "backend.h"
+#include "binding/backend.h"
 #include "attacks.h"
 #include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include <ATen/Parallel.h>
 #include <chrono>
 #include <fstream>

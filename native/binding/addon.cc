@@ -1,11 +1,11 @@
-// Registration only: each capability file exports one Init function.
+// Registration only: each binding file (native/binding/) exports one Init function.
 #include <napi.h>
-#include "common/addon_data.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
-#include "backend.h"
-#include "capabilities.h"
+#include "binding/addon_data.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
+#include "binding/model.h"
+#include "binding/backend.h"
+#include "binding/capabilities.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new fl::AddonData());

@@ -1,8 +1,8 @@
-#include "common/tensor.h"
+#include "binding/tensor.h"
 #include <torch/cuda.h>
-#include "common/addon_data.h"
+#include "binding/addon_data.h"
 #include "common/errors.h"
-#include "common/worker.h"
+#include "binding/worker.h"
 #include <cstring>
 
 namespace fl {
