@@ -11,7 +11,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/options.h"

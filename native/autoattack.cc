@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include "attacks.h"
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/options.h"

@@ -3,7 +3,7 @@
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
 #include "data.h"
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/options.h"

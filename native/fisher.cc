@@ -1,6 +1,6 @@
 // fisher: per-sample Fisher information w.r.t. the input; see lib/fisher.ts for the public API.
 #include "fisher.h"
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/options.h"

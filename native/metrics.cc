@@ -1,7 +1,7 @@
 // metrics: see lib/metrics.ts for the public API.
 #include "metrics.h"
 #include "attacks.h"
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "fisher.h"
 #include "common/checks.h"
 #include "common/errors.h"

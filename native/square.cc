@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include "common/errors.h"
-#include "binding/worker.h"
+#include "common/op_context.h"
 
 namespace fl {
 

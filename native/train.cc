@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/options.h"

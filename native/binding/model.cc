@@ -1,6 +1,7 @@
 #include "binding/model.h"
 #include "attacks.h"
 #include "binding/addon_data.h"
+#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
 #include "binding/tensor.h"

@@ -7,5 +7,4 @@ namespace fl {
 // The Classifier behind a JS Model handle; ERR_ARG if not one, ERR_DISPOSED if disposed.
 ClassifierPtr unwrapModel(Napi::Value v, const char* what);
 Napi::Object wrapModel(Napi::Env env, ClassifierPtr m);
-void InitModels(Napi::Env env, Napi::Object exports);
 }  // namespace fl

@@ -1,7 +1,7 @@
 // checkpoint: versioned single-file checkpoints (see checkpoint.h for the format); the public API
 // is in lib/model.ts (Model.save, Model.loadCheckpoint, model.loadState).
 #include "models/checkpoint.h"
-#include "binding/capabilities.h"
+#include "binding/init.h"
 #include "common/errors.h"
 #include "binding/tensor.h"
 #include "binding/worker.h"
