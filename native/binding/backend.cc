@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <chrono>
 #include <thread>
-#include "attacks.h"
+#include "gradient.h"
 #include "binding/worker.h"
 #include "common/errors.h"
 #include "common/process.h"
@@ -40,7 +40,7 @@ Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   });
 }
 
-// setGradientEngine(engine): how attacks compute input gradients (attacks.h setGradientEngine)
+// setGradientEngine(engine): how attacks compute input gradients (gradient.h setGradientEngine)
 Napi::Value SetGradientEngine(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "setGradientEngine(engine): expected a string");

@@ -1,5 +1,5 @@
 #include "binding/model.h"
-#include "attacks.h"
+#include "gradient.h"
 #include "binding/addon_data.h"
 #include "binding/init.h"
 #include "common/checks.h"
@@ -80,7 +80,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // gradientChoices -> [{ key: number[], engine: 'linear' | 'autograd', linearMs, autogradMs }]:
   // the attacks' input gradient engine measured per input batch (key: its shape, then dtype and
-  // device codes) for this model's architecture (attacks.h gradientChoices; its own lock, so safe
+  // device codes) for this model's architecture (gradient.h gradientChoices; its own lock, so safe
   // while an op runs)
   Napi::Value GradientChoices(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
@@ -102,7 +102,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   // setGradientChoice({ key: number[], engine, linearMs, autogradMs }): a stored choice for this
-  // model's architecture (attacks.h setGradientChoice)
+  // model's architecture (gradient.h setGradientChoice)
   Napi::Value SetGradientChoice(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "setGradientChoice(choice): expected an object");
