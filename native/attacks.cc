@@ -7,16 +7,12 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include "binding/init.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "binding/options.h"
-#include "binding/tensor.h"
-#include "binding/worker.h"
+#include "common/op_context.h"
 #include "fab.h"
 #include "fisher.h"
 #include "metrics.h"
-#include "binding/model.h"
 #include "square.h"
 
 namespace fl {
@@ -305,148 +301,56 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
   return r;
 }
 
-namespace {
-
-// Reads the complete options object on the main thread. lib/options.ts declares every option
-// (type, default, range) and each attack's capabilities (ATTACK_TABLE), validates against them and
-// fills the defaults; here every key is required (common/options.h).
-AttackOptions parseOptionsImpl(Napi::Value v) {
-  OptionReader r(v, "attack");
-  AttackOptions o;
-  o.kind = r.string("kind");
-  const std::string norm = r.string("norm");
-  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack option 'norm': expected one of linf, l2, got '", norm, "'");
-  o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
-  o.epsilon = r.num("epsilon");
-  o.stepSize = r.num("stepSize");
-  o.steps = r.integer("steps");
-  o.randomStart = r.flag("randomStart");
-  o.restarts = r.integer("restarts");
-  o.targeted = r.flag("targeted");
-  o.targets = r.integer("targets");
-  o.eotIter = r.integer("eotIter");
-  if (r.has("init")) {
-    FL_CHECK(isTensor(r.raw("init")), ERR_ARG, "attack init: expected a Tensor shaped like x");
-    o.init = unwrapTensor(r.raw("init"), "attack(init)");
+AttackOutcome attackBatch(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                          const AttackOptions& o, const OpContext* ctx) {
+  checkImages(x, "attack(x)");
+  checkLabels(y, x.size(0), 0, "attack(y)");
+  if (target.defined()) checkLabels(target, x.size(0), 0, "attack(target)");
+  torch::Device dev = m.device();
+  torch::Tensor xd = x.to(dev), yd = y.to(dev), td = target.defined() ? target.to(dev) : target;
+  FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
+           "attack(x): images must lie in [0, 1] (normalisation belongs in the model)");
+  AttackOutcome out;
+  {
+    ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+    torch::NoGradGuard ng;
+    torch::Tensor z = m.forward(xd);
+    checkLogits(z, "attack");
+    checkLabels(yd, x.size(0), z.size(1), "attack(y)");
+    if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
+    out.cleanCorrect = z.argmax(1).eq(yd).to(torch::kUInt8);
   }
-  o.kappa = r.num("kappa");
-  o.binarySteps = r.integer("binarySteps");
-  o.learningRate = r.num("learningRate");
-  o.initialConst = r.num("initialConst");
-  o.confidence = r.num("confidence");
-  o.channelsLast = r.flag("channelsLast");
-  o.alphaMax = r.num("alphaMax");
-  o.eta = r.num("eta");
-  o.beta = r.num("beta");
-  o.pInit = r.num("pInit");
-  const int64_t seed = r.integer("seed");
-  FL_CHECK(seed >= 0, ERR_ARG, "attack option 'seed': expected a non-negative integer, got ", seed);
-  o.seed = static_cast<uint64_t>(seed);
-  return o;
+  AttackResult r;
+  {
+    LayoutGuard layout(m, o.channelsLast);
+    torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
+    r = runAttack(m, xl, yd, td, o, ctx);
+    r.xAdv = r.xAdv.contiguous();
+  }
+  torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
+  out.norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
+  out.success = r.success.to(torch::kUInt8);
+  out.xAdv = r.xAdv;
+  out.loss = r.loss;
+  out.queries = r.queries;
+  return out;
 }
 
-// attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Uint8Array (0/1),
-// norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Uint8Array (0/1, eval mode) }>; opts.target: Tensor [B] for targeted attacks
-Napi::Value AttackJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "attack(model)");
-    torch::Tensor x = unwrapTensor(info[1], "attack(x)");
-    torch::Tensor y = unwrapTensor(info[2], "attack(y)");
-    AttackOptions o = parseAttackOptions(info[3]);
-    torch::Tensor target;
-    if (o.targeted) {
-      Napi::Value t = info[3].As<Napi::Object>().Get("target");
-      FL_CHECK(isTensor(t), ERR_ARG, "a targeted attack needs opts.target: int64 labels [B]");
-      target = unwrapTensor(t, "attack(target)");
-    }
-    return startOp(info.Env(), info[4], [m, x, y, target, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "attack(x)");
-      checkLabels(y, x.size(0), 0, "attack(y)");
-      if (target.defined()) checkLabels(target, x.size(0), 0, "attack(target)");
-      torch::Device dev = m->device();
-      torch::Tensor xd = x.to(dev), yd = y.to(dev), td = target.defined() ? target.to(dev) : target;
-      FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
-               "attack(x): images must lie in [0, 1] (normalisation belongs in the model)");
-      torch::Tensor clean;
-      {
-        ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-        torch::NoGradGuard ng;
-        torch::Tensor z = m->forward(xd);
-        checkLogits(z, "attack");
-        checkLabels(yd, x.size(0), z.size(1), "attack(y)");
-        if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
-        clean = z.argmax(1).eq(yd).to(torch::kUInt8);
-      }
-      AttackResult r;
-      {
-        LayoutGuard layout(*m, o.channelsLast);
-        torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
-        r = runAttack(*m, xl, yd, td, o, &ctx);
-        r.xAdv = r.xAdv.contiguous();
-      }
-      torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
-      torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
-      torch::Tensor success = r.success.to(torch::kUInt8);
-      torch::Tensor xAdv = r.xAdv, loss = r.loss, queries = r.queries;
-      return [xAdv, loss, success, norm, clean, queries](Napi::Env env) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("xAdv", wrapTensor(env, xAdv));
-        out.Set("loss", toFloat64Array(env, loss));
-        out.Set("success", toTypedArray(env, success));
-        out.Set("norm", toFloat64Array(env, norm));
-        out.Set("cleanCorrect", toTypedArray(env, clean));
-        if (queries.defined()) out.Set("queries", toFloat64Array(env, queries));
-        return out;
-      };
-    });
-  });
-}
-
-// firstSuccessful(advs: Tensor[] (A × [B, ...]), successes: Uint8Array[] (A × [B], 1 = broken), ctl?)
-// -> Promise<Tensor [B, ...]>: per sample, the example of the first attack that broke it, else the
-// last attack's example (the worst case of an evaluation over A attacks, lib/attacks.ts evaluate).
-Napi::Value FirstSuccessfulJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info[0].IsArray() && info[1].IsArray(), ERR_ARG, "firstSuccessful(advs, successes): expected two arrays");
-    Napi::Array aa = info[0].As<Napi::Array>(), sa = info[1].As<Napi::Array>();
-    FL_CHECK(aa.Length() > 0 && aa.Length() == sa.Length(), ERR_ARG,
-             "firstSuccessful: advs and successes must be non-empty and of equal length, got ", aa.Length(), " and ", sa.Length());
-    std::vector<torch::Tensor> advs, succ;
-    for (uint32_t a = 0; a < aa.Length(); ++a) {
-      advs.push_back(unwrapTensor(aa.Get(a), "firstSuccessful(advs)"));
-      Napi::Value v = sa.Get(a);
-      FL_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, ERR_ARG,
-               "firstSuccessful(successes): element ", a, " is not a Uint8Array");
-      Napi::Uint8Array f = v.As<Napi::Uint8Array>();
-      succ.push_back(torch::from_blob(f.Data(), {static_cast<int64_t>(f.ElementLength())}, torch::kUInt8).clone());
-    }
-    return startOp(info.Env(), info[2], [advs, succ](OpContext&) -> Finisher {
-      const torch::Tensor& last = advs.back();
-      for (size_t a = 0; a < advs.size(); ++a) {
-        FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
-                 "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
-                 shapeOf(advs[a]), " and ", shapeOf(last));
-        FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
-                 succ[a].size(0), " flags for ", last.size(0), " samples");
-      }
-      torch::Tensor out = last.clone();
-      for (size_t a = advs.size() - 1; a-- > 0;) {
-        torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
-        out = torch::where(broke, advs[a].to(last.device()), out);
-      }
-      out = out.contiguous();
-      return [out](Napi::Env env) -> Napi::Value { return wrapTensor(env, out); };
-    });
-  });
-}
-
-}  // namespace
-
-AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
-
-void InitAttacks(Napi::Env env, Napi::Object exports) {
-  exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
-  exports.Set("firstSuccessful", Napi::Function::New(env, FirstSuccessfulJs, "firstSuccessful"));
+torch::Tensor firstSuccessful(const std::vector<torch::Tensor>& advs, const std::vector<torch::Tensor>& succ) {
+  const torch::Tensor& last = advs.back();
+  for (size_t a = 0; a < advs.size(); ++a) {
+    FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
+             "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
+             shapeOf(advs[a]), " and ", shapeOf(last));
+    FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
+             succ[a].size(0), " flags for ", last.size(0), " samples");
+  }
+  torch::Tensor out = last.clone();
+  for (size_t a = advs.size() - 1; a-- > 0;) {
+    torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
+    out = torch::where(broke, advs[a].to(last.device()), out);
+  }
+  return out.contiguous();
 }
 
 }  // namespace fl

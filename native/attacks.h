@@ -8,7 +8,6 @@
 #include <cmath>
 #include <functional>
 #include <string>
-#include <napi.h>
 #include <vector>
 #include "gradient.h"
 #include "models/classifier.h"
@@ -81,11 +80,28 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
 torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
                        const OpContext* ctx, torch::Tensor* klReached);
 
-// Reads an attack's complete options object (main thread; lib/options.ts validated it and filled the defaults).
-AttackOptions parseAttackOptions(Napi::Value v);
-
 // Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).
 AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
                        const AttackOptions& o, const OpContext* ctx);
+
+// What the attack op returns for one batch
+struct AttackOutcome {
+  torch::Tensor xAdv;          // [B, ...] like x, contiguous
+  torch::Tensor loss;          // [B] float64 (AttackResult::loss)
+  torch::Tensor success;       // [B] uint8 (0/1)
+  torch::Tensor norm;          // [B] float64: ‖x_adv − x‖ in the attack's norm
+  torch::Tensor cleanCorrect;  // [B] uint8 (0/1): correct at x in eval mode
+  torch::Tensor queries;       // [B] float64 (square), else undefined
+};
+// The attack op on one batch: checks x (images in [0, 1]), y and target ([B] labels within the
+// model's K classes; ERR_SHAPE / ERR_DTYPE / ERR_VALUE), the clean logits (finite), moves the
+// batch to the model's device, runs runAttack in o.channelsLast's layout and measures the result.
+AttackOutcome attackBatch(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                          const AttackOptions& o, const OpContext* ctx);
+
+// Per sample, the example of the first attack that broke it, else the last attack's example (the
+// worst case of an evaluation over A attacks). advs: A ≥ 1 batches [B, ...] of one shape and dtype
+// (ERR_SHAPE otherwise), succ: A flags [B] (uint8, 1 = broken) -> [B, ...], contiguous.
+torch::Tensor firstSuccessful(const std::vector<torch::Tensor>& advs, const std::vector<torch::Tensor>& succ);
 
 }  // namespace fl
