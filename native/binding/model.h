@@ -1,4 +1,5 @@
-// JS handle of a Classifier (ObjectWrap). Other capability files take models with unwrapModel.
+// The JS class Model: a Classifier behind an ObjectWrap handle (binding/model.cc). The other
+// binding files take models with unwrapModel.
 #pragma once
 #include <napi.h>
 #include "models/classifier.h"
