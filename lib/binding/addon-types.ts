@@ -78,7 +78,7 @@ export type TensorHandle = NativeTensor;
 export type ModelHandle = NativeModel;
 export type OptimizerHandle = NativeOptimizer;
 
-/** What backend() reports (native/backend.cc). */
+/** What backend() reports (native/binding/backend.cc). */
 export interface NativeBackend {
   /** LibTorch version the addon was built against, e.g. "1.13.1". */
   torchVersion: string;
@@ -131,7 +131,7 @@ export interface NativeChecks { classes: number; probabilityRows: number; zeroGr
  * native parsers check every key.
  */
 export interface Addon {
-  // backend.cc: process-wide settings and diagnostics
+  // binding/backend.cc: process-wide settings and diagnostics
   backend(): NativeBackend;
   setThreads(n: number): void;
   setTf32(on: boolean): void;
@@ -139,10 +139,10 @@ export interface Addon {
   /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
   peakMemory(reset?: boolean): { rss: number; peak: number };
 
-  // common/worker.cc: cancellation of async ops
+  // binding/cancel_token.cc: cancellation of async ops
   CancelToken: new () => NativeCancelToken;
 
-  // common/tensor.cc: the Tensor handle
+  // binding/tensor.cc: the Tensor handle
   Tensor: new () => NativeTensor;
   tensorFromTypedArray(data: NativeTypedArray, shape: number[], device?: string): NativeTensor;
   /** Live tensor handles and their bytes; v8External: V8's external-memory count (AdjustExternalMemory reports and ArrayBuffers). */
@@ -152,13 +152,13 @@ export interface Addon {
   /** Tensor.index as an op on the compute thread (large gathers). */
   tensorIndex(t: NativeTensor, indices: NativeTensor, ctl?: NativeCtl): Promise<NativeTensor>;
 
-  // models/model_wrap.cc: the Model handle (built-in zoo and TorchScript)
+  // binding/model.cc: the Model handle (built-in zoo and TorchScript)
   Model: new () => NativeModel;
   createModel(specJson: string, device?: string): NativeModel;
   loadTorchScript(path: string, device: string, ctl?: NativeCtl): Promise<NativeModel>;
   evaluateBatch(m: NativeModel, x: NativeTensor, y: NativeTensor, ctl?: NativeCtl): Promise<{ correct: number; ceSum: number; count: number }>;
 
-  // models/checkpoint.cc: model checkpoints
+  // binding/checkpoint.cc: model checkpoints
   saveCheckpoint(m: NativeModel, path: string, metaJson: string, ctl?: NativeCtl): Promise<void>;
   loadCheckpoint(path: string, device: string, restoreRng: boolean, ctl?: NativeCtl): Promise<{
     model: NativeModel; meta: string; hasOptimizer: boolean; version: number;

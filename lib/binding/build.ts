@@ -88,7 +88,7 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
   const stage = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(stage, { recursive: true, force: true });
   gyp.stageAddon(root, stage);
-  const total = ['native', 'native/common', 'native/models']
+  const total = ['native', 'native/binding', 'native/common', 'native/models']
     .map((d) => fs.readdirSync(path.join(stage, d)).filter((f) => f.endsWith('.cc')).length).reduce((a, b) => a + b, 0);
   const logFile = path.join(stage, 'build.log');
   const logFd = fs.openSync(logFile, 'w');

@@ -3,7 +3,7 @@
  * name, type, default, range, allowed values, a doc line and the unit, in the form of
  * lib/util/schema.ts, whose one parser (parseOptions) checks a user's options against a
  * declaration and fills the defaults; the
- * TypeScript wrappers hand the native side a COMPLETE options object (native/common/options.h
+ * TypeScript wrappers hand the native side a COMPLETE options object (native/binding/options.h
  * reads every key strictly and knows no default). The experiment config schema
  * (lib/experiment/config.ts) and the CLI flags and help (lib/cli/*.ts) derive their defaults,
  * enums and ranges from here.

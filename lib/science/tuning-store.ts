@@ -97,7 +97,7 @@ export function writeTuning(add: Record<string, unknown>): void {
   }
 }
 
-// ---- the attacks' gradient engine (native/attacks.cc InputGradient) ----
+// ---- the attacks' gradient engine (native/gradient.cc InputGradient) ----
 
 interface StoredGradient { engine: 'linear' | 'autograd'; linearMs: number | null; autogradMs: number | null; measuredAt: string }
 /** Op-key prefix of the gradient-engine entries; the native key (shape, dtype and device codes) follows as JSON. */

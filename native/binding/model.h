@@ -1,4 +1,5 @@
-// JS handle of a Classifier (ObjectWrap). Other capability files take models with unwrapModel.
+// The JS class Model: a Classifier behind an ObjectWrap handle (binding/model.cc). The other
+// binding files take models with unwrapModel.
 #pragma once
 #include <napi.h>
 #include "models/classifier.h"
@@ -7,5 +8,4 @@ namespace fl {
 // The Classifier behind a JS Model handle; ERR_ARG if not one, ERR_DISPOSED if disposed.
 ClassifierPtr unwrapModel(Napi::Value v, const char* what);
 Napi::Object wrapModel(Napi::Env env, ClassifierPtr m);
-void InitModels(Napi::Env env, Napi::Object exports);
 }  // namespace fl

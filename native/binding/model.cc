@@ -1,10 +1,14 @@
-#include "models/model_wrap.h"
-#include "attacks.h"
-#include "common/addon_data.h"
+// The JS class Model (a Classifier behind an ObjectWrap handle) and the model ops: createModel,
+// loadTorchScript, evaluateBatch. See lib/model.ts for the public API.
+#include "binding/model.h"
+#include "binding/addon_data.h"
+#include "binding/init.h"
+#include "binding/tensor.h"
+#include "binding/worker.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "gradient.h"
+#include "metrics.h"
 
 namespace fl {
 namespace {
@@ -79,7 +83,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // gradientChoices -> [{ key: number[], engine: 'linear' | 'autograd', linearMs, autogradMs }]:
   // the attacks' input gradient engine measured per input batch (key: its shape, then dtype and
-  // device codes) for this model's architecture (attacks.h gradientChoices; its own lock, so safe
+  // device codes) for this model's architecture (gradient.h gradientChoices; its own lock, so safe
   // while an op runs)
   Napi::Value GradientChoices(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
@@ -101,7 +105,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   // setGradientChoice({ key: number[], engine, linearMs, autogradMs }): a stored choice for this
-  // model's architecture (attacks.h setGradientChoice)
+  // model's architecture (gradient.h setGradientChoice)
   Napi::Value SetGradientChoice(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       FL_CHECK(info.Length() >= 1 && info[0].IsObject(), ERR_ARG, "setGradientChoice(choice): expected an object");
@@ -269,30 +273,20 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
   });
 }
 
-// evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad.
-// ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
+// evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad
+// (metrics.h evaluateBatch). ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
 Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "evaluateBatch(model)");
     torch::Tensor x = unwrapTensor(info[1], "evaluateBatch(x)");
     torch::Tensor y = unwrapTensor(info[2], "evaluateBatch(y)");
     return startOp(info.Env(), info[3], [m, x, y](OpContext&) -> Finisher {
-      checkImages(x, "evaluateBatch(x)");
-      checkLabels(y, x.size(0), 0, "evaluateBatch(y)");
-      ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-      torch::NoGradGuard ng;
-      torch::Tensor z = m->forward(x.to(m->device())).to(torch::kFloat64);
-      checkLogits(z, "evaluateBatch");
-      torch::Tensor yy = y.to(z.device());
-      checkLabels(yy, x.size(0), z.size(1), "evaluateBatch(y)");
-      int64_t correct = z.argmax(1).eq(yy).sum().item<int64_t>();
-      double ce = torch::nll_loss(torch::log_softmax(z, 1), yy, {}, at::Reduction::Sum).item<double>();
-      int64_t count = x.size(0);
-      return [correct, ce, count](Napi::Env env) -> Napi::Value {
+      BatchScore s = evaluateBatch(*m, x, y);
+      return [s](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
-        o.Set("correct", Napi::Number::New(env, double(correct)));
-        o.Set("ceSum", Napi::Number::New(env, ce));
-        o.Set("count", Napi::Number::New(env, double(count)));
+        o.Set("correct", Napi::Number::New(env, double(s.correct)));
+        o.Set("ceSum", Napi::Number::New(env, s.ceSum));
+        o.Set("count", Napi::Number::New(env, double(s.count)));
         return o;
       };
     });

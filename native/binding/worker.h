@@ -1,32 +1,18 @@
 // One async mechanism for every op that can take over a millisecond ("baton" pattern): the op's
-// inputs are captured by value on the main thread (tensors and shared_ptrs keep native state
-// alive however the JS wrappers are collected); the op runs on the one compute thread (all
-// LibTorch work shares one OpenMP team: see worker.cc) and touches no N-API there; the result is
-// built on the main thread by a Finisher, delivered through one completion ThreadSafeFunction.
-// Abort: a CancelToken checked between iterations. Progress: an optional JS callback fed JSON
-// strings through a ThreadSafeFunction.
+// inputs are read and captured by value on the main thread (tensors and shared_ptrs keep native
+// state alive however the JS wrappers are collected); the op runs on the one compute thread
+// (common/compute_thread.h) and touches no N-API there; the result is built on the main thread
+// by a Finisher, delivered through one completion ThreadSafeFunction, and settles the Promise.
+// Abort: a CancelToken (binding/cancel_token.h) checked between iterations through OpContext
+// (common/op_context.h). Progress: an optional JS callback fed JSON strings through a
+// ThreadSafeFunction.
 #pragma once
 #include <napi.h>
-#include <atomic>
 #include <functional>
-#include <memory>
-#include <optional>
 #include <string>
-#include <vector>
+#include "common/op_context.h"
 
 namespace fl {
-
-class OpContext {
- public:
-  // Throws FlError(ERR_ABORTED) when the op's AbortSignal fired. Call between iterations.
-  void checkAbort() const;
-  bool aborted() const { return cancel_ && cancel_->load(); }
-  // Sends a progress event (a JSON object as text) to the JS callback, if any; never blocks.
-  void report(const std::string& json) const;
-
-  std::shared_ptr<std::atomic<bool>> cancel_;
-  std::optional<Napi::ThreadSafeFunction> progress_;
-};
 
 using Finisher = std::function<Napi::Value(Napi::Env)>;
 using OpFn = std::function<Finisher(OpContext&)>;
@@ -36,12 +22,6 @@ using OpFn = std::function<Finisher(OpContext&)>;
 // order they were started, so ops on the same model (mutations included) never overlap and
 // need no lock.
 Napi::Value startOp(Napi::Env env, Napi::Value ctl, OpFn fn);
-
-// Intra-op threads every op runs with (0: LibTorch's default); set by setThreads().
-std::atomic<int>& desiredThreads();
-
-// Registers CancelToken on `exports`.
-void InitWorker(Napi::Env env, Napi::Object exports);
 
 // Throws a JS Error with `code` (for synchronous bindings).
 [[noreturn]] void throwJs(Napi::Env env, const std::string& code, const std::string& message);

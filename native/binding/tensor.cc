@@ -1,9 +1,9 @@
-#include "common/tensor.h"
-#include <torch/cuda.h>
-#include "common/addon_data.h"
-#include "common/errors.h"
-#include "common/worker.h"
+#include "binding/tensor.h"
 #include <cstring>
+#include "binding/addon_data.h"
+#include "binding/init.h"
+#include "binding/worker.h"
+#include "common/errors.h"
 
 namespace fl {
 
@@ -12,9 +12,9 @@ std::atomic<int64_t> LiveStats::bytes{0};
 
 namespace {
 
-// dtype <-> TypedArray table; static_asserts pin element sizes to the JS array types
+// dtype <-> TypedArray table (the dtypes' JS names: common/tensor_ops.h); static_asserts pin
+// element sizes to the JS array types
 struct DtypeRow {
-  const char* name;
   torch::ScalarType st;
   napi_typedarray_type ta;
   size_t elemSize;
@@ -22,11 +22,11 @@ struct DtypeRow {
 static_assert(sizeof(float) == 4 && sizeof(double) == 8, "float32/float64 sizes");
 static_assert(sizeof(int64_t) == 8 && sizeof(uint8_t) == 1 && sizeof(int32_t) == 4, "integer sizes");
 const DtypeRow kDtypes[] = {
-    {"float32", torch::kFloat32, napi_float32_array, 4},
-    {"float64", torch::kFloat64, napi_float64_array, 8},
-    {"int64", torch::kInt64, napi_bigint64_array, 8},
-    {"int32", torch::kInt32, napi_int32_array, 4},
-    {"uint8", torch::kUInt8, napi_uint8_array, 1},
+    {torch::kFloat32, napi_float32_array, 4},
+    {torch::kFloat64, napi_float64_array, 8},
+    {torch::kInt64, napi_bigint64_array, 8},
+    {torch::kInt32, napi_int32_array, 4},
+    {torch::kUInt8, napi_uint8_array, 1},
 };
 
 const DtypeRow* rowFor(torch::ScalarType st) {
@@ -69,14 +69,6 @@ std::vector<int64_t> readShape(Napi::Value v, const char* what) {
 
 namespace {
 
-std::string shapeStr(c10::IntArrayRef s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
-
 // tensorFromTypedArray(data: TypedArray, shape: number[], device?: string) -> Tensor
 Napi::Value FromTypedArray(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -106,29 +98,6 @@ Napi::Value FromTypedArray(const Napi::CallbackInfo& info) {
   });
 }
 
-// t converted to a device ('cpu' | 'cuda' | 'cuda:N') or a dtype name: one home for Tensor.to
-// and the asynchronous tensorTo
-torch::Tensor convertTo(const torch::Tensor& t, const std::string& s) {
-  if (s == "cpu" || s.rfind("cuda", 0) == 0) return t.to(parseDevice(s));
-  return t.to(parseDtype(s));
-}
-
-// rows `idx` (1-D int64) of t along dim 0, a copy [K, ...]; checks what index(indices) promises
-void checkRowIndex(const torch::Tensor& t, const torch::Tensor& idx) {
-  FL_CHECK(idx.dim() == 1 && idx.scalar_type() == torch::kInt64, ERR_DTYPE,
-           "index(indices): expected a 1-D int64 tensor, got ", dtypeName(idx.scalar_type()), " ", shapeStr(idx.sizes()));
-  FL_CHECK(t.dim() >= 1, ERR_SHAPE, "index(indices): this tensor is a scalar");
-}
-torch::Tensor indexRows(const torch::Tensor& t, const torch::Tensor& idx) {
-  checkRowIndex(t, idx);
-  if (idx.numel() > 0) {
-    int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-    FL_CHECK(lo >= 0 && hi < t.size(0), ERR_SHAPE, "index(indices): indices must lie in [0, ", t.size(0),
-             "), got [", lo, ", ", hi, "]");
-  }
-  return t.index_select(0, idx.to(t.device()));
-}
-
 // tensorTo(t, deviceOrDtype, ctl?) -> Promise<Tensor>: Tensor.to as an op on the compute thread
 // (datasets and other large copies; Tensor.to stays synchronous for small tensors)
 Napi::Value TensorToJs(const Napi::CallbackInfo& info) {
@@ -136,7 +105,7 @@ Napi::Value TensorToJs(const Napi::CallbackInfo& info) {
     torch::Tensor t = unwrapTensor(info[0], "tensorTo(t)");
     FL_CHECK(info.Length() >= 2 && info[1].IsString(), ERR_ARG, "tensorTo(t, deviceOrDtype): expected a string");
     std::string s = info[1].As<Napi::String>().Utf8Value();
-    if (s == "cpu" || s.rfind("cuda", 0) == 0) parseDevice(s);  // a bad name rejects before the op
+    if (namesDevice(s)) parseDevice(s);  // a bad name rejects before the op
     else parseDtype(s);
     return startOp(info.Env(), info[2], [t, s](OpContext&) -> Finisher {
       torch::Tensor r = convertTo(t, s);
@@ -171,40 +140,6 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
-
-torch::ScalarType parseDtype(const std::string& name) {
-  for (const auto& r : kDtypes)
-    if (name == r.name) return r.st;
-  throw FlError(ERR_DTYPE, str("unknown dtype '", name, "'; expected float32, float64, int64, int32 or uint8"));
-}
-
-std::string dtypeName(torch::ScalarType t) {
-  const DtypeRow* r = rowFor(t);
-  return r ? r->name : std::string(c10::toString(t));
-}
-
-torch::Device parseDevice(const std::string& name) {
-  if (name == "cpu") return torch::Device(torch::kCPU);
-  if (name.rfind("cuda", 0) == 0) {
-    int index = 0;
-    if (name.size() > 4) {
-      FL_CHECK(name[4] == ':' && name.size() > 5 && name.find_first_not_of("0123456789", 5) == std::string::npos,
-               ERR_DEVICE, "unknown device '", name, "'; expected 'cpu', 'cuda' or 'cuda:N'");
-      index = std::stoi(name.substr(5));
-    }
-    FL_CHECK(torch::cuda::is_available(), ERR_DEVICE, "device '", name,
-             "' asked for, but CUDA is not available (this LibTorch has no CUDA or no GPU is visible); use 'cpu'");
-    int count = static_cast<int>(torch::cuda::device_count());
-    FL_CHECK(index < count, ERR_DEVICE, "device '", name, "' asked for, but only ", count, " CUDA device(s) exist");
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-  }
-  throw FlError(ERR_DEVICE, str("unknown device '", name, "'; expected 'cpu', 'cuda' or 'cuda:N'"));
-}
-
-std::string deviceName(const torch::Device& d) {
-  if (d.is_cpu()) return "cpu";
-  return str("cuda:", d.has_index() ? d.index() : 0);
-}
 
 Napi::Value toTypedArray(Napi::Env env, const torch::Tensor& t0) {
   torch::Tensor t = t0.detach().to(torch::kCPU);
@@ -379,10 +314,6 @@ void InitTensor(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("tensorTo", Napi::Function::New(env, TensorToJs, "tensorTo"));
   exports.Set("tensorIndex", Napi::Function::New(env, TensorIndexJs, "tensorIndex"));
-}
-
-void syncDevice(const torch::Tensor& t) {
-  if (t.defined() && t.is_cuda()) torch::cuda::synchronize(t.device().index());
 }
 
 }  // namespace fl

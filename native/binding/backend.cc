@@ -1,40 +1,17 @@
-// Backend facts and settings: versions, CUDA, intra-op threads, BLAS; diagnostic ops used by
-// tests and benchmarks of the async mechanism (noop round trip, abortable spin).
-#include "backend.h"
-#include "attacks.h"
-#include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+// Backend facts and settings (common/process.h): versions, CUDA, intra-op threads, BLAS, TF32,
+// the gradient engine, memory; diagnostic ops used by tests and benchmarks of the async mechanism
+// (noop round trip, abortable spin).
+#include "binding/init.h"
 #include <ATen/Parallel.h>
 #include <chrono>
-#include <fstream>
 #include <thread>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
+#include "gradient.h"
+#include "binding/worker.h"
+#include "common/errors.h"
+#include "common/process.h"
 
 namespace fl {
 namespace {
-
-// The allocator policy applied at load ("glibc-reuse" or "system"; see initAllocator)
-std::string& allocatorPolicy() {
-  static std::string p = "system";
-  return p;
-}
-
-
-// The BLAS shared library this process mapped (e.g. .../openblas-pthread/libblas.so.3)
-std::string loadedBlas() {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    auto pos = line.find('/');
-    if (pos == std::string::npos) continue;
-    std::string path = line.substr(pos);
-    if (path.find("blas") != std::string::npos || path.find("mkl_") != std::string::npos) return path;
-  }
-  return "unknown";
-}
 
 Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -58,14 +35,12 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
 Napi::Value SetTf32(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsBoolean(), ERR_ARG, "setTf32(on): expected a boolean");
-    bool on = info[0].As<Napi::Boolean>().Value();
-    at::globalContext().setAllowTF32CuDNN(on);
-    at::globalContext().setAllowTF32CuBLAS(on);
+    setTf32(info[0].As<Napi::Boolean>().Value());
     return info.Env().Undefined();
   });
 }
 
-// setGradientEngine(engine): how attacks compute input gradients (attacks.h setGradientEngine)
+// setGradientEngine(engine): how attacks compute input gradients (gradient.h setGradientEngine)
 Napi::Value SetGradientEngine(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "setGradientEngine(engine): expected a string");
@@ -78,10 +53,7 @@ Napi::Value SetGradientEngine(const Napi::CallbackInfo& info) {
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     FL_CHECK(info.Length() >= 1 && info[0].IsNumber(), ERR_ARG, "setThreads(n): expected a positive integer");
-    int n = info[0].As<Napi::Number>().Int32Value();
-    FL_CHECK(n >= 1 && n <= 1024, ERR_ARG, "setThreads(n): expected 1..1024, got ", n);
-    desiredThreads().store(n);
-    at::set_num_threads(n);
+    setThreads(info[0].As<Napi::Number>().Int32Value());
     return info.Env().Undefined();
   });
 }
@@ -122,71 +94,20 @@ Napi::Value Spin(const Napi::CallbackInfo& info) {
 // /proc/self/clear_refs). Zeros where /proc is unavailable.
 Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    bool reset = info.Length() > 0 && info[0].ToBoolean().Value();
-    if (reset) {
-#if defined(__GLIBC__)
-      // the allocator policy (backend.cc) keeps freed blocks resident: hand them back first, so
-      // the high-water mark measures what the next computation touches, not what earlier ones left
-      malloc_trim(0);
-#endif
-      std::ofstream f("/proc/self/clear_refs");
-      if (f.good()) f << "5";
-    }
-    double rss = 0, peak = 0;
-    std::ifstream s("/proc/self/status");
-    std::string line;
-    while (std::getline(s, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) * 1024;
-      if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) * 1024;
-    }
+    MemoryUse m = peakMemory(info.Length() > 0 && info[0].ToBoolean().Value());
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("rss", Napi::Number::New(info.Env(), rss));
-    o.Set("peak", Napi::Number::New(info.Env(), peak));
+    o.Set("rss", Napi::Number::New(info.Env(), m.rss));
+    o.Set("peak", Napi::Number::New(info.Env(), m.peak));
     return o;
   });
 }
 
 }  // namespace
 
-// glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh
-// mmap and returns it to the kernel on free, so each new activation tensor of a few MB is
-// page-faulted in again, every op, every iteration. This policy keeps freed blocks up to 32 MiB in
-// the heap for reuse (docs/fisher.md, "The process allocator", has the measured effect). The cost:
-// the process keeps its high-water mark of freed memory (blocks over 32 MiB are still returned at
-// once). FISHERLENS_MALLOC=system keeps glibc's defaults.
-void initAllocator() {
-#if defined(__GLIBC__)
-  const char* env = std::getenv("FISHERLENS_MALLOC");
-  if (env && std::string(env) == "system") return;
-  bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
-  ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
-  ok = mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
-  if (ok) allocatorPolicy() = "glibc-reuse";
-#endif
-}
-
-void initThreads() {
-  // LibTorch here defaults to 1 intra-op thread; use the cores unless FISHERLENS_THREADS says
-  int n = static_cast<int>(std::thread::hardware_concurrency());
-  if (const char* env = std::getenv("FISHERLENS_THREADS")) {
-    int v = std::atoi(env);
-    if (v > 0) n = v;
-  }
-  if (n > 0) {
-    desiredThreads().store(n);
-    at::set_num_threads(n);
-  }
-}
-
 void InitBackend(Napi::Env env, Napi::Object exports) {
   initAllocator();
   initThreads();
-  // Fisher spectra and attack gradients need full float32 precision: TF32 matrix products and
-  // convolutions (on by default for cuDNN) change λ_max in the 3rd digit. FISHERLENS_TF32=1 allows them.
-  const char* tf32 = std::getenv("FISHERLENS_TF32");
-  bool allow = tf32 && std::string(tf32) == "1";
-  at::globalContext().setAllowTF32CuDNN(allow);
-  at::globalContext().setAllowTF32CuBLAS(allow);
+  initTf32();
   exports.Set("backend", Napi::Function::New(env, Backend, "backend"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setTf32", Napi::Function::New(env, SetTf32, "setTf32"));

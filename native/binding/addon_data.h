@@ -6,7 +6,7 @@
 namespace fl {
 struct AddonData {
   Napi::FunctionReference tensor, cancel, model;
-  // The completion channel of async ops (common/worker.cc), made on first use
+  // The completion channel of async ops (binding/worker.cc), made on first use
   std::shared_ptr<void> completions;
 };
 inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }

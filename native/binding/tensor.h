@@ -1,11 +1,12 @@
-// Tensor handles: a native torch::Tensor behind a JS object (ObjectWrap). JavaScript holds the
-// handle; data crosses only through fromTypedArray / toArray. Live handles are counted so that
-// memory() shows leaks.
+// The JS class Tensor: a native torch::Tensor behind a JS object (ObjectWrap). JavaScript holds
+// the handle; data crosses only through fromTypedArray / toArray. Live handles are counted so that
+// memory() shows leaks. The plain operations behind it are in common/tensor_ops.h.
 #pragma once
 #include <napi.h>
 #include <torch/torch.h>
 #include <atomic>
 #include <vector>
+#include "common/tensor_ops.h"
 
 namespace fl {
 
@@ -41,10 +42,6 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 // A JS array of non-negative integers (a shape, or any such key): ERR_ARG / ERR_SHAPE naming `what`
 std::vector<int64_t> readShape(Napi::Value v, const char* what);
 
-// Waits for the work queued on t's device (CUDA kernels run asynchronously): call before reading a
-// clock around device work. No-op for CPU tensors and undefined ones.
-void syncDevice(const torch::Tensor& t);
-
 // Live-handle accounting (all threads): handles alive and the bytes their tensors hold.
 struct LiveStats {
   static std::atomic<int64_t> tensors;
@@ -57,19 +54,9 @@ Napi::Object wrapTensor(Napi::Env env, torch::Tensor t);
 torch::Tensor unwrapTensor(Napi::Value v, const char* what);
 bool isTensor(Napi::Value v);
 
-// dtype names used in JavaScript: float32 | float64 | int64 | uint8 | int32
-torch::ScalarType parseDtype(const std::string& name);
-std::string dtypeName(torch::ScalarType t);
-// 'cpu' | 'cuda' | 'cuda:N'; ERR_DEVICE when CUDA is asked for and absent or N is out of range
-torch::Device parseDevice(const std::string& name);
-std::string deviceName(const torch::Device& d);
-
 // Copy of a tensor's data into a new TypedArray of the matching type (any device)
 Napi::Value toTypedArray(Napi::Env env, const torch::Tensor& t);
 // 1-D double results (per-sample values) as a Float64Array
 Napi::Value toFloat64Array(Napi::Env env, const torch::Tensor& t);
-
-// Registers Tensor and tensor factories on `exports`.
-void InitTensor(Napi::Env env, Napi::Object exports);
 
 }  // namespace fl
