@@ -30,6 +30,10 @@ interface TrainCliOptions {
   stepSize?: string;
   steps?: string;
   beta?: string;
+  lambda?: string;
+  samples?: string;
+  exact?: boolean;
+  powerIters?: string;
   norm?: string;
   seed: string;
   probeSize: string;
@@ -55,11 +59,11 @@ export function parseSchedule(s: string): ScheduleOptions {
   throw new FisherLensError('ERR_ARG', `--schedule: expected constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak], got '${s}'`);
 }
 
-/** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
+/** `fisherlens train`: natural, PGD-AT, TRADES, MART, FIRE, Jacobian or Fisher-penalty training with per-epoch tracking and checkpoints. */
 export function register(program: Command): void {
   program
     .command('train')
-    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out')
+    .description(`train a model (${TRAIN_METHODS.join(' | ')}); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out`)
     .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
@@ -79,6 +83,10 @@ export function register(program: Command): void {
     .option('--step-size <a>', optionHelp(TRAIN_STEP_OPTIONS.stepSize))
     .option('--steps <k>', optionHelp(TRAIN_STEP_OPTIONS.steps))
     .option('--beta <b>', optionHelp(TRAIN_STEP_OPTIONS.beta))
+    .option('--lambda <l>', optionHelp(TRAIN_STEP_OPTIONS.lambda))
+    .option('--samples <n>', optionHelp(TRAIN_STEP_OPTIONS.samples))
+    .option('--exact', TRAIN_STEP_OPTIONS.exact.doc)
+    .option('--power-iters <k>', optionHelp(TRAIN_STEP_OPTIONS.powerIters))
     .option('--norm <n>', optionHelp(TRAIN_STEP_OPTIONS.norm))
     .option('--seed <n>', TRAIN_OPTIONS.seed.doc, String(TRAIN_OPTIONS.seed.default))
     .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', String(TRAIN_OPTIONS.probeSize.default))
@@ -99,7 +107,7 @@ export function register(program: Command): void {
         opts = JSON.parse(JSON.stringify(presets[o.preset as PresetName])) as TrainOptions;
       }
       if (o.method !== undefined) {
-        if (!['natural', 'pgd-at', 'trades'].includes(o.method)) throw new FisherLensError('ERR_ARG', `--method: expected natural, pgd-at or trades, got '${o.method}'`);
+        if (!(TRAIN_METHODS as readonly string[]).includes(o.method)) throw new FisherLensError('ERR_ARG', `--method: expected ${TRAIN_METHODS.join(', ')}, got '${o.method}'`);
         opts.method = o.method as TrainMethod;
       }
       if (o.epochs !== undefined) opts.epochs = int('epochs', o.epochs, 1);
@@ -122,6 +130,10 @@ export function register(program: Command): void {
       if (o.stepSize !== undefined) att.stepSize = field('step-size', TrainSchema.shape.stepSize, o.stepSize);
       if (o.steps !== undefined) att.steps = field('steps', TrainSchema.shape.steps, o.steps);
       if (o.beta !== undefined) att.beta = field('beta', TrainSchema.shape.beta, o.beta);
+      if (o.lambda !== undefined) att.lambda = field('lambda', TrainSchema.shape.lambda, o.lambda);
+      if (o.samples !== undefined) att.samples = field('samples', TrainSchema.shape.samples, o.samples);
+      if (o.exact) att.exact = true;
+      if (o.powerIters !== undefined) att.powerIters = field('power-iters', TrainSchema.shape.powerIters, o.powerIters);
       if (o.norm !== undefined) {
         if (o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
         att.norm = o.norm;

@@ -18,11 +18,12 @@ import { evaluate } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, TrainMethodName, optimizerOptions, trainStepOptions } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
-export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
+/** A training method (lib/science/options.ts TRAIN_METHODS; docs/training.md). */
+export type TrainMethod = TrainMethodName;
 
 /** Optimiser; defaults in brackets. */
 export interface OptimizerOptions {
@@ -62,7 +63,7 @@ export type ScheduleOptions = ({
   type: 'onecycle'; peak?: number;
 }) & { warmupEpochs?: number };
 
-/** The inner maximisation of PGD-AT and TRADES (L∞ unless norm says otherwise). */
+/** The method's parameters: the inner maximisation of PGD-AT, TRADES, MART and FIRE (L∞ unless norm says otherwise) and the penalties' weights and estimators. */
 export interface TrainAttackOptions {
   /** Ball radius in pixel units [0.031]. */
   epsilon?: number;
@@ -70,10 +71,18 @@ export interface TrainAttackOptions {
   stepSize?: number;
   /** Inner steps [10]. */
   steps?: number;
-  /** TRADES β [6]. */
+  /** TRADES and MART β [6]. */
   beta?: number;
+  /** The penalty's weight λ (fire [6], jacobian [0.01], fisher-trace [0.01], fisher-lambda [0.01]). */
+  lambda?: number;
+  /** jacobian: random projections; fisher-trace: sampled classes per input [1]. */
+  samples?: number;
+  /** jacobian, fisher-trace: the exact all-classes penalty instead of the estimate [false]. */
+  exact?: boolean;
+  /** fisher-lambda: detached power iterations per batch [3]. */
+  powerIters?: number;
   norm?: 'linf' | 'l2';
-  /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
+  /** PGD-AT and MART random start [true]; TRADES and FIRE always start at x + 0.001·N(0, I). */
   randomStart?: boolean;
 }
 
