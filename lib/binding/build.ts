@@ -32,7 +32,7 @@ export interface BuildResult {
 }
 
 interface GypBuild {
-  stageAddon(root: string, dir: string): void;
+  stageAddon(root: string, dir: string, version: string): void;
   nodedirArgs(): string[];
   inspect(file: string): { needed: string[]; runpath: string | null; rpath: string | null; sha256: string; bytes: number };
   torchNeeded(needed: string[]): string[];
@@ -87,7 +87,7 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
   const outDir = path.join(cacheDir(), 'builds', buildId(c));
   const stage = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(stage, { recursive: true, force: true });
-  gyp.stageAddon(root, stage);
+  gyp.stageAddon(root, stage, packageVersion());
   const total = ['native', 'native/common', 'native/models']
     .map((d) => fs.readdirSync(path.join(stage, d)).filter((f) => f.endsWith('.cc')).length).reduce((a, b) => a + b, 0);
   const logFile = path.join(stage, 'build.log');

@@ -5,16 +5,13 @@ import { action, emit, log } from './common';
 import { runWithProgress, finish } from './run';
 import { writeReport, accuracyTable } from '../report';
 import { FisherLensError } from '../util/errors';
+import { packageRoot } from '../util/version';
 
-/** configs/ of the installed package (dist/lib/cli → package root). */
+/** A file of the installed package, rel to its root (util/version.ts finds the root). */
 export function packageFile(rel: string): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const f = path.join(dir, rel);
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(f)) return f;
-    dir = path.dirname(dir);
-  }
-  throw new FisherLensError('ERR_IO', `${rel} not found in the fisherlens package`);
+  const f = path.join(packageRoot(), rel);
+  if (!fs.existsSync(f)) throw new FisherLensError('ERR_IO', `${rel} not found in the fisherlens package`);
+  return f;
 }
 
 /**
