@@ -8,7 +8,7 @@ import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
 import { Tensor } from '../binding/tensor';
 import { Model } from './model';
-import { Dataset } from './data/dataset';
+import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { attack, AttackParams, AttackResult } from './attacks';
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
@@ -89,10 +89,8 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   let done = 0;
-  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   try {
-    let bi = 0;
-    for (const batch of src.batches({ batchSize })) {
+    for await (const batch of firstBatches(data, { limit: n, batchSize, signal: opts.signal })) {
       let c: Uint8Array | undefined;
       let w = new Uint8Array(0);
       const advs: Tensor[] = [];
@@ -101,11 +99,11 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
       for (let a = 0; a < list.length; a++) {
         const { name: _name, ...params } = list[a];
+        // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
+        const seed = (params.seed ?? 0) + batch.seed;
         const r = params.kind === 'autoattack'
-          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, (params.seed ?? 0) + 7919 * bi, checks[a], opts)
-          : await attack(model, batch.x, batch.y, {
-            ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
-          });
+          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, checks[a], opts)
+          : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
         if (!c) {
           c = Uint8Array.from(r.cleanCorrect);
           w = Uint8Array.from(c);
@@ -133,7 +131,6 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       clean.set(c!, done);
       worst.set(w, done);
       done += c!.length;
-      bi++;
       opts.onBatch?.({ done, total: n, cleanCorrect: sum(clean.subarray(0, done)), worstCorrect: sum(worst.subarray(0, done)) });
     }
     writers.forEach((wr) => wr?.close());
@@ -142,8 +139,6 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
     writers.forEach((wr) => wr?.abort());
     worstWriter?.abort();
     throw e;
-  } finally {
-    if (src !== data) src.dispose();
   }
   return {
     samples: n,

@@ -207,3 +207,38 @@ export class Dataset {
     this.labels.dispose();
   }
 }
+
+/**
+ * Seed stride between batches of a seeded pass: batch i gets `seed + BATCH_SEED_STRIDE · i`, so
+ * a result depends on the seed and the batch size only (a prime: two batches of nearby seeds
+ * rarely share one).
+ */
+export const BATCH_SEED_STRIDE = 7919;
+
+/** One batch of {@link firstBatches}: the batch, its 0-based position in the pass and its seed. */
+export interface SeededBatch extends Batch {
+  /** 0-based batch number in the pass. */
+  index: number;
+  /** `seed + BATCH_SEED_STRIDE · index`. */
+  seed: number;
+}
+
+/**
+ * The one loop over "the first `limit` samples, in order, batch by batch, each batch with its own
+ * seed" of the evaluations (lib/science/model.ts evaluate, robust.ts, autoattack.ts): the first
+ * min(limit, size) samples (all without `limit`) in batches of `batchSize`; batch i carries seed
+ * `seed + BATCH_SEED_STRIDE · i` (seed default 0). The copy that a limit takes is disposed when
+ * the loop ends, also by break or a throw; each batch's tensors when the loop moves on.
+ */
+export async function* firstBatches(data: Dataset, opts: { limit?: number; batchSize: number; seed?: number } & OpOptions): AsyncGenerator<SeededBatch> {
+  const src = opts.limit !== undefined && opts.limit < data.size ? await data.take(opts.limit, { signal: opts.signal }) : data;
+  try {
+    let index = 0;
+    for (const b of src.batches({ batchSize: opts.batchSize })) {
+      yield { ...b, index, seed: (opts.seed ?? 0) + BATCH_SEED_STRIDE * index };
+      index++;
+    }
+  } finally {
+    if (src !== data) src.dispose();
+  }
+}
