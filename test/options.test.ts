@@ -11,6 +11,7 @@ import { spawn, spawnSync } from 'child_process';
 import { ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions } from '../lib/science/options';
 import { parseOptions } from '../lib/util/schema';
 import { Model, Tensor, fisherPower, fisherDataset, attack, FisherLensError, ProgressEvent, StepProgress, BatchProgress } from '../lib';
+import { modelHandle } from '../lib/science/model';
 import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/binding/native';
 import { ROOT } from './fisher-fixtures';
 import { startRedis, haveRedis } from './helpers/redis';
@@ -120,14 +121,14 @@ test('the native side reads complete options strictly: a missing key is ERR_INTE
   const x = Tensor.from(Float32Array.from({ length: 48 }, (_, i) => ((i * 7) % 13) / 13), [3, 1, 4, 4]);
   const full = { tol: 1e-6, maxIter: 100, channelsLast: false, streams: 1, autograd: false, classesPerPass: 1 };
   const { autograd: _a, ...missing } = full;
-  const e = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, missing)) as unknown as { code: string; message: string };
+  const e = await t.throwsAsync(async () => addon().fisherPower(modelHandle(m), x.native, missing)) as unknown as { code: string; message: string };
   t.is(e.code, 'ERR_INTERNAL');
   t.regex(e.message, /option 'autograd' missing/);
-  const w = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
+  const w = await t.throwsAsync(async () => addon().fisherPower(modelHandle(m), x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
   t.is(w.code, 'ERR_ARG');
   t.regex(w.message, /option 'maxIter': expected an integer/);
   // booleans cross as booleans: `converged` arrives as a Uint8Array of 0/1, the wrapper gives boolean[]
-  const raw = await addon().fisherPower(m.native, x.native, { ...full, maxIter: 3 });
+  const raw = await addon().fisherPower(modelHandle(m), x.native, { ...full, maxIter: 3 });
   t.true(raw.converged instanceof Uint8Array);
   const r = await fisherPower(m, x, { maxIter: 3 });
   t.deepEqual(r.converged, Array.from(raw.converged as Uint8Array, (v) => v === 1));
@@ -155,9 +156,9 @@ test('handles are branded: a model or a plain object where a tensor or optimiser
   };
   void typeChecks;
   // run time: the addon refuses the wrong kind with ERR_ARG, as the types would have
-  const e = await t.throwsAsync(async () => addon().tensorTo(m.native as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
+  const e = await t.throwsAsync(async () => addon().tensorTo(modelHandle(m) as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e.code, 'ERR_ARG');
-  const opt = await addon().createOptimizer(m.native, optimizerOptions({}));
+  const opt = await addon().createOptimizer(modelHandle(m), optimizerOptions({}));
   const e2 = await t.throwsAsync(async () => addon().tensorTo(opt as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e2.code, 'ERR_ARG');
   m.dispose();

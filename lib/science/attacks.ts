@@ -7,7 +7,7 @@
  */
 import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 
 export { NpyWriter } from './data';
@@ -145,7 +145,7 @@ export function nativeOptions(p: AttackParams): Record<string, unknown> {
 export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackParams & OpOptions = {}): Promise<AttackResult> {
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
-  const r = await withGradientChoices(model, () => runOp({ signal, onProgress }, (ctl) => addon().attack(model.native, x.native, y.native, o, ctl)));
+  const r = await withGradientChoices(model, () => runOp({ signal, onProgress }, (ctl) => addon().attack(modelHandle(model), x.native, y.native, o, ctl)));
   const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
   if (r.queries) out.queries = r.queries;
   return out;

@@ -5,9 +5,9 @@
  */
 import { addon, NativeChecks } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
-import { Dataset } from './data/dataset';
+import { Dataset, firstBatches } from './data/dataset';
 import { FisherLensError } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
 import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
@@ -57,7 +57,7 @@ export interface AutoAttackParams {
   version?: AutoAttackVersion;
   /** The stages of a 'custom' cascade, in order (kinds or parameter objects). */
   attacks?: readonly AutoAttackStage[];
-  /** Seed of every stage's generator (batch i adds 7919·i) [0]. */
+  /** Seed of every stage's generator (batch i adds 7919·i: lib/science/data/dataset.ts BATCH_SEED_STRIDE) [0]. */
   seed?: number;
   /** Run the sanity checks (probability outputs, vanishing gradients, randomness) [true]. */
   checks?: boolean;
@@ -165,7 +165,7 @@ export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: Res
 }> {
   const stages = c.stages.map(({ name: _n, ...s }) => nativeOptions({ ...s, seed: opts.seed ?? s.seed }));
   const checks = parseOptions('autoAttack', { checks: AUTOATTACK_OPTIONS.checks }, opts).checks;
-  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl)));
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().autoAttack(modelHandle(model), x.native, y.native, { stages, checks }, ctl)));
   return { ...r, xAdv: new Tensor(r.xAdv) };
 }
 
@@ -200,40 +200,32 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
   const norms = new Float64Array(n);
   const seconds = c.stages.map(() => 0);
   const checks = { probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 };
-  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   let done = 0;
-  try {
-    let bi = 0;
-    for (const batch of src.batches({ batchSize })) {
-      const b = bi;
-      const r = await autoAttackBatch(model, batch.x, batch.y, c, {
-        seed: (opts.seed ?? 0) + 7919 * bi, checks: opts.checks, signal: opts.signal,
-        onProgress: (e) => {
-          if (e.type === 'stage') {
-            opts.onStage?.({ batch: b, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
-          }
-          opts.onProgress?.(e);
-        },
-      });
-      r.xAdv.dispose();
-      for (let i = 0; i < r.brokenBy.length; i++) {
-        brokenBy[done + i] = r.brokenBy[i];
-        clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
-        norms[done + i] = r.norm[i];
-      }
-      r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
-      checks.probabilityRows += r.checks.probabilityRows;
-      checks.zeroGradient += r.checks.zeroGradient;
-      checks.nonFiniteGradient += r.checks.nonFiniteGradient;
-      checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
-      done += r.brokenBy.length;
-      bi++;
-      let rob = 0, cc = 0;
-      for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
-      opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
+  for await (const batch of firstBatches(data, { limit: n, batchSize, seed: opts.seed, signal: opts.signal })) {
+    const r = await autoAttackBatch(model, batch.x, batch.y, c, {
+      seed: batch.seed, checks: opts.checks, signal: opts.signal,
+      onProgress: (e) => {
+        if (e.type === 'stage') {
+          opts.onStage?.({ batch: batch.index, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
+        }
+        opts.onProgress?.(e);
+      },
+    });
+    r.xAdv.dispose();
+    for (let i = 0; i < r.brokenBy.length; i++) {
+      brokenBy[done + i] = r.brokenBy[i];
+      clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
+      norms[done + i] = r.norm[i];
     }
-  } finally {
-    if (src !== data) src.dispose();
+    r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
+    checks.probabilityRows += r.checks.probabilityRows;
+    checks.zeroGradient += r.checks.zeroGradient;
+    checks.nonFiniteGradient += r.checks.nonFiniteGradient;
+    checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
+    done += r.brokenBy.length;
+    let rob = 0, cc = 0;
+    for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
+    opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
   }
   let correct = 0;
   for (const v of clean) correct += v;

@@ -13,7 +13,7 @@
  */
 import { addon, NativeBatchSums } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
 import { FisherLensError } from '../util/errors';
@@ -127,7 +127,7 @@ export class CcklAccumulator {
 
   /** Adds a batch of images through the model (one eval-mode forward, no gradients). */
   async addBatch(model: Model, x: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl)), y);
+    this.add(await runOp(opts, (ctl) => ma().ccklBatch(modelHandle(model), x.native, y.native, { probs: false }, ctl)), y);
   }
 
   /** CCKL (exact over all different-class pairs), accuracy and cross-entropy so far. */
@@ -209,7 +209,7 @@ export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): P
   const B = x.shape[0];
   const y = Tensor.from(new BigInt64Array(B), [B]);
   try {
-    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl))).logp);
+    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(modelHandle(model), x.native, y.native, { probs: false }, ctl))).logp);
   } finally {
     y.dispose();
   }
@@ -262,7 +262,7 @@ export async function nonRobustComponent(model: Model, data: Dataset, opts: { pa
   for (let s = 0; s < count; s += bs) {
     const bi = data.batch(i.slice(s, s + bs)), bj = data.batch(j.slice(s, s + bs));
     try {
-      const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, [1], ctl));
+      const r = await runOp(opts, (ctl) => ma().klPairSegment(modelHandle(model), bi.x.native, bj.x.native, [1], ctl));
       const seg = segmentRows(r.kl, r.quadratic, [1]);
       for (let k = 0; k < r.quadratic.length; k++) {
         hq[s + k] = seg.quadratic[k][0];
@@ -353,7 +353,7 @@ export interface RhoResult {
 export async function adversarialMeasure(model: Model, x: Tensor, eps: number, opts: { steps?: number; clip?: boolean; klAttack?: boolean } & OpOptions = {}): Promise<RhoResult> {
   const o = parseOptions('adversarialMeasure', RHO_OPTIONS, { ...opts, eps }) as { eps: number; steps: number; clip: boolean };
   const steps = o.steps;
-  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl)));
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => ma().rho(modelHandle(model), x.native, o, ctl)));
   let rho = r.rho;
   let rhoKlAttack: Float64Array | undefined;
   if (opts.klAttack ?? true) {
@@ -387,7 +387,7 @@ export async function klPairSegments(model: Model, data: Dataset, pairs: { i: nu
   if (pairs.i.length !== pairs.j.length) throw new FisherLensError('ERR_ARG', 'klPairSegments: pairs.i and pairs.j must have the same length');
   const bi = data.batch(pairs.i), bj = data.batch(pairs.j);
   try {
-    const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, ts, ctl));
+    const r = await runOp(opts, (ctl) => ma().klPairSegment(modelHandle(model), bi.x.native, bj.x.native, ts, ctl));
     return { ts, i: pairs.i, j: pairs.j, ...segmentRows(r.kl, r.quadratic, ts) };
   } finally {
     for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();

@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Dataset, permutation } from './data/dataset';
 import { FisherLensError, sync } from '../util/errors';
 import { fisherExact } from './fisher';
@@ -310,7 +310,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const o = opts.optimizer ?? {};
   const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
   const baseLr = optOpts.lr as number;
-  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, optOpts, ctl));
+  const opt = await runOp(opts, (ctl) => native().createOptimizer(modelHandle(model), optOpts, ctl));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
   const probeSize = top.probeSize as number;
   const probe = opts.probe
@@ -333,7 +333,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     removeStaleTemps(opts.outDir);
   }
   if (opts.resume && ckpt && fs.existsSync(ckpt)) {
-    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, model.native, opt, ctl))) as Meta;
+    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, modelHandle(model), opt, ctl))) as Meta;
     history = meta.history;
     start = meta.epoch;
   }
@@ -354,7 +354,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           // the inner maximisation's gradient engine: the one stored on this machine for this
           // architecture (a resumed run in another process continues on the engine it started
           // with); a choice made by this step is stored at once, for a resume after a kill
-          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
+          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
           }, ctl)));
         } finally {
@@ -380,7 +380,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       history.push(m);
       if (ckpt && metricsFile) {
         const meta: Meta = { epoch: epoch + 1, history, method, seed };
-        await runOp(opts, (ctl) => native().saveTrainState(ckpt, model.native, opt, JSON.stringify(meta), ctl));
+        await runOp(opts, (ctl) => native().saveTrainState(ckpt, modelHandle(model), opt, JSON.stringify(meta), ctl));
         writeMetrics();
       }
       opts.onEvent?.({ type: 'epoch', ...m });

@@ -14,7 +14,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { Model } from './model';
+import { modelHandle, type Model } from './model';
 import { backend } from '../binding/backend';
 import { cacheDir } from '../binding/loader';
 
@@ -164,16 +164,16 @@ function loadChoices(model: Model): void {
       continue;
     }
     if (!Array.isArray(shape) || !shape.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
-    model.native.setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
+    modelHandle(model).setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
     have.add(JSON.stringify(shape));
   }
 }
 
 function saveChoices(model: Model): void {
-  if (model.native.disposed) return;
+  if (modelHandle(model).disposed) return;
   let have = inFile.get(model);
   if (!have) inFile.set(model, (have = new Set()));
-  const fresh = model.native.gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
+  const fresh = modelHandle(model).gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
   if (fresh.length === 0) return;
   const stored = readTuning();
   const add: Record<string, unknown> = {};
