@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackKinds, ATTACK_KINDS, AttackParams } from '../lib/science/attacks';
-import { evaluate } from '../lib/science/robust';
+import { evaluateRobustness } from '../lib/science/robust';
 import { autoAttack, resolveCascade } from '../lib/science/autoattack';
 import { validateExperiment, expandRuns } from '../lib/experiment/grid';
 import { evalAttackParams } from '../lib/experiment/science';
@@ -84,7 +84,7 @@ test('targeted CW∞ moves towards the target (was: away from it)', async (t) =>
 
 test('AutoAttack (custom: APGD-CE, APGD-T with 3 targets) is at most PGD-20 and CW-20; per-sample bookkeeping; in the ball', async (t) => {
   const eps = 0.1;
-  const r = await evaluate(model, testSet, [
+  const r = await evaluateRobustness(model, testSet, [
     { name: 'pgd', kind: 'pgd', epsilon: eps, stepSize: 0.01, steps: 20 },
     { name: 'cw', kind: 'cw', epsilon: eps, stepSize: 0.01, steps: 20 },
   ]);
@@ -181,7 +181,7 @@ const hasTorch = hasTorchModules('torch');
   const res: Record<string, { clean: number; pgd: number; aa: number; warnings: string[] }> = {};
   for (const name of ['base', 'scaled', 'quant']) {
     const m = await Model.load(path.join(dir, `${name}.pt`));
-    const p = await evaluate(m, data, [pgd]);
+    const p = await evaluateRobustness(m, data, [pgd]);
     const a = await autoAttack(m, data, custom);
     res[name] = { clean: p.accuracy, pgd: p.attacks[0].robustAccuracy, aa: a.robustAccuracy, warnings: a.warnings };
     t.log(`${name}: clean ${p.accuracy}, pgd ${p.attacks[0].robustAccuracy}, autoattack ${a.robustAccuracy}; ${a.warnings.join(' | ') || 'no warnings'}`);

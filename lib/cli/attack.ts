@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { loadData } from '../science/data';
 import { FisherLensError } from '../util/errors';
 import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName } from '../science/attacks';
-import { evaluate } from '../science/robust';
+import { evaluateRobustness } from '../science/robust';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
 import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
 import { optionHelp } from '../util/schema';
@@ -100,7 +100,7 @@ export function register(program: Command): void {
       const interrupt = interruptController('stopping after the current batch (no partial --out file is kept)');
       let r;
       try {
-        r = await evaluate(model, data, [{ name: params.kind, ...params }], {
+        r = await evaluateRobustness(model, data, [{ name: params.kind, ...params }], {
           batchSize, limit, save: o.out, signal: interrupt.controller.signal,
           onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
         });

@@ -16,6 +16,7 @@ import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, Reso
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
 export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
 
+/** Options of {@link evaluateRobustness}. */
 export interface EvaluateOptions extends OpOptions {
   /** Samples per native op [128]. */
   batchSize?: number;
@@ -48,7 +49,8 @@ export interface AttackSummary {
   warnings?: string[];
 }
 
-export interface EvaluateResult {
+/** Result of {@link evaluateRobustness}. */
+export interface RobustnessResult {
   samples: number;
   /** Clean (standard) accuracy. */
   accuracy: number;
@@ -64,7 +66,7 @@ export interface EvaluateResult {
  * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
  * the attack's seed, so results are reproducible and independent of the batch size only through it.
  */
-export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+export async function evaluateRobustness(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<RobustnessResult> {
   const n = Math.min(data.size, opts.limit ?? data.size);
   const batchSize = opts.batchSize ?? 128;
   const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));

@@ -14,7 +14,7 @@ import { Dataset, permutation } from './data/dataset';
 import { FisherLensError, sync } from '../util/errors';
 import { fisherExact } from './fisher';
 import { AttackParams } from './attacks';
-import { evaluate } from './robust';
+import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
@@ -289,7 +289,7 @@ export async function probeMetrics(model: Model, probe: Dataset, opts: {
     m.ccklNonRobustFraction = c.nonRobustFraction;
   }
   if (opts.trackAttack) {
-    const r = await evaluate(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
+    const r = await evaluateRobustness(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
     m.robustAccuracy = r.attacks[0].robustAccuracy;
   }
   return m;
