@@ -136,23 +136,36 @@ export interface BatchEvent {
   samplesPerSec: number;
 }
 
-/** Metrics of one epoch (probe quantities are absent when no probe is given). */
+/**
+ * Metrics of one epoch, tracked at its end on the fixed probe set (probe quantities are absent
+ * when no probe is given; the tracked ones only when asked for). Accuracies are fractions in
+ * [0, 1]; losses and cross-entropies in nats; Fisher norms in nats per pixel². One line of a run
+ * folder's metrics.jsonl is this record (lib/experiment/rundir.ts EpochRecord).
+ */
 export interface EpochMetrics {
+  /** 1-based epoch number. */
   epoch: number;
   /** Learning rate at the epoch's last step. */
   lr: number;
+  /** Mean training loss (the minimised one) and accuracy over the epoch. */
   trainLoss: number;
   trainAccuracy: number;
+  /** Wall seconds of the epoch and training throughput (samples per second). */
   seconds: number;
   samplesPerSec: number;
+  /** Probe (test-subset) accuracy and cross-entropy (nats). */
   probeAccuracy?: number;
   probeCrossEntropy?: number;
+  /** Mean and median ‖G_x‖_F over the probe. */
   fisherFrobeniusMean?: number;
   fisherFrobeniusMedian?: number;
+  /** Mean and median λ_max(G_x) over the probe. */
   fisherLambdaMaxMean?: number;
   fisherLambdaMaxMedian?: number;
+  /** CCKL over the probe (all pairs) and its non-robust fraction N / CCKL (when tracked). */
   cckl?: number;
   ccklNonRobustFraction?: number;
+  /** Probe accuracy under the tracked attack (when tracked). */
   robustAccuracy?: number;
 }
 
