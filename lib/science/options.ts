@@ -230,8 +230,12 @@ export const RHO_OPTIONS = {
 
 // ---------------- training ----------------
 
+/** The optimisers (native train.cc createOptimizer). */
 export const OPTIMIZER_TYPES = ['sgd', 'adam', 'adamw'] as const;
+export type OptimizerType = typeof OPTIMIZER_TYPES[number];
+/** The training methods: natural (cross-entropy), PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019). */
 export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades'] as const;
+export type TrainMethod = typeof TRAIN_METHODS[number];
 
 /** Options of createOptimizer (the TS API's `betas` pair crosses as beta1, beta2). */
 export const OPTIMIZER_OPTIONS = {
@@ -246,7 +250,7 @@ export const OPTIMIZER_OPTIONS = {
 } as const satisfies OptionSchema;
 
 /** The defaults that depend on the optimiser type. */
-export const OPTIMIZER_TYPE_DEFAULTS: Record<typeof OPTIMIZER_TYPES[number], Partial<Parsed>> = {
+export const OPTIMIZER_TYPE_DEFAULTS: Record<OptimizerType, Partial<Parsed>> = {
   sgd: {}, adam: { lr: 1e-3, momentum: 0 }, adamw: { lr: 1e-3, momentum: 0 },
 };
 
@@ -299,7 +303,7 @@ export const AUGMENT_OPTIONS = {
  * own defaults (Adam: lr 1e-3, no momentum); the TS API's `betas` pair becomes beta1, beta2.
  */
 export function optimizerOptions(o: { type?: string; betas?: [number, number] } & Record<string, unknown>): Parsed {
-  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as typeof OPTIMIZER_TYPES[number];
+  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as OptimizerType;
   const p = parseOptions('optimizer', OPTIMIZER_OPTIONS, { ...o, beta1: o.betas?.[0] ?? o.beta1, beta2: o.betas?.[1] ?? o.beta2 }, OPTIMIZER_TYPE_DEFAULTS[type]);
   if (p.nesterov && !((p.momentum as number) > 0)) throw new FisherLensError('ERR_ARG', 'Nesterov momentum needs momentum > 0');
   return p;

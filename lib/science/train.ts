@@ -18,16 +18,16 @@ import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
-export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
+export type { TrainMethod } from './options';
 
 /** Optimiser; defaults in brackets. */
 export interface OptimizerOptions {
   /** ['sgd'] */
-  type?: 'sgd' | 'adam' | 'adamw';
+  type?: OptimizerType;
   /** Base learning rate [0.1 for sgd, 1e-3 for adam/adamw]. */
   lr?: number;
   /** SGD momentum [0.9]. */
@@ -72,7 +72,8 @@ export interface TrainAttackOptions {
   steps?: number;
   /** TRADES β [6]. */
   beta?: number;
-  norm?: 'linf' | 'l2';
+  /** ['linf'] */
+  norm?: AttackNorm;
   /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
   randomStart?: boolean;
 }
