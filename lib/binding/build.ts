@@ -13,6 +13,7 @@ import * as path from 'path';
 import { FisherLensError } from '../util/errors';
 import { cacheDir, discovery, loadOrder, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
 import { nativeSourceHash, packageRoot, packageVersion } from '../util/version';
+import { writeFileAtomic } from '../util/files';
 
 export interface BuildOptions {
   /** Parallel compile jobs (default: the available cores). */
@@ -143,7 +144,6 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
     sha256: info.sha256, nativeSourceHash: nativeSourceHash(root), packageVersion: packageVersion(), builtAt: new Date().toISOString(),
   };
   // build.json last: its presence marks a finished build for the loader
-  fs.writeFileSync(path.join(outDir, 'build.json.tmp'), JSON.stringify(meta, null, 2) + '\n');
-  fs.renameSync(path.join(outDir, 'build.json.tmp'), path.join(outDir, 'build.json'));
+  writeFileAtomic(path.join(outDir, 'build.json'), JSON.stringify(meta, null, 2) + '\n');
   return { file, libtorch: { path: c.libDir, version: c.version, cuda: c.cuda, source: c.source }, seconds, log: path.join(outDir, 'build.log') };
 }

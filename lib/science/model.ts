@@ -13,6 +13,7 @@ import { runOp, OpOptions } from '../binding/op';
 import { Tensor, Device, tensorArg } from '../binding/tensor';
 import { checkDevice } from '../binding/backend';
 import { packageRoot } from '../util/version';
+import { AtomicFile } from '../util/files';
 import { firstBatches, type Dataset } from './data/dataset';
 
 const native = addon;
@@ -249,18 +250,23 @@ export class Model {
       fs.writeFileSync(path.join(dir, 'probe.json'), JSON.stringify({ shape: [2, c, s, s], x: Array.from(probe), logits: Array.from(logits) }));
       fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify(spec));
       const script = path.join(scriptsDir(), 'reference', 'export_torchscript.py');
-      const tmpOut = `${path.resolve(file)}.tmp-${process.pid}`;
+      // Python writes the archive through the path of the atomic file's temporary sibling
+      const out = new AtomicFile(path.resolve(file));
+      out.close();
       const tried: string[] = [];
-      for (const py of pythonCandidates()) {
-        const r = spawnSync(py, [script, '--spec', path.join(dir, 'spec.json'), '--state', state, '--probe', path.join(dir, 'probe.json'), '--out', tmpOut], { encoding: 'utf8' });
-        if (r.status === 0) {
-          fs.renameSync(tmpOut, path.resolve(file));
-          return;
+      try {
+        for (const py of pythonCandidates()) {
+          const r = spawnSync(py, [script, '--spec', path.join(dir, 'spec.json'), '--state', state, '--probe', path.join(dir, 'probe.json'), '--out', out.tmp], { encoding: 'utf8' });
+          if (r.status === 0) {
+            out.commit();
+            return;
+          }
+          tried.push(`${py}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-1)[0]}`);
+          if (r.status !== 3 && !r.error) break;  // 3: torch missing in that interpreter, try the next
         }
-        tried.push(`${py}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-1)[0]}`);
-        if (r.status !== 3 && !r.error) break;  // 3: torch missing in that interpreter, try the next
+      } finally {
+        out.abort();  // nothing once committed
       }
-      fs.rmSync(tmpOut, { force: true });
       throw new FisherLensError('ERR_IO', `exportTorchScript: the Python export failed. Tried:\n  ${tried.join('\n  ')}\n` +
         'Set FISHERLENS_PYTHON to a Python with torch >= 1.13.');
     } finally {

@@ -12,7 +12,7 @@ import { FisherLensError } from '../../util/errors';
 import { runOp, OpOptions } from '../../binding/op';
 import { Tensor } from '../../binding/tensor';
 import { Dataset } from './dataset';
-import { ensureDir, removeStaleTemps, track, untrack } from '../../util/files';
+import { AtomicFile, ensureDir, removeStaleTemps } from '../../util/files';
 import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS } from '../options';
 import { parseOptions } from '../../util/schema';
 
@@ -28,9 +28,8 @@ const data = addon;
  * The reader is {@link loadNpy} / native/data.cc.
  */
 export class NpyWriter {
-  private fd: number;
+  private readonly out: AtomicFile;
   private written = 0;
-  private readonly tmp: string;
   constructor(readonly file: string, readonly shape: number[]) {
     const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
     let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
@@ -43,46 +42,31 @@ export class NpyWriter {
     const dir = path.dirname(path.resolve(file));
     ensureDir(dir);
     removeStaleTemps(dir, path.basename(file));
-    this.tmp = `${file}.tmp-${process.pid}`;
-    fs.rmSync(this.tmp, { force: true });
-    try {
-      // append mode: native appends (by path) and appendValues both go to the end
-      this.fd = fs.openSync(this.tmp, 'ax');
-    } catch (e) {
-      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    track(this.tmp);
-    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
+    // append mode: native appends (by path) and appendValues both go to the end
+    this.out = new AtomicFile(file, { append: true });
+    this.out.write(Buffer.concat([pre, Buffer.from(header, 'latin1')]));
   }
   /** Appends a float tensor's rows as float32 (one native op). */
   async append(t: Tensor, opts: OpOptions = {}): Promise<void> {
-    this.written += await runOp(opts, (ctl) => data().appendNpy(this.tmp, t.native, ctl));
+    this.written += await runOp(opts, (ctl) => data().appendNpy(this.out.tmp, t.native, ctl));
   }
   /** Appends float32 values that are already in JavaScript. */
   appendValues(a: Float32Array): void {
-    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.out.write(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     this.written += a.length;
   }
   /** Checks the element count and renames the file into place. */
   close(): void {
-    fs.closeSync(this.fd);
     const want = this.shape.reduce((a, b) => a * b, 1);
     if (this.written !== want) {
       this.abort();
       throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
     }
-    try {
-      fs.renameSync(this.tmp, this.file);
-    } catch (e) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    untrack(this.tmp);
+    this.out.commit();
   }
+  /** Removes the partial file (nothing appears at `file`). */
   abort(): void {
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
-    fs.rmSync(this.tmp, { force: true });
-    untrack(this.tmp);
+    this.out.abort();
   }
 }
 
