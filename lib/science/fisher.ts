@@ -19,7 +19,6 @@ import { autotuneFile, readTuning, tuningKey, writeTuning } from './tuning-store
 import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS } from './options';
 import { checkOption, parseOptions } from '../util/schema';
 
-const fa = addon;
 
 import type { FisherEngine } from '../binding/types';
 export type { FisherEngine };
@@ -127,7 +126,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const slice = x.shape[0] > EXACT_TUNE.maxBatch ? x.slice(0, EXACT_TUNE.maxBatch) : x;
   let rows: NativeTuneRow[];
   try {
-    rows = await runOp(opts, (ctl) => fa().fisherExactTune(modelHandle(model), slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
+    rows = await runOp(opts, (ctl) => addon().fisherExactTune(modelHandle(model), slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
   } finally {
     if (slice !== x) slice.dispose();
   }
@@ -153,7 +152,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
  */
 export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number; flops: number }[]> {
   const o = speed({ layout: opts.layout ?? 'nchw', classesPerPass: opts.classesPerPass ?? 1 });
-  return runOp(opts, (ctl) => fa().profileVjp(modelHandle(model), x.native, o, ctl));
+  return runOp(opts, (ctl) => addon().profileVjp(modelHandle(model), x.native, o, ctl));
 }
 
 /** classesPerPass 'auto' as absent (lib/science/options.ts FISHER_SPEED_OPTIONS: an optional positive integer). */
@@ -206,7 +205,7 @@ export interface ExactFisherResult {
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
   const tuning = await exactTuning(model, x, opts);
   const o = { ...methodOpts('exact', opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
-  const r = await runOp(opts, (ctl) => fa().fisherExact(modelHandle(model), x.native, o as { eigvec: boolean } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherExact(modelHandle(model), x.native, o as { eigvec: boolean } & NativeSpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
@@ -242,7 +241,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(modelHandle(model), x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherPower(modelHandle(model), x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine, engineReason: r.engineReason };
 }
 
@@ -265,7 +264,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(modelHandle(model), x.native, methodOpts('lanczos', opts) as { steps: number } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherLanczos(modelHandle(model), x.native, methodOpts('lanczos', opts) as { steps: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -283,17 +282,17 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(modelHandle(model), x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & NativeSpeedOpts, ctl));
+  return runOp(opts, (ctl) => addon().fisherHutchinson(modelHandle(model), x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & NativeSpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
 export async function fisherQuadratic(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Float64Array> {
-  return runOp(opts, (ctl) => fa().fisherQuadratic(modelHandle(model), x.native, v.native, speed(opts), ctl));
+  return runOp(opts, (ctl) => addon().fisherQuadratic(modelHandle(model), x.native, v.native, speed(opts), ctl));
 }
 
 /** G_x v per sample (float64, shaped like x): one JVP and one VJP. */
 export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Tensor> {
-  return new Tensor(await runOp(opts, (ctl) => fa().fisherVectorProduct(modelHandle(model), x.native, v.native, speed(opts), ctl)));
+  return new Tensor(await runOp(opts, (ctl) => addon().fisherVectorProduct(modelHandle(model), x.native, v.native, speed(opts), ctl)));
 }
 
 /**
@@ -302,7 +301,7 @@ export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, op
  */
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
-  const r = await runOp(opts, (ctl) => fa().klSegment(modelHandle(model), x.native, delta.native, ts, speed(opts), ctl));
+  const r = await runOp(opts, (ctl) => addon().klSegment(modelHandle(model), x.native, delta.native, ts, speed(opts), ctl));
   return { ts, ...segmentRows(r.kl, r.quadratic, ts), dGd: r.quadratic };
 }
 

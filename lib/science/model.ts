@@ -16,7 +16,6 @@ import { packageRoot } from '../util/version';
 import { AtomicFile } from '../util/files';
 import { firstBatches, type Dataset } from './data/dataset';
 
-const native = addon;
 
 /** JSON-compatible value stored as a checkpoint's free-form metadata (epoch, history, ...). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
@@ -62,7 +61,7 @@ export async function evaluate(model: Model, dataset: Dataset, opts: { batchSize
   let correct = 0, ce = 0, count = 0;
   const total = Math.min(dataset.size, opts.limit ?? dataset.size);
   for await (const b of firstBatches(dataset, { limit: opts.limit, batchSize: opts.batchSize ?? 256, signal: opts.signal })) {
-    const r = await runOp({ signal: opts.signal }, (ctl) => native().evaluateBatch(handle, b.x.native, b.y.native, ctl));
+    const r = await runOp({ signal: opts.signal }, (ctl) => addon().evaluateBatch(handle, b.x.native, b.y.native, ctl));
     correct += r.correct;
     ce += r.ceSum;
     count += r.count;
@@ -188,7 +187,7 @@ export class Model {
    */
   static async loadCheckpoint(file: string, opts: { device?: Device; restoreRng?: boolean } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');
-    const r = await runOp(opts, (ctl) => native().loadCheckpoint(path.resolve(file), device, opts.restoreRng ?? false, ctl));
+    const r = await runOp(opts, (ctl) => addon().loadCheckpoint(path.resolve(file), device, opts.restoreRng ?? false, ctl));
     const m = new Model(r.model);
     m.checkpoint = { meta: JSON.parse(r.meta) as JsonValue, hasOptimizer: r.hasOptimizer, version: r.version, path: file };
     return m;
@@ -206,7 +205,7 @@ export class Model {
    */
   async save(file: string, opts: { meta?: JsonValue } & OpOptions = {}): Promise<void> {
     const meta = JSON.stringify(opts.meta ?? {});
-    await runOp(opts, (ctl) => native().saveCheckpoint(this.#native, path.resolve(file), meta, ctl));
+    await runOp(opts, (ctl) => addon().saveCheckpoint(this.#native, path.resolve(file), meta, ctl));
   }
 
   /**
@@ -214,7 +213,7 @@ export class Model {
    * mismatched checkpoint (ERR_FORMAT) leaves the model unchanged.
    */
   async loadState(file: string, opts: OpOptions = {}): Promise<void> {
-    await runOp(opts, (ctl) => native().loadCheckpointState(this.#native, path.resolve(file), ctl));
+    await runOp(opts, (ctl) => addon().loadCheckpointState(this.#native, path.resolve(file), ctl));
   }
 
   /**

@@ -178,11 +178,10 @@ export interface TrainResult {
   model: Model;
 }
 
-const native = addon;
 
 /** Seeds LibTorch's global CPU generator: call before Model.create for reproducible initial weights. */
 export function manualSeed(seed: number): void {
-  sync(() => native().manualSeed(seed));
+  sync(() => addon().manualSeed(seed));
 }
 
 /** Published settings (and a CPU-scale one); spread into train()'s options and override. */
@@ -324,7 +323,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const o = opts.optimizer ?? {};
   const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
   const baseLr = optOpts.lr as number;
-  const opt = await runOp(opts, (ctl) => native().createOptimizer(modelHandle(model), optOpts, ctl));
+  const opt = await runOp(opts, (ctl) => addon().createOptimizer(modelHandle(model), optOpts, ctl));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
   const probeSize = top.probeSize as number;
   const probe = opts.probe
@@ -347,7 +346,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     removeStaleTemps(opts.outDir);
   }
   if (opts.resume && ckpt && fs.existsSync(ckpt)) {
-    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, modelHandle(model), opt, ctl))) as Meta;
+    const meta = JSON.parse(await runOp(opts, (ctl) => addon().loadTrainState(ckpt, modelHandle(model), opt, ctl))) as Meta;
     history = meta.history;
     start = meta.epoch;
   }
@@ -368,7 +367,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           // the inner maximisation's gradient engine: the one stored on this machine for this
           // architecture (a resumed run in another process continues on the engine it started
           // with); a choice made by this step is stored at once, for a resume after a kill
-          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
+          r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
           }, ctl)));
         } finally {
@@ -394,7 +393,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       history.push(m);
       if (ckpt && metricsFile) {
         const meta: Meta = { epoch: epoch + 1, history, method, seed };
-        await runOp(opts, (ctl) => native().saveTrainState(ckpt, modelHandle(model), opt, JSON.stringify(meta), ctl));
+        await runOp(opts, (ctl) => addon().saveTrainState(ckpt, modelHandle(model), opt, JSON.stringify(meta), ctl));
         writeMetrics();
       }
       opts.onEvent?.({ type: 'epoch', ...m });

@@ -18,7 +18,6 @@ import { parseOptions } from '../../util/schema';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
-const data = addon;
 
 /**
  * Writes one float32 .npy file of a known total shape: the header first, then rows in order, into
@@ -48,7 +47,7 @@ export class NpyWriter {
   }
   /** Appends a float tensor's rows as float32 (one native op). */
   async append(t: Tensor, opts: OpOptions = {}): Promise<void> {
-    this.written += await runOp(opts, (ctl) => data().appendNpy(this.out.tmp, t.native, ctl));
+    this.written += await runOp(opts, (ctl) => addon().appendNpy(this.out.tmp, t.native, ctl));
   }
   /** Appends float32 values that are already in JavaScript. */
   appendValues(a: Float32Array): void {
@@ -100,7 +99,7 @@ async function idx(dir: string, split: Split, name: string, opts: OpOptions): Pr
   const prefix = split === 'train' ? 'train' : 't10k';
   const img = findFile(dir, [`${prefix}-images-idx3-ubyte.gz`, `${prefix}-images-idx3-ubyte`, `${prefix}-images.idx3-ubyte`], name);
   const lbl = findFile(dir, [`${prefix}-labels-idx1-ubyte.gz`, `${prefix}-labels-idx1-ubyte`, `${prefix}-labels.idx1-ubyte`], name);
-  const r = await runOp(opts, (ctl) => data().loadIdx(img, lbl, 10, ctl));
+  const r = await runOp(opts, (ctl) => addon().loadIdx(img, lbl, 10, ctl));
   return toDataset(r, `${name}/${split}`);
 }
 
@@ -142,7 +141,7 @@ export async function cifar10(dir: string, split: Split = 'train', opts: OpOptio
   const files = checkSplit(split) === 'train'
     ? [1, 2, 3, 4, 5].map((i) => findFile(d, [`data_batch_${i}.bin`], 'cifar10'))
     : [findFile(d, ['test_batch.bin'], 'cifar10')];
-  return toDataset(await runOp(opts, (ctl) => data().loadCifar(files, 10, false, ctl)), `cifar10/${split}`);
+  return toDataset(await runOp(opts, (ctl) => addon().loadCifar(files, 10, false, ctl)), `cifar10/${split}`);
 }
 
 /**
@@ -153,7 +152,7 @@ export async function cifar100(dir: string, split: Split = 'train', opts: { labe
   const d = cifarDir(dir, 'cifar-100-binary');
   const file = findFile(d, [checkSplit(split) === 'train' ? 'train.bin' : 'test.bin'], 'cifar100');
   const coarse = opts.labels === 'coarse';
-  return toDataset(await runOp(opts, (ctl) => data().loadCifar([file], 100, coarse, ctl)), `cifar100/${split}`);
+  return toDataset(await runOp(opts, (ctl) => addon().loadCifar([file], 100, coarse, ctl)), `cifar100/${split}`);
 }
 
 /** Sibling label files tried when loadNpy gets no labels path: x.npy → y.npy, images.npy → labels.npy. */
@@ -180,10 +179,10 @@ export async function loadNpy(xPath: string, yPath?: string, opts: { numClasses?
   if (!yp) {
     throw new FisherLensError('ERR_ARG', `loadNpy('${xPath}'): no labels given and no sibling labels file (y.npy, labels.npy) found; pass the labels .npy`);
   }
-  const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(xPath, 'images', ctl)));
+  const x = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(xPath, 'images', ctl)));
   let y: Tensor;
   try {
-    y = new Tensor(await runOp(opts, (ctl) => data().loadNpy(yp, 'labels', ctl)));
+    y = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(yp, 'labels', ctl)));
   } catch (e) {
     x.dispose();
     throw e;
@@ -211,7 +210,7 @@ export type { SyntheticOptions };
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {
   const o = parseOptions('synthetic', SYNTHETIC_OPTIONS, opts) as Required<SyntheticOptions>;
-  const r = await runOp(opts, (ctl) => data().synthetic(o, ctl));
+  const r = await runOp(opts, (ctl) => addon().synthetic(o, ctl));
   return toDataset(r, `synthetic-${o.kind}`);
 }
 
@@ -233,7 +232,7 @@ export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}):
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
   const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
-  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, pad, flip, ctl)));
+  return new Tensor(await runOp(opts, (ctl) => addon().augment(x.native, seed, pad, flip, ctl)));
 }
 
 function isDir(p: string): boolean {
@@ -303,10 +302,10 @@ export async function loadData(spec: string, opts: LoadDataOptions = {}): Promis
  */
 export async function loadImages(spec: string, opts: Omit<LoadDataOptions, 'labels' | 'numClasses'> = {}): Promise<Tensor> {
   if (!isDir(spec) && fs.existsSync(spec) && isNpy(spec)) {
-    const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(spec, 'images', ctl)));
+    const x = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(spec, 'images', ctl)));
     if (!opts.device || opts.device === 'cpu') return x;
     try {
-      return new Tensor(await runOp(opts, (ctl) => data().tensorTo(x.native, opts.device!, ctl)));
+      return new Tensor(await runOp(opts, (ctl) => addon().tensorTo(x.native, opts.device!, ctl)));
     } finally {
       x.dispose();
     }
