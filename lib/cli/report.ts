@@ -1,17 +1,17 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit } from './common';
+import { action, emit, jsonOption } from './common';
 import { writeReport } from '../report';
 
 /** `fisherlens report DIR`: report.md, report.html and plots/*.svg from a runs folder's files. */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('report')
     .description('write report.md and report.html (tables, findings, SVG plots) from the run files of a runs folder')
     .argument('<dir>', 'runs folder written by `fisherlens run` (sub-folders with config.json, metrics.jsonl, summary.json)')
     .option('-o, --out <dir>', 'where report.md, report.html and plots/ go (default: <dir>)')
-    .option('--title <title>', 'report title (default: the experiment name)')
-    .option('--json', 'print the written paths and the run count as JSON')
+    .option('--title <title>', 'report title (default: the experiment name)');
+  jsonOption(cmd)  // the written paths and the run count
     .addHelpText('after', '\nReads only the run files; unfinished runs are listed with their state. Exit codes: 0 written, 1 error, 2 usage.')
     .action(action(async (dir: string, o: { out?: string; title?: string; json?: boolean }) => {
       const w = await writeReport(dir, { out: o.out, title: o.title });

@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { addon, NativeLoaded } from '../../binding/native';
-import { FisherLensError } from '../../util/errors';
+import { FisherLensError, invalidArgument } from '../../util/errors';
 import { runOp, OpOptions } from '../../binding/op';
 import { Tensor } from '../../binding/tensor';
 import { Dataset } from './dataset';
@@ -69,8 +69,13 @@ export class NpyWriter {
   }
 }
 
+/** The halves of a dataset with a train/test split. */
+export const SPLITS = ['train', 'test'] as const;
 /** Which half of a dataset with a train/test split. */
-export type Split = 'train' | 'test';
+export type Split = typeof SPLITS[number];
+
+/** What a `--data` spec (and {@link loadData}'s `spec`) may be, in words: the CLI's help and the loader's error say it. */
+export const DATA_SPECS = 'fashion-mnist[:<dir>], mnist:<dir>, cifar10:<dir>, cifar100:<dir>, synthetic[:gaussian|linear], a dataset directory or an .npy images file';
 
 /** Debian's python3-fashion-mnist / dataset package location. */
 export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
@@ -353,6 +358,5 @@ async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset
     if (isNpy(spec)) return loadNpy(spec, opts.labels, opts);
     throw new FisherLensError('ERR_FORMAT', `--data '${spec}': not an .npy file (no \\x93NUMPY magic)`);
   }
-  throw new FisherLensError('ERR_ARG', `--data '${spec}': expected fashion-mnist[:<dir>], mnist:<dir>, cifar10:<dir>, ` +
-    'cifar100:<dir>, synthetic[:gaussian|linear], a dataset directory or an existing .npy file');
+  throw invalidArgument('--data', `${DATA_SPECS} (an existing one)`, spec);
 }
