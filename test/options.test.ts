@@ -73,7 +73,7 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
   const out = JSON.parse(r.stdout);
   t.deepEqual(out.table.map((a: { kind: string }) => a.kind), [...ATTACK_KINDS]);
   t.like(out.table.find((a: { kind: string }) => a.kind === 'apgd-t'), { targeted: false, internalTargets: true, minClasses: 4, defaultSteps: 100 });
-  t.regex(out.err, /^ERR_ARG: apgd-t cannot be targeted/);
+  t.regex(out.err, /^ERR_ARG: attack option 'targeted': expected false for apgd-t \(it is an untargeted attack that tries target classes internally/);
   t.is(out.loaded, '');
   t.deepEqual(out.nodeFiles, []);
 
@@ -111,8 +111,8 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
     .replace('{ type: apgd-t, targets: 3, steps: 10 }', '{ type: apgd-ce, targets: 3, steps: 10 }'));
   const u = noTorch([CLI, 'run', unsupported, '--dry-run', '--out', path.join(tmp, 'runs')]);
   t.is(u.status, 1);
-  t.regex(u.stderr, /ERR_CONFIG: .*apgd-ce does not take stepSize/);
-  t.regex(u.stderr, /apgd-ce does not take `targets`/);
+  t.regex(u.stderr, /ERR_CONFIG: .*attack option 'stepSize': expected none for apgd-ce \(APGD starts at 2ε and adapts it\), got 0.02/);
+  t.regex(u.stderr, /attack option 'targets': expected none for apgd-ce \(apgd-t and fab-t take it\), got 3/);
   t.notRegex(u.stderr, /ERR_LOAD/);
 });
 

@@ -149,8 +149,8 @@ const MODEL_HELP = 'a built-in architecture name (small-cnn, lenet, resnet20, â€
   'a FisherLens checkpoint or a TorchScript .pt (trusted sources only: TorchScript runs code)';
 /** What `--device` takes. */
 const DEVICE_VALUES = 'cpu | cuda | cuda:N';
-/** What `--queue` takes. */
-export const QUEUE_URL = 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://â€¦ (TLS)';
+/** What `--queue` takes (experiment/queue-jobs.ts, which checks it). */
+export { QUEUE_URL } from '../experiment/queue-jobs';
 
 /** Adds `--model <model>` (required). */
 export function modelOption(cmd: Command): Command {
@@ -206,7 +206,7 @@ export async function modelArg(s: string, device: string, opts: { defaults?: Par
     try {
       spec = JSON.parse(s) as ModelSpec;
     } catch (e) {
-      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
+      throw invalidArgument('--model', `an inline spec in valid JSON (${(e as Error).message})`, s);
     }
     // fresh weights come from the global generator: seed it, so the same --seed gives the same numbers
     manualSeed(opts.seed ?? 0);
@@ -271,7 +271,7 @@ export function executorFromEnv(): RunExecutor | undefined {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const mod = require(path.resolve(file)) as { executor?: RunExecutor };
   if (!mod.executor || typeof mod.executor.execute !== 'function') {
-    throw new FisherLensError('ERR_ARG', `FISHERLENS_EXECUTOR=${file}: the module must export \`executor\` with an execute(ctx) method`);
+    throw invalidArgument('FISHERLENS_EXECUTOR', 'a module that exports `executor` with an execute(ctx) method', file);
   }
   return mod.executor;
 }

@@ -11,7 +11,7 @@ import { runOp, OpOptions } from '../binding/op';
 import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { summarize, Summary } from '../util/stats';
 import { uniformStream } from '../util/random';
 import { peakMemory } from '../binding/backend';
@@ -378,7 +378,7 @@ export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOpt
     case 'hutchinson':
       return fisherHutchinson(model, x, opts);
     default:
-      throw new FisherLensError('ERR_ARG', `unknown Fisher method '${String(method)}'; expected ${FISHER_METHODS.join(', ')}`);
+      throw invalidArgument("fisher option 'method'", `one of ${FISHER_METHODS.join(', ')}`, method);
   }
 }
 

@@ -16,7 +16,7 @@ import { runOp, OpOptions } from '../binding/op';
 import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
 import { meanSe } from '../util/stats';
@@ -383,7 +383,7 @@ export async function adversarialMeasure(model: Model, x: Tensor, eps: number, o
 export async function klPairSegments(model: Model, data: Dataset, pairs: { i: number[]; j: number[] }, opts: { ts?: number[] } & OpOptions = {}):
   Promise<{ ts: number[]; i: number[]; j: number[]; kl: Float64Array[]; quadratic: Float64Array[] }> {
   const ts = opts.ts ?? Array.from({ length: 21 }, (_, k) => k / 20);
-  if (pairs.i.length !== pairs.j.length) throw new FisherLensError('ERR_ARG', 'klPairSegments: pairs.i and pairs.j must have the same length');
+  if (pairs.i.length !== pairs.j.length) throw invalidArgument('klPairSegments: pairs.j', `as many indices as pairs.i (${pairs.i.length})`, pairs.j.length);
   const bi = data.batch(pairs.i), bj = data.batch(pairs.j);
   try {
     const r = await runOp(opts, (ctl) => addon().klPairSegment(modelHandle(model), bi.x.native, bj.x.native, ts, ctl));

@@ -140,7 +140,7 @@ export class Model {
 
   /** Builds a built-in architecture with fresh (seeded by the global generator) weights. */
   static create(spec: ModelSpec, opts: { device?: Device } = {}): Model {
-    if (!spec || typeof spec.arch !== 'string') throw new FisherLensError('ERR_ARG', 'Model.create(spec): spec.arch (a string) is required');
+    if (!spec || typeof spec.arch !== 'string') throw invalidArgument('Model.create(spec): spec.arch', 'an architecture name (a string; docs/models.md)', spec?.arch);
     const device = checkDevice(opts.device ?? 'cpu');
     return new Model(sync(() => addon().createModel(JSON.stringify(spec), device)));
   }
@@ -291,7 +291,7 @@ export class Model {
    * after it sees the new mode, and {@link training} says the new mode at once.
    */
   async setTraining(on: boolean, opts?: OpOptions): Promise<void> {
-    if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTraining(on): expected a boolean, got ${typeof on}`);
+    if (typeof on !== 'boolean') throw invalidArgument('setTraining(on)', 'a boolean', on);
     await runOp(opts, (ctl) => this.#native.setTraining(on, ctl));
   }
   /** The mode set last by {@link setTraining} (read without waiting for running ops). */

@@ -11,7 +11,7 @@ import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
 import { Model, modelHandle } from './model';
 import { Dataset, permutation } from './data/dataset';
-import { FisherLensError, sync } from '../util/errors';
+import { invalidArgument, sync } from '../util/errors';
 import { fisherExact } from './fisher';
 import { AttackParams } from './attacks';
 import { evaluateRobustness } from './robust';
@@ -241,7 +241,7 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
     }
     case 'piecewise': {
       const p = sch.points;
-      if (p.length === 0) throw new FisherLensError('ERR_ARG', 'piecewise schedule needs points');
+      if (p.length === 0) throw invalidArgument("schedule option 'points'", 'at least one (epoch, factor) point for a piecewise schedule', p);
       if (t <= p[0][0]) f = p[0][1];
       else if (t >= p[p.length - 1][0]) f = p[p.length - 1][1];
       else {
@@ -258,7 +258,7 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
       f = t <= peak ? t / peak : Math.max(0, (epochs - t) / (epochs - peak));
       break;
     }
-    default: throw new FisherLensError('ERR_ARG', `unknown schedule ${(sch as { type: string }).type}`);
+    default: throw invalidArgument("schedule option 'type'", 'one of constant, multistep, cosine, piecewise, onecycle', (sch as { type: unknown }).type);
   }
   const w = sch.warmupEpochs ?? 0;
   if (w > 0 && t < w) f *= t / w;

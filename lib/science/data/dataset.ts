@@ -2,7 +2,7 @@
  * Dataset: images float32 [N, C, H, W] in [0, 1] and labels int64 [N], as native tensors on
  * their device. Batches are gathered natively by index; no image passes through JavaScript.
  */
-import { FisherLensError } from '../../util/errors';
+import { FisherLensError, invalidArgument } from '../../util/errors';
 import { Tensor } from '../../binding/tensor';
 import { addon } from '../../binding/native';
 import { runOp, OpOptions } from '../../binding/op';
@@ -121,7 +121,7 @@ export class Dataset {
   /** Index lists of the batches of one pass (seeded shuffle when asked). */
   batchIndices(opts: BatchOptions): number[][] {
     if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
-      throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${opts.batchSize}`);
+      throw invalidArgument('batchSize', 'a positive integer', opts.batchSize);
     }
     const order = opts.shuffle ? permutation(this.size, opts.seed ?? 0) : Array.from({ length: this.size }, (_, i) => i);
     const out: number[][] = [];
@@ -179,10 +179,10 @@ export class Dataset {
    * rest, e.g. `const [train, val] = ds.split(0.9, { seed: 1 })`.
    */
   async split(fraction: number, opts: { seed?: number; shuffle?: boolean } = {}): Promise<[Dataset, Dataset]> {
-    if (!(fraction > 0 && fraction < 1)) throw new FisherLensError('ERR_ARG', `split(fraction): expected 0 < fraction < 1, got ${fraction}`);
+    if (!(fraction > 0 && fraction < 1)) throw invalidArgument('split(fraction)', 'a number in (0, 1)', fraction);
     const order = opts.shuffle === false ? Array.from({ length: this.size }, (_, i) => i) : permutation(this.size, opts.seed ?? 0);
     const k = Math.floor(this.size * fraction);
-    if (k === 0 || k === this.size) throw new FisherLensError('ERR_ARG', `split(${fraction}) of ${this.size} samples leaves one side empty`);
+    if (k === 0 || k === this.size) throw invalidArgument('split(fraction)', `a fraction that leaves both sides of ${this.size} samples non-empty`, fraction);
     const a = await this.subset(order.slice(0, k), `${this.name}[split:a]`);
     try {
       return [a, await this.subset(order.slice(k), `${this.name}[split:b]`)];

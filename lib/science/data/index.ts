@@ -82,7 +82,7 @@ export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 
 function checkSplit(split: string | undefined): Split {
   const s = split ?? 'train';
-  if (s !== 'train' && s !== 'test') throw new FisherLensError('ERR_ARG', `split must be 'train' or 'test', got '${s}'`);
+  if (s !== 'train' && s !== 'test') throw invalidArgument('split', `one of ${SPLITS.join(', ')}`, s);
   return s;
 }
 
@@ -182,7 +182,7 @@ function guessLabels(xPath: string): string | undefined {
 export async function loadNpy(xPath: string, yPath?: string, opts: { numClasses?: number } & OpOptions = {}): Promise<Dataset> {
   const yp = yPath ?? guessLabels(xPath);
   if (!yp) {
-    throw new FisherLensError('ERR_ARG', `loadNpy('${xPath}'): no labels given and no sibling labels file (y.npy, labels.npy) found; pass the labels .npy`);
+    throw invalidArgument(`loadNpy('${xPath}'): the labels`, 'a labels .npy (none given, and no sibling labels file y.npy or labels.npy found)', yPath);
   }
   const x = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(xPath, 'images', ctl)));
   let y: Tensor;
@@ -235,7 +235,7 @@ export interface AugmentOptions {
  */
 export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}): Promise<Tensor> {
   const seed = opts.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0) throw invalidArgument("augment option 'seed'", 'a non-negative integer', seed);
   const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
   return new Tensor(await runOp(opts, (ctl) => addon().augment(x.native, seed, pad, flip, ctl)));
 }
@@ -329,17 +329,17 @@ async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset
     case 'fashion-mnist':
       return fashionMnist({ ...opts, split, dir: rest || undefined });
     case 'mnist':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data mnist needs a directory: 'mnist:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'mnist:<dir> (the folder of its IDX files)', spec);
       return mnist(rest, { ...opts, split });
     case 'cifar10':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data cifar10 needs a directory: 'cifar10:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'cifar10:<dir> (the folder of its binary batches)', spec);
       return cifar10(rest, split, { signal: opts.signal, onProgress: opts.onProgress });
     case 'cifar100':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data cifar100 needs a directory: 'cifar100:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'cifar100:<dir> (the folder of its binary files)', spec);
       return cifar100(rest, split, { signal: opts.signal, onProgress: opts.onProgress });
     case 'synthetic': {
       const kind = rest || 'gaussian';
-      if (kind !== 'gaussian' && kind !== 'linear') throw new FisherLensError('ERR_ARG', `synthetic kind must be gaussian or linear, got '${kind}'`);
+      if (kind !== 'gaussian' && kind !== 'linear') throw invalidArgument('--data synthetic:<kind>', 'gaussian or linear', kind);
       return synthetic({ ...opts, kind, seed: split === 'train' ? 0 : 1 });
     }
     default:
@@ -351,8 +351,7 @@ async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset
     if (kind === 'idx') return idx(spec, split, name, opts);
     if (kind === 'cifar10') return cifar10(spec, split, { signal: opts.signal, onProgress: opts.onProgress });
     if (kind === 'cifar100') return cifar100(spec, split, { signal: opts.signal, onProgress: opts.onProgress });
-    throw new FisherLensError('ERR_ARG', `--data '${spec}': the directory holds no IDX (train-images-idx3-ubyte[.gz]), ` +
-      'cifar-10-batches-bin or cifar-100-binary files');
+    throw invalidArgument('--data', 'a dataset directory holding IDX (train-images-idx3-ubyte[.gz]), cifar-10-batches-bin or cifar-100-binary files', spec);
   }
   if (fs.existsSync(spec)) {
     if (isNpy(spec)) return loadNpy(spec, opts.labels, opts);
