@@ -76,7 +76,7 @@ export interface FisherSummary {
   lambdaMax: number[];
 }
 
-/** CCKL and its decomposition (PAPER.md §1, §2, §4). */
+/** CCKL and its decomposition (docs/math.md (1)–(8), (19)–(22)). */
 export interface CcklSummary {
   samples: number;
   /** Exact mean KL over all different-class pairs of the samples. */

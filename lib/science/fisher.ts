@@ -1,5 +1,5 @@
 /**
- * Per-sample Fisher information of the output distribution w.r.t. the input (shared/PAPER.md §3):
+ * Per-sample Fisher information of the output distribution w.r.t. the input (docs/math.md (9)–(18)):
  * G_x = Jᵀ M J, J = ∂z/∂x, M = diag(p) − p pᵀ. Units: nats per pixel² (KL(p(x) ‖ p(x+δ)) ≈
  * ½ δᵀ G_x δ with δ in pixel units); λ_max and the trace are in nats/pixel², the Frobenius norm too.
  *
@@ -297,7 +297,7 @@ export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, op
 
 /**
  * KL(p(x) ‖ p(x + t δ)) for each t of `ts` (nats), per sample, beside the quadratic term
- * ½ t² δᵀ G_x δ: where the two part, higher-order terms take over (PAPER.md appendix B).
+ * ½ t² δᵀ G_x δ: where the two part, higher-order terms take over (docs/math.md §4, the paper's appendix B).
  */
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {

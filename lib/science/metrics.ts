@@ -1,5 +1,5 @@
 /**
- * Performance metrics of shared/PAPER.md §1–4 (all KL/JS values in nats):
+ * Performance metrics of docs/math.md (1)–(22) (all KL/JS values in nats):
  * accuracy, mean cross-entropy, CCKL over all different-class pairs (exact, O(N·C), streaming),
  * the mean JS divergence over those pairs and the lower bound 2 ln2 · mean (1 − √err_i − √err_j)₊²,
  * the disentanglement CCKL = N + R with the non-robust component N = mean ½ δᵀ G δ, and the
@@ -39,7 +39,7 @@ export interface CcklResult {
   pairs: number;
 }
 
-/** The JS mean over different-class pairs and the lower bound (PAPER.md §2). */
+/** The JS mean over different-class pairs and the lower bound (docs/math.md (4)–(8)). */
 export interface PairResult {
   /** Mean JS(p_i, p_j) over different-class pairs (nats). */
   jsMean: number;
@@ -342,7 +342,7 @@ export interface RhoResult {
 }
 
 /**
- * The adversarial measure ρ(x, ε) (PAPER.md §3, L2 radius ε in pixel units), per sample: the best
+ * The adversarial measure ρ(x, ε) (docs/math.md (9), (12); L2 radius ε in pixel units), per sample: the best
  * of (1) the attacks module's KL attack (L2, `steps` steps of 2.5 ε / steps from a tiny random
  * start, kept in [0, 1]) and (2) a KL-PGD started from the better of ±ε v_top (KL's gradient
  * vanishes at δ = 0, the Fisher eigenvector is where the quadratic term is largest), projected on
@@ -376,8 +376,8 @@ export async function adversarialMeasure(model: Model, x: Tensor, eps: number, o
 
 /**
  * KL(p(x_i) ‖ p(x_i + t δ_ij)), δ_ij = x_j − x_i, for chosen pairs (i, j) of a dataset and each t of
- * `ts` (default 0, 0.05, …, 1; nats), beside the quadratic term ½ t² δᵀ G_{x_i} δ (PAPER.md
- * appendix B: where the two part, the robust higher-order terms take over). At t = 1 the KL is
+ * `ts` (default 0, 0.05, …, 1; nats), beside the quadratic term ½ t² δᵀ G_{x_i} δ (docs/math.md
+ * (19) and §4, the paper's appendix B: where the two part, the robust higher-order terms take over). At t = 1 the KL is
  * the pair's term of CCKL.
  */
 export async function klPairSegments(model: Model, data: Dataset, pairs: { i: number[]; j: number[] }, opts: { ts?: number[] } & OpOptions = {}):
