@@ -12,6 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, ModelSpec, Tensor } from '../lib';
+import { modelHandle } from '../lib/science/model';
 import { train, EpochMetrics, TrainOptions, TrainMethod } from '../lib/science/train';
 import { trainStepOptions } from '../lib/science/options';
 import { Dataset } from '../lib/science/data/dataset';
@@ -61,7 +62,7 @@ const CASES: { name: string; o: Record<string, unknown>; draws: (r: Ref) => Reco
 ];
 
 async function loss(r: Ref, o: Record<string, unknown>, draws: Record<string, unknown>) {
-  const out = await testAddon().__trainLoss(r.model.native, r.x.native, r.y.native, trainStepOptions({ lr: 0, ...o }), draws);
+  const out = await testAddon().__trainLoss(modelHandle(r.model), r.x.native, r.y.native, trainStepOptions({ lr: 0, ...o }), draws);
   return { ...out, grad: new Tensor(out.grad).toArray() as Float64Array };
 }
 
