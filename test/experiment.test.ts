@@ -55,7 +55,7 @@ test('config errors name the exact path and the allowed values', (t) => {
     'runs[0].train.beta: expected a number ≥ 0, got -6 (grid point train.beta=-6)');
   t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' }, grid: { beta: [1] } }] }),
     "runs[0].grid.beta: grid keys are dotted paths under data | model | train | eval (or 'seed'), got 'beta'");
-  t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' } }] }), 'runs[0].train.method: required (expected \'natural\' | \'pgd-at\' | \'trades\')');
+  t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' } }] }), "runs[0].train.method: required (expected 'natural' | 'pgd-at' | 'trades' | 'mart' | 'fire' | 'jacobian' | 'fisher-trace' | 'fisher-lambda')");
   t.is(configError({ name: 'x', runs: [] }), 'runs: expected at least 1 item(s), got 0');
   t.is(configError({ name: 'x', rusn: [] }), "runs: required (expected array); (top level): unknown key 'rusn'; allowed: name, description, out, device, seeds, defaults, grid, runs");
   t.regex(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }, { model: { arch: 'mlp' }, train: { method: 'natural' } }] }),
