@@ -93,6 +93,21 @@ torch::Tensor fireAttack(Classifier& m, const torch::Tensor& x, const AttackOpti
   return ascend(m, x, xa, negBc, o.norm, o.epsilon, o.stepSize, o.steps, ao, ctx);
 }
 
+// MART's inner maximisation: PGD on the summed CE from x + 0.001·N(0, I), as the MART code starts
+// (not PGD-AT's uniform start), input gradients from the gradient engine through ascend
+torch::Tensor martAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const AttackOptions& o,
+                         at::Generator& gen, const OpContext* ctx) {
+  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+  Objective ce = [y](const torch::Tensor& z) {
+    return torch::nn::functional::cross_entropy(z, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  };
+  torch::Tensor noise = torch::randn(x.sizes(), gen, x.options().device(torch::kCPU)).to(x.device());
+  torch::Tensor xa = projectBall(x + 0.001 * noise, x, o.norm, o.epsilon);
+  AscentOptions ao;
+  ao.gen = &gen;
+  return ascend(m, x, xa, ce, o.norm, o.epsilon, o.stepSize, o.steps, ao, ctx);
+}
+
 // ŷ ∼ p(·|x): n draws per row of the (detached) probabilities p [B, K] -> [n, B] int64, from gen
 torch::Tensor sampleLabels(const torch::Tensor& p, int64_t n, at::Generator& gen) {
   torch::Tensor pc = p.detach().to(torch::kCPU, torch::kFloat64);
@@ -108,7 +123,9 @@ MethodLoss methodLoss(Classifier& m, const torch::Tensor& x, const torch::Tensor
   const std::string& me = o.method;
   torch::Tensor xAdv = d.xAdv.defined() ? d.xAdv.to(x.device(), x.scalar_type()) : torch::Tensor();
   if (!xAdv.defined()) {
-    if (me == "pgd-at" || me == "mart") {
+    if (me == "mart") {
+      xAdv = martAttack(m, x, y, o.attack, gen, ctx);
+    } else if (me == "pgd-at") {
       AttackOptions a = o.attack;
       a.kind = "pgd";
       xAdv = pgdAttack(m, x, y, a, gen, ctx);

@@ -273,7 +273,7 @@ export const TRAIN_STEP_OPTIONS = {
   exact: { type: 'boolean', default: false, doc: 'jacobian, fisher-trace: the exact all-classes penalty (K double backprops) instead of the sampled estimate' },
   powerIters: { type: 'integer', min: 0, default: 3, doc: 'fisher-lambda: detached power iterations k per batch' },
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model of the inner attack' },
-  randomStart: { type: 'boolean', default: true, doc: 'pgd-at, mart: uniform random start (trades, fire start at x + 0.001·N(0, I))' },
+  randomStart: { type: 'boolean', default: true, doc: 'pgd-at: uniform random start (trades, mart, fire start at x + 0.001·N(0, I))' },
   cropPad: { type: 'integer', min: 0, default: 0, unit: 'pixels', doc: 'random crop with this zero padding (0: none)' },
   flip: { type: 'boolean', default: false, doc: 'random horizontal flip' },
   seed: { type: 'integer', min: 0, default: 0, doc: "seed of the step's attack start, augmentation and dropout" },

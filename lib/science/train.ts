@@ -82,7 +82,7 @@ export interface TrainAttackOptions {
   powerIters?: number;
   /** ['linf'] */
   norm?: AttackNorm;
-  /** PGD-AT and MART random start [true]; TRADES and FIRE always start at x + 0.001·N(0, I). */
+  /** PGD-AT random start [true]; TRADES, MART and FIRE always start at x + 0.001·N(0, I). */
   randomStart?: boolean;
 }
 
