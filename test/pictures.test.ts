@@ -28,7 +28,7 @@ import { autoAttackBatch, resolveCascade } from '../lib/science/autoattack';
 import { fakeScience } from './helpers/fake-science';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';
-import { blockImage, writeBlockLinear } from './helpers/designed';
+import { blockData, BlockRow, writeBlockLinear } from './helpers/designed';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const EPS = 0.1;
@@ -133,6 +133,7 @@ test.serial('PNG encoding: grey and RGB decode to the values within half an 8-bi
       worst = Math.max(worst, Math.abs(fromByte(b, mapping, scale) - v[c * H * W + Math.floor(y / 3) * W + Math.floor(x / 3)]));
     }
     const step = mapping === 'unit' ? 1 / 255 : 2 * scale / 255;
+    // rounding to the nearest byte: half a step, plus the float32 rounding of v (~6e-8 of the scale)
     t.true(worst <= step / 2 + 1e-7 * scale, `${C} channel(s), ${mapping}: ${worst} vs ${step / 2}`);
   }
   t.throws(() => encodePng(new Float32Array(2 * 4), [2, 2, 2], 'unit', 1), { code: 'ERR_SHAPE' } as never);
@@ -179,11 +180,14 @@ test.serial('eigenvector column: the Python reference\'s leading eigenvector, si
     if (l1 > 1e-12 && (l1 - l2) / l1 > 0.05) t.true(Math.abs(refDot) > 1 - 1e-5, `sample ${s}: |v·v_ref| = ${Math.abs(refDot)}`);
     t.true(pd.cells[k][s].slope! >= 0, 'slope of log p_ŷ along v is non-negative');
     // power iteration from g = ∇ₓ log p_ŷ keeps gᵀG^k g > 0: where it converged to the same direction, its sign is the one the rule must pick
+    // (0.999: converged to 1e-12 in float64 it sits at |cos| ≈ 1 − 1e-7 against the float32 v; a
+    // different direction, from a near-degenerate λ_max, sits far below)
     if (pw.converged[s] && Math.abs(powDot) > 0.999) {
       decided++;
       t.true(powDot > 0, `sample ${s}: v·v_power = ${powDot}`);
     }
   }
+  t.log(`power iteration decided the sign of ${decided} of ${N} samples`);
   t.true(decided >= N / 2, `power iteration decided the sign of ${decided} of ${N} samples`);
   for (const o of [x, pw.eigvec, data.images, data.labels]) o.dispose();
   model.dispose();
@@ -237,13 +241,14 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
       linf = Math.max(linf, Math.abs(delta[i]));
       t.true(adv[i] >= 0 && adv[i] <= 1);
     }
+    // float32 pixels of O(1): x_adv − x rounds at ~6e-8, so δ and the ball's edge hold to 1e-6
     t.true(maxErr < 1e-6, 'δ = x_adv − x (float32)');
     t.true(linf <= EPS + 1e-6, `‖δ‖∞ ${linf} ≤ ε`);
     const pc = grid.columns.find((c) => c.kind === 'perturbation' && c.attack === name)!;
     pc.cells.forEach((c, s) => {
       let m = 0;
       for (let i = 0; i < D; i++) m = Math.max(m, Math.abs(delta[s * D + i]));
-      t.true(Math.abs(c.linf! - m) < 1e-7);
+      t.true(Math.abs(c.linf! - m) < 1e-7);  // the same float32 values, maximised natively and here
     });
   }
   // captions: an eval-mode forward of the saved images (probabilities: float32 logits through another batch shape, 1e-5)
@@ -261,7 +266,9 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
       }
     });
   }
-  // the eigenvector: unit, G v = λ v (an independent Fisher-vector product; float32 model, 1e-3 of λ), slope ≥ 0
+  // the eigenvector: unit, G v = λ v (an independent Fisher-vector product; float32 model, 1e-3 of λ:
+  // v is stored in float32 and G v runs float32 JVPs through channels-last kernels, ~1e-6 relative
+  // each, while the residual of a wrong vector is O(λ)), slope ≥ 0
   const ev = grid.columns.find((c) => c.kind === 'eigvec')!;
   const v = vals.get(ev.npy)!;
   const xt = Tensor.from(clean, shape), vt = Tensor.from(v, shape);
@@ -282,11 +289,13 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
   const cp = readClassPictures(picDir)!;
   const summary = rd.readSummary();
   t.is(cp.final.samples, 100);
+  // two passes over the same 100 images in other batch shapes (float32 logits, float64 sums): 1e-5 relative
   t.true(Math.abs(cp.final.cckl - summary.cckl!.cckl) <= 1e-5 * summary.cckl!.cckl, 'classes.json CCKL = summary CCKL');
   const check = (m: ClassMatrices, p: Float64Array, what: string) => {
     const bf = bruteClasses(p, labels, 10);
     let num = 0, den = 0;
     for (let a = 0; a < 10; a++) {
+      // the class sums take the log-softmax in float64 (native/metrics.cc): each row sums to 1 to ~1e-15
       t.true(Math.abs(m.meanProbs[a].reduce((u, w) => u + w, 0) - 1) < 1e-9, `${what}: row ${a} of mean p sums to 1`);
       for (let c = 0; c < 10; c++) {
         // float32 logits from another batch shape: probabilities within 1e-6, KLs within 1e-5 + 1e-4 relative
@@ -295,6 +304,7 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
         if (a !== c) { num += m.counts[a] * m.counts[c] * m.kl[a][c]; den += m.counts[a] * m.counts[c]; }
       }
     }
+    // an identity of the file's own float64 numbers: summation order only
     t.true(Math.abs(num / den - m.cckl) < 1e-9 * Math.max(1, m.cckl), `${what}: CCKL = weighted off-diagonal mean of kl`);
   };
   check(cp.final, await evalProbs(model, test100.images.toArray() as Float32Array, [100, 1, 28, 28]), 'final');
@@ -319,33 +329,19 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
 test.serial('a cascade column shows per sample the stage that broke it, and for samples no stage broke the last stage\'s attempt, marked robust', async (t) => {
   // The outcome of every row is built in, not hoped for from a trained model (on an Intel Xeon the
   // briefly trained run model gave 0 broken of 8 here, with either gradient engine): the
-  // block-linear model (test/helpers/designed.ts), z_c = S·mean of x over pixel block c, S = 40.
-  // Every pixel lies in [0.2, 0.8], so the box never binds in the L∞ ball of ε = 0.05, and there
-  // z_c − z_j moves by at most 2Sε = 4.
-  //  - robust rows (label y): block y at 0.8, the rest at 0.2. z_y − z_j = 24 > 4 for every j: no
-  //    point of the ball is misclassified, whatever a stage does; the last stage (APGD-T) still
-  //    moves the image (its DLR gradient is non-zero on blocks y and t).
-  //  - broken rows (label y, runner-up k = y + 1): block y at 0.51, block k at 0.5, the rest at 0.2.
-  //    Clean margin z_y − z_k = 0.4 (float32 logits round at ~1e-5). ∂CE/∂x is constant on each
-  //    block with an exact sign: (p_y − 1)·S/78 < 0 on block y, p_k·S/78 > 0 on block k (p_k ≥
-  //    e^−4.4 anywhere in the ball). APGD-CE's first step, P(x₀ + 2ε·sign ∇), lands from any start
-  //    x₀ in the ball on block y at 0.46 and block k at 0.55: z_k − z_y = 3.6 and z_k − z_j ≥ 22 − 10
-  //    > 0, misclassified, so stage 0 breaks the row.
-  //  - a misclassified row: block k at 0.51 above block y at 0.5: no stage runs on it.
+  // block-linear model and rows placed by margin (test/helpers/designed.ts, where the argument is):
+  // at ε = 0.05 a 'robust' row is misclassified nowhere in the ball, so the last stage (APGD-T)
+  // tries and fails (and still moves the image: its DLR gradient is non-zero on two blocks); a
+  // 'broken' row is misclassified by APGD-CE's first step, P(x₀ + 2ε·sign ∇), from any start x₀;
+  // a 'wrong' row is misclassified clean, so no stage runs on it.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-cascade-'));
   const file = path.join(dir, 'block-linear.pt');
   writeBlockLinear(file, 40);
   const model = await Model.load(file);
-  const rows: { x: Float32Array; y: number; want: number }[] = [];
-  for (let s = 0; s < 8; s++) {
-    const y = s, k = (s + 1) % 10;
-    rows.push(s % 2 === 0 ? { x: blockImage({ [y]: 0.8 }, 0.2), y, want: -1 } : { x: blockImage({ [y]: 0.51, [k]: 0.5 }, 0.2), y, want: 0 });
-  }
-  rows.push({ x: blockImage({ 8: 0.5, 9: 0.51 }, 0.2), y: 8, want: -2 });
-  const n = rows.length, D = 784;
-  const xs = new Float32Array(n * D);
-  rows.forEach((r, s) => xs.set(r.x, s * D));
-  const data = new Dataset(Tensor.from(xs, [n, 1, 28, 28]), Tensor.from(BigInt64Array.from(rows.map((r) => BigInt(r.y))), [n]), { numClasses: 10 });
+  const rows: BlockRow[] = ['robust', 'broken', 'robust', 'broken', 'robust', 'broken', 'robust', 'broken', 'wrong'];
+  const want = { robust: -1, broken: 0, wrong: -2 };
+  const data = blockData(rows);
+  const D = 784;
   const indices = rows.map((_, s) => s);
   const aa = {
     name: 'aa', kind: 'autoattack' as const, version: 'custom' as const, norm: 'linf' as const, epsilon: 0.05, seed: 0,
@@ -356,7 +352,7 @@ test.serial('a cascade column shows per sample the stage that broke it, and for 
   const b = data.batch(indices);
   const c = resolveCascade(aa, 10);
   const r = await autoAttackBatch(model, b.x, b.y, c, { seed: 0 });
-  t.deepEqual([...r.brokenBy], rows.map((row) => row.want), 'each row\'s outcome is the one built in');
+  t.deepEqual([...r.brokenBy], rows.map((row) => want[row]), 'each row\'s outcome is the one built in');
   const labels = b.y.toNumbers();
   const x = b.x.toArray() as Float32Array, xr = r.xAdv.toArray() as Float32Array;
   const adv = pd.values[1];

@@ -9,6 +9,8 @@
  */
 import { execFileSync } from 'child_process';
 import * as path from 'path';
+import { Tensor } from '../../lib';
+import { Dataset } from '../../lib/data/dataset';
 import { PY } from './python';
 
 /** Pixels per class block of the block-linear model. */
@@ -29,4 +31,34 @@ export function blockImage(blocks: Record<number, number>, rest: number): Float3
   const x = new Float32Array(784).fill(rest);
   for (const [c, v] of Object.entries(blocks)) x.fill(v, BLOCK * Number(c), BLOCK * (Number(c) + 1));
   return x;
+}
+
+/**
+ * Rows of a data set for the block-linear model (scale 40) at ε ≤ 0.1 whose outcome follows from
+ * their margins (every pixel in [0.2, 0.8]: the box never binds; z_c − z_j moves by at most
+ * 2·40·ε ≤ 8 in the ball):
+ *  - 'robust' (label y): block y at 0.8, the rest at 0.2: z_y − z_j = 24 > 8, so no point of the
+ *    ball is misclassified, whatever an attack does;
+ *  - 'broken' (label y, runner-up k = y + 1): block y at 0.51, block k at 0.5, the rest at 0.2:
+ *    clean margin 0.4 (float32 logits round at ~1e-5). The input gradient of any loss of the logits
+ *    is constant on each block, and for the cross-entropy, the CW margin and DLR its sign there
+ *    is exact: negative on block y, positive on block k (p_k ≥ e^−8.4 in the ball). So one sign
+ *    step of ε (or steps adding up to ε, from any start in the ball) takes block y down and block k
+ *    up by ε: z_k − z_y = 80ε − 0.4 > 0 for ε > 0.005, and z_k − z_j ≥ 40·0.3 > 0:
+ *    misclassified;
+ *  - 'wrong' (label y): block y + 1 at 0.51 above block y at 0.5: misclassified clean.
+ * Labels cycle through 0..9 with the row index.
+ */
+export type BlockRow = 'robust' | 'broken' | 'wrong';
+export function blockData(rows: BlockRow[]): Dataset {
+  const D = 784;
+  const x = new Float32Array(rows.length * D);
+  const y = new BigInt64Array(rows.length);
+  rows.forEach((kind, s) => {
+    const label = s % 10, k = (label + 1) % 10;
+    const blocks = kind === 'robust' ? { [label]: 0.8 } : kind === 'broken' ? { [label]: 0.51, [k]: 0.5 } : { [label]: 0.5, [k]: 0.51 };
+    x.set(blockImage(blocks, 0.2), s * D);
+    y[s] = BigInt(label);
+  });
+  return new Dataset(Tensor.from(x, [rows.length, 1, 28, 28]), Tensor.from(y, [rows.length]), { numClasses: 10, name: 'block-linear rows' });
 }
