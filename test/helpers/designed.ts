@@ -10,7 +10,7 @@
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 import { Tensor } from '../../lib';
-import { Dataset } from '../../lib/data/dataset';
+import { Dataset } from '../../lib/science/data/dataset';
 import { PY } from './python';
 
 /** Pixels per class block of the block-linear model. */
