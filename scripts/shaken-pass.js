@@ -10,7 +10,7 @@
 //     from LibTorch's config (torch.__config__.show(), the same libtorch_cpu as the addon's);
 //   - oneDNN (LibTorch's convolutions): ONEDNN_MAX_CPU_ISA one level below the ISA it reports
 //     (AVX-512 → AVX2 → AVX → SSE4.1), read from ONEDNN_VERBOSE of a convolution in the addon;
-//   - one thread: FISHERLENS_THREADS=1 (the addon's intra-op threads, native/backend.cc),
+//   - one thread: FISHERLENS_THREADS=1 (the addon's intra-op threads, native/common/process.cc),
 //     OMP_NUM_THREADS=1 (OpenMP, oneDNN), OPENBLAS_NUM_THREADS=1 (OpenBLAS's own pool).
 // Each knob is checked after setting it (the library reports the new family, ISA, thread count);
 // a knob that did not take is a failure. A fresh FISHERLENS_CACHE keeps the first pass's stored
