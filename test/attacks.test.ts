@@ -40,6 +40,9 @@ const cases: [string, AttackParams][] = [
 for (const [name, p] of cases) {
   test(`${name}: lowers accuracy, keeps x_adv in the ε-ball and the box on every element`, async (t) => {
     const r = await evaluate(model, testSet, [p]);
+    // outcomes of the trained MLP on 128 images: measured clean 0.78 and, over the ten attacks,
+    // robust 0.16..0.41 on two kernel sets, so the required drop of 0.15 sits 28 images or more
+    // inside what each attack does; another CPU's rounding moves these by an image or two
     t.true(r.accuracy > 0.6, `clean accuracy ${r.accuracy}`);
     const rob = r.attacks[0].robustAccuracy;
     t.log(`clean ${r.accuracy}, robust ${rob}`);
@@ -106,6 +109,7 @@ test('targeted PGD moves predictions to the target', async (t) => {
   const r = await attack(model, xs, ys, { kind: 'pgd', epsilon: 0.2, stepSize: 0.02, steps: 20, targeted: true, target });
   const rate = r.success.reduce((s, v) => s + v, 0) / N;
   t.log(`targeted success ${rate}`);
+  // measured 0.80 at ε = 0.2 (two kernel sets): 38 images above the bound
   t.true(rate > 0.5, `targeted success ${rate}`);
   await t.throwsAsync(attack(model, xs, ys, { kind: 'pgd', targeted: true }), { instanceOf: FisherLensError, code: 'ERR_ARG' } as never);
 });
@@ -123,6 +127,9 @@ test('KL attack reaches ½ ε² λ_max for small ε on a smooth model (ties to t
   const ratios = Array.from(kl.loss, (v, i) => v / (0.5 * eps * eps * f.lambdaMax[i]));
   const med = ratios.slice().sort((a, b) => a - b)[16];
   t.log(`KL / (½ε²λmax): median ${med}, range [${Math.min(...ratios)}, ${Math.max(...ratios)}]`);
+  // ½ε²λ_max is the KL's second-order maximum: at ε = 0.02 the third-order remainder is ~1e-2 of it,
+  // and 40 ascent steps converge to the top eigenvector where the eigen-gap is not tiny; measured
+  // median 1.000 / 0.999, range 0.92..1.014 on two kernel sets, so the median and the cap hold
   t.true(med > 0.95 && med < 1.05, `median KL / (½ε²λmax) = ${med}`);
   t.true(ratios.every((r) => r < 1.1), `max ratio ${Math.max(...ratios)}`);
 });

@@ -75,6 +75,7 @@ test('targeted CW∞ moves towards the target (was: away from it)', async (t) =>
   const pgd = await attack(model, x, y, { ...p, kind: 'pgd' });
   const rate = (r: Uint8Array) => r.reduce((a, b) => a + b, 0) / r.length;
   t.log(`targeted success: cw ${rate(cw.success)}, pgd ${rate(pgd.success)}`);
+  // measured 0.85 for both on two kernel sets: 45 images above the bound
   t.true(rate(pgd.success) > 0.5, 'targeted PGD reaches the target on most samples');
   t.true(rate(cw.success) > 0.5, `targeted CW reaches the target on most samples (${rate(cw.success)})`);
   // success means classified as the target: check it from the logits
@@ -166,6 +167,7 @@ test('APGD-CE and APGD-T: x_adv in the ball and the box (L∞ and L2); success i
       t.is(s === 1, a !== yv[i], `${p.kind} sample ${i}`);
     });
     t.log(`${p.kind}: broke ${r.success.reduce((a, b) => a + b, 0)} of ${N}`);
+    // measured 66 (APGD-CE) and 74 (APGD-T) of 128 against the bound's 39
     t.true(r.success.reduce((a, b) => a + b, 0) > 0.3 * N, `${p.kind} breaks samples`);
   }
   // EOT on a deterministic model averages identical gradients: L∞ steps use only their signs, so

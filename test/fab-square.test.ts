@@ -187,6 +187,7 @@ test('fab-t L2 on a trained MLP: norms within 10 % of CW-L2\'s or smaller where 
   const ratios = both.map((i) => fab.norm[i] / cw.norm[i]);
   const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
   t.log(`fab-t/cw-l2 ‖δ‖₂: median ${median(ratios).toFixed(3)}, mean norms ${mean(both.map((i) => fab.norm[i])).toFixed(3)} vs ${mean(both.map((i) => cw.norm[i])).toFixed(3)}, max ratio ${Math.max(...ratios).toFixed(3)}`);
+  // measured median 0.86, mean norms 0.98 vs 1.19 (two kernel sets): 25 % inside the bounds
   t.true(median(ratios) <= 1.1, `median ratio ${median(ratios)}`);
   t.true(mean(both.map((i) => fab.norm[i])) <= 1.1 * mean(both.map((i) => cw.norm[i])), 'mean norm');
   // fab-t breaks about what cw-l2 breaks within ε (both minimal-norm attacks; fab-t tries 9 targets).

@@ -187,6 +187,7 @@ test('power iteration stops computing converged samples (linear engine) and agre
   t.is(lin.engine, 'linear');
   const its = Array.from(lin.iterations);
   t.log(`iterations ${Math.min(...its)}..${Math.max(...its)}, converged ${lin.converged.filter(Boolean).length} of ${B}`);
+  // seeded random-init CNN on structured images: measured 14..159 and 14..163 iterations, all 48 converged
   t.true(Math.max(...its) >= 2 * Math.min(...its), `iterations should spread for the test to mean anything: ${Math.min(...its)}..${Math.max(...its)}`);
   t.true(lin.converged.filter(Boolean).length >= B / 2, 'most samples converge');
   // every sample, however early it left the batch, gets what the whole-batch run of the same
