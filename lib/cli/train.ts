@@ -9,7 +9,7 @@ import {
 } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
-import { OPTIMIZER_OPTIONS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
+import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
 import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions {
@@ -32,6 +32,10 @@ interface TrainCliOptions {
   stepSize?: string;
   steps?: string;
   beta?: string;
+  lambda?: string;
+  samples?: string;
+  exact?: boolean;
+  powerIters?: string;
   norm?: string;
   seed: string;
   probeSize: string;
@@ -57,11 +61,11 @@ export function parseSchedule(s: string): ScheduleOptions {
   throw invalidArgument('--schedule', 'constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak]', s);
 }
 
-/** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
+/** `fisherlens train`: natural, PGD-AT, TRADES, MART, FIRE, Jacobian or Fisher-penalty training with per-epoch tracking and checkpoints. */
 export function register(program: Command): void {
   const cmd = program
     .command('train')
-    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out');
+    .description(`train a model (${TRAIN_METHODS.join(' | ')}); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out`);
   modelOption(cmd);
   dataOptions(cmd)
     .option('--method <m>', `${optionHelp(TRAIN_STEP_OPTIONS.method)} (default natural, or the preset's)`)
@@ -80,6 +84,10 @@ export function register(program: Command): void {
     .option('--step-size <a>', optionHelp(TRAIN_STEP_OPTIONS.stepSize))
     .option('--steps <k>', optionHelp(TRAIN_STEP_OPTIONS.steps))
     .option('--beta <b>', optionHelp(TRAIN_STEP_OPTIONS.beta))
+    .option('--lambda <l>', optionHelp(TRAIN_STEP_OPTIONS.lambda))
+    .option('--samples <n>', optionHelp(TRAIN_STEP_OPTIONS.samples))
+    .option('--exact', TRAIN_STEP_OPTIONS.exact.doc)
+    .option('--power-iters <k>', optionHelp(TRAIN_STEP_OPTIONS.powerIters))
     .option('--norm <n>', optionHelp(TRAIN_STEP_OPTIONS.norm))
     .option('--seed <n>', TRAIN_OPTIONS.seed.doc, String(TRAIN_OPTIONS.seed.default))
     .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', String(TRAIN_OPTIONS.probeSize.default))
@@ -115,6 +123,10 @@ export function register(program: Command): void {
       if (o.stepSize !== undefined) att.stepSize = field('step-size', TrainSchema.shape.stepSize, o.stepSize);
       if (o.steps !== undefined) att.steps = field('steps', TrainSchema.shape.steps, o.steps);
       if (o.beta !== undefined) att.beta = field('beta', TrainSchema.shape.beta, o.beta);
+      if (o.lambda !== undefined) att.lambda = field('lambda', TrainSchema.shape.lambda, o.lambda);
+      if (o.samples !== undefined) att.samples = field('samples', TrainSchema.shape.samples, o.samples);
+      if (o.exact) att.exact = true;
+      if (o.powerIters !== undefined) att.powerIters = field('power-iters', TrainSchema.shape.powerIters, o.powerIters);
       if (o.norm !== undefined) att.norm = declared('norm', o.norm, TRAIN_STEP_OPTIONS.norm);
       opts.attack = att;
       opts.seed = declared('seed', o.seed, TRAIN_OPTIONS.seed);

@@ -126,7 +126,7 @@ export function defaultScience(): Science<Model, Dataset> {
       const o: TrainOptions = {
         method: t.method, epochs: t.epochs, batchSize: t.batchSize, seed: opts.seed,
         optimizer: t.optimizer, schedule: trainSchedule(t),
-        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
+        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, lambda: t.lambda, samples: t.samples, exact: t.exact, powerIters: t.powerIters, norm: t.norm },
         augment: t.augment,
         probe: opts.probe, probeSize: opts.probe?.size,
         track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },

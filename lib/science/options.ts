@@ -233,8 +233,14 @@ export const RHO_OPTIONS = {
 /** The optimisers (native train.cc createOptimizer). */
 export const OPTIMIZER_TYPES = ['sgd', 'adam', 'adamw'] as const;
 export type OptimizerType = typeof OPTIMIZER_TYPES[number];
-/** The training methods: natural (cross-entropy), PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019). */
-export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades'] as const;
+/**
+ * The training methods: natural (cross-entropy), PGD-AT (Madry et al. 2018), TRADES (Zhang et al.
+ * 2019), MART (Wang et al. 2020), FIRE (Picot et al. 2021), jacobian (Hoffman, Roberts & Yaida
+ * 2019) and the Fisher penalties fisher-trace and fisher-lambda (native/train.cc; docs/training.md
+ * cites each paper and states its defaults and, for the sampled penalties, the estimator and its
+ * variance).
+ */
+export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades', 'mart', 'fire', 'jacobian', 'fisher-trace', 'fisher-lambda'] as const;
 export type TrainMethod = typeof TRAIN_METHODS[number];
 
 /** Options of createOptimizer (the TS API's `betas` pair crosses as beta1, beta2). */
@@ -258,17 +264,31 @@ export const OPTIMIZER_TYPE_DEFAULTS: Record<OptimizerType, Partial<Parsed>> = {
 export const TRAIN_STEP_OPTIONS = {
   method: { type: 'enum', values: TRAIN_METHODS, doc: 'training method' },
   lr: { type: 'number', min: 0, doc: "this step's learning rate" },
-  epsilon: { type: 'number', min: 0, default: 0.031, unit: 'pixel units', doc: 'radius of the inner attack (pgd-at, trades)' },
+  epsilon: { type: 'number', min: 0, default: 0.031, unit: 'pixel units', doc: 'radius of the inner attack (pgd-at, trades, mart, fire)' },
   stepSize: { type: 'number', min: 0, default: 0.007, unit: 'pixel units', doc: 'step size of the inner attack' },
   steps: { type: 'integer', min: 0, default: 10, doc: 'inner attack steps' },
-  beta: { type: 'number', min: 0, default: 6, doc: 'TRADES trade-off β' },
+  beta: { type: 'number', min: 0, default: 6, doc: 'TRADES and MART trade-off β' },
+  lambda: { type: 'number', min: 0, doc: 'weight λ of the penalty: fire 6, jacobian 0.01, fisher-trace 0.01, fisher-lambda 0.01 (TRAIN_METHOD_DEFAULTS)' },
+  samples: { type: 'integer', min: 1, default: 1, doc: 'jacobian: random projections; fisher-trace: sampled classes ŷ ∼ p(·|x) per input' },
+  exact: { type: 'boolean', default: false, doc: 'jacobian, fisher-trace: the exact all-classes penalty (K double backprops) instead of the sampled estimate' },
+  powerIters: { type: 'integer', min: 0, default: 3, doc: 'fisher-lambda: detached power iterations k per batch' },
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model of the inner attack' },
-  randomStart: { type: 'boolean', default: true, doc: 'pgd-at: uniform random start (trades starts at x + 0.001·N(0, I))' },
+  randomStart: { type: 'boolean', default: true, doc: 'pgd-at: uniform random start (trades, mart, fire start at x + 0.001·N(0, I))' },
   cropPad: { type: 'integer', min: 0, default: 0, unit: 'pixels', doc: 'random crop with this zero padding (0: none)' },
   flip: { type: 'boolean', default: false, doc: 'random horizontal flip' },
   seed: { type: 'integer', min: 0, default: 0, doc: "seed of the step's attack start, augmentation and dropout" },
   channelsLast: { type: 'boolean', default: false, doc: 'convolutions channels-last during the step' },
 } as const satisfies OptionSchema;
+
+/**
+ * The defaults that depend on the training method (λ: the penalty's weight). FIRE: the trade-off
+ * 6 it shares with TRADES' β in its comparisons; jacobian: Hoffman et al.'s λ_JR = 0.01; the Fisher
+ * penalties (ours): 0.01, a starting point for the sweep's tuning (docs/training.md).
+ */
+export const TRAIN_METHOD_DEFAULTS: Record<TrainMethod, Partial<Parsed>> = {
+  natural: { lambda: 0 }, 'pgd-at': { lambda: 0 }, trades: { lambda: 0 }, mart: { lambda: 0 },
+  fire: { lambda: 6 }, jacobian: { lambda: 0.01 }, 'fisher-trace': { lambda: 0.01 }, 'fisher-lambda': { lambda: 0.01 },
+};
 
 /** Options of train() beyond the step's. */
 export const TRAIN_OPTIONS = {
@@ -309,7 +329,8 @@ export function optimizerOptions(o: { type?: string; betas?: [number, number] } 
   return p;
 }
 
-/** trainStep's complete options: `o` validated against TRAIN_STEP_OPTIONS, defaults filled in. */
+/** trainStep's complete options: `o` validated against TRAIN_STEP_OPTIONS, the method's defaults filled in. */
 export function trainStepOptions(o: object): Parsed {
-  return parseOptions('trainStep', TRAIN_STEP_OPTIONS, o);
+  const method = parseOptions('trainStep', { method: TRAIN_STEP_OPTIONS.method }, o).method as TrainMethod;
+  return parseOptions('trainStep', TRAIN_STEP_OPTIONS, o, TRAIN_METHOD_DEFAULTS[method]);
 }

@@ -62,7 +62,7 @@ export type ScheduleOptions = ({
   type: 'onecycle'; peak?: number;
 }) & { warmupEpochs?: number };
 
-/** The inner maximisation of PGD-AT and TRADES (L∞ unless norm says otherwise). */
+/** The method's parameters: the inner maximisation of PGD-AT, TRADES, MART and FIRE (L∞ unless norm says otherwise) and the penalties' weights and estimators. */
 export interface TrainAttackOptions {
   /** Ball radius in pixel units [0.031]. */
   epsilon?: number;
@@ -70,11 +70,19 @@ export interface TrainAttackOptions {
   stepSize?: number;
   /** Inner steps [10]. */
   steps?: number;
-  /** TRADES β [6]. */
+  /** TRADES and MART β [6]. */
   beta?: number;
+  /** The penalty's weight λ (fire [6], jacobian [0.01], fisher-trace [0.01], fisher-lambda [0.01]). */
+  lambda?: number;
+  /** jacobian: random projections; fisher-trace: sampled classes per input [1]. */
+  samples?: number;
+  /** jacobian, fisher-trace: the exact all-classes penalty instead of the estimate [false]. */
+  exact?: boolean;
+  /** fisher-lambda: detached power iterations per batch [3]. */
+  powerIters?: number;
   /** ['linf'] */
   norm?: AttackNorm;
-  /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
+  /** PGD-AT random start [true]; TRADES, MART and FIRE always start at x + 0.001·N(0, I). */
   randomStart?: boolean;
 }
 
