@@ -42,7 +42,7 @@ export function register(program: Command): void {
     .option('--lock-duration <ms>', 'lock of an active job: a dead worker\'s run is handed on after about this long', '30000')
     .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
     .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
-    .addHelpText('after', '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; a second signal stops them at once.')
+    .addHelpText('after', '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
     .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
       const int = (name: string, v: string) => {
         const n = num(name, v);
@@ -55,10 +55,11 @@ export function register(program: Command): void {
         if (!stop.signal.aborted) {
           log(`fisherlens: ${sig}: active runs stop at the end of their current epoch and go back to the queue (again: at once)`);
           stop.abort();
-        } else if (!now.signal.aborted) {
-          log(`fisherlens: ${sig} again: stopping active runs at once (they resume from their last checkpoint)`);
-          now.abort();
         } else {
+          // at once, whatever Redis does: the active runs' locks expire and another worker resumes
+          // each from its last checkpoint (written atomically, so none is left half-written)
+          log(`fisherlens: ${sig} again: exiting now (active runs resume from their last checkpoint on another worker)`);
+          now.abort();
           process.exit(EXIT.interrupted);
         }
       };
@@ -75,6 +76,9 @@ export function register(program: Command): void {
         });
         log(`fisherlens: worker ${r.name}: ${r.finished.length} run(s) finished, ${r.failed.length} failed, ${r.requeued.length} handed back`);
         if (stop.signal.aborted) process.exitCode = EXIT.interrupted;
+        // the worker dropped its connections; whatever a library left scheduled must not keep the
+        // process alive (an unref'd timer fires only if something else still holds the loop)
+        setTimeout(() => process.exit(), 2000).unref();
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -124,9 +124,35 @@ export function checkUrl(url: string): void {
   }
 }
 
-/** ioredis options for BullMQ: blocking workers need maxRetriesPerRequest null. */
-export function connection(url: string, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number } {
-  return { url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000 };
+/** A command that Redis does not answer (a hung server) fails after this long, in ms. */
+export const COMMAND_TIMEOUT_MS = 15000;
+
+/**
+ * ioredis options for BullMQ: blocking workers need maxRetriesPerRequest null (their stop has a
+ * deadline instead, worker.ts); submitters fail a command after 3 reconnections or
+ * COMMAND_TIMEOUT_MS without an answer.
+ */
+export function connection(url: string, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number; commandTimeout?: number } {
+  return { url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000, ...(worker ? {} : { commandTimeout: COMMAND_TIMEOUT_MS }) };
+}
+
+/** ioredis's and BullMQ's connection failures ('Connection is closed', retries exhausted, timeouts, socket errors). */
+export function isConnectionError(e: unknown): boolean {
+  const m = e instanceof Error ? e.message : String(e);
+  return /max retries per request|Connection is closed|Command timed out|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|socket/i.test(m);
+}
+
+/** A connection failure after connecting as ERR_IO naming the masked URL; other errors unchanged. */
+export function lostRedis(e: unknown, url: string): unknown {
+  if (e instanceof FisherLensError || !isConnectionError(e)) return e;
+  return new FisherLensError('ERR_IO', `lost Redis at ${maskUrl(url)}: ${(e as Error).message.split('\n')[0]}`);
+}
+
+/** Resolves when `what` settles or after `ms`, whichever is first (closing connections to a server that is gone). */
+export async function settleWithin(what: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([what.catch(() => undefined), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); })]);
+  clearTimeout(timer);
 }
 
 /** Waits until a BullMQ object (or ioredis client) is connected; ERR_IO naming the masked URL otherwise. */
@@ -149,7 +175,7 @@ export function redisClient(url: string): IORedis {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const Redis = (require('ioredis') as { default: typeof IORedis }).default;
   // a bounded number of reconnection attempts, so a wrong URL fails instead of hanging
-  const client = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 10000, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
+  const client = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 10000, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
   client.on('error', (e: Error) => { lastRedisError.set(client, e.message); });
   return client;
 }

@@ -27,7 +27,7 @@ import type { ExperimentConfig, ExperimentInput, ResolvedRun } from './config';
 import { estimateCost } from './executor';
 import { RunDir } from './rundir';
 import { ExperimentEvent, ExperimentResult, RunExperimentOptions, RunOutcome, checkRunFolders, planExperiment, resolveConfig } from './plan';
-import { JobData, JobProgress, JobResult, bull, connection, currentBuild, jobIdOf, queueOptions, ready, redisClient, redisTime, sleep } from './queue-jobs';
+import { JobData, JobProgress, JobResult, bull, connection, currentBuild, jobIdOf, lostRedis, queueOptions, ready, redisClient, redisTime, settleWithin, sleep } from './queue-jobs';
 
 /** Queue sweeps run on other machines: data and model paths must not depend on a working folder. */
 function checkAbsolutePaths(runs: ResolvedRun[]): void {
@@ -115,8 +115,13 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
       return result;
     }
     return await follow(queue, out, plan.runs.map((r) => r.run), tracked, finishedBefore, q.pollMs, opts, emit);
+  } catch (e) {
+    throw lostRedis(e, q.url);
   } finally {
-    await Promise.allSettled([queue.close(), client.quit()]);
+    // a server that has gone or hangs never acknowledges a close: 2 s, then drop the connections
+    await settleWithin(Promise.allSettled([queue.close(), client.quit()]), 2000);
+    client.disconnect();
+    await settleWithin(queue.disconnect(), 1000);
   }
 }
 

@@ -15,7 +15,7 @@ import type { RunExecutor } from './executor';
 import type { EpochRecord } from './rundir';
 import { planExperiment } from './plan';
 import { runExperiment } from './runner';
-import { Build, DETERMINISTIC, JobData, JobProgress, JobResult, QueueOptions, bull, cancelChannel, cancelKey, connection, currentBuild, maskUrl, queueOptions, ready, redisClient } from './queue-jobs';
+import { Build, DETERMINISTIC, JobData, JobProgress, JobResult, QueueOptions, bull, cancelChannel, cancelKey, connection, currentBuild, maskUrl, queueOptions, ready, redisClient, sleep } from './queue-jobs';
 
 /** Options of {@link worker}. */
 export interface WorkerOptions {
@@ -51,6 +51,12 @@ export interface WorkerOptions {
   progressMs?: number;
   /** One line per event (job taken, finished, refused, …); default: none. */
   log?: (line: string) => void;
+  /**
+   * How long a stop waits for Redis to acknowledge the worker's close, in ms (default 5000);
+   * then its connections are dropped by force, so a stop never hangs on a server that has gone
+   * or hangs (the whole stop of an idle worker takes under 10 s).
+   */
+  closeDeadlineMs?: number;
 }
 
 /** What {@link worker} did before it stopped. */
@@ -266,9 +272,23 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   await ready(w.waitUntilReady(), q.url);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
+  // Stopping: the active runs end by themselves (at an epoch end, or at once after stopNow); then
+  // BullMQ's close gets closeDeadlineMs to reach Redis, after which every connection is dropped by
+  // force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
+  const deadlineMs = opts.closeDeadlineMs ?? 5000;
+  let onStopped: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
+  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms); });
   let closing: Promise<void> | undefined;
   const close = () => {
-    closing ??= w.close();
+    closing ??= (async () => {
+      while (active.size > 0) await sleep(100);
+      const closed = w.close().then(() => true, () => true);
+      if (!(await Promise.race([closed, timeout(deadlineMs)]))) {
+        log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
+        await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
+      }
+    })().finally(onStopped);
     return closing;
   };
   const onStop = () => {
@@ -285,19 +305,22 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   opts.signal?.addEventListener('abort', onStop, { once: true });
   opts.stopNow?.addEventListener('abort', onStopNow, { once: true });
   const idle = opts.idleExitSec !== undefined ? setInterval(() => {
-    if (active.size === 0 && Date.now() - lastBusy > opts.idleExitSec! * 1000) {
+    if (!closing && active.size === 0 && Date.now() - lastBusy > opts.idleExitSec! * 1000) {
       log(`idle for ${opts.idleExitSec} s: exiting`);
       void close();
     }
   }, Math.min(1000, opts.idleExitSec * 500)) : undefined;
   try {
-    await w.run();
+    // run() resolves once the worker is closed, but not when its connection was dropped by force
+    await Promise.race([w.run(), stopped]);
     await close();
   } finally {
     if (idle) clearInterval(idle);
     opts.signal?.removeEventListener('abort', onStop);
     opts.stopNow?.removeEventListener('abort', onStopNow);
-    await Promise.allSettled([sub.quit(), client.quit()]);
+    await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
+    sub.disconnect();
+    client.disconnect();
   }
   return report;
 }
