@@ -8,8 +8,8 @@ import * as path from 'path';
 import { action, emit, log, num, EXIT, executorFromEnv } from './common';
 import { FisherLensError } from '../util/errors';
 import { worker } from '../experiment/worker';
-import { queueStatus, cancelExperiment } from '../experiment/queue-status';
-import { QueueRunStatus } from '../experiment/queue-jobs';
+import { queueStatus, cancelExperiment, cleanQueue } from '../experiment/queue-status';
+import { QueueRunStatus, parseAge } from '../experiment/queue-jobs';
 import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
 
 /** `run CONFIG --slurm FILE`: writes the sbatch script of the unfinished runs. */
@@ -25,7 +25,8 @@ function statusLine(s: QueueRunStatus): string {
   const epoch = s.epochs !== undefined && s.state !== 'finished' ? ` epoch ${s.epoch ?? 0}/${s.epochs}` : '';
   const pct = s.fraction !== undefined ? ` ${(s.fraction * 100).toFixed(0)}%` : '';
   const reason = s.reason ? `: ${s.reason.split('\n')[0]}` : '';
-  return `${s.experiment.padEnd(16)} ${s.runId.padEnd(40)} ${s.state}${where}${epoch}${pct}${reason}`;
+  const folder = s.source === 'folder' ? ' (job removed; from its run folder)' : '';
+  return `${s.experiment.padEnd(16)} ${s.runId.padEnd(40)} ${s.state}${where}${epoch}${pct}${reason}${folder}`;
 }
 
 export function register(program: Command): void {
@@ -94,6 +95,25 @@ export function register(program: Command): void {
     .action(action(async (experiment: string | undefined, o: { queue: string; json?: boolean }) => {
       const runs = await queueStatus(o.queue, experiment);
       emit(Boolean(o.json), { runs }, () => (runs.length ? runs.map(statusLine).join('\n') : `no runs${experiment ? ` of '${experiment}'` : ''} on the queue`));
+    }));
+
+  const queueCmd = program.command('queue').description('maintenance of a queue');
+  queueCmd
+    .command('clean')
+    .description('remove ended jobs from Redis now (retention does it over time: run --keep-completed/--keep-failed); run folders stay, so status and reports still show those runs')
+    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
+    .option('--older-than <age>', 'only jobs that ended longer ago than this (90s, 30m, 12h, 7d; default: all)')
+    .option('--state <state>', 'only finished (completed) or failed jobs: completed | failed (default: both)')
+    .option('--json', 'print the removed job ids as JSON on stdout')
+    .action(action(async (o: { queue: string; olderThan?: string; state?: string; json?: boolean }) => {
+      if (o.state !== undefined && o.state !== 'completed' && o.state !== 'failed') {
+        throw new FisherLensError('ERR_ARG', `--state: expected 'completed' or 'failed', got '${o.state}'`);
+      }
+      const r = await cleanQueue(o.queue, {
+        olderThanSec: o.olderThan !== undefined ? parseAge('--older-than', o.olderThan) : 0,
+        states: o.state ? [o.state as 'completed' | 'failed'] : undefined,
+      });
+      emit(Boolean(o.json), r, () => `removed ${r.completed.length} finished and ${r.failed.length} failed job(s); their run folders are kept`);
     }));
 
   program

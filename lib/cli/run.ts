@@ -1,3 +1,4 @@
+import { RETENTION, KeepJobs, parseKeep } from '../experiment/queue-jobs';
 import { Command } from 'commander';
 import * as path from 'path';
 import { action, emit, int, log, EXIT, executorFromEnv, interruptController } from './common';
@@ -21,6 +22,8 @@ export interface SweepCliOptions {
   out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
+  /** With --queue: how long Redis keeps finished and failed jobs ('AGE', 'COUNT' or 'AGE,COUNT'; queue-jobs.ts RETENTION). */
+  keepCompleted?: string; keepFailed?: string;
   /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
   reevaluate?: boolean;
 }
@@ -36,7 +39,11 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
       reevaluate: o.reevaluate,
-      ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
+      ...(o.queue ? { queue: {
+        url: o.queue, detach: Boolean(o.detach),
+        ...(o.keepCompleted !== undefined ? { keepCompleted: parseKeep('--keep-completed', o.keepCompleted) } : {}),
+        ...(o.keepFailed !== undefined ? { keepFailed: parseKeep('--keep-failed', o.keepFailed) } : {}),
+      } } : {}),
     });
     return result;
   } finally {
@@ -44,6 +51,8 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
     dispose();
   }
 }
+
+const keepText = (k: Required<KeepJobs>) => `${k.age / 86400}d,${k.count}`;
 
 /** `fisherlens run CONFIG`: trains and evaluates every run of a config (skips finished, resumes unfinished). */
 export function register(program: Command): void {
@@ -63,6 +72,8 @@ export function register(program: Command): void {
     .option('--json', 'print the result as JSON on stdout')
     .option('--queue <url>', 'enqueue the unfinished runs on BullMQ/Redis (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://) for `fisherlens worker`s, and follow them')
     .option('--detach', 'with --queue: enqueue and return')
+    .option('--keep-completed <keep>', `with --queue: how long Redis keeps finished jobs: AGE (90s, 12h, 7d), COUNT or AGE,COUNT (default ${keepText(RETENTION.completed)}; run folders stay)`)
+    .option('--keep-failed <keep>', `with --queue: how long Redis keeps failed jobs and their reasons (default ${keepText(RETENTION.failed)})`)
     .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
     .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
@@ -73,6 +84,7 @@ export function register(program: Command): void {
         return;
       }
       if (o.detach && !o.queue) throw new FisherLensError('ERR_ARG', '--detach needs --queue');
+      if ((o.keepCompleted !== undefined || o.keepFailed !== undefined) && !o.queue) throw new FisherLensError('ERR_ARG', '--keep-completed and --keep-failed need --queue');
       if (o.dryRun) {
         const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },

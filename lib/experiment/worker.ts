@@ -272,18 +272,20 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   await ready(w.waitUntilReady(), q.url);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
-  // Stopping: the active runs end by themselves (at an epoch end, or at once after stopNow); then
-  // BullMQ's close gets closeDeadlineMs to reach Redis, after which every connection is dropped by
-  // force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
+  // Stopping: BullMQ's close starts at once; the active runs end by themselves (at an epoch end, or
+  // at once after stopNow); then the close gets closeDeadlineMs to reach Redis, after which every
+  // connection is dropped by force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
   const deadlineMs = opts.closeDeadlineMs ?? 5000;
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
-  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms); });
+  // unref'd: a deadline never keeps a process alive that has nothing else to do
+  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
-      while (active.size > 0) await sleep(100);
+      // closing at once stops the worker taking jobs (a run handed back would be taken again)
       const closed = w.close().then(() => true, () => true);
+      while (active.size > 0) await sleep(100);
       if (!(await Promise.race([closed, timeout(deadlineMs)]))) {
         log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
         await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
