@@ -119,7 +119,45 @@ export async function modelArg(s: string, device: string, opts: { defaults?: Par
  * 3 some runs failed (the others finished; see <run>/error.json); 130 interrupted (SIGINT/SIGTERM:
  * finished runs are kept, the current one resumes from its checkpoint on the next call).
  */
-export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130, terminated: 143 } as const;
+
+/**
+ * SIGTERM/SIGINT for preemptible work (train, run): the first signal aborts `stop`, asking for a
+ * checkpoint at the next batch boundary; if the work has not ended `graceSec` seconds later the
+ * process exits with what its last checkpoint holds; a second signal exits at once. The exit code
+ * is 143 after SIGTERM (Slurm, Kubernetes, spot instances), 130 after SIGINT.
+ */
+export function preemptController(graceSec: number, what: string): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+  const stop = new AbortController();
+  let code: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.signal.aborted) {
+      log(`fisherlens: ${sig} again, exiting now`);
+      process.exit(code);
+    }
+    code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
+    log(`\nfisherlens: ${sig}: ${what} (within ${graceSec} s; again: exit at once)`);
+    stop.abort();
+    timer = setTimeout(() => {
+      log(`fisherlens: the ${graceSec} s grace is over: exiting with the last checkpoint`);
+      process.exit(code);
+    }, graceSec * 1000);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    stop, exitCode: () => code,
+    dispose: () => { clearTimeout(timer); process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
+}
+
+/** --grace SECONDS: a number ≥ 0. */
+export function graceArg(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new FisherLensError('ERR_ARG', `--grace: expected seconds ≥ 0, got '${v}'`);
+  return n;
+}
 
 /** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
 export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
