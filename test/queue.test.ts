@@ -434,6 +434,9 @@ test('the Slurm script runs the run of its array index with the local runner, an
   t.regex(text, /^#SBATCH --job-name=fisherlens-slurm$/m);
   t.regex(text, /^#SBATCH --gres=gpu:1$/m);
   t.regex(text, /^#SBATCH --time=01:00:00$/m);
+  // preemption: the signal ahead of the time limit, to the batch shell that execs fisherlens, and requeue
+  t.regex(text, /^#SBATCH --signal=B:TERM@120$/m);
+  t.regex(text, /^#SBATCH --requeue$/m);
   const env = { FISHERLENS_EXECUTOR: fakeModule, SLURM_ARRAY_TASK_ID: '2' };
   const task = await bash(script, env);
   t.is(task.status, 0, task.stderr);
