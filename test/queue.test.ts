@@ -347,7 +347,7 @@ maybe('SIGTERM: the worker stops at the end of the epoch, the run goes back to t
   t.regex(sub.stderr, /fisherlens: enqueued; follow with `fisherlens status --queue URL`/);
   await whenActive(url, 0, () => w1.stderr());
   w1.proc.kill('SIGTERM');
-  t.is(await w1.exit, 130, w1.stderr());
+  t.is(await w1.exit, 143, w1.stderr());
   t.regex(w1.stderr(), /stopped mlp_natural_seed0 with its checkpoint; back in the queue/);
   const st = (await queueStatus(url, 'term'))[0];
   t.is(st.state, 'waiting');

@@ -5,7 +5,8 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log, num, EXIT, executorFromEnv } from './common';
+import { action, emit, log, num, EXIT, executorFromEnv, graceArg } from './common';
+import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } from '../science/options';
 import { FisherLensError } from '../util/errors';
 import { worker } from '../experiment/worker';
 import { queueStatus, cancelExperiment, cleanQueue } from '../experiment/queue-status';
@@ -42,26 +43,34 @@ export function register(program: Command): void {
     .option('--trust-torchscript', 'accept TorchScript models (they run arbitrary code)')
     .option('--lock-duration <ms>', 'lock of an active job: a dead worker\'s run is handed on after about this long', '30000')
     .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
+    .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: each run's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue, and the worker exits (143 after SIGTERM), within this many seconds', String(GRACE_DEFAULT_SEC))
     .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
-    .addHelpText('after', '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
-    .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
+    .addHelpText('after', '\nSIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue within --grace, exit 143 after SIGTERM; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
+    .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; checkpointEvery?: string; grace: string; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
       const int = (name: string, v: string) => {
         const n = num(name, v);
         if (!Number.isInteger(n) || n <= 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a positive integer, got '${v}'`);
         return n;
       };
+      if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
+      const graceSec = graceArg(o.grace);
+      let code: number = EXIT.interrupted;
       const stop = new AbortController();
       const now = new AbortController();
       const onSignal = (sig: NodeJS.Signals) => {
         if (!stop.signal.aborted) {
-          log(`fisherlens: ${sig}: active runs stop at the end of their current epoch and go back to the queue (again: at once)`);
+          code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
+          log(`fisherlens: ${sig}: active runs checkpoint at their next batch boundary and go back to the queue (within ${graceSec} s; again: exit at once)`);
           stop.abort();
+          // the grace is a promise: past it (and the Redis deadline), exit whatever is left
+          setTimeout(() => process.exit(code), (graceSec + 10) * 1000).unref();
         } else {
           // at once, whatever Redis does: the active runs' locks expire and another worker resumes
           // each from its last checkpoint (written atomically, so none is left half-written)
           log(`fisherlens: ${sig} again: exiting now (active runs resume from their last checkpoint on another worker)`);
           now.abort();
-          process.exit(EXIT.interrupted);
+          process.exit(code);
         }
       };
       process.on('SIGINT', onSignal);
@@ -72,11 +81,11 @@ export function register(program: Command): void {
           idleExitSec: o.idleExit !== undefined ? num('idle-exit', o.idleExit) : undefined,
           roots: o.root, trustTorchScript: Boolean(o.trustTorchscript), executor: executorFromEnv(),
           lockDurationMs: int('lock-duration', o.lockDuration), stalledIntervalMs: int('stalled-interval', o.stalledInterval),
-          maxStalledCount: int('max-stalls', o.maxStalls),
+          maxStalledCount: int('max-stalls', o.maxStalls), graceSec, checkpointEvery: o.checkpointEvery,
           signal: stop.signal, stopNow: now.signal, log,
         });
         log(`fisherlens: worker ${r.name}: ${r.finished.length} run(s) finished, ${r.failed.length} failed, ${r.requeued.length} handed back`);
-        if (stop.signal.aborted) process.exitCode = EXIT.interrupted;
+        if (stop.signal.aborted) process.exitCode = code;
         // the worker dropped its connections; whatever a library left scheduled must not keep the
         // process alive (an unref'd timer fires only if something else still holds the loop)
         setTimeout(() => process.exit(), 2000).unref();

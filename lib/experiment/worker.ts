@@ -14,6 +14,7 @@ import type { ResolvedRun } from './config';
 import type { RunExecutor } from './executor';
 import type { EpochRecord } from './rundir';
 import { planExperiment } from './plan';
+import { GRACE_DEFAULT_SEC } from '../science/options';
 import { runExperiment } from './runner';
 import { Build, DETERMINISTIC, JobData, JobProgress, JobResult, QueueOptions, bull, cancelChannel, cancelKey, connection, currentBuild, maskUrl, queueOptions, ready, redisClient, sleep } from './queue-jobs';
 
@@ -41,8 +42,15 @@ export interface WorkerOptions {
   maxStalledCount?: number;
   /** Name shown in `status` (default hostname/pid[/device]). */
   name?: string;
-  /** Graceful stop: take no more jobs; active runs stop at the end of their current epoch and go back to the queue. */
+  /**
+   * Graceful stop: take no more jobs; active runs checkpoint at their next batch boundary (or end
+   * of epoch, whichever comes first) and go back to the queue; after `graceSec` they stop at once.
+   */
   signal?: AbortSignal;
+  /** Seconds a graceful stop waits for active runs to checkpoint before stopping them at once (default 30). */
+  graceSec?: number;
+  /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'; default: the run's train.checkpointEvery, else every 300 s). */
+  checkpointEvery?: string;
   /** Immediate stop: active runs stop at their next step (keeping their last checkpoint) and go back to the queue. */
   stopNow?: AbortSignal;
   /** The build this worker accepts jobs from (default: this package's version and native-source hash). */
@@ -140,7 +148,7 @@ export function checkJob(data: JobData, o: { build: Build; roots: string[]; trus
   return run;
 }
 
-interface Active { job: Job<JobData, JobResult>; controller: AbortController; stopAtEpoch: boolean; cancelled: boolean }
+interface Active { job: Job<JobData, JobResult>; controller: AbortController; graceful: AbortController; stopAtEpoch: boolean; cancelled: boolean }
 
 /**
  * Takes runs from the queue and executes each with the local runner into its experiment's run
@@ -191,7 +199,9 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     if (cancelledAt > data.submittedAt) throw refuse('ERR_ABORTED', `cancelled (fisherlens cancel ${data.experiment})`);
     checkJob(data, { build, roots, trustTorchScript: opts.trustTorchScript ?? false });
     const controller = new AbortController();
-    const a: Active = { job, controller, stopAtEpoch: Boolean(opts.signal?.aborted), cancelled: false };
+    const graceful = new AbortController();
+    if (opts.signal?.aborted) graceful.abort();
+    const a: Active = { job, controller, graceful, stopAtEpoch: Boolean(opts.signal?.aborted), cancelled: false };
     active.set(job.id!, a);
     const records: EpochRecord[] = [];
     let progress: JobProgress = { startedAt: job.processedOn ?? 0, worker: name, device: opts.device ?? '', resume: false, records };
@@ -209,6 +219,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     try {
       const result = await runExperiment(data.config, {
         out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
+        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery,
         onEvent: (e) => {
           if (e.type === 'run-start') {
             const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;
@@ -276,6 +287,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   // at once after stopNow); then the close gets closeDeadlineMs to reach Redis, after which every
   // connection is dropped by force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
   const deadlineMs = opts.closeDeadlineMs ?? 5000;
+  const graceSec = opts.graceSec ?? GRACE_DEFAULT_SEC;
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
   // unref'd: a deadline never keeps a process alive that has nothing else to do
@@ -294,8 +306,10 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     return closing;
   };
   const onStop = () => {
-    log('stopping: active runs stop at the end of their current epoch and go back to the queue');
-    for (const a of active.values()) a.stopAtEpoch = true;
+    log(`stopping: active runs checkpoint at their next batch boundary and go back to the queue (within ${graceSec} s)`);
+    for (const a of active.values()) { a.stopAtEpoch = true; a.graceful.abort(); }
+    // past the grace, whatever a run is doing: it stops at once with its last checkpoint
+    if (active.size > 0) setTimeout(() => { for (const a of active.values()) a.controller.abort(); }, graceSec * 1000).unref();
     void close();
   };
   const onStopNow = () => {

@@ -62,7 +62,7 @@ maybe('an idle worker whose Redis has gone exits within 10 s of its --idle-exit'
   t.is(w.stderr().split('\n').filter((l) => l.includes('idle for')).length, 1, 'the idle exit is logged once');
 });
 
-maybe('a worker whose Redis has gone exits within 10 s of SIGTERM (130), and at once on a second signal', async (t) => {
+maybe('a worker whose Redis has gone exits within 10 s of SIGTERM (143), and at once on a second signal', async (t) => {
   const redis = await startRedis();
   leftovers.push(() => void redis.stop());
   const dir = tmp('term');
@@ -76,7 +76,7 @@ maybe('a worker whose Redis has gone exits within 10 s of SIGTERM (130), and at 
   const r = await within(w, (STOP_DEADLINE_S + 5) * 1000);
   t.truthy(r, `the worker did not exit: ${w.stderr()}`);
   t.true(r!.at - sent <= STOP_DEADLINE_S * 1000, `exited ${(r!.at - sent) / 1000} s after SIGTERM`);
-  t.is(r!.code, 130, w.stderr());
+  t.is(r!.code, 143, w.stderr());
 
   // the second signal: no waiting for any close
   const redis2 = await startRedis();
@@ -95,7 +95,7 @@ maybe('a worker whose Redis has gone exits within 10 s of SIGTERM (130), and at 
     t.truthy(r2, `the worker did not exit on the second signal: ${w2.stderr()}`);
     // 'at once': the process exits from its signal handler; 2 s covers a loaded CI machine
     t.true(r2!.at - sent2 < 2000, `exited ${(r2!.at - sent2) / 1000} s after the second signal`);
-    t.is(r2!.code, 130);
+    t.is(r2!.code, 143);
   } finally {
     process.kill(pid, 'SIGCONT');
     await redis2.stop();
@@ -116,7 +116,7 @@ maybe('a worker whose Redis hangs (SIGSTOP) still exits within 10 s of SIGTERM',
     const r = await within(w, (STOP_DEADLINE_S + 5) * 1000);
     t.truthy(r, `the worker did not exit: ${w.stderr()}`);
     t.true(r!.at - sent <= STOP_DEADLINE_S * 1000, `exited ${(r!.at - sent) / 1000} s after SIGTERM`);
-    t.is(r!.code, 130, w.stderr());
+    t.is(r!.code, 143, w.stderr());
   } finally {
     process.kill(pid, 'SIGCONT');
     await redis.stop();
