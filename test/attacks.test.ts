@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackPresets, AttackParams } from '../lib/science/attacks';
-import { evaluate, worstExamples } from '../lib/science/robust';
+import { evaluateRobustness, worstExamples } from '../lib/science/robust';
 import { modelGradState } from './helpers/grad-state';
 import { fisherExact } from '../lib/science/fisher';
 import { manualSeed, train } from '../lib/science/train';
@@ -39,7 +39,7 @@ const cases: [string, AttackParams][] = [
 
 for (const [name, p] of cases) {
   test(`${name}: lowers accuracy, keeps x_adv in the ε-ball and the box on every element`, async (t) => {
-    const r = await evaluate(model, testSet, [p]);
+    const r = await evaluateRobustness(model, testSet, [p]);
     t.true(r.accuracy > 0.6, `clean accuracy ${r.accuracy}`);
     const rob = r.attacks[0].robustAccuracy;
     t.true(rob < r.accuracy - 0.15, `robust ${rob} vs clean ${r.accuracy}`);
@@ -119,9 +119,9 @@ test('KL attack reaches ½ ε² λ_max for small ε on a smooth model (ties to t
   t.true(ratios.every((r) => r < 1.1), `max ratio ${Math.max(...ratios)}`);
 });
 
-test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', async (t) => {
+test('evaluateRobustness: worst case ≤ every attack, per-sample arrays, .npy saving', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-eval-'));
-  const r = await evaluate(model, testSet, [
+  const r = await evaluateRobustness(model, testSet, [
     { name: 'fgsm', kind: 'fgsm', epsilon: 0.05 },
     { name: 'pgd', kind: 'pgd', epsilon: 0.05, stepSize: 0.01, steps: 5 },
   ], { batchSize: 50, save: path.join(dir, 'adv.npy') });
@@ -156,7 +156,7 @@ test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', as
     checked++;
   }
   t.true(checked > N / 2);
-  const single = await evaluate(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
+  const single = await evaluateRobustness(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
   t.deepEqual(readNpy(path.join(dir, 'one.npy')).data, readNpy(path.join(dir, 'adv-fgsm.npy')).data);
   t.is(single.attacks[0].robustAccuracy, r.attacks[0].robustAccuracy);
   fs.rmSync(dir, { recursive: true });

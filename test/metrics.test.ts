@@ -137,7 +137,7 @@ test('CCKL in O(N·C), streamed over uneven batches, equals the naive pairwise d
     t.true(relErr(pm.jsMean, ref.js) < 1e-10, `js ${pm.jsMean} vs ${ref.js}`);
     t.true(Math.abs(pm.lowerBound - ref.bound) < 1e-12 + 1e-10 * ref.bound, `bound ${pm.lowerBound} vs ${ref.bound}`);
     t.true(pm.exact);
-    // PAPER.md §2: bound ≤ 2·JS ≤ CCKL
+    // docs/math.md (4)–(8): bound ≤ 2·JS ≤ CCKL
     t.true(pm.lowerBound <= 2 * pm.jsMean + 1e-12 && 2 * pm.jsMean <= res.cckl + 1e-12, `${pm.lowerBound} ≤ ${2 * pm.jsMean} ≤ ${res.cckl}`);
     if (trained) t.true(pm.lowerBound > 0, 'a trained classifier has a positive bound');
   }

@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync, spawnSync } from 'child_process';
 import { Model, Tensor, FisherLensError, evaluate, loadNpy } from '../lib';
+import { modelHandle } from '../lib/science/model';
 import { addon } from '../lib/binding/native';
 import { testAddon } from './helpers/test-hooks';
 
@@ -242,7 +243,7 @@ np.save('${d}/y.npy', rng.integers(0, 10, 50))
 test('optimizer state round-trips through the "optimizer" sub-archive (C++ API used by training)', async (t) => {
   const m = Model.create({ arch: 'small-cnn' });
   const file = path.join(tmp, 'opt.ckpt');
-  const r = await testAddon().__checkpointOptimizerSelfTest(m.native, file);
+  const r = await testAddon().__checkpointOptimizerSelfTest(modelHandle(m), file);
   t.true(r.hasOptimizer);
   t.is(r.steps, 2);
   t.is(r.maxDiff, 0);

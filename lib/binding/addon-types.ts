@@ -57,6 +57,8 @@ export interface NativeModel extends Handle<'model'> {
   setTraining(on: boolean, ctl?: NativeCtl): Promise<void>;
   to(device: string, ctl?: NativeCtl): Promise<void>;
   exportState(path: string, ctl?: NativeCtl): Promise<void>;
+  /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
+  state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>>;
   dispose(): void;
   /** Cached on the JS side (no read of the model while an op runs on it). */
   readonly training: boolean;

@@ -5,9 +5,8 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log, num, EXIT, executorFromEnv, graceArg } from './common';
+import { action, choice, deviceOption, emit, graceArg, jsonOption, log, num, posInt, EXIT, QUEUE_URL, executorFromEnv } from './common';
 import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } from '../science/options';
-import { FisherLensError } from '../util/errors';
 import { worker } from '../experiment/worker';
 import { queueStatus, cancelExperiment, cleanQueue } from '../experiment/queue-status';
 import { QueueRunStatus, parseAge } from '../experiment/queue-jobs';
@@ -31,11 +30,11 @@ function statusLine(s: QueueRunStatus): string {
 }
 
 export function register(program: Command): void {
-  program
+  const worker_ = program
     .command('worker')
     .description('take runs from a queue (`fisherlens run CONFIG --queue URL`) and execute them with the local runner; one worker per GPU')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .option('-d, --device <device>', 'device for every run this worker takes (overrides the run\'s; recorded in status)')
+    .requiredOption('--queue <url>', QUEUE_URL);
+  deviceOption(worker_, "the config's device")
     .option('--concurrency <n>', 'runs at once in this process', '1')
     .option('--idle-exit <seconds>', 'exit after this many seconds without a job')
     .option('--root <dir>', 'a folder configs may read and write under (out, data.root, model.path); repeatable; default: the working folder',
@@ -43,21 +42,21 @@ export function register(program: Command): void {
     .option('--trust-torchscript', 'accept TorchScript models (they run arbitrary code)')
     .option('--lock-duration <ms>', 'lock of an active job: a dead worker\'s run is handed on after about this long', '30000')
     .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
+    .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
     .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: each run's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
     .option('--grace <seconds>', 'on SIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue, and the worker exits (143 after SIGTERM), within this many seconds', String(GRACE_DEFAULT_SEC))
-    .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
-    .addHelpText('after', '\nSIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue within --grace, exit 143 after SIGTERM; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
+    .addHelpText('after', '\n--device: every run this worker takes runs there (recorded in status).' +
+      '\nSIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue within --grace, exit 143 after SIGTERM; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
     .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; checkpointEvery?: string; grace: string; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
-      const int = (name: string, v: string) => {
-        const n = num(name, v);
-        if (!Number.isInteger(n) || n <= 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a positive integer, got '${v}'`);
-        return n;
+      const opts = {
+        concurrency: posInt('concurrency', o.concurrency), idleExitSec: num('idle-exit', o.idleExit),
+        lockDurationMs: posInt('lock-duration', o.lockDuration), stalledIntervalMs: posInt('stalled-interval', o.stalledInterval),
+        maxStalledCount: posInt('max-stalls', o.maxStalls),
       };
       if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
       const graceSec = graceArg(o.grace);
       let code: number = EXIT.interrupted;
       const stop = new AbortController();
-      const now = new AbortController();
       const onSignal = (sig: NodeJS.Signals) => {
         if (!stop.signal.aborted) {
           code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
@@ -69,7 +68,6 @@ export function register(program: Command): void {
           // at once, whatever Redis does: the active runs' locks expire and another worker resumes
           // each from its last checkpoint (written atomically, so none is left half-written)
           log(`fisherlens: ${sig} again: exiting now (active runs resume from their last checkpoint on another worker)`);
-          now.abort();
           process.exit(code);
         }
       };
@@ -77,12 +75,9 @@ export function register(program: Command): void {
       process.on('SIGTERM', onSignal);
       try {
         const r = await worker({
-          queue: o.queue, device: o.device, concurrency: int('concurrency', o.concurrency),
-          idleExitSec: o.idleExit !== undefined ? num('idle-exit', o.idleExit) : undefined,
+          queue: o.queue, device: o.device, ...opts, graceSec, checkpointEvery: o.checkpointEvery,
           roots: o.root, trustTorchScript: Boolean(o.trustTorchscript), executor: executorFromEnv(),
-          lockDurationMs: int('lock-duration', o.lockDuration), stalledIntervalMs: int('stalled-interval', o.stalledInterval),
-          maxStalledCount: int('max-stalls', o.maxStalls), graceSec, checkpointEvery: o.checkpointEvery,
-          signal: stop.signal, stopNow: now.signal, log,
+          signal: stop.signal, log,
         });
         log(`fisherlens: worker ${r.name}: ${r.finished.length} run(s) finished, ${r.failed.length} failed, ${r.requeued.length} handed back`);
         if (stop.signal.aborted) process.exitCode = code;
@@ -95,42 +90,36 @@ export function register(program: Command): void {
       }
     }));
 
-  program
+  const status = program
     .command('status')
     .description('the runs on a queue: waiting, active (worker, device, epoch k/n), finished, failed (reason)')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .argument('[experiment]', 'only this experiment (its config\'s `name`)')
-    .option('--json', 'print the runs as JSON on stdout')
+    .requiredOption('--queue <url>', QUEUE_URL)
+    .argument('[experiment]', 'only this experiment (its config\'s `name`)');
+  jsonOption(status)
     .action(action(async (experiment: string | undefined, o: { queue: string; json?: boolean }) => {
       const runs = await queueStatus(o.queue, experiment);
       emit(Boolean(o.json), { runs }, () => (runs.length ? runs.map(statusLine).join('\n') : `no runs${experiment ? ` of '${experiment}'` : ''} on the queue`));
     }));
 
-  const queueCmd = program.command('queue').description('maintenance of a queue');
-  queueCmd
+  const clean = program.command('queue').description('maintenance of a queue')
     .command('clean')
     .description('remove ended jobs from Redis now (retention does it over time: run --keep-completed/--keep-failed); run folders stay, so status and reports still show those runs')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
+    .requiredOption('--queue <url>', QUEUE_URL)
     .option('--older-than <age>', 'only jobs that ended longer ago than this (90s, 30m, 12h, 7d; default: all)')
-    .option('--state <state>', 'only finished (completed) or failed jobs: completed | failed (default: both)')
-    .option('--json', 'print the removed job ids as JSON on stdout')
+    .option('--state <state>', 'only finished (completed) or failed jobs: completed | failed (default: both)');
+  jsonOption(clean)
     .action(action(async (o: { queue: string; olderThan?: string; state?: string; json?: boolean }) => {
-      if (o.state !== undefined && o.state !== 'completed' && o.state !== 'failed') {
-        throw new FisherLensError('ERR_ARG', `--state: expected 'completed' or 'failed', got '${o.state}'`);
-      }
-      const r = await cleanQueue(o.queue, {
-        olderThanSec: o.olderThan !== undefined ? parseAge('--older-than', o.olderThan) : 0,
-        states: o.state ? [o.state as 'completed' | 'failed'] : undefined,
-      });
+      const state = choice('state', ['completed', 'failed'] as const, o.state);
+      const r = await cleanQueue(o.queue, { olderThanSec: o.olderThan !== undefined ? parseAge('--older-than', o.olderThan) : 0, states: state ? [state] : undefined });
       emit(Boolean(o.json), r, () => `removed ${r.completed.length} finished and ${r.failed.length} failed job(s); their run folders are kept`);
     }));
 
-  program
+  const cancel = program
     .command('cancel')
     .description('cancel an experiment on a queue: remove its waiting runs and stop its active ones on every worker (they keep their checkpoint)')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .argument('<experiment>', 'the experiment (its config\'s `name`)')
-    .option('--json', 'print what was done as JSON on stdout')
+    .requiredOption('--queue <url>', QUEUE_URL)
+    .argument('<experiment>', 'the experiment (its config\'s `name`)');
+  jsonOption(cancel)
     .action(action(async (experiment: string, o: { queue: string; json?: boolean }) => {
       const r = await cancelExperiment(o.queue, experiment);
       emit(Boolean(o.json), r, () => `removed ${r.removed.length} waiting run(s)${r.removed.length ? ` (${r.removed.join(', ')})` : ''}; asked ${r.stopping.length} active run(s) to stop${r.stopping.length ? ` (${r.stopping.join(', ')})` : ''}`);

@@ -1,13 +1,15 @@
 import { Command } from 'commander';
 import * as path from 'path';
 import { loadData } from '../science/data';
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
-import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../science/train';
-import { action, emit, log, num, int as intArg, Progress, modelArg, preemptController, graceArg } from './common';
+import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
+import {
+  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress,
+} from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
-import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseCheckpointEvery } from '../science/options';
+import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseCheckpointEvery } from '../science/options';
 import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions {
@@ -50,22 +52,21 @@ export function parseSchedule(s: string): ScheduleOptions {
   if (name === 'cosine') return { type: 'cosine' };
   if (name === 'multistep') {
     const ms = (a ?? '').split(',').filter(Boolean).map(Number);
-    if (!ms.length || ms.some((v) => !Number.isInteger(v) || v < 1)) throw new FisherLensError('ERR_ARG', `--schedule multistep:<epochs>: expected epochs like 75,90, got '${s}'`);
+    if (!ms.length || ms.some((v) => !Number.isInteger(v) || v < 1)) throw invalidArgument('--schedule multistep:<epochs>', 'epochs >= 1 like 75,90', s);
     return { type: 'multistep', milestones: ms, gamma: b === undefined ? 0.1 : num('schedule', b) };
   }
   if (name === 'onecycle') return { type: 'onecycle', peak: a === undefined ? 0.3 : num('schedule', a) };
-  throw new FisherLensError('ERR_ARG', `--schedule: expected constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak], got '${s}'`);
+  throw invalidArgument('--schedule', 'constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak]', s);
 }
 
 /** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('train')
-    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out')
-    .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
-    .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy (with an .npy --data)')
-    .option('--method <m>', `${TRAIN_METHODS.join(' | ')} (default natural, or the preset's)`)
+    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out');
+  modelOption(cmd);
+  dataOptions(cmd)
+    .option('--method <m>', `${optionHelp(TRAIN_STEP_OPTIONS.method)} (default natural, or the preset's)`)
     .option('--preset <name>', `published settings: ${Object.keys(presets).join(', ')} (explicit options override)`)
     .option('--epochs <n>', optionHelp(TRAIN_OPTIONS.epochs))
     .option('--batch-size <n>', optionHelp(TRAIN_OPTIONS.batchSize))
@@ -89,33 +90,25 @@ export function register(program: Command): void {
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
     .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC))
-    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
-    .option('--json', 'print one JSON document (the history) on stdout')
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC));
+  deviceOption(cmd);
+  jsonOption(cmd)
     .action(action(async (o: TrainCliOptions) => {
-      const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
       // flags that a config also sets are checked by the config schema's declaration of that field
       const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
-      if (o.resume && !o.out) throw new FisherLensError('ERR_ARG', '--resume: needs --out (the folder whose checkpoint.pt to continue from)');
+      if (o.resume && !o.out) throw invalidArgument('--resume', '--out with it (the folder whose checkpoint.pt to continue from)');
       const checkpointEvery = parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
       const grace = graceArg(o.grace);
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
-        if (!(o.preset in presets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(presets).join(', ')}, got '${o.preset}'`);
-        opts = JSON.parse(JSON.stringify(presets[o.preset as PresetName])) as TrainOptions;
+        opts = JSON.parse(JSON.stringify(presets[choice('preset', Object.keys(presets) as PresetName[], o.preset)])) as TrainOptions;
       }
-      if (o.method !== undefined) {
-        if (!['natural', 'pgd-at', 'trades'].includes(o.method)) throw new FisherLensError('ERR_ARG', `--method: expected natural, pgd-at or trades, got '${o.method}'`);
-        opts.method = o.method as TrainMethod;
-      }
-      if (o.epochs !== undefined) opts.epochs = int('epochs', o.epochs, 1);
-      if (o.batchSize !== undefined) opts.batchSize = int('batch-size', o.batchSize, 1);
-      if (o.subset !== undefined) opts.subset = int('subset', o.subset, 1);
+      if (o.method !== undefined) opts.method = declared('method', o.method, TRAIN_STEP_OPTIONS.method);
+      if (o.epochs !== undefined) opts.epochs = posInt('epochs', o.epochs);  // the API takes 0; from the command line it is a mistake
+      if (o.batchSize !== undefined) opts.batchSize = declared('batch-size', o.batchSize, TRAIN_OPTIONS.batchSize);
+      if (o.subset !== undefined) opts.subset = posInt('subset', o.subset);
       const opt = { ...(opts.optimizer ?? {}) };
-      if (o.optimizer !== undefined) {
-        if (!['sgd', 'adam', 'adamw'].includes(o.optimizer)) throw new FisherLensError('ERR_ARG', `--optimizer: expected sgd, adam or adamw, got '${o.optimizer}'`);
-        opt.type = o.optimizer as 'sgd' | 'adam' | 'adamw';
-      }
+      if (o.optimizer !== undefined) opt.type = declared('optimizer', o.optimizer, OPTIMIZER_OPTIONS.type);
       if (o.lr !== undefined) opt.lr = field('lr', OptimizerSchema.shape.lr, o.lr);
       if (o.momentum !== undefined) opt.momentum = field('momentum', OptimizerSchema.shape.momentum, o.momentum);
       if (o.nesterov) opt.nesterov = true;
@@ -128,19 +121,13 @@ export function register(program: Command): void {
       if (o.stepSize !== undefined) att.stepSize = field('step-size', TrainSchema.shape.stepSize, o.stepSize);
       if (o.steps !== undefined) att.steps = field('steps', TrainSchema.shape.steps, o.steps);
       if (o.beta !== undefined) att.beta = field('beta', TrainSchema.shape.beta, o.beta);
-      if (o.norm !== undefined) {
-        if (o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
-        att.norm = o.norm;
-      }
+      if (o.norm !== undefined) att.norm = declared('norm', o.norm, TRAIN_STEP_OPTIONS.norm);
       opts.attack = att;
-      opts.seed = int('seed', o.seed, 0);
-      if (o.trackAttack !== undefined) {
-        if (!(o.trackAttack in attackPresets)) throw new FisherLensError('ERR_ARG', `--track-attack: expected one of ${Object.keys(attackPresets).join(', ')}`);
-        opts.trackAttack = { ...attackPresets[o.trackAttack as AttackPresetName] };
-      }
-      if (o.nonRobustPairs !== undefined) opts.track = { nonRobustPairs: int('non-robust-pairs', o.nonRobustPairs, 1) };
+      opts.seed = declared('seed', o.seed, TRAIN_OPTIONS.seed);
+      if (o.trackAttack !== undefined) opts.trackAttack = { ...attackPresets[choice('track-attack', Object.keys(attackPresets) as AttackPresetName[], o.trackAttack)] };
+      if (o.nonRobustPairs !== undefined) opts.track = { nonRobustPairs: posInt('non-robust-pairs', o.nonRobustPairs) };
+      const probeSize = natInt('probe-size', o.probeSize);
       const trainSet = await loadData(o.data, { labels: o.labels, split: 'train' });
-      const probeSize = int('probe-size', o.probeSize, 0)!;
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
       const model = await modelArg(o.model, o.device, {
         defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },

@@ -6,7 +6,7 @@
  */
 import * as crypto from 'crypto';
 import type IORedis from 'ioredis';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { packageVersion, nativeSourceHash } from '../util/version';
 import type { ExperimentConfig, ResolvedRun } from './config';
 import type { RunProgress } from './executor';
@@ -55,7 +55,7 @@ const AGE_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 /** An age with a unit: '90s', '30m', '12h', '7d' → seconds; ERR_ARG naming the flag otherwise. */
 export function parseAge(flag: string, v: string): number {
   const m = /^(\d+(?:\.\d+)?)([smhd])$/.exec(v.trim());
-  if (!m) throw new FisherLensError('ERR_ARG', `${flag}: expected an age such as 90s, 30m, 12h or 7d, got '${v}'`);
+  if (!m) throw invalidArgument(flag, 'an age such as 90s, 30m, 12h or 7d', v);
   return Number(m[1]) * AGE_UNITS[m[2]];
 }
 
@@ -71,7 +71,7 @@ export function parseKeep(flag: string, v: string): KeepJobs {
       try {
         k.age = parseAge(flag, part);
       } catch {
-        throw new FisherLensError('ERR_ARG', `${flag}: expected AGE (90s, 30m, 12h, 7d), COUNT (a whole number) or AGE,COUNT, got '${v}'`);
+        throw invalidArgument(flag, 'AGE (90s, 30m, 12h, 7d), COUNT (a whole number) or AGE,COUNT', v);
       }
     }
   }
@@ -82,7 +82,7 @@ function checkKeep(name: string, k: KeepJobs | undefined, dflt: Required<KeepJob
   if (k === undefined) return { ...dflt };
   for (const [f, x] of Object.entries(k)) {
     if (!['age', 'count'].includes(f) || typeof x !== 'number' || !Number.isFinite(x) || x < 0) {
-      throw new FisherLensError('ERR_ARG', `${name}.${f}: expected a number ≥ 0 (age in s, count of jobs), got ${JSON.stringify(x)}`);
+      throw invalidArgument(`${name}.${f}`, 'a number ≥ 0 (age in s, count of jobs)', x);
     }
   }
   return { ...k };
@@ -180,10 +180,11 @@ export function maskUrl(url: string): string {
   return url.replace(/^(rediss?:\/\/)([^@/]*)@/, (_m, scheme: string, auth: string) => `${scheme}${auth.includes(':') ? `${auth.split(':')[0]}:***` : '***'}@`);
 }
 
+/** What a queue URL is (`--queue` of the CLI). */
+export const QUEUE_URL = 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)';
+
 export function checkUrl(url: string): void {
-  if (!/^rediss?:\/\/[^\s]+$/.test(url)) {
-    throw new FisherLensError('ERR_ARG', `--queue: expected redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS), got '${maskUrl(url)}'`);
-  }
+  if (!/^rediss?:\/\/[^\s]+$/.test(url)) throw invalidArgument('--queue', QUEUE_URL, maskUrl(url));
 }
 
 /** A command that Redis does not answer (a hung server) fails after this long, in ms. */

@@ -11,7 +11,7 @@
  * This module loads nothing native: help, config validation and the attack capability table work
  * without LibTorch.
  */
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { OptionSchema, Parsed, given, parseOptions } from '../util/schema';
 
 // ---------------- attacks ----------------
@@ -79,7 +79,7 @@ export function defaultStepsText(): string {
 /** The capability row of `kind`; ERR_ARG naming the known kinds when there is none. */
 export function attackSpec(kind: unknown): AttackSpec {
   const s = ATTACK_TABLE.find((a) => a.kind === kind);
-  if (!s) throw new FisherLensError('ERR_ARG', `attack option 'kind': expected one of ${ATTACK_KINDS.join(', ')}, got ${typeof kind === 'string' ? `'${kind}'` : String(kind)}`);
+  if (!s) throw invalidArgument("attack option 'kind'", `one of ${ATTACK_KINDS.join(', ')}`, kind);
   return s;
 }
 
@@ -110,10 +110,10 @@ export const ATTACK_OPTIONS = {
 
 /** Options only some kinds take: given to another kind they are ERR_ARG. */
 const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> = {
-  alphaMax: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  pInit: { kinds: ['square'], say: 'square does' },
+  alphaMax: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  pInit: { kinds: ['square'], say: 'square takes it' },
 };
 
 /**
@@ -124,32 +124,32 @@ const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> =
 export function parseAttackOptions(p: object): Parsed {
   const g = p as Record<string, unknown>;
   const kind = given(p, 'kind') ? g.kind : ATTACK_OPTIONS.kind.default;
-  if (typeof kind !== 'string') throw new FisherLensError('ERR_ARG', `attack option 'kind': expected one of ${ATTACK_KINDS.join(', ')}, got ${String(kind)}`);
+  if (typeof kind !== 'string') throw invalidArgument("attack option 'kind'", `one of ${ATTACK_KINDS.join(', ')}`, kind);
   const spec = attackSpec(kind);
-  if (!spec.available) throw new FisherLensError('ERR_ARG', `${kind} is not available in this build (${spec.summary})`);
+  if (!spec.available) throw invalidArgument("attack option 'kind'", `an attack of this build (${kind} is not available in this build: ${spec.summary})`, kind);
   const o = parseOptions('attack', ATTACK_OPTIONS, p, {
     norm: spec.norms[0], steps: spec.defaultSteps, ...(kind === 'cw-l2' ? { epsilon: Infinity } : {}),
   });
   const norm = o.norm as AttackNorm;
-  if (!spec.norms.includes(norm)) throw new FisherLensError('ERR_ARG', `${kind} does not support norm '${norm}'`);
+  if (!spec.norms.includes(norm)) throw invalidArgument("attack option 'norm'", `${spec.norms.join(' or ')} for ${kind} (it supports no other norm)`, norm);
   if (!spec.stepSize && given(p, 'stepSize')) {
-    throw new FisherLensError('ERR_ARG', `${kind} does not take stepSize${kind.startsWith('apgd') ? ' (APGD starts at 2ε and adapts it)' : ''}`);
+    throw invalidArgument("attack option 'stepSize'", `none for ${kind}${kind.startsWith('apgd') ? ' (APGD starts at 2ε and adapts it)' : ''}`, g.stepSize);
   }
-  if (!spec.randomStart && g.randomStart === true) throw new FisherLensError('ERR_ARG', `${kind} has no random start`);
-  if (!spec.restarts && (o.restarts as number) > 1) throw new FisherLensError('ERR_ARG', `${kind} has no restarts (restarts must be 1)`);
+  if (!spec.randomStart && g.randomStart === true) throw invalidArgument("attack option 'randomStart'", `false for ${kind} (it has no random start)`, true);
+  if (!spec.restarts && (o.restarts as number) > 1) throw invalidArgument("attack option 'restarts'", `1 for ${kind} (it has no restarts)`, o.restarts);
   if (!spec.targeted && o.targeted) {
-    throw new FisherLensError('ERR_ARG', `${kind} cannot be targeted${spec.internalTargets ? ' (it is an untargeted attack that tries target classes internally; see `targets`)' : ''}`);
+    throw invalidArgument("attack option 'targeted'", `false for ${kind}${spec.internalTargets ? ' (it is an untargeted attack that tries target classes internally; see `targets`)' : ' (it cannot be targeted)'}`, o.targeted);
   }
-  if (!spec.internalTargets && given(p, 'targets')) throw new FisherLensError('ERR_ARG', `${kind} does not take \`targets\` (apgd-t and fab-t do)`);
+  if (!spec.internalTargets && given(p, 'targets')) throw invalidArgument("attack option 'targets'", `none for ${kind} (apgd-t and fab-t take it)`, g.targets);
   if (o.eotIter !== 1 && !kind.startsWith('apgd')) {
-    throw new FisherLensError('ERR_ARG', `eotIter must be an integer >= 1 and only APGD averages gradients over several forwards, got ${o.eotIter} for ${kind}`);
+    throw invalidArgument("attack option 'eotIter'", `1 for ${kind} (only APGD averages gradients over several forwards)`, o.eotIter);
   }
-  if (given(p, 'init') && !kind.startsWith('apgd')) throw new FisherLensError('ERR_ARG', `${kind} does not take a start point \`init\` (APGD does)`);
+  if (given(p, 'init') && !kind.startsWith('apgd')) throw invalidArgument("attack option 'init'", `none for ${kind} (a start point: APGD takes one)`, g.init);
   for (const [k, only] of Object.entries(KIND_ONLY)) {
-    if (given(p, k) && !only.kinds.includes(spec.kind)) throw new FisherLensError('ERR_ARG', `${kind} does not take \`${k}\` (${only.say})`);
+    if (given(p, k) && !only.kinds.includes(spec.kind)) throw invalidArgument(`attack option '${k}'`, `none for ${kind} (${only.say})`, g[k]);
   }
-  if (kind === 'square' && (o.steps as number) < 1) throw new FisherLensError('ERR_ARG', `square steps (queries per sample) must be >= 1, got ${o.steps}`);
-  if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw new FisherLensError('ERR_ARG', `attack epsilon must be finite for ${kind}`);
+  if (kind === 'square' && (o.steps as number) < 1) throw invalidArgument("attack option 'steps'", 'an integer >= 1 for square (queries per sample)', o.steps);
+  if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw invalidArgument("attack option 'epsilon'", `a finite number for ${kind} (only cw-l2 takes an unbounded ε)`, o.epsilon);
   return o;
 }
 
@@ -230,8 +230,12 @@ export const RHO_OPTIONS = {
 
 // ---------------- training ----------------
 
+/** The optimisers (native train.cc createOptimizer). */
 export const OPTIMIZER_TYPES = ['sgd', 'adam', 'adamw'] as const;
+export type OptimizerType = typeof OPTIMIZER_TYPES[number];
+/** The training methods: natural (cross-entropy), PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019). */
 export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades'] as const;
+export type TrainMethod = typeof TRAIN_METHODS[number];
 
 /** Options of createOptimizer (the TS API's `betas` pair crosses as beta1, beta2). */
 export const OPTIMIZER_OPTIONS = {
@@ -246,7 +250,7 @@ export const OPTIMIZER_OPTIONS = {
 } as const satisfies OptionSchema;
 
 /** The defaults that depend on the optimiser type. */
-export const OPTIMIZER_TYPE_DEFAULTS: Record<typeof OPTIMIZER_TYPES[number], Partial<Parsed>> = {
+export const OPTIMIZER_TYPE_DEFAULTS: Record<OptimizerType, Partial<Parsed>> = {
   sgd: {}, adam: { lr: 1e-3, momentum: 0 }, adamw: { lr: 1e-3, momentum: 0 },
 };
 
@@ -292,7 +296,7 @@ export function parseCheckpointEvery(what: string, v: unknown): CheckpointEvery 
   if (v === 'off' || v === '0' || v === 0) return {};
   const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)([bs])$/.exec(v.trim()) : null;
   if (!m || !(Number(m[1]) > 0) || (m[2] === 'b' && !Number.isInteger(Number(m[1])))) {
-    throw new FisherLensError('ERR_ARG', `${what}: expected a number of batches such as 500b, seconds such as 300s, or off; got ${JSON.stringify(v)}`);
+    throw invalidArgument(what, 'a number of batches such as 500b, seconds such as 300s, or off', v);
   }
   return m[2] === 'b' ? { batches: Number(m[1]) } : { seconds: Number(m[1]) };
 }
@@ -322,9 +326,9 @@ export const AUGMENT_OPTIONS = {
  * own defaults (Adam: lr 1e-3, no momentum); the TS API's `betas` pair becomes beta1, beta2.
  */
 export function optimizerOptions(o: { type?: string; betas?: [number, number] } & Record<string, unknown>): Parsed {
-  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as typeof OPTIMIZER_TYPES[number];
+  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as OptimizerType;
   const p = parseOptions('optimizer', OPTIMIZER_OPTIONS, { ...o, beta1: o.betas?.[0] ?? o.beta1, beta2: o.betas?.[1] ?? o.beta2 }, OPTIMIZER_TYPE_DEFAULTS[type]);
-  if (p.nesterov && !((p.momentum as number) > 0)) throw new FisherLensError('ERR_ARG', 'Nesterov momentum needs momentum > 0');
+  if (p.nesterov && !((p.momentum as number) > 0)) throw invalidArgument("optimizer option 'momentum'", 'a number > 0 with nesterov (Nesterov momentum needs momentum)', p.momentum);
   return p;
 }
 
