@@ -232,20 +232,27 @@ export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130
  * SIGTERM/SIGINT for preemptible work (train, run): the first signal aborts `stop`, asking for a
  * checkpoint at the next batch boundary; if the work has not ended `graceSec` seconds later the
  * process exits with what its last checkpoint holds; a second signal exits at once. The exit code
- * is 143 after SIGTERM (Slurm, Kubernetes, spot instances), 130 after SIGINT.
+ * is 143 after SIGTERM (Slurm, Kubernetes, spot instances), 130 after SIGINT. With `sigint`, a
+ * first SIGINT (Ctrl-C) instead aborts that controller (stop after the current step, the way
+ * interactive commands stop; works with executors that know no batch boundaries).
  */
-export function preemptController(graceSec: number, what: string): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
   const stop = new AbortController();
   let code: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (stop.signal.aborted) {
+    if (code !== undefined) {
       log(`fisherlens: ${sig} again, exiting now`);
       process.exit(code);
     }
     code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
-    log(`\nfisherlens: ${sig}: ${what} (within ${graceSec} s; again: exit at once)`);
-    stop.abort();
+    if (sig === 'SIGINT' && sigint) {
+      log(`\nfisherlens: ${sig}: ${sigint.what}`);
+      sigint.controller.abort();
+    } else {
+      log(`\nfisherlens: ${sig}: ${what} (within ${graceSec} s; again: exit at once)`);
+      stop.abort();
+    }
     timer = setTimeout(() => {
       log(`fisherlens: the ${graceSec} s grace is over: exiting with the last checkpoint`);
       process.exit(code);

@@ -41,10 +41,13 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
   if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
   // a queue sweep: a signal stops following; a local one: the current run checkpoints at its next
   // batch boundary and the process exits within the grace (143 after SIGTERM)
+  // (SIGINT, Ctrl-C: stop after the current step as before)
+  const local = new AbortController();
   const pre = o.queue ? undefined : preemptController(o.grace !== undefined ? graceArg(o.grace) : GRACE_DEFAULT_SEC,
-    'the current run checkpoints at its next batch boundary; finished runs are kept and the same command resumes');
+    'the current run checkpoints at its next batch boundary; finished runs are kept and the same command resumes',
+    { what: 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again', controller: local });
   const { controller, dispose } = o.queue ? interruptController('stopped following the sweep; its runs go on in the queue (fisherlens status --queue URL)')
-    : { controller: new AbortController(), dispose: () => pre!.dispose() };
+    : { controller: local, dispose: () => pre!.dispose() };
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
