@@ -5,11 +5,11 @@ import { invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
 import {
-  action, choice, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress,
+  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress,
 } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
-import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
+import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseCheckpointEvery } from '../science/options';
 import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions {
@@ -43,6 +43,8 @@ interface TrainCliOptions {
   nonRobustPairs?: string;
   out?: string;
   resume?: boolean;
+  checkpointEvery: string;
+  grace: string;
   device: string;
   json?: boolean;
 }
@@ -94,13 +96,17 @@ export function register(program: Command): void {
     .option('--track-attack <preset>', `robust accuracy per epoch under an attack preset: ${Object.keys(attackPresets).join(', ')}`)
     .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
-    .option('--resume', 'continue from --out\'s checkpoint');
+    .option('--resume', 'continue from --out\'s checkpoint')
+    .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC));
   deviceOption(cmd);
   jsonOption(cmd)
     .action(action(async (o: TrainCliOptions) => {
       // flags that a config also sets are checked by the config schema's declaration of that field
       const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
       if (o.resume && !o.out) throw invalidArgument('--resume', '--out with it (the folder whose checkpoint.pt to continue from)');
+      const checkpointEvery = parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
+      const grace = graceArg(o.grace);
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
         opts = JSON.parse(JSON.stringify(presets[choice('preset', Object.keys(presets) as PresetName[], o.preset)])) as TrainOptions;
@@ -141,18 +147,32 @@ export function register(program: Command): void {
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
+      const pre = preemptController(grace, o.out ? `checkpointing at the next batch boundary into ${o.out}; --resume continues from it` : 'stopping at the next batch boundary (no --out: nothing is kept)');
+      let progress = new Progress('epoch 1');
       log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
         `${model.parameterCount} parameters, ${opts.epochs ?? TRAIN_OPTIONS.epochs.default} epochs${o.out ? `, writing ${o.out}` : ''}`);
-      let progress = new Progress('epoch 1');
-      const r = await train(model, trainSet, {
-        ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
-        onEvent: (e) => {
-          if (e.type === 'batch') {
-            if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
-            progress.update(e.batch, e.batches, `loss ${e.loss.toFixed(3)} acc ${(100 * e.accuracy).toFixed(1)}% ${e.samplesPerSec.toFixed(0)} img/s`);
-          } else log(epochLine(e));
-        },
-      });
+      let r;
+      try {
+        r = await train(model, trainSet, {
+          ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
+          checkpointEvery, stopAtBatch: pre.stop.signal,
+          onEvent: (e) => {
+            if (e.type === 'batch') {
+              if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
+              progress.update(e.batch, e.batches, `loss ${e.loss.toFixed(3)} acc ${(100 * e.accuracy).toFixed(1)}% ${e.samplesPerSec.toFixed(0)} img/s`);
+            } else log(epochLine(e));
+          },
+        });
+      } catch (e) {
+        if (pre.stop.signal.aborted && (e as { code?: string }).code === 'ERR_ABORTED') {
+          log(`fisherlens: train stopped${o.out ? `; its checkpoint is in ${o.out}: run the same command with --resume to continue` : ''}`);
+          process.exitCode = pre.exitCode();
+          return;
+        }
+        throw e;
+      } finally {
+        pre.dispose();
+      }
       emit(Boolean(o.json), { method: opts.method, outDir: opts.outDir ?? null, history: r.history },
         () => r.history.map(epochLine).join('\n'));
       trainSet.dispose();
