@@ -6,6 +6,7 @@
 #include "common/tensor.h"
 #include "common/worker.h"
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -23,7 +24,9 @@ std::string& allocatorPolicy() {
 }
 
 
-// The BLAS shared library this process mapped (e.g. .../openblas-pthread/libblas.so.3)
+// The CPU BLAS this process uses: the shared library it mapped (e.g. .../openblas-pthread/libblas.so.3;
+// cuBLAS, mapped by a CUDA LibTorch, is not it), else LibTorch's build setting (pip wheels link
+// MKL into libtorch_cpu): "BLAS_INFO=mkl (linked into libtorch_cpu)"
 std::string loadedBlas() {
   std::ifstream maps("/proc/self/maps");
   std::string line;
@@ -31,9 +34,14 @@ std::string loadedBlas() {
     auto pos = line.find('/');
     if (pos == std::string::npos) continue;
     std::string path = line.substr(pos);
+    if (path.find("cublas") != std::string::npos) continue;
     if (path.find("blas") != std::string::npos || path.find("mkl_") != std::string::npos) return path;
   }
-  return "unknown";
+  const std::string config = at::show_config();
+  auto i = config.find("BLAS_INFO=");
+  if (i == std::string::npos) return "unknown";
+  auto end = config.find_first_of(", \n", i);
+  return config.substr(i, end - i) + " (linked into libtorch_cpu)";
 }
 
 Napi::Value Backend(const Napi::CallbackInfo& info) {
