@@ -3,8 +3,9 @@
 // run-time loader (lib/native.ts). Plain CommonJS so binding.gyp can use it before TypeScript is
 // compiled. Candidates, in order:
 //   1. $FISHERLENS_TORCH, else $LIBTORCH: an unpacked libtorch (lib/, include/, build-version), a
-//      pip torch package folder (.../site-packages/torch) or a bare lib folder. When one is set it
-//      is the only candidate considered (an explicit choice is never overridden).
+//      pip torch package folder (.../site-packages/torch), a bare lib folder, or /usr for the
+//      system library. When one is set it is the only candidate considered (an explicit choice is
+//      never overridden).
 //   2. a Python torch install, found WITHOUT importing torch (importlib.util.find_spec takes tens
 //      of ms; `import torch` seconds): $FISHERLENS_PYTHON alone when set, else python3 on PATH and
 //      /usr/bin/python3.
@@ -102,9 +103,14 @@ function describe(givenDir, source, hint = {}) {
   return out;
 }
 
-/** A folder given by the user: a libtorch prefix, a pip torch folder, or a lib folder itself. */
+/**
+ * A folder given by the user: a libtorch prefix, a pip torch folder, or a lib folder itself;
+ * /usr (or /usr/lib/<triplet>) is the system library (Debian's libtorch-dev), headers included.
+ */
 function fromFolder(dir, source) {
   if (!exists(dir)) return { source, libDir: dir, why: `${dir} does not exist` };
+  const real = realpath(dir);
+  if (real === '/usr' || TRIPLETS.some((t) => real === `/usr/lib/${t}`)) return { ...system(), source };
   const libDir = exists(path.join(dir, 'lib')) ? path.join(dir, 'lib') : dir;
   const prefix = libDir === dir ? path.dirname(dir) : dir;
   return describe(libDir, source, { prefix });
