@@ -1,12 +1,14 @@
 {
   # node-gyp build of the same native/ sources: the prebuilt variants (scripts/package.js runs
-  # prebuildify on it) and `npx fisherlens build`. LibTorch comes from scripts/find-libtorch.js.
+  # prebuildify on it) and `npx fisherlens build`. LibTorch comes from scripts/find-libtorch.js,
+  # with the C++ standard its headers need (17 up to 2.13, 20 from 2.14) and its headers as
+  # system headers (-isystem: their warnings are not ours; our own files build warning-free).
   # rpath is $ORIGIN only: binaries carry no build-machine path; the loader (lib/native.ts) opens
   # the chosen LibTorch's libraries by absolute path through the shim (native/shim) first.
   # Not in the npm package's root (npm would run node-gyp at install); it ships as
   # scripts/binding.gyp for `fisherlens build`.
   "variables": {
-    "torch_include": "<!(node scripts/find-libtorch.js --include)",
+    "torch_std": "<!(node scripts/find-libtorch.js --std)",
     "torch_libdir": "<!(node scripts/find-libtorch.js --libdir)",
     "torch_libs": "<!(node scripts/find-libtorch.js --libs)",
     "torch_abi": "<!(node scripts/find-libtorch.js --abi)",
@@ -20,8 +22,7 @@
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "native",
-        "<@(torch_include)"
+        "native"
       ],
       "defines": [
         "NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS",
@@ -29,8 +30,11 @@
         "_GLIBCXX_USE_CXX11_ABI=<(torch_abi)"
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y", "-std=gnu++20"],
+      "cflags_cc": [
+        "-std=c++<(torch_std)", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter",
+        "<!@(node scripts/find-libtorch.js --isystem)"
+      ],
       "libraries": [
         "-L<(torch_libdir)",
         "-Wl,--no-as-needed",

@@ -7,16 +7,21 @@
 #       so the GPU machine needs neither Node, npm nor a network. Carry .gpu/bundle.tar.xz and
 #       dist/ there (device tool: carry [".gpu/bundle.tar.xz", "dist"]).
 #
-#   bash scripts/cuda-variant.sh             ON THE GPU MACHINE, once, from this checkout: builds the
-#       addon from the installed package's own sources against the machine's pip PyTorch
-#       (scripts/find-libtorch.js finds it; rpath $ORIGIN only), adds it to the installed package
-#       as variant torch<major.minor>-cu<ver> with its manifest entry, loads it with LD_LIBRARY_PATH
-#       unset (it must be chosen by the loader, not by luck), runs the CUDA check
+#   bash scripts/cuda-variant.sh             ON THE GPU MACHINE, once, from this checkout: finds the
+#       machine's pip PyTorch (scripts/find-libtorch.js). When the installed package ships a
+#       prebuilt variant for it (torch2.14-cu130, built by `npm run package` against the CUDA
+#       wheel's LibTorch on a machine without a GPU) and that variant loads, it is used as it is;
+#       otherwise the addon is built from the installed package's own sources against that torch
+#       (rpath $ORIGIN only) and added to the installed package as torch<major.minor>-cu<ver>
+#       with its manifest entry. Then it loads it with LD_LIBRARY_PATH unset and a fresh probe
+#       cache (it must be chosen by the loader, not by luck), runs the CUDA check
 #       (scripts/cuda-check.ts) and the side-by-side bench against the machine's PyTorch
 #       (bench/gpu.ts) through the installed package, and writes under $OUT what to bring back:
-#       release-variants.tar (release/variants/<id>/… + release/variants/manifest.json, which the
-#       packer ships while native/ is unchanged), the build log, the check's output, the bench's
-#       figures: seven files in $OUT itself (the device tool brings back at most 8, 2 folders deep).
+#       release-variants.tar (release/variants/<id>/… + release/variants/manifest.json, whose
+#       entry's `verified` names this run and its outcome; the packer ships it while native/ is
+#       unchanged), build.log (the compile, or why the prebuilt was used), the check's output,
+#       the bench's figures: seven files in $OUT itself (the device tool brings back at most 8,
+#       2 folders deep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -60,53 +65,75 @@ id=$(node -e "
   if (!l.cuda && '$DRY') { console.log('torch' + mm + '-dryrun'); process.exit(0); }
   if (!l.cuda) { console.error('cuda-variant: the LibTorch found has no CUDA'); process.exit(1); }
   console.log('torch' + mm + '-cu' + l.cuda.replace('.', ''));")
-echo "cuda-variant: building $id"
+export FISHERLENS_CACHE="$WORK/cache"   # a fresh probe cache: every verdict below is made here
 
-# 1. Build from the installed package's sources, staged as for every node-gyp build
-stage=$(mktemp -d)
-node -e "require('$PKG/scripts/gyp-build.js').stageAddon('$PKG', '$stage', require('$PKG/dist/lib/util/version.js').packageVersion())"
-start=$(date +%s)
-if ! (cd "$stage" && JOBS=$(nproc) node "$APP/node_modules/node-gyp/bin/node-gyp.js" rebuild --release \
-        --jobs="$(nproc)" --nodedir="$nodedir" >"$OUT/build.log" 2>&1); then
-  echo "cuda-variant: build failed:"; grep -m 40 -E "error" "$OUT/build.log"; exit 1
+# 1. The prebuilt variant, when the installed package ships one for this torch and it loads
+prebuilt=""
+if node -e "const m=require('$PKG/variants/manifest.json'); process.exit(m.variants.some((v)=>v.id==='$id')?0:1)"; then
+  got=$(env -u LD_LIBRARY_PATH node -e "console.log(require('$PKG').backend().variant)" 2>"$OUT/build.log" || true)
+  if [ "$got" = "$id" ]; then
+    prebuilt=1
+    echo "cuda-variant: the installed package's prebuilt $id loads on this torch: no build" | tee -a "$OUT/build.log"
+  else
+    echo "cuda-variant: the prebuilt $id does not load here (loaded '$got'; see build.log): building for this torch"
+  fi
 fi
-echo "cuda-variant: built in $(( $(date +%s) - start )) s"
-strip --strip-unneeded "$stage/build/Release/fisherlens.node"
 
-# 2. Add it to the installed package with its manifest entry; the same entry goes to release/
-node - "$PKG" "$stage/build/Release/fisherlens.node" "$id" "$OUT" "$WORK" <<'EOF'
+# 2. Else build from the installed package's sources, staged as for every node-gyp build
+if [ -z "$prebuilt" ]; then
+  echo "cuda-variant: building $id"
+  stage=$(mktemp -d)
+  node -e "require('$PKG/scripts/gyp-build.js').stageAddon('$PKG', '$stage', require('$PKG/dist/lib/util/version.js').packageVersion())"
+  start=$(date +%s)
+  if ! (cd "$stage" && JOBS=$(nproc) node "$APP/node_modules/node-gyp/bin/node-gyp.js" rebuild --release \
+          --jobs="$(nproc)" --nodedir="$nodedir" >"$OUT/build.log" 2>&1); then
+    echo "cuda-variant: build failed:"; grep -m 40 -E "error" "$OUT/build.log"; exit 1
+  fi
+  echo "cuda-variant: built in $(( $(date +%s) - start )) s"
+  strip --strip-unneeded "$stage/build/Release/fisherlens.node"
+  built="$stage/build/Release/fisherlens.node"
+else
+  built="$PKG/variants/$(node -p "require('$PKG/variants/manifest.json').variants.find((v)=>v.id==='$id').file")"
+fi
+
+# 3. Its manifest entry: into the installed package (a build) and into release/ (always). Until
+#    the checks below pass, `verified` says only where it was built or loaded
+node - "$PKG" "$built" "$id" "$OUT" "$WORK" "$prebuilt" <<'EOF'
 const fs = require('fs'); const path = require('path');
-const [pkg, built, id, out, work] = process.argv.slice(2);
+const [pkg, built, id, out, work, prebuilt] = process.argv.slice(2);
 const g = require(path.join(pkg, 'scripts', 'gyp-build.js'));
-const { nativeSourceHash, packageVersion } = require(path.join(pkg, 'dist', 'lib', 'util', 'version.js'));
+const { nativeSourceHash, packageVersion } = require(path.join(pkg, 'dist', 'lib', 'provenance.js'));
 const l = require(path.join(out, 'libtorch.json'));
 const { execFileSync } = require('child_process');
 const info = g.inspect(built);
 if (info.rpath || (info.runpath && info.runpath !== '$ORIGIN')) { console.error(`RPATH ${info.rpath} RUNPATH ${info.runpath}: only $ORIGIN allowed`); process.exit(1); }
-const abi = execFileSync(process.execPath, [path.join(pkg, 'scripts', 'find-libtorch.js'), '--abi']).toString().trim();
 const rel = `${id}/prebuilds/linux-x64/fisherlens.glibc.node`;
-const entry = {
+const shipped = require(path.join(pkg, 'variants', 'manifest.json')).variants.find((v) => v.id === id);
+const gpu = (() => { try { return execFileSync('nvidia-smi', ['-L']).toString().split('\n')[0].replace(/ \(UUID.*$/, ''); } catch { return 'a machine without a GPU'; } })();
+const entry = prebuilt ? { ...shipped } : {
   id, platform: 'linux-x64', file: rel, torch: /^(\d+\.\d+)/.exec(l.version)[1], torchVersion: l.version, cuda: l.cuda,
-  cxx11Abi: Number(abi), needed: info.needed, torchNeeded: g.torchNeeded(info.needed), glibc: info.glibc, glibcxx: info.glibcxx,
+  pip: `torch==${l.version.replace(/\+cu\d+$/, '')}`, cxx11Abi: l.cxx11Abi, cxxStandard: l.cxxStandard,
+  needed: info.needed, torchNeeded: g.torchNeeded(info.needed), glibc: info.glibc, glibcxx: info.glibcxx,
   cxxabi: info.cxxabi, sha256: info.sha256, bytes: info.bytes, nativeSourceHash: nativeSourceHash(pkg), packageVersion: packageVersion(),
-  builtOn: `${l.source} LibTorch at ${l.libDir}`, builtAt: new Date().toISOString(),
+  builtOn: `${gpu}: ${l.source} LibTorch at ${l.libDir}`, builtAt: new Date().toISOString(),
 };
-for (const root of [path.join(pkg, 'variants'), path.join(work, 'release', 'variants')]) {
-  fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
-  fs.copyFileSync(built, path.join(root, rel));
+entry.verified = prebuilt ? `${shipped.verified}; then loaded on ${gpu} (torch ${l.version}): GPU checks pending`
+  : `built on ${gpu} (torch ${l.version}): GPU checks pending`;
+for (const root of [...(prebuilt ? [] : [path.join(pkg, 'variants')]), path.join(work, 'release', 'variants')]) {
+  const dest = path.join(root, rel);
+  fs.mkdirSync(path.dirname(dest), { recursive: true });
+  fs.copyFileSync(built, dest);
   const mf = path.join(root, 'manifest.json');
   const m = fs.existsSync(mf) ? JSON.parse(fs.readFileSync(mf, 'utf8')) : { format: 1, variants: [] };
   m.variants = [...m.variants.filter((v) => v.id !== id), entry];
   fs.writeFileSync(mf, JSON.stringify(m, null, 2) + '\n');
 }
-console.log(`cuda-variant: ${id}: ${(info.bytes / 1e6).toFixed(2)} MB, NEEDED ${entry.torchNeeded.join(' ')}, GLIBC_${info.glibc}, GLIBCXX_${info.glibcxx}`);
+console.log(`cuda-variant: ${id}${prebuilt ? ' (prebuilt)' : ''}: ${(info.bytes / 1e6).toFixed(2)} MB, NEEDED ${entry.torchNeeded.join(' ')}, GLIBC_${info.glibc}, GLIBCXX_${info.glibcxx}`);
 EOF
-rm -rf "$stage"
-tar -C "$WORK" -cf "$OUT/release-variants.tar" release
+[ -z "${stage:-}" ] || rm -rf "$stage"
 
-# 3. The loader must choose it by itself: no LD_LIBRARY_PATH, a fresh probe cache (a dry run
+# 4. The loader must choose it by itself: no LD_LIBRARY_PATH, the fresh probe cache (a dry run
 #    leaves only its own variant in the installed package's manifest, so that it is the one tried)
-export FISHERLENS_CACHE="$WORK/cache"
 if [ -n "$DRY" ]; then
   node -e "const f='$PKG/variants/manifest.json', fs=require('fs'); const m=JSON.parse(fs.readFileSync(f,'utf8'));
     m.variants=m.variants.filter((v)=>v.id==='$id'); fs.writeFileSync(f, JSON.stringify(m,null,2)+'\n');"
@@ -116,8 +143,9 @@ env -u LD_LIBRARY_PATH node -e "
   console.log(JSON.stringify(b, null, 2));
   if (b.variant !== '$id' || (!b.cuda && !'$DRY')) { console.error('cuda-variant: loaded ' + b.variant + ', cuda ' + b.cuda); process.exit(1); }" \
   | tee "$OUT/backend.json"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
-# 4. The CUDA check through the installed package (its dist/lib)
+# 5. The CUDA check through the installed package (its dist/lib)
 set +e  # run the bench even when a check fails; the exit status says whether both passed
 mkdir -p "$PKG/dist/scripts" && cp dist/scripts/cuda-check.js "$PKG/dist/scripts/"
 if [ -n "$DRY" ]; then
@@ -128,7 +156,7 @@ else
   check=${PIPESTATUS[0]}
 fi
 
-# 5. The side-by-side bench through the installed package (bench/gpu.ts): exact Fisher, 20 power
+# 6. The side-by-side bench through the installed package (bench/gpu.ts): exact Fisher, 20 power
 #    iterations, PGD-20 and one TRADES step on resnet20 and wrn-34-10, batch 128, against the same
 #    workloads in the machine's PyTorch; figures to $OUT/gpu-bench.{log,json}
 mkdir -p "$PKG/dist/bench" "$PKG/bench/python"
@@ -142,5 +170,20 @@ echo "cuda-variant: bench against $py ($("$py" -c 'import torch; print(torch.__v
 FISHERLENS_PYTHON=$py BENCH_JSON="$OUT/gpu-bench.json" \
   env -u LD_LIBRARY_PATH node "$PKG/dist/bench/gpu.js" 2>&1 | tee "$OUT/gpu-bench.log"
 bench=${PIPESTATUS[0]}
+
+# 7. What this run verified, into the release entry (docs/install.md quotes it)
+node - "$WORK/release/variants/manifest.json" "$id" "$check" "$bench" "$DRY" <<'EOF'
+const fs = require('fs');
+const [mf, id, check, bench, dry] = process.argv.slice(2);
+const m = JSON.parse(fs.readFileSync(mf, 'utf8'));
+const e = m.variants.find((v) => v.id === id);
+const day = new Date().toISOString().slice(0, 10);
+const outcome = dry ? `dry run (${day}): no CUDA check, CPU bench exit ${bench}`
+  : `CUDA check ${check === '0' ? 'passed' : 'FAILED'} (scripts/cuda-check.ts), GPU bench ${bench === '0' ? 'run' : 'FAILED'} (bench/gpu.ts), ${day}`;
+e.verified = e.verified.replace(/GPU checks pending$/, outcome);
+fs.writeFileSync(mf, JSON.stringify(m, null, 2) + '\n');
+console.log(`cuda-variant: ${id}: verified: ${e.verified}`);
+EOF
+tar -C "$WORK" -cf "$OUT/release-variants.tar" release
 echo "cuda-variant: $id: check exit $check, bench exit $bench; bring back $OUT/release-variants.tar"
 [ "$check" = 0 ] && [ "$bench" = 0 ]

@@ -3,8 +3,9 @@
 // run-time loader (lib/binding/loader.ts). Plain CommonJS so binding.gyp can use it before TypeScript is
 // compiled. Candidates, in order:
 //   1. $FISHERLENS_TORCH, else $LIBTORCH: an unpacked libtorch (lib/, include/, build-version), a
-//      pip torch package folder (.../site-packages/torch) or a bare lib folder. When one is set it
-//      is the only candidate considered (an explicit choice is never overridden).
+//      pip torch package folder (.../site-packages/torch), a bare lib folder, or /usr for the
+//      system library. When one is set it is the only candidate considered (an explicit choice is
+//      never overridden).
 //   2. a Python torch install, found WITHOUT importing torch (importlib.util.find_spec takes tens
 //      of ms; `import torch` seconds): $FISHERLENS_PYTHON alone when set, else python3 on PATH and
 //      /usr/bin/python3.
@@ -102,9 +103,14 @@ function describe(givenDir, source, hint = {}) {
   return out;
 }
 
-/** A folder given by the user: a libtorch prefix, a pip torch folder, or a lib folder itself. */
+/**
+ * A folder given by the user: a libtorch prefix, a pip torch folder, or a lib folder itself;
+ * /usr (or /usr/lib/<triplet>) is the system library (Debian's libtorch-dev), headers included.
+ */
 function fromFolder(dir, source) {
   if (!exists(dir)) return { source, libDir: dir, why: `${dir} does not exist` };
+  const real = realpath(dir);
+  if (real === '/usr' || TRIPLETS.some((t) => real === `/usr/lib/${t}`)) return { ...system(), source };
   const libDir = exists(path.join(dir, 'lib')) ? path.join(dir, 'lib') : dir;
   const prefix = libDir === dir ? path.dirname(dir) : dir;
   return describe(libDir, source, { prefix });
@@ -196,10 +202,34 @@ function cxx11Abi(libs) {
   }
 }
 
+/**
+ * The C++ standard (17 or 20) to compile against a LibTorch with headers: what its headers demand
+ * (torch/all.h and ATen/ATen.h say "#error C++<N> or later compatible compiler is required": 14 in
+ * 1.13, 17 in 2.x up to 2.13, 20 from 2.14), never below 17 (FisherLens's own sources use C++17).
+ * Without readable headers, the version decides: 20 from 2.14 on. Both builds (CMakeLists.txt
+ * and binding.gyp, through find-libtorch.js --std) take it from here.
+ */
+function cxxStandard(c) {
+  let need = 0;
+  for (const dir of c.includeDirs || []) {
+    for (const f of ['torch/all.h', 'ATen/ATen.h']) {
+      try {
+        const m = /#error C\+\+(\d+) or later/.exec(fs.readFileSync(path.join(dir, f), 'utf8'));
+        if (m) need = Math.max(need, Number(m[1]));
+      } catch { /* not in this include folder */ }
+    }
+  }
+  if (!need) {
+    const m = /^(\d+)\.(\d+)/.exec(c.version || '');
+    need = m && (Number(m[1]) > 2 || (Number(m[1]) === 2 && Number(m[2]) >= 14)) ? 20 : 17;
+  }
+  return Math.max(17, need);
+}
+
 /** "major.minor" of a version string ("2.1.0+cu121" → "2.1"). */
 function majorMinor(v) {
   const m = /^(\d+)\.(\d+)/.exec(v || '');
   return m ? `${m[1]}.${m[2]}` : null;
 }
 
-module.exports = { candidates, describe, fromFolder, cxx11Abi, majorMinor, pythonWithTorch, TORCH_LIBS };
+module.exports = { candidates, describe, fromFolder, cxx11Abi, cxxStandard, majorMinor, pythonWithTorch, TORCH_LIBS };

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # FisherLens setup on a fresh Debian/Ubuntu machine. Idempotent: installs the system packages
 # (LibTorch, OpenBLAS, Fashion-MNIST, PyTorch for the reference tests, a C++ toolchain, Chromium
-# for the headless check of report.html), then the
-# npm dependencies, then builds the addon and the TypeScript. Prints what it does.
+# for the headless check of report.html, python3-venv for scripts/torch-env.sh's pip PyTorch
+# 2.x), then the npm dependencies, then builds the addon and the TypeScript. Prints what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(libtorch-dev libopenblas0-pthread dataset-fashion-mnist python3-torch python3-numpy cmake g++ ninja-build ccache nlohmann-json3-dev zlib1g-dev chromium redis-server)
+PKGS=(libtorch-dev libopenblas0-pthread dataset-fashion-mnist python3-torch python3-numpy python3-venv cmake g++ ninja-build ccache nlohmann-json3-dev zlib1g-dev chromium redis-server)
 
 missing=()
 for p in "${PKGS[@]}"; do

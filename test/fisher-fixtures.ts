@@ -12,8 +12,10 @@ import { Tensor } from '../lib';
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
 export const REF = path.join(ROOT, 'scripts', 'reference', 'fisher_ref.py');
-// keyed by the reference script's content, so a changed reference never meets stale cached results
-const REF_HASH = createHash('sha1').update(fs.readFileSync(REF)).digest('hex').slice(0, 10);
+// keyed by the reference script's content and the Python running it (CI's two legs run it with
+// Debian's torch 1.13 and a pip torch 2.13), so a changed reference or another torch never meets
+// stale cached results
+const REF_HASH = createHash('sha1').update(fs.readFileSync(REF)).update(PY).digest('hex').slice(0, 10);
 export const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'generated', `fisher-tiny-${REF_HASH}`);
 
 function runPy(args: string[]): string {

@@ -1,12 +1,18 @@
 /**
- * The npm package as a user gets it: `npm run package`'s tarball installed into a fresh folder
- * with no compiler (CC/CXX=/bin/false) and LD_LIBRARY_PATH unset. Nothing may be compiled, the
- * prebuilt torch1.13-cpu variant must load through the shim, and its forward, exact Fisher and
- * FGSM must agree with the development build running in this process (same LibTorch, same
- * seeded weights). A broken variant in the manifest is passed over with its reason; a LibTorch no
- * variant fits (a fake folder reporting 2.99) gives the listed-candidates error, and
- * `npx fisherlens build` then compiles a working local build (ccache makes that compile cheap
- * after `npm run package` compiled the same sources with the same command lines).
+ * The npm package as a user gets it: `npm run package`'s tarball (the variants CI builds:
+ * scripts/variants.js) installed into a fresh folder with no compiler (CC/CXX=/bin/false),
+ * LD_LIBRARY_PATH unset and no FisherLens variable, the leg's Python first on PATH. This file runs
+ * on each CI leg; the variant it expects is the one for the LibTorch of the development build
+ * loaded here (torch1.13-cpu on Debian's leg, torch2.13-cpu on the pip torch 2.13 leg). Nothing
+ * may be compiled, that variant must load through the shim, its forward, exact Fisher and FGSM
+ * must agree with the development build running in this process (same LibTorch, same seeded
+ * weights), and its forward, exact Fisher, PGD and a TRADES step must agree with the Python
+ * references run by the leg's Python (test/helpers/package-install.ts). A broken variant in the
+ * manifest is passed over with its reason. On Debian's leg only (they build against Debian's
+ * LibTorch, whatever the leg): a LibTorch no variant fits (a fake folder reporting 2.99) gives the
+ * listed-candidates error, and `npx fisherlens build` then compiles a working local build
+ * (ccache makes that compile cheap after `npm run package` compiled the same sources with the
+ * same command lines); the packer keeps variants built elsewhere.
  */
 import test from 'ava';
 import { execFileSync, spawnSync, SpawnSyncReturns } from 'child_process';
@@ -15,6 +21,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { attack, backend, fisherExact, manualSeed, Model, Tensor } from '../lib';
 import { packageRoot, packageVersion } from '../lib/util/version';
+import { PY } from './helpers/python';
+import { installTarball, pythonReferences, References, runCheck, userEnv as installEnv, assertReferences } from './helpers/package-install';
+import type { PackageCheck } from './helpers/package-check';
 
 const root = packageRoot();
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fisherlens-pkg-test-')));
@@ -23,31 +32,19 @@ const installed = path.join(app, 'node_modules', 'fisherlens');
 const cache = path.join(tmp, 'cache');
 const tarball = path.join(root, `fisherlens-${packageVersion()}.tgz`);
 
-/** The user's environment: no compiler, no LD_LIBRARY_PATH, a private cache folder. */
+/** The user's environment (test/helpers/package-install.ts) with this leg's Python first on PATH. */
 function userEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, CC: '/bin/false', CXX: '/bin/false', FISHERLENS_CACHE: cache };
-  for (const k of ['LD_LIBRARY_PATH', 'FISHERLENS_ADDON', 'FISHERLENS_TORCH', 'LIBTORCH']) delete env[k];
-  return { ...env, ...extra };
+  return installEnv(PY, cache, extra);
 }
 
-// The same small computation in the installed package (child) and in this process (dev build)
-const COMPUTE = `
-const f = require(process.argv[1]);
-(async () => {
-  f.manualSeed(7);
-  const m = f.Model.create({ arch: 'small-cnn', inChannels: 1, inputSize: 28, numClasses: 10 });
-  const x = f.Tensor.from(Float32Array.from({ length: 4 * 784 }, (_, i) => ((i * 37) % 101) / 100), [4, 1, 28, 28]);
-  const y = f.Tensor.from(new BigInt64Array([0n, 1n, 2n, 3n]), [4]);
-  const logits = Array.from((await m.forward(x)).toArray());
-  const fe = await f.fisherExact(m, x);
-  const a = await f.attack(m, x, y, { kind: 'fgsm', epsilon: 0.1 });
-  const xAdv = Array.from(a.xAdv.toArray());
-  const b = f.backend();
-  process.stdout.write(JSON.stringify({ variant: b.variant, libtorch: b.libtorch, addonPath: b.addonPath,
-    logits, lambdaMax: Array.from(fe.lambdaMax), trace: Array.from(fe.trace), xAdv }));
-})().catch((e) => { process.stderr.write(String(e && e.stack || e)); process.exit(1); });`;
+// This leg: the LibTorch the development build in this process runs on, and its variant's id
+const leg = backend().libtorch;
+const legMm = /^(\d+\.\d+)/.exec(leg.version)?.[1] ?? 'unknown';
+const VARIANT = `torch${legMm}-${leg.cuda ? `cu${leg.cuda.replace('.', '')}` : 'cpu'}`;
+const reVariant = VARIANT.replace(/\./g, '\\.');
+const DEBIAN_LEG = VARIANT === 'torch1.13-cpu' && leg.path.startsWith('/usr/lib/');
 
-interface Computed { variant: string; libtorch: { path: string; version: string; cuda: string | null }; addonPath: string; logits: number[]; lambdaMax: number[]; trace: number[]; xAdv: number[] }
+type Computed = PackageCheck['seeded'] & { variant: string; libtorch: { path: string; version: string; cuda: string | null }; addonPath: string };
 
 async function computeHere(): Promise<Computed> {
   manualSeed(7);
@@ -65,10 +62,11 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv, cwd = app): S
   return spawnSync(process.execPath, [file, ...args], { cwd, env, encoding: 'utf8', timeout: 10 * 60_000 });
 }
 
-function computeIn(pkgDir: string, env: NodeJS.ProcessEnv): Computed {
-  const r = spawnSync(process.execPath, ['-e', COMPUTE, pkgDir], { cwd: app, env, encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`the installed package failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Computed;
+let refs: References;
+
+function computeIn(pkgDir: string, env: NodeJS.ProcessEnv): Computed & { check: PackageCheck } {
+  const check = runCheck(pkgDir, refs, env, app);
+  return { ...check.seeded, variant: check.variant, libtorch: check.libtorch, addonPath: check.addonPath, check };
 }
 
 function maxRelDiff(a: number[], b: number[]): number {
@@ -79,17 +77,11 @@ function maxRelDiff(a: number[], b: number[]): number {
 
 let installSeconds = 0;
 test.before(() => {
-  // Packs the current dist/ with the variant `npm test`'s pretest built (compiles only if stale)
-  execFileSync(process.execPath, [path.join(root, 'scripts', 'package.js'), '--if-needed'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-  fs.mkdirSync(app, { recursive: true });
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-  const t0 = Date.now();
-  // From npm's cache when it has the dependencies' metadata (npm ci stores only their tarballs),
-  // else the registry may fill it in
-  const install = (mode: string): boolean => spawnSync('npm', ['install', tarball, mode, '--no-audit', '--no-fund', '--foreground-scripts'],
-    { cwd: app, env: userEnv(), stdio: ['ignore', 'ignore', 'pipe'] }).status === 0;
-  if (!install('--offline') && !install('--prefer-offline')) throw new Error(`npm install ${tarball} failed (offline and with the registry)`);
-  installSeconds = (Date.now() - t0) / 1000;
+  // The Python references first, before any native op here (test/helpers/package-install.ts)
+  refs = pythonReferences(tmp);
+  // Packs the current dist/ with the variants `npm test`'s pretest built (compiles only if stale)
+  execFileSync(process.execPath, [path.join(root, 'scripts', 'package.js'), '--if-needed', '--ci'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  installSeconds = installTarball(app, tarball, userEnv());
 });
 
 test.after.always(() => {
@@ -109,7 +101,7 @@ test.serial('the installed package has no install script, no binding.gyp at its 
 test.serial('shipped binaries carry no build-machine path (readelf: RUNPATH $ORIGIN only)', (t) => {
   const manifest = JSON.parse(fs.readFileSync(path.join(installed, 'variants', 'manifest.json'), 'utf8')) as { shim: { file: string }; variants: Array<{ id: string; file: string; nativeSourceHash: string }> };
   const files = [manifest.shim.file, ...manifest.variants.map((v) => v.file)].map((f) => path.join(installed, 'variants', f));
-  t.true(manifest.variants.some((v) => v.id === 'torch1.13-cpu'));
+  t.true(manifest.variants.some((v) => v.id === VARIANT), `the manifest lacks ${VARIANT}`);
   for (const f of files) {
     const dyn = execFileSync('readelf', ['-dW', f]).toString();
     t.false(/\(RPATH\)/.test(dyn), `${f} has an RPATH`);
@@ -119,17 +111,18 @@ test.serial('shipped binaries carry no build-machine path (readelf: RUNPATH $ORI
   }
 });
 
-test.serial('the installed package loads torch1.13-cpu with no LD_LIBRARY_PATH and computes what the dev build computes', async (t) => {
+test.serial(`the installed package loads ${VARIANT} with no LD_LIBRARY_PATH and computes what the dev build and the Python references compute`, async (t) => {
   const got = computeIn(installed, userEnv());
-  t.is(got.variant, 'torch1.13-cpu');
+  t.is(got.variant, VARIANT);
   // the child-process probe's verdict is cached: a second process loads without probing again
   const verdicts = (): Array<{ ok: boolean; reason: string }> => fs.readdirSync(path.join(cache, 'probes')).map((f) => JSON.parse(fs.readFileSync(path.join(cache, 'probes', f), 'utf8')));
   t.deepEqual(verdicts().map((v) => v.ok), [true]);
-  t.is(computeIn(installed, userEnv()).variant, 'torch1.13-cpu');
+  const again = spawnSync(process.execPath, [path.join(installed, 'dist', 'lib', 'cli', 'main.js'), 'info'], { cwd: app, env: userEnv(), encoding: 'utf8' });
+  t.is((JSON.parse(again.stdout) as { variant: string }).variant, VARIANT);
   t.is(verdicts().length, 1);
-  t.is(got.addonPath, path.join(installed, 'variants', 'torch1.13-cpu', 'prebuilds', 'linux-x64', 'fisherlens.glibc.node'));
-  t.is(got.libtorch.path, '/usr/lib/x86_64-linux-gnu');
-  t.regex(got.libtorch.version, /^1\.13/);
+  t.is(got.addonPath, path.join(installed, 'variants', VARIANT, 'prebuilds', 'linux-x64', 'fisherlens.glibc.node'));
+  t.is(got.libtorch.path, leg.path);
+  t.is(got.libtorch.version, leg.version);
   const ref = await computeHere();
   t.is(ref.variant, 'source');
   // Same LibTorch kernels and the same seeded weights; only FisherLens's own C++ differs in
@@ -140,6 +133,7 @@ test.serial('the installed package loads torch1.13-cpu with no LD_LIBRARY_PATH a
   t.true(maxRelDiff(got.trace, ref.trace) < 1e-4, `trace ${maxRelDiff(got.trace, ref.trace)}`);
   // FGSM x_adv = clip(x ± ε): a flipped gradient sign would move a pixel by 2ε = 0.2
   t.true(got.xAdv.every((v, i) => Math.abs(v - ref.xAdv[i]) < 1e-5));
+  assertReferences(t, got.check, refs);
 });
 
 test.serial('a broken variant in the manifest is passed over with its reason', (t) => {
@@ -148,19 +142,21 @@ test.serial('a broken variant in the manifest is passed over with its reason', (
   fs.cpSync(installed, copy, { recursive: true });
   const mf = path.join(copy, 'variants', 'manifest.json');
   const manifest = JSON.parse(fs.readFileSync(mf, 'utf8')) as { variants: Array<Record<string, unknown>> };
-  const good = manifest.variants.find((v) => v.id === 'torch1.13-cpu') as Record<string, unknown>;
+  const good = manifest.variants.find((v) => v.id === VARIANT) as Record<string, unknown>;
   const junk = Buffer.from('not an ELF file\n');
   fs.mkdirSync(path.join(copy, 'variants', 'broken'), { recursive: true });
   fs.writeFileSync(path.join(copy, 'variants', 'broken', 'fisherlens.node'), junk);
   const sha = require('crypto').createHash('sha256').update(junk).digest('hex') as string;
-  manifest.variants.unshift({ ...good, id: 'torch1.13-broken', file: 'broken/fisherlens.node', sha256: sha, bytes: junk.length });
+  manifest.variants.unshift({ ...good, id: `${VARIANT}-broken`, file: 'broken/fisherlens.node', sha256: sha, bytes: junk.length });
   fs.writeFileSync(mf, JSON.stringify(manifest));
   const r = run(path.join(copy, 'dist', 'lib', 'cli', 'main.js'), ['info'], userEnv());
   t.is(r.status, 0, r.stderr);
   const info = JSON.parse(r.stdout) as { variant: string; skipped: string[] };
-  t.is(info.variant, 'torch1.13-cpu');
-  t.is(info.skipped.length, 1);
-  t.regex(info.skipped[0], /^variant torch1\.13-broken × LibTorch 1\.13.* does not load: .*(invalid ELF header|file too short)/);
+  t.is(info.variant, VARIANT);
+  // passed over: the broken copy (probed: it does not load) and variants of other LibTorch versions (never probed)
+  const probed = info.skipped.filter((s) => / does not load: /.test(s));
+  t.is(probed.length, 1, info.skipped.join('\n'));
+  t.regex(probed[0], new RegExp(`^variant ${reVariant}-broken × LibTorch ${legMm.replace('.', '\\.')}.* does not load: .*(invalid ELF header|file too short)`));
 });
 
 function fakeLibTorch(dir: string): void {
@@ -180,7 +176,7 @@ function fakeLibTorch(dir: string): void {
   fs.writeFileSync(path.join(dir, 'build-version'), '2.99.0\n');
 }
 
-test.serial('a LibTorch no variant fits lists every candidate; `npx fisherlens build` then makes a working build', async (t) => {
+(DEBIAN_LEG ? test.serial : test.serial.skip)('a LibTorch no variant fits lists every candidate; `npx fisherlens build` then makes a working build (Debian\'s leg)', async (t) => {
   t.timeout(20 * 60_000);
   const fake = path.join(tmp, 'libtorch-2.99');
   fakeLibTorch(fake);
@@ -217,7 +213,7 @@ test.serial('a LibTorch no variant fits lists every candidate; `npx fisherlens b
   t.true(maxRelDiff(got.lambdaMax, ref.lambdaMax) < 1e-4);
 });
 
-test.serial('the packer keeps a variant built elsewhere while its native sources match, and leaves a stale one out with a message', (t) => {
+(DEBIAN_LEG ? test.serial : test.serial.skip)('the packer keeps a variant built elsewhere while its native sources match, and leaves a stale one out with a message (Debian\'s leg)', (t) => {
   // runs after the installs above (they packed already); restores variants/ at the end
   const release = path.join(tmp, 'release');
   const manifest = JSON.parse(fs.readFileSync(path.join(root, 'variants', 'manifest.json'), 'utf8')) as { nativeSourceHash: string; variants: Array<Record<string, unknown> & { id: string; file: string }> };
@@ -229,14 +225,15 @@ test.serial('the packer keeps a variant built elsewhere while its native sources
     { ...cpu, id: 'torch9.9-cu999', file: 'torch9.9-cu999/x.node', nativeSourceHash: 'deadbeefdeadbeef' },
     { ...cpu, id: 'torch1.13-copy', file: copyFile },
   ] }));
-  const pack = (extra: string[]): SpawnSyncReturns<string> => spawnSync(process.execPath, [path.join(root, 'scripts', 'package.js'), '--if-needed', '--no-pack', ...extra], { cwd: root, encoding: 'utf8' });
+  const pack = (extra: string[]): SpawnSyncReturns<string> => spawnSync(process.execPath, [path.join(root, 'scripts', 'package.js'), '--if-needed', '--no-pack', '--ci', ...extra], { cwd: root, encoding: 'utf8' });
   const ids = (): string[] => (JSON.parse(fs.readFileSync(path.join(root, 'variants', 'manifest.json'), 'utf8')) as { variants: Array<{ id: string }> }).variants.map((v) => v.id);
+  const built = ids();
   try {
     const r = pack(['--release', release]);
     t.is(r.status, 0, r.stderr);
     t.regex(r.stderr, new RegExp(`left out torch9\\.9-cu999: stale \\(built from native sources deadbeefdeadbeef, native/ is now ${manifest.nativeSourceHash}\\)`));
     t.regex(r.stderr, /kept torch1\.13-copy from /);
-    t.deepEqual(ids(), ['torch1.13-cpu', 'torch1.13-copy']);
+    t.deepEqual(ids(), [...built, 'torch1.13-copy']);
     t.true(fs.existsSync(path.join(root, 'variants', copyFile)));
   } finally {
     const back = pack([]);

@@ -52,6 +52,8 @@ export interface VariantEntry {
   file: string;
   /** LibTorch major.minor it was built against, e.g. '1.13'. */
   torch: string;
+  /** The pip requirement that brings its LibTorch (e.g. 'torch==2.13.0+cpu'), or null (Debian's). */
+  pip?: string | null;
   torchVersion: string;
   cuda: string | null;
   cxx11Abi: number;
@@ -241,14 +243,13 @@ function requireFile(file: string): unknown {
 
 /** The fixes an ERR_LOAD names, with the CUDA variants this package ships. */
 function fixes(manifest: VariantManifest | null): string {
-  const cudaVariants = (manifest?.variants ?? []).filter((v) => v.cuda);
+  // pip variants: those that name their pip requirement (older manifests: the CUDA ones)
+  const pipVariants = (manifest?.variants ?? []).filter((v) => v.pip || (v.pip === undefined && v.cuda));
   return 'Fix, by the LibTorch you have:\n' +
     '  - Debian 12 / Ubuntu: `apt-get install libtorch1.13` (the prebuilt torch1.13-cpu variant);\n' +
-    (cudaVariants.length
-      ? cudaVariants.map((v) => `  - pip: \`pip install torch==${v.torchVersion}\` (the prebuilt ${v.id} variant);\n`).join('')
-      : '') +
+    pipVariants.map((v) => `  - pip: \`pip install ${v.pip ?? `torch==${v.torchVersion}`}\` in the Python first on PATH (the prebuilt ${v.id} variant);\n`).join('') +
     '  - a LibTorch elsewhere: set FISHERLENS_TORCH to its folder (an unpacked libtorch or a pip torch package folder);\n' +
-    '  - any other LibTorch: `npx fisherlens build` compiles the addon against it (needs a C++17 compiler, make, python3 and LibTorch\'s headers).';
+    '  - any other LibTorch: `npx fisherlens build` compiles the addon against it (needs a C++17 compiler, C++20 for LibTorch >= 2.14, make, python3 and LibTorch\'s headers).';
 }
 
 /** Loads the addon (see the file comment for the order); throws ERR_LOAD listing every candidate. */

@@ -1,6 +1,7 @@
 #include "common/process.h"
 #include <torch/torch.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -28,9 +29,14 @@ std::string loadedBlas() {
     auto pos = line.find('/');
     if (pos == std::string::npos) continue;
     std::string path = line.substr(pos);
+    if (path.find("cublas") != std::string::npos) continue;
     if (path.find("blas") != std::string::npos || path.find("mkl_") != std::string::npos) return path;
   }
-  return "unknown";
+  const std::string config = at::show_config();
+  auto i = config.find("BLAS_INFO=");
+  if (i == std::string::npos) return "unknown";
+  auto end = config.find_first_of(", \n", i);
+  return config.substr(i, end - i) + " (linked into libtorch_cpu)";
 }
 
 // glibc serves every allocation over its mmap threshold (128 KiB, rising dynamically) with a fresh

@@ -28,6 +28,14 @@ static auto optimizerStateKey(const Map&, const torch::Tensor& p) {
 
 namespace {
 
+// Archive key of the i-th tensor: "t<i>". Appended, not "t" + std::to_string(i): GCC 12 at -O3
+// under C++20 (LibTorch >= 2.14) warns a false -Wstringop-overflow inside that operator+.
+std::string tensorKey(size_t i) {
+  std::string k = "t";
+  k += std::to_string(i);
+  return k;
+}
+
 constexpr char kMagic[6] = {'F', 'L', 'C', 'K', 'P', 'T'};
 constexpr size_t kHeader = 6 + 2 + 8 + 4;
 
@@ -109,7 +117,7 @@ Parsed readCheckpoint(const std::string& path, const torch::Device& device) {
     FL_CHECK(ar.try_read("state", state), ERR_FORMAT, "checkpoint '", path, "': missing the weights");
     for (size_t i = 0; i < p.names.size(); ++i) {
       torch::Tensor t;
-      FL_CHECK(state.try_read("t" + std::to_string(i), t, /*is_buffer=*/true), ERR_FORMAT, "checkpoint '", path,
+      FL_CHECK(state.try_read(tensorKey(i), t, /*is_buffer=*/true), ERR_FORMAT, "checkpoint '", path,
                "': missing the tensor of '", p.names[i], "'");
       p.tensors.push_back(t);
     }
@@ -174,7 +182,7 @@ void saveCheckpoint(const std::string& path, Classifier& m, const std::string& m
   int64_t i = 0;
   for (auto& [name, t] : m.namedState()) {
     names.push_back(name);
-    state.write("t" + std::to_string(i++), t.detach().to(torch::kCPU).contiguous(), /*is_buffer=*/true);
+    state.write(tensorKey(i++), t.detach().to(torch::kCPU).contiguous(), /*is_buffer=*/true);
   }
   ar.write("names", c10::IValue(names));
   ar.write("state", state);
