@@ -54,3 +54,28 @@ export function weightFixtures(label: string, python: string): { dir: string; ex
   }
   return { dir, expected: JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) };
 }
+
+export const MODEL_WRITER = path.join(ROOT, 'scripts', 'reference', 'model_weights.py');
+const MODEL_HASH = createHash('sha1').update(fs.readFileSync(MODEL_WRITER)).update(fs.readFileSync(path.join(ROOT, 'scripts', 'reference', 'models.py'))).digest('hex').slice(0, 10);
+
+export interface ModelExpected {
+  torch: string;
+  files: Record<string, { spec: { arch: string } & Record<string, unknown>; x: string; logits: string; how: string; strict: boolean }>;
+}
+
+/** State dicts of every built-in in published layouts (model_weights.py write), made once per script version. */
+export function modelWeightFixtures(label: string, python: string): { dir: string; expected: ModelExpected } {
+  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `model-weights-${label}-${MODEL_HASH}`);
+  if (!fs.existsSync(path.join(dir, 'expected.json'))) {
+    const tmp = `${dir}.tmp-${process.pid}`;
+    fs.rmSync(tmp, { recursive: true, force: true });
+    const r = spawnSync(python, [MODEL_WRITER, 'write', tmp], { encoding: 'utf8', timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`model_weights.py write (${label}) failed: ${r.stderr || r.error}`);
+    try {
+      fs.renameSync(tmp, dir);
+    } catch {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+  return { dir, expected: JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) };
+}
