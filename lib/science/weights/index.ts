@@ -12,3 +12,5 @@ export { inferSpec, canonicalShapes } from './infer';
 export type { InferredSpec, Inference } from './infer';
 export { encodeSafetensors, encodeTorchZip, writeWeightsFile, formatForPath } from './write';
 export type { OutTensor, OutFormat } from './write';
+export { loadWeightsInto, exportWeightsFrom, describeWeights } from './apply';
+export type { WeightSource, WeightsTarget, LoadWeightsOptions, LoadWeightsResult, StateTensor, WeightsDescription } from './apply';
