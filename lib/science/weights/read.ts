@@ -5,6 +5,7 @@
  * allocated, so a file that lies about its sizes costs no more memory than its own length.
  */
 import * as fs from 'fs';
+import * as yauzl from 'yauzl';
 import { PyDict, PyTuple, PyValue, TensorRef, describe } from './pickle';
 import { looksLikeSafetensors, readSafetensors } from './safetensors';
 import { TorchObject, looksLikeLegacy, readTorchLegacy, readTorchZipEntries } from './torch-file';
@@ -27,14 +28,51 @@ export async function sniff(buf: Buffer): Promise<FileKind> {
   if (looksLikeSafetensors(buf)) return 'safetensors';
   if (looksLikeZip(buf)) {
     try {
-      const names = [...(await readZip(buf)).keys()];
-      if (names.some((n) => /(^|\/)constants\.pkl$/.test(n) || /^[^/]+\/code\//.test(n))) return 'torchscript';
-      if (names.some((n) => /^([^/]+\/)?data\.pkl$/.test(n))) return 'torch-zip';
+      return zipKind([...(await readZip(buf)).keys()]);
     } catch {
       return 'unknown';
     }
   }
   return 'unknown';
+}
+
+/** A kind from a zip archive's entry names. */
+function zipKind(names: string[]): FileKind {
+  if (names.some((n) => /(^|\/)constants\.pkl$/.test(n) || /^[^/]+\/code\//.test(n))) return 'torchscript';
+  if (names.some((n) => /^([^/]+\/)?data\.pkl$/.test(n))) return 'torch-zip';
+  return 'unknown';
+}
+
+/**
+ * Tells a file's kind without reading it all: its first 16 bytes, and for a zip archive only its
+ * central directory (yauzl over the open file). ERR_IO when the file cannot be read.
+ */
+export async function sniffFile(file: string): Promise<FileKind> {
+  let head: Buffer;
+  try {
+    const fh = await fs.promises.open(file, 'r');
+    try {
+      head = Buffer.alloc(16);
+      const { bytesRead } = await fh.read(head, 0, 16, 0);
+      head = head.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new FisherLensError('ERR_IO', `cannot read ${file}: ${err.code ?? err.message}`);
+  }
+  if (!looksLikeZip(head)) return sniff(head);
+  const names = await new Promise<string[] | null>((resolve) => {
+    yauzl.open(file, { lazyEntries: false, autoClose: true }, (err, zip) => {
+      if (err || !zip) return resolve(null);
+      const out: string[] = [];
+      zip.on('entry', (e: yauzl.Entry) => out.push(e.fileName));
+      zip.on('end', () => resolve(out));
+      zip.on('error', () => resolve(null));
+    });
+  });
+  return names ? zipKind(names) : 'unknown';
 }
 
 export interface ReadOptions {
