@@ -16,7 +16,7 @@
     {
       "target_name": "fisherlens",
       "sources": [
-        "<!@(node -e \"const g=require('fs');const p=require('path');const out=[];for(const d of ['native','native/common','native/models'])for(const f of g.readdirSync(d))if(f.endsWith('.cc'))out.push(p.join(d,f));console.log(out.join(' '))\")"
+        "<!@(node -e \"const g=require('fs');const p=require('path');const out=[];for(const d of ['native','native/binding','native/common','native/models'])for(const f of g.readdirSync(d))if(f.endsWith('.cc'))out.push(p.join(d,f));console.log(out.join(' '))\")"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -6,7 +6,7 @@
  * TRADES' loop as written ("reference": weight gradients computed by loss.backward()) and a lean
  * variant (input gradient only). FisherLens runs the built-in architecture and the very
  * TorchScript module Python exported, each on the three input-gradient engines (auto, linear,
- * autograd: lib/backend.ts setGradientEngine), and the built-in with channelsLast: true. Prints
+ * autograd: lib/binding/backend.ts setGradientEngine), and the built-in with channelsLast: true. Prints
  * samples/s and time ratios (target ≤ 0.7 × Python's reference) and what auto chose. The runs are
  * interleaved BENCH_REPS times (default 2; the machine is shared) and the best of each is kept.
  */
@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { GradientEngine, Model, ModelSpec, Tensor, setGradientEngine, setThreads } from '../lib';
-import { attack } from '../lib/attacks';
+import { attack } from '../lib/science/attacks';
 import { PyServer, passiveOpenMp } from './pyserver';
 
 
@@ -53,7 +53,7 @@ export async function main(): Promise<void> {
     const builtin = Model.create(spec);
     const script = await Model.load(ts);
     // FisherLens rows: the built-in and the TorchScript module Python exported, on each input-gradient
-    // engine (lib/backend.ts setGradientEngine; auto measures both on its first steps and keeps the
+    // engine (lib/binding/backend.ts setGradientEngine; auto measures both on its first steps and keeps the
     // faster, so its row includes that), and the built-in channels-last
     const fl: [string, Model, GradientEngine, boolean][] = [
       ['built-in, auto', builtin, 'auto', false], ['built-in, linear', builtin, 'linear', false], ['built-in, autograd', builtin, 'autograd', false],

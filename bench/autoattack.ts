@@ -11,10 +11,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, setThreads } from '../lib';
 import { PyServer, passiveOpenMp } from './pyserver';
-import { attack, attackKinds, evaluate } from '../lib/attacks';
-import { autoAttack, AutoAttackVersion } from '../lib/autoattack';
-import { fashionMnist } from '../lib/data';
-import { manualSeed, train } from '../lib/train';
+import { attack, attackKinds } from '../lib/science/attacks';
+import { evaluate } from '../lib/science/robust';
+import { autoAttack, AutoAttackVersion } from '../lib/science/autoattack';
+import { fashionMnist } from '../lib/science/data';
+import { manualSeed, train } from '../lib/science/train';
 
 export async function main(): Promise<void> {
   passiveOpenMp();

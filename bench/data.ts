@@ -5,10 +5,10 @@
  * doing the same work (gzip + numpy + torch; pad/crop/flip per image) runs side by side.
  */
 import { execFileSync } from 'child_process';
-import { fashionMnist, fashionMnistDir } from '../lib/data';
+import { fashionMnist, fashionMnistDir } from '../lib/science/data';
 import { Model } from '../lib';
-import { addon } from '../lib/native';
-import { median } from '../lib/stats';
+import { addon } from '../lib/binding/native';
+import { median } from '../lib/util/stats';
 
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
 

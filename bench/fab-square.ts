@@ -6,8 +6,8 @@
  * (forwards of one sample). Best of BENCH_REPS (default 2) runs.
  */
 import { Model, Tensor, setThreads } from '../lib';
-import { attack, AttackParams } from '../lib/attacks';
-import { manualSeed } from '../lib/train';
+import { attack, AttackParams } from '../lib/science/attacks';
+import { manualSeed } from '../lib/science/train';
 import { passiveOpenMp } from './pyserver';
 
 async function best(model: Model, x: Tensor, y: Tensor, p: AttackParams, reps: number): Promise<number> {

@@ -14,9 +14,10 @@
  * usage: node dist/bench/findings.js [--arch lenet]
  */
 import { Model, ModelSpec } from '../lib';
-import { fashionMnist } from '../lib/data';
-import { evaluate, attackPresets } from '../lib/attacks';
-import { train, manualSeed, presets, TrainMethod, EpochMetrics } from '../lib/train';
+import { fashionMnist } from '../lib/science/data';
+import { evaluate } from '../lib/science/robust';
+import { attackPresets } from '../lib/science/attacks';
+import { train, manualSeed, presets, TrainMethod, EpochMetrics } from '../lib/science/train';
 
 function pearson(a: number[], b: number[]): number {
   const n = a.length, ma = a.reduce((s, v) => s + v, 0) / n, mb = b.reduce((s, v) => s + v, 0) / n;

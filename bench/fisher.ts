@@ -20,8 +20,8 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
-import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/fisher';
-import { uniformStream } from '../lib/random';
+import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/science/fisher';
+import { uniformStream } from '../lib/util/random';
 import { passiveOpenMp } from './pyserver';
 
 const ROOT = path.resolve(__dirname, '..', '..');

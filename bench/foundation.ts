@@ -3,9 +3,9 @@
  * typed array → tensor → typed array copy bandwidth (target ≥ 2 GB/s).
  */
 import { Tensor } from '../lib';
-import { runOp } from '../lib/op';
+import { runOp } from '../lib/binding/op';
 import { testAddon } from '../test/helpers/test-hooks';
-import { median } from '../lib/stats';
+import { median } from '../lib/util/stats';
 
 export async function main(): Promise<void> {
   const n = testAddon(); // noop and spin: the development build's test hooks (FL_TEST_HOOKS)

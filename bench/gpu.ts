@@ -15,12 +15,12 @@
  */
 import * as fs from 'fs';
 import { Model, ModelSpec, Tensor, backend } from '../lib';
-import { addon } from '../lib/native';
-import { optimizerOptions, trainStepOptions } from '../lib/options';
-import { fisherExact, fisherPower } from '../lib/fisher';
-import { attack } from '../lib/attacks';
+import { addon } from '../lib/binding/native';
+import { optimizerOptions, trainStepOptions } from '../lib/science/options';
+import { fisherExact, fisherPower } from '../lib/science/fisher';
+import { attack } from '../lib/science/attacks';
 import { PyServer, passiveOpenMp } from './pyserver';
-import { median } from '../lib/stats';
+import { median } from '../lib/util/stats';
 
 const WORKLOADS = ['exact', 'power', 'pgd', 'trades'] as const;
 type Workload = (typeof WORKLOADS)[number];

@@ -8,7 +8,7 @@
 export function passiveOpenMp(): void {
   process.env.OMP_WAIT_POLICY = process.env.OMP_WAIT_POLICY ?? 'PASSIVE';
   // and the speed choices (exact autotune, gradient engine) are measured in this run, not read
-  // from an earlier run's autotune.json (lib/tuning-store.ts), unless the caller sets it
+  // from an earlier run's autotune.json (lib/science/tuning-store.ts), unless the caller sets it
   process.env.FISHERLENS_AUTOTUNE_STORE = process.env.FISHERLENS_AUTOTUNE_STORE ?? '0';
 }
 

@@ -19,8 +19,9 @@ import { fakeScience } from '../test/helpers/fake-science';
 import { ExperimentInput } from '../lib/experiment/config';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunExecutor, scienceExecutor } from '../lib/experiment/executor';
-import { worker, JobData, JobResult } from '../lib/experiment/queue';
-import { median } from '../lib/stats';
+import { worker } from '../lib/experiment/worker';
+import { JobData, JobResult } from '../lib/experiment/queue-jobs';
+import { median } from '../lib/util/stats';
 
 const tmp = (p: string) => fs.mkdtempSync(path.join(os.tmpdir(), `fl-bench-q-${p}-`));
 const ms = (x: number) => `${x.toFixed(1)} ms`;

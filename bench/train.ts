@@ -7,8 +7,8 @@
  * (target ≤ 0.8 × Python's time), also with channelsLast: true.
  */
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
-import { addon } from '../lib/native';
-import { optimizerOptions, trainStepOptions } from '../lib/options';
+import { addon } from '../lib/binding/native';
+import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { PyServer, passiveOpenMp } from './pyserver';
 
 export async function main(): Promise<void> {

@@ -1,47 +1,39 @@
 /** FisherLens: adversarial robustness through the input-space Fisher information. */
-export { FisherLensError, ErrorCode } from './errors';
-export { backend, setThreads, setTf32, setGradientEngine, GradientEngine, peakMemory, BackendInfo } from './backend';
-export { Tensor, memory, Dtype, Device, TypedArray } from './tensor';
-export { Model, ModelSpec, Activation } from './model';
-export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, ElapsedProgress } from './op';
-export {
-  parseOptions, parseAttackOptions, optionHelp, OptionDecl, OptionSchema, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS,
-  FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS,
-  TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS,
-} from './options';
-export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './model';
+export { FisherLensError, ErrorCode } from './util/errors';
+export { backend, setThreads, setTf32, setGradientEngine, GradientEngine, peakMemory, BackendInfo } from './binding/backend';
+export { Tensor, memory, Dtype, Device, TypedArray } from './binding/tensor';
+export { Model, ModelSpec, Activation } from './science/model';
+export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, ElapsedProgress } from './binding/op';
+export { parseOptions, optionHelp, OptionDecl, OptionSchema } from './util/schema';
+export { parseAttackOptions, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS, TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS } from './science/options';
+export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './science/model';
 export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
-} from './data';
-export {
-  attack, evaluate as evaluateRobustness, attackPresets, NpyWriter,
-  AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, NamedAttack, EvaluateOptions,
-  EvaluateResult as RobustnessResult, AttackSummary, attackKinds, AttackSpec, ATTACK_KINDS,
-} from './attacks';
+} from './science/data';
+export { attack, attackPresets, NpyWriter, AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, attackKinds, AttackSpec, ATTACK_KINDS } from './science/attacks';
+export { evaluate as evaluateRobustness, NamedAttack, EvaluateOptions, EvaluateResult as RobustnessResult, AttackSummary } from './science/robust';
 export {
   autoAttack, AutoAttackOptions, AutoAttackParams, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion,
   AUTOATTACK_VERSIONS, autoAttackVersions,
-} from './autoattack';
+} from './science/autoattack';
 export {
   train, presets as trainPresets, manualSeed, scheduleFactor, probeMetrics,
   TrainOptions, TrainResult, TrainEvent, BatchEvent, EpochEvent, EpochMetrics, TrainMethod, OptimizerOptions,
   ScheduleOptions, TrainAttackOptions, TrackOptions, PresetName as TrainPresetName,
-} from './train';
+} from './science/train';
 export {
   fisherExact, ExactFisherResult, FisherEngine, fisherPower, PowerResult, fisherLanczos, LanczosResult, fisherHutchinson, HutchinsonResult,
   fisherQuadratic, fisherVectorProduct, klSegment, fisherBatch, fisherDataset, FisherDatasetResult, FisherValues, FisherMethod,
   FisherMethodOptions, FisherSpeedOptions, FISHER_METHODS, summarize, Summary, profileFisher, ProfileRow,
   FisherLayout, FISHER_LAYOUTS, ExactTuning, exactTuning, exactTuneCount, EXACT_TUNE, autotuneFile, profileExactVjp,
-} from './fisher';
+} from './science/fisher';
 export {
   CcklAccumulator, CcklResult, PairResult, PairOptions, ccklFromLogits, ccklMetrics, CcklMetrics, nonRobustComponent,
   NonRobustResult, samplePairs, adversarialMeasure, RhoResult, klPairSegments, logProbs,
-} from './metrics';
-export {
-  pictureGrid, pictureSamples, writePictureGrid, readPictureGrid, gridPng, encodePng, decodePng, classMatrices, readClassPictures,
-  PictureGrid, PictureColumn, PictureCell, PictureData, PictureAttack, ClassMatrices, ClassPictures, PICTURE_SAMPLES,
-} from './pictures';
+} from './science/metrics';
+export { pictureGrid, pictureSamples, classMatrices, PictureAttack, PICTURE_SAMPLES } from './science/pictures';
+export { writePictureGrid, readPictureGrid, gridPng, encodePng, decodePng, readClassPictures, PictureGrid, PictureColumn, PictureCell, PictureData, ClassMatrices, ClassPictures } from './science/picture-files';
 export {
   runExperiment, planExperiment, loadConfig, validateExperiment, expandRuns, RunExperimentOptions, ExperimentEvent,
   ExperimentResult, ExperimentConfig, ExperimentInput, ResolvedRun, RunExecutor, RunContext, Science, scienceExecutor,

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 #include "common/errors.h"
-#include "common/worker.h"
+#include "common/op_context.h"
 
 namespace fl {
 

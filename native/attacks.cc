@@ -4,24 +4,15 @@
 #include "attacks.h"
 #include "apgd.h"
 #include <ATen/CPUGeneratorImpl.h>
-#include <atomic>
-#include <chrono>
-#include <map>
-#include <mutex>
 #include <cmath>
 #include <functional>
 #include <limits>
-#include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
+#include "common/op_context.h"
 #include "fab.h"
 #include "fisher.h"
 #include "metrics.h"
-#include "models/linear_tape.h"
-#include "models/model_wrap.h"
 #include "square.h"
 
 namespace fl {
@@ -199,128 +190,6 @@ torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm 
   return box ? r.clamp_(0, 1) : r;
 }
 
-namespace {
-
-// The input gradient of obj at xa [B, ...] through the model's linearisation (when `tape` and the
-// model has one at xa; *usedTape says whether it had) or autograd; the logits at xa in *z.
-torch::Tensor objectiveGradient(Classifier& m, const torch::Tensor& xa, const Objective& obj, bool tape, bool* usedTape,
-                                torch::Tensor* z) {
-  torch::AutoGradMode gradOn(true);
-  *usedTape = false;
-  if (tape) {
-    torch::Tensor zt;
-    if (std::shared_ptr<LinearTape> t = m.linearize(xa.detach(), &zt)) {
-      *usedTape = true;
-      torch::Tensor zl = zt.detach().requires_grad_(true);
-      torch::Tensor u = torch::autograd::grad({obj(zl)}, {zl})[0];
-      if (z) *z = zt.detach();
-      return t->vjp(u);
-    }
-  }
-  torch::Tensor xr = xa.detach().requires_grad_(true);
-  torch::Tensor zr = m.forward(xr);
-  torch::Tensor g = torch::autograd::grad({obj(zr)}, {xr})[0];
-  if (z) *z = zr.detach();
-  return g;
-}
-
-std::atomic<int>& engineSetting() {  // 0 auto, 1 linear, 2 autograd
-  static std::atomic<int> e{0};
-  return e;
-}
-
-// "auto": calls 0–5 of the measurement alternate linear, autograd; 0 and 1 are warm-ups, the best
-// of the next two each decides. The linearisation must be clearly faster (kLinearMargin) to
-// replace autograd: on ReLU CNNs the two often measure within noise, and a choice that flips
-// between processes would move sign steps at rounding level for no gain.
-constexpr int kMeasureCalls = 6;
-constexpr double kLinearMargin = 0.95;
-
-// the choices: (spec, input shape + dtype + device codes) -> choice
-struct ChoiceStore {
-  std::mutex mu;
-  std::map<std::pair<std::string, std::vector<int64_t>>, GradientChoice> byKey;
-};
-ChoiceStore& choiceStore() {
-  static ChoiceStore s;
-  return s;
-}
-
-}  // namespace
-
-void setGradientEngine(const std::string& e) {
-  FL_CHECK(e == "auto" || e == "linear" || e == "autograd", ERR_ARG, "gradient engine: expected auto, linear or autograd, got '",
-           e, "'");
-  engineSetting() = e == "auto" ? 0 : e == "linear" ? 1 : 2;
-}
-
-std::string gradientEngine() {
-  const int e = engineSetting();
-  return e == 0 ? "auto" : e == 1 ? "linear" : "autograd";
-}
-
-void setGradientChoice(const Classifier& m, const GradientChoice& c) {
-  FL_CHECK(c.key.size() >= 3, ERR_ARG, "setGradientChoice: a key of the shape, dtype and device codes");
-  auto& s = choiceStore();
-  std::lock_guard<std::mutex> lock(s.mu);
-  s.byKey.emplace(std::make_pair(m.specJson(), c.key), c);
-}
-
-std::vector<GradientChoice> gradientChoices(const Classifier& m) {
-  const std::string spec = m.specJson();
-  auto& s = choiceStore();
-  std::lock_guard<std::mutex> lock(s.mu);
-  std::vector<GradientChoice> out;
-  for (const auto& [key, c] : s.byKey)
-    if (key.first == spec) out.push_back(c);
-  return out;
-}
-
-InputGradient::InputGradient(Classifier& m, const torch::Tensor& x) : m_(m), spec_(m.specJson()), key_(x.sizes().vec()) {
-  key_.push_back(static_cast<int64_t>(x.scalar_type()));
-  key_.push_back(x.is_cuda() ? 1 + x.device().index() : 0);
-  const int e = engineSetting();
-  if (e != 0) {
-    decided_ = e == 1 ? 1 : 0;
-    return;
-  }
-  auto& s = choiceStore();
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.byKey.find({spec_, key_});
-  if (it != s.byKey.end()) decided_ = it->second.linear ? 1 : 0;
-}
-
-torch::Tensor InputGradient::operator()(const torch::Tensor& xa, const Objective& obj, torch::Tensor* z) {
-  bool used = false;
-  if (decided_ < 0) {
-    using Clock = std::chrono::steady_clock;
-    GradientChoice c;
-    c.key = key_;
-    double best[2] = {INFINITY, INFINITY};  // [autograd, linear]
-    for (int i = 0; i < kMeasureCalls; ++i) {
-      const bool tape = i % 2 == 0;
-      syncDevice(xa);
-      const auto t0 = Clock::now();
-      torch::Tensor g = objectiveGradient(m_, xa, obj, tape, &used, nullptr);
-      syncDevice(g);
-      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      if (tape && !used) break;  // no linearisation at this input: autograd, nothing to compare
-      if (i >= 2) best[tape ? 1 : 0] = std::min(best[tape ? 1 : 0], ms);
-    }
-    if (best[1] < INFINITY) {
-      c.linearMs = best[1];
-      c.autogradMs = best[0];
-      c.linear = best[1] < kLinearMargin * best[0];
-    }
-    // a concurrent first measurement of the same key may have stored its choice meanwhile: the
-    // first stored is the one every ascent takes (and gradientChoices reports)
-    auto& s = choiceStore();
-    std::lock_guard<std::mutex> lock(s.mu);
-    decided_ = s.byKey.emplace(std::make_pair(spec_, key_), c).first->second.linear ? 1 : 0;
-  }
-  return objectiveGradient(m_, xa, obj, decided_ == 1, &used, z);
-}
-
 // Gradient ascent on `obj` from xa (attacks.h). L2: a zero gradient takes a random unit direction
 // when o.gen is given, as TRADES' L2 KL attack does.
 torch::Tensor ascend(Classifier& m, const torch::Tensor& x, torch::Tensor xa, const Objective& obj, Norm norm, double eps,
@@ -432,148 +301,56 @@ AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tenso
   return r;
 }
 
-namespace {
-
-// Reads the complete options object on the main thread. lib/options.ts declares every option
-// (type, default, range) and each attack's capabilities (ATTACK_TABLE), validates against them and
-// fills the defaults; here every key is required (common/options.h).
-AttackOptions parseOptionsImpl(Napi::Value v) {
-  OptionReader r(v, "attack");
-  AttackOptions o;
-  o.kind = r.string("kind");
-  const std::string norm = r.string("norm");
-  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "attack option 'norm': expected one of linf, l2, got '", norm, "'");
-  o.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
-  o.epsilon = r.num("epsilon");
-  o.stepSize = r.num("stepSize");
-  o.steps = r.integer("steps");
-  o.randomStart = r.flag("randomStart");
-  o.restarts = r.integer("restarts");
-  o.targeted = r.flag("targeted");
-  o.targets = r.integer("targets");
-  o.eotIter = r.integer("eotIter");
-  if (r.has("init")) {
-    FL_CHECK(isTensor(r.raw("init")), ERR_ARG, "attack init: expected a Tensor shaped like x");
-    o.init = unwrapTensor(r.raw("init"), "attack(init)");
+AttackOutcome attackBatch(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                          const AttackOptions& o, const OpContext* ctx) {
+  checkImages(x, "attack(x)");
+  checkLabels(y, x.size(0), 0, "attack(y)");
+  if (target.defined()) checkLabels(target, x.size(0), 0, "attack(target)");
+  torch::Device dev = m.device();
+  torch::Tensor xd = x.to(dev), yd = y.to(dev), td = target.defined() ? target.to(dev) : target;
+  FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
+           "attack(x): images must lie in [0, 1] (normalisation belongs in the model)");
+  AttackOutcome out;
+  {
+    ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+    torch::NoGradGuard ng;
+    torch::Tensor z = m.forward(xd);
+    checkLogits(z, "attack");
+    checkLabels(yd, x.size(0), z.size(1), "attack(y)");
+    if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
+    out.cleanCorrect = z.argmax(1).eq(yd).to(torch::kUInt8);
   }
-  o.kappa = r.num("kappa");
-  o.binarySteps = r.integer("binarySteps");
-  o.learningRate = r.num("learningRate");
-  o.initialConst = r.num("initialConst");
-  o.confidence = r.num("confidence");
-  o.channelsLast = r.flag("channelsLast");
-  o.alphaMax = r.num("alphaMax");
-  o.eta = r.num("eta");
-  o.beta = r.num("beta");
-  o.pInit = r.num("pInit");
-  const int64_t seed = r.integer("seed");
-  FL_CHECK(seed >= 0, ERR_ARG, "attack option 'seed': expected a non-negative integer, got ", seed);
-  o.seed = static_cast<uint64_t>(seed);
-  return o;
+  AttackResult r;
+  {
+    LayoutGuard layout(m, o.channelsLast);
+    torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
+    r = runAttack(m, xl, yd, td, o, ctx);
+    r.xAdv = r.xAdv.contiguous();
+  }
+  torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
+  out.norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
+  out.success = r.success.to(torch::kUInt8);
+  out.xAdv = r.xAdv;
+  out.loss = r.loss;
+  out.queries = r.queries;
+  return out;
 }
 
-// attack(model, x, y, opts, ctl?) -> Promise<{ xAdv: Tensor, loss: Float64Array, success: Uint8Array (0/1),
-// norm: Float64Array (‖x_adv − x‖ in the attack's norm), cleanCorrect: Uint8Array (0/1, eval mode) }>; opts.target: Tensor [B] for targeted attacks
-Napi::Value AttackJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "attack(model)");
-    torch::Tensor x = unwrapTensor(info[1], "attack(x)");
-    torch::Tensor y = unwrapTensor(info[2], "attack(y)");
-    AttackOptions o = parseAttackOptions(info[3]);
-    torch::Tensor target;
-    if (o.targeted) {
-      Napi::Value t = info[3].As<Napi::Object>().Get("target");
-      FL_CHECK(isTensor(t), ERR_ARG, "a targeted attack needs opts.target: int64 labels [B]");
-      target = unwrapTensor(t, "attack(target)");
-    }
-    return startOp(info.Env(), info[4], [m, x, y, target, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "attack(x)");
-      checkLabels(y, x.size(0), 0, "attack(y)");
-      if (target.defined()) checkLabels(target, x.size(0), 0, "attack(target)");
-      torch::Device dev = m->device();
-      torch::Tensor xd = x.to(dev), yd = y.to(dev), td = target.defined() ? target.to(dev) : target;
-      FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
-               "attack(x): images must lie in [0, 1] (normalisation belongs in the model)");
-      torch::Tensor clean;
-      {
-        ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-        torch::NoGradGuard ng;
-        torch::Tensor z = m->forward(xd);
-        checkLogits(z, "attack");
-        checkLabels(yd, x.size(0), z.size(1), "attack(y)");
-        if (td.defined()) checkLabels(td, x.size(0), z.size(1), "attack(target)");
-        clean = z.argmax(1).eq(yd).to(torch::kUInt8);
-      }
-      AttackResult r;
-      {
-        LayoutGuard layout(*m, o.channelsLast);
-        torch::Tensor xl = o.channelsLast ? xd.contiguous(at::MemoryFormat::ChannelsLast) : xd;
-        r = runAttack(*m, xl, yd, td, o, &ctx);
-        r.xAdv = r.xAdv.contiguous();
-      }
-      torch::Tensor d = (r.xAdv - xd).flatten(1).to(torch::kFloat64);
-      torch::Tensor norm = o.norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
-      torch::Tensor success = r.success.to(torch::kUInt8);
-      torch::Tensor xAdv = r.xAdv, loss = r.loss, queries = r.queries;
-      return [xAdv, loss, success, norm, clean, queries](Napi::Env env) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("xAdv", wrapTensor(env, xAdv));
-        out.Set("loss", toFloat64Array(env, loss));
-        out.Set("success", toTypedArray(env, success));
-        out.Set("norm", toFloat64Array(env, norm));
-        out.Set("cleanCorrect", toTypedArray(env, clean));
-        if (queries.defined()) out.Set("queries", toFloat64Array(env, queries));
-        return out;
-      };
-    });
-  });
-}
-
-// firstSuccessful(advs: Tensor[] (A × [B, ...]), successes: Uint8Array[] (A × [B], 1 = broken), ctl?)
-// -> Promise<Tensor [B, ...]>: per sample, the example of the first attack that broke it, else the
-// last attack's example (the worst case of an evaluation over A attacks, lib/attacks.ts evaluate).
-Napi::Value FirstSuccessfulJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info[0].IsArray() && info[1].IsArray(), ERR_ARG, "firstSuccessful(advs, successes): expected two arrays");
-    Napi::Array aa = info[0].As<Napi::Array>(), sa = info[1].As<Napi::Array>();
-    FL_CHECK(aa.Length() > 0 && aa.Length() == sa.Length(), ERR_ARG,
-             "firstSuccessful: advs and successes must be non-empty and of equal length, got ", aa.Length(), " and ", sa.Length());
-    std::vector<torch::Tensor> advs, succ;
-    for (uint32_t a = 0; a < aa.Length(); ++a) {
-      advs.push_back(unwrapTensor(aa.Get(a), "firstSuccessful(advs)"));
-      Napi::Value v = sa.Get(a);
-      FL_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, ERR_ARG,
-               "firstSuccessful(successes): element ", a, " is not a Uint8Array");
-      Napi::Uint8Array f = v.As<Napi::Uint8Array>();
-      succ.push_back(torch::from_blob(f.Data(), {static_cast<int64_t>(f.ElementLength())}, torch::kUInt8).clone());
-    }
-    return startOp(info.Env(), info[2], [advs, succ](OpContext&) -> Finisher {
-      const torch::Tensor& last = advs.back();
-      for (size_t a = 0; a < advs.size(); ++a) {
-        FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
-                 "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
-                 shapeOf(advs[a]), " and ", shapeOf(last));
-        FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
-                 succ[a].size(0), " flags for ", last.size(0), " samples");
-      }
-      torch::Tensor out = last.clone();
-      for (size_t a = advs.size() - 1; a-- > 0;) {
-        torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
-        out = torch::where(broke, advs[a].to(last.device()), out);
-      }
-      out = out.contiguous();
-      return [out](Napi::Env env) -> Napi::Value { return wrapTensor(env, out); };
-    });
-  });
-}
-
-}  // namespace
-
-AttackOptions parseAttackOptions(Napi::Value v) { return parseOptionsImpl(v); }
-
-void InitAttacks(Napi::Env env, Napi::Object exports) {
-  exports.Set("attack", Napi::Function::New(env, AttackJs, "attack"));
-  exports.Set("firstSuccessful", Napi::Function::New(env, FirstSuccessfulJs, "firstSuccessful"));
+torch::Tensor firstSuccessful(const std::vector<torch::Tensor>& advs, const std::vector<torch::Tensor>& succ) {
+  const torch::Tensor& last = advs.back();
+  for (size_t a = 0; a < advs.size(); ++a) {
+    FL_CHECK(advs[a].dim() >= 1 && advs[a].sizes() == last.sizes() && advs[a].scalar_type() == last.scalar_type(), ERR_SHAPE,
+             "firstSuccessful(advs): every example batch must have the shape and dtype of the last, got ",
+             shapeOf(advs[a]), " and ", shapeOf(last));
+    FL_CHECK(succ[a].size(0) == last.size(0), ERR_SHAPE, "firstSuccessful(successes): element ", a, " has ",
+             succ[a].size(0), " flags for ", last.size(0), " samples");
+  }
+  torch::Tensor out = last.clone();
+  for (size_t a = advs.size() - 1; a-- > 0;) {
+    torch::Tensor broke = (succ[a] != 0).to(last.device()).view(perSampleShape(last));
+    out = torch::where(broke, advs[a].to(last.device()), out);
+  }
+  return out.contiguous();
 }
 
 }  // namespace fl

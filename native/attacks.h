@@ -8,8 +8,8 @@
 #include <cmath>
 #include <functional>
 #include <string>
-#include <napi.h>
 #include <vector>
+#include "gradient.h"
 #include "models/classifier.h"
 
 namespace fl {
@@ -55,54 +55,6 @@ struct AttackResult {
 // Projects xa onto {‖xa − x‖ ≤ ε} ∩ [0, 1]^D (without `box`: onto the ball only). x, xa: [B, ...] -> [B, ...]
 torch::Tensor projectBall(const torch::Tensor& xa, const torch::Tensor& x, Norm norm, double eps, bool box = true);
 
-// The sum over the batch of a per-sample objective to ascend; z: logits [B, K] -> scalar
-using Objective = std::function<torch::Tensor(const torch::Tensor& z)>;
-
-// How attacks and training's inner maximisation compute input gradients (lib/options.ts
-// GRADIENT_ENGINES, set process-wide by lib/backend.ts setGradientEngine):
-//   "linear"   through the model's linearisation (models/linear_tape.h: one recording forward and
-//              one input-only backward) where the model has one, else autograd;
-//   "autograd" a forward and a backward through autograd;
-//   "auto"     per model architecture and input shape, both engines measured once on the first
-//              ascent's first point (InputGradient); the linearisation is kept when it measured at
-//              least 5 % faster, else autograd.
-// The gradients agree to float rounding (a sign step can differ where a component is ~0).
-void setGradientEngine(const std::string& engine);  // ERR_ARG for another value
-std::string gradientEngine();
-
-// What "auto" chose for one model architecture (its spec) and input batch shape: whether the
-// linearisation won, and the best measured ms of one gradient on each engine (linearMs NaN: the
-// model has no linearisation at that input)
-struct GradientChoice {
-  std::vector<int64_t> key;  // the input batch's shape, then its dtype and device codes
-  bool linear = false;
-  double linearMs = NAN, autogradMs = NAN;
-};
-// The choices made so far for models with m's spec (in-process; every model object of one
-// architecture shares them, so a resumed run takes the same engine as the run it continues)
-std::vector<GradientChoice> gradientChoices(const Classifier& m);
-// Adds a choice measured earlier (lib/tuning-store.ts reads it from the cache folder, so every
-// process on a machine takes the same engine); an existing choice for that key stays
-void setGradientChoice(const Classifier& m, const GradientChoice& c);
-
-// The input gradients of one ascent (or of one attack's steps). Under "auto" the first call for a
-// model architecture and input shape first measures both engines on that call's point and
-// objective (two warm-ups and the best of two each, the results discarded), then every call of
-// every ascent uses the choice: an attack is a deterministic function of its inputs and seed.
-// (lib/tuning-store.ts stores the choices and hands them to later processes: setGradientChoice.)
-class InputGradient {
- public:
-  InputGradient(Classifier& m, const torch::Tensor& x);  // x: the ascent's points (their shape is the key)
-  // ∂obj(z(xa))/∂xa, shaped like xa; *z (if given) receives the logits at xa
-  torch::Tensor operator()(const torch::Tensor& xa, const Objective& obj, torch::Tensor* z = nullptr);
-
- private:
-  Classifier& m_;
-  std::string spec_;          // the architecture (Classifier::specJson)
-  std::vector<int64_t> key_;  // the input batch's shape, then its dtype and device codes
-  int decided_ = -1;  // -1 not yet (auto), 0 autograd, 1 linear
-};
-
 // Where the ascent stays and what it reports after each step.
 struct AscentOptions {
   bool box = true;        // also project onto the [0, 1] box after each step
@@ -128,11 +80,28 @@ torch::Tensor pgdAttack(Classifier& m, const torch::Tensor& x, const torch::Tens
 torch::Tensor klAttack(Classifier& m, const torch::Tensor& x, const AttackOptions& o, at::Generator& gen,
                        const OpContext* ctx, torch::Tensor* klReached);
 
-// Reads an attack's complete options object (main thread; lib/options.ts validated it and filled the defaults).
-AttackOptions parseAttackOptions(Napi::Value v);
-
 // Any attack by o.kind. target: [B] labels for targeted attacks (else undefined).
 AttackResult runAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
                        const AttackOptions& o, const OpContext* ctx);
+
+// What the attack op returns for one batch
+struct AttackOutcome {
+  torch::Tensor xAdv;          // [B, ...] like x, contiguous
+  torch::Tensor loss;          // [B] float64 (AttackResult::loss)
+  torch::Tensor success;       // [B] uint8 (0/1)
+  torch::Tensor norm;          // [B] float64: ‖x_adv − x‖ in the attack's norm
+  torch::Tensor cleanCorrect;  // [B] uint8 (0/1): correct at x in eval mode
+  torch::Tensor queries;       // [B] float64 (square), else undefined
+};
+// The attack op on one batch: checks x (images in [0, 1]), y and target ([B] labels within the
+// model's K classes; ERR_SHAPE / ERR_DTYPE / ERR_VALUE), the clean logits (finite), moves the
+// batch to the model's device, runs runAttack in o.channelsLast's layout and measures the result.
+AttackOutcome attackBatch(Classifier& m, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
+                          const AttackOptions& o, const OpContext* ctx);
+
+// Per sample, the example of the first attack that broke it, else the last attack's example (the
+// worst case of an evaluation over A attacks). advs: A ≥ 1 batches [B, ...] of one shape and dtype
+// (ERR_SHAPE otherwise), succ: A flags [B] (uint8, 1 = broken) -> [B, ...], contiguous.
+torch::Tensor firstSuccessful(const std::vector<torch::Tensor>& advs, const std::vector<torch::Tensor>& succ);
 
 }  // namespace fl

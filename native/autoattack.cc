@@ -2,17 +2,15 @@
 // only on the samples still classified correctly; per sample it records which stage broke it and
 // checks that every adversarial example lies in the ε-ball and the [0, 1] box. Also the sanity
 // checks the reference implementation is known for (probability outputs, vanishing or non-finite
-// input gradients, randomness). lib/autoattack.ts streams the batches and aggregates.
+// input gradients, randomness). lib/autoattack.ts streams the batches and aggregates;
+// binding/autoattack.cc reads the stages.
+#include "autoattack.h"
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include "attacks.h"
-#include "capabilities.h"
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
+#include "common/op_context.h"
 
 namespace fl {
 
@@ -32,124 +30,95 @@ void gradientHealth(Classifier& m, const torch::Tensor& x, const torch::Tensor& 
   zero = (finite & g.abs().amax(1).eq(0)).sum().item<int64_t>();
 }
 
-// autoAttack(model, x, y, { stages: [attack options], checks: bool }, ctl?) ->
-// Promise<{ xAdv: Tensor, brokenBy: Float64Array [B] (stage index; −1 robust; −2 misclassified
-// clean), norm: Float64Array [B] (‖x_adv − x‖), stageSeconds: Float64Array [stages], checks }>
-Napi::Value AutoAttackJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "autoAttack(model)");
-    torch::Tensor x = unwrapTensor(info[1], "autoAttack(x)");
-    torch::Tensor y = unwrapTensor(info[2], "autoAttack(y)");
-    FL_CHECK(info[3].IsObject(), ERR_ARG, "autoAttack: expected an options object");
-    Napi::Object j = info[3].As<Napi::Object>();
-    FL_CHECK(j.Get("stages").IsArray(), ERR_ARG, "autoAttack: `stages` must be an array of attack options");
-    Napi::Array arr = j.Get("stages").As<Napi::Array>();
-    FL_CHECK(arr.Length() >= 1, ERR_ARG, "autoAttack: at least one stage");
-    std::vector<AttackOptions> stages;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      stages.push_back(parseAttackOptions(arr.Get(i)));
-      const AttackOptions& s = stages.back();
-      FL_CHECK(!s.targeted, ERR_ARG, "autoAttack: stage ", i, " (", s.kind, ") is targeted; robust accuracy needs untargeted attacks");
-      FL_CHECK(s.norm == stages[0].norm && s.epsilon == stages[0].epsilon, ERR_ARG,
-               "autoAttack: every stage must use the same norm and epsilon (stage ", i, ": ", s.kind, ")");
-      FL_CHECK(std::isfinite(s.epsilon), ERR_ARG, "autoAttack: epsilon must be finite");
-    }
-    const bool checks = OptionReader(j, "autoAttack").flag("checks");
-    return startOp(info.Env(), info[4], [m, x, y, stages, checks](OpContext& ctx) -> Finisher {
-      checkImages(x, "autoAttack(x)");
-      checkLabels(y, x.size(0), 0, "autoAttack(y)");
-      torch::Device dev = m->device();
-      torch::Tensor xd = x.to(dev), yd = y.to(dev);
-      FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
-               "autoAttack(x): images must lie in [0, 1] (normalisation belongs in the model)");
-      const int64_t B = xd.size(0);
-      const Norm norm = stages[0].norm;
-      const double eps = stages[0].epsilon;
-      torch::Tensor brokenBy = torch::full({B}, -1.0, torch::kFloat64);
-      torch::Tensor xAdv = xd.clone();
-      double probRows = 0, zeroGrad = 0, nonFiniteGrad = 0, forwardDiff = 0, classes = 0;
-      {
-        ModeGuard mode(*m, /*train=*/false, /*paramsRequireGrad=*/false);
-        torch::Tensor z1, z2;
-        {
-          torch::NoGradGuard ng;
-          z1 = m->forward(xd);
-          if (checks) z2 = m->forward(xd);
-        }
-        checkLogits(z1, "autoAttack");
-        classes = static_cast<double>(z1.size(1));
-        checkLabels(yd, B, z1.size(1), "autoAttack(y)");
-        torch::Tensor correct = z1.argmax(1).eq(yd).cpu();
-        brokenBy.masked_fill_(~correct, -2.0);
-        if (checks) {
-          torch::NoGradGuard ng;
-          torch::Tensor zd = z1.to(torch::kFloat64);
-          // rows that look like probabilities: entries in [0, 1] summing to 1
-          torch::Tensor prob = (zd.ge(0) & zd.le(1)).all(1) & (zd.sum(1) - 1).abs().lt(1e-4);
-          probRows = static_cast<double>(prob.sum().item<int64_t>());
-          forwardDiff = (z2.to(torch::kFloat64) - zd).abs().max().item<double>() / std::max(1.0, zd.abs().max().item<double>());
-          int64_t zg = 0, nf = 0;
-          gradientHealth(*m, xd, yd, zg, nf);
-          zeroGrad = static_cast<double>(zg);
-          nonFiniteGrad = static_cast<double>(nf);
-        }
-      }
-      std::vector<double> seconds(stages.size(), 0.0);
-      for (size_t s = 0; s < stages.size(); ++s) {
-        torch::Tensor idx = brokenBy.eq(-1).nonzero().squeeze(1);
-        ctx.checkAbort();
-        ctx.report(str("{\"stage\":", s, ",\"stages\":", stages.size(), ",\"kind\":\"", stages[s].kind,
-                       "\",\"remaining\":", idx.numel(), "}"));
-        if (idx.numel() == 0) continue;
-        auto t0 = std::chrono::steady_clock::now();
-        torch::Tensor idxd = idx.to(dev);
-        torch::Tensor xs = xd.index_select(0, idxd), ys = yd.index_select(0, idxd);
-        AttackOptions o = stages[s];
-        if (o.init.defined()) o.init = o.init.to(dev).index_select(0, idxd);
-        AttackResult r = runAttack(*m, xs, ys, torch::Tensor(), o, &ctx);
-        torch::Tensor succ = r.success.to(torch::kCPU).to(torch::kBool);
-        // every adversarial example must lie in the ε-ball and the box (a broken attack is a bug)
-        torch::Tensor d = (r.xAdv - xs).flatten(1).to(torch::kFloat64);
-        torch::Tensor dn = norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
-        const double tol = 1e-6 * std::max(1.0, eps);
-        FL_CHECK(dn.le(eps + tol).all().item<bool>(), ERR_INTERNAL, "autoAttack: ", o.kind, " left the ε-ball (‖δ‖ = ",
-                 dn.max().item<double>(), " > ε = ", eps, ")");
-        FL_CHECK(r.xAdv.min().item<double>() >= 0 && r.xAdv.max().item<double>() <= 1, ERR_INTERNAL, "autoAttack: ", o.kind,
-                 " left the [0, 1] box");
-        torch::Tensor hit = idx.masked_select(succ);
-        if (hit.numel() > 0) {
-          brokenBy.index_fill_(0, hit, static_cast<double>(s));
-          torch::Tensor rows = succ.nonzero().squeeze(1).to(dev);
-          xAdv.index_copy_(0, hit.to(dev), r.xAdv.index_select(0, rows).to(xAdv.scalar_type()));
-        }
-        seconds[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      }
-      torch::Tensor d = (xAdv - xd).flatten(1).to(torch::kFloat64);
-      torch::Tensor nrm = (norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1)).cpu();
-      torch::Tensor secs = torch::tensor(seconds, torch::kFloat64);
-      return [xAdv, brokenBy, nrm, secs, probRows, zeroGrad, nonFiniteGrad, forwardDiff, classes](Napi::Env env) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("xAdv", wrapTensor(env, xAdv));
-        out.Set("brokenBy", toFloat64Array(env, brokenBy));
-        out.Set("norm", toFloat64Array(env, nrm));
-        out.Set("stageSeconds", toFloat64Array(env, secs));
-        Napi::Object c = Napi::Object::New(env);
-        c.Set("classes", classes);
-        c.Set("probabilityRows", probRows);
-        c.Set("zeroGradient", zeroGrad);
-        c.Set("nonFiniteGradient", nonFiniteGrad);
-        c.Set("forwardDifference", forwardDiff);
-        out.Set("checks", c);
-        return out;
-      };
-    });
-  });
-}
-
 }  // namespace
 
-void InitAutoAttack(Napi::Env env, Napi::Object exports) {
-  exports.Set("autoAttack", Napi::Function::New(env, AutoAttackJs, "autoAttack"));
+void checkStage(const std::vector<AttackOptions>& stages, size_t i) {
+  const AttackOptions& s = stages[i];
+  FL_CHECK(!s.targeted, ERR_ARG, "autoAttack: stage ", i, " (", s.kind, ") is targeted; robust accuracy needs untargeted attacks");
+  FL_CHECK(s.norm == stages[0].norm && s.epsilon == stages[0].epsilon, ERR_ARG,
+           "autoAttack: every stage must use the same norm and epsilon (stage ", i, ": ", s.kind, ")");
+  FL_CHECK(std::isfinite(s.epsilon), ERR_ARG, "autoAttack: epsilon must be finite");
+}
+
+AutoAttackResult autoAttack(Classifier& m, const torch::Tensor& x, const torch::Tensor& y,
+                            const std::vector<AttackOptions>& stages, bool checks, const OpContext* ctx) {
+  checkImages(x, "autoAttack(x)");
+  checkLabels(y, x.size(0), 0, "autoAttack(y)");
+  torch::Device dev = m.device();
+  torch::Tensor xd = x.to(dev), yd = y.to(dev);
+  FL_CHECK(xd.min().item<double>() >= 0 && xd.max().item<double>() <= 1, ERR_VALUE,
+           "autoAttack(x): images must lie in [0, 1] (normalisation belongs in the model)");
+  const int64_t B = xd.size(0);
+  const Norm norm = stages[0].norm;
+  const double eps = stages[0].epsilon;
+  AutoAttackResult res;
+  torch::Tensor& brokenBy = res.brokenBy;
+  torch::Tensor& xAdv = res.xAdv;
+  AutoAttackChecks& c = res.checks;
+  brokenBy = torch::full({B}, -1.0, torch::kFloat64);
+  xAdv = xd.clone();
+  {
+    ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
+    torch::Tensor z1, z2;
+    {
+      torch::NoGradGuard ng;
+      z1 = m.forward(xd);
+      if (checks) z2 = m.forward(xd);
+    }
+    checkLogits(z1, "autoAttack");
+    c.classes = static_cast<double>(z1.size(1));
+    checkLabels(yd, B, z1.size(1), "autoAttack(y)");
+    torch::Tensor correct = z1.argmax(1).eq(yd).cpu();
+    brokenBy.masked_fill_(~correct, -2.0);
+    if (checks) {
+      torch::NoGradGuard ng;
+      torch::Tensor zd = z1.to(torch::kFloat64);
+      // rows that look like probabilities: entries in [0, 1] summing to 1
+      torch::Tensor prob = (zd.ge(0) & zd.le(1)).all(1) & (zd.sum(1) - 1).abs().lt(1e-4);
+      c.probabilityRows = static_cast<double>(prob.sum().item<int64_t>());
+      c.forwardDifference = (z2.to(torch::kFloat64) - zd).abs().max().item<double>() / std::max(1.0, zd.abs().max().item<double>());
+      int64_t zg = 0, nf = 0;
+      gradientHealth(m, xd, yd, zg, nf);
+      c.zeroGradient = static_cast<double>(zg);
+      c.nonFiniteGradient = static_cast<double>(nf);
+    }
+  }
+  std::vector<double> seconds(stages.size(), 0.0);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    torch::Tensor idx = brokenBy.eq(-1).nonzero().squeeze(1);
+    if (ctx) {
+      ctx->checkAbort();
+      ctx->report(str("{\"stage\":", s, ",\"stages\":", stages.size(), ",\"kind\":\"", stages[s].kind,
+                   "\",\"remaining\":", idx.numel(), "}"));
+    }
+    if (idx.numel() == 0) continue;
+    auto t0 = std::chrono::steady_clock::now();
+    torch::Tensor idxd = idx.to(dev);
+    torch::Tensor xs = xd.index_select(0, idxd), ys = yd.index_select(0, idxd);
+    AttackOptions o = stages[s];
+    if (o.init.defined()) o.init = o.init.to(dev).index_select(0, idxd);
+    AttackResult r = runAttack(m, xs, ys, torch::Tensor(), o, ctx);
+    torch::Tensor succ = r.success.to(torch::kCPU).to(torch::kBool);
+    // every adversarial example must lie in the ε-ball and the box (a broken attack is a bug)
+    torch::Tensor d = (r.xAdv - xs).flatten(1).to(torch::kFloat64);
+    torch::Tensor dn = norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1);
+    const double tol = 1e-6 * std::max(1.0, eps);
+    FL_CHECK(dn.le(eps + tol).all().item<bool>(), ERR_INTERNAL, "autoAttack: ", o.kind, " left the ε-ball (‖δ‖ = ",
+             dn.max().item<double>(), " > ε = ", eps, ")");
+    FL_CHECK(r.xAdv.min().item<double>() >= 0 && r.xAdv.max().item<double>() <= 1, ERR_INTERNAL, "autoAttack: ", o.kind,
+             " left the [0, 1] box");
+    torch::Tensor hit = idx.masked_select(succ);
+    if (hit.numel() > 0) {
+      brokenBy.index_fill_(0, hit, static_cast<double>(s));
+      torch::Tensor rows = succ.nonzero().squeeze(1).to(dev);
+      xAdv.index_copy_(0, hit.to(dev), r.xAdv.index_select(0, rows).to(xAdv.scalar_type()));
+    }
+    seconds[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  torch::Tensor d = (xAdv - xd).flatten(1).to(torch::kFloat64);
+  res.norm = (norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1)).cpu();
+  res.stageSeconds = torch::tensor(seconds, torch::kFloat64);
+  return res;
 }
 
 }  // namespace fl

@@ -2,122 +2,20 @@
 // see lib/data/index.ts for the public API.
 // Every reader returns images float32 [N, C, H, W] in [0, 1] and labels int64 [N]; a bad file is
 // ERR_FORMAT naming the file and what was wrong, a missing one ERR_IO.
+// The ops' glue is binding/data.cc; whole-file reading and gunzip, common/file_bytes.h.
 #include "data.h"
-#include "capabilities.h"
-#include "common/checks.h"
-#include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include <zlib.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <cstring>
-#include <cerrno>
-#include <sys/stat.h>
 #include <fstream>
 #include <random>
-#include <cstdlib>
-#include <ATen/Parallel.h>
+#include "common/checks.h"
+#include "common/errors.h"
+#include "common/file_bytes.h"
+#include "common/tensor_ops.h"
 
 namespace fl {
 namespace {
-
-// A growable byte buffer without zero-filling (malloc/realloc): files are read straight into it.
-class Bytes {
- public:
-  Bytes() = default;
-  Bytes(const Bytes&) = delete;
-  Bytes& operator=(const Bytes&) = delete;
-  Bytes(Bytes&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; o.n_ = o.cap_ = 0; }
-  Bytes& operator=(Bytes&& o) noexcept {
-    std::swap(p_, o.p_);
-    std::swap(n_, o.n_);
-    std::swap(cap_, o.cap_);
-    return *this;
-  }
-  ~Bytes() { std::free(p_); }
-  void reserve(size_t c) {
-    if (c <= cap_) return;
-    void* q = std::realloc(p_, c);
-    if (!q) throw std::bad_alloc();
-    p_ = static_cast<uint8_t*>(q);
-    cap_ = c;
-  }
-  uint8_t* end() { return p_ + n_; }
-  void grow(size_t k) { n_ += k; }
-  size_t capacity() const { return cap_; }
-  size_t size() const { return n_; }
-  bool empty() const { return n_ == 0; }
-  const uint8_t* data() const { return p_; }
-  uint8_t operator[](size_t i) const { return p_[i]; }
-
- private:
-  uint8_t* p_ = nullptr;
-  size_t n_ = 0, cap_ = 0;
-};
-
-// Whole file, gunzipped when it starts with the gzip magic (zlib's gzread reads plain files as they
-// are). The gzip trailer's size field presizes the buffer. Limit: 8 GiB uncompressed (a corrupt
-// header cannot make us allocate without bound).
-Bytes readMaybeGz(const std::string& path) {
-  size_t guess = 1 << 16;
-  {
-    // a folder or a device is not a data file (std::ifstream opens a folder and reports a huge size)
-    struct stat st;
-    FL_CHECK(::stat(path.c_str(), &st) == 0, ERR_IO, "cannot open '", path, "': ", std::strerror(errno));
-    FL_CHECK(S_ISREG(st.st_mode), ERR_IO, "'", path, "' is ", S_ISDIR(st.st_mode) ? "a folder" : "not a regular file",
-             ", expected a data file");
-    std::ifstream f(path, std::ios::binary | std::ios::ate);
-    FL_CHECK(f.good(), ERR_IO, "cannot open '", path, "': no such file or not readable");
-    size_t fsize = static_cast<size_t>(f.tellg());
-    guess = fsize + 1;
-    if (fsize >= 18) {
-      unsigned char head[2], tail[4];
-      f.seekg(0);
-      f.read(reinterpret_cast<char*>(head), 2);
-      f.seekg(static_cast<std::streamoff>(fsize - 4));
-      f.read(reinterpret_cast<char*>(tail), 4);
-      if (f.good() && head[0] == 0x1f && head[1] == 0x8b) {
-        size_t isize = tail[0] | (size_t(tail[1]) << 8) | (size_t(tail[2]) << 16) | (size_t(tail[3]) << 24);
-        guess = std::min<size_t>(std::max(isize + 1, fsize), size_t(1) << 32);
-      }
-    }
-  }
-  gzFile g = gzopen(path.c_str(), "rb");
-  FL_CHECK(g != nullptr, ERR_IO, "cannot open '", path, "'");
-  gzbuffer(g, 1 << 18);
-  Bytes out;
-  const size_t limit = size_t(8) << 30;
-  try {
-    out.reserve(guess);
-    for (;;) {
-      if (out.capacity() - out.size() < (1 << 16)) {
-        FL_CHECK(out.size() < limit, ERR_FORMAT, "'", path, "': more than 8 GiB of data");
-        out.reserve(out.capacity() * 2);
-      }
-      size_t room = std::min<size_t>(out.capacity() - out.size(), 1u << 30);
-      int n = gzread(g, out.end(), static_cast<unsigned>(room));
-      if (n < 0) {
-        int err = 0;
-        const char* msg = gzerror(g, &err);
-        throw FlError(ERR_FORMAT, fl::str("'", path, "': corrupt or truncated gzip data (", msg ? msg : "zlib error", ")"));
-      }
-      out.grow(static_cast<size_t>(n));
-      if (n == 0) break;
-    }
-    // gzread reports a truncated stream as EOF without error on some zlib versions: check too
-    int err = 0;
-    const char* msg = gzerror(g, &err);
-    FL_CHECK(err == Z_OK || err == Z_STREAM_END, ERR_FORMAT, "'", path, "': corrupt or truncated gzip data (",
-             msg ? msg : "zlib error", ")");
-  } catch (...) {
-    gzclose(g);
-    throw;
-  }
-  int rc = gzclose(g);
-  FL_CHECK(rc == Z_OK, ERR_FORMAT, "'", path, "': corrupt or truncated gzip data (",
-           rc == Z_BUF_ERROR ? "unexpected end of file" : "bad gzip trailer", ")");
-  return out;
-}
 
 uint32_t be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
@@ -183,14 +81,10 @@ torch::Tensor labelsFromBytes(const torch::Tensor& u8, int64_t numClasses, const
   return u8.to(torch::kInt64);
 }
 
-struct Loaded {
-  torch::Tensor images, labels;
-  int64_t numClasses = 0;
-};
+}  // namespace
 
-// images [N, H, W] ubyte + labels [N] ubyte -> [N, 1, H, W] float32 / 255, int64
-Loaded loadIdxPair(const std::string& imgPath, const std::string& lblPath, int64_t numClasses) {
-  Loaded r;
+LoadedData loadIdxPair(const std::string& imgPath, const std::string& lblPath, int64_t numClasses) {
+  LoadedData r;
   Idx img = readIdx(imgPath, 3, "images");
   const int64_t n = img.dims[0];
   if (!lblPath.empty()) {
@@ -205,9 +99,7 @@ Loaded loadIdxPair(const std::string& imgPath, const std::string& lblPath, int64
   return r;
 }
 
-// CIFAR binary: records of [label bytes][3072 bytes: 1024 R, 1024 G, 1024 B, row-major 32×32].
-// CIFAR-10: 1 label byte; CIFAR-100: coarse then fine label byte.
-Loaded loadCifar(const std::vector<std::string>& paths, int variant, bool coarse) {
+LoadedData loadCifar(const std::vector<std::string>& paths, int variant, bool coarse) {
   const size_t labelBytes = variant == 100 ? 2 : 1;
   const size_t rec = labelBytes + 3072;
   const int64_t numClasses = variant == 10 ? 10 : coarse ? 20 : 100;
@@ -236,13 +128,15 @@ Loaded loadCifar(const std::vector<std::string>& paths, int variant, bool coarse
     imgs.push_back(img);
     lbls.push_back(lbl);
   }
-  Loaded out;
+  LoadedData out;
   torch::Tensor u8 = imgs.size() == 1 ? imgs[0] : torch::cat(imgs);
   out.images = pixelsToFloat(u8.data_ptr<uint8_t>(), u8.sizes().vec());
   out.labels = torch::cat(lbls);
   out.numClasses = numClasses;
   return out;
 }
+
+namespace {
 
 // ---------- NumPy .npy ----------
 // Format: "\x93NUMPY", major, minor, header length (uint16 for v1, uint32 for v2/3), then a Python
@@ -388,17 +282,38 @@ torch::Tensor npyLabels(const torch::Tensor& a, const std::string& path) {
   return y;
 }
 
-// ---------- synthetic sets ----------
-// gaussian: K class means uniform in [0.25, 0.75]^D; x = clamp(mean_y + noise·N(0, I), 0, 1).
-// linear: x uniform in [0, 1]^D, y = argmax_k (W (x − 0.5))_k for a random W [K, D]; points whose
-//   top-two margin is below `margin` are redrawn, so a linear classifier separates them.
-Loaded synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64_t s, double noise, double margin, uint64_t seed) {
+}  // namespace
+
+NpyRole parseNpyRole(const std::string& role) {
+  FL_CHECK(role == "images" || role == "labels" || role == "raw", ERR_ARG, "loadNpy: role must be images, labels or raw");
+  return role == "images" ? NpyRole::Images : role == "labels" ? NpyRole::Labels : NpyRole::Raw;
+}
+
+torch::Tensor loadNpy(const std::string& path, NpyRole role) {
+  torch::Tensor t = readNpy(path);
+  if (role == NpyRole::Images) return npyImages(t, path);
+  if (role == NpyRole::Labels) return npyLabels(t, path);
+  return t;
+}
+
+int64_t appendNpy(const std::string& path, const torch::Tensor& t) {
+  FL_CHECK(t.is_floating_point(), ERR_DTYPE, "appendNpy(tensor): expected a float tensor, got ", dtypeName(t.scalar_type()));
+  torch::Tensor f = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  FL_CHECK(out.is_open(), ERR_IO, "cannot append to '", path, "'");
+  out.write(reinterpret_cast<const char*>(f.data_ptr<float>()), static_cast<std::streamsize>(f.numel() * sizeof(float)));
+  out.close();
+  FL_CHECK(!out.fail(), ERR_IO, "writing '", path, "' failed (disk full?)");
+  return f.numel();
+}
+
+LoadedData synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64_t s, double noise, double margin, uint64_t seed) {
   FL_CHECK(kind == "gaussian" || kind == "linear", ERR_ARG, "synthetic: unknown kind '", kind, "'; expected gaussian or linear");
   FL_CHECK(n > 0 && k >= 2 && c > 0 && s > 0, ERR_ARG, "synthetic: need n > 0, numClasses >= 2, channels > 0, size > 0");
   auto gen = at::detail::createCPUGenerator(seed);
   const int64_t D = c * s * s;
   auto f = torch::TensorOptions().dtype(torch::kFloat32);
-  Loaded r;
+  LoadedData r;
   r.numClasses = k;
   if (kind == "gaussian") {
     torch::Tensor means = torch::rand({k, D}, gen, f) * 0.5 + 0.25;
@@ -425,8 +340,6 @@ Loaded synthetic(const std::string& kind, int64_t n, int64_t k, int64_t c, int64
   }
   return r;
 }
-
-}  // namespace
 
 // ---------- CIFAR augmentation (data.h; also training's, train.cc) ----------
 torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool flip) {
@@ -480,134 +393,6 @@ torch::Tensor augment(const torch::Tensor& x, uint64_t seed, int64_t pad, bool f
     out[i].copy_(draws[i].mirror ? crop.flip({2}) : crop);
   }
   return out;
-}
-
-namespace {
-
-// ---------- bindings ----------
-
-std::string strArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  FL_CHECK(info.Length() > i && info[i].IsString(), ERR_ARG, what, ": expected a path (string)");
-  return info[i].As<Napi::String>().Utf8Value();
-}
-
-Finisher finishLoaded(const Loaded& r) {
-  return [r](Napi::Env env) -> Napi::Value {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("images", wrapTensor(env, r.images));
-    if (r.labels.defined()) o.Set("labels", wrapTensor(env, r.labels));
-    o.Set("numClasses", Napi::Number::New(env, static_cast<double>(r.numClasses)));
-    return o;
-  };
-}
-
-// loadIdx(imagesPath, labelsPath | '', numClasses, ctl?) -> Promise<{ images, labels?, numClasses }>
-Napi::Value LoadIdxJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    std::string img = strArg(info, 0, "loadIdx(images)");
-    std::string lbl = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-    int64_t k = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 10;
-    return startOp(info.Env(), info[3], [img, lbl, k](OpContext&) { return finishLoaded(loadIdxPair(img, lbl, k)); });
-  });
-}
-
-// loadCifar(paths: string[], variant: 10 | 100, coarse: boolean, ctl?) -> Promise<{ images, labels, numClasses }>
-Napi::Value LoadCifarJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info.Length() >= 2 && info[0].IsArray() && info[1].IsNumber(), ERR_ARG,
-             "loadCifar(paths, variant): expected an array of paths and 10 or 100");
-    std::vector<std::string> paths;
-    Napi::Array a = info[0].As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); ++i) {
-      FL_CHECK(a.Get(i).IsString(), ERR_ARG, "loadCifar(paths): paths must be strings");
-      paths.push_back(a.Get(i).As<Napi::String>().Utf8Value());
-    }
-    FL_CHECK(!paths.empty(), ERR_ARG, "loadCifar(paths): no files given");
-    int variant = info[1].As<Napi::Number>().Int32Value();
-    FL_CHECK(variant == 10 || variant == 100, ERR_ARG, "loadCifar: variant must be 10 or 100, got ", variant);
-    bool coarse = info.Length() > 2 && info[2].ToBoolean().Value();
-    return startOp(info.Env(), info[3], [paths, variant, coarse](OpContext& ctx) {
-      return finishLoaded(loadCifar(paths, variant, coarse));
-    });
-  });
-}
-
-// loadNpy(path, role: 'images' | 'labels' | 'raw', ctl?) -> Promise<Tensor>
-Napi::Value LoadNpyJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    std::string path = strArg(info, 0, "loadNpy(path)");
-    std::string role = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "raw";
-    FL_CHECK(role == "images" || role == "labels" || role == "raw", ERR_ARG, "loadNpy: role must be images, labels or raw");
-    return startOp(info.Env(), info[2], [path, role](OpContext&) -> Finisher {
-      torch::Tensor t = readNpy(path);
-      if (role == "images") t = npyImages(t, path);
-      else if (role == "labels") t = npyLabels(t, path);
-      return [t](Napi::Env env) -> Napi::Value { return wrapTensor(env, t); };
-    });
-  });
-}
-
-// appendNpy(path, tensor, ctl?) -> Promise<number>: appends the tensor's values as little-endian
-// float32 in C order to the existing file `path` (the body of an .npy whose header lib/data
-// NpyWriter wrote), on the compute thread; resolves to the number of values written.
-Napi::Value AppendNpyJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    std::string path = strArg(info, 0, "appendNpy(path)");
-    torch::Tensor t = unwrapTensor(info[1], "appendNpy(tensor)");
-    return startOp(info.Env(), info[2], [path, t](OpContext&) -> Finisher {
-      FL_CHECK(t.is_floating_point(), ERR_DTYPE, "appendNpy(tensor): expected a float tensor, got ", dtypeName(t.scalar_type()));
-      torch::Tensor f = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-      std::ofstream out(path, std::ios::binary | std::ios::app);
-      FL_CHECK(out.is_open(), ERR_IO, "cannot append to '", path, "'");
-      out.write(reinterpret_cast<const char*>(f.data_ptr<float>()), static_cast<std::streamsize>(f.numel() * sizeof(float)));
-      out.close();
-      FL_CHECK(!out.fail(), ERR_IO, "writing '", path, "' failed (disk full?)");
-      const double n = static_cast<double>(f.numel());
-      return [n](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, n); };
-    });
-  });
-}
-
-// synthetic({ kind, n, numClasses, channels, size, noise, margin, seed }, ctl?) -> Promise<{ images, labels, numClasses }>
-// (complete options: lib/options.ts SYNTHETIC_OPTIONS declares, validates and fills them)
-Napi::Value SyntheticJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    OptionReader o(info[0], "synthetic");
-    std::string kind = o.string("kind");
-    int64_t n = o.integer("n"), k = o.integer("numClasses");
-    int64_t c = o.integer("channels"), s = o.integer("size");
-    double noise = o.num("noise"), margin = o.num("margin");
-    uint64_t seed = static_cast<uint64_t>(o.integer("seed"));
-    return startOp(info.Env(), info[1], [=](OpContext&) {
-      return finishLoaded(synthetic(kind, n, k, c, s, noise, margin, seed));
-    });
-  });
-}
-
-// augment(x, seed, pad, flip, ctl?) -> Promise<Tensor>
-Napi::Value AugmentJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    torch::Tensor x = unwrapTensor(info[0], "augment(x)");
-    FL_CHECK(info.Length() >= 4 && info[1].IsNumber() && info[2].IsNumber(), ERR_ARG, "augment(x, seed, pad, flip)");
-    uint64_t seed = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
-    int64_t pad = info[2].As<Napi::Number>().Int64Value();
-    bool flip = info[3].ToBoolean().Value();
-    return startOp(info.Env(), info[4], [x, seed, pad, flip](OpContext&) -> Finisher {
-      torch::Tensor y = augment(x, seed, pad, flip);
-      return [y](Napi::Env env) -> Napi::Value { return wrapTensor(env, y); };
-    });
-  });
-}
-
-}  // namespace
-
-void InitData(Napi::Env env, Napi::Object exports) {
-  exports.Set("loadIdx", Napi::Function::New(env, LoadIdxJs, "loadIdx"));
-  exports.Set("loadCifar", Napi::Function::New(env, LoadCifarJs, "loadCifar"));
-  exports.Set("loadNpy", Napi::Function::New(env, LoadNpyJs, "loadNpy"));
-  exports.Set("appendNpy", Napi::Function::New(env, AppendNpyJs, "appendNpy"));
-  exports.Set("synthetic", Napi::Function::New(env, SyntheticJs, "synthetic"));
-  exports.Set("augment", Napi::Function::New(env, AugmentJs, "augment"));
 }
 
 }  // namespace fl

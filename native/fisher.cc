@@ -1,19 +1,14 @@
-// fisher: per-sample Fisher information w.r.t. the input; see lib/fisher.ts for the public API.
+// fisher: per-sample Fisher information w.r.t. the input (fisher.h): the exact method, the
+// matrix-free operator and its iterative methods. The exact method's autotune and per-op profile
+// are in fisher_tune.cc, the ops' glue in binding/fisher.cc; lib/fisher.ts is the public API.
 #include "fisher.h"
-#include "capabilities.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <exception>
+#include <thread>
 #include "common/checks.h"
 #include "common/errors.h"
-#include "common/options.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "metrics.h"
 #include "models/linear_tape.h"
-#include "models/model_wrap.h"
-#include <ATen/CPUGeneratorImpl.h>
-#include <chrono>
-#include <exception>
-#include <limits>
-#include <thread>
 
 // OpenMP keeps its thread count per thread; weak so that a LibTorch without OpenMP still links
 extern "C" void omp_set_num_threads(int) __attribute__((weak));
@@ -93,15 +88,11 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x, bool wantEigvec) 
   return fisherExact(m, x, wantEigvec, o);
 }
 
-namespace {
-
-// The model's linearisation at x (recorded in NCHW whatever the layout asked for, then moved to
-// channels-last if asked: ReLU masks and max-pool argmax, which the layouts' kernels can round to
-// different winners at near-ties, come from the same forward in both layouts), or nullptr where
-// the model has none or o.autograd; then the autograd engine's input x (requires grad) and graph
-// z in the asked layout, under *layout. z: the logits [B, C] either way.
+// Recorded in NCHW whatever the layout asked for, then moved to channels-last if asked: ReLU masks
+// and max-pool argmax, which the layouts' kernels can round to different winners at near-ties,
+// come from the same forward in both layouts.
 std::shared_ptr<LinearTape> linearise(Classifier& m, const torch::Tensor& x0, const FisherOptions& o, torch::Tensor* x,
-                                      torch::Tensor* z, std::unique_ptr<LayoutGuard>* layout, std::string* why = nullptr) {
+                                      torch::Tensor* z, std::unique_ptr<LayoutGuard>* layout, std::string* why) {
   *x = prepInput(m, x0, false);
   std::shared_ptr<LinearTape> tape = o.autograd ? nullptr : m.linearize(*x, z, why);
   if (o.autograd && why) *why = kAutogradAsked;
@@ -113,7 +104,6 @@ std::shared_ptr<LinearTape> linearise(Classifier& m, const torch::Tensor& x0, co
   return nullptr;
 }
 
-// k cotangents stacked [k·B, C]: block j selects class c0 + j minus the last class
 torch::Tensor classCotangents(const torch::Tensor& z, int64_t c0, int64_t k) {
   const int64_t B = z.size(0), C = z.size(1);
   torch::Tensor go = torch::zeros({k * B, C}, z.options());
@@ -124,8 +114,6 @@ torch::Tensor classCotangents(const torch::Tensor& z, int64_t c0, int64_t k) {
   }
   return go;
 }
-
-}  // namespace
 
 ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec, const FisherOptions& o) {
   ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
@@ -187,133 +175,6 @@ ExactFisher fisherExact(Classifier& m, const torch::Tensor& x0, bool wantEigvec,
     r.eigvec = v.to(x0.scalar_type()).reshape(x0.sizes()).contiguous();
   }
   return r;
-}
-
-std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std::vector<ExactTuneRow> cands, double budgetMs, bool autograd) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  auto ms = [](Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); };
-  for (auto& c : cands) c.msPerClass = std::numeric_limits<double>::quiet_NaN();
-  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  torch::AutoGradMode gradMode(true);
-  if (!autograd) {
-    // linear engine: both layouts' linearisations at once and the candidates timed in turns, so a
-    // load spike on a shared machine hits every candidate alike
-    FisherOptions o;
-    torch::Tensor x, z;
-    std::unique_ptr<LayoutGuard> lg;
-    std::shared_ptr<LinearTape> nchw = linearise(m, x0, o, &x, &z, &lg);
-    if (nchw) {
-      const int64_t R = z.size(1) - 1;
-      if (R < 1) return cands;
-      std::shared_ptr<LinearTape> cl;
-      std::vector<torch::Tensor> gos;
-      std::vector<int64_t> ks;
-      for (auto& c : cands) {
-        if (c.channelsLast && !cl) cl = nchw->withLayout(at::MemoryFormat::ChannelsLast);
-        ks.push_back(std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R)));
-        gos.push_back(classCotangents(z, 0, ks.back()));
-      }
-      std::vector<double> best(cands.size(), INFINITY);
-      // a warm-up round (kernel selection, allocations) and one timed round always; up to two
-      // more timed rounds (best of) while the budget lasts
-      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
-        for (size_t i = 0; i < cands.size(); ++i) {
-          syncDevice(z);
-          auto t0 = Clock::now();
-          syncDevice((cands[i].channelsLast ? cl : nchw)->vjp(gos[i], ks[i]));
-          if (rep > 0) best[i] = std::min(best[i], ms(t0) / static_cast<double>(ks[i]));
-        }
-      }
-      for (size_t i = 0; i < cands.size(); ++i) cands[i].msPerClass = best[i];
-      return cands;
-    }
-  }
-  // autograd engine (or no linearisation): one layout after the other, since its graph follows
-  // the parameters' layout
-  for (bool cl : {false, true}) {
-    bool any = false;
-    for (auto& c : cands) any = any || c.channelsLast == cl;
-    if (!any) continue;
-    FisherOptions o;
-    o.channelsLast = cl;
-    o.autograd = true;
-    torch::Tensor x, z;
-    std::unique_ptr<LayoutGuard> layout;
-    std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
-    const int64_t R = z.size(1) - 1;
-    if (R < 1) return cands;
-    for (auto& c : cands) {
-      if (c.channelsLast != cl) continue;
-      if (!tape && c.classesPerPass > 1) continue;
-      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R));
-      torch::Tensor go = classCotangents(z, 0, k);
-      double best = INFINITY;
-      // a warm-up pass (kernel selection, allocations) and one timed pass always; up to two more
-      // timed passes (best of) while the budget lasts
-      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
-        syncDevice(z);
-        auto t0 = Clock::now();
-        torch::Tensor g = tape ? tape->vjp(go, k) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
-        syncDevice(g);
-        if (rep > 0) best = std::min(best, ms(t0) / static_cast<double>(k));
-      }
-      c.msPerClass = best;
-    }
-  }
-  return cands;
-}
-
-namespace {
-
-// FLOPs of op's input gradient over n stacked rows (VjpProfileRow)
-double vjpFlops(const LinearTape::Op& op, int64_t n) {
-  using K = LinearTape::Kind;
-  if (op.kind == K::Linear) return 2.0 * n * static_cast<double>(op.w.size(0)) * static_cast<double>(op.w.size(1));
-  if (op.kind != K::Conv && op.kind != K::ConvNd) return 0;
-  // out = (in + 2p − d(k − 1) − 1) / s + 1 per spatial dimension; w: [Cout, Cin/groups, k...]
-  double macs = static_cast<double>(op.w.numel());
-  for (int64_t d = 2; d < op.w.dim(); ++d) {
-    const size_t i = static_cast<size_t>(d - 2);
-    const int64_t in = op.input.size(d), kk = op.w.size(d);
-    const int64_t p = i < op.padding.size() ? op.padding[i] : 0, dl = i < op.dilation.size() ? op.dilation[i] : 1,
-                  st = i < op.stride.size() ? op.stride[i] : 1;
-    macs *= static_cast<double>((in + 2 * p - dl * (kk - 1) - 1) / st + 1);
-  }
-  return 2.0 * n * macs;
-}
-
-}  // namespace
-
-std::vector<VjpProfileRow> profileVjp(Classifier& m, const torch::Tensor& x0, bool channelsLast, int64_t k) {
-  // LinearTape::Kind's order
-  static const char* names[] = {"scale",    "conv",    "linear",  "relu",        "mul",    "maxpool", "avgpool",
-                                "globalavg", "reshape", "add",     "shortcut",    "convnd", "maxpool", "avgpool",
-                                "adaptiveavg", "reduce", "view",   "permute",     "sub",    "pad",     "slice"};
-  static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(LinearTape::Kind::Slice) + 1, "a name per LinearTape::Kind");
-  ModeGuard mode(m, /*train=*/false, /*paramsRequireGrad=*/false);
-  torch::AutoGradMode gradMode(true);
-  FisherOptions o;
-  o.channelsLast = channelsLast;
-  torch::Tensor x, z;
-  std::unique_ptr<LayoutGuard> layout;
-  std::shared_ptr<LinearTape> tape = linearise(m, x0, o, &x, &z, &layout);
-  std::vector<VjpProfileRow> out;
-  if (!tape || z.size(1) < 2) return out;
-  k = std::max<int64_t>(1, std::min<int64_t>(k, z.size(1) - 1));
-  torch::Tensor go = classCotangents(z, 0, k);
-  std::vector<double> t, best;
-  for (int rep = 0; rep < 6; ++rep) {  // two warm-up passes, then the best of four per op
-    tape->vjp(go, k, &t);
-    if (rep == 2) best = t;
-    if (rep > 2)
-      for (size_t i = 0; i < t.size(); ++i) best[i] = std::min(best[i], t[i]);
-  }
-  const auto& ops = tape->ops();
-  for (size_t i = 0; i < ops.size(); ++i) {
-    out.push_back({names[static_cast<size_t>(ops[i].kind)], best[i], vjpFlops(ops[i], k * x.size(0))});
-  }
-  return out;
 }
 
 // ---------------- matrix-free ----------------
@@ -527,270 +388,10 @@ HutchinsonResult fisherHutchinson(FisherOperator& op, int64_t probes, uint64_t s
   return r;
 }
 
-namespace {
-
-// The speed options, complete (lib/options.ts FISHER_SPEED_OPTIONS declares and validates them)
-FisherOptions parseOptions(const Napi::Value& v) {
-  OptionReader r(v, "fisher");
-  FisherOptions o;
-  o.channelsLast = r.flag("channelsLast");
-  o.streams = static_cast<int>(r.integer("streams"));
-  o.autograd = r.flag("autograd");
-  o.classesPerPass = r.integer("classesPerPass");
-  FL_CHECK(o.classesPerPass >= 1, ERR_INTERNAL, "fisher: classesPerPass ", o.classesPerPass, " (lib/fisher.ts resolves 'auto' to a positive count)");
-  return o;
-}
-
-// Progress through OpContext every few iterations, with abort checks between iterations
-std::function<void(int64_t)> iterHook(OpContext& ctx, const char* method, int64_t total) {
-  return [&ctx, method, total](int64_t it) {
-    ctx.checkAbort();
-    ctx.report(str("{\"method\":\"", method, "\",\"step\":", it, ",\"steps\":", total, "}"));
-  };
-}
-
-// fisherExact(model, x, { eigvec?, channelsLast?, streams? }, ctl?) -> Promise<{ lambdaMax, trace,
-// frobenius: Float64Array [B]; spectrum: Tensor [B, C] float64; probs: Tensor [B, C]; eigvec?: Tensor }>
-Napi::Value FisherExactJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherExact(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherExact(x)");
-    bool wantVec = OptionReader(info[2], "fisherExact").flag("eigvec");
-    FisherOptions o = parseOptions(info[2]);
-    return startOp(info.Env(), info[3], [m, x, wantVec, o](OpContext&) -> Finisher {
-      checkImages(x, "fisherExact(x)");
-      ExactFisher r = fisherExact(*m, x, wantVec, o);
-      return [r](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
-        o.Set("trace", toFloat64Array(env, r.trace));
-        o.Set("frobenius", toFloat64Array(env, r.frobenius));
-        o.Set("spectrum", wrapTensor(env, r.spectrum));
-        o.Set("probs", wrapTensor(env, r.probs));
-        if (r.eigvec.defined()) o.Set("eigvec", wrapTensor(env, r.eigvec));
-        o.Set("engine", r.engine);
-        o.Set("engineReason", r.engineReason);
-        return o;
-      };
-    });
-  });
-}
-
-// fisherPower(model, x, { tol, maxIter, channelsLast? }, ctl?) -> Promise<{ lambdaMax, iterations,
-// converged: Uint8Array [B] (1: met tol; a boolean per sample); eigvec: Tensor float64 }>
-Napi::Value FisherPowerJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherPower(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherPower(x)");
-    OptionReader r(info[2], "fisherPower");
-    double tol = r.num("tol");
-    int64_t maxIter = r.integer("maxIter");
-    FisherOptions o = parseOptions(info[2]);
-    return startOp(info.Env(), info[3], [m, x, tol, maxIter, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "fisherPower(x)");
-      FisherOperator op(*m, x, o);
-      PowerResult r = fisherPower(op, tol, maxIter, iterHook(ctx, "power", maxIter));
-      return [r](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
-        o.Set("iterations", toFloat64Array(env, r.iterations));
-        o.Set("converged", toTypedArray(env, r.converged.to(torch::kUInt8)));
-        o.Set("eigvec", wrapTensor(env, r.eigvec));
-        o.Set("engine", r.engine);
-        o.Set("engineReason", r.engineReason);
-        return o;
-      };
-    });
-  });
-}
-
-// fisherLanczos(model, x, { steps, channelsLast? }, ctl?) -> Promise<{ lambdaMax, trace, frobenius,
-// steps: Float64Array [B]; ritz: Tensor [B, S] float64; eigvec: Tensor float64 }>
-Napi::Value FisherLanczosJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherLanczos(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherLanczos(x)");
-    int64_t steps = OptionReader(info[2], "fisherLanczos").integer("steps");
-    FisherOptions o = parseOptions(info[2]);
-    return startOp(info.Env(), info[3], [m, x, steps, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "fisherLanczos(x)");
-      FisherOperator op(*m, x, o);
-      int64_t S = steps > 0 ? steps : op.C;
-      LanczosResult r = fisherLanczos(op, S, iterHook(ctx, "lanczos", S));
-      return [r](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("lambdaMax", toFloat64Array(env, r.lambdaMax));
-        o.Set("trace", toFloat64Array(env, r.trace));
-        o.Set("frobenius", toFloat64Array(env, r.frobenius));
-        o.Set("steps", toFloat64Array(env, r.steps));
-        o.Set("ritz", wrapTensor(env, r.ritz));
-        o.Set("eigvec", wrapTensor(env, r.eigvec));
-        return o;
-      };
-    });
-  });
-}
-
-// fisherHutchinson(model, x, { probes, seed, channelsLast? }, ctl?) -> Promise<{ trace, traceSe,
-// frobenius, frobeniusSe: Float64Array [B] }>
-Napi::Value FisherHutchinsonJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherHutchinson(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherHutchinson(x)");
-    OptionReader r(info[2], "fisherHutchinson");
-    int64_t probes = r.integer("probes");
-    uint64_t seed = static_cast<uint64_t>(r.integer("seed"));
-    FisherOptions o = parseOptions(info[2]);
-    return startOp(info.Env(), info[3], [m, x, probes, seed, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "fisherHutchinson(x)");
-      FisherOperator op(*m, x, o);
-      HutchinsonResult r = fisherHutchinson(op, probes, seed, iterHook(ctx, "hutchinson", probes));
-      return [r](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("trace", toFloat64Array(env, r.trace));
-        o.Set("traceSe", toFloat64Array(env, r.traceSe));
-        o.Set("frobenius", toFloat64Array(env, r.frobenius));
-        o.Set("frobeniusSe", toFloat64Array(env, r.frobeniusSe));
-        return o;
-      };
-    });
-  });
-}
-
 torch::Tensor flatDirections(const torch::Tensor& d, const torch::Tensor& x, const char* what) {
   FL_CHECK(d.sizes() == x.sizes(), ERR_SHAPE, what, ": directions must have the shape of x ", shapeOf(x), ", got ", shapeOf(d));
   FL_CHECK(d.is_floating_point(), ERR_DTYPE, what, ": directions must be float32 or float64");
   return d.reshape({d.size(0), -1}).to(torch::kFloat64);
-}
-
-// fisherQuadratic(model, x, v, opts, ctl?) -> Promise<Float64Array [B]>: vᵀ G_x v per sample (one JVP)
-Napi::Value FisherQuadraticJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherQuadratic(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherQuadratic(x)");
-    torch::Tensor v = unwrapTensor(info[2], "fisherQuadratic(v)");
-    FisherOptions o = parseOptions(info[3]);
-    return startOp(info.Env(), info[4], [m, x, v, o](OpContext&) -> Finisher {
-      checkImages(x, "fisherQuadratic(x)");
-      torch::Tensor vf = flatDirections(v, x, "fisherQuadratic(v)");
-      FisherOperator op(*m, x, o);
-      torch::Tensor q = op.quadratic(vf.to(op.probs.device()));
-      return [q](Napi::Env env) -> Napi::Value { return toFloat64Array(env, q); };
-    });
-  });
-}
-
-// fisherVectorProduct(model, x, v, opts, ctl?) -> Promise<Tensor>: G_x v per sample, float64, shaped like x
-Napi::Value FisherVectorProductJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherVectorProduct(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherVectorProduct(x)");
-    torch::Tensor v = unwrapTensor(info[2], "fisherVectorProduct(v)");
-    FisherOptions o = parseOptions(info[3]);
-    return startOp(info.Env(), info[4], [m, x, v, o](OpContext&) -> Finisher {
-      checkImages(x, "fisherVectorProduct(x)");
-      torch::Tensor vf = flatDirections(v, x, "fisherVectorProduct(v)");
-      FisherOperator op(*m, x, o);
-      torch::Tensor g = op.gvp(vf.to(op.probs.device())).reshape(x.sizes());
-      return [g](Napi::Env env) -> Napi::Value { return wrapTensor(env, g); };
-    });
-  });
-}
-
-// klSegment(model, x, delta, ts: number[], opts, ctl?) -> Promise<{ kl: Tensor [B, T] float64,
-// quadratic: Float64Array [B] }>: KL(p(x) ‖ p(x + t δ)) for each t, and δᵀ G_x δ
-Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "klSegment(model)");
-    torch::Tensor x = unwrapTensor(info[1], "klSegment(x)");
-    torch::Tensor d = unwrapTensor(info[2], "klSegment(delta)");
-    std::vector<double> ts = parseTs(info[3], "klSegment(ts)");
-    FisherOptions o = parseOptions(info[4]);
-    return startOp(info.Env(), info[5], [m, x, d, ts, o](OpContext& ctx) -> Finisher {
-      checkImages(x, "klSegment(x)");
-      flatDirections(d, x, "klSegment(delta)");  // checks shape and dtype
-      Segment s = klSegmentOf(*m, x, d, ts, o, [&ctx]() { ctx.checkAbort(); });
-      return [s](Napi::Env env) -> Napi::Value { return writeSegment(env, s); };
-    });
-  });
-}
-
-// fisherExactTune(model, x, { candidates: [{ channelsLast, classesPerPass }], budgetMs, autograd? }, ctl?)
-// -> Promise<[{ channelsLast, classesPerPass, msPerClass }]> (msPerClass NaN: not measured)
-Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "fisherExactTune(model)");
-    torch::Tensor x = unwrapTensor(info[1], "fisherExactTune(x)");
-    OptionReader r(info[2], "fisherExactTune");
-    double budgetMs = r.num("budgetMs");
-    bool autograd = r.flag("autograd");
-    Napi::Value cv = r.raw("candidates");
-    FL_CHECK(cv.IsArray(), ERR_ARG, "fisherExactTune(candidates): expected an array");
-    Napi::Array arr = cv.As<Napi::Array>();
-    std::vector<ExactTuneRow> cands;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      OptionReader e(arr.Get(i), "fisherExactTune(candidates)");
-      ExactTuneRow c;
-      c.channelsLast = e.flag("channelsLast");
-      c.classesPerPass = e.integer("classesPerPass");
-      FL_CHECK(c.classesPerPass >= 1, ERR_ARG, "fisherExactTune: classesPerPass must be ≥ 1, got ", c.classesPerPass);
-      cands.push_back(c);
-    }
-    return startOp(info.Env(), info[3], [m, x, cands, budgetMs, autograd](OpContext&) -> Finisher {
-      checkImages(x, "fisherExactTune(x)");
-      std::vector<ExactTuneRow> r = tuneExact(*m, x, cands, budgetMs, autograd);
-      return [r](Napi::Env env) -> Napi::Value {
-        Napi::Array a = Napi::Array::New(env, r.size());
-        for (size_t i = 0; i < r.size(); ++i) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("channelsLast", r[i].channelsLast);
-          o.Set("classesPerPass", static_cast<double>(r[i].classesPerPass));
-          o.Set("msPerClass", r[i].msPerClass);
-          a.Set(static_cast<uint32_t>(i), o);
-        }
-        return a;
-      };
-    });
-  });
-}
-
-// profileVjp(model, x, { channelsLast, classesPerPass }, ctl?) -> Promise<[{ op, ms, flops }]>: per-op time
-// of one exact-method VJP pass (tape order); [] without a linearisation
-Napi::Value ProfileVjpJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "profileVjp(model)");
-    torch::Tensor x = unwrapTensor(info[1], "profileVjp(x)");
-    FisherOptions o = parseOptions(info[2]);
-    return startOp(info.Env(), info[3], [m, x, o](OpContext&) -> Finisher {
-      checkImages(x, "profileVjp(x)");
-      auto rows = profileVjp(*m, x, o.channelsLast, o.classesPerPass);
-      return [rows](Napi::Env env) -> Napi::Value {
-        Napi::Array a = Napi::Array::New(env, rows.size());
-        for (size_t i = 0; i < rows.size(); ++i) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("op", rows[i].op);
-          o.Set("ms", rows[i].ms);
-          o.Set("flops", rows[i].flops);
-          a.Set(static_cast<uint32_t>(i), o);
-        }
-        return a;
-      };
-    });
-  });
-}
-
-}  // namespace
-
-void InitFisher(Napi::Env env, Napi::Object exports) {
-  exports.Set("fisherExactTune", Napi::Function::New(env, FisherExactTuneJs, "fisherExactTune"));
-  exports.Set("profileVjp", Napi::Function::New(env, ProfileVjpJs, "profileVjp"));
-  exports.Set("fisherExact", Napi::Function::New(env, FisherExactJs, "fisherExact"));
-  exports.Set("fisherPower", Napi::Function::New(env, FisherPowerJs, "fisherPower"));
-  exports.Set("fisherLanczos", Napi::Function::New(env, FisherLanczosJs, "fisherLanczos"));
-  exports.Set("fisherHutchinson", Napi::Function::New(env, FisherHutchinsonJs, "fisherHutchinson"));
-  exports.Set("fisherQuadratic", Napi::Function::New(env, FisherQuadraticJs, "fisherQuadratic"));
-  exports.Set("fisherVectorProduct", Napi::Function::New(env, FisherVectorProductJs, "fisherVectorProduct"));
-  exports.Set("klSegment", Napi::Function::New(env, KlSegmentJs, "klSegment"));
 }
 
 }  // namespace fl

@@ -1,6 +1,6 @@
 // Fisher information of the output distribution w.r.t. the input (shared/PAPER.md §3):
-// G_x = Jᵀ M J with J = ∂z/∂x [C, D] and M = diag(p) − p pᵀ. Used by fisher.cc's bindings,
-// by metrics.cc (disentanglement, ρ), by attacks (the Fisher-eigenvector attack) and by
+// G_x = Jᵀ M J with J = ∂z/∂x [C, D] and M = diag(p) − p pᵀ. Used by the fisher ops
+// (binding/fisher.cc), by metrics.cc (disentanglement, ρ), by attacks (the Fisher-eigenvector attack) and by
 // training's per-epoch tracking.
 //
 // Every function runs the model in the dtype of its parameters (x is cast to it): a model
@@ -85,6 +85,19 @@ class LayoutGuard {
  private:
   std::vector<torch::Tensor> params_;
 };
+
+// The engine every method starts from (fisher.cc, fisher_tune.cc): the model's linearisation at
+// x0 (models/linear_tape.h), in channels-last when o.channelsLast, with *x the input cast to the
+// model's device and dtype; or nullptr where the model has none or o.autograd (*why, when given,
+// says why), then *x requires grad, *z is autograd's graph of the logits, and *layout holds the
+// parameters in the asked layout. Eval mode and gradient mode are the caller's. z: logits [B, C].
+std::shared_ptr<LinearTape> linearise(Classifier& m, const torch::Tensor& x0, const FisherOptions& o, torch::Tensor* x,
+                                      torch::Tensor* z, std::unique_ptr<LayoutGuard>* layout, std::string* why = nullptr);
+// k cotangents stacked [k·B, C] for logits z [B, C]: block j selects class c0 + j minus the last class
+torch::Tensor classCotangents(const torch::Tensor& z, int64_t c0, int64_t k);
+
+// Directions d shaped like x (float) as rows [B, D] float64; ERR_SHAPE / ERR_DTYPE naming `what`
+torch::Tensor flatDirections(const torch::Tensor& d, const torch::Tensor& x, const char* what);
 
 // Matrix-free access to G_x for one batch: Fisher-vector products G v = Jᵀ (M (J v)).
 // Built-in models and TorchScript models whose graph lowers: one recorded forward

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include "common/errors.h"
-#include "common/worker.h"
+#include "common/op_context.h"
 
 namespace fl {
 

@@ -11,6 +11,8 @@
 
 namespace fl {
 
+class OpContext;
+
 struct OptimizerSpec {
   std::string type = "sgd";  // sgd | adam | adamw
   double lr = 0.1, momentum = 0.9, weightDecay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -39,9 +41,21 @@ struct StepResult {
   int64_t batch = 0;
 };
 
-// One optimisation step on the batch x [B, ...], y [B]; the model's mode and requires-grad flags
-// are restored afterwards.
+// One optimisation step on the batch x: images [B, C, H, W], y: [B] labels (checked; moved to the
+// model's device); the model's mode and requires-grad flags are restored afterwards.
 StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::Tensor& x, const torch::Tensor& y,
                      const StepOptions& o, const OpContext* ctx);
+
+// A FisherLens checkpoint (models/checkpoint.h: weights, spec, meta, CPU generator state) with the
+// optimizer's state under "optimizer", written atomically; Model.loadCheckpoint reads it like any
+// other checkpoint.
+void saveTrainState(const std::string& path, Classifier& m, torch::optim::Optimizer& opt, const std::string& metaJson);
+// Restores weights (every name, shape and dtype checked first) and the optimizer's state from a
+// checkpoint of saveTrainState; returns its meta JSON. ERR_FORMAT when it holds no optimizer state
+// or predates kResumableCheckpointVersion.
+std::string loadTrainState(const std::string& path, Classifier& m, torch::optim::Optimizer& opt);
+
+// Seeds LibTorch's default CPU generator (weight init of Model.create, dropout outside trainStep)
+void manualSeed(uint64_t seed);
 
 }  // namespace fl

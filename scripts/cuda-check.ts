@@ -5,13 +5,13 @@
  */
 import * as os from 'os';
 import * as path from 'path';
-import { backend } from '../lib/backend';
-import { Model } from '../lib/model';
-import { Tensor } from '../lib/tensor';
-import { fisherExact, fisherPower, fisherVectorProduct } from '../lib/fisher';
-import { attack } from '../lib/attacks';
-import { train } from '../lib/train';
-import { synthetic } from '../lib/data';
+import { backend } from '../lib/binding/backend';
+import { Model } from '../lib/science/model';
+import { Tensor } from '../lib/binding/tensor';
+import { fisherExact, fisherPower, fisherVectorProduct } from '../lib/science/fisher';
+import { attack } from '../lib/science/attacks';
+import { train } from '../lib/science/train';
+import { synthetic } from '../lib/science/data';
 
 let failed = 0;
 function check(name: string, ok: boolean, detail: string): void {

@@ -76,7 +76,7 @@ node - "$PKG" "$stage/build/Release/fisherlens.node" "$id" "$OUT" "$WORK" <<'EOF
 const fs = require('fs'); const path = require('path');
 const [pkg, built, id, out, work] = process.argv.slice(2);
 const g = require(path.join(pkg, 'scripts', 'gyp-build.js'));
-const { nativeSourceHash, packageVersion } = require(path.join(pkg, 'dist', 'lib', 'provenance.js'));
+const { nativeSourceHash, packageVersion } = require(path.join(pkg, 'dist', 'lib', 'util', 'version.js'));
 const l = require(path.join(out, 'libtorch.json'));
 const { execFileSync } = require('child_process');
 const info = g.inspect(built);

@@ -1,6 +1,6 @@
 'use strict';
 // LibTorch discovery, shared by the build (scripts/find-libtorch.js, `fisherlens build`) and the
-// run-time loader (lib/native.ts). Plain CommonJS so binding.gyp can use it before TypeScript is
+// run-time loader (lib/binding/loader.ts). Plain CommonJS so binding.gyp can use it before TypeScript is
 // compiled. Candidates, in order:
 //   1. $FISHERLENS_TORCH, else $LIBTORCH: an unpacked libtorch (lib/, include/, build-version), a
 //      pip torch package folder (.../site-packages/torch) or a bare lib folder. When one is set it

@@ -22,12 +22,12 @@ const root = path.join(__dirname, '..');
 const argv = process.argv.slice(2);
 const args = new Set(argv);
 const releaseDir = argv.includes('--release') ? path.resolve(argv[argv.indexOf('--release') + 1]) : path.join(root, 'release', 'variants');
-const provenance = path.join(root, 'dist', 'lib', 'provenance.js');
-if (!fs.existsSync(provenance)) {
-  console.error('package: dist/lib/provenance.js missing: run `npm run build:ts` first');
+const versionModule = path.join(root, 'dist', 'lib', 'util', 'version.js');
+if (!fs.existsSync(versionModule)) {
+  console.error('package: dist/lib/util/version.js missing: run `npm run build:ts` first');
   process.exit(1);
 }
-const { nativeSourceHash, packageVersion } = require(provenance);
+const { nativeSourceHash, packageVersion } = require(versionModule);
 const hash = nativeSourceHash(root);
 const version = packageVersion();
 const variantsDir = path.join(root, 'variants');

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, setGradientEngine } from '../lib';
-import { attack } from '../lib/attacks';
+import { attack } from '../lib/science/attacks';
 import { readNpy } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
 

@@ -4,9 +4,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, setGradientEngine } from '../lib';
-import { attack } from '../lib/attacks';
-import { train } from '../lib/train';
-import { Dataset } from '../lib/data/dataset';
+import { attack } from '../lib/science/attacks';
+import { train } from '../lib/science/train';
+import { Dataset } from '../lib/science/data/dataset';
 import { readNpy } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
 

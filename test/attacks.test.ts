@@ -1,10 +1,11 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
-import { attack, evaluate, attackPresets, AttackParams, worstExamples } from '../lib/attacks';
+import { attack, attackPresets, AttackParams } from '../lib/science/attacks';
+import { evaluate, worstExamples } from '../lib/science/robust';
 import { modelGradState } from './helpers/grad-state';
-import { fisherExact } from '../lib/fisher';
-import { manualSeed, train } from '../lib/train';
-import { Dataset } from '../lib/data/dataset';
+import { fisherExact } from '../lib/science/fisher';
+import { manualSeed, train } from '../lib/science/train';
+import { Dataset } from '../lib/science/data/dataset';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';

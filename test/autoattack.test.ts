@@ -4,11 +4,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, FisherLensError } from '../lib';
-import { attack, attackKinds, evaluate, ATTACK_KINDS, AttackParams } from '../lib/attacks';
-import { autoAttack, resolveCascade } from '../lib/autoattack';
-import { validateExperiment, expandRuns } from '../lib/experiment/config';
+import { attack, attackKinds, ATTACK_KINDS, AttackParams } from '../lib/science/attacks';
+import { evaluate } from '../lib/science/robust';
+import { autoAttack, resolveCascade } from '../lib/science/autoattack';
+import { validateExperiment, expandRuns } from '../lib/experiment/grid';
 import { evalAttackParams } from '../lib/experiment/science';
-import { Dataset } from '../lib/data/dataset';
+import { Dataset } from '../lib/science/data/dataset';
 import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
 

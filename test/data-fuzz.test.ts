@@ -7,8 +7,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { addon } from '../lib/native';
-import { runOp } from '../lib/op';
+import { addon } from '../lib/binding/native';
+import { runOp } from '../lib/binding/op';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-fuzz-'));
 

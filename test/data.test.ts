@@ -5,9 +5,9 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { execFileSync } from 'child_process';
 import { Tensor, Model, FisherLensError } from '../lib';
-import { fashionMnist, mnist, cifar10, cifar100, loadNpy, synthetic, augment, loadData, Dataset, DEBIAN_FASHION_MNIST, NpyWriter } from '../lib/data';
+import { fashionMnist, mnist, cifar10, cifar100, loadNpy, synthetic, augment, loadData, Dataset, DEBIAN_FASHION_MNIST, NpyWriter } from '../lib/science/data';
 import { readNpy } from './fisher-fixtures';
-import { evaluate } from '../lib/model';
+import { evaluate } from '../lib/science/model';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-data-'));
 const PY = '/usr/bin/python3';

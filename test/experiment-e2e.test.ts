@@ -8,14 +8,15 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadConfig, ExperimentInput, DataSchema, ModelSchema } from '../lib/experiment/config';
+import { loadConfig } from '../lib/experiment/grid';
+import { ExperimentInput, DataSchema, ModelSchema } from '../lib/experiment/config';
 import { defaultScience } from '../lib/experiment/science';
 import { runExperiment } from '../lib/experiment/runner';
 import { RunDir } from '../lib/experiment/rundir';
 import { writeReport, pctSe } from '../lib/report';
 
 const root = path.join(__dirname, '..', '..');
-const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', `${m}.js`)));
+const ready = ['train', 'attacks', 'metrics'].every((m) => fs.existsSync(path.join(__dirname, '..', 'lib', 'science', `${m}.js`)));
 const maybe = ready ? test.serial : test.skip;
 
 maybe('createModel takes channels, size and classes from the data, seeded', async (t) => {

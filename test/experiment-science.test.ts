@@ -1,10 +1,10 @@
 import test from 'ava';
 import { loadRunData, defaultScience, trainSchedule, attackParams, ccklSplit } from '../lib/experiment/science';
-import { ccklMetrics } from '../lib/metrics';
+import { ccklMetrics } from '../lib/science/metrics';
 import { DataSchema, TrainSchema, AttackSchema } from '../lib/experiment/config';
-import { Model } from '../lib/model';
-import { fisherExact } from '../lib/fisher';
-import { fashionMnistDir } from '../lib/data';
+import { Model } from '../lib/science/model';
+import { fisherExact } from '../lib/science/fisher';
+import { fashionMnistDir } from '../lib/science/data';
 import * as fs from 'fs';
 
 test('loadRunData: seeded train subset, first-N test subset, synthetic split shares one class structure', async (t) => {
@@ -57,7 +57,7 @@ test('science.fisher gives fisherExact\'s per-sample values over the whole set; 
   te.dispose();
 });
 
-test('config → lib/train.ts schedule and lib/attacks.ts parameters', (t) => {
+test('config → lib/science/train.ts schedule and lib/science/attacks.ts parameters', (t) => {
   const tr = (o: object) => TrainSchema.parse({ method: 'trades', epochs: 10, ...o });
   t.deepEqual(trainSchedule(tr({})), { type: 'constant', warmupEpochs: 0 });
   t.deepEqual(trainSchedule(tr({ schedule: { type: 'step', stepSize: 4, gamma: 0.5 } })), { type: 'multistep', milestones: [4, 8], gamma: 0.5, warmupEpochs: 0 });

@@ -3,13 +3,15 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
-import { validateExperiment, parseConfigText, expandRuns, loadConfig, gridPoints, ExperimentInput } from '../lib/experiment/config';
-import { runExperiment, ExperimentEvent } from '../lib/experiment/runner';
+import { validateExperiment, parseConfigText, expandRuns, loadConfig, gridPoints } from '../lib/experiment/grid';
+import { ExperimentInput } from '../lib/experiment/config';
+import { runExperiment } from '../lib/experiment/runner';
+import { ExperimentEvent } from '../lib/experiment/plan';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJson, readJsonl, writeJsonAtomic, SUMMARY_VERSION, RUN_FOLDER_VERSION } from '../lib/experiment/rundir';
 import { fakeScience, FakeLog, knownAccuracy } from './helpers/fake-science';
-import { backend } from '../lib/backend';
-import { nativeSourceHash } from '../lib/provenance';
+import { backend } from '../lib/binding/backend';
+import { nativeSourceHash } from '../lib/util/version';
 
 const root = path.join(__dirname, '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
@@ -317,7 +319,7 @@ test('CLI: SIGINT stops with exit 130 keeping finished runs; the same command re
 test('an environment error (ERR_LOAD, ERR_DEVICE) stops the sweep instead of failing every run', async (t) => {
   const out = tmp('env');
   const sci = fakeScience();
-  sci.train = async () => { throw Object.assign(new Error('experiments need train() from lib/train.ts'), { code: 'ERR_LOAD' }); };
+  sci.train = async () => { throw Object.assign(new Error('experiments need train() from lib/science/train.ts'), { code: 'ERR_LOAD' }); };
   await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(sci) }), { message: /need train\(\)/ });
   t.false(fs.existsSync(RunDir.of(out, 'small-cnn_natural_seed0').error));
   t.is(RunDir.of(out, 'small-cnn_trades_seed0').state(), 'new');

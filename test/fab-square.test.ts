@@ -4,12 +4,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor } from '../lib';
-import { attack, AttackParams, AttackResult } from '../lib/attacks';
+import { attack, AttackParams, AttackResult } from '../lib/science/attacks';
 import { modelGradState } from './helpers/grad-state';
-import { manualSeed } from '../lib/train';
+import { manualSeed } from '../lib/science/train';
 import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
-import { median } from '../lib/stats';
+import { median } from '../lib/util/stats';
 
 // FAB / FAB-T (minimal-norm) and Square (gradient-free) on small models: a linear model with a
 // known minimal perturbation, an MLP trained in the test, and (with Python torch) an MLP behind a

@@ -2,9 +2,9 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Model, Tensor, manualSeed } from '../lib';
-import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE, autotuneFile } from '../lib/fisher';
-import { writeTuning } from '../lib/tuning-store';
-import { Dataset } from '../lib/data/dataset';
+import { fisherExact, fisherPower, fisherLanczos, fisherHutchinson, fisherQuadratic, fisherVectorProduct, klSegment, fisherDataset, summarize, profileFisher, exactTuneCount, EXACT_TUNE, autotuneFile } from '../lib/science/fisher';
+import { writeTuning } from '../lib/science/tuning-store';
+import { Dataset } from '../lib/science/data/dataset';
 import { ensureFixture, refFisher, npyTensor, relErr, maxRelErr } from './fisher-fixtures';
 import { restoreEnv, useTempCache } from './helpers/env';
 

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { backend, setThreads, Tensor, memory, Model, FisherLensError } from '../lib';
-import { addon } from '../lib/native';
+import { addon } from '../lib/binding/native';
 import { testAddon } from './helpers/test-hooks';
-import { runOp } from '../lib/op';
+import { runOp } from '../lib/binding/op';
 
 // Serial tests run before the concurrent ones: this one forks while no op is running.
 test.serial('the allocator policy: freed blocks stay in the heap (glibc-reuse) unless FISHERLENS_MALLOC=system', (t) => {

@@ -1,5 +1,5 @@
 /**
- * LibTorch discovery (scripts/libtorch.js) and variant matching (lib/loader.ts) on folders laid
+ * LibTorch discovery (scripts/libtorch.js) and variant matching (lib/binding/loader.ts) on folders laid
  * out like a pip torch, an unpacked libtorch and a bare lib folder (empty library files: nothing
  * is loaded here, so no LibTorch is needed). The expected values are read off the fixtures.
  */
@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { discovery, loadOrder, mismatch, VariantEntry } from '../lib/loader';
+import { discovery, loadOrder, mismatch, VariantEntry } from '../lib/binding/loader';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-loader-')));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));

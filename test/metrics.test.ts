@@ -2,12 +2,12 @@ import test from 'ava';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { Model, Tensor } from '../lib';
-import { fisherExact, fisherQuadratic } from '../lib/fisher';
-import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, klPairSegments } from '../lib/metrics';
-import { uniformStream } from '../lib/random';
-import { meanSe } from '../lib/stats';
+import { fisherExact, fisherQuadratic } from '../lib/science/fisher';
+import { CcklAccumulator, ccklFromLogits, ccklMetrics, nonRobustComponent, adversarialMeasure, samplePairs, klPairSegments } from '../lib/science/metrics';
+import { uniformStream } from '../lib/util/random';
+import { meanSe } from '../lib/util/stats';
 import { PY } from './helpers/python';
-import { Dataset } from '../lib/data/dataset';
+import { Dataset } from '../lib/science/data/dataset';
 import { ensureFixture, refFisher, refCckl, npyTensor, readNpy, writeNpy, relErr } from './fisher-fixtures';
 
 // All Python runs happen here, before any native op starts (a fork while OpenBLAS works on another

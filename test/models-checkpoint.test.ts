@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync, spawnSync } from 'child_process';
 import { Model, Tensor, FisherLensError, evaluate, loadNpy } from '../lib';
-import { addon } from '../lib/native';
+import { addon } from '../lib/binding/native';
 import { testAddon } from './helpers/test-hooks';
 
 const root = path.resolve(__dirname, '..', '..');

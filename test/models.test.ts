@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { Model, ModelSpec, Tensor, FisherLensError } from '../lib';
-import { fisherExact, fisherQuadratic, fisherVectorProduct } from '../lib/fisher';
+import { fisherExact, fisherQuadratic, fisherVectorProduct } from '../lib/science/fisher';
 
 const root = path.resolve(__dirname, '..', '..');
 const fixtures = path.join(root, 'test', 'fixtures', 'generated', 'models');

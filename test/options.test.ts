@@ -1,5 +1,5 @@
 /**
- * Per-op options declared once (lib/options.ts): one parser, the attack capability table on the
+ * Per-op options declared once (lib/science/options.ts): one parser, the attack capability table on the
  * TypeScript side, CLI help and config validation derived from the declaration and working
  * without LibTorch, and the native side's strict reader (no defaults in C++).
  */
@@ -8,11 +8,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
-import {
-  ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions, parseOptions,
-} from '../lib/options';
+import { ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions } from '../lib/science/options';
+import { parseOptions } from '../lib/util/schema';
 import { Model, Tensor, fisherPower, fisherDataset, attack, FisherLensError, ProgressEvent, StepProgress, BatchProgress } from '../lib';
-import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/native';
+import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/binding/native';
 import { ROOT } from './fisher-fixtures';
 import { startRedis, haveRedis } from './helpers/redis';
 
@@ -63,7 +62,7 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
   // the table and option errors in a process where loading the addon would fail
   const script = `
     const fl = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'index.js'))});
-    const native = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'native.js'))});
+    const native = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib', 'binding', 'native.js'))});
     let err = null;
     try { fl.parseAttackOptions({ kind: 'apgd-t', targeted: true }); } catch (e) { err = e.code + ': ' + e.message; }
     console.log(JSON.stringify({ table: fl.attackKinds(), err, loaded: native.addonPath(),

@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { attack, backend, fisherExact, manualSeed, Model, Tensor } from '../lib';
-import { packageRoot, packageVersion } from '../lib/provenance';
+import { packageRoot, packageVersion } from '../lib/util/version';
 
 const root = packageRoot();
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fisherlens-pkg-test-')));

@@ -1,5 +1,5 @@
 /**
- * Pictures (lib/pictures.ts, lib/report/pictures.ts, CLI --images): a small real run on
+ * Pictures (lib/science/pictures.ts, lib/report/pictures.ts, CLI --images): a small real run on
  * Fashion-MNIST writes the image grid and class matrices; the PNGs decode (pngjs) to the saved
  * .npy values within one 8-bit step; captions, perturbations, eigenvectors and class matrices
  * agree with independent computations (eval-mode forwards, G v products, brute-force pair loops,
@@ -13,17 +13,18 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { Model, Tensor } from '../lib';
-import { fashionMnist } from '../lib/data';
-import { Dataset } from '../lib/data/dataset';
-import { fisherPower, fisherVectorProduct } from '../lib/fisher';
+import { fashionMnist } from '../lib/science/data';
+import { Dataset } from '../lib/science/data/dataset';
+import { fisherPower, fisherVectorProduct } from '../lib/science/fisher';
 import { ExperimentInput, ModelSchema } from '../lib/experiment/config';
 import { runExperiment } from '../lib/experiment/runner';
 import { defaultScience } from '../lib/experiment/science';
 import { FILES, RunDir } from '../lib/experiment/rundir';
 import { writeReport } from '../lib/report';
-import { ClassMatrices, PictureGrid, decodePng, encodePng, fromByte, pictureGrid, pictureSamples, readClassPictures, readPictureGrid } from '../lib/pictures';
+import { ClassMatrices, PictureGrid, decodePng, encodePng, fromByte, readClassPictures, readPictureGrid } from '../lib/science/picture-files';
+import { pictureGrid, pictureSamples } from '../lib/science/pictures';
 import { readNpy } from './helpers/train-fixtures';
-import { autoAttackBatch, resolveCascade } from '../lib/autoattack';
+import { autoAttackBatch, resolveCascade } from '../lib/science/autoattack';
 import { fakeScience } from './helpers/fake-science';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';

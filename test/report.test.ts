@@ -2,7 +2,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { expandRuns, validateExperiment } from '../lib/experiment/config';
+import { expandRuns, validateExperiment } from '../lib/experiment/grid';
 import { RunDir, RunSummary, SUMMARY_VERSION, writeJsonAtomic, appendJsonl, quantiles, FILES } from '../lib/experiment/rundir';
 import { writeReport, buildReport, pct, pctSe, fmt, spearman } from '../lib/report';
 

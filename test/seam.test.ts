@@ -10,12 +10,12 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { SweepProgress, formatEta } from '../lib/experiment/progress';
 import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError, backend, setTf32 } from '../lib';
-import { addon, NativeModel, NativeTensor } from '../lib/native';
-import { ADDON_EXPORTS, TEST_HOOK_EXPORTS } from '../lib/addon-types';
-import { optimizerOptions, trainStepOptions } from '../lib/options';
+import { addon, NativeModel, NativeTensor } from '../lib/binding/native';
+import { ADDON_EXPORTS, TEST_HOOK_EXPORTS } from '../lib/binding/addon-types';
+import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { testAddon } from './helpers/test-hooks';
 import { modelGradState } from './helpers/grad-state';
-import type { ExperimentEvent } from '../lib/experiment/runner';
+import type { ExperimentEvent } from '../lib/experiment/plan';
 import { ensureFixture, refFisher, relErr, ROOT } from './fisher-fixtures';
 
 // Python runs (the fixture and its float64 reference) before any native op in this process.
@@ -217,12 +217,12 @@ test.serial('process-wide settings are visible and settable from the backend sid
   t.throws(() => setTf32(1 as unknown as boolean), { code: 'ERR_ARG' } as never);
 });
 
-test('lib/addon-types.ts declares the whole native surface: the loaded addon exports exactly ADDON_EXPORTS (and, in the development build, the test hooks)', (t) => {
+test('lib/binding/addon-types.ts declares the whole native surface: the loaded addon exports exactly ADDON_EXPORTS (and, in the development build, the test hooks)', (t) => {
   const hooks: readonly string[] = TEST_HOOK_EXPORTS;
   const keys = Object.keys(addon());
   const present = keys.filter((k) => hooks.includes(k));
   // the development build has every hook, the shipped one none
   t.true(present.length === 0 || present.length === hooks.length, `test hooks present: ${present.join(', ')}`);
   t.deepEqual(keys.filter((k) => !hooks.includes(k)).sort(), [...ADDON_EXPORTS].sort(),
-    'an export without a declaration in lib/addon-types.ts (or a declaration of a name the addon lacks)');
+    'an export without a declaration in lib/binding/addon-types.ts (or a declaration of a name the addon lacks)');
 });

@@ -18,11 +18,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setGradientEngine } from '../lib';
-import { attack, AttackParams as AttackOptions } from '../lib/attacks';
-import { Dataset } from '../lib/data/dataset';
-import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher, profileExactVjp, autotuneFile } from '../lib/fisher';
+import { attack, AttackParams as AttackOptions } from '../lib/science/attacks';
+import { Dataset } from '../lib/science/data/dataset';
+import { fisherExact, fisherVectorProduct, fisherLanczos, fisherHutchinson, fisherPower, profileFisher, profileExactVjp, autotuneFile } from '../lib/science/fisher';
 import { main } from '../lib/cli/main';
-import { train, manualSeed } from '../lib/train';
+import { train, manualSeed } from '../lib/science/train';
 import { PY, hasTorch } from './helpers/python';
 import { useTempCache } from './helpers/env';
 
@@ -432,7 +432,7 @@ maybeSerial("'auto' stores its gradient-engine choice: another process on this m
   // a second process: its first attack reads the choice (the same measured figures) instead of measuring
   const child = String.raw`
     const { Model, Tensor } = require(${JSON.stringify(path.join(root, 'dist', 'lib'))});
-    const { attack } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'attacks'))});
+    const { attack } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'science', 'attacks'))});
     (async () => {
       const m = await Model.load(process.argv[1]);
       const x = Tensor.from(Float32Array.from(JSON.parse(process.argv[2])), JSON.parse(process.argv[3]));

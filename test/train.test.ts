@@ -4,10 +4,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, ModelSpec, Tensor } from '../lib';
 import { modelGradState } from './helpers/grad-state';
-import { train, manualSeed, scheduleFactor, presets, EpochMetrics, TrainOptions, probeMetrics } from '../lib/train';
-import { CcklAccumulator } from '../lib/metrics';
-import { fisherExact } from '../lib/fisher';
-import { Dataset } from '../lib/data/dataset';
+import { train, manualSeed, scheduleFactor, presets, EpochMetrics, TrainOptions, probeMetrics } from '../lib/science/train';
+import { CcklAccumulator } from '../lib/science/metrics';
+import { fisherExact } from '../lib/science/fisher';
+import { Dataset } from '../lib/science/data/dataset';
 import { fashionSubset } from './helpers/train-fixtures';
 
 let trainSet: Dataset;

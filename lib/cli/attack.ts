@@ -1,11 +1,12 @@
 import { Command } from 'commander';
-import { loadData } from '../data';
-import { FisherLensError } from '../errors';
-import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName, evaluate } from '../attacks';
-import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../autoattack';
-import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText, optionHelp } from '../options';
-import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
-import { interruptController } from './run';
+import { loadData } from '../science/data';
+import { FisherLensError } from '../util/errors';
+import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName } from '../science/attacks';
+import { evaluate } from '../science/robust';
+import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
+import { optionHelp } from '../util/schema';
+import { action, emit, log, num, int as intArg, Progress, modelArg, interruptController } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 interface AttackCliOptions extends ImagesCliOptions {

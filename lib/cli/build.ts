@@ -1,6 +1,6 @@
 import { Command } from 'commander';
-import { buildFromSource } from '../build';
-import { FisherLensError } from '../errors';
+import { buildFromSource } from '../binding/build';
+import { FisherLensError } from '../util/errors';
 import { action, emit, log, num, Progress } from './common';
 
 /** `fisherlens build`: compiles the addon against the LibTorch found (for LibTorch versions with no prebuilt variant). */

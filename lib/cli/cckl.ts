@@ -1,9 +1,9 @@
 import { Command } from 'commander';
-import { loadData } from '../data';
-import { ccklMetrics } from '../metrics';
+import { loadData } from '../science/data';
+import { ccklMetrics } from '../science/metrics';
 import { action, emit, log, Progress, modelArg } from './common';
 import { posInt } from './fisher';
-import { PAIR_MEANS_OPTIONS } from '../options';
+import { PAIR_MEANS_OPTIONS } from '../science/options';
 
 interface CcklCliOptions {
   model: string; data: string; labels?: string; split: string; pairs: string; jsSamples: string; exactMax: string;

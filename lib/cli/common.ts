@@ -4,10 +4,12 @@
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
 import * as fs from 'fs';
-import { FisherLensError, fromNative } from '../errors';
-import { Model, ModelSpec } from '../model';
-import { manualSeed } from '../train';
-import { removeTracked } from '../files';
+import * as path from 'path';
+import { FisherLensError, fromNative } from '../util/errors';
+import { Model, ModelSpec } from '../science/model';
+import { manualSeed } from '../science/train';
+import { removeTracked } from '../util/files';
+import type { RunExecutor } from '../experiment/executor';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
 export function emit(json: boolean, value: unknown, human: () => string): void {
@@ -109,4 +111,43 @@ export async function modelArg(s: string, device: string, opts: { defaults?: Par
     return Model.create({ ...defaults, arch: s }, { device });
   }
   throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
+}
+
+/**
+ * Exit codes of `fisherlens run` and `fisherlens demo` (scripts can rely on them):
+ * 0 every run finished; 1 an error before or outside runs (config, I/O, addon); 2 usage error;
+ * 3 some runs failed (the others finished; see <run>/error.json); 130 interrupted (SIGINT/SIGTERM:
+ * finished runs are kept, the current one resumes from its checkpoint on the next call).
+ */
+export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
+
+/** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
+export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      log(`fisherlens: ${sig} again, exiting now`);
+      process.exit(EXIT.interrupted);
+    }
+    log(`\nfisherlens: ${sig}: ${what}`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { controller, dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); } };
+}
+
+/**
+ * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
+ * of the built-in one (your own training pipeline behind the same runner, run folders and reports).
+ */
+export function executorFromEnv(): RunExecutor | undefined {
+  const file = process.env.FISHERLENS_EXECUTOR;
+  if (!file) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const mod = require(path.resolve(file)) as { executor?: RunExecutor };
+  if (!mod.executor || typeof mod.executor.execute !== 'function') {
+    throw new FisherLensError('ERR_ARG', `FISHERLENS_EXECUTOR=${file}: the module must export \`executor\` with an execute(ctx) method`);
+  }
+  return mod.executor;
 }

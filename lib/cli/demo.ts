@@ -4,7 +4,7 @@ import * as path from 'path';
 import { action, emit, log } from './common';
 import { runWithProgress, finish } from './run';
 import { writeReport, accuracyTable } from '../report';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 
 /** configs/ of the installed package (dist/lib/cli → package root). */
 export function packageFile(rel: string): string {

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
-import { evaluate } from '../model';
-import { loadData } from '../data';
-import { FisherLensError } from '../errors';
+import { evaluate } from '../science/model';
+import { loadData } from '../science/data';
+import { FisherLensError } from '../util/errors';
 import { action, emit, int, log, Progress, modelArg } from './common';
 
 interface EvalOptions {

@@ -1,9 +1,10 @@
 import { Command } from 'commander';
-import { loadData, loadImages } from '../data';
-import { FisherLensError } from '../errors';
-import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHODS, Summary } from '../fisher';
-import { adversarialMeasure } from '../metrics';
-import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS, optionHelp } from '../options';
+import { loadData, loadImages } from '../science/data';
+import { FisherLensError } from '../util/errors';
+import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHODS, Summary } from '../science/fisher';
+import { adversarialMeasure } from '../science/metrics';
+import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS } from '../science/options';
+import { optionHelp } from '../util/schema';
 import { action, emit, int, log, modelArg, num, Progress } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
@@ -12,7 +13,7 @@ export function posInt(name: string, s: string | undefined): number | undefined 
   return int(name, s, 0);
 }
 
-/** --layout and --classes-per-pass (lib/options.ts FISHER_SPEED_OPTIONS declares the values and defaults). */
+/** --layout and --classes-per-pass (lib/science/options.ts FISHER_SPEED_OPTIONS declares the values and defaults). */
 export function layoutArgs(o: { layout?: string; classesPerPass?: string }): { layout?: FisherLayout; classesPerPass?: number | 'auto' } {
   if (o.layout !== undefined && !(FISHER_LAYOUTS as readonly string[]).includes(o.layout)) {
     throw new FisherLensError('ERR_ARG', `--layout: expected ${FISHER_LAYOUTS.join(', ')}, got '${o.layout}'`);

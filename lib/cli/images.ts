@@ -1,17 +1,18 @@
 /**
  * `--images FILE.png` of `fisherlens attack` and `fisherlens fisher`: the picture grid
- * (lib/pictures.ts) of a seeded handful of the evaluated samples as one PNG (rows = samples;
+ * (lib/science/pictures.ts) of a seeded handful of the evaluated samples as one PNG (rows = samples;
  * columns = clean, each attack's example and perturbation, the Fisher eigenvector), with its
  * captions printed (and in the JSON output).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
-import { Dataset } from '../data';
-import { FisherLensError } from '../errors';
-import { Model } from '../model';
-import { CLASS_NAMES, PICTURE_SAMPLES, PictureAttack, caption, gridPng, pictureGrid, pictureSamples } from '../pictures';
-import { writeFileAtomic } from '../experiment/rundir';
+import { Dataset } from '../science/data';
+import { FisherLensError } from '../util/errors';
+import { Model } from '../science/model';
+import { CLASS_NAMES, caption, gridPng } from '../science/picture-files';
+import { PICTURE_SAMPLES, PictureAttack, pictureGrid, pictureSamples } from '../science/pictures';
+import { writeFileAtomic } from '../util/files';
 
 export interface ImagesCliOptions { images?: string; imageSamples: string; imageSeed?: string }
 

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
-import { backend } from '../backend';
-import { loadInfo } from '../native';
+import { backend } from '../binding/backend';
+import { loadInfo } from '../binding/native';
 import { action, emit } from './common';
 
 /** `fisherlens info`: the backend (versions, CUDA, threads, BLAS) as JSON. */

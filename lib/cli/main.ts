@@ -13,16 +13,14 @@ import { register as attackCmd } from './attack';
 import { register as trainCmd } from './train';
 import { register as buildCmd } from './build';
 import { register as queueCmds } from './queue';
-
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const pkg = require('../../../package.json') as { version: string };
+import { packageVersion } from '../util/version';
 
 export function buildProgram(): Command {
   const program = new Command();
   program
     .name('fisherlens')
     .description('Adversarial robustness of classifiers through the input-space Fisher information')
-    .version(pkg.version)
+    .version(packageVersion())
     // root options only before the subcommand: `attack --version standard` is the cascade's version
     .enablePositionalOptions()
     // commander's own errors (unknown option, missing argument): the one-line convention of every

@@ -1,9 +1,9 @@
 import { Command } from 'commander';
-import { FisherLensError } from '../errors';
-import { profileFisher, FisherMethod, FISHER_METHODS } from '../fisher';
+import { FisherLensError } from '../util/errors';
+import { profileFisher, FisherMethod, FISHER_METHODS } from '../science/fisher';
 import { action, emit, intList, log, modelArg } from './common';
 import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, layoutArgs, posInt } from './fisher';
-import { FISHER_SPEED_OPTIONS } from '../options';
+import { FISHER_SPEED_OPTIONS } from '../science/options';
 
 interface ProfileOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;

@@ -5,10 +5,11 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log, num } from './common';
-import { EXIT, executorFromEnv } from './run';
-import { FisherLensError } from '../errors';
-import { worker, queueStatus, cancelExperiment, QueueRunStatus } from '../experiment/queue';
+import { action, emit, log, num, EXIT, executorFromEnv } from './common';
+import { FisherLensError } from '../util/errors';
+import { worker } from '../experiment/worker';
+import { queueStatus, cancelExperiment } from '../experiment/queue-status';
+import { QueueRunStatus } from '../experiment/queue-jobs';
 import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
 
 /** `run CONFIG --slurm FILE`: writes the sbatch script of the unfinished runs. */

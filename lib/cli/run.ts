@@ -1,37 +1,13 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, int, log } from './common';
+import { action, emit, int, log, EXIT, executorFromEnv, interruptController } from './common';
 import { MAX_RUNS } from '../experiment/config';
-import { runExperiment, planExperiment, ExperimentResult } from '../experiment/runner';
+import { runExperiment } from '../experiment/runner';
+import { planExperiment, ExperimentResult } from '../experiment/plan';
 import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
-import type { RunExecutor } from '../experiment/executor';
-import { FisherLensError } from '../errors';
+import { FisherLensError } from '../util/errors';
 import { slurmCommand } from './queue';
-
-/**
- * Exit codes of `fisherlens run` and `fisherlens demo` (scripts can rely on them):
- * 0 every run finished; 1 an error before or outside runs (config, I/O, addon); 2 usage error;
- * 3 some runs failed (the others finished; see <run>/error.json); 130 interrupted (SIGINT/SIGTERM:
- * finished runs are kept, the current one resumes from its checkpoint on the next call).
- */
-export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
-
-/** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
-export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
-  const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
-      log(`fisherlens: ${sig} again, exiting now`);
-      process.exit(EXIT.interrupted);
-    }
-    log(`\nfisherlens: ${sig}: ${what}`);
-    controller.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return { controller, dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); } };
-}
 
 /** Sets process.exitCode from a sweep result and prints its one-line outcome. */
 export function finish(result: ExperimentResult): void {
@@ -47,21 +23,6 @@ export interface SweepCliOptions {
   queue?: string; detach?: boolean;
   /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
   reevaluate?: boolean;
-}
-
-/**
- * FISHERLENS_EXECUTOR=<module>: use the RunExecutor exported as `executor` by that module instead
- * of the built-in one (your own training pipeline behind the same runner, run folders and reports).
- */
-export function executorFromEnv(): RunExecutor | undefined {
-  const file = process.env.FISHERLENS_EXECUTOR;
-  if (!file) return undefined;
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const mod = require(path.resolve(file)) as { executor?: RunExecutor };
-  if (!mod.executor || typeof mod.executor.execute !== 'function') {
-    throw new FisherLensError('ERR_ARG', `FISHERLENS_EXECUTOR=${file}: the module must export \`executor\` with an execute(ctx) method`);
-  }
-  return mod.executor;
 }
 
 /** Runs a config with progress and signal handling; used by `run` and `demo`. */

@@ -1,12 +1,14 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { loadData } from '../data';
-import { FisherLensError } from '../errors';
-import { attackPresets, AttackPresetName } from '../attacks';
-import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../train';
+import { loadData } from '../science/data';
+import { FisherLensError } from '../util/errors';
+import { attackPresets, AttackPresetName } from '../science/attacks';
+import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../science/train';
 import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
-import { checkField, OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
-import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optionHelp } from '../options';
+import { checkField } from '../experiment/config-errors';
+import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
+import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
+import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions {
   model: string;

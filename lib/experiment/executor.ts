@@ -5,15 +5,15 @@
  * {@link scienceExecutor} is the real executor: it composes the science API (data, models,
  * training, attacks, Fisher, CCKL) through the narrow {@link Science} interface, so that the
  * composition (what is computed, on which split, what lands in summary.json) lives here once,
- * and the bindings to lib/data, lib/model, lib/train, lib/attacks, lib/fisher, lib/metrics live
+ * and the bindings to lib/science/data, lib/model, lib/train, lib/attacks, lib/fisher, lib/metrics live
  * in science.ts.
  */
 import type { AttackConfig, DataConfig, ModelConfig, ResolvedRun, TrainConfig } from './config';
 import { CcklSummary, EpochRecord, FILES, FisherSummary, RunDir, RunResult, mean, quantiles, quantile, writeJsonAtomic } from './rundir';
-import { FisherLensError } from '../errors';
-import { removeStaleTemps } from '../files';
-import { CLASSES_FILE, PICTURES_VERSION } from '../pictures';
-import type { ClassMatrices, ClassPictures } from '../pictures';
+import { FisherLensError } from '../util/errors';
+import { removeStaleTemps } from '../util/files';
+import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
+import type { ClassMatrices, ClassPictures } from '../science/picture-files';
 import * as path from 'path';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
@@ -99,11 +99,11 @@ export interface Science<M, D> {
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
   cckl(model: M, data: D, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>>;
   /**
-   * The picture grid (lib/pictures.ts) of `samples` seeded test images, written into `dir`:
+   * The picture grid (lib/science/pictures.ts) of `samples` seeded test images, written into `dir`:
    * clean, each attack's example and perturbation, the Fisher eigenvector. Optional (stand-ins skip pictures).
    */
   pictures?(model: M, data: D, attacks: { name: string; attack: AttackConfig }[], opts: { samples: number; seed: number; dir: string; signal?: AbortSignal }): Promise<void>;
-  /** Mean predicted distribution per true class and mean KL between classes over data (lib/pictures.ts ClassMatrices). Optional. */
+  /** Mean predicted distribution per true class and mean KL between classes over data (lib/science/pictures.ts ClassMatrices). Optional. */
   classes?(model: M, data: D, opts: { batchSize: number; signal?: AbortSignal }): Promise<ClassMatrices>;
   dispose(x: M | D): void;
 }

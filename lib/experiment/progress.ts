@@ -3,7 +3,7 @@
  * lines elsewhere (run start/end, each epoch, and the overall share at most every `everyMs`).
  */
 import * as cliProgress from 'cli-progress';
-import type { ExperimentEvent } from './runner';
+import type { ExperimentEvent } from './plan';
 
 function pct(x: number | undefined): string {
   return x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(1)}%`;

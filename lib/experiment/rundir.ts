@@ -9,17 +9,17 @@
  * <out>/<runId>/checkpoint.pt  the latest checkpoint (by training; resume continues from it)
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
  * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
- * <out>/<runId>/pictures/      grid.json + PNGs + .npy of the image grid, classes.json (lib/pictures.ts)
+ * <out>/<runId>/pictures/      grid.json + PNGs + .npy of the image grid, classes.json (lib/science/pictures.ts)
  * ```
  * Every file is written under a temporary name and renamed, so a crash never leaves half a file.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../errors';
-import { writeFileAtomic } from '../files';
+import { FisherLensError } from '../util/errors';
+import { writeFileAtomic } from '../util/files';
 import type { ResolvedRun } from './config';
-import type { RunProvenance } from '../provenance';
-import type { Quantiles } from '../stats';
+import type { RunProvenance } from './provenance';
+import type { Quantiles } from '../util/stats';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -27,11 +27,11 @@ export const FILES = {
   /** The run folder's format version (written when a run starts afresh; absent: format 1). */
   run: 'run.json',
   metrics: 'metrics.jsonl',
-  /** Written by lib/train.ts (its name for the file); 'checkpoint.ckpt' is recognised as well. */
+  /** Written by lib/science/train.ts (its name for the file); 'checkpoint.ckpt' is recognised as well. */
   checkpoint: 'checkpoint.pt',
   summary: 'summary.json',
   error: 'error.json',
-  /** Folder of the evaluation's pictures (lib/pictures.ts). */
+  /** Folder of the evaluation's pictures (lib/science/pictures.ts). */
   pictures: 'pictures',
 } as const;
 
@@ -82,8 +82,8 @@ export interface EpochRecord {
   [key: string]: number | string | boolean | null | undefined;
 }
 
-/** Quantiles of a per-sample quantity (lib/stats.ts). */
-export type { Quantiles } from '../stats';
+/** Quantiles of a per-sample quantity (lib/util/stats.ts). */
+export type { Quantiles } from '../util/stats';
 
 /** Fisher summary of the final model over `samples` test images (exact per-sample spectra). */
 export interface FisherSummary {
@@ -154,7 +154,6 @@ export interface RunSummary extends RunResult {
   provenance?: RunProvenance;
 }
 
-export { writeFileAtomic };
 
 export function writeJsonAtomic(file: string, value: unknown): void {
   writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
@@ -286,5 +285,5 @@ export function listRunDirs(out: string): RunDir[] {
     .sort((a, b) => a.id.localeCompare(b.id));
 }
 
-/** Summary statistics used when a run's final evaluation is written (lib/stats.ts). */
-export { quantile, quantiles, mean } from '../stats';
+/** Summary statistics used when a run's final evaluation is written (lib/util/stats.ts). */
+export { quantile, quantiles, mean } from '../util/stats';

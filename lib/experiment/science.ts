@@ -1,21 +1,23 @@
 /**
- * The bindings of the runner's {@link Science} interface to the science API (lib/model.ts,
- * lib/data, lib/train.ts, lib/attacks.ts, lib/fisher.ts fisherDataset, lib/metrics.ts ccklMetrics,
- * lib/pictures.ts). This file is the ONE
+ * The bindings of the runner's {@link Science} interface to the science API (lib/science/model.ts,
+ * lib/science/data, lib/science/train.ts, lib/science/attacks.ts, lib/science/fisher.ts fisherDataset, lib/science/metrics.ts ccklMetrics,
+ * lib/science/pictures.ts). This file is the ONE
  * place where experiments touch those modules: when one of them changes its signature, only the
  * matching function below changes.
  */
-import { Model, ModelSpec, evaluate as evaluateClean } from '../model';
-import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../data';
+import { Model, ModelSpec, evaluate as evaluateClean } from '../science/model';
+import { Dataset, fashionMnist, mnist, cifar10, synthetic, permutation } from '../science/data';
 import type { AttackConfig, DataConfig, TrainConfig } from './config';
 import { configAttackParams } from './config';
 import type { CcklSummary } from './rundir';
-import { fisherDataset, FisherMethod } from '../fisher';
-import { ccklMetrics } from '../metrics';
-import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../train';
-import { evaluate as evaluateAttacks, AttackParams, NamedAttack } from '../attacks';
-import { FisherLensError } from '../errors';
-import { classMatrices, pictureGrid, PictureAttack, pictureSamples, writePictureGrid } from '../pictures';
+import { fisherDataset, FisherMethod } from '../science/fisher';
+import { ccklMetrics } from '../science/metrics';
+import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../science/train';
+import { evaluate as evaluateAttacks, NamedAttack } from '../science/robust';
+import { AttackParams } from '../science/attacks';
+import { FisherLensError } from '../util/errors';
+import { classMatrices, pictureGrid, PictureAttack, pictureSamples } from '../science/pictures';
+import { writePictureGrid } from '../science/picture-files';
 import type { Science, RunExecutor } from './executor';
 import { scienceExecutor } from './executor';
 
@@ -65,7 +67,7 @@ async function moveTo(d: Dataset, device: string, signal?: AbortSignal): Promise
   return moved;
 }
 
-/** The lr schedule in lib/train.ts's form. `step` becomes multistep at every stepSize epochs. */
+/** The lr schedule in lib/science/train.ts's form. `step` becomes multistep at every stepSize epochs. */
 export function trainSchedule(t: TrainConfig): ScheduleOptions {
   const s = t.schedule;
   const warmupEpochs = s.warmupEpochs;
@@ -82,20 +84,20 @@ export function trainSchedule(t: TrainConfig): ScheduleOptions {
   }
 }
 
-/** An evaluation attack of the config in lib/attacks.ts's form (autoattack: the cascade's parameters). */
+/** An evaluation attack of the config in lib/science/attacks.ts's form (autoattack: the cascade's parameters). */
 export function evalAttackParams(a: AttackConfig, seed: number): NamedAttack {
   if (a.type !== 'autoattack') return attackParams(a, seed);
   const stages = a.attacks?.map((s) => (typeof s === 'string' ? s : { kind: s.type, steps: s.steps, restarts: s.restarts, targets: s.targets }));
   return { kind: 'autoattack', norm: a.norm, epsilon: a.epsilon, version: a.version ?? (stages ? 'custom' : 'standard'), attacks: stages, seed };
 }
 
-/** An attack of the config in lib/attacks.ts's form (CW's κ is `confidence`). */
+/** An attack of the config in lib/science/attacks.ts's form (CW's κ is `confidence`). */
 export function attackParams(a: AttackConfig, seed: number): AttackParams {
   if (a.type === 'autoattack') throw new FisherLensError('ERR_CONFIG', 'autoattack is an evaluation (eval.attacks), not a per-batch attack');
   return configAttackParams(a, seed);
 }
 
-/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/metrics.ts ccklMetrics). */
+/** CCKL over all different-class pairs of data, JS mean, lower bound, and the N / R split over `pairs` sampled pairs (lib/science/metrics.ts ccklMetrics). */
 export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: number; seed: number; batchSize: number; signal?: AbortSignal }): Promise<Omit<CcklSummary, 'samples'>> {
   const r = await ccklMetrics(model, data, { pairs: opts.pairs, seed: opts.seed, batchSize: opts.batchSize, signal: opts.signal });
   return {
@@ -113,7 +115,7 @@ export function defaultScience(): Science<Model, Dataset> {
     async createModel(spec, info, opts) {
       const { name: _name, path: file, ...arch } = spec;
       if (file !== undefined) return Model.from(file, { device: opts.device });
-      // seeded initial weights (the global generator; lib/train.ts manualSeed)
+      // seeded initial weights (the global generator; lib/science/train.ts manualSeed)
       manualSeed(opts.seed);
       return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
         { device: opts.device });
@@ -143,7 +145,7 @@ export function defaultScience(): Science<Model, Dataset> {
       return r.model;
     },
     async evaluate(model, data, attacks, opts) {
-      // clean accuracy and cross-entropy (lib/model.ts evaluate), then each attack (lib/attacks.ts evaluate)
+      // clean accuracy and cross-entropy (lib/science/model.ts evaluate), then each attack (lib/science/robust.ts evaluate)
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };

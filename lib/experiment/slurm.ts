@@ -7,9 +7,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../errors';
-import { planExperiment, resolveConfig } from './runner';
-import { writeFileAtomic } from './rundir';
+import { FisherLensError } from '../util/errors';
+import { planExperiment, resolveConfig } from './plan';
+import { writeFileAtomic } from '../util/files';
 
 /** Options of {@link slurmScript}. */
 export interface SlurmOptions {

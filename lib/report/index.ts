@@ -7,11 +7,12 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../errors';
-import { FILES, readJson, writeFileAtomic } from '../experiment/rundir';
+import { FisherLensError } from '../util/errors';
+import { FILES, readJson } from '../experiment/rundir';
+import { writeFileAtomic } from '../util/files';
 import { loadRuns, orderRuns, ReportRun } from './load';
 import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
-import { provenanceText } from '../provenance';
+import { provenanceText } from '../experiment/provenance';
 import { Chart, accuracyBars, ccklDecomposition, lambdaMaxDistribution, methodName, renderSvg, trainingCurves } from './charts';
 
 export { loadRuns, ReportRun } from './load';

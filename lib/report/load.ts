@@ -2,7 +2,8 @@
  * Reads a runs folder for reports. Reports use ONLY these files (config.json, metrics.jsonl,
  * summary.json, error.json): every number shown is one of theirs, never recomputed differently.
  */
-import { ResolvedRun, modelLabel } from '../experiment/config';
+import { ResolvedRun } from '../experiment/config';
+import { modelLabel } from '../experiment/grid';
 import { EpochRecord, RunDir, RunState, RunSummary, listRunDirs } from '../experiment/rundir';
 
 export interface ReportRun {

@@ -1,5 +1,5 @@
 /**
- * The report's pictures, from each run's pictures/ folder (lib/pictures.ts; no model needed):
+ * The report's pictures, from each run's pictures/ folder (lib/science/pictures.ts; no model needed):
  * the image grid (clean, each attack's example and perturbation, the Fisher eigenvector, with
  * captions) as an HTML table of embedded PNGs and a markdown table linking the PNG files, and the
  * class heatmaps (the paper's Figures 1–2 views) as vega-lite charts like the other plots.
@@ -8,8 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { TopLevelSpec } from 'vega-lite';
 import { FILES } from '../experiment/rundir';
-import { FisherLensError } from '../errors';
-import { CLASS_NAMES, GRID_FILE, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../pictures';
+import { FisherLensError } from '../util/errors';
+import { CLASS_NAMES, GRID_FILE, ClassMatrices, ClassPictures, PictureGrid, caption, readClassPictures, readPictureGrid } from '../science/picture-files';
 import { Chart, CONFIG } from './charts';
 import type { ReportRun } from './load';
 

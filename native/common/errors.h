@@ -1,5 +1,5 @@
 // One error path: every failed check throws FlError (a code + a message saying what was
-// expected and what came); startOp (common/worker.h) turns it into a rejected Promise whose Error
+// expected and what came); startOp (binding/worker.h) turns it into a rejected Promise whose Error
 // carries `code`. c10::Error and std::exception are classified by classifyError().
 #pragma once
 #include <stdexcept>

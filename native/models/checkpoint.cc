@@ -1,11 +1,7 @@
-// checkpoint: versioned single-file checkpoints (see checkpoint.h for the format); the public API
-// is in lib/model.ts (Model.save, Model.loadCheckpoint, model.loadState).
+// checkpoint: versioned single-file checkpoints (see checkpoint.h for the format); the ops' glue is
+// binding/checkpoint.cc, the public API lib/model.ts (Model.save, Model.loadCheckpoint, model.loadState).
 #include "models/checkpoint.h"
-#include "capabilities.h"
 #include "common/errors.h"
-#include "common/tensor.h"
-#include "common/worker.h"
-#include "models/model_wrap.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 #include <zlib.h>
@@ -260,120 +256,38 @@ void loadCheckpointState(const std::string& path, Classifier& m) {
   applyState(p, m, path);
 }
 
-namespace {
-
-std::string pathArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  FL_CHECK(info.Length() > i && info[i].IsString(), ERR_ARG, what, ": expected a path (string)");
-  return info[i].As<Napi::String>().Utf8Value();
-}
-
-// saveCheckpoint(model, path, metaJson, ctl?) -> Promise<void>
-Napi::Value SaveCheckpointJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "saveCheckpoint(model)");
-    std::string path = pathArg(info, 1, "saveCheckpoint(path)");
-    std::string meta = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "{}";
-    return startOp(info.Env(), info[3], [m, path, meta](OpContext&) -> Finisher {
-      saveCheckpoint(path, *m, meta, {});
-      return nullptr;
-    });
-  });
-}
-
-// loadCheckpoint(path, device, restoreRng, ctl?) -> Promise<{ model, meta, hasOptimizer, version }>
-Napi::Value LoadCheckpointJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    std::string path = pathArg(info, 0, "loadCheckpoint(path)");
-    torch::Device d = parseDevice(info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "cpu");
-    bool restore = info.Length() > 2 && info[2].ToBoolean().Value();
-    return startOp(info.Env(), info[3], [path, d, restore](OpContext&) -> Finisher {
-      LoadedCheckpoint c = loadCheckpoint(path, d, restore);
-      return [c](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("model", wrapModel(env, c.model));
-        o.Set("meta", Napi::String::New(env, c.metaJson));
-        o.Set("hasOptimizer", Napi::Boolean::New(env, c.hasOptimizer));
-        o.Set("version", Napi::Number::New(env, c.version));
-        return o;
-      };
-    });
-  });
-}
-
-// loadCheckpointState(model, path, ctl?) -> Promise<void>
-Napi::Value LoadCheckpointStateJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "loadState(model)");
-    std::string path = pathArg(info, 1, "loadState(path)");
-    return startOp(info.Env(), info[2], [m, path](OpContext&) -> Finisher {
-      loadCheckpointState(path, *m);
-      return nullptr;
-    });
-  });
-}
-
 #ifdef FL_TEST_HOOKS
-// (test build only: CMakeLists.txt's FL_TEST_HOOKS)
-// __checkpointOptimizerSelfTest(model, path, ctl?) -> Promise<{ hasOptimizer, steps, maxDiff }>
-// Internal check of the optimizer sub-archive for the tests (it changes the model's weights): two
-// Adam steps on a random batch, saveCheckpoint with the optimizer state, loadCheckpoint, a fresh
-// Adam loaded from archive->read("optimizer"), and the largest difference of exp_avg / exp_avg_sq
-// and step between the two optimizers.
-Napi::Value OptimizerSelfTestJs(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    ClassifierPtr m = unwrapModel(info[0], "__checkpointOptimizerSelfTest(model)");
-    std::string path = pathArg(info, 1, "__checkpointOptimizerSelfTest(path)");
-    return startOp(info.Env(), info[2], [m, path](OpContext&) -> Finisher {
-      auto params = m->parameters();
-      torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3));
-      m->train(true);
-      for (int s = 0; s < 2; ++s) {
-        opt.zero_grad();
-        torch::Tensor x = torch::rand({4, 1, 28, 28});
-        m->forward(x).pow(2).mean().backward();
-        opt.step();
-      }
-      m->train(false);
-      saveCheckpoint(path, *m, "{}", [&](torch::serialize::OutputArchive& a) { opt.save(a); });
-      LoadedCheckpoint c = loadCheckpoint(path, torch::Device(torch::kCPU));
-      torch::optim::Adam opt2(c.model->parameters(), torch::optim::AdamOptions(1e-3));
-      torch::serialize::InputArchive sub;
-      c.archive->read("optimizer", sub);
-      opt2.load(sub);
-      double maxDiff = 0;
-      int64_t steps = -1;
-      auto& p1 = opt.param_groups()[0].params();
-      auto& p2 = opt2.param_groups()[0].params();
-      for (size_t i = 0; i < p1.size(); ++i) {
-        auto& s1 = static_cast<torch::optim::AdamParamState&>(*opt.state().at(optimizerStateKey(opt.state(), p1[i])));
-        auto& s2 = static_cast<torch::optim::AdamParamState&>(*opt2.state().at(optimizerStateKey(opt2.state(), p2[i])));
-        maxDiff = std::max({maxDiff, (s1.exp_avg() - s2.exp_avg()).abs().max().item<double>(),
-                            (s1.exp_avg_sq() - s2.exp_avg_sq()).abs().max().item<double>(),
-                            std::abs(double(s1.step() - s2.step()))});
-        steps = s2.step();
-      }
-      bool has = c.hasOptimizer;
-      return [has, steps, maxDiff](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("hasOptimizer", Napi::Boolean::New(env, has));
-        o.Set("steps", Napi::Number::New(env, double(steps)));
-        o.Set("maxDiff", Napi::Number::New(env, maxDiff));
-        return o;
-      };
-    });
-  });
+OptimizerSelfTest checkpointOptimizerSelfTest(Classifier& m, const std::string& path) {
+  auto params = m.parameters();
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3));
+  m.train(true);
+  for (int s = 0; s < 2; ++s) {
+    opt.zero_grad();
+    torch::Tensor x = torch::rand({4, 1, 28, 28});
+    m.forward(x).pow(2).mean().backward();
+    opt.step();
+  }
+  m.train(false);
+  saveCheckpoint(path, m, "{}", [&](torch::serialize::OutputArchive& a) { opt.save(a); });
+  LoadedCheckpoint c = loadCheckpoint(path, torch::Device(torch::kCPU));
+  torch::optim::Adam opt2(c.model->parameters(), torch::optim::AdamOptions(1e-3));
+  torch::serialize::InputArchive sub;
+  c.archive->read("optimizer", sub);
+  opt2.load(sub);
+  double maxDiff = 0;
+  int64_t steps = -1;
+  auto& p1 = opt.param_groups()[0].params();
+  auto& p2 = opt2.param_groups()[0].params();
+  for (size_t i = 0; i < p1.size(); ++i) {
+    auto& s1 = static_cast<torch::optim::AdamParamState&>(*opt.state().at(optimizerStateKey(opt.state(), p1[i])));
+    auto& s2 = static_cast<torch::optim::AdamParamState&>(*opt2.state().at(optimizerStateKey(opt2.state(), p2[i])));
+    maxDiff = std::max({maxDiff, (s1.exp_avg() - s2.exp_avg()).abs().max().item<double>(),
+                        (s1.exp_avg_sq() - s2.exp_avg_sq()).abs().max().item<double>(),
+                        std::abs(double(s1.step() - s2.step()))});
+    steps = s2.step();
+  }
+  return {c.hasOptimizer, steps, maxDiff};
 }
 #endif  // FL_TEST_HOOKS
-
-}  // namespace
-
-void InitCheckpoint(Napi::Env env, Napi::Object exports) {
-  exports.Set("saveCheckpoint", Napi::Function::New(env, SaveCheckpointJs, "saveCheckpoint"));
-  exports.Set("loadCheckpoint", Napi::Function::New(env, LoadCheckpointJs, "loadCheckpoint"));
-  exports.Set("loadCheckpointState", Napi::Function::New(env, LoadCheckpointStateJs, "loadCheckpointState"));
-#ifdef FL_TEST_HOOKS
-  exports.Set("__checkpointOptimizerSelfTest", Napi::Function::New(env, OptimizerSelfTestJs, "__checkpointOptimizerSelfTest"));
-#endif
-}
 
 }  // namespace fl

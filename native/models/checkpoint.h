@@ -53,4 +53,18 @@ void loadCheckpointState(const std::string& path, Classifier& m);
 torch::Tensor cpuRngState();
 void setCpuRngState(const torch::Tensor& state);
 
+#ifdef FL_TEST_HOOKS
+// (test build only: CMakeLists.txt's FL_TEST_HOOKS) A check of the optimizer sub-archive for the
+// tests (it changes the model's weights): two Adam steps on a random batch [4, 1, 28, 28],
+// saveCheckpoint with the optimizer state, loadCheckpoint, a fresh Adam loaded from
+// archive->read("optimizer"), and the largest difference of exp_avg / exp_avg_sq and step between
+// the two optimizers.
+struct OptimizerSelfTest {
+  bool hasOptimizer = false;
+  int64_t steps = -1;   // the loaded optimizer's step count
+  double maxDiff = 0;
+};
+OptimizerSelfTest checkpointOptimizerSelfTest(Classifier& m, const std::string& path);
+#endif
+
 }  // namespace fl

@@ -2,7 +2,7 @@
 #include "models/linear_tape.h"
 #include <algorithm>
 #include "common/errors.h"
-#include "common/tensor.h"
+#include "common/tensor_ops.h"
 #include <torch/version.h>
 #include <chrono>
 

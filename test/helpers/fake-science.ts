@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import { Science, scienceExecutor, RunExecutor } from '../../lib/experiment/executor';
 import { appendJsonl } from '../../lib/experiment/rundir';
-import { FisherLensError } from '../../lib/errors';
+import { FisherLensError } from '../../lib/util/errors';
 
 export interface FakeData { split: string; size: number; imageShape: number[]; numClasses: number }
 export interface FakeModel { arch: string; trainedEpochs: number }

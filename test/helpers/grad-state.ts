@@ -3,8 +3,8 @@
  * Fisher and training must leave as they found it), read on the compute thread after the ops
  * started before it. Not part of the public API.
  */
-import type { Model } from '../../lib/model';
-import type { NativeModelTestHooks } from '../../lib/addon-types';
+import type { Model } from '../../lib/science/model';
+import type { NativeModelTestHooks } from '../../lib/binding/addon-types';
 
 export interface ModelGradState {
   training: boolean;

@@ -3,8 +3,8 @@
  * which only the development build has (CMakeLists.txt's FL_TEST_HOOKS; the shipped addon lacks
  * them). Checks they are there instead of casting blindly.
  */
-import { addon, addonPath } from '../../lib/native';
-import { TEST_HOOK_EXPORTS, type Addon, type TestHooks } from '../../lib/addon-types';
+import { addon, addonPath } from '../../lib/binding/native';
+import { TEST_HOOK_EXPORTS, type Addon, type TestHooks } from '../../lib/binding/addon-types';
 
 export function testAddon(): Addon & TestHooks {
   const a = addon();

@@ -1,12 +1,12 @@
 /**
  * Fixtures of the attack and training tests: Fashion-MNIST subsets read straight from the IDX
- * files (independent of lib/data), and a small model trained natively in a few seconds.
+ * files (independent of lib/science/data), and a small model trained natively in a few seconds.
  */
 import * as fs from 'fs';
 import * as zlib from 'zlib';
 import { Tensor, Model, ModelSpec } from '../../lib';
-import { Dataset } from '../../lib/data/dataset';
-import { train, manualSeed } from '../../lib/train';
+import { Dataset } from '../../lib/science/data/dataset';
+import { train, manualSeed } from '../../lib/science/train';
 
 export const FMNIST = process.env.FISHERLENS_FASHION_MNIST ?? '/usr/share/datasets/fashion-mnist';
 

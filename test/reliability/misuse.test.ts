@@ -149,8 +149,9 @@ test.serial('abort storm: 100 concurrent forwards and PGD attacks, a seeded half
 
 test.serial('child processes started while ops run: no hang (a fork waits for the running op, so OpenBLAS never loses its threads mid-call)', async (t) => {
   // Large matrix products keep OpenBLAS's worker threads busy on the compute thread while the JS
-  // thread forks children. Before the fork guard (native/common/worker.cc), OpenBLAS's fork handler
-  // stopped its threads under a call in flight, which then waited for them forever (seen in eigh).
+  // thread forks children. Before the fork guard (native/common/compute_thread.cc), OpenBLAS's fork
+  // handler stopped its threads under a call in flight, which then waited for them forever (seen in
+  // eigh).
   // The 120 s limit is ~20× this test's time on a loaded 2-core machine: only a hang exceeds it.
   t.timeout(120_000);
   const { spawn } = await import('child_process');

@@ -1,0 +1,302 @@
+/**
+ * Models: built-in architectures from a typed spec, and TorchScript models exported from
+ * PyTorch. Every algorithm in FisherLens takes a {@link Model}. Inputs are pixels in [0, 1],
+ * [B, C, H, W]; normalisation (mean/std per channel) is the model's first layer.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import { addon, NativeCtl, NativeGradientChoice, NativeModel, NativeTensor } from '../binding/native';
+import { FisherLensError, sync } from '../util/errors';
+import { runOp, OpOptions } from '../binding/op';
+import { Tensor, Device, tensorArg } from '../binding/tensor';
+import { checkDevice } from '../binding/backend';
+import type { Dataset } from './data/dataset';
+
+const native = addon;
+
+/** JSON-compatible value stored as a checkpoint's free-form metadata (epoch, history, ...). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
+
+/** First bytes of a FisherLens checkpoint file (see docs/models.md for the format). */
+export const CHECKPOINT_MAGIC = 'FLCKPT';
+
+/** What a file holds, judged by its content: 'checkpoint' | 'torchscript' | 'spec'. */
+export function detectModelFile(file: string): 'checkpoint' | 'torchscript' | 'spec' {
+  let head: Buffer;
+  try {
+    const fd = fs.openSync(file, 'r');
+    head = Buffer.alloc(8);
+    const n = fs.readSync(fd, head, 0, 8, 0);
+    head = head.subarray(0, n);
+    fs.closeSync(fd);
+  } catch (e) {
+    throw new FisherLensError('ERR_IO', `cannot read model file '${file}': ${(e as Error).message}`);
+  }
+  if (head.subarray(0, 6).toString('latin1') === CHECKPOINT_MAGIC) return 'checkpoint';
+  if (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return 'torchscript';
+  const first = head.toString('latin1').trimStart()[0];
+  if (first === '{') return 'spec';
+  throw new FisherLensError('ERR_FORMAT', `'${file}' is neither a FisherLens checkpoint, a TorchScript archive (zip) nor a JSON model spec`);
+}
+
+/** Result of {@link evaluate}. */
+export interface EvaluationResult {
+  /** Fraction of samples whose arg-max logit is the label. */
+  accuracy: number;
+  /** Mean cross-entropy −log p_y(x) in nats. */
+  crossEntropy: number;
+  /** Samples evaluated. */
+  count: number;
+}
+
+/**
+ * Accuracy and mean cross-entropy (nats) of `model` on `dataset`, streaming batches natively in
+ * eval mode without gradients (the model's mode is restored afterwards).
+ */
+export async function evaluate(model: Model, dataset: Dataset, opts: { batchSize?: number; limit?: number } & OpOptions = {}): Promise<EvaluationResult> {
+  const ds = opts.limit !== undefined ? await dataset.take(opts.limit, { signal: opts.signal }) : dataset;
+  let correct = 0, ce = 0, count = 0;
+  const total = ds.size;
+  for (const b of ds.batches({ batchSize: opts.batchSize ?? 256 })) {
+    const r = await runOp({ signal: opts.signal }, (ctl) => native().evaluateBatch(model.native, b.x.native, b.y.native, ctl));
+    correct += r.correct;
+    ce += r.ceSum;
+    count += r.count;
+    opts.onProgress?.({ type: 'batch', done: count, total });
+  }
+  if (ds !== dataset) ds.dispose();
+  if (count === 0) throw new FisherLensError('ERR_ARG', 'evaluate: the dataset is empty');
+  return { accuracy: correct / count, crossEntropy: ce / count, count };
+}
+
+/** Python with torch 1.13+ for the TorchScript export ($FISHERLENS_PYTHON, python3, /usr/bin/python3). */
+function pythonCandidates(): string[] {
+  const c = [process.env.FISHERLENS_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => Boolean(p));
+  return [...new Set(c)];
+}
+
+/** scripts/ of the package (dist/lib/model.js or lib/science/model.ts). */
+function scriptsDir(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 4; i++) {
+    if (fs.existsSync(path.join(dir, 'scripts', 'reference', 'export_torchscript.py'))) return path.join(dir, 'scripts');
+    dir = path.dirname(dir);
+  }
+  throw new FisherLensError('ERR_IO', 'scripts/reference/export_torchscript.py not found next to the package');
+}
+
+/** Activation of the built-in architectures ('identity' gives the paper's "linear" VGG variants). */
+export type Activation = 'relu' | 'identity' | 'tanh' | 'softplus' | 'gelu';
+
+/** Typed spec of a built-in architecture. */
+export interface ModelSpec {
+  /** Architecture name: mlp | small-cnn | mnist-net | lenet | vgg11 | vgg13 | vgg16 |
+   * resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 (any wrn-<6n+4>-<k>) | preact-resnet18
+   * (docs/models.md lists each with its parameter count). */
+  arch: string;
+  /** Input channels (default 1). */
+  inChannels?: number;
+  /** Input height = width in pixels (default 28). */
+  inputSize?: number;
+  /** Number of classes K (default 10). */
+  numClasses?: number;
+  /** Channel width multiplier (resnet20-56, preact-resnet18; default 1): the paper's resnet32×10 is width 10. */
+  width?: number;
+  /** Activation (default relu). */
+  activation?: Activation;
+  /** Pooling of vgg* and lenet (default max); identity + avg = the paper's "pure linear" VGG13. */
+  pool?: 'max' | 'avg';
+  /** Hidden layer sizes of mlp (default [256, 256]). */
+  hidden?: number[];
+  /** Per-channel normalisation applied first: (x − mean) / std (default none). */
+  mean?: number[];
+  std?: number[];
+}
+
+export class Model {
+  /** @internal */
+  readonly native: NativeModel;
+
+  /** @internal */
+  constructor(native: NativeModel) {
+    this.native = native;
+  }
+
+  /** Builds a built-in architecture with fresh (seeded by the global generator) weights. */
+  static create(spec: ModelSpec, opts: { device?: Device } = {}): Model {
+    if (!spec || typeof spec.arch !== 'string') throw new FisherLensError('ERR_ARG', 'Model.create(spec): spec.arch (a string) is required');
+    const device = checkDevice(opts.device ?? 'cpu');
+    return new Model(sync(() => addon().createModel(JSON.stringify(spec), device)));
+  }
+
+  /**
+   * Loads a TorchScript model saved by `torch.jit.save` in PyTorch. Its forward must map
+   * [B, C, H, W] pixels in [0, 1] to logits [B, K]. TorchScript archives run code: load only
+   * archives from trusted sources.
+   */
+  static async load(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
+    const device = checkDevice(opts.device ?? 'cpu');
+    // absolute: a checkpoint of this model records where to reload the archive from
+    return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path.resolve(file), device, ctl)));
+  }
+
+  /**
+   * A model from a spec object, a spec .json file, a FisherLens checkpoint or a TorchScript .pt
+   * (told apart by content, not extension). TorchScript archives run code: trusted sources only.
+   */
+  static async from(specOrPath: ModelSpec | string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
+    if (typeof specOrPath !== 'string') return Model.create(specOrPath, opts);
+    if (!fs.existsSync(specOrPath)) throw new FisherLensError('ERR_IO', `model file '${specOrPath}' does not exist`);
+    const kind = detectModelFile(specOrPath);
+    if (kind === 'checkpoint') return Model.loadCheckpoint(specOrPath, opts);
+    if (kind === 'torchscript') return Model.load(specOrPath, opts);
+    let spec: ModelSpec & { path?: string };
+    try {
+      spec = JSON.parse(fs.readFileSync(specOrPath, 'utf8')) as ModelSpec & { path?: string };
+    } catch (e) {
+      throw new FisherLensError('ERR_FORMAT', `'${specOrPath}' is not valid JSON: ${(e as Error).message}`);
+    }
+    if (spec.arch === 'torchscript' && typeof spec.path === 'string') {
+      return Model.load(path.resolve(path.dirname(specOrPath), spec.path), opts);
+    }
+    return Model.create(spec, opts);
+  }
+
+  /**
+   * Loads a checkpoint written by {@link save}: builds the model from its spec (TorchScript
+   * checkpoints reload their archive from the recorded path), then loads the weights. A
+   * truncated, corrupted or mismatched file rejects with ERR_FORMAT. `restoreRng` also restores
+   * the CPU random generator saved with it (to resume training exactly). The checkpoint's meta
+   * is on {@link checkpointMeta}.
+   */
+  static async loadCheckpoint(file: string, opts: { device?: Device; restoreRng?: boolean } & OpOptions = {}): Promise<Model> {
+    const device = checkDevice(opts.device ?? 'cpu');
+    const r = await runOp(opts, (ctl) => native().loadCheckpoint(path.resolve(file), device, opts.restoreRng ?? false, ctl));
+    const m = new Model(r.model);
+    m.checkpoint = { meta: JSON.parse(r.meta) as JsonValue, hasOptimizer: r.hasOptimizer, version: r.version, path: file };
+    return m;
+  }
+
+  /** Set when this model came from {@link loadCheckpoint}: its meta, whether it holds optimizer state, format version. */
+  checkpoint?: { meta: JsonValue; hasOptimizer: boolean; version: number; path: string };
+  /** The meta JSON of the checkpoint this model was loaded from (undefined otherwise). */
+  get checkpointMeta(): JsonValue | undefined { return this.checkpoint?.meta; }
+
+  /**
+   * Saves weights (parameters and buffers), the spec, `meta` and the CPU generator state to one
+   * versioned file, atomically (a temporary file renamed into place). Optimizer state is written
+   * by the training code (native saveCheckpoint with an optimizer writer).
+   */
+  async save(file: string, opts: { meta?: JsonValue } & OpOptions = {}): Promise<void> {
+    const meta = JSON.stringify(opts.meta ?? {});
+    await runOp(opts, (ctl) => native().saveCheckpoint(this.native, path.resolve(file), meta, ctl));
+  }
+
+  /**
+   * Replaces this model's weights by a checkpoint's; every name and shape is checked first, so a
+   * mismatched checkpoint (ERR_FORMAT) leaves the model unchanged.
+   */
+  async loadState(file: string, opts: OpOptions = {}): Promise<void> {
+    await runOp(opts, (ctl) => native().loadCheckpointState(this.native, path.resolve(file), ctl));
+  }
+
+  /**
+   * Exports a built-in model to a TorchScript file PyTorch loads with torch.jit.load: writes the
+   * weights (exportState), then scripts/reference/export_torchscript.py (Python with torch:
+   * $FISHERLENS_PYTHON, python3 or /usr/bin/python3) rebuilds the architecture from the spec,
+   * loads them, scripts it, checks its logits against the exported ones and saves it.
+   */
+  async exportTorchScript(file: string, opts: OpOptions = {}): Promise<void> {
+    if (this.kind === 'torchscript') {
+      await runOp(opts, (ctl) => this.native.exportState(path.resolve(file), ctl));
+      return;
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fisherlens-export-'));
+    try {
+      const state = path.join(dir, 'state.pt');
+      await runOp(opts, (ctl) => this.native.exportState(state, ctl));
+      // reference logits for the check in Python: a fixed probe batch in [0, 1]
+      const spec = this.spec;
+      const c = spec.inChannels ?? 1, s = spec.inputSize ?? 28;
+      const probe = Float32Array.from({ length: 2 * c * s * s }, (_, i) => ((i * 7919) % 1000) / 1000);
+      const x = Tensor.from(probe, [2, c, s, s]);
+      const wasTraining = this.training;
+      await this.setTraining(false);
+      const z = await this.forward(x);
+      await this.setTraining(wasTraining);
+      fs.writeFileSync(path.join(dir, 'probe.json'), JSON.stringify({ shape: [2, c, s, s], x: Array.from(probe), logits: Array.from(z.toArray() as Float32Array) }));
+      x.dispose();
+      z.dispose();
+      fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify(spec));
+      const script = path.join(scriptsDir(), 'reference', 'export_torchscript.py');
+      const tmpOut = `${path.resolve(file)}.tmp-${process.pid}`;
+      const tried: string[] = [];
+      for (const py of pythonCandidates()) {
+        const r = spawnSync(py, [script, '--spec', path.join(dir, 'spec.json'), '--state', state, '--probe', path.join(dir, 'probe.json'), '--out', tmpOut], { encoding: 'utf8' });
+        if (r.status === 0) {
+          fs.renameSync(tmpOut, path.resolve(file));
+          return;
+        }
+        tried.push(`${py}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-1)[0]}`);
+        if (r.status !== 3 && !r.error) break;  // 3: torch missing in that interpreter, try the next
+      }
+      fs.rmSync(tmpOut, { force: true });
+      throw new FisherLensError('ERR_IO', `exportTorchScript: the Python export failed. Tried:\n  ${tried.join('\n  ')}\n` +
+        'Set FISHERLENS_PYTHON to a Python with torch >= 1.13.');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
+  async state(opts?: OpOptions): Promise<Map<string, Tensor>> {
+    const nm = this.native as NativeModel & { state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>> };
+    const r = await runOp(opts, (ctl) => nm.state(ctl));
+    return new Map(Object.entries(r).map(([k, v]) => [k, new Tensor(v)]));
+  }
+
+  /** Logits [B, K] [B, C, H, W] (eval mode is the caller's choice; no gradients). */
+  async forward(x: Tensor, opts?: OpOptions): Promise<Tensor> {
+    const xt = tensorArg(x, 'forward(x)');
+    return new Tensor(await runOp(opts, (ctl) => this.native.forward(xt.native, ctl)));
+  }
+
+  /**
+   * Switches BatchNorm/dropout to training (true) or evaluation (false) behaviour. An op on the
+   * compute thread like any other: it waits for the ops started before it, every op started
+   * after it sees the new mode, and {@link training} says the new mode at once.
+   */
+  async setTraining(on: boolean, opts?: OpOptions): Promise<void> {
+    if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTraining(on): expected a boolean, got ${typeof on}`);
+    await runOp(opts, (ctl) => this.native.setTraining(on, ctl));
+  }
+  /** The mode set last by {@link setTraining} (read without waiting for running ops). */
+  get training(): boolean { return sync(() => this.native.training); }
+  /** 'builtin' or 'torchscript'. */
+  get kind(): 'builtin' | 'torchscript' { return sync(() => this.native.kind); }
+  /** The spec (built-ins) or { arch: 'torchscript', path }. */
+  get spec(): ModelSpec & { path?: string } { return JSON.parse(sync(() => this.native.spec)) as ModelSpec; }
+  get device(): Device { return sync(() => this.native.device); }
+  /** Number of scalar parameters. */
+  get parameterCount(): number { return sync(() => this.native.parameterCount); }
+  /**
+   * What the 'auto' gradient engine (lib/binding/backend.ts setGradientEngine) chose for attacks and
+   * inner maximisation on this model's architecture (every model with this spec shares it), per
+   * input batch shape: 'linear' (the linearisation) or 'autograd', with the best measured ms of
+   * one gradient on each (linearMs NaN: no linearisation at that input), and `key` (the shape,
+   * then dtype and device codes). Empty until an ascent on this architecture has measured, or
+   * an op read a choice stored on this machine (lib/science/tuning-store.ts).
+   */
+  get gradientChoices(): (NativeGradientChoice & { shape: number[] })[] {
+    return sync(() => this.native.gradientChoices).map((c) => ({ shape: c.key.slice(0, -2), ...c }));
+  }
+  /** Moves parameters and buffers to a device. */
+  async to(device: Device, opts?: OpOptions): Promise<void> {
+    checkDevice(device);
+    await runOp(opts, (ctl) => this.native.to(device, ctl));
+  }
+  dispose(): void { this.native.dispose(); }
+  [Symbol.dispose](): void { this.dispose(); }
+}

@@ -1,0 +1,196 @@
+/**
+ * Robust evaluation: streams a dataset through a list of attacks (single attacks of
+ * lib/science/attacks.ts and AutoAttack cascades of lib/science/autoattack.ts) and reports clean
+ * accuracy, robust accuracy per attack and the per-sample worst case. It depends on the attacks,
+ * never the reverse.
+ */
+import { addon } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
+import { Tensor } from '../binding/tensor';
+import { Model } from './model';
+import { Dataset } from './data/dataset';
+import { NpyWriter } from './data';
+import { attack, AttackParams, AttackResult } from './attacks';
+import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
+
+/** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
+export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
+
+export interface EvaluateOptions extends OpOptions {
+  /** Samples per native op [128]. */
+  batchSize?: number;
+  /** Evaluate only the first n samples [all]. */
+  limit?: number;
+  /**
+   * Save adversarial examples as float32 .npy [N, C, H, W]: with one attack to this path; with
+   * several to `<stem>-<attack name>.npy`, plus `<stem>-worst.npy` (per sample, the first
+   * attack that succeeded, else the last attack's example).
+   */
+  save?: string;
+  /** Called after each batch with the running counts. */
+  onBatch?: (e: { done: number; total: number; cleanCorrect: number; worstCorrect: number }) => void;
+}
+
+export interface AttackSummary {
+  name: string;
+  params: AttackParams | AutoAttackParams;
+  /** Fraction of samples classified correctly both clean and under this attack. */
+  robustAccuracy: number;
+  /** Fraction of samples where the attack succeeded (misclassified at x_adv). */
+  successRate: number;
+  /** Mean ‖x_adv − x‖ over the samples the attack turned from correct to wrong (NaN when none). */
+  meanNorm: number;
+  /** Mean objective at x_adv (kl: the mean KL reached). */
+  meanLoss: number;
+  /** Path of the saved .npy, when saving. */
+  saved?: string;
+  /** autoattack: the sanity checks' findings (lib/science/autoattack.ts sanityWarnings). */
+  warnings?: string[];
+}
+
+export interface EvaluateResult {
+  samples: number;
+  /** Clean (standard) accuracy. */
+  accuracy: number;
+  attacks: AttackSummary[];
+  /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
+  worstCaseAccuracy: number;
+  /** Per sample: 1 correct clean, and 1 correct under every attack [N]. */
+  perSample: { clean: Uint8Array; worst: Uint8Array };
+}
+
+/**
+ * Streams over `data` and returns clean accuracy, robust accuracy under each attack and the
+ * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
+ * the attack's seed, so results are reproducible and independent of the batch size only through it.
+ */
+export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+  const n = Math.min(data.size, opts.limit ?? data.size);
+  const batchSize = opts.batchSize ?? 128;
+  const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));
+  const writers: (NpyWriter | undefined)[] = [];
+  let worstWriter: NpyWriter | undefined;
+  if (opts.save) {
+    const shape = [n, ...data.imageShape];
+    if (attacks.length === 1) writers.push(new NpyWriter(opts.save, shape));
+    else {
+      const stem = opts.save.replace(/\.npy$/, '');
+      names.forEach((nm) => writers.push(new NpyWriter(`${stem}-${nm}.npy`, shape)));
+      worstWriter = new NpyWriter(`${stem}-worst.npy`, shape);
+    }
+  }
+  const clean = new Uint8Array(n);
+  const worst = new Uint8Array(n);
+  const robust = attacks.map(() => 0);
+  const succ = attacks.map(() => 0);
+  const normSum = attacks.map(() => 0);
+  const normCount = attacks.map(() => 0);
+  const lossSum = attacks.map(() => 0);
+  const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
+  const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
+  let done = 0;
+  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
+  try {
+    let bi = 0;
+    for (const batch of src.batches({ batchSize })) {
+      let c: Uint8Array | undefined;
+      let w = new Uint8Array(0);
+      const advs: Tensor[] = [];
+      const successes: Uint8Array[] = [];
+      // no attack: a zero-step PGD gives the clean predictions
+      const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
+      for (let a = 0; a < list.length; a++) {
+        const { name: _name, ...params } = list[a];
+        const r = params.kind === 'autoattack'
+          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, (params.seed ?? 0) + 7919 * bi, checks[a], opts)
+          : await attack(model, batch.x, batch.y, {
+            ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
+          });
+        if (!c) {
+          c = Uint8Array.from(r.cleanCorrect);
+          w = Uint8Array.from(c);
+        }
+        if (a >= attacks.length) { r.xAdv.dispose(); break; }
+        for (let i = 0; i < c.length; i++) {
+          const ok = c[i] === 1 && r.success[i] === 0;
+          if (ok) robust[a]++;
+          else w[i] = 0;
+          if (r.success[i] === 1) succ[a]++;
+          if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
+          lossSum[a] += r.loss[i];
+        }
+        await writers[a]?.append(r.xAdv, { signal: opts.signal });
+        if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
+      }
+      if (worstWriter) {
+        try {
+          const w = await worstExamples(advs, successes, { signal: opts.signal });
+          try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
+        } finally {
+          advs.forEach((t) => t.dispose());
+        }
+      }
+      clean.set(c!, done);
+      worst.set(w, done);
+      done += c!.length;
+      bi++;
+      opts.onBatch?.({ done, total: n, cleanCorrect: sum(clean.subarray(0, done)), worstCorrect: sum(worst.subarray(0, done)) });
+    }
+    writers.forEach((wr) => wr?.close());
+    worstWriter?.close();
+  } catch (e) {
+    writers.forEach((wr) => wr?.abort());
+    worstWriter?.abort();
+    throw e;
+  } finally {
+    if (src !== data) src.dispose();
+  }
+  return {
+    samples: n,
+    accuracy: sum(clean) / n,
+    attacks: attacks.map((a, i) => {
+      const { name: _n, ...params } = a;
+      if ('target' in params) delete params.target;
+      return {
+        name: names[i], params,
+        robustAccuracy: robust[i] / n,
+        successRate: succ[i] / n,
+        meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
+        meanLoss: lossSum[i] / n,
+        saved: writers[i]?.file,
+        ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
+      };
+    }),
+    worstCaseAccuracy: sum(worst) / n,
+    perSample: { clean, worst },
+  };
+}
+
+/**
+ * Per sample, the adversarial example of the first attack that broke it (success 1), else the last
+ * attack's: advs A × [B, ...] and successes A × [B] -> [B, ...] (one native op; the batches stay native).
+ */
+export async function worstExamples(advs: Tensor[], successes: Uint8Array[], opts: OpOptions = {}): Promise<Tensor> {
+  return new Tensor(await runOp(opts, (ctl) => addon().firstSuccessful(advs.map((t) => t.native), successes, ctl)));
+}
+
+/** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */
+async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, seed: number,
+  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult> {
+  const b = await autoAttackBatch(model, x, y, c, { seed, signal: opts.signal, onProgress: opts.onProgress });
+  acc.probabilityRows += b.checks.probabilityRows;
+  acc.zeroGradient += b.checks.zeroGradient;
+  acc.nonFiniteGradient += b.checks.nonFiniteGradient;
+  acc.forwardDifference = Math.max(acc.forwardDifference, b.checks.forwardDifference);
+  return {
+    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN),
+    success: Uint8Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
+    cleanCorrect: Uint8Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
+  };
+}
+
+function sum(a: Uint8Array): number {
+  let s = 0;
+  for (const v of a) s += v;
+  return s;
+}

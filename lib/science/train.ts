@@ -1,0 +1,393 @@
+/**
+ * Training: natural (cross-entropy), PGD-AT (Madry et al. 2018) and TRADES (Zhang et al. 2019),
+ * with SGD/Adam/AdamW, learning-rate schedules, per-epoch tracking of accuracy and Fisher
+ * quantities on a fixed probe set, atomic per-epoch checkpoints, exact resume, progress events
+ * and AbortSignal. Each batch step is one native op (native/train.cc); the epoch loop, schedules
+ * and logging live here. See docs/training.md.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { addon } from '../binding/native';
+import { runOp, OpOptions } from '../binding/op';
+import { Model } from './model';
+import { Dataset, permutation } from './data/dataset';
+import { FisherLensError, sync } from '../util/errors';
+import { fisherExact } from './fisher';
+import { AttackParams } from './attacks';
+import { evaluate } from './robust';
+import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
+import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
+import { mean, median } from '../util/stats';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { parseOptions } from '../util/schema';
+import { withGradientChoices } from './tuning-store';
+
+export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
+
+/** Optimiser; defaults in brackets. */
+export interface OptimizerOptions {
+  /** ['sgd'] */
+  type?: 'sgd' | 'adam' | 'adamw';
+  /** Base learning rate [0.1 for sgd, 1e-3 for adam/adamw]. */
+  lr?: number;
+  /** SGD momentum [0.9]. */
+  momentum?: number;
+  /** SGD Nesterov momentum [false]. */
+  nesterov?: boolean;
+  /** L2 weight decay (AdamW: decoupled) [0]. */
+  weightDecay?: number;
+  /** Adam betas [[0.9, 0.999]]. */
+  betas?: [number, number];
+  /** Adam ε [1e-8]. */
+  eps?: number;
+}
+
+/**
+ * Learning-rate schedule as a multiplier of the base lr, a function of the fractional epoch
+ * t = epoch + batch/batches (epoch 0-based). `warmupEpochs` ramps linearly from 0 first.
+ */
+export type ScheduleOptions = ({
+  type: 'constant';
+} | {
+  /** × gamma at each milestone: the lr of (1-based) epoch e is base · gamma^#{m ≤ e} (TRADES: `epoch >= 75`). */
+  type: 'multistep'; milestones: number[]; gamma?: number;
+} | {
+  /** Cosine from 1 to minFactor over all epochs. */
+  type: 'cosine'; minFactor?: number;
+} | {
+  /** Linear interpolation through (epoch, factor) points, e.g. one-cycle [[0, 0], [2, 1], [10, 0]]. */
+  type: 'piecewise'; points: [number, number][];
+} | {
+  /** One-cycle: linear 0 → 1 at peak fraction of the run (default 0.3), then linear to 0. */
+  type: 'onecycle'; peak?: number;
+}) & { warmupEpochs?: number };
+
+/** The inner maximisation of PGD-AT and TRADES (L∞ unless norm says otherwise). */
+export interface TrainAttackOptions {
+  /** Ball radius in pixel units [0.031]. */
+  epsilon?: number;
+  /** Step size [0.007]. */
+  stepSize?: number;
+  /** Inner steps [10]. */
+  steps?: number;
+  /** TRADES β [6]. */
+  beta?: number;
+  norm?: 'linf' | 'l2';
+  /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
+  randomStart?: boolean;
+}
+
+export interface TrackOptions {
+  /** Mean/median Fisher Frobenius norm and λ_max over the probe set [true]. */
+  fisher?: boolean;
+  /** CCKL over the probe set (exact over all pairs, from p(x)) [true]. */
+  cckl?: boolean;
+  /**
+   * CCKL's non-robust fraction N / CCKL from this many sampled different-class pairs of the
+   * probe (lib/metrics ccklMetrics: one JVP per pair) [0: off].
+   */
+  nonRobustPairs?: number;
+}
+
+export interface TrainOptions {
+  method: TrainMethod;
+  /** Epochs [10]. */
+  epochs?: number;
+  /** Batch size [128]. */
+  batchSize?: number;
+  optimizer?: OptimizerOptions;
+  /** [constant] */
+  schedule?: ScheduleOptions;
+  /** Seed of shuffling, attack starts, augmentation and dropout [0]. */
+  seed?: number;
+  /** Inner maximisation (pgd-at, trades). */
+  attack?: TrainAttackOptions;
+  /** Random crop with zero padding and horizontal flip [none]. */
+  augment?: { cropPad?: number; flip?: boolean };
+  /** Use only the first n training samples. */
+  subset?: number;
+  /** Run convolutions in channels-last memory format during each step (and its inner attack) [false]. */
+  channelsLast?: boolean;
+  /** Fixed probe set (e.g. the test set) for per-epoch tracking; a seeded subset of probeSize is used. */
+  probe?: Dataset;
+  /** Probe samples [512]. */
+  probeSize?: number;
+  track?: TrackOptions;
+  /** Robust accuracy on the probe under this attack, per epoch [off]. */
+  trackAttack?: AttackParams;
+  /** Directory for checkpoint.pt (after every epoch, atomic) and metrics.jsonl. */
+  outDir?: string;
+  /** Continue from outDir's checkpoint when there is one [false]. */
+  resume?: boolean;
+  onEvent?: (e: TrainEvent) => void;
+}
+
+export interface BatchEvent {
+  type: 'batch';
+  /** 1-based epoch. */
+  epoch: number;
+  /** 1-based batch within the epoch. */
+  batch: number;
+  batches: number;
+  /** Minimised loss of this batch. */
+  loss: number;
+  /** Accuracy on the batch the outer step saw (pgd-at: the adversarial batch). */
+  accuracy: number;
+  samplesPerSec: number;
+}
+
+/** Metrics of one epoch (probe quantities are absent when no probe is given). */
+export interface EpochMetrics {
+  epoch: number;
+  /** Learning rate at the epoch's last step. */
+  lr: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  seconds: number;
+  samplesPerSec: number;
+  probeAccuracy?: number;
+  probeCrossEntropy?: number;
+  fisherFrobeniusMean?: number;
+  fisherFrobeniusMedian?: number;
+  fisherLambdaMaxMean?: number;
+  fisherLambdaMaxMedian?: number;
+  cckl?: number;
+  ccklNonRobustFraction?: number;
+  robustAccuracy?: number;
+}
+
+export type EpochEvent = { type: 'epoch' } & EpochMetrics;
+export type TrainEvent = BatchEvent | EpochEvent;
+
+export interface TrainResult {
+  history: EpochMetrics[];
+  model: Model;
+}
+
+const native = addon;
+
+/** Seeds LibTorch's global CPU generator: call before Model.create for reproducible initial weights. */
+export function manualSeed(seed: number): void {
+  sync(() => native().manualSeed(seed));
+}
+
+/** Published settings (and a CPU-scale one); spread into train()'s options and override. */
+export const presets = {
+  /** TRADES CIFAR-10 (Zhang et al. 2019): ε 0.031, step 0.007, 10 steps, β 6, batch 128, SGD 0.1 m 0.9 wd 2e-4, 76 epochs, ×0.1 at 75, crop + flip. */
+  'trades-cifar10': {
+    method: 'trades', epochs: 76, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 2e-4 },
+    schedule: { type: 'multistep', milestones: [75], gamma: 0.1 },
+    attack: { epsilon: 0.031, stepSize: 0.007, steps: 10, beta: 6, norm: 'linf' },
+    augment: { cropPad: 4, flip: true },
+  },
+  /** TRADES MNIST: ε 0.3, step 0.01, 40 steps, β 1, batch 128, SGD 0.01 m 0.9, 100 epochs, ×0.1 at 55, 75, 90. */
+  'trades-mnist': {
+    method: 'trades', epochs: 100, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 0 },
+    schedule: { type: 'multistep', milestones: [55, 75, 90], gamma: 0.1 },
+    attack: { epsilon: 0.3, stepSize: 0.01, steps: 40, beta: 1, norm: 'linf' },
+  },
+  /** Madry et al. PGD-AT CIFAR-10: ε 8/255, 10 steps of 2/255, random start (SGD 0.1, m 0.9, wd 2e-4, crop + flip). */
+  'madry-cifar10': {
+    method: 'pgd-at', epochs: 76, batchSize: 128,
+    optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 2e-4 },
+    schedule: { type: 'multistep', milestones: [75], gamma: 0.1 },
+    attack: { epsilon: 8 / 255, stepSize: 2 / 255, steps: 10, randomStart: true, norm: 'linf' },
+    augment: { cropPad: 4, flip: true },
+  },
+  /**
+   * CPU scale (Fashion-MNIST subsets): ε 0.1 L∞, 3 inner steps of 0.04, β 1, batch 128, Adam 1e-3,
+   * 4 epochs on the first 4000 images (Adam, since small-cnn with SGD learns far slower in so few
+   * epochs; docs/training.md has the accuracies measured with each).
+   */
+  'fashion-mnist-cpu': {
+    method: 'trades', epochs: 4, batchSize: 128, subset: 4000,
+    optimizer: { type: 'adam', lr: 1e-3 },
+    schedule: { type: 'constant' },
+    attack: { epsilon: 0.1, stepSize: 0.04, steps: 3, beta: 1, norm: 'linf' },
+  },
+} as const satisfies Record<string, TrainOptions>;
+export type PresetName = keyof typeof presets;
+
+/** The learning-rate multiplier at fractional epoch t (0-based) of a run of `epochs` epochs. */
+export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs: number): number {
+  const sch: ScheduleOptions = s ?? { type: 'constant' };
+  let f: number;
+  switch (sch.type) {
+    case 'constant': f = 1; break;
+    case 'multistep': {
+      const e = Math.floor(t) + 1; // 1-based epoch
+      f = (sch.gamma ?? 0.1) ** sch.milestones.filter((m) => e >= m).length;
+      break;
+    }
+    case 'cosine': {
+      const minF = sch.minFactor ?? 0;
+      f = minF + (1 - minF) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, t / epochs)));
+      break;
+    }
+    case 'piecewise': {
+      const p = sch.points;
+      if (p.length === 0) throw new FisherLensError('ERR_ARG', 'piecewise schedule needs points');
+      if (t <= p[0][0]) f = p[0][1];
+      else if (t >= p[p.length - 1][0]) f = p[p.length - 1][1];
+      else {
+        let i = 0;
+        while (t > p[i + 1][0]) i++;
+        const [t0, f0] = p[i];
+        const [t1, f1] = p[i + 1];
+        f = f0 + ((f1 - f0) * (t - t0)) / (t1 - t0);
+      }
+      break;
+    }
+    case 'onecycle': {
+      const peak = (sch.peak ?? 0.3) * epochs;
+      f = t <= peak ? t / peak : Math.max(0, (epochs - t) / (epochs - peak));
+      break;
+    }
+    default: throw new FisherLensError('ERR_ARG', `unknown schedule ${(sch as { type: string }).type}`);
+  }
+  const w = sch.warmupEpochs ?? 0;
+  if (w > 0 && t < w) f *= t / w;
+  return f;
+}
+
+/** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
+export async function probeMetrics(model: Model, probe: Dataset, opts: {
+  track?: TrackOptions; trackAttack?: AttackParams; batchSize?: number; seed?: number;
+} & OpOptions = {}): Promise<Partial<EpochMetrics>> {
+  const fro: number[] = [];
+  const lam: number[] = [];
+  // accuracy, CE and CCKL stream from native class sums of fisherExact's probabilities (metrics.cc)
+  const acc = new CcklAccumulator({ keepLogp: false });
+  let c: CcklResult;
+  try {
+    for (const b of probe.batches({ batchSize: opts.batchSize ?? 128 })) {
+      const r = await fisherExact(model, b.x, { signal: opts.signal });
+      try {
+        await acc.addProbs(r.probs, b.y, { signal: opts.signal });
+      } finally {
+        r.probs.dispose(); r.spectrum.dispose();
+      }
+      fro.push(...r.frobenius);
+      lam.push(...r.lambdaMax);
+    }
+    c = acc.result();
+  } finally {
+    acc.dispose();
+  }
+  const m: Partial<EpochMetrics> = { probeAccuracy: c.accuracy, probeCrossEntropy: c.crossEntropy };
+  if (opts.track?.fisher ?? true) {
+    m.fisherFrobeniusMean = mean(fro);
+    m.fisherFrobeniusMedian = median(fro);
+    m.fisherLambdaMaxMean = mean(lam);
+    m.fisherLambdaMaxMedian = median(lam);
+  }
+  if (opts.track?.cckl ?? true) m.cckl = c.cckl;
+  if ((opts.track?.nonRobustPairs ?? 0) > 0) {
+    const c = await ccklMetrics(model, probe, { pairs: opts.track!.nonRobustPairs, seed: opts.seed ?? 0, signal: opts.signal });
+    m.ccklNonRobustFraction = c.nonRobustFraction;
+  }
+  if (opts.trackAttack) {
+    const r = await evaluate(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
+    m.robustAccuracy = r.attacks[0].robustAccuracy;
+  }
+  return m;
+}
+
+interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; seed: number }
+
+/**
+ * Trains `model` on `trainData` (see {@link TrainOptions}); resolves with the per-epoch history
+ * and the (same, trained) model. Abort with opts.signal: rejects with ERR_ABORTED within one
+ * batch, leaving the last epoch's checkpoint intact.
+ */
+export async function train(model: Model, trainData: Dataset, opts: TrainOptions & OpOptions): Promise<TrainResult> {
+  // every option validated against lib/science/options.ts and complete before the native calls
+  const method = parseOptions('train', { method: TRAIN_STEP_OPTIONS.method }, opts).method as TrainMethod;
+  const top = parseOptions('train', TRAIN_OPTIONS, opts);
+  const epochs = top.epochs as number, batchSize = top.batchSize as number, seed = top.seed as number;
+  const o = opts.optimizer ?? {};
+  const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
+  const baseLr = optOpts.lr as number;
+  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, optOpts, ctl));
+  const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
+  const probeSize = top.probeSize as number;
+  const probe = opts.probe
+    ? probeSize < opts.probe.size
+      ? await opts.probe.subset(permutation(opts.probe.size, seed + 1).slice(0, probeSize).sort((a, b) => a - b), undefined, { signal: opts.signal })
+      : opts.probe
+    : undefined;
+  const a = opts.attack ?? {};
+  // lr and seed change every step: placeholders here, set per step below
+  const stepOpts = trainStepOptions({
+    ...a, method, lr: 0, seed: 0, cropPad: opts.augment?.cropPad, flip: opts.augment?.flip, channelsLast: opts.channelsLast,
+  });
+  const ckpt = opts.outDir ? path.join(opts.outDir, 'checkpoint.pt') : undefined;
+  const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
+  let history: EpochMetrics[] = [];
+  let start = 0;
+  if (opts.outDir) {
+    ensureDir(opts.outDir);
+    // a checkpoint write killed midway leaves checkpoint.pt.tmp-<pid>-<n>: remove it now
+    removeStaleTemps(opts.outDir);
+  }
+  if (opts.resume && ckpt && fs.existsSync(ckpt)) {
+    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, model.native, opt, ctl))) as Meta;
+    history = meta.history;
+    start = meta.epoch;
+  }
+  // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
+  const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
+  writeMetrics();
+  try {
+    for (let epoch = start; epoch < epochs; epoch++) {
+      const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
+      const t0 = Date.now();
+      let lossSum = 0, correct = 0, seen = 0, lr = baseLr;
+      for (let bi = 0; bi < idx.length; bi++) {
+        const b = data.batch(idx[bi]);
+        const tb = Date.now();
+        lr = baseLr * scheduleFactor(opts.schedule, epoch + bi / idx.length, epochs);
+        let r;
+        try {
+          // the inner maximisation's gradient engine: the one stored on this machine for this
+          // architecture (a resumed run in another process continues on the engine it started
+          // with); a choice made by this step is stored at once, for a resume after a kill
+          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
+            ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
+          }, ctl)));
+        } finally {
+          b.x.dispose(); b.y.dispose();
+        }
+        lossSum += r.loss * r.batch;
+        correct += r.correct;
+        seen += r.batch;
+        opts.onEvent?.({
+          type: 'batch', epoch: epoch + 1, batch: bi + 1, batches: idx.length, loss: r.loss,
+          accuracy: r.correct / r.batch, samplesPerSec: r.batch / Math.max(1e-3, (Date.now() - tb) / 1000),
+        });
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      let m: EpochMetrics = {
+        epoch: epoch + 1, lr, trainLoss: lossSum / seen, trainAccuracy: correct / seen, seconds, samplesPerSec: seen / seconds,
+      };
+      if (probe) {
+        m = { ...m, ...(await probeMetrics(model, probe, {
+          track: opts.track, trackAttack: opts.trackAttack, seed, signal: opts.signal,
+        })) };
+      }
+      history.push(m);
+      if (ckpt && metricsFile) {
+        const meta: Meta = { epoch: epoch + 1, history, method, seed };
+        await runOp(opts, (ctl) => native().saveTrainState(ckpt, model.native, opt, JSON.stringify(meta), ctl));
+        writeMetrics();
+      }
+      opts.onEvent?.({ type: 'epoch', ...m });
+    }
+  } finally {
+    if (data !== trainData) data.dispose();
+    if (probe && probe !== opts.probe) probe.dispose();
+  }
+  return { history, model };
+}
