@@ -4,7 +4,7 @@
  *
  * The only import of the error module in this folder, so a move of that module is one line here.
  */
-import { FisherLensError } from '../../errors';
+import { FisherLensError } from '../../util/errors';
 
 export { FisherLensError };
 
