@@ -6,10 +6,10 @@ import { evaluate } from '../science/robust';
 import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
 import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
 import { optionHelp } from '../util/schema';
-import { action, emit, log, num, int as intArg, Progress, modelArg, interruptController } from './common';
+import { action, emit, log, num, int as intArg, Progress, modelArg, interruptController, weightsOptions, WeightsCliOptions } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
-interface AttackCliOptions extends ImagesCliOptions {
+interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -43,6 +43,7 @@ export function register(program: Command): void {
     .command('attack'))
     .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)')
     .requiredOption('--model <path>', 'model: checkpoint, TorchScript .pt (trusted sources only), spec .json or inline JSON spec')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--split <split>', 'train or test', 'test')
@@ -91,7 +92,7 @@ export function register(program: Command): void {
       const imagesReq = parseImages(o, params.seed ?? 0);
       const batchSize = int('batch-size', o.batchSize, 1)!;
       const limit = int('limit', o.limit, 1);
-      const model = await modelArg(o.model, o.device, { seed: params.seed });
+      const model = await modelArg(o.model, o.device, { seed: params.seed, weights: o });
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const n = Math.min(data.size, limit ?? data.size);
       log(`attack: ${params.kind} (${params.norm ?? attackSpec(params.kind).norms[0]}) on ${model.kind} model, ${data.name}: ${n} images`);
@@ -142,7 +143,7 @@ async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string 
   const limit = int('limit', o.limit, 1);
   const seed = int('seed', o.seed, 0);
   const epsilon = o.epsilon !== undefined ? num('epsilon', o.epsilon) : undefined;
-  const model = await modelArg(o.model, o.device);
+  const model = await modelArg(o.model, o.device, { weights: o });
   const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
   try {
     const n = Math.min(data.size, limit ?? data.size);

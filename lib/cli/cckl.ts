@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
 import { ccklMetrics } from '../science/metrics';
-import { action, emit, log, Progress, modelArg } from './common';
+import { action, emit, log, Progress, modelArg, weightsOptions, WeightsCliOptions } from './common';
 import { posInt } from './fisher';
 import { PAIR_MEANS_OPTIONS } from '../science/options';
 
-interface CcklCliOptions {
+interface CcklCliOptions extends WeightsCliOptions {
   model: string; data: string; labels?: string; split: string; pairs: string; jsSamples: string; exactMax: string;
   seed: string; batchSize: string; limit?: string; device: string; json?: boolean;
 }
@@ -16,6 +16,7 @@ export function register(program: Command): void {
     .command('cckl')
     .description('CCKL over all different-class pairs, JS mean, lower bound, accuracy, cross-entropy, and CCKL = non-robust + robust (nats)')
     .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--split <split>', 'train or test', 'test')
@@ -28,7 +29,7 @@ export function register(program: Command): void {
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document')
     .action(action(async (o: CcklCliOptions) => {
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       const all = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
       const limit = posInt('limit', o.limit);
       const data = limit !== undefined ? await all.take(limit) : all;

@@ -2,9 +2,9 @@ import { Command } from 'commander';
 import { evaluate } from '../science/model';
 import { loadData } from '../science/data';
 import { FisherLensError } from '../util/errors';
-import { action, emit, int, log, Progress, modelArg } from './common';
+import { action, emit, int, log, Progress, modelArg, weightsOptions, WeightsCliOptions } from './common';
 
-interface EvalOptions {
+interface EvalOptions extends WeightsCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -21,6 +21,7 @@ export function register(program: Command): void {
     .command('eval')
     .description('accuracy and mean cross-entropy (nats) of a model on a dataset')
     .requiredOption('--model <path>', 'model: spec .json, FisherLens checkpoint or TorchScript .pt (trusted sources only: TorchScript runs code)')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, cifar100:<dir>, synthetic[:kind], a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--split <split>', 'train or test', 'test')
@@ -32,7 +33,7 @@ export function register(program: Command): void {
       const batchSize = int('batch-size', o.batchSize, 1);
       const limit = o.limit === undefined ? undefined : int('limit', o.limit, 1);
       if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       const data = await loadData(o.data, { labels: o.labels, split: o.split });
       const shape = data.imageShape;
       log(`eval: ${model.kind} model (${model.parameterCount} parameters) on ${data.name}: ${data.size} images [${shape.join(', ')}]`);

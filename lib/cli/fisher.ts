@@ -5,7 +5,7 @@ import { fisherDataset, FisherLayout, FisherMethod, FISHER_LAYOUTS, FISHER_METHO
 import { adversarialMeasure } from '../science/metrics';
 import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS } from '../science/options';
 import { optionHelp } from '../util/schema';
-import { action, emit, int, log, modelArg, num, Progress } from './common';
+import { action, emit, int, log, modelArg, num, Progress, weightsOptions, WeightsCliOptions } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 export function posInt(name: string, s: string | undefined): number | undefined {
@@ -30,7 +30,7 @@ export function summaryLine(name: string, s: Summary | undefined): string {
   return `${name.padEnd(11)} ${fmt(s.mean).padStart(12)} ${fmt(s.median).padStart(12)} ${fmt(s.q05).padStart(12)} ${fmt(s.q95).padStart(12)}\n`;
 }
 
-interface FisherCliOptions extends ImagesCliOptions {
+interface FisherCliOptions extends ImagesCliOptions, WeightsCliOptions {
   model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
   tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
   layout?: string; classesPerPass?: string; streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
@@ -42,6 +42,7 @@ export function register(program: Command): void {
     .command('fisher'))
     .description('per-sample Fisher information w.r.t. the input (λ_max, Frobenius norm, trace in nats/pixel²) and their means')
     .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy: only the --images captions use them (the Fisher information needs no labels)')
     .option('--split <split>', 'train or test', 'test')
@@ -65,7 +66,7 @@ export function register(program: Command): void {
     .action(action(async (o: FisherCliOptions) => {
       if (!FISHER_METHODS.includes(o.method as FisherMethod)) throw new FisherLensError('ERR_ARG', `--method: expected ${FISHER_METHODS.join(', ')}, got '${o.method}'`);
       const imagesReq = parseImages(o, posInt('seed', o.seed) ?? 0);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       // the Fisher information needs no labels: only the picture captions (--images) use them, and a
       // --labels file that is given must still be valid
       const labelled = o.labels !== undefined || imagesReq

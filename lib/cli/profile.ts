@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { FisherLensError } from '../util/errors';
 import { profileFisher, FisherMethod, FISHER_METHODS } from '../science/fisher';
-import { action, emit, intList, log, modelArg } from './common';
+import { action, emit, intList, log, modelArg, weightsOptions, WeightsCliOptions } from './common';
 import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, layoutArgs, posInt } from './fisher';
 import { FISHER_SPEED_OPTIONS } from '../science/options';
 
-interface ProfileOptions {
+interface ProfileOptions extends WeightsCliOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;
   channelsLast?: boolean; layout?: string; classesPerPass?: string; streams: string; json?: boolean;
 }
@@ -17,6 +17,7 @@ export function register(program: Command): void {
     .command('fisher')
     .description('per-batch cost of each Fisher method (ms, samples/s, peak memory) on random inputs')
     .requiredOption('--model <model>', 'spec .json, checkpoint, TorchScript .pt or a built-in architecture name')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .option('--batch <sizes>', 'batch sizes, comma-separated', '32,128,512')
     .option('--methods <list>', `comma-separated of ${FISHER_METHODS.join(', ')}`, FISHER_METHODS.join(','))
     .option('--input-shape <c,h,w>', "input shape (default: the built-in spec's inChannels × inputSize²)")
@@ -30,7 +31,7 @@ export function register(program: Command): void {
     .action(action(async (o: ProfileOptions) => {
       const methods = o.methods.split(',').map((s) => s.trim()) as FisherMethod[];
       for (const m of methods) if (!FISHER_METHODS.includes(m)) throw new FisherLensError('ERR_ARG', `--methods: unknown method '${m}'`);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       let shape: number[];
       if (o.inputShape) shape = intList(o.inputShape);
       else {

@@ -1,17 +1,19 @@
 import { Command } from 'commander';
+import * as fs from 'fs';
 import * as path from 'path';
 import { loadData } from '../science/data';
 import { FisherLensError } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../science/train';
-import { action, emit, log, num, int as intArg, Progress, modelArg } from './common';
+import { action, emit, log, num, int as intArg, Progress, modelArg, weightsOptions, WeightsCliOptions } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
 import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
 import { optionHelp } from '../util/schema';
 
-interface TrainCliOptions {
+interface TrainCliOptions extends WeightsCliOptions {
   model: string;
+  exportWeights?: string;
   data: string;
   labels?: string;
   method?: string;
@@ -61,6 +63,7 @@ export function register(program: Command): void {
     .command('train')
     .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out')
     .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
+    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
     .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
     .option('--labels <path>', 'labels .npy (with an .npy --data)')
     .option('--method <m>', `${TRAIN_METHODS.join(' | ')} (default natural, or the preset's)`)
@@ -86,6 +89,7 @@ export function register(program: Command): void {
     .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
+    .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads')
     .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
     .option('--json', 'print one JSON document (the history) on stdout')
     .action(action(async (o: TrainCliOptions) => {
@@ -93,6 +97,10 @@ export function register(program: Command): void {
       // flags that a config also sets are checked by the config schema's declaration of that field
       const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
       if (o.resume && !o.out) throw new FisherLensError('ERR_ARG', '--resume: needs --out (the folder whose checkpoint.pt to continue from)');
+      // checked before training, not after it
+      if (o.exportWeights !== undefined && !fs.existsSync(path.dirname(path.resolve(o.exportWeights)))) {
+        throw new FisherLensError('ERR_IO', `--export-weights: folder ${path.dirname(path.resolve(o.exportWeights))} does not exist`);
+      }
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
         if (!(o.preset in presets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(presets).join(', ')}, got '${o.preset}'`);
@@ -138,7 +146,7 @@ export function register(program: Command): void {
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
       const model = await modelArg(o.model, o.device, {
         defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },
-        announceFresh: false, seed: opts.seed,
+        announceFresh: false, seed: opts.seed, weights: o,
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
@@ -154,6 +162,10 @@ export function register(program: Command): void {
           } else log(epochLine(e));
         },
       });
+      if (o.exportWeights !== undefined) {
+        await model.exportWeights(o.exportWeights);
+        log(`train: weights written to ${o.exportWeights} (PyTorch state dict, ${/\.safetensors$/i.test(o.exportWeights) ? 'safetensors' : 'zip .pt'})`);
+      }
       emit(Boolean(o.json), { method: opts.method, outDir: opts.outDir ?? null, history: r.history },
         () => r.history.map(epochLine).join('\n'));
       trainSet.dispose();

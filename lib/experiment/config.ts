@@ -76,6 +76,13 @@ export const ModelSchema = z.object({
   arch: z.enum(ARCHS).optional(),
   /** A TorchScript archive or FisherLens checkpoint to start from instead of fresh weights. */
   path: z.string().optional(),
+  /**
+   * A PyTorch state dict loaded into the model once built (torch.save .pt/.pth, zip or legacy, or
+   * .safetensors; read weights-only): the config's form of `--model SPEC --weights FILE`.
+   */
+  weights: z.string().optional(),
+  /** Where the state dict sits in the `weights` file ('state_dict', 'ema'; default: found by looking). */
+  weightsEntry: z.string().optional(),
   width: posInt.optional(),
   activation: z.enum(['relu', 'identity', 'tanh', 'softplus', 'gelu']).optional(),
   pool: z.enum(['max', 'avg']).optional(),
