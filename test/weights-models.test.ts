@@ -120,6 +120,26 @@ if (pythons.size) {
   });
 }
 
+if (pythons.size) {
+  test('TorchScript models load state dicts and export their parameters the same way', async (t) => {
+    const [label, py] = [...pythons][0];
+    const { dir, expected } = modelWeightFixtures(label, py);
+    const ts = expected.torchscript;
+    const m = await Model.load(path.join(dir, ts.model));
+    const r = await m.loadWeights(path.join(dir, ts.weights));
+    t.is(r.loaded, 12);
+    const ours = await logits(m, path.join(dir, ts.x));
+    t.true(maxDiff(ours, readNpy(path.join(dir, ts.logits)).data as Float32Array) <= TOL);
+    const out = path.join(tmp, 'ts-export.pt');
+    await m.exportWeights(out);
+    const z = path.join(tmp, 'ts-export.npy');
+    const p = spawnSync(py, [MODEL_WRITER, 'logits', '--spec', JSON.stringify(ts.spec), '--weights', out, '--x', path.join(dir, ts.x), '--out', z], { encoding: 'utf8' });
+    t.is(p.status, 0, p.stderr);
+    t.true(maxDiff(readNpy(z).data as Float32Array, ours) <= TOL);
+    m.dispose();
+  });
+}
+
 test('exportWeights writes nothing on failure and refuses a folder', async (t) => {
   const m = Model.create({ arch: 'mlp', inputSize: 4, hidden: [3] });
   const bad = path.join(tmp, 'no-such-dir', 'm.pt');

@@ -251,8 +251,19 @@ def write(out):
             save(collections.OrderedDict((k, v) for k, v in sd.items() if not k.startswith("norm_")),
                  os.path.join(out, f"{name}-no-norm.pt"))
             add(f"{name}-no-norm.pt", "norm_mean/norm_std absent (from the spec)")
+    # a TorchScript model, and another model's state dict for it (same architecture, other weights)
+    spec = {"arch": "lenet", "inChannels": 3, "inputSize": 32}
+    torch.manual_seed(7)
+    torch.jit.script(models.build(spec).eval()).save(os.path.join(out, "ts-lenet.pt"))
+    other = models.build(spec).eval()
+    save(other.state_dict(), os.path.join(out, "ts-lenet-state.pt"), legacy=True)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    np.save(os.path.join(out, "ts-lenet-x.npy"), x.numpy())
+    with torch.no_grad():
+        np.save(os.path.join(out, "ts-lenet-logits.npy"), other(x).numpy())
+    torchscript = {"model": "ts-lenet.pt", "weights": "ts-lenet-state.pt", "spec": spec, "x": "ts-lenet-x.npy", "logits": "ts-lenet-logits.npy"}
     with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"torch": torch.__version__, "files": files}, f, indent=1)
+        json.dump({"torch": torch.__version__, "files": files, "torchscript": torchscript}, f, indent=1)
 
 
 def logits_of(spec, weights, xfile, out):

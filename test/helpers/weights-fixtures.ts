@@ -61,6 +61,8 @@ const MODEL_HASH = createHash('sha1').update(fs.readFileSync(MODEL_WRITER)).upda
 export interface ModelExpected {
   torch: string;
   files: Record<string, { spec: { arch: string } & Record<string, unknown>; x: string; logits: string; how: string; strict: boolean }>;
+  /** a scripted lenet and another lenet's state dict (legacy format) with that model's logits on x */
+  torchscript: { model: string; weights: string; spec: { arch: string } & Record<string, unknown>; x: string; logits: string };
 }
 
 /** State dicts of every built-in in published layouts (model_weights.py write), made once per script version. */
