@@ -62,6 +62,11 @@ LAYOUTS = {
 }
 
 
+# the slow tests (FISHERLENS_SLOW=1): the published size, TRADES' layout only
+SLOW_SPECS = {"wrn-34-10": {"arch": "wrn-34-10", "inChannels": 3, "inputSize": 32}}
+SLOW_LAYOUTS = {k: (["wrn-34-10"] if k == "trades" else []) for k in LAYOUTS}
+
+
 def randomise_bn(m: nn.Module, g: torch.Generator):
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -181,10 +186,12 @@ def cast_state(state, dtype):
     return collections.OrderedDict((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items())
 
 
-def write(out):
+def write(out, specs=None, layouts=None):
+    specs = SPECS if specs is None else specs
+    layouts = LAYOUTS if layouts is None else layouts
     os.makedirs(out, exist_ok=True)
     files = {}
-    for i, (name, spec) in enumerate(SPECS.items()):
+    for i, (name, spec) in enumerate(specs.items()):
         torch.manual_seed(100 + i)
         g = torch.Generator().manual_seed(200 + i)
         m = models.build(spec)
@@ -209,25 +216,25 @@ def write(out):
 
         save(sd, os.path.join(out, f"{name}.pt"))
         add(f"{name}.pt", "zip")
-        if name in LAYOUTS["legacy"]:
+        if name in layouts["legacy"]:
             save(sd, os.path.join(out, f"{name}-legacy.pt"), legacy=True)
             add(f"{name}-legacy.pt", "legacy")
-        if name in LAYOUTS["nested"]:
+        if name in layouts["nested"]:
             save({"epoch": 100, "state_dict": sd, "best_acc": 0.99}, os.path.join(out, f"{name}-nested.pt"))
             add(f"{name}-nested.pt", "{epoch, state_dict, best_acc} zip")
-        if name in LAYOUTS["model-key"]:
+        if name in layouts["model-key"]:
             save({"model": sd}, os.path.join(out, f"{name}-model-key.pt"), legacy=True)
             add(f"{name}-model-key.pt", "{model} legacy")
-        if name in LAYOUTS["dataparallel"]:
+        if name in layouts["dataparallel"]:
             save(nn.DataParallel(m).state_dict(), os.path.join(out, f"{name}-dataparallel.pt"))
             add(f"{name}-dataparallel.pt", "nn.DataParallel state_dict (module.*)")
-        if name in LAYOUTS["cuda"]:
+        if name in layouts["cuda"]:
             save(sd, os.path.join(out, f"{name}-cuda.pt"), cuda=True)
             add(f"{name}-cuda.pt", "zip, storages at cuda:0")
             save({"state_dict": sd}, os.path.join(out, f"{name}-cuda-legacy.pt"), legacy=True, cuda=True)
             add(f"{name}-cuda-legacy.pt", "{state_dict} legacy, storages at cuda:0")
         for dt, tname in [(torch.float64, "float64"), (torch.float16, "float16"), (torch.bfloat16, "bfloat16")]:
-            if name not in LAYOUTS[tname]:
+            if name not in layouts[tname]:
                 continue
             cs = cast_state(sd, dt)
             save(cs, os.path.join(out, f"{name}-{tname}.pt"))
@@ -235,10 +242,10 @@ def write(out):
             twin.load_state_dict(cast_state(cs, torch.float32))  # the weights FisherLens will hold
             twin.eval()
             add(f"{name}-{tname}.pt", f"every float tensor saved as {tname}", logits(twin, f"-{tname}"))
-        if name in LAYOUTS["safetensors"]:
+        if name in layouts["safetensors"]:
             save_safetensors(sd, os.path.join(out, f"{name}.safetensors"))
             add(f"{name}.safetensors", "safetensors")
-        if name in LAYOUTS["trades"]:
+        if name in layouts["trades"]:
             t = trades_model(name, spec, m, g)
             # the published layout computes the same function as the built-in (no normalisation)
             with torch.no_grad():
@@ -247,7 +254,7 @@ def write(out):
             add(f"{name}-trades.pt", "TRADES layout, legacy format, cuda:0")
             save(nn.DataParallel(t).state_dict(), os.path.join(out, f"{name}-trades-dp.pt"))
             add(f"{name}-trades-dp.pt", "TRADES layout under DataParallel, zip")
-        if name in LAYOUTS["no-norm"]:
+        if name in layouts["no-norm"]:
             save(collections.OrderedDict((k, v) for k, v in sd.items() if not k.startswith("norm_")),
                  os.path.join(out, f"{name}-no-norm.pt"))
             add(f"{name}-no-norm.pt", "norm_mean/norm_std absent (from the spec)")
@@ -291,9 +298,13 @@ def main():
     lg.add_argument("--weights", required=True)
     lg.add_argument("--x", required=True)
     lg.add_argument("--out", required=True)
+    ws = sub.add_parser("write-slow")
+    ws.add_argument("out")
     a = ap.parse_args()
     if a.cmd == "write":
         write(a.out)
+    elif a.cmd == "write-slow":
+        write(a.out, SLOW_SPECS, SLOW_LAYOUTS)
     else:
         logits_of(a.spec, a.weights, a.x, a.out)
 

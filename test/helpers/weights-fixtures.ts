@@ -66,13 +66,13 @@ export interface ModelExpected {
 }
 
 /** State dicts of every built-in in published layouts (model_weights.py write), made once per script version. */
-export function modelWeightFixtures(label: string, python: string): { dir: string; expected: ModelExpected } {
-  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `model-weights-${label}-${MODEL_HASH}`);
+export function modelWeightFixtures(label: string, python: string, cmd: 'write' | 'write-slow' = 'write'): { dir: string; expected: ModelExpected } {
+  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `model-weights${cmd === 'write' ? '' : '-slow'}-${label}-${MODEL_HASH}`);
   if (!fs.existsSync(path.join(dir, 'expected.json'))) {
     const tmp = `${dir}.tmp-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });
-    const r = spawnSync(python, [MODEL_WRITER, 'write', tmp], { encoding: 'utf8', timeout: 600_000 });
-    if (r.status !== 0) throw new Error(`model_weights.py write (${label}) failed: ${r.stderr || r.error}`);
+    const r = spawnSync(python, [MODEL_WRITER, cmd, tmp], { encoding: 'utf8', timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`model_weights.py ${cmd} (${label}) failed: ${r.stderr || r.error}`);
     try {
       fs.renameSync(tmp, dir);
     } catch {
