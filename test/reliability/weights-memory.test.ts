@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { ROOT, tmpDir } from './harness';
-import { fixturePythons, weightFixtures } from '../helpers/weights-fixtures';
+import { fixturePythons, modelWeightFixtures, weightFixtures } from '../helpers/weights-fixtures';
 
 const dir = tmpDir('weights-mem');
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -78,6 +78,36 @@ test.serial('reading files that declare huge sizes peaks below baseline + file s
     const over = r.peak - base.peak;
     rows.push(`${what}: file ${(size / MIB).toFixed(1)} MiB, peak ${(r.peak / MIB).toFixed(1)} MiB (+${(over / MIB).toFixed(1)} over baseline ${(base.peak / MIB).toFixed(1)})`);
     t.true(over <= size + SLACK, `${what}: peak ${r.peak} exceeds baseline ${base.peak} + file ${size} + ${SLACK}`);
+  }
+  t.log(rows.join('\n'));
+});
+
+/** A child that builds `spec` and, when `file` is given, loads it with loadWeights: peak RSS in bytes. */
+function loadChild(spec: object, file?: string): { peak: number; outcome: string } {
+  const code = `
+const { Model } = require(${JSON.stringify(path.join(ROOT, 'dist', 'lib'))});
+const m = Model.create(JSON.parse(process.argv[1]));
+(process.argv[2] ? m.loadWeights(process.argv[2]).then((r) => 'loaded ' + r.loaded, (e) => e.code + ': ' + e.message) : Promise.resolve('built'))
+  .then((outcome) => process.stdout.write(JSON.stringify({ peak: process.resourceUsage().maxRSS * 1024, outcome })));`;
+  const r = spawnSync(process.execPath, ['-e', code, JSON.stringify(spec), ...(file ? [file] : [])], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+test.serial('loadWeights peaks below the built model + the file + 32 MiB', (t) => {
+  const py = fixturePythons().get('torch1');
+  if (!py) return t.pass('no python3-torch: no state dict to load');
+  const { dir: fx, expected } = modelWeightFixtures('torch1', py);
+  const rows: string[] = [];
+  for (const file of ['vgg16.pt', 'preact-resnet18.pt']) {
+    const spec = expected.files[file].spec;
+    const size = fs.statSync(path.join(fx, file)).size;
+    const built = loadChild(spec);
+    const loaded = loadChild(spec, path.join(fx, file));
+    t.regex(loaded.outcome, /^loaded \d+/);
+    const over = loaded.peak - built.peak;
+    rows.push(`${file}: file ${(size / MIB).toFixed(1)} MiB, model built ${(built.peak / MIB).toFixed(1)} MiB, loaded ${(loaded.peak / MIB).toFixed(1)} MiB (+${(over / MIB).toFixed(1)})`);
+    t.true(over <= size + SLACK, `${file}: loading added ${over} bytes for a ${size}-byte file`);
   }
   t.log(rows.join('\n'));
 });
