@@ -308,10 +308,7 @@ export function unpickle(buf: Buffer, start = 0, opts: UnpickleOptions = {}): Un
     if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
     return int(v);
   };
-  const utf8 = (b: Buffer) => {
-    const s = b.toString('utf8');
-    return s;
-  };
+  const utf8 = (b: Buffer) => b.toString('utf8');
   const memoGet = (i: number) => {
     if (!memo.has(i)) throw formatError(`pickle: memo slot ${i} read before it was written ${where()}`);
     return memo.get(i) as PyValue;
@@ -466,7 +463,7 @@ export function unpickle(buf: Buffer, start = 0, opts: UnpickleOptions = {}): Un
         throw formatError(`pickle: ${name} (instantiating a class) is not allowed in a weights file ${where()}`);
       }
       default:
-        throw formatError(`pickle: opcode 0x${op.toString(16).padStart(2, '0')} ${where(/* after */)} is not supported in a weights file (byte ${at})`);
+        throw formatError(`pickle: opcode 0x${op.toString(16).padStart(2, '0')} at byte ${at} is not supported in a weights file`);
     }
   }
 

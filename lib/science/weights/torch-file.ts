@@ -36,7 +36,7 @@ export function looksLikeLegacy(buf: Buffer): boolean {
 }
 
 /** Parses a persistent id tuple into a storage reference; `legacy` allows the sixth (view) field. */
-function storagePid(pid: PyValue, legacy: boolean): StorageRef & { viewOf?: string } {
+function storagePid(pid: PyValue, legacy: boolean): StorageRef {
   const items = pid instanceof PyTuple ? pid.items : null;
   if (!items || items[0] !== 'storage' || items.length < 5 || items.length > 6) {
     throw formatError(`torch file: persistent id ${describe(pid)} is not a storage reference ('storage', type, key, location, size)`);
