@@ -12,7 +12,7 @@ import * as path from 'path';
 import { Model, Tensor, setThreads } from '../lib';
 import { PyServer, passiveOpenMp } from './pyserver';
 import { attack, attackKinds } from '../lib/science/attacks';
-import { evaluate } from '../lib/science/robust';
+import { evaluateRobustness } from '../lib/science/robust';
 import { autoAttack, AutoAttackVersion } from '../lib/science/autoattack';
 import { fashionMnist } from '../lib/science/data';
 import { manualSeed, train } from '../lib/science/train';
@@ -79,7 +79,7 @@ export async function main(): Promise<void> {
 
   // the demo's cheap column (configs/demo.yaml) against the demo's PGD-10 + CW-10 on the same images
   const t2 = process.hrtime.bigint();
-  const ev = await evaluate(model, testSet, [
+  const ev = await evaluateRobustness(model, testSet, [
     { name: 'pgd', kind: 'pgd', epsilon: 0.1, stepSize: 0.02, steps: 10 },
     { name: 'cw', kind: 'cw', epsilon: 0.1, stepSize: 0.02, steps: 10 },
   ], { limit: images, batchSize: 250 });

@@ -15,7 +15,7 @@
  */
 import { Model, ModelSpec } from '../lib';
 import { fashionMnist } from '../lib/science/data';
-import { evaluate } from '../lib/science/robust';
+import { evaluateRobustness } from '../lib/science/robust';
 import { attackPresets } from '../lib/science/attacks';
 import { train, manualSeed, presets, TrainMethod, EpochMetrics } from '../lib/science/train';
 
@@ -45,7 +45,7 @@ export async function main(): Promise<void> {
       optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, attack: cpu.attack, probe: test, probeSize: 500,
     });
     const seconds = (Date.now() - t0) / 1000;
-    const e = await evaluate(m, evalSet, [pgd]);
+    const e = await evaluateRobustness(m, evalSet, [pgd]);
     const out = { history: r.history, acc: e.accuracy, pgdAcc: e.attacks[0].robustAccuracy, seconds };
     console.log(JSON.stringify({ method, spec, ...out }));
     m.dispose();

@@ -16,6 +16,7 @@
 import * as fs from 'fs';
 import { Model, ModelSpec, Tensor, backend } from '../lib';
 import { addon } from '../lib/binding/native';
+import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { fisherExact, fisherPower } from '../lib/science/fisher';
 import { attack } from '../lib/science/attacks';
@@ -48,12 +49,12 @@ export async function main(): Promise<void> {
     const numel = 3 * 32 * 32;
     const x = Tensor.from(Float32Array.from({ length: batch * numel }, (_, i) => ((i * 7919) % 1000) / 1000), [batch, 3, 32, 32]).to(device as never);
     const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]).to(device as never);
-    const opt = await n.createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 5e-4 }));
+    const opt = await n.createOptimizer(modelHandle(m), optimizerOptions({ type: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 5e-4 }));
     const fl: Record<Workload, () => Promise<unknown>> = {
       exact: () => fisherExact(m, x),
       power: () => fisherPower(m, x, { tol: 0, maxIter: 20 }),
       pgd: () => attack(m, x, y, { kind: 'pgd', epsilon: 8 / 255, stepSize: 2 / 255, steps: 20, randomStart: false }),
-      trades: () => n.trainStep(m.native, opt, x.native, y.native, trainStepOptions({ method: 'trades', lr: 0.1, epsilon: 0.031, stepSize: 0.007, steps: 10, beta: 6, seed: 1 })),
+      trades: () => n.trainStep(modelHandle(m), opt, x.native, y.native, trainStepOptions({ method: 'trades', lr: 0.1, epsilon: 0.031, stepSize: 0.007, steps: 10, beta: 6, seed: 1 })),
     };
     for (const w of WORKLOADS) await fl[w]();  // warm-up (cuDNN autotuning, caching allocator)
     const t: Record<string, number[]> = {};

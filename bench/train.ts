@@ -8,6 +8,7 @@
  */
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { addon } from '../lib/binding/native';
+import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { PyServer, passiveOpenMp } from './pyserver';
 
@@ -28,10 +29,10 @@ export async function main(): Promise<void> {
     const x = Tensor.from(Float32Array.from({ length: batch * numel }, (_, i) => ((i * 7919) % 1000) / 1000), [batch, ...shape]);
     const y = Tensor.from(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]);
     const m = Model.create(spec);
-    const opt = await n.createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 }));
+    const opt = await n.createOptimizer(modelHandle(m), optimizerOptions({ type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 2e-4 }));
     const step = async (method: string, steps = 10, channelsLast = false): Promise<number> => {
       const t0 = process.hrtime.bigint();
-      await n.trainStep(m.native, opt, x.native, y.native, trainStepOptions({ method, lr: 0.01, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1, channelsLast }));
+      await n.trainStep(modelHandle(m), opt, x.native, y.native, trainStepOptions({ method, lr: 0.01, epsilon: 0.031, stepSize: 0.007, steps, beta: 6, seed: 1, channelsLast }));
       return Number(process.hrtime.bigint() - t0) / 1e9;
     };
     await step('natural');

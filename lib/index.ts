@@ -14,7 +14,7 @@ export {
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,
 } from './science/data';
 export { attack, attackPresets, NpyWriter, AttackParams, AttackKind, AttackNorm, AttackResult, AttackPresetName, attackKinds, AttackSpec, ATTACK_KINDS } from './science/attacks';
-export { evaluate as evaluateRobustness, NamedAttack, EvaluateOptions, EvaluateResult as RobustnessResult, AttackSummary } from './science/robust';
+export { evaluateRobustness, NamedAttack, EvaluateOptions, RobustnessResult, AttackSummary } from './science/robust';
 export {
   autoAttack, AutoAttackOptions, AutoAttackParams, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion,
   AUTOATTACK_VERSIONS, autoAttackVersions,

@@ -24,7 +24,9 @@ APP=${FISHERLENS_APP:-$REPO/.gpu/app}
 PKG=$APP/node_modules/fisherlens
 
 if [ "${1:-}" = prepare ]; then
-  version=$(node -p "require('./package.json').version")
+  # the version from its one reader (lib/util/version.ts); npm run package built dist/ already
+  [ -f dist/lib/util/version.js ] || { echo "cuda-variant: dist/ missing: run npm run package first"; exit 1; }
+  version=$(node -p "require('./dist/lib/util/version.js').packageVersion()")
   tgz=$REPO/fisherlens-$version.tgz
   [ -f "$tgz" ] || { echo "cuda-variant: $tgz missing: run npm run package first"; exit 1; }
   rm -rf "$APP" && mkdir -p "$APP"
@@ -62,7 +64,7 @@ echo "cuda-variant: building $id"
 
 # 1. Build from the installed package's sources, staged as for every node-gyp build
 stage=$(mktemp -d)
-node -e "require('$PKG/scripts/gyp-build.js').stageAddon('$PKG', '$stage')"
+node -e "require('$PKG/scripts/gyp-build.js').stageAddon('$PKG', '$stage', require('$PKG/dist/lib/util/version.js').packageVersion())"
 start=$(date +%s)
 if ! (cd "$stage" && JOBS=$(nproc) node "$APP/node_modules/node-gyp/bin/node-gyp.js" rebuild --release \
         --jobs="$(nproc)" --nodedir="$nodedir" >"$OUT/build.log" 2>&1); then

@@ -18,16 +18,20 @@ function gypFile(root) {
   throw Object.assign(new Error(`no binding.gyp in ${root} or ${root}/scripts`), { code: 'ERR_IO' });
 }
 
-/** Copies the addon's build inputs from the package at root into dir (created). */
-function stageAddon(root, dir) {
+/**
+ * Copies the addon's build inputs from the package at root into dir (created). version is the
+ * package's version (lib/util/version.ts packageVersion(), its one reader at run time): the staged
+ * package.json carries it for binding.gyp, which compiles it in as FL_ADDON_VERSION.
+ */
+function stageAddon(root, dir, version) {
+  if (typeof version !== 'string' || !version) throw Object.assign(new Error('stageAddon: the package version is required'), { code: 'ERR_ARG' });
   fs.mkdirSync(path.join(dir, 'scripts'), { recursive: true });
   fs.cpSync(path.join(root, 'native'), path.join(dir, 'native'), {
     recursive: true, filter: (src) => !src.startsWith(path.join(root, 'native', 'shim')),
   });
   for (const f of ['libtorch.js', 'find-libtorch.js']) fs.copyFileSync(path.join(root, 'scripts', f), path.join(dir, 'scripts', f));
   fs.copyFileSync(gypFile(root), path.join(dir, 'binding.gyp'));
-  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, private: true }, null, 2));
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fisherlens', version, private: true }, null, 2));
   const napi = path.dirname(require.resolve('node-addon-api/package.json', { paths: [root] }));
   fs.cpSync(napi, path.join(dir, 'node_modules', 'node-addon-api'), { recursive: true });
 }

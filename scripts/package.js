@@ -99,7 +99,7 @@ try {
   const fresh = entry && entry.nativeSourceHash === hash && fs.existsSync(addonFile) && sha256(addonFile) === entry.sha256;
   if (!(args.has('--if-needed') && fresh)) {
     log(`building variant ${id} against LibTorch ${lt.version} at ${lt.libDir} (node-gyp via prebuildify, log in ${scratch}/addon.log)`);
-    stageAddon(root, path.join(scratch, 'addon'));
+    stageAddon(root, path.join(scratch, 'addon'), version);
     fs.rmSync(path.join(variantsDir, id), { recursive: true, force: true });
     prebuildify(path.join(scratch, 'addon'), path.join(variantsDir, id), path.join(scratch, 'addon.log'));
     const info = inspect(addonFile);

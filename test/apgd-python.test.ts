@@ -20,9 +20,11 @@ const hasTorch = hasTorchModules();
 // 12–16 digits: rounding decides them, and BLAS kernels round differently per CPU (an AMD EPYC
 // diverged on 3 DLR-L2 samples by up to 1.5e-3 where another CPU had agreed). So the reference
 // records per sample the smallest relative gap between two losses it compared (minGap), and the
-// 1e-9 agreement is held on every sample whose gaps all exceed 1e-9, six orders of magnitude above
-// the rounding; the others must still agree on the outcome and give a valid x_adv. The reference's
-// halvings are also counted, so the schedule is exercised.
+// 1e-9 agreement and the same outcome are held on every sample whose gaps all exceed 1e-9, six
+// orders of magnitude above the rounding; the others must give a valid x_adv (in the ball and the
+// box, misclassified where the attack reports success), but their outcome is the diverged path's
+// and may differ from the reference's. The reference's halvings are also counted, so the schedule
+// is exercised.
 const DECIDED_BY_ROUNDING = 1e-9;  // relative gap between compared losses, see above
 (hasTorch ? test : test.skip)('APGD-CE and APGD-DLR (L∞ and L2) equal the Python float64 reference to 1e-9 (outcome only where rounding decides the schedule)', async (t) => {
   // the engine PyTorch uses. The linearisation's gradients differ from it at rounding (1e-16 here),
@@ -63,7 +65,7 @@ const DECIDED_BY_ROUNDING = 1e-9;  // relative gap between compared losses, see 
       let maxDiff = 0;
       for (let i = 0; i < want.length; i++) if (exact[Math.floor(i / d)]) maxDiff = Math.max(maxDiff, Math.abs(want[i] - got[i]));
       t.true(maxDiff < 1e-9, `${loss} ${norm}: max |Δx_adv| = ${maxDiff} over the ${exact.filter(Boolean).length} samples decided above rounding`);
-      t.deepEqual(Array.from(r.success, (s) => s === 1), rr.fooled, `${loss} ${norm}: success per sample`);
+      t.deepEqual(Array.from(r.success, (s) => s === 1).filter((_, i) => exact[i]), rr.fooled.filter((_, i) => exact[i]), `${loss} ${norm}: success per sample`);
       // where nothing was found x_adv is the best-loss point: its loss is the reference's best loss
       let maxLoss = 0;
       rr.fooled.forEach((f, i) => { if (!f && exact[i]) maxLoss = Math.max(maxLoss, Math.abs(r.loss[i] - rr.lossBest[i])); });
@@ -77,7 +79,7 @@ const DECIDED_BY_ROUNDING = 1e-9;  // relative gap between compared losses, see 
         if (exact[i]) continue;
         t.true(r.norm[i] <= eps * (1 + 1e-9), `${loss} ${norm} sample ${i}: ‖x_adv − x‖ = ${r.norm[i]} within ε`);
         for (let j = i * d; j < (i + 1) * d; j++) if (got[j] < 0 || got[j] > 1) t.fail(`${loss} ${norm} sample ${i}: x_adv outside [0, 1]`);
-        if (rr.fooled[i]) {
+        if (r.success[i] === 1) {
           const row = Array.from(z.subarray(i * k, (i + 1) * k));
           t.not(row.indexOf(Math.max(...row)), Number(labels[i]), `${loss} ${norm} sample ${i}: x_adv misclassified`);
         }
@@ -92,8 +94,10 @@ const DECIDED_BY_ROUNDING = 1e-9;  // relative gap between compared losses, see 
     }
     init.dispose();
   }
-  // the exact comparison covers most samples, with halvings and both outcomes among them
-  t.true(strict >= 0.75 * total, `${strict}/${total} samples compared to 1e-9`);
+  // the exact comparison must have power: halvings and both outcomes among its samples, and at
+  // least half of all runs. Only DLR has the plateau, and only on samples it fools, so the two CE
+  // runs (half the total) are compared in full whatever the model; measured: 84 of 96.
+  t.true(strict >= 0.5 * total, `${strict}/${total} samples compared to 1e-9`);
   t.true(halvings > 0 && fooled > 0 && fooled < strict, `the exact comparison exercises halvings (${halvings}) and both outcomes (${fooled} of ${strict} fooled)`);
   m.dispose();
   fs.rmSync(dir, { recursive: true });

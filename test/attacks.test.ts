@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackPresets, AttackParams } from '../lib/science/attacks';
-import { evaluate, worstExamples } from '../lib/science/robust';
+import { evaluateRobustness, worstExamples } from '../lib/science/robust';
 import { modelGradState } from './helpers/grad-state';
 import { fisherExact } from '../lib/science/fisher';
 import { manualSeed, train } from '../lib/science/train';
@@ -39,14 +39,20 @@ const cases: [string, AttackParams][] = [
 
 for (const [name, p] of cases) {
   test(`${name}: lowers accuracy, keeps x_adv in the ε-ball and the box on every element`, async (t) => {
-    const r = await evaluate(model, testSet, [p]);
+    const r = await evaluateRobustness(model, testSet, [p]);
+    // outcomes of the trained MLP on 128 images: measured clean 0.78 and, over the ten attacks,
+    // robust 0.16..0.41 on two kernel sets, so the required drop of 0.15 sits 28 images or more
+    // inside what each attack does; another CPU's rounding moves these by an image or two
     t.true(r.accuracy > 0.6, `clean accuracy ${r.accuracy}`);
     const rob = r.attacks[0].robustAccuracy;
+    t.log(`clean ${r.accuracy}, robust ${rob}`);
     t.true(rob < r.accuracy - 0.15, `robust ${rob} vs clean ${r.accuracy}`);
     const a = await attack(model, xs, ys, p);
     const bad = ballViolations(xs.toArray() as Float32Array, a.xAdv.toArray() as Float32Array, 784, p.norm ?? (p.kind === 'cw-l2' ? 'l2' : 'linf'), p.epsilon!);
     t.deepEqual(bad, []);
     t.is(a.loss.length, N);
+    // x_adv is projected onto the ball in float32 and its norm recomputed in float32: a point on
+    // the surface reads up to a few ulps (~1e-7 relative) above ε
     t.true(Array.from(a.norm).every((v) => v <= p.epsilon! * (1 + 1e-6) + 1e-7));
   });
 }
@@ -90,6 +96,9 @@ test('restarts keep the worst case per sample: never fewer successes than one ru
   const one = await attack(model, xs, ys, p);
   const four = await attack(model, xs, ys, { ...p, restarts: 4 });
   for (let i = 0; i < N; i++) {
+    // the first of the four runs repeats the single run (same seed, same draws) and a later run
+    // replaces it per sample only where it scores higher: success and loss can only rise; 1e-6
+    // allows for the loss being recomputed from the kept x_adv in another batch composition
     t.true(four.success[i] >= one.success[i], `sample ${i}`);
     if (four.success[i] === one.success[i]) t.true(four.loss[i] >= one.loss[i] - 1e-6);
   }
@@ -99,6 +108,8 @@ test('targeted PGD moves predictions to the target', async (t) => {
   const target = Tensor.from(BigInt64Array.from(ys.toNumbers().map((v) => BigInt((v + 1) % 10))), [N]);
   const r = await attack(model, xs, ys, { kind: 'pgd', epsilon: 0.2, stepSize: 0.02, steps: 20, targeted: true, target });
   const rate = r.success.reduce((s, v) => s + v, 0) / N;
+  t.log(`targeted success ${rate}`);
+  // measured 0.80 at ε = 0.2 (two kernel sets): 38 images above the bound
   t.true(rate > 0.5, `targeted success ${rate}`);
   await t.throwsAsync(attack(model, xs, ys, { kind: 'pgd', targeted: true }), { instanceOf: FisherLensError, code: 'ERR_ARG' } as never);
 });
@@ -115,13 +126,17 @@ test('KL attack reaches ½ ε² λ_max for small ε on a smooth model (ties to t
   const f = await fisherExact(smooth, x);
   const ratios = Array.from(kl.loss, (v, i) => v / (0.5 * eps * eps * f.lambdaMax[i]));
   const med = ratios.slice().sort((a, b) => a - b)[16];
+  t.log(`KL / (½ε²λmax): median ${med}, range [${Math.min(...ratios)}, ${Math.max(...ratios)}]`);
+  // ½ε²λ_max is the KL's second-order maximum: at ε = 0.02 the third-order remainder is ~1e-2 of it,
+  // and 40 ascent steps converge to the top eigenvector where the eigen-gap is not tiny; measured
+  // median 1.000 / 0.999, range 0.92..1.014 on two kernel sets, so the median and the cap hold
   t.true(med > 0.95 && med < 1.05, `median KL / (½ε²λmax) = ${med}`);
   t.true(ratios.every((r) => r < 1.1), `max ratio ${Math.max(...ratios)}`);
 });
 
-test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', async (t) => {
+test('evaluateRobustness: worst case ≤ every attack, per-sample arrays, .npy saving', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-eval-'));
-  const r = await evaluate(model, testSet, [
+  const r = await evaluateRobustness(model, testSet, [
     { name: 'fgsm', kind: 'fgsm', epsilon: 0.05 },
     { name: 'pgd', kind: 'pgd', epsilon: 0.05, stepSize: 0.01, steps: 5 },
   ], { batchSize: 50, save: path.join(dir, 'adv.npy') });
@@ -155,8 +170,9 @@ test('evaluate: worst case ≤ every attack, per-sample arrays, .npy saving', as
     t.true(rowEq(broke ? fg : pg, i), `sample ${i}: worst row is ${broke ? 'fgsm' : 'pgd'}'s`);
     checked++;
   }
+  t.log(`${checked} of ${N} rows checked exactly`);
   t.true(checked > N / 2);
-  const single = await evaluate(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
+  const single = await evaluateRobustness(model, testSet, [{ kind: 'fgsm', epsilon: 0.05 }], { save: path.join(dir, 'one.npy') });
   t.deepEqual(readNpy(path.join(dir, 'one.npy')).data, readNpy(path.join(dir, 'adv-fgsm.npy')).data);
   t.is(single.attacks[0].robustAccuracy, r.attacks[0].robustAccuracy);
   fs.rmSync(dir, { recursive: true });
@@ -206,6 +222,7 @@ test('channels-last attacks agree with the contiguous ones (up to flipped signs 
   const bv = b.xAdv.toArray() as Float32Array;
   let same = 0;
   for (let i = 0; i < a.length; i++) if (Math.abs(a[i] - bv[i]) < 1e-6) same++;
+  t.log(`agreeing elements ${same / a.length}`);
   t.true(same / a.length > 0.99, `agreeing elements ${same / a.length}`);
   t.deepEqual(ballViolations(x.toArray() as Float32Array, bv, 784, 'linf', 0.1), []);
   t.deepEqual(b.xAdv.shape, [16, 1, 28, 28]);

@@ -5,23 +5,29 @@ import * as os from 'os';
 import * as path from 'path';
 import { Model, Tensor, FisherLensError } from '../lib';
 import { attack, attackKinds, ATTACK_KINDS, AttackParams } from '../lib/science/attacks';
-import { evaluate } from '../lib/science/robust';
+import { evaluateRobustness } from '../lib/science/robust';
 import { autoAttack, resolveCascade } from '../lib/science/autoattack';
 import { validateExperiment, expandRuns } from '../lib/experiment/grid';
 import { evalAttackParams } from '../lib/experiment/science';
 import { Dataset } from '../lib/science/data/dataset';
 import { fashionSubset, ballViolations, trainedMlp } from './helpers/train-fixtures';
 import { PY, hasTorch as hasTorchModules } from './helpers/python';
+import { blockData, BlockRow, writeBlockLinear } from './helpers/designed';
 
-// An MLP trained in the test (well under a second) and 128 test images, as in attacks.test.ts.
+// An MLP trained in the test (well under a second) and 128 test images, as in attacks.test.ts;
+// and the block-linear model (test/helpers/designed.ts) for outcomes that must hold on any CPU.
 let model: Model;
 let testSet: Dataset;
 const N = 128;
+const designedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-aa-designed-'));
+const BLOCK_LINEAR = path.join(designedDir, 'block-linear.pt');
 
 test.before(async () => {
+  if (hasTorch) writeBlockLinear(BLOCK_LINEAR, 40);  // a Python process: before any native op starts here
   testSet = fashionSubset('test', N);
   model = await trainedMlp();
 });
+test.after.always(() => fs.rmSync(designedDir, { recursive: true, force: true }));
 
 const argErr = { instanceOf: FisherLensError, code: 'ERR_ARG' } as const;
 
@@ -36,13 +42,13 @@ test('the capability table: one row per kind, APGD-T is untargeted with internal
   const x = testSet.images.slice(0, 4), y = testSet.labels.slice(0, 4);
   const target = Tensor.fromNested([1, 2, 3, 4], { dtype: 'int64' });
   // each of these ran before (silently ignoring the option or running PGD) and is refused now
-  await t.throwsAsync(attack(model, x, y, { kind: 'kl', epsilon: 0.1, targeted: true, target }), { ...argErr, message: /kl cannot be targeted/ });
+  await t.throwsAsync(attack(model, x, y, { kind: 'kl', epsilon: 0.1, targeted: true, target }), { ...argErr, message: /^attack option 'targeted': expected false for kl \(it cannot be targeted\), got true$/ });
   await t.throwsAsync(attack(model, x, y, { kind: 42 as unknown as 'pgd' }), { ...argErr, message: /option 'kind'/ });
   await t.throwsAsync(attack(model, x, y, { kind: 'apgd-t', targeted: true, target }), { ...argErr, message: /untargeted attack that tries target classes/ });
-  await t.throwsAsync(attack(model, x, y, { kind: 'apgd-ce', stepSize: 0.01 }), { ...argErr, message: /does not take stepSize/ });
-  await t.throwsAsync(attack(model, x, y, { kind: 'cw-l2', norm: 'linf' }), { ...argErr, message: /does not support norm/ });
-  await t.throwsAsync(attack(model, x, y, { kind: 'fgsm', restarts: 2 }), { ...argErr, message: /has no restarts/ });
-  await t.throwsAsync(attack(model, x, y, { kind: 'pgd', targets: 3 }), { ...argErr, message: /does not take `targets`/ });
+  await t.throwsAsync(attack(model, x, y, { kind: 'apgd-ce', stepSize: 0.01 }), { ...argErr, message: /^attack option 'stepSize': expected none for apgd-ce \(APGD starts at 2ε and adapts it\), got 0.01$/ });
+  await t.throwsAsync(attack(model, x, y, { kind: 'cw-l2', norm: 'linf' }), { ...argErr, message: /^attack option 'norm': expected l2 for cw-l2 \(it supports no other norm\), got 'linf'$/ });
+  await t.throwsAsync(attack(model, x, y, { kind: 'fgsm', restarts: 2 }), { ...argErr, message: /^attack option 'restarts': expected 1 for fgsm \(it has no restarts\), got 2$/ });
+  await t.throwsAsync(attack(model, x, y, { kind: 'pgd', targets: 3 }), { ...argErr, message: /^attack option 'targets': expected none for pgd \(apgd-t and fab-t take it\), got 3$/ });
   await t.throwsAsync(attack(model, x, y, { kind: 'pgd', eotIter: 5 }), { ...argErr, message: /eotIter/ });
   for (const k of table.filter((a) => !a.available)) {
     await t.throwsAsync(attack(model, x, y, { kind: k.kind }), { ...argErr, message: new RegExp(`${k.kind} is not available in this build`) });
@@ -69,6 +75,7 @@ test('targeted CW∞ moves towards the target (was: away from it)', async (t) =>
   const pgd = await attack(model, x, y, { ...p, kind: 'pgd' });
   const rate = (r: Uint8Array) => r.reduce((a, b) => a + b, 0) / r.length;
   t.log(`targeted success: cw ${rate(cw.success)}, pgd ${rate(pgd.success)}`);
+  // measured 0.85 for both on two kernel sets: 45 images above the bound
   t.true(rate(pgd.success) > 0.5, 'targeted PGD reaches the target on most samples');
   t.true(rate(cw.success) > 0.5, `targeted CW reaches the target on most samples (${rate(cw.success)})`);
   // success means classified as the target: check it from the logits
@@ -84,7 +91,7 @@ test('targeted CW∞ moves towards the target (was: away from it)', async (t) =>
 
 test('AutoAttack (custom: APGD-CE, APGD-T with 3 targets) is at most PGD-20 and CW-20; per-sample bookkeeping; in the ball', async (t) => {
   const eps = 0.1;
-  const r = await evaluate(model, testSet, [
+  const r = await evaluateRobustness(model, testSet, [
     { name: 'pgd', kind: 'pgd', epsilon: eps, stepSize: 0.01, steps: 20 },
     { name: 'cw', kind: 'cw', epsilon: eps, stepSize: 0.01, steps: 20 },
   ]);
@@ -94,9 +101,12 @@ test('AutoAttack (custom: APGD-CE, APGD-T with 3 targets) is at most PGD-20 and 
     onStage: (e) => stages.push(`${e.batch}:${e.name}:${e.remaining}`),
   });
   const pgd = r.attacks[0].robustAccuracy, cw = r.attacks[1].robustAccuracy;
+  // On this trained MLP the cascade broke 2 samples more than PGD-20 and CW-20 here (18 vs 20 of
+  // 128 robust, on two kernel sets): nothing makes that hold on every CPU, so the ordering is
+  // asserted on the designed model below, and here only that the cascade breaks samples at all
+  // (it broke 82 of the 100 clean-correct)
   t.log(`clean ${r.accuracy}, pgd ${pgd}, cw ${cw}, autoattack ${aa.robustAccuracy} ± ${aa.robustAccuracyStderr}: ${aa.stages.map((s) => `${s.name} ${s.robustAccuracy} (${s.seconds.toFixed(2)} s)`).join(', ')}`);
   t.is(aa.accuracy, r.accuracy);
-  t.true(aa.robustAccuracy <= pgd && aa.robustAccuracy <= cw, `autoattack ${aa.robustAccuracy} vs pgd ${pgd}, cw ${cw}`);
   t.true(aa.robustAccuracy < aa.accuracy);
   t.deepEqual(aa.stages.map((s) => s.name), ['apgd-ce', 'apgd-t']);
   t.deepEqual(stages.slice(0, 1), [`0:apgd-ce:${aa.perSample.clean.reduce((a, b) => a + b, 0)}`]);
@@ -118,6 +128,30 @@ test('AutoAttack (custom: APGD-CE, APGD-T with 3 targets) is at most PGD-20 and 
   // seeded: the same call gives the same samples
   const again = await autoAttack(model, testSet, { epsilon: eps, version: 'custom', attacks: ['apgd-ce', { kind: 'apgd-t', targets: 3 }] });
   t.deepEqual(Array.from(again.perSample.brokenBy), Array.from(aa.perSample.brokenBy));
+
+  // At most PGD-20 and CW-20, where the outcome is built in: on the block-linear model at ε = 0.1,
+  // 'robust' rows are misclassified nowhere in the ball and 'broken' rows by any sign step adding
+  // up to ε (test/helpers/designed.ts has the margins). PGD-20 (20 steps of 0.01 from any start
+  // in the ball reach +ε on block k, −ε on block y), CW-20 (the margin loss: the same signs) and the
+  // cascade's APGD-CE (its first step) all break exactly the 'broken' rows, so all three robust
+  // accuracies are the 'robust' rows' share, and APGD-T finds nothing left.
+  if (!hasTorch) return;  // python3-torch writes that model
+  const lin = await Model.load(BLOCK_LINEAR);
+  const kinds: BlockRow[] = Array.from({ length: 24 }, (_, s) => (s % 3 === 2 ? 'wrong' : s % 3 === 1 ? 'broken' : 'robust'));
+  const designed = blockData(kinds);
+  const share = (k: BlockRow) => kinds.filter((v) => v === k).length / kinds.length;
+  const rd = await evaluateRobustness(lin, designed, [
+    { name: 'pgd', kind: 'pgd', epsilon: eps, stepSize: 0.01, steps: 20 },
+    { name: 'cw', kind: 'cw', epsilon: eps, stepSize: 0.01, steps: 20 },
+  ]);
+  const ad = await autoAttack(lin, designed, { norm: 'linf', epsilon: eps, version: 'custom', attacks: ['apgd-ce', { kind: 'apgd-t', targets: 3 }] });
+  t.is(rd.accuracy, kinds.filter((k) => k !== 'wrong').length / kinds.length);
+  t.deepEqual(rd.attacks.map((a) => a.robustAccuracy), [share('robust'), share('robust')]);
+  t.is(ad.robustAccuracy, share('robust'));
+  t.deepEqual(ad.stages.map((s) => s.broken), [kinds.filter((v) => v === 'broken').length, 0]);
+  t.deepEqual(Array.from(ad.perSample.brokenBy), kinds.map((k) => ({ robust: -1, broken: 0, wrong: -2 })[k]));
+  lin.dispose();
+  designed.dispose();
 });
 
 test('APGD-CE and APGD-T: x_adv in the ball and the box (L∞ and L2); success is misclassification; abortable', async (t) => {
@@ -132,6 +166,8 @@ test('APGD-CE and APGD-T: x_adv in the ball and the box (L∞ and L2); success i
       for (let j = 1; j < 10; j++) if (z[i * 10 + j] > z[i * 10 + a]) a = j;
       t.is(s === 1, a !== yv[i], `${p.kind} sample ${i}`);
     });
+    t.log(`${p.kind}: broke ${r.success.reduce((a, b) => a + b, 0)} of ${N}`);
+    // measured 66 (APGD-CE) and 74 (APGD-T) of 128 against the bound's 39
     t.true(r.success.reduce((a, b) => a + b, 0) > 0.3 * N, `${p.kind} breaks samples`);
   }
   // EOT on a deterministic model averages identical gradients: L∞ steps use only their signs, so
@@ -181,20 +217,28 @@ const hasTorch = hasTorchModules('torch');
   const res: Record<string, { clean: number; pgd: number; aa: number; warnings: string[] }> = {};
   for (const name of ['base', 'scaled', 'quant']) {
     const m = await Model.load(path.join(dir, `${name}.pt`));
-    const p = await evaluate(m, data, [pgd]);
+    const p = await evaluateRobustness(m, data, [pgd]);
     const a = await autoAttack(m, data, custom);
     res[name] = { clean: p.accuracy, pgd: p.attacks[0].robustAccuracy, aa: a.robustAccuracy, warnings: a.warnings };
     t.log(`${name}: clean ${p.accuracy}, pgd ${p.attacks[0].robustAccuracy}, autoattack ${a.robustAccuracy}; ${a.warnings.join(' | ') || 'no warnings'}`);
     m.dispose();
   }
   const { base, scaled, quant } = res;
-  t.true(base.pgd < base.clean - 0.3, 'PGD breaks the unmasked model');
+  // The masked models' PGD is pinned by construction: scaled logits saturate the float32 softmax
+  // (p_y = 1 exactly, a zero cross-entropy gradient) and quantisation has a zero derivative, so PGD
+  // moves only by its random start (measured: robust = clean on both). How much PGD breaks of the
+  // Python-trained base model is an outcome of its training on this CPU: measured 27 of the 42
+  // clean-correct at ε = 0.1 (two kernel sets); 0.2 of 64 samples (13) leaves room for another
+  // CPU's training while still saying that PGD breaks the unmasked model and not the masked ones
+  t.true(base.pgd < base.clean - 0.2, 'PGD breaks the unmasked model');
   t.deepEqual(base.warnings, []);
   for (const [name, r] of [['scaled', scaled], ['quant', quant]] as const) {
     t.is(r.clean, base.clean, `${name}: same predictions`);
-    t.true(r.pgd > base.pgd + 0.3, `${name}: PGD looks robust (${r.pgd} vs ${base.pgd})`);
+    t.true(r.pgd > base.pgd + 0.2, `${name}: PGD looks robust (${r.pgd} vs ${base.pgd})`);
     t.true(r.warnings.some((w) => /gradient masking/.test(w)), `${name}: warns`);
   }
+  // DLR is invariant to the logits' scale, so the cascade sees the same model on both (measured:
+  // the same robust accuracy); 0.1 allows a different APGD-CE stage outcome on a few samples
   t.true(scaled.aa <= base.aa + 0.1, `scaled: the cascade is not fooled (${scaled.aa} vs ${base.aa})`);
   // probability outputs and a randomised model: the other two sanity checks (two cheap APGD steps suffice)
   for (const [name, re] of [['softmax', /look like probabilities on 64 of 64 samples/], ['noisy', /the model is randomised; use version 'rand'/]] as const) {
@@ -206,6 +250,7 @@ const hasTorch = hasTorchModules('torch');
   if (attackKinds().find((a) => a.kind === 'square')?.available) {
     const m = await Model.load(path.join(dir, 'quant.pt'));
     const a = await autoAttack(m, data, { ...custom, attacks: ['apgd-ce', 'square'] });
+    t.log(`quant + square: robust ${a.robustAccuracy} (base, cascade: ${base.aa})`);
     t.true(a.robustAccuracy <= base.aa + 0.1, `quant + square: ${a.robustAccuracy} vs ${base.aa}`);
     m.dispose();
   }
@@ -233,7 +278,7 @@ test.serial('CLI attack --attack autoattack --json; configs accept autoattack', 
   t.deepEqual(out.stages.map((s) => [s.name, s.robustAccuracy]), lib.stages.map((s) => [s.name, s.robustAccuracy]));
   const bad = spawnSync(process.execPath, [cli, 'attack', '--model', ck, '--data', 'fashion-mnist', '--limit', '8', '--attack', 'apgd-ce', '--step-size', '0.1'], { encoding: 'utf8' });
   t.is(bad.status, 1);
-  t.regex(bad.stderr, /apgd-ce does not take stepSize/);
+  t.regex(bad.stderr, /attack option 'stepSize': expected none for apgd-ce/);
   fs.rmSync(dir, { recursive: true });
 
   const cfg = (a: Record<string, unknown>) => ({ name: 'x', defaults: { data: { dataset: 'fashion-mnist' } }, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' }, eval: { attacks: [a] } }] });

@@ -12,7 +12,6 @@ import { runOp } from '../lib/binding/op';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-fuzz-'));
 
-const a = addon;
 
 function idxBytes(dims: number[], n: number): Buffer {
   const h = Buffer.alloc(4 + 4 * dims.length);
@@ -59,26 +58,26 @@ fs.writeFileSync(labels, idxBytes([4], 4));
 
 test('IDX images: every truncation (raw and gzip) is ERR_FORMAT', async (t) => {
   const full = idxBytes([4, 3, 3], 36);
-  await truncations(t, 'img.idx', full, (f) => a().loadIdx(f, labels, 10));
-  await truncations(t, 'img.idx.gz', zlib.gzipSync(full), (f) => a().loadIdx(f, labels, 10));
+  await truncations(t, 'img.idx', full, (f) => addon().loadIdx(f, labels, 10));
+  await truncations(t, 'img.idx.gz', zlib.gzipSync(full), (f) => addon().loadIdx(f, labels, 10));
 });
 
 test('IDX labels: every truncation is ERR_FORMAT', async (t) => {
   const img = path.join(tmp, 'img-ok');
   fs.writeFileSync(img, idxBytes([4, 2, 2], 16));
-  await truncations(t, 'lbl.idx', idxBytes([4], 4), (f) => a().loadIdx(img, f, 10));
+  await truncations(t, 'lbl.idx', idxBytes([4], 4), (f) => addon().loadIdx(img, f, 10));
 });
 
 test('.npy: every truncation is ERR_FORMAT', async (t) => {
-  await truncations(t, 'x.npy', npyBytes(), (f) => a().loadNpy(f, 'images'));
-  await truncations(t, 'x.npy.gz', zlib.gzipSync(npyBytes()), (f) => a().loadNpy(f, 'raw'));
+  await truncations(t, 'x.npy', npyBytes(), (f) => addon().loadNpy(f, 'images'));
+  await truncations(t, 'x.npy.gz', zlib.gzipSync(npyBytes()), (f) => addon().loadNpy(f, 'raw'));
 });
 
 test('CIFAR: truncations are ERR_FORMAT', async (t) => {
   const rec = Buffer.alloc(2 * 3073);
   rec[0] = 3;
   rec[3073] = 7;
-  await truncations(t, 'c10.bin', rec, (f) => a().loadCifar([f], 10, false), 3, (n) => n > 0 && n % 3073 === 0);
+  await truncations(t, 'c10.bin', rec, (f) => addon().loadCifar([f], 10, false), 3, (n) => n > 0 && n % 3073 === 0);
 });
 
 test('random bytes never crash: ERR_FORMAT (or, by chance, a valid file)', async (t) => {
@@ -86,9 +85,9 @@ test('random bytes never crash: ERR_FORMAT (or, by chance, a valid file)', async
   const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const file = path.join(tmp, 'random');
   const loaders: [string, (f: string) => Promise<unknown>, Buffer][] = [
-    ['idx', (f) => a().loadIdx(f, labels, 10), idxBytes([4, 3, 3], 36)],
-    ['npy', (f) => a().loadNpy(f, 'images'), npyBytes()],
-    ['cifar', (f) => a().loadCifar([f], 100, false), Buffer.alloc(3074)],
+    ['idx', (f) => addon().loadIdx(f, labels, 10), idxBytes([4, 3, 3], 36)],
+    ['npy', (f) => addon().loadNpy(f, 'images'), npyBytes()],
+    ['cifar', (f) => addon().loadCifar([f], 100, false), Buffer.alloc(3074)],
   ];
   for (const [name, load, valid] of loaders) {
     for (let i = 0; i < 150; i++) {
@@ -104,5 +103,5 @@ test('random bytes never crash: ERR_FORMAT (or, by chance, a valid file)', async
     }
     t.is(await outcome(file, Buffer.alloc(0), load), 'ERR_FORMAT');
   }
-  t.is(await outcome(path.join(tmp, 'missing'), Buffer.alloc(0), () => a().loadNpy(path.join(tmp, 'nope.npy'), 'raw')), 'ERR_IO');
+  t.is(await outcome(path.join(tmp, 'missing'), Buffer.alloc(0), () => addon().loadNpy(path.join(tmp, 'nope.npy'), 'raw')), 'ERR_IO');
 });

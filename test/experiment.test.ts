@@ -44,7 +44,7 @@ test('config errors name the exact path and the allowed values', (t) => {
   const base = { name: 'x', defaults: { data: { dataset: 'fashion-mnist' } } };
   t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }, { model: { arch: 'mlp' }, train: { method: 'natural' }, name: 'b' },
     { model: { arch: 'mlp' }, train: { method: 'tradez' } }] }),
-  "runs[2].train.method: expected one of natural | pgd-at | trades, got 'tradez'");
+  "runs[2].train.method: expected one of natural | pgd-at | trades | mart | fire | jacobian | fisher-trace | fisher-lambda, got 'tradez'");
   t.is(configError({ ...base, runs: [{ model: { arch: 'vgg12' }, train: { method: 'natural' } }] }),
     "runs[0].model.arch: expected one of mlp | small-cnn | mnist-net | lenet | vgg11 | vgg13 | vgg16 | resnet20 | resnet32 | resnet44 | resnet56 | wrn-34-10 | preact-resnet18, got 'vgg12'");
   t.regex(configError({ ...base, runs: [{ model: { arch: 'mlp', activaton: 'relu' }, train: { method: 'natural' } }] }),
@@ -55,7 +55,7 @@ test('config errors name the exact path and the allowed values', (t) => {
     'runs[0].train.beta: expected a number ≥ 0, got -6 (grid point train.beta=-6)');
   t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' }, grid: { beta: [1] } }] }),
     "runs[0].grid.beta: grid keys are dotted paths under data | model | train | eval (or 'seed'), got 'beta'");
-  t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' } }] }), 'runs[0].train.method: required (expected \'natural\' | \'pgd-at\' | \'trades\')');
+  t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' } }] }), "runs[0].train.method: required (expected 'natural' | 'pgd-at' | 'trades' | 'mart' | 'fire' | 'jacobian' | 'fisher-trace' | 'fisher-lambda')");
   t.is(configError({ name: 'x', runs: [] }), 'runs: expected at least 1 item(s), got 0');
   t.is(configError({ name: 'x', rusn: [] }), "runs: required (expected array); (top level): unknown key 'rusn'; allowed: name, description, out, device, seeds, defaults, grid, runs");
   t.regex(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }, { model: { arch: 'mlp' }, train: { method: 'natural' } }] }),
@@ -265,7 +265,7 @@ test('CLI: --help for every command, exit codes for usage and config errors, dry
   fs.writeFileSync(bad, 'name: bad\ndefaults: { data: { dataset: fashion-mnist } }\nruns:\n  - model: { arch: mlp }\n    train: { method: tradez }\n');
   const r = runCli(['run', bad]);
   t.is(r.status, 1);
-  t.is(r.stderr.trim(), "fisherlens: ERR_CONFIG: bad.yaml: runs[0].train.method: expected one of natural | pgd-at | trades, got 'tradez'");
+  t.is(r.stderr.trim(), "fisherlens: ERR_CONFIG: bad.yaml: runs[0].train.method: expected one of natural | pgd-at | trades | mart | fire | jacobian | fisher-trace | fisher-lambda, got 'tradez'");
   const cuda = runCli(['run', path.join(root, 'configs', 'paper-cifar10.yaml'), '--out', path.join(dir, 'paper')]);
   if (/CUDA is not available/.test(cuda.stderr)) {
     t.is(cuda.status, 1);

@@ -82,3 +82,17 @@ test('the compiled declarations export the pinned values and types', (t) => {
   t.deepEqual(values.sort(), VALUES);
   t.deepEqual(types.sort(), TYPES);
 });
+
+test("Model's declared members do not show its native handle (a private field, reached inside lib/ through modelHandle)", (t) => {
+  const file = path.join(DIST_LIB, 'index.d.ts');
+  const program = ts.createProgram([file], { skipLibCheck: true, noEmit: true, types: [] });
+  const checker = program.getTypeChecker();
+  const mod = checker.getSymbolAtLocation(program.getSourceFile(file)!)!;
+  const exported = checker.getExportsOfModule(mod).find((s) => s.name === 'Model')!;
+  const model = checker.getAliasedSymbol(exported);
+  const instance = checker.getDeclaredTypeOfSymbol(model);
+  const members = checker.getPropertiesOfType(instance).map((p) => p.name);
+  t.true(members.includes('forward') && members.includes('dispose'), `the members were read: ${members.join(', ')}`);
+  t.false(members.includes('native'), 'native is no member of Model');
+  t.false('modelHandle' in (require(DIST_LIB) as object), 'modelHandle is not exported by the package');
+});

@@ -182,16 +182,21 @@ test('fab-t L2 on a trained MLP: norms within 10 % of CW-L2\'s or smaller where 
   await checkSuccess(t, mlp, fab, labels);
   const both: number[] = [];
   for (let i = 0; i < N; i++) if (fab.cleanCorrect[i] === 1 && fab.success[i] === 1 && cw.success[i] === 1) both.push(i);
+  t.log(`both succeed on ${both.length} of ${N}`);
   t.true(both.length >= N / 2, `both succeed on ${both.length} of ${N}`);
   const ratios = both.map((i) => fab.norm[i] / cw.norm[i]);
   const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
   t.log(`fab-t/cw-l2 ‖δ‖₂: median ${median(ratios).toFixed(3)}, mean norms ${mean(both.map((i) => fab.norm[i])).toFixed(3)} vs ${mean(both.map((i) => cw.norm[i])).toFixed(3)}, max ratio ${Math.max(...ratios).toFixed(3)}`);
+  // measured median 0.86, mean norms 0.98 vs 1.19 (two kernel sets): 25 % inside the bounds
   t.true(median(ratios) <= 1.1, `median ratio ${median(ratios)}`);
   t.true(mean(both.map((i) => fab.norm[i])) <= 1.1 * mean(both.map((i) => cw.norm[i])), 'mean norm');
-  // fab-t breaks at least what cw-l2 breaks within ε (both minimal-norm attacks; fab-t tries 9 targets)
+  // fab-t breaks about what cw-l2 breaks within ε (both minimal-norm attacks; fab-t tries 9 targets).
+  // Outcomes on a trained MLP: measured fab-t 23, cw-l2 21, both 21 of 32 (norm ratio median 0.86,
+  // asserted ≤ 1.1); 4 fewer than CW and half of the samples leave room for another CPU's model
   const fabWins = Array.from(fab.success).filter((s, i) => s === 1 && fab.cleanCorrect[i] === 1).length;
   const cwWins = Array.from(cw.success).filter((s, i) => s === 1 && cw.cleanCorrect[i] === 1).length;
-  t.true(fabWins >= cwWins - 1, `fab-t broke ${fabWins}, cw-l2 ${cwWins}`);
+  t.log(`fab-t broke ${fabWins}, cw-l2 ${cwWins}`);
+  t.true(fabWins >= cwWins - 4, `fab-t broke ${fabWins}, cw-l2 ${cwWins}`);
 });
 
 test('fab-t and fab L∞ on a trained MLP: median ‖δ‖∞ on broken samples well below ε, all within ε and [0, 1]', async (t) => {
@@ -204,7 +209,11 @@ test('fab-t and fab L∞ on a trained MLP: median ‖δ‖∞ on broken samples 
     t.deepEqual(ballViolations(xs.toArray() as Float32Array, r.xAdv.toArray() as Float32Array, 784, 'linf', epsilon), []);
     await checkSuccess(t, mlp, r, labels);
     const broken = Array.from(r.norm).filter((_, i) => r.success[i] === 1 && r.cleanCorrect[i] === 1);
-    t.true(broken.length >= pgdBroken - 1, `${p.kind}: broke ${broken.length}, PGD-20 ${pgdBroken}`);
+    // FAB searches the boundary, it does not maximise a loss: a sample PGD-20 breaks it may miss
+    // within ε. Measured: both broke 24 of 32 (two kernel sets); 4 fewer leaves room for another
+    // CPU's trained MLP and still says FAB finds the boundary where PGD does
+    t.true(broken.length >= pgdBroken - 4, `${p.kind}: broke ${broken.length}, PGD-20 ${pgdBroken}`);
+    // measured 0.056 = 0.28 ε: the minimal perturbations spread below ε, PGD's sit at ε
     t.true(median(broken) < 0.4 * epsilon, `${p.kind}: median ‖δ‖∞ ${median(broken)}`);
     t.log(`${p.kind} L∞ ε ${epsilon}: broke ${broken.length}/${N} (PGD-20 ${pgdBroken}), median ‖δ‖∞ ${median(broken).toFixed(4)}`);
     // samples misclassified clean are left as they are
@@ -218,12 +227,18 @@ test('fab-t and fab L∞ on a trained MLP: median ‖δ‖∞ on broken samples 
   const X = te.images, Y = te.labels, y = Y.toNumbers();
   const count = (r: AttackResult) => Array.from(r.cleanCorrect).filter((c, i) => c === 1 && r.success[i] === 0).length;
   for (const [norm, epsilon, stepSize] of [['linf', 0.1, 0.01], ['l2', 3, 0.3]] as const) {
-    const pgd = await attack(q, X, Y, { kind: 'pgd', norm, epsilon, stepSize, steps: 20 });
+    // L∞ without a random start: the quantisation's derivative is zero, sign(0) = 0, so PGD cannot
+    // move x and fails on every clean-correct sample by construction. L2 replaces a zero gradient
+    // by a random direction (native/attacks.cc), so its PGD wanders: measured 2 of 50 broken.
+    const pgd = await attack(q, X, Y, { kind: 'pgd', norm, epsilon, stepSize, steps: 20, randomStart: norm !== 'linf' });
     const sq = await attack(q, X, Y, { kind: 'square', norm, epsilon, steps: 400, seed: 3 });
     const clean = Array.from(sq.cleanCorrect).filter((c) => c === 1).length;
-    t.true(clean >= 45, `clean ${clean}/64`);
-    // PGD sees a zero gradient (only its random start moves); Square only needs scores
-    t.true(count(pgd) >= clean - 6, `${norm}: PGD robust ${count(pgd)} of ${clean} clean`);
+    // the Python-trained MLP: measured 50 of 64; half says it is trained (chance: 6)
+    t.true(clean >= 32, `clean ${clean}/64`);
+    if (norm === 'linf') t.is(count(pgd), clean, 'PGD on a zero gradient does not move');
+    else t.true(count(pgd) >= clean - 12, `${norm}: PGD robust ${count(pgd)} of ${clean} clean`);
+    // Square only needs scores. Measured robust under square 18 (L∞) and 13 (L2) of 50, against
+    // half of PGD's (25, 24): a margin of 6 and 11 samples for another CPU's model and rounding
     t.true(count(sq) <= 0.5 * count(pgd), `${norm}: square robust ${count(sq)}, PGD ${count(pgd)}`);
     t.log(`${norm} ε ${epsilon}: clean ${clean}/64, robust under PGD-20 ${count(pgd)}, under square (400 queries) ${count(sq)}`);
     await checkSuccess(t, q, sq, y);

@@ -38,15 +38,21 @@ export function ensureFixture(): string {
   return FIXTURE;
 }
 
-/** Runs the Python reference's `fisher` on a model and inputs; returns its JSON (cached per key). */
-export function refFisher(model: string, x: string, v: string | null, key: string): {
+/**
+ * Runs the Python reference's `fisher` on a model and inputs; returns its JSON (cached per key).
+ * With `hutchinson`, also the Hutchinson estimates of the explicit G on the probes the native op
+ * draws for that seed (hutch* arrays; empty without it).
+ */
+export function refFisher(model: string, x: string, v: string | null, key: string, hutchinson?: { probes: number; seed: number }): {
   lambdaMax: number[]; trace: number[]; frobenius: number[]; spectrum: number[][]; eigvec: number[][];
   probs: number[][]; vGv: number[]; logits: number[][];
+  hutchTrace: number[]; hutchTraceSe: number[]; hutchFrobenius: number[]; hutchFrobeniusSe: number[];
 } {
   const out = path.join(FIXTURE, `ref-${key}.json`);
   if (!fs.existsSync(out)) {
     const tmp = `${out}.${process.pid}`;
-    runPy(['fisher', '--model', model, '--x', x, ...(v ? ['--v', v] : []), '--out', tmp]);
+    const h = hutchinson ? ['--probes', String(hutchinson.probes), '--seed', String(hutchinson.seed)] : [];
+    runPy(['fisher', '--model', model, '--x', x, ...(v ? ['--v', v] : []), ...h, '--out', tmp]);
     fs.renameSync(tmp, out);
   }
   return JSON.parse(fs.readFileSync(out, 'utf8'));

@@ -19,6 +19,8 @@ test.serial('fisherlens fisher --json prints one JSON document with per-sample a
   const out = JSON.parse(r.stdout);
   t.is(out.n, 120);
   t.is(out.lambdaMax.length, 120);
+  // float64 model and images on both sides (JSON carries doubles exactly): summation order only,
+  // ~1e-14; 1e-9 as the library's reference tests (test/fisher.test.ts)
   for (let i = 0; i < 120; i++) {
     t.true(relErr(out.lambdaMax[i], ref.lambdaMax[i]) < 1e-9);
     t.true(relErr(out.frobenius[i], ref.frobenius[i]) < 1e-9);
@@ -43,6 +45,8 @@ test.serial('fisherlens cckl --json prints the eight quantities; bad arguments e
   t.is(r.status, 0, r.stderr);
   const o = JSON.parse(r.stdout);
   for (const k of ['cckl', 'jsMean', 'lowerBound', 'accuracy', 'crossEntropy', 'nonRobust', 'robust', 'nonRobustFraction']) t.is(typeof o[k], 'number', k);
+  // float64 logits of the float64 model on both sides: 1e-9 as above; robust = CCKL − N is an
+  // identity of the printed numbers (O(1)): one float64 subtraction's rounding
   t.true(relErr(o.cckl, rc.cckl) < 1e-9);
   t.true(relErr(o.jsMean, rc.jsMean) < 1e-9);
   t.true(Math.abs(o.robust - (o.cckl - o.nonRobust)) < 1e-12);

@@ -133,11 +133,14 @@ test('CCKL in O(N·C), streamed over uneven batches, equals the naive pairwise d
     const pm = await acc.pairs();
     acc.dispose();
     t.is(res.pairs, ref.pairs);
+    // float64 on both sides, no kernels of LibTorch's involved beyond exp/log: the O(N·C) class
+    // sums reorder the naive loop's ~5·10⁴ pair terms, ~1e-13 relative of rounding; 1e-10 leaves
+    // three orders for any CPU's libm, while a wrong weighting of a class moves CCKL by percent
     t.true(relErr(res.cckl, ref.cckl) < 1e-10, `cckl ${res.cckl} vs ${ref.cckl}`);
     t.true(relErr(pm.jsMean, ref.js) < 1e-10, `js ${pm.jsMean} vs ${ref.js}`);
     t.true(Math.abs(pm.lowerBound - ref.bound) < 1e-12 + 1e-10 * ref.bound, `bound ${pm.lowerBound} vs ${ref.bound}`);
     t.true(pm.exact);
-    // PAPER.md §2: bound ≤ 2·JS ≤ CCKL
+    // docs/math.md (4)–(8): bound ≤ 2·JS ≤ CCKL
     t.true(pm.lowerBound <= 2 * pm.jsMean + 1e-12 && 2 * pm.jsMean <= res.cckl + 1e-12, `${pm.lowerBound} ≤ ${2 * pm.jsMean} ≤ ${res.cckl}`);
     if (trained) t.true(pm.lowerBound > 0, 'a trained classifier has a positive bound');
   }
@@ -153,6 +156,8 @@ test('sampled JS mean and bound fall within a few standard errors of the exact v
   const samp = await ccklFromLogits(zt, yt, { exactMax: 100, jsSamples: 20000, seed: 4 });
   t.false(samp.exact);
   t.is(samp.pairsUsed, 20000);
+  // seeded sampling: the estimate is a fixed function of the seed; 4 SE (a 6e-5 chance for a
+  // correct sampler) says the estimator and its SE are right, on any CPU
   t.true(Math.abs(samp.jsMean - exact.jsMean) < 4 * samp.jsSe, `js ${samp.jsMean} ± ${samp.jsSe} vs ${exact.jsMean}`);
   t.true(Math.abs(samp.lowerBound - exact.lowerBound) < 4 * samp.lowerBoundSe + 1e-12);
   t.is(samp.cckl, exact.cckl); // CCKL is exact either way
@@ -164,13 +169,17 @@ test('cross-implementation: CCKL, JS, bound, accuracy and CE of a trained TorchS
   const ref = REF_CCKL;
   const data = new Dataset(x, y);
   const r = await ccklMetrics(m, data, { batchSize: 50, pairs: 0 });
+  // float64 model and logits on both sides: summation order only (~1e-14); 1e-9 as the Fisher tests
   t.true(relErr(r.cckl, ref.cckl) < 1e-9, `cckl ${r.cckl} vs ${ref.cckl}`);
   t.true(relErr(r.jsMean, ref.jsMean) < 1e-9);
   t.true(relErr(r.lowerBound, ref.lowerBound) < 1e-9);
   t.is(r.pairs, ref.pairs);
   t.true(Math.abs(r.accuracy - ref.accuracy) < 1e-12);
   t.true(relErr(r.crossEntropy, ref.crossEntropy) < 1e-9);
-  t.true(r.accuracy > 0.4, 'the fixture is trained');
+  t.log(`fixture accuracy ${r.accuracy}`);
+  // the Python fixture's 150 SGD steps (on this CPU): measured 0.625; chance is 0.1, so 0.3 says
+  // it is trained with room for another CPU's training
+  t.true(r.accuracy > 0.3, 'the fixture is trained');
   t.true(r.lowerBound <= 2 * r.jsMean && 2 * r.jsMean <= r.cckl);
   t.true(Number.isNaN(r.nonRobust));
 });
@@ -184,6 +193,7 @@ test('disentanglement: ½ δᵀGδ per pair matches the reference and N, R = CCK
   for (let k = 0; k < 40; k++) t.not(LABELS[nr.i[k]], LABELS[nr.j[k]]);
   // the first 8 pairs against the Python reference's vᵀGv with v = δ (explicit G, float64)
   const { ref, delta, shape } = REF_PAIRS;
+  // float64 throughout (1e-9: summation order only, as the Fisher tests)
   for (let k = 0; k < 8; k++) t.true(relErr(nr.halfQuadratic[k], 0.5 * ref.vGv[k]) < 1e-9, `pair ${k}`);
   const xi = data.batch(nr.i.slice(0, 8)).x;
   const q = await fisherQuadratic(m, xi, Tensor.from(delta, shape));
@@ -192,9 +202,13 @@ test('disentanglement: ½ δᵀGδ per pair matches the reference and N, R = CCK
   const seg = await klPairSegments(m, data, { i: nr.i.slice(0, 8), j: nr.j.slice(0, 8) }, { ts: [1e-4, 1] });
   for (let k = 0; k < 8; k++) {
     t.true(relErr(seg.kl[k][1], nr.kl[k]) < 1e-9, `segment end ${k}`);
+    // at t = 1e-4 the KL differs from ½t²δᵀGδ by the Taylor remainder O(t‖δ‖) (‖δ‖ ≲ 10 between
+    // two images: ≲ 1e-3 relative) and float64 cancellation (~1e-16 / 1e-8); 1e-2 is above both
     t.true(relErr(seg.kl[k][0], seg.quadratic[k][0]) < 1e-2, `segment start ${k}`);
   }
   const all = await ccklMetrics(m, data, { pairs: 40, seed: 1, batchSize: 16 });
+  // the same float64 computation on the same pairs (and exact identities of its outputs): a
+  // reordered final sum may move the last bit or two of these O(0.1..10) numbers, nothing more
   t.true(Math.abs(all.nonRobust - nr.nonRobust) < 1e-15);
   t.true(Math.abs(all.robust - (all.cckl - all.nonRobust)) < 1e-15);
   t.true(Math.abs(all.nonRobustFraction - all.nonRobust / all.cckl) < 1e-15);
@@ -207,6 +221,9 @@ test('ρ(x, ε) by KL-PGD ≈ ½ ε² λ_max for small ε, and ≥ the Fisher-at
   const small = await adversarialMeasure(m, x, 1e-4, { steps: 10 });
   const e = await fisherExact(m, x);
   for (let b = 0; b < 12; b++) {
+    // the same float64 exact Fisher as fisherExact's (1e-12: a reordered sum at most); ρ at ε = 1e-4
+    // is ½ε²λ_max up to the Taylor remainder O(ε·‖∂³‖/λ) ≈ 1e-4 relative and the 10-step ascent's
+    // shortfall from the exact maximiser, which the KL-PGD start along the top eigenvector keeps small: 1e-2
     t.true(relErr(small.lambdaMax[b], e.lambdaMax[b]) < 1e-12);
     t.true(relErr(small.rho[b], small.fisherBound[b]) < 1e-2, `ρ ${small.rho[b]} vs ½ε²λ ${small.fisherBound[b]}`);
   }

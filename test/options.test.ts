@@ -11,6 +11,7 @@ import { spawn, spawnSync } from 'child_process';
 import { ATTACK_KINDS, ATTACK_OPTIONS, ATTACK_TABLE, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, NORMS, optimizerOptions, parseAttackOptions } from '../lib/science/options';
 import { parseOptions } from '../lib/util/schema';
 import { Model, Tensor, fisherPower, fisherDataset, attack, FisherLensError, ProgressEvent, StepProgress, BatchProgress } from '../lib';
+import { modelHandle } from '../lib/science/model';
 import { addon, addonPath, NativeModel, NativeOptimizer, NativeTensor } from '../lib/binding/native';
 import { ROOT } from './fisher-fixtures';
 import { startRedis, haveRedis } from './helpers/redis';
@@ -35,10 +36,10 @@ test('a wrong enum value is ERR_ARG naming the option and the allowed values of 
   const k = t.throws(() => parseAttackOptions({ kind: 'pgd-20' }), { instanceOf: FisherLensError });
   t.regex(k?.message ?? '', new RegExp(`option 'kind': expected one of ${ATTACK_KINDS.join(', ')}, got 'pgd-20'`));
   // ranges, integers and types, each naming the option
-  t.regex(t.throws(() => parseAttackOptions({ kind: 'fab', beta: 1 }))?.message ?? '', /option 'beta': must be in \(0, 1\), got 1/);
-  t.regex(t.throws(() => parseAttackOptions({ kind: 'pgd', steps: 2.5 }))?.message ?? '', /option 'steps': expected an integer, got 2.5/);
-  t.regex(t.throws(() => parseOptions('fisher', FISHER_SPEED_OPTIONS, { streams: 65 }))?.message ?? '', /option 'streams': must be in \[0, 64\], got 65/);
-  t.regex(t.throws(() => parseOptions('fisher power', FISHER_OPTIONS.power, { tol: '1e-6' }))?.message ?? '', /option 'tol': expected a number, got '1e-6'/);
+  t.regex(t.throws(() => parseAttackOptions({ kind: 'fab', beta: 1 }))?.message ?? '', /option 'beta': expected a finite number in \(0, 1\), got 1$/);
+  t.regex(t.throws(() => parseAttackOptions({ kind: 'pgd', steps: 2.5 }))?.message ?? '', /option 'steps': expected an integer >= 0, got 2.5$/);
+  t.regex(t.throws(() => parseOptions('fisher', FISHER_SPEED_OPTIONS, { streams: 65 }))?.message ?? '', /option 'streams': expected an integer in \[0, 64\], got 65$/);
+  t.regex(t.throws(() => parseOptions('fisher power', FISHER_OPTIONS.power, { tol: '1e-6' }))?.message ?? '', /option 'tol': expected a finite number >= 0, got '1e-6'$/);
   // the public wrapper refuses before any native work (rejects, the same error)
   await t.throwsAsync(attack(undefined as unknown as Model, undefined as unknown as Tensor, undefined as unknown as Tensor, { norm: 'l3' as never }),
     { code: 'ERR_ARG', message: /expected one of linf, l2/ } as never);
@@ -72,7 +73,7 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
   const out = JSON.parse(r.stdout);
   t.deepEqual(out.table.map((a: { kind: string }) => a.kind), [...ATTACK_KINDS]);
   t.like(out.table.find((a: { kind: string }) => a.kind === 'apgd-t'), { targeted: false, internalTargets: true, minClasses: 4, defaultSteps: 100 });
-  t.regex(out.err, /^ERR_ARG: apgd-t cannot be targeted/);
+  t.regex(out.err, /^ERR_ARG: attack option 'targeted': expected false for apgd-t \(it is an untargeted attack that tries target classes internally/);
   t.is(out.loaded, '');
   t.deepEqual(out.nodeFiles, []);
 
@@ -110,8 +111,8 @@ test('help, the capability table and config validation need no LibTorch (FISHERL
     .replace('{ type: apgd-t, targets: 3, steps: 10 }', '{ type: apgd-ce, targets: 3, steps: 10 }'));
   const u = noTorch([CLI, 'run', unsupported, '--dry-run', '--out', path.join(tmp, 'runs')]);
   t.is(u.status, 1);
-  t.regex(u.stderr, /ERR_CONFIG: .*apgd-ce does not take stepSize/);
-  t.regex(u.stderr, /apgd-ce does not take `targets`/);
+  t.regex(u.stderr, /ERR_CONFIG: .*attack option 'stepSize': expected none for apgd-ce \(APGD starts at 2ε and adapts it\), got 0.02/);
+  t.regex(u.stderr, /attack option 'targets': expected none for apgd-ce \(apgd-t and fab-t take it\), got 3/);
   t.notRegex(u.stderr, /ERR_LOAD/);
 });
 
@@ -120,14 +121,14 @@ test('the native side reads complete options strictly: a missing key is ERR_INTE
   const x = Tensor.from(Float32Array.from({ length: 48 }, (_, i) => ((i * 7) % 13) / 13), [3, 1, 4, 4]);
   const full = { tol: 1e-6, maxIter: 100, channelsLast: false, streams: 1, autograd: false, classesPerPass: 1 };
   const { autograd: _a, ...missing } = full;
-  const e = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, missing)) as unknown as { code: string; message: string };
+  const e = await t.throwsAsync(async () => addon().fisherPower(modelHandle(m), x.native, missing)) as unknown as { code: string; message: string };
   t.is(e.code, 'ERR_INTERNAL');
   t.regex(e.message, /option 'autograd' missing/);
-  const w = await t.throwsAsync(async () => addon().fisherPower(m.native, x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
+  const w = await t.throwsAsync(async () => addon().fisherPower(modelHandle(m), x.native, { ...full, maxIter: 2.5 })) as unknown as { code: string; message: string };
   t.is(w.code, 'ERR_ARG');
   t.regex(w.message, /option 'maxIter': expected an integer/);
   // booleans cross as booleans: `converged` arrives as a Uint8Array of 0/1, the wrapper gives boolean[]
-  const raw = await addon().fisherPower(m.native, x.native, { ...full, maxIter: 3 });
+  const raw = await addon().fisherPower(modelHandle(m), x.native, { ...full, maxIter: 3 });
   t.true(raw.converged instanceof Uint8Array);
   const r = await fisherPower(m, x, { maxIter: 3 });
   t.deepEqual(r.converged, Array.from(raw.converged as Uint8Array, (v) => v === 1));
@@ -155,9 +156,9 @@ test('handles are branded: a model or a plain object where a tensor or optimiser
   };
   void typeChecks;
   // run time: the addon refuses the wrong kind with ERR_ARG, as the types would have
-  const e = await t.throwsAsync(async () => addon().tensorTo(m.native as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
+  const e = await t.throwsAsync(async () => addon().tensorTo(modelHandle(m) as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e.code, 'ERR_ARG');
-  const opt = await addon().createOptimizer(m.native, optimizerOptions({}));
+  const opt = await addon().createOptimizer(modelHandle(m), optimizerOptions({}));
   const e2 = await t.throwsAsync(async () => addon().tensorTo(opt as unknown as NativeTensor, 'cpu')) as unknown as { code: string };
   t.is(e2.code, 'ERR_ARG');
   m.dispose();

@@ -28,6 +28,7 @@ import { autoAttackBatch, resolveCascade } from '../lib/science/autoattack';
 import { fakeScience } from './helpers/fake-science';
 import { scienceExecutor } from '../lib/experiment/executor';
 import { ensureFixture, refFisher, ROOT } from './fisher-fixtures';
+import { blockData, BlockRow, writeBlockLinear } from './helpers/designed';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const EPS = 0.1;
@@ -132,6 +133,7 @@ test.serial('PNG encoding: grey and RGB decode to the values within half an 8-bi
       worst = Math.max(worst, Math.abs(fromByte(b, mapping, scale) - v[c * H * W + Math.floor(y / 3) * W + Math.floor(x / 3)]));
     }
     const step = mapping === 'unit' ? 1 / 255 : 2 * scale / 255;
+    // rounding to the nearest byte: half a step, plus the float32 rounding of v (~6e-8 of the scale)
     t.true(worst <= step / 2 + 1e-7 * scale, `${C} channel(s), ${mapping}: ${worst} vs ${step / 2}`);
   }
   t.throws(() => encodePng(new Float32Array(2 * 4), [2, 2, 2], 'unit', 1), { code: 'ERR_SHAPE' } as never);
@@ -178,11 +180,15 @@ test.serial('eigenvector column: the Python reference\'s leading eigenvector, si
     if (l1 > 1e-12 && (l1 - l2) / l1 > 0.05) t.true(Math.abs(refDot) > 1 - 1e-5, `sample ${s}: |v·v_ref| = ${Math.abs(refDot)}`);
     t.true(pd.cells[k][s].slope! >= 0, 'slope of log p_ŷ along v is non-negative');
     // power iteration from g = ∇ₓ log p_ŷ keeps gᵀG^k g > 0: where it converged to the same direction, its sign is the one the rule must pick
+    // (0.999: converged to 1e-12 in float64 it sits at |cos| ≈ 1 − 1e-7 against the float32 v; a
+    // different direction, from a near-degenerate λ_max, sits far below)
     if (pw.converged[s] && Math.abs(powDot) > 0.999) {
       decided++;
       t.true(powDot > 0, `sample ${s}: v·v_power = ${powDot}`);
     }
   }
+  t.log(`power iteration decided the sign of ${decided} of ${N} samples`);
+  // measured 16 of 16 (two kernel sets): the float64 fixture's gaps are wide
   t.true(decided >= N / 2, `power iteration decided the sign of ${decided} of ${N} samples`);
   for (const o of [x, pw.eigvec, data.images, data.labels]) o.dispose();
   model.dispose();
@@ -236,13 +242,14 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
       linf = Math.max(linf, Math.abs(delta[i]));
       t.true(adv[i] >= 0 && adv[i] <= 1);
     }
+    // float32 pixels of O(1): x_adv − x rounds at ~6e-8, so δ and the ball's edge hold to 1e-6
     t.true(maxErr < 1e-6, 'δ = x_adv − x (float32)');
     t.true(linf <= EPS + 1e-6, `‖δ‖∞ ${linf} ≤ ε`);
     const pc = grid.columns.find((c) => c.kind === 'perturbation' && c.attack === name)!;
     pc.cells.forEach((c, s) => {
       let m = 0;
       for (let i = 0; i < D; i++) m = Math.max(m, Math.abs(delta[s * D + i]));
-      t.true(Math.abs(c.linf! - m) < 1e-7);
+      t.true(Math.abs(c.linf! - m) < 1e-7);  // the same float32 values, maximised natively and here
     });
   }
   // captions: an eval-mode forward of the saved images (probabilities: float32 logits through another batch shape, 1e-5)
@@ -260,7 +267,9 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
       }
     });
   }
-  // the eigenvector: unit, G v = λ v (an independent Fisher-vector product; float32 model, 1e-3 of λ), slope ≥ 0
+  // the eigenvector: unit, G v = λ v (an independent Fisher-vector product; float32 model, 1e-3 of λ:
+  // v is stored in float32 and G v runs float32 JVPs through channels-last kernels, ~1e-6 relative
+  // each, while the residual of a wrong vector is O(λ)), slope ≥ 0
   const ev = grid.columns.find((c) => c.kind === 'eigvec')!;
   const v = vals.get(ev.npy)!;
   const xt = Tensor.from(clean, shape), vt = Tensor.from(v, shape);
@@ -281,11 +290,13 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
   const cp = readClassPictures(picDir)!;
   const summary = rd.readSummary();
   t.is(cp.final.samples, 100);
+  // two passes over the same 100 images in other batch shapes (float32 logits, float64 sums): 1e-5 relative
   t.true(Math.abs(cp.final.cckl - summary.cckl!.cckl) <= 1e-5 * summary.cckl!.cckl, 'classes.json CCKL = summary CCKL');
   const check = (m: ClassMatrices, p: Float64Array, what: string) => {
     const bf = bruteClasses(p, labels, 10);
     let num = 0, den = 0;
     for (let a = 0; a < 10; a++) {
+      // the class sums take the log-softmax in float64 (native/metrics.cc): each row sums to 1 to ~1e-15
       t.true(Math.abs(m.meanProbs[a].reduce((u, w) => u + w, 0) - 1) < 1e-9, `${what}: row ${a} of mean p sums to 1`);
       for (let c = 0; c < 10; c++) {
         // float32 logits from another batch shape: probabilities within 1e-6, KLs within 1e-5 + 1e-4 relative
@@ -294,6 +305,7 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
         if (a !== c) { num += m.counts[a] * m.counts[c] * m.kl[a][c]; den += m.counts[a] * m.counts[c]; }
       }
     }
+    // an identity of the file's own float64 numbers: summation order only
     t.true(Math.abs(num / den - m.cckl) < 1e-9 * Math.max(1, m.cckl), `${what}: CCKL = weighted off-diagonal mean of kl`);
   };
   check(cp.final, await evalProbs(model, test100.images.toArray() as Float32Array, [100, 1, 28, 28]), 'final');
@@ -316,37 +328,41 @@ test.serial('a run writes the grid and class matrices: PNGs round-trip to the .n
 });
 
 test.serial('a cascade column shows per sample the stage that broke it, and for samples no stage broke the last stage\'s attempt, marked robust', async (t) => {
-  const out = await theRun();
-  const model = await Model.from(RunDir.of(out, RUN).checkpoint);
-  const test100 = await (await fashionMnist({ split: 'test' })).take(100);
-  // samples the model classifies correctly (the run's model is briefly trained), so stages can break them
-  const z = await model.forward(test100.images);
-  const zs = z.toArray() as Float32Array;
-  z.dispose();
-  const all = test100.labels.toNumbers();
-  const indices = all.map((_, i) => i).filter((i) => {
-    const row = Array.from(zs.subarray(i * 10, i * 10 + 10));
-    return row.indexOf(Math.max(...row)) === all[i];
-  }).slice(0, 8);
-  t.true(indices.length >= 4, `${indices.length} correctly classified samples in the first 100`);
+  // The outcome of every row is built in, not hoped for from a trained model (on an Intel Xeon the
+  // briefly trained run model gave 0 broken of 8 here, with either gradient engine): the
+  // block-linear model and rows placed by margin (test/helpers/designed.ts, where the argument is):
+  // at ε = 0.05 a 'robust' row is misclassified nowhere in the ball, so the last stage (APGD-T)
+  // tries and fails (and still moves the image: its DLR gradient is non-zero on two blocks); a
+  // 'broken' row is misclassified by APGD-CE's first step, P(x₀ + 2ε·sign ∇), from any start x₀;
+  // a 'wrong' row is misclassified clean, so no stage runs on it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-cascade-'));
+  const file = path.join(dir, 'block-linear.pt');
+  writeBlockLinear(file, 40);
+  const model = await Model.load(file);
+  const rows: BlockRow[] = ['robust', 'broken', 'robust', 'broken', 'robust', 'broken', 'robust', 'broken', 'wrong'];
+  const want = { robust: -1, broken: 0, wrong: -2 };
+  const data = blockData(rows);
+  const D = 784;
+  const indices = rows.map((_, s) => s);
   const aa = {
     name: 'aa', kind: 'autoattack' as const, version: 'custom' as const, norm: 'linf' as const, epsilon: 0.05, seed: 0,
     attacks: [{ kind: 'apgd-ce' as const, steps: 5 }, { kind: 'apgd-t' as const, targets: 2, steps: 5 }],
   };
-  const pd = await pictureGrid(model, test100, [aa], { indices });
+  const pd = await pictureGrid(model, data, [aa], { indices });
   // independent: the cascade itself on the same samples, and the clean predictions
-  const b = test100.batch(indices);
+  const b = data.batch(indices);
   const c = resolveCascade(aa, 10);
   const r = await autoAttackBatch(model, b.x, b.y, c, { seed: 0 });
+  t.deepEqual([...r.brokenBy], rows.map((row) => want[row]), 'each row\'s outcome is the one built in');
   const labels = b.y.toNumbers();
   const x = b.x.toArray() as Float32Array, xr = r.xAdv.toArray() as Float32Array;
-  const adv = pd.values[1], D = 784;
-  let robustSeen = 0;
+  const adv = pd.values[1];
   pd.cells[1].forEach((cell, s) => {
     const row = (a: Float32Array) => Array.from(a.subarray(s * D, (s + 1) * D));
     const bb = r.brokenBy[s];
     let dmax = 0;
     for (let i = 0; i < D; i++) dmax = Math.max(dmax, Math.abs(adv[s * D + i] - x[s * D + i]));
+    // float32 x + δ with |δ| ≤ ε: the subtraction back rounds at ~6e-8 of these O(1) pixels
     t.true(dmax <= 0.05 + 1e-6, `row ${s}: ‖δ‖∞ ${dmax}`);
     if (bb >= 0) {
       // broken: the breaking stage's example, named by the stage
@@ -355,7 +371,6 @@ test.serial('a cascade column shows per sample the stage that broke it, and for 
       t.deepEqual(row(adv), row(xr));
     } else if (bb === -1) {
       // robust: the last stage's attempt (it moved the image), still classified as the label
-      robustSeen++;
       t.true(cell.robust);
       t.is(cell.tried, 'apgd-t');
       t.is(cell.prediction, labels[s]);
@@ -365,12 +380,9 @@ test.serial('a cascade column shows per sample the stage that broke it, and for 
       t.false(cell.robust);
     }
   });
-  const broken = [...r.brokenBy].filter((v) => v >= 0).length;
-  t.log(`cascade column: ${broken} broken, ${robustSeen} robust of ${indices.length}`);
-  t.true(broken > 0 && robustSeen > 0, 'both kinds of cell were checked');
-  for (const o of [b.x, b.y, r.xAdv]) o.dispose();
+  for (const o of [b.x, b.y, r.xAdv, data.images, data.labels]) o.dispose();
   model.dispose();
-  test100.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test.serial('report.html renders in headless Chromium: every image loads, nothing on the console; screenshot in the temp folder', async (t) => {

@@ -316,10 +316,10 @@ maybe('a worker refuses paths outside its roots, TorchScript without trust, othe
     const r = await runExperiment(cfg, { out, queue: { url, pollMs: 100 } });
     return r.runs[0].error ?? r.runs[0].status;
   };
-  t.regex(await reason(one('outside'), path.join(outside, 'x')), /^ERR_ARG: out '.*' is outside this worker's roots/);
+  t.regex(await reason(one('outside'), path.join(outside, 'x')), /^ERR_ARG: out: expected a path under this worker's roots \(.*; start the worker with --root for it\), got '.*'/);
   t.regex(await reason(one('dataroot', {}, { arch: 'mlp' }), path.join(rootDir, 'a')), /finished/);
-  t.regex(await reason({ ...one('data'), defaults: { data: { dataset: 'fashion-mnist', root: outside }, train: { epochs: 1 } } }, path.join(rootDir, 'b')), /^ERR_ARG: data.root '.*' is outside/);
-  t.regex(await reason(one('ts', {}, { path: ts }), path.join(rootDir, 'c')), /^ERR_ARG: model.path '.*' is a TorchScript model, which runs arbitrary code: this worker refuses it unless started with --trust-torchscript/);
+  t.regex(await reason({ ...one('data'), defaults: { data: { dataset: 'fashion-mnist', root: outside }, train: { epochs: 1 } } }, path.join(rootDir, 'b')), /^ERR_ARG: data.root: expected a path under this worker's roots/);
+  t.regex(await reason(one('ts', {}, { path: ts }), path.join(rootDir, 'c')), /^ERR_ARG: model.path: expected a model that is not TorchScript \(a TorchScript model runs arbitrary code: this worker refuses it unless started with --trust-torchscript\), got '.*'/);
   if (process.getuid?.() !== 0) t.regex(await reason(one('locked'), path.join(locked, 'out')), /^ERR_IO: cannot write the experiment folder/);
   w.stop();
   await w.done;

@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { expandRuns, validateExperiment } from '../lib/experiment/grid';
 import { RunDir, RunSummary, SUMMARY_VERSION, writeJsonAtomic, appendJsonl, quantiles, FILES } from '../lib/experiment/rundir';
-import { writeReport, buildReport, pct, pctSe, fmt, spearman } from '../lib/report';
+import { writeReport, buildReport, pct, pctSe, fmt, spearman, MATH_FILE } from '../lib/report';
 
 /** A runs folder with known numbers, written the way the runner writes it. */
 function writeFixture(): { dir: string; summaries: Map<string, RunSummary> } {
@@ -110,6 +110,30 @@ test('report.md and report.html show the run files\' numbers; every SVG parses a
   t.true(cckl.includes('>non-robust N<') && cckl.includes('>robust R<'));
   const lam = fs.readFileSync(plots.find((p) => p.endsWith('lambda-max.svg'))!, 'utf8');
   for (const id of summaries.keys()) t.true(lam.includes(`>${id}<`));
+});
+
+test('the report links math.md beside it (the package\'s docs/math.md, shipped in the npm package), and every equation number it cites is one math.md defines', async (t) => {
+  const { dir } = writeFixture();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const root = path.join(__dirname, '..', '..');
+  const source = fs.readFileSync(path.join(root, 'docs', 'math.md'), 'utf8');
+  const w = await writeReport(dir);
+  t.is(w.math, path.join(dir, MATH_FILE));
+  t.is(fs.readFileSync(w.math, 'utf8'), source, 'a copy of docs/math.md beside the report');
+  const md = fs.readFileSync(w.markdown, 'utf8');
+  const page = fs.readFileSync(w.html, 'utf8');
+  t.true(md.includes(`[${MATH_FILE}](${MATH_FILE})`), 'report.md links it');
+  t.true(page.includes(`<a href="${MATH_FILE}">`), 'report.html links it');
+  for (const text of [md, page]) t.notRegex(text, /PAPER\.md/, 'no citation of a file users do not have');
+  // every "(n)" and "(n)–(m)" the report cites is an equation label of math.md ("    (n) ..." at the start of a line)
+  const labels = new Set([...source.matchAll(/^\s+\((\d+)\)\s/gm)].map((m) => Number(m[1])));
+  t.true(labels.has(1) && labels.has(22), `math.md's labels: ${[...labels].join(', ')}`);
+  const cited = [...md.matchAll(/\((\d+)\)(?:–\((\d+)\))?/g)].flatMap((m) => (m[2] ? [Number(m[1]), Number(m[2])] : [Number(m[1])]));
+  t.true(cited.length >= 6, `the report cites equations: ${cited.join(', ')}`);
+  for (const n of cited) t.true(labels.has(n), `(${n}) is an equation of math.md`);
+  // the npm package ships it, so the copy can be made from an installed package
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { files: string[] };
+  t.true(pkg.files.includes('docs/math.md'));
 });
 
 test('report lists unfinished runs and their errors; a folder without runs is an ERR_IO', async (t) => {

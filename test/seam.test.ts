@@ -10,6 +10,7 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { SweepProgress, formatEta } from '../lib/experiment/progress';
 import { Model, Tensor, synthetic, augment, manualSeed, train, FisherLensError, backend, setTf32 } from '../lib';
+import { modelHandle } from '../lib/science/model';
 import { addon, NativeModel, NativeTensor } from '../lib/binding/native';
 import { ADDON_EXPORTS, TEST_HOOK_EXPORTS } from '../lib/binding/addon-types';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
@@ -87,7 +88,7 @@ test.serial('model mutations are ops: setTraining / createOptimizer never block 
   t.is(m.device, 'cpu');
   t.is(m.kind, 'builtin');
   t.is(m.parameterCount, 32 * 9 + 32 + 32 * 32 * 9 + 32 + 64 * 32 * 9 + 64 + 64 * 64 * 9 + 64 + 1024 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10);
-  const opt = addon().createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0.1 }));
+  const opt = addon().createOptimizer(modelHandle(m), optimizerOptions({ type: 'sgd', lr: 0.1 }));
   const syncMs = performance.now() - t0;
   const busyMs = await busy;
   await set;
@@ -127,10 +128,10 @@ test.serial('training augments with the one augment() kernel: same seed, same cr
   manualSeed(1);
   const m = Model.create({ arch: 'lenet', inputSize: 28, numClasses: 10 }); // no dropout, no BatchNorm
   const n = addon();
-  const opt = await n.createOptimizer(m.native, optimizerOptions({ type: 'sgd', lr: 0, momentum: 0 }));
+  const opt = await n.createOptimizer(modelHandle(m), optimizerOptions({ type: 'sgd', lr: 0, momentum: 0 }));
   const seed = 12345, pad = 4;
   // lr 0: the step reports CE(f(crop(x)), y) before updating and leaves the weights as they are
-  const step = await n.trainStep(m.native, opt, ds.images.native, ds.labels.native, trainStepOptions({ method: 'natural', lr: 0, cropPad: pad, flip: true, seed }));
+  const step = await n.trainStep(modelHandle(m), opt, ds.images.native, ds.labels.native, trainStepOptions({ method: 'natural', lr: 0, cropPad: pad, flip: true, seed }));
   const ce = async (x: Tensor): Promise<number> => {
     const z = (await m.forward(x)).toArray() as Float32Array;
     const y = ds.labels.toNumbers();
@@ -154,7 +155,7 @@ test.serial('training augments with the one augment() kernel: same seed, same cr
   manualSeed(7);
   const a = Model.create({ arch: 'mlp', inputSize: 28, numClasses: 10, hidden: [8] });
   manualSeed(7);
-  await n.trainStep(m.native, opt, ds.images.native, ds.labels.native, trainStepOptions({ method: 'pgd-at', lr: 0, cropPad: pad, flip: true, seed, steps: 1, epsilon: 0.1, stepSize: 0.1 }));
+  await n.trainStep(modelHandle(m), opt, ds.images.native, ds.labels.native, trainStepOptions({ method: 'pgd-at', lr: 0, cropPad: pad, flip: true, seed, steps: 1, epsilon: 0.1, stepSize: 0.1 }));
   const b = Model.create({ arch: 'mlp', inputSize: 28, numClasses: 10, hidden: [8] });
   const [sa, sb] = [await a.state(), await b.state()];
   for (const [k, v] of sa) t.deepEqual(Array.from(v.toArray() as Float32Array), Array.from(sb.get(k)!.toArray() as Float32Array), k);

@@ -328,10 +328,21 @@ async function onEngines(model: Model, x: Tensor, y: Tensor, o: AttackOptions): 
 // over 256 images × 20 steps of α = 0.1 against PyTorch). 5e-3 (a tenth of one step) allows that
 // on any CPU and still catches a wrong op, which moves x_adv by O(α) (a flipped gradient: 0.12).
 // Sign steps (L∞, TRADES' KL attack) are equal except where a gradient component is within
-// rounding of 0 and its sign flips: at most 1 % of the pixels may differ.
+// rounding of 0 and its sign flips: at most 1 % of the pixels may differ. APGD also compares
+// losses at its checkpoints to halve its step (η starts at 2ε): where two compared losses lie
+// within rounding of each other (not yet seen between the engines; test/apgd-python.test.ts meets
+// such plateaus against PyTorch), the engines may decide differently and that sample's path parts by up to a step,
+// so for APGD one sample of a batch may exceed L2_TOL; a wrong op moves every sample.
 const L2_TOL = 5e-3;
 const SIGN_SHARE = 0.01;
 const differing = (a: Float32Array, b: Float32Array): number => a.reduce((n, v, i) => n + (v !== b[i] ? 1 : 0), 0) / a.length;
+/** Samples of a [B, ...] batch (flattened) whose largest |a − b| exceeds tol. */
+const partedSamples = (a: Float32Array, b: Float32Array, B: number, tol: number): number => {
+  const d = a.length / B;
+  let n = 0;
+  for (let s = 0; s < B; s++) if (maxAbsDiff(a.subarray(s * d, (s + 1) * d), b.subarray(s * d, (s + 1) * d)) > tol) n++;
+  return n;
+};
 
 maybeSerial('attacks and TRADES\' inner maximisation on the lowered tape: the same iterates as autograd and as the built-in', async (t) => {
   const attacks: [string, AttackOptions][] = [
@@ -363,12 +374,14 @@ maybeSerial('attacks and TRADES\' inner maximisation on the lowered tape: the sa
       t.true(moved > 1e-3, `${name} ${what}: the attack moved x (${moved})`);
       const sign = o.norm !== 'l2';
       t.log(`${name} ${what}: linear vs autograd ${sign ? `${differing(r.linear, r.autograd)} of the pixels differ` : `max |Δ| ${maxAbsDiff(r.linear, r.autograd).toExponential(1)}`}`);
+      const parted = o.kind === 'apgd-ce' ? 1 : 0;  // see L2_TOL
+      const B = x.shape[0];
       if (sign) t.true(differing(r.linear, r.autograd) <= SIGN_SHARE, `${name} ${what}: ${differing(r.linear, r.autograd)} of the pixels differ`);
-      else t.true(maxAbsDiff(r.linear, r.autograd) <= L2_TOL, `${name} ${what}: linear vs autograd ${maxAbsDiff(r.linear, r.autograd)}`);
+      else t.true(partedSamples(r.linear, r.autograd, B, L2_TOL) <= parted, `${name} ${what}: linear vs autograd ${maxAbsDiff(r.linear, r.autograd)}`);
       if (builtin) {
         const b = await onEngines(builtin, x, y, o);
         if (sign) t.true(differing(r.linear, b.linear) <= SIGN_SHARE, `${name} ${what}: lowered vs built-in`);
-        else t.true(maxAbsDiff(r.linear, b.linear) <= L2_TOL, `${name} ${what}: lowered vs built-in ${maxAbsDiff(r.linear, b.linear)}`);
+        else t.true(partedSamples(r.linear, b.linear, B, L2_TOL) <= parted, `${name} ${what}: lowered vs built-in ${maxAbsDiff(r.linear, b.linear)}`);
       }
     }
     x.dispose(); y.dispose(); ts.dispose(); builtin?.dispose();

@@ -15,7 +15,10 @@ test('train CLI writes checkpoint + metrics.jsonl; attack CLI evaluates the chec
     '--lr', '0.05', '--batch-size', '100', '--probe-size', '100', '--out', dir, '--json']);
   const out = JSON.parse(tr.stdout) as { history: { epoch: number; probeAccuracy: number; fisherFrobeniusMean: number }[] };
   t.is(out.history.length, 2);
-  t.true(out.history[1].probeAccuracy > 0.4);
+  t.log(`probe accuracy ${out.history.map((h) => h.probeAccuracy).join(', ')}`);
+  // 2 epochs of 6 batches: measured 0.36, 0.53 on 100 probe images; 0.2, twice chance, says it
+  // trained with room for another CPU's rounding (0.4 was 13 images below the measured value)
+  t.true(out.history[1].probeAccuracy > 0.2);
   t.is(fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
   t.regex(tr.stderr, /epoch 2/);
   const resumed = await run('node', [CLI, 'train', '--model', 'mlp', '--data', 'fashion-mnist', '--subset', '600', '--epochs', '3',
@@ -27,6 +30,8 @@ test('train CLI writes checkpoint + metrics.jsonl; attack CLI evaluates the chec
     '--attack', 'pgd', '--epsilon', '0.1', '--step-size', '0.02', '--steps', '5', '--out', adv, '--json']);
   const a = JSON.parse(at.stdout) as { accuracy: number; robustAccuracy: number; samples: number };
   t.is(a.samples, 64);
+  t.log(`clean ${a.accuracy}, robust ${a.robustAccuracy}`);
+  // PGD at ε = 0.1 on a natural MLP: measured 14 of 35 clean-correct images broken; one suffices
   t.true(a.robustAccuracy < a.accuracy);
   t.is(fs.statSync(adv).size > 64 * 784 * 4, true);
   const cw = await run('node', [CLI, 'attack', '--model', path.join(dir, 'checkpoint.pt'), '--data', 'fashion-mnist', '--limit', '32',

@@ -91,6 +91,7 @@ test.serial('probe metrics (native class sums over uneven batches) equal a naive
   t.true(Math.abs(got.probeCrossEntropy! - ce / n) < 1e-5 * (ce / n), `CE ${got.probeCrossEntropy} vs ${ce / n}`);
   t.true(Math.abs(got.cckl! - kl / pairs) < 1e-5 * (kl / pairs), `CCKL ${got.cckl} vs ${kl / pairs}`);
   const mean = (a: Float64Array) => a.reduce((s, v) => s + v, 0) / a.length;
+  // ‖G‖_F from float32 Jacobians of batches of 32 against one of 100: 1e-4, as the engine comparisons in test/fisher.test.ts
   t.true(Math.abs(got.fisherFrobeniusMean! - mean(e.frobenius)) < 1e-4 * mean(e.frobenius));
   small.dispose();
 });
@@ -110,12 +111,15 @@ test.serial('natural training: accuracy and Fisher norm rise, events, metrics.js
   t.is(events.filter((e) => e === 'batch').length, 3 * 32);
   t.is(events.filter((e) => e === 'epoch').length, 3);
   const h = r.history;
+  t.log(`probe accuracy ${h.map((e) => e.probeAccuracy).join(', ')}; ‖G‖F mean ${h.map((e) => e.fisherFrobeniusMean!.toFixed(3)).join(', ')}`);
+  // measured 0.63, 0.765, 0.79 on 200 probe images: 0.65 sits 28 images below the end, far more
+  // than another CPU's rounding moves a 3-epoch MLP; ‖G‖F measured 0.29 → 0.55
   t.true(h[2].probeAccuracy! > h[0].probeAccuracy! && h[2].probeAccuracy! > 0.65, JSON.stringify(h.map((e) => e.probeAccuracy)));
   t.true(h[2].fisherFrobeniusMean! > h[0].fisherFrobeniusMean!);
   for (const k of ['probeCrossEntropy', 'fisherFrobeniusMedian', 'fisherLambdaMaxMean', 'fisherLambdaMaxMedian', 'cckl'] as const) {
     t.true(Number.isFinite(h[2][k]!), k);
   }
-  t.true(h[2].fisherLambdaMaxMean! <= h[2].fisherFrobeniusMean! + 1e-12);
+  t.true(h[2].fisherLambdaMaxMean! <= h[2].fisherFrobeniusMean! + 1e-12);  // λ_max ≤ ‖G‖_F per sample; float64 means of O(1)
   const lines = fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as EpochMetrics);
   t.deepEqual(lines, h);
   const ck = await Model.loadCheckpoint(path.join(dir, 'checkpoint.pt'));
@@ -187,11 +191,17 @@ test.serial('adversarial training keeps the Fisher norm far below natural traini
     return r.history[2];
   };
   const nat = await run('natural'), pgd = await run('pgd-at'), trades = await run('trades');
+  t.log(`probe accuracy: natural ${nat.probeAccuracy}, pgd-at ${pgd.probeAccuracy}, trades ${trades.probeAccuracy}`);
   t.log(`‖G‖F mean: natural ${nat.fisherFrobeniusMean!.toFixed(3)}, pgd-at ${pgd.fisherFrobeniusMean!.toFixed(3)}, trades ${trades.fisherFrobeniusMean!.toFixed(3)}`);
+  // Outcomes of 3 epochs of training, so margins over what another CPU's rounding moves (a few %
+  // of a trained model's statistics): measured ‖G‖F natural 0.392, PGD-AT 0.129 (3.0×, asserted
+  // 2×), TRADES 0.190 (2.1×, asserted 1.5×; bench/findings.js shows 11–15× on LeNet after 6 epochs)
   t.true(nat.fisherFrobeniusMean! > 2 * pgd.fisherFrobeniusMean!);
-  // 3 epochs of an MLP: ≈ 2× for TRADES (β 1) already; bench/findings.js shows 11–15× on LeNet after 6 epochs
   t.true(nat.fisherFrobeniusMean! > 1.5 * trades.fisherFrobeniusMean!);
-  t.true(nat.probeAccuracy! >= pgd.probeAccuracy! && nat.probeAccuracy! >= trades.probeAccuracy!);
+  // PGD-AT gives up clean accuracy for robustness: measured 0.691 vs natural 0.777 (22 of 256
+  // probe images). TRADES at β = 1 gave up only 4 (0.762), which rounding could turn around, so
+  // its accuracy is not compared
+  t.true(nat.probeAccuracy! >= pgd.probeAccuracy!);
 });
 
 test('optimizers, schedules and augmentation run and reduce the loss; bad options are clear errors', async (t) => {
@@ -200,6 +210,8 @@ test('optimizers, schedules and augmentation run and reduce the loss; bad option
     manualSeed(1);
     const m = Model.create(MLP);
     const r = await train(m, small, { method: 'natural', epochs: 3, batchSize: 50, optimizer: opt, schedule: { type: 'cosine', warmupEpochs: 1 }, augment: { cropPad: 2, flip: true } });
+    t.log(`${opt.type}: train loss ${r.history.map((h) => h.trainLoss.toFixed(4)).join(', ')}`);
+    // measured 2.21 → 1.56 (Adam), 2.25 → 1.61 (SGD): the drop is 30 times any rounding effect
     t.true(r.history[2].trainLoss < r.history[0].trainLoss, `${opt.type}: ${r.history.map((h) => h.trainLoss)}`);
   }
   const m = Model.create(MLP);

@@ -57,6 +57,8 @@ export interface NativeModel extends Handle<'model'> {
   setTraining(on: boolean, ctl?: NativeCtl): Promise<void>;
   to(device: string, ctl?: NativeCtl): Promise<void>;
   exportState(path: string, ctl?: NativeCtl): Promise<void>;
+  /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
+  state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>>;
   dispose(): void;
   /** Cached on the JS side (no read of the model while an op runs on it). */
   readonly training: boolean;
@@ -268,10 +270,19 @@ export interface TestHooks {
   spin(ms: number, ctl?: NativeCtl): Promise<number>;
   /** Two Adam steps, a checkpoint with the optimizer sub-archive, and the restored state's largest difference (changes the model). */
   __checkpointOptimizerSelfTest(m: NativeModel, path: string, ctl?: NativeCtl): Promise<{ hasOptimizer: boolean; steps: number; maxDiff: number }>;
+  /**
+   * A training method's loss (native/train.h methodLoss) on a batch with the given draws (xAdv:
+   * the inner maximisation's result; proj [n, B, K]: jacobian's projections; labels [n, B] int64:
+   * the Fisher penalties' sampled classes), no optimizer step; grad: the parameter gradient,
+   * flattened in parameters() order, float64. `o` is trainStep's complete options.
+   */
+  __trainLoss(m: NativeModel, x: NativeTensor, y: NativeTensor, o: object,
+    draws: { xAdv?: NativeTensor; proj?: NativeTensor; labels?: NativeTensor }, ctl?: NativeCtl):
+  Promise<{ loss: number; lossNatural: number; lossRobust: number; grad: NativeTensor }>;
 }
 
 /** The names {@link TestHooks} declares (checked against the interface like {@link ADDON_EXPORTS}). */
-export const TEST_HOOK_EXPORTS = ['noop', 'spin', '__checkpointOptimizerSelfTest'] as const satisfies readonly (keyof TestHooks)[];
+export const TEST_HOOK_EXPORTS = ['noop', 'spin', '__checkpointOptimizerSelfTest', '__trainLoss'] as const satisfies readonly (keyof TestHooks)[];
 
 /** Test builds only: a model's mode and requires-grad / .grad counts, read on the compute thread. */
 export interface NativeModelTestHooks {

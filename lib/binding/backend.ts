@@ -1,7 +1,7 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
 import { addon, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
-import { FisherLensError, sync } from '../util/errors';
+import { FisherLensError, sync, invalidArgument } from '../util/errors';
 import { packageVersion } from '../util/version';
 import { GRADIENT_ENGINE_OPTION, GRADIENT_ENGINES } from './gradient-engine';
 import { checkOption } from '../util/schema';
@@ -34,7 +34,7 @@ export function backend(): BackendInfo {
 
 /** Sets LibTorch's intra-op thread count for ops started afterwards. */
 export function setThreads(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new FisherLensError('ERR_ARG', `setThreads(n): expected a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) throw invalidArgument('setThreads(n)', 'a positive integer', n);
   sync(() => addon().setThreads(n));
 }
 
@@ -44,7 +44,7 @@ export function setThreads(n: number): void {
  * 3rd digit. {@link backend} reports the setting.
  */
 export function setTf32(on: boolean): void {
-  if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTf32(on): expected a boolean, got ${typeof on}`);
+  if (typeof on !== 'boolean') throw invalidArgument('setTf32(on)', 'a boolean', on);
   sync(() => addon().setTf32(on));
 }
 

@@ -13,6 +13,7 @@ import * as path from 'path';
 import { FisherLensError } from '../util/errors';
 import { cacheDir, discovery, loadOrder, probe, readManifest, SourceBuild, TorchCandidate } from './loader';
 import { nativeSourceHash, packageRoot, packageVersion } from '../util/version';
+import { writeFileAtomic } from '../util/files';
 
 export interface BuildOptions {
   /** Parallel compile jobs (default: the available cores). */
@@ -32,7 +33,7 @@ export interface BuildResult {
 }
 
 interface GypBuild {
-  stageAddon(root: string, dir: string): void;
+  stageAddon(root: string, dir: string, version: string): void;
   nodedirArgs(): string[];
   inspect(file: string): { needed: string[]; runpath: string | null; rpath: string | null; sha256: string; bytes: number };
   torchNeeded(needed: string[]): string[];
@@ -87,7 +88,7 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
   const outDir = path.join(cacheDir(), 'builds', buildId(c));
   const stage = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(stage, { recursive: true, force: true });
-  gyp.stageAddon(root, stage);
+  gyp.stageAddon(root, stage, packageVersion());
   const total = ['native', 'native/binding', 'native/common', 'native/models']
     .map((d) => fs.readdirSync(path.join(stage, d)).filter((f) => f.endsWith('.cc')).length).reduce((a, b) => a + b, 0);
   const logFile = path.join(stage, 'build.log');
@@ -143,7 +144,6 @@ export async function buildFromSource(opts: BuildOptions = {}): Promise<BuildRes
     sha256: info.sha256, nativeSourceHash: nativeSourceHash(root), packageVersion: packageVersion(), builtAt: new Date().toISOString(),
   };
   // build.json last: its presence marks a finished build for the loader
-  fs.writeFileSync(path.join(outDir, 'build.json.tmp'), JSON.stringify(meta, null, 2) + '\n');
-  fs.renameSync(path.join(outDir, 'build.json.tmp'), path.join(outDir, 'build.json'));
+  writeFileAtomic(path.join(outDir, 'build.json'), JSON.stringify(meta, null, 2) + '\n');
   return { file, libtorch: { path: c.libDir, version: c.version, cuda: c.cuda, source: c.source }, seconds, log: path.join(outDir, 'build.log') };
 }

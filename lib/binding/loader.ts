@@ -18,6 +18,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
 import { nativeSourceHash, packageRoot } from '../util/version';
+import { writeFileAtomic } from '../util/files';
 
 /** The LibTorch the addon runs on. */
 export interface LibTorchInfo {
@@ -211,11 +212,11 @@ export function probe(file: string, fileSha: string, shim: string | null, preloa
     verdict = { ok: false, reason: `does not load: ${why}`, at: new Date().toISOString() };
   }
   try {
-    fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
-    const tmp = `${cacheFile}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(verdict));
-    fs.renameSync(tmp, cacheFile);
-  } catch { /* a read-only cache only costs a probe next time */ }
+    writeFileAtomic(cacheFile, JSON.stringify(verdict));
+  } catch (e) {
+    // a read-only cache only costs a probe next time
+    if (!(e instanceof FisherLensError && e.code === 'ERR_IO')) throw e;
+  }
   return verdict;
 }
 

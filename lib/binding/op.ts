@@ -4,7 +4,7 @@
  * progress events through one callback.
  */
 import { addon, NativeCtl } from './native';
-import { FisherLensError, fromNative } from '../util/errors';
+import { FisherLensError, fromNative, invalidArgument } from '../util/errors';
 
 /** Iteration `step` of `steps` of a native op (attacks; the Fisher power / Lanczos / Hutchinson loops name their `method`). */
 export interface StepProgress { type: 'step'; step: number; steps: number; method?: string }
@@ -55,7 +55,7 @@ export async function runOp<T>(opts: OpOptions | undefined, call: (ctl: NativeCt
     return await call(ctl);
   } catch (e) {
     // a TypeError here is a wrong argument reaching the binding (undefined where a handle belongs)
-    if (e instanceof TypeError) throw new FisherLensError('ERR_ARG', `invalid argument: ${e.message}`);
+    if (e instanceof TypeError) throw invalidArgument('an argument of a native op', `the type the op declares (the binding says: ${e.message})`);
     throw fromNative(e);
   } finally {
     signal?.removeEventListener('abort', onAbort);

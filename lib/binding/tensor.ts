@@ -3,7 +3,7 @@
  * through {@link Tensor.toArray}; batch loops pass handles.
  */
 import { addon, NativeDtype, NativeTensor, NativeTypedArray } from './native';
-import { FisherLensError, sync } from '../util/errors';
+import { FisherLensError, sync, invalidArgument } from '../util/errors';
 
 export type Dtype = NativeDtype;
 /** 'cpu' | 'cuda' | 'cuda:N' */
@@ -19,7 +19,7 @@ function flattenNested(data: Nested, shape: number[], out: number[], depth = 0):
     out.push(data);
     return;
   }
-  if (!Array.isArray(data)) throw new FisherLensError('ERR_ARG', 'nested array elements must be numbers or arrays');
+  if (!Array.isArray(data)) throw invalidArgument('Tensor.fromNested(data): an element', 'a number or an array', data);
   if (depth === shape.length) shape.push(data.length);
   else if (shape[depth] !== data.length) {
     throw new FisherLensError('ERR_SHAPE', `ragged nested array: dimension ${depth} has lengths ${shape[depth]} and ${data.length}`);
@@ -30,8 +30,7 @@ function flattenNested(data: Nested, shape: number[], out: number[], depth = 0):
 /** `x` itself when it is a Tensor; ERR_ARG naming the argument otherwise (undefined, a plain array, …). */
 export function tensorArg(x: unknown, what: string): Tensor {
   if (!(x instanceof Tensor)) {
-    const got = x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? `a ${(x as object).constructor?.name ?? 'object'}` : typeof x;
-    throw new FisherLensError('ERR_ARG', `${what}: expected a Tensor (Tensor.from / Tensor.fromNested), got ${got}`);
+    throw invalidArgument(what, 'a Tensor (Tensor.from / Tensor.fromNested)', x);
   }
   return x;
 }

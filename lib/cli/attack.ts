@@ -1,12 +1,15 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
-import { FisherLensError } from '../util/errors';
-import { attackPresets, ATTACK_KINDS, AttackKind, AttackNorm, AttackParams, AttackPresetName } from '../science/attacks';
-import { evaluate } from '../science/robust';
-import { autoAttack, AUTOATTACK_VERSIONS, AutoAttackVersion } from '../science/autoattack';
-import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, NORMS, attackSpec, defaultStepsText } from '../science/options';
+import { invalidArgument } from '../util/errors';
+import { attackPresets, ATTACK_KINDS, AttackKind, AttackParams, AttackPresetName } from '../science/attacks';
+import { evaluateRobustness } from '../science/robust';
+import { autoAttack } from '../science/autoattack';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, attackSpec, defaultStepsText } from '../science/options';
 import { optionHelp } from '../util/schema';
-import { action, emit, log, num, int as intArg, Progress, modelArg, interruptController, weightsOptions, WeightsCliOptions } from './common';
+import {
+  action, choice, dataOptions, declared, deviceOption, emit, interruptController, jsonOption, limitOption, log, modelArg, modelOption,
+  posInt, Progress, splitArg, WeightsCliOptions,
+} from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
@@ -35,18 +38,15 @@ interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
   json?: boolean;
 }
 
-const KINDS: string[] = [...ATTACK_KINDS, 'autoattack'];
+const KINDS = [...ATTACK_KINDS, 'autoattack'] as const;
 
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
-  imagesOptions(program
-    .command('attack'))
-    .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)')
-    .requiredOption('--model <path>', 'model: checkpoint, TorchScript .pt (trusted sources only), spec .json or inline JSON spec')
-    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
-    .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy (with an .npy --data)')
-    .option('--split <split>', 'train or test', 'test')
+  const cmd = imagesOptions(program.command('attack'))
+    .description('accuracy and robust accuracy of a model under an adversarial attack (CW-L2: also the mean perturbation norm)');
+  modelOption(cmd);
+  dataOptions(cmd, { split: true });
+  cmd
     .option('--attack <kind>', `attack: ${KINDS.join(' | ')}`, A.kind.default)
     .option('--preset <name>', `published settings: ${Object.keys(attackPresets).join(', ')} (explicit options override)`)
     .option('--norm <norm>', optionHelp(A.norm))
@@ -61,39 +61,35 @@ export function register(program: Command): void {
     .option('--version <v>', `autoattack: ${optionHelp(AUTOATTACK_OPTIONS.version)}`)
     .option('--attacks <list>', "autoattack --version custom: comma-separated stages, e.g. 'apgd-ce,apgd-t'")
     .option('--seed <n>', optionHelp({ ...A.seed, default: undefined }), String(A.seed.default))
-    .option('--batch-size <n>', 'samples per batch', '128')
-    .option('--limit <n>', 'attack only the first n samples')
-    .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W]')
-    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
-    .option('--json', 'print one JSON document on stdout')
+    .option('--batch-size <n>', 'samples per batch', '128');
+  limitOption(cmd)
+    .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W]');
+  deviceOption(cmd);
+  jsonOption(cmd)
     .action(action(async (o: AttackCliOptions) => {
-      if (!KINDS.includes(o.attack as AttackKind)) throw new FisherLensError('ERR_ARG', `--attack: expected one of ${KINDS.join(', ')}, got '${o.attack}'`);
-      if (o.norm !== undefined && !(NORMS as readonly string[]).includes(o.norm)) throw new FisherLensError('ERR_ARG', `--norm: expected one of ${NORMS.join(', ')}, got '${o.norm}'`);
-      if (o.split !== 'train' && o.split !== 'test') throw new FisherLensError('ERR_ARG', `--split: expected train or test, got '${o.split}'`);
-      const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
-      if (o.attack === 'autoattack') return autoAttackCli(o, int);
-      if (o.version !== undefined || o.attacks !== undefined) throw new FisherLensError('ERR_ARG', '--version and --attacks are for --attack autoattack');
+      const kind = choice('attack', KINDS, o.attack);
+      if (kind === 'autoattack') return autoAttackCli(o);
+      if (o.version !== undefined || o.attacks !== undefined) throw invalidArgument(o.version !== undefined ? '--version' : '--attacks', '--attack autoattack with it', `--attack ${kind}`);
       let base: AttackParams = {};
-      if (o.preset !== undefined) {
-        if (!(o.preset in attackPresets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(attackPresets).join(', ')}, got '${o.preset}'`);
-        base = { ...attackPresets[o.preset as AttackPresetName] };
-      }
-      const params: AttackParams = { ...base, kind: o.preset !== undefined && o.attack === 'pgd' ? base.kind : (o.attack as AttackKind) };
-      if (o.norm) params.norm = o.norm as AttackNorm;
-      if (o.epsilon !== undefined) params.epsilon = num('epsilon', o.epsilon);
-      if (o.stepSize !== undefined) params.stepSize = num('step-size', o.stepSize);
-      if (o.steps !== undefined) params.steps = int('steps', o.steps, 0);
-      if (o.kappa !== undefined) params.kappa = num('kappa', o.kappa);
-      if (o.binarySteps !== undefined) params.binarySteps = int('binary-steps', o.binarySteps, 1);
-      if (o.targets !== undefined) params.targets = int('targets', o.targets, 1);
+      if (o.preset !== undefined) base = { ...attackPresets[choice('preset', Object.keys(attackPresets) as AttackPresetName[], o.preset)] };
+      const params: AttackParams = { ...base, kind: o.preset !== undefined && kind === 'pgd' ? base.kind : kind };
+      const norm = declared('norm', o.norm, A.norm);
+      if (norm) params.norm = norm;
+      if (o.epsilon !== undefined) params.epsilon = declared('epsilon', o.epsilon, A.epsilon);
+      if (o.stepSize !== undefined) params.stepSize = declared('step-size', o.stepSize, A.stepSize);
+      if (o.steps !== undefined) params.steps = declared('steps', o.steps, A.steps);
+      if (o.kappa !== undefined) params.kappa = declared('kappa', o.kappa, A.kappa);
+      if (o.binarySteps !== undefined) params.binarySteps = declared('binary-steps', o.binarySteps, A.binarySteps);
+      if (o.targets !== undefined) params.targets = declared('targets', o.targets, A.targets);
       if (!o.randomStart) params.randomStart = false;
-      params.restarts = int('restarts', o.restarts, 1);
-      params.seed = int('seed', o.seed, 0);
+      params.restarts = declared('restarts', o.restarts, A.restarts);
+      params.seed = declared('seed', o.seed, A.seed);
+      const split = splitArg(o.split);
+      const batchSize = posInt('batch-size', o.batchSize);
+      const limit = posInt('limit', o.limit);
       const imagesReq = parseImages(o, params.seed ?? 0);
-      const batchSize = int('batch-size', o.batchSize, 1)!;
-      const limit = int('limit', o.limit, 1);
       const model = await modelArg(o.model, o.device, { seed: params.seed, weights: o });
-      const data = await loadData(o.data, { labels: o.labels, split: o.split });
+      const data = await loadData(o.data, { labels: o.labels, split });
       const n = Math.min(data.size, limit ?? data.size);
       log(`attack: ${params.kind} (${params.norm ?? attackSpec(params.kind).norms[0]}) on ${model.kind} model, ${data.name}: ${n} images`);
       const progress = new Progress('attack');
@@ -101,7 +97,7 @@ export function register(program: Command): void {
       const interrupt = interruptController('stopping after the current batch (no partial --out file is kept)');
       let r;
       try {
-        r = await evaluate(model, data, [{ name: params.kind, ...params }], {
+        r = await evaluateRobustness(model, data, [{ name: params.kind, ...params }], {
           batchSize, limit, save: o.out, signal: interrupt.controller.signal,
           onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
         });
@@ -131,23 +127,25 @@ export function register(program: Command): void {
 }
 
 /** `fisherlens attack --attack autoattack`: the cascade's clean and robust accuracy, per stage. */
-async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string | undefined, min: number) => number | undefined): Promise<void> {
+async function autoAttackCli(o: AttackCliOptions): Promise<void> {
   for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['out', o.out], ['images', o.images]] as const) {
-    if (v !== undefined) throw new FisherLensError('ERR_ARG', `--${flag} does not apply to --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)`);
+    if (v !== undefined) throw invalidArgument(`--${flag}`, 'nothing with --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)', v);
   }
-  if (!o.randomStart || o.restarts !== String(A.restarts.default)) throw new FisherLensError('ERR_ARG', '--no-random-start and --restarts do not apply to --attack autoattack');
-  const version = (o.version ?? (o.attacks !== undefined ? 'custom' : AUTOATTACK_OPTIONS.version.default)) as AutoAttackVersion;
-  if (!(AUTOATTACK_VERSIONS as readonly string[]).includes(version)) throw new FisherLensError('ERR_ARG', `--version: expected one of ${AUTOATTACK_VERSIONS.join(', ')}, got '${version}'`);
+  if (!o.randomStart) throw invalidArgument('--no-random-start', 'nothing with --attack autoattack (its stages choose their own starts)');
+  if (o.restarts !== String(A.restarts.default)) throw invalidArgument('--restarts', 'nothing with --attack autoattack (its stages choose their own restarts)', o.restarts);
+  const version = declared('version', o.version ?? (o.attacks !== undefined ? 'custom' : undefined), AUTOATTACK_OPTIONS.version);
   const attacks = o.attacks?.split(',').map((a) => a.trim()).filter((a) => a.length > 0) as AttackKind[] | undefined;
-  const batchSize = int('batch-size', o.batchSize, 1)!;
-  const limit = int('limit', o.limit, 1);
-  const seed = int('seed', o.seed, 0);
-  const epsilon = o.epsilon !== undefined ? num('epsilon', o.epsilon) : undefined;
+  const norm = declared('norm', o.norm, AUTOATTACK_OPTIONS.norm);
+  const split = splitArg(o.split);
+  const batchSize = posInt('batch-size', o.batchSize);
+  const limit = posInt('limit', o.limit);
+  const seed = declared('seed', o.seed, AUTOATTACK_OPTIONS.seed);
+  const epsilon = declared('epsilon', o.epsilon, AUTOATTACK_OPTIONS.epsilon);
   const model = await modelArg(o.model, o.device, { weights: o });
-  const data = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+  const data = await loadData(o.data, { labels: o.labels, split });
   try {
     const n = Math.min(data.size, limit ?? data.size);
-    log(`attack: autoattack (${version}, ${o.norm ?? AUTOATTACK_OPTIONS.norm.default}) on ${model.kind} model, ${data.name}: ${n} images`);
+    log(`attack: autoattack (${version ?? AUTOATTACK_OPTIONS.version.default}, ${norm ?? AUTOATTACK_OPTIONS.norm.default}) on ${model.kind} model, ${data.name}: ${n} images`);
     const progress = new Progress('autoattack');
     let stage = '';
     // Ctrl-C stops between iterations (a second one exits now)
@@ -155,7 +153,7 @@ async function autoAttackCli(o: AttackCliOptions, int: (name: string, v: string 
     let r;
     try {
       r = await autoAttack(model, data, {
-        norm: o.norm as AttackNorm | undefined, epsilon, version, attacks, seed, batchSize, limit, signal: interrupt.controller.signal,
+        norm, epsilon, version, attacks, seed, batchSize, limit, signal: interrupt.controller.signal,
         onStage: (e) => { stage = `${e.name} (${e.stage + 1}/${e.stages}, ${e.remaining} left)`; },
         onProgress: (e) => { if (e.type === 'step' && e.steps > 0) progress.update(e.step, e.steps, stage); },
         onBatch: (e) => log(`autoattack: ${e.done}/${e.total} images, robust ${(100 * e.robust / e.done).toFixed(1)} %`),

@@ -1,8 +1,7 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
 import { ccklMetrics } from '../science/metrics';
-import { action, emit, log, Progress, modelArg, weightsOptions, WeightsCliOptions } from './common';
-import { posInt } from './fisher';
+import { action, dataOptions, declared, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, natInt, posInt, Progress, splitArg, WeightsCliOptions } from './common';
 import { PAIR_MEANS_OPTIONS } from '../science/options';
 
 interface CcklCliOptions extends WeightsCliOptions {
@@ -12,32 +11,35 @@ interface CcklCliOptions extends WeightsCliOptions {
 
 /** `fisherlens cckl`: CCKL, its bounds and its disentanglement on a dataset. */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('cckl')
-    .description('CCKL over all different-class pairs, JS mean, lower bound, accuracy, cross-entropy, and CCKL = non-robust + robust (nats)')
-    .requiredOption('--model <model>', 'spec .json, FisherLens checkpoint, TorchScript .pt (trusted sources only) or a built-in architecture name')
-    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
-    .requiredOption('--data <spec>', 'fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, synthetic[:kind], a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy (with an .npy --data)')
-    .option('--split <split>', 'train or test', 'test')
+    .description('CCKL over all different-class pairs, JS mean, lower bound, accuracy, cross-entropy, and CCKL = non-robust + robust (nats)');
+  modelOption(cmd);
+  dataOptions(cmd, { split: true });
+  cmd
     .option('--pairs <n>', 'sampled different-class pairs for the non-robust component (0: skip)', '1000')
     .option('--js-samples <n>', 'sampled pairs for the JS mean and bound beyond --exact-max samples', String(PAIR_MEANS_OPTIONS.samples.default))
     .option('--exact-max <n>', 'JS mean and bound exact over all pairs up to this many samples', String(PAIR_MEANS_OPTIONS.exactMax.default))
     .option('--seed <n>', PAIR_MEANS_OPTIONS.seed.doc, String(PAIR_MEANS_OPTIONS.seed.default))
-    .option('--batch-size <n>', 'samples per native op', '256')
-    .option('--limit <n>', 'only the first n samples')
-    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
-    .option('--json', 'print one JSON document')
+    .option('--batch-size <n>', 'samples per native op', '256');
+  limitOption(cmd);
+  deviceOption(cmd);
+  jsonOption(cmd)
     .action(action(async (o: CcklCliOptions) => {
-      const model = await modelArg(o.model, o.device, { weights: o });
-      const all = await loadData(o.data, { labels: o.labels, split: o.split as 'train' | 'test' });
+      const split = splitArg(o.split);
       const limit = posInt('limit', o.limit);
+      const params = {
+        pairs: natInt('pairs', o.pairs), jsSamples: declared('js-samples', o.jsSamples, PAIR_MEANS_OPTIONS.samples),
+        exactMax: declared('exact-max', o.exactMax, PAIR_MEANS_OPTIONS.exactMax),
+        seed: declared('seed', o.seed, PAIR_MEANS_OPTIONS.seed), batchSize: posInt('batch-size', o.batchSize),
+      };
+      const model = await modelArg(o.model, o.device, { weights: o });
+      const all = await loadData(o.data, { labels: o.labels, split });
       const data = limit !== undefined ? await all.take(limit) : all;
       log(`cckl: ${data.size} images [${data.imageShape.join(', ')}] of ${data.name}, ${model.kind} model`);
       const progress = new Progress('cckl');
       const r = await ccklMetrics(model, data, {
-        pairs: posInt('pairs', o.pairs), jsSamples: posInt('js-samples', o.jsSamples), exactMax: posInt('exact-max', o.exactMax),
-        seed: posInt('seed', o.seed), batchSize: posInt('batch-size', o.batchSize),
+        ...params,
         onProgress: (e) => { if (e.type === 'batch') progress.update(e.done, e.total, e.stage ?? ''); },
       });
       const out = {

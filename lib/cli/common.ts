@@ -5,12 +5,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError, fromNative } from '../util/errors';
+import { Command } from 'commander';
+import { FisherLensError, fromNative, invalidArgument } from '../util/errors';
+import { OptionDecl, OptionValue, checkValue } from '../util/schema';
+import { DATA_SPECS, SPLITS, Split } from '../science/data';
 import { Model, ModelSpec } from '../science/model';
 import { manualSeed } from '../science/train';
 import { removeTracked } from '../util/files';
 import type { RunExecutor } from '../experiment/executor';
-import { Option } from 'commander';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
 export function emit(json: boolean, value: unknown, human: () => string): void {
@@ -63,28 +65,140 @@ export class Progress {
   }
 }
 
+// ---------------- flag values: the one parser set of every command ----------------
+
 /** A decimal number as a user types it: `3`, `-0.5`, `.25`, `1e-3` (not '', `0x10`, `Infinity`). */
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
-/** Parses a comma-separated list of positive integers ("32,128,512"). */
-export function intList(s: string): number[] {
+/** `--<flag>` as messages name it. */
+const flagName = (flag: string): string => (flag.startsWith('-') ? flag : `--${flag}`);
+
+/** Parses a comma-separated list of positive integers ("32,128,512") given to `--<flag>`. */
+export function intList(flag: string, s: string): number[] {
   const v = s.split(',').map((x) => (DECIMAL.test(x.trim()) ? Number(x.trim()) : NaN));
-  if (v.some((x) => !Number.isInteger(x) || x <= 0)) throw new FisherLensError('ERR_ARG', `expected positive integers separated by commas, got '${s}'`);
+  if (v.some((x) => !Number.isInteger(x) || x <= 0)) throw invalidArgument(flagName(flag), 'positive integers separated by commas', s);
   return v;
 }
 
-/** Parses a number option with a clear error. */
-export function num(name: string, s: string): number {
+/** The decimal number given to `--<flag>`. */
+export function num(flag: string, s: string): number;
+export function num(flag: string, s: string | undefined): number | undefined;
+export function num(flag: string, s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
   const v = DECIMAL.test(s.trim()) ? Number(s) : NaN;
-  if (!Number.isFinite(v)) throw new FisherLensError('ERR_ARG', `--${name}: expected a decimal number, got '${s}'`);
+  if (!Number.isFinite(v)) throw invalidArgument(flagName(flag), 'a decimal number', s);
   return v;
 }
 
-/** Parses an integer option >= min (decimal digits only: '' and `0x10` are refused). */
-export function int(name: string, s: string, min: number): number {
-  const v = num(name, s);
-  if (!Number.isInteger(v) || v < min) throw new FisherLensError('ERR_ARG', `--${name}: expected an integer >= ${min}, got '${s}'`);
+/** The integer >= min given to `--<flag>` (decimal digits only: '' and `0x10` are refused); undefined when not given. */
+export function int(flag: string, s: string, min: number): number;
+export function int(flag: string, s: string | undefined, min: number): number | undefined;
+export function int(flag: string, s: string | undefined, min: number): number | undefined {
+  if (s === undefined) return undefined;
+  const v = DECIMAL.test(s.trim()) ? Number(s) : NaN;
+  if (!Number.isInteger(v) || v < min) throw invalidArgument(flagName(flag), `an integer >= ${min}`, s);
   return v;
+}
+
+/** A positive integer (>= 1: a count, a size, a limit) given to `--<flag>`; 0 is refused. Undefined when not given. */
+export function posInt(flag: string, s: string): number;
+export function posInt(flag: string, s: string | undefined): number | undefined;
+export function posInt(flag: string, s: string | undefined): number | undefined {
+  return int(flag, s, 1);
+}
+
+/** A non-negative integer (>= 0: a seed, a count where 0 means none) given to `--<flag>`. Undefined when not given. */
+export function natInt(flag: string, s: string): number;
+export function natInt(flag: string, s: string | undefined): number | undefined;
+export function natInt(flag: string, s: string | undefined): number | undefined {
+  return int(flag, s, 0);
+}
+
+/** One of `values` given to `--<flag>`. */
+export function choice<V extends string>(flag: string, values: readonly V[], s: string): V;
+export function choice<V extends string>(flag: string, values: readonly V[], s: string | undefined): V | undefined;
+export function choice<V extends string>(flag: string, values: readonly V[], s: string | undefined): V | undefined {
+  if (s === undefined) return undefined;
+  if (!(values as readonly string[]).includes(s)) throw invalidArgument(flagName(flag), `one of ${values.join(', ')}`, s);
+  return s as V;
+}
+
+/** What a declaration's value is: one of an enum's values, a boolean, or a number. */
+export type DeclaredValue<D extends OptionDecl> = D['type'] extends 'enum'
+  ? (D['values'] extends readonly (infer V)[] ? V : string)
+  : D['type'] extends 'boolean' ? boolean : number;
+
+/**
+ * The value given to `--<flag>` for an option declared in a table (lib/science/options.ts): a
+ * number, integer or enum checked against that one declaration (its type, range and values),
+ * ERR_ARG naming the flag. Undefined when not given.
+ */
+export function declared<D extends OptionDecl>(flag: string, s: string, d: D): DeclaredValue<D>;
+export function declared<D extends OptionDecl>(flag: string, s: string | undefined, d: D): DeclaredValue<D> | undefined;
+export function declared(flag: string, s: string | undefined, d: OptionDecl): OptionValue | undefined {
+  if (s === undefined) return undefined;
+  if (d.type === 'enum' || d.type === 'boolean') return checkValue(flagName(flag), d, s);
+  const v = DECIMAL.test(s.trim()) ? Number(s) : NaN;
+  return checkValue(flagName(flag), d, Number.isNaN(v) ? s : v);  // not a number: the error shows what was typed
+}
+
+// ---------------- options every command shares, declared once ----------------
+
+/** What `--model` takes (parsed by {@link modelArg}). */
+const MODEL_HELP = 'a built-in architecture name (small-cnn, lenet, resnet20, …; fresh weights), an inline JSON spec, a spec .json, ' +
+  'a FisherLens checkpoint or a TorchScript .pt (trusted sources only: TorchScript runs code)';
+/** What `--device` takes. */
+const DEVICE_VALUES = 'cpu | cuda | cuda:N';
+/** What `--queue` takes (experiment/queue-jobs.ts, which checks it). */
+export { QUEUE_URL } from '../experiment/queue-jobs';
+
+/** Adds `--model <model>` (required). */
+export function modelOption(cmd: Command): Command {
+  return weightsOptions(cmd.requiredOption('--model <model>', `model: ${MODEL_HELP}`));
+}
+
+/** Adds `--weights FILE`, `--weights-entry KEY`, `--weights-partial` (read by {@link modelArg}). */
+function weightsOptions(cmd: Command): Command {
+  return cmd
+    .option('--weights <file>', 'load a PyTorch state dict into --model (a spec or architecture): torch.save .pt/.pth (zip or legacy, nested, module.-prefixed, from any device) or .safetensors; read weights-only, nothing in it runs')
+    .option('--weights-entry <key>', "where the state dict sits in the --weights file (e.g. 'ema' or 'model.state_dict'; default: found by looking)")
+    .option('--weights-partial', 'load the --weights tensors that fit and warn about the rest (default: any missing, unexpected or mis-shaped key is an error)');
+}
+
+/**
+ * Adds `--data <spec>` (required) and `--labels <path>`, and with `split` `--split <split>`
+ * (default test). `labels` replaces the help of --labels where a command reads them differently.
+ */
+export function dataOptions(cmd: Command, opts: { split?: boolean; labels?: string } = {}): Command {
+  cmd.requiredOption('--data <spec>', `data: ${DATA_SPECS} (docs/data.md)`)
+    .option('--labels <path>', opts.labels ?? 'labels .npy (with an .npy --data; default: a sibling y.npy or labels.npy)');
+  if (opts.split) cmd.option('--split <split>', SPLITS.join(' | '), 'test');
+  return cmd;
+}
+
+/** The --split given (one of SPLITS). */
+export function splitArg(s: string): Split {
+  return choice('split', SPLITS, s);
+}
+
+/**
+ * Adds `-d, --device <device>`: default cpu, or, for commands that run configs, no default and
+ * `fallback` saying what decides instead (the config's device).
+ */
+export function deviceOption(cmd: Command, fallback?: string): Command {
+  return fallback === undefined
+    ? cmd.option('-d, --device <device>', DEVICE_VALUES, 'cpu')
+    : cmd.option('-d, --device <device>', `${DEVICE_VALUES} (default: ${fallback})`);
+}
+
+/** Adds `--limit <n>`: only the first n samples. */
+export function limitOption(cmd: Command): Command {
+  return cmd.option('--limit <n>', 'only the first n samples (default: all)');
+}
+
+/** Adds `--json`: exactly one JSON document on stdout (see {@link emit}). */
+export function jsonOption(cmd: Command): Command {
+  return cmd.option('--json', 'print one JSON document on stdout (logs and progress stay on stderr)');
 }
 
 /** The `--weights` options of every command that takes `--model` (declared once, here). */
@@ -92,15 +206,6 @@ export interface WeightsCliOptions {
   weights?: string;
   weightsEntry?: string;
   weightsPartial?: boolean;
-}
-
-/** `--weights FILE`, `--weights-entry KEY`, `--weights-partial`: add them after `--model`. */
-export function weightsOptions(): Option[] {
-  return [
-    new Option('--weights <file>', 'load a PyTorch state dict into --model (a spec or architecture): torch.save .pt/.pth (zip or legacy, nested, module.-prefixed, from any device) or .safetensors; read weights-only, nothing in it runs'),
-    new Option('--weights-entry <key>', "where the state dict sits in the --weights file (e.g. 'ema' or 'model.state_dict'; default: found by looking)"),
-    new Option('--weights-partial', 'load the --weights tensors that fit and warn about the rest (default: any missing, unexpected or mis-shaped key is an error)'),
-  ];
 }
 
 /**
@@ -137,7 +242,7 @@ async function modelOnly(s: string, device: string, opts: { defaults?: Partial<M
     try {
       spec = JSON.parse(s) as ModelSpec;
     } catch (e) {
-      throw new FisherLensError('ERR_ARG', `--model: inline spec is not valid JSON: ${(e as Error).message}`);
+      throw invalidArgument('--model', `an inline spec in valid JSON (${(e as Error).message})`, s);
     }
     // fresh weights come from the global generator: seed it, so the same --seed gives the same numbers
     manualSeed(opts.seed ?? 0);
@@ -159,20 +264,37 @@ async function modelOnly(s: string, device: string, opts: { defaults?: Partial<M
  */
 export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
 
-/** An AbortController tied to SIGINT/SIGTERM: the first signal aborts gracefully, a second exits now. */
-export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
-  const controller = new AbortController();
+/**
+ * The one SIGINT/SIGTERM handling of the CLI: the k-th signal aborts `stages[k]`'s signal and logs
+ * its message (what happens now); one signal more than there are stages exits at once with
+ * EXIT.interrupted. dispose() removes the handlers.
+ */
+export function interruptStages(stages: string[]): { signals: AbortSignal[]; dispose(): void } {
+  const controllers = stages.map(() => new AbortController());
+  let received = 0;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
+    const k = received++;
+    if (k >= stages.length) {
       log(`fisherlens: ${sig} again, exiting now`);
       process.exit(EXIT.interrupted);
     }
-    log(`\nfisherlens: ${sig}: ${what}`);
-    controller.abort();
+    log(k === 0 ? `\nfisherlens: ${sig}: ${stages[k]}` : `fisherlens: ${sig} again: ${stages[k]}`);
+    controllers[k].abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return { controller, dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); } };
+  return {
+    signals: controllers.map((c) => c.signal),
+    dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
+}
+
+/** An AbortController tied to SIGINT/SIGTERM ({@link interruptStages} with one stage): the first signal aborts gracefully, a second exits now. */
+export function interruptController(what = 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again'): { controller: AbortController; dispose(): void } {
+  const controller = new AbortController();
+  const s = interruptStages([what]);
+  s.signals[0].addEventListener('abort', () => controller.abort(), { once: true });
+  return { controller, dispose: s.dispose };
 }
 
 /**
@@ -185,7 +307,7 @@ export function executorFromEnv(): RunExecutor | undefined {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const mod = require(path.resolve(file)) as { executor?: RunExecutor };
   if (!mod.executor || typeof mod.executor.execute !== 'function') {
-    throw new FisherLensError('ERR_ARG', `FISHERLENS_EXECUTOR=${file}: the module must export \`executor\` with an execute(ctx) method`);
+    throw invalidArgument('FISHERLENS_EXECUTOR', 'a module that exports `executor` with an execute(ctx) method', file);
   }
   return mod.executor;
 }

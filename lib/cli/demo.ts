@@ -1,20 +1,17 @@
 import { Command } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import { action, emit, log } from './common';
+import { action, deviceOption, emit, jsonOption, log } from './common';
 import { runWithProgress, finish } from './run';
 import { writeReport, accuracyTable } from '../report';
 import { FisherLensError } from '../util/errors';
+import { packageRoot } from '../util/version';
 
-/** configs/ of the installed package (dist/lib/cli → package root). */
+/** A file of the installed package, rel to its root (util/version.ts finds the root). */
 export function packageFile(rel: string): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const f = path.join(dir, rel);
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(f)) return f;
-    dir = path.dirname(dir);
-  }
-  throw new FisherLensError('ERR_IO', `${rel} not found in the fisherlens package`);
+  const f = path.join(packageRoot(), rel);
+  if (!fs.existsSync(f)) throw new FisherLensError('ERR_IO', `${rel} not found in the fisherlens package`);
+  return f;
 }
 
 /**
@@ -22,14 +19,14 @@ export function packageFile(rel: string): string {
  * three VGG variants with TRADES), then the report. Re-running resumes where it stopped.
  */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('demo')
     .description('the main job: train 6 models on Fashion-MNIST (natural / PGD-AT / TRADES; VGG variants), evaluate clean / PGD / CW accuracy, Fisher and CCKL, and write the report (≤ 10 min on 2 cores)')
     .option('-o, --out <dir>', 'output folder', 'runs/demo')
-    .option('-c, --config <file>', 'another config instead of configs/demo.yaml')
-    .option('-d, --device <device>', 'cpu | cuda | cuda:N')
-    .option('--no-progress', 'plain progress lines even on a terminal')
-    .option('--json', 'print the result as JSON on stdout')
+    .option('-c, --config <file>', 'another config instead of configs/demo.yaml');
+  deviceOption(cmd, "the config's device")
+    .option('--no-progress', 'plain progress lines even on a terminal');
+  jsonOption(cmd)
     .addHelpText('after', '\nExit codes: 0 done, 1 error, 2 usage, 3 some runs failed, 130 interrupted (run again to resume).')
     .action(action(async (o: { out: string; config?: string; device?: string; progress?: boolean; json?: boolean }) => {
       const config = o.config ?? packageFile(path.join('configs', 'demo.yaml'));

@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
 import { Dataset } from '../science/data';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
+import { natInt, posInt } from './common';
 import { Model } from '../science/model';
 import { CLASS_NAMES, caption, gridPng } from '../science/picture-files';
 import { PICTURE_SAMPLES, PictureAttack, pictureGrid, pictureSamples } from '../science/pictures';
@@ -37,13 +38,11 @@ export interface ImagesRequest { file: string; count: number; seed: number }
 /** Checks the --images options before any work (undefined without --images); `seed` is the command's seed. */
 export function parseImages(o: ImagesCliOptions, seed: number): ImagesRequest | undefined {
   if (o.images === undefined) return undefined;
-  if (!o.images.toLowerCase().endsWith('.png')) throw new FisherLensError('ERR_ARG', `--images: expected a .png file name, got '${o.images}'`);
+  if (!o.images.toLowerCase().endsWith('.png')) throw invalidArgument('--images', 'a .png file name', o.images);
   const dir = path.dirname(path.resolve(o.images));
   if (!fs.existsSync(dir)) throw new FisherLensError('ERR_IO', `--images: folder ${dir} does not exist`);
-  const count = Number(o.imageSamples);
-  if (!Number.isInteger(count) || count < 1) throw new FisherLensError('ERR_ARG', `--image-samples: expected an integer >= 1, got '${o.imageSamples}'`);
-  const s = o.imageSeed === undefined ? seed : Number(o.imageSeed);
-  if (!Number.isInteger(s) || s < 0) throw new FisherLensError('ERR_ARG', `--image-seed: expected an integer >= 0, got '${o.imageSeed}'`);
+  const count = posInt('image-samples', o.imageSamples);
+  const s = natInt('image-seed', o.imageSeed) ?? seed;
   return { file: o.images, count, seed: s };
 }
 

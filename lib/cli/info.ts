@@ -5,7 +5,7 @@ import { loadInfo } from '../binding/native';
 import { FisherLensError } from '../util/errors';
 import { Model, ModelSpec } from '../science/model';
 import { describeWeights, planWeights, sniffFile, TargetEntry, WeightDtype, readWeightsFile } from '../science/weights';
-import { action, emit } from './common';
+import { action, emit, jsonOption } from './common';
 
 /**
  * `fisherlens info`: the backend (versions, CUDA, threads, BLAS) as JSON; with `--model FILE`,
@@ -13,12 +13,13 @@ import { action, emit } from './common';
  * without running it (a TorchScript archive is not loaded: loading runs its code).
  */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('info')
-    .description('print the backend: LibTorch version, CUDA, threads, BLAS, addon version, variant and LibTorch loaded (JSON); with --model FILE, what the file is and which architecture it fits, without running it')
+    .description('print the backend: LibTorch version, CUDA, threads, BLAS, addon version, variant and LibTorch loaded (always JSON); with --model FILE, what the file is and which architecture it fits, without running it')
+    // info's --model is optional and only describes a file (never loads it): not modelOption's
     .option('--model <file>', 'describe this file: FisherLens checkpoint, TorchScript archive, state dict (torch.save zip/legacy, safetensors) or spec .json')
-    .option('--weights-entry <key>', 'with --model: where the state dict sits in the file (default: found by looking)')
-    .option('--json', 'print JSON (the default for info)')
+    .option('--weights-entry <key>', 'with --model: where the state dict sits in the file (default: found by looking)');
+  jsonOption(cmd)  // accepted for symmetry: info prints JSON either way
     .action(action(async (o: { model?: string; weightsEntry?: string }) => {
       if (o.model === undefined) {
         const b = backend();

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { FisherLensError } from '../util/errors';
-import { profileFisher, FisherMethod, FISHER_METHODS } from '../science/fisher';
-import { action, emit, intList, log, modelArg, weightsOptions, WeightsCliOptions } from './common';
-import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, layoutArgs, posInt } from './fisher';
+import { invalidArgument } from '../util/errors';
+import { profileFisher, FISHER_METHODS } from '../science/fisher';
+import { action, choice, deviceOption, emit, intList, jsonOption, log, modelArg, modelOption, posInt, WeightsCliOptions } from './common';
+import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, speedArgs } from './fisher';
 import { FISHER_SPEED_OPTIONS } from '../science/options';
 
 interface ProfileOptions extends WeightsCliOptions {
@@ -13,11 +13,10 @@ interface ProfileOptions extends WeightsCliOptions {
 /** `fisherlens profile fisher`: per-batch cost of each Fisher method. */
 export function register(program: Command): void {
   const profile = program.command('profile').description('measure the cost of FisherLens operations');
-  profile
+  const cmd = profile
     .command('fisher')
-    .description('per-batch cost of each Fisher method (ms, samples/s, peak memory) on random inputs')
-    .requiredOption('--model <model>', 'spec .json, checkpoint, TorchScript .pt or a built-in architecture name')
-    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
+    .description('per-batch cost of each Fisher method (ms, samples/s, peak memory) on random inputs');
+  modelOption(cmd)
     .option('--batch <sizes>', 'batch sizes, comma-separated', '32,128,512')
     .option('--methods <list>', `comma-separated of ${FISHER_METHODS.join(', ')}`, FISHER_METHODS.join(','))
     .option('--input-shape <c,h,w>', "input shape (default: the built-in spec's inChannels × inputSize²)")
@@ -25,24 +24,26 @@ export function register(program: Command): void {
     .option('--channels-last', FISHER_SPEED_OPTIONS.channelsLast.doc)
     .option('--layout <layout>', LAYOUT_HELP)
     .option('--classes-per-pass <n>', CLASSES_PER_PASS_HELP)
-    .option('--streams <n>', FISHER_SPEED_OPTIONS.streams.doc, String(FISHER_SPEED_OPTIONS.streams.default))
-    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
-    .option('--json', 'print one JSON document')
+    .option('--streams <n>', FISHER_SPEED_OPTIONS.streams.doc, String(FISHER_SPEED_OPTIONS.streams.default));
+  deviceOption(cmd);
+  jsonOption(cmd)
     .action(action(async (o: ProfileOptions) => {
-      const methods = o.methods.split(',').map((s) => s.trim()) as FisherMethod[];
-      for (const m of methods) if (!FISHER_METHODS.includes(m)) throw new FisherLensError('ERR_ARG', `--methods: unknown method '${m}'`);
+      const methods = o.methods.split(',').map((s) => choice('methods', FISHER_METHODS, s.trim()));
+      const batchSizes = intList('batch', o.batch);
+      const repeats = posInt('repeats', o.repeats);
+      const speed = speedArgs(o);
+      const inputShape = o.inputShape === undefined ? undefined : intList('input-shape', o.inputShape);
       const model = await modelArg(o.model, o.device, { weights: o });
       let shape: number[];
-      if (o.inputShape) shape = intList(o.inputShape);
+      if (inputShape) shape = inputShape;
       else {
         const s = model.spec;
-        if (s.arch === 'torchscript') throw new FisherLensError('ERR_ARG', '--input-shape is required for a TorchScript model (e.g. 1,28,28)');
+        if (s.arch === 'torchscript') throw invalidArgument('--input-shape', 'the input shape C,H,W of a TorchScript model (e.g. 1,28,28)', o.inputShape);
         shape = [s.inChannels ?? 1, s.inputSize ?? 28, s.inputSize ?? 28];
       }
       log(`profile fisher: ${model.kind} model, input [${shape.join(', ')}], batches ${o.batch}`);
       const rows = await profileFisher(model, {
-        inputShape: shape, batchSizes: intList(o.batch), methods, repeats: posInt('repeats', o.repeats),
-        channelsLast: o.channelsLast ? true : undefined, ...layoutArgs(o), streams: posInt('streams', o.streams),
+        inputShape: shape, batchSizes, methods, repeats, channelsLast: o.channelsLast ? true : undefined, ...speed,
       });
       emit(Boolean(o.json), { inputShape: shape, rows }, () => {
         const head = `${'method'.padEnd(11)} ${'batch'.padStart(6)} ${'ms/batch'.padStart(10)} ${'samples/s'.padStart(10)} ${'peak MiB'.padStart(9)}  layout, classes/pass`;

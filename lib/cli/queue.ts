@@ -5,8 +5,7 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, log, num, EXIT, executorFromEnv } from './common';
-import { FisherLensError } from '../util/errors';
+import { action, deviceOption, emit, interruptStages, jsonOption, log, num, posInt, EXIT, QUEUE_URL, executorFromEnv } from './common';
 import { worker } from '../experiment/worker';
 import { queueStatus, cancelExperiment } from '../experiment/queue-status';
 import { QueueRunStatus } from '../experiment/queue-jobs';
@@ -29,11 +28,11 @@ function statusLine(s: QueueRunStatus): string {
 }
 
 export function register(program: Command): void {
-  program
+  const worker_ = program
     .command('worker')
     .description('take runs from a queue (`fisherlens run CONFIG --queue URL`) and execute them with the local runner; one worker per GPU')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .option('-d, --device <device>', 'device for every run this worker takes (overrides the run\'s; recorded in status)')
+    .requiredOption('--queue <url>', QUEUE_URL);
+  deviceOption(worker_, "the config's device")
     .option('--concurrency <n>', 'runs at once in this process', '1')
     .option('--idle-exit <seconds>', 'exit after this many seconds without a job')
     .option('--root <dir>', 'a folder configs may read and write under (out, data.root, model.path); repeatable; default: the working folder',
@@ -42,62 +41,49 @@ export function register(program: Command): void {
     .option('--lock-duration <ms>', 'lock of an active job: a dead worker\'s run is handed on after about this long', '30000')
     .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
     .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
-    .addHelpText('after', '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; a second signal stops them at once.')
+    .addHelpText('after', '\n--device: every run this worker takes runs there (recorded in status).' +
+      '\nSIGTERM/SIGINT: active runs stop at the end of their current epoch with a checkpoint and go back to the queue; a second signal stops them at once.')
     .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
-      const int = (name: string, v: string) => {
-        const n = num(name, v);
-        if (!Number.isInteger(n) || n <= 0) throw new FisherLensError('ERR_ARG', `--${name}: expected a positive integer, got '${v}'`);
-        return n;
+      const opts = {
+        concurrency: posInt('concurrency', o.concurrency), idleExitSec: num('idle-exit', o.idleExit),
+        lockDurationMs: posInt('lock-duration', o.lockDuration), stalledIntervalMs: posInt('stalled-interval', o.stalledInterval),
+        maxStalledCount: posInt('max-stalls', o.maxStalls),
       };
-      const stop = new AbortController();
-      const now = new AbortController();
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (!stop.signal.aborted) {
-          log(`fisherlens: ${sig}: active runs stop at the end of their current epoch and go back to the queue (again: at once)`);
-          stop.abort();
-        } else if (!now.signal.aborted) {
-          log(`fisherlens: ${sig} again: stopping active runs at once (they resume from their last checkpoint)`);
-          now.abort();
-        } else {
-          process.exit(EXIT.interrupted);
-        }
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
+      const interrupt = interruptStages([
+        'active runs stop at the end of their current epoch and go back to the queue (again: at once)',
+        'stopping active runs at once (they resume from their last checkpoint)',
+      ]);
+      const [stop, now] = interrupt.signals;
       try {
         const r = await worker({
-          queue: o.queue, device: o.device, concurrency: int('concurrency', o.concurrency),
-          idleExitSec: o.idleExit !== undefined ? num('idle-exit', o.idleExit) : undefined,
+          queue: o.queue, device: o.device, ...opts,
           roots: o.root, trustTorchScript: Boolean(o.trustTorchscript), executor: executorFromEnv(),
-          lockDurationMs: int('lock-duration', o.lockDuration), stalledIntervalMs: int('stalled-interval', o.stalledInterval),
-          maxStalledCount: int('max-stalls', o.maxStalls),
-          signal: stop.signal, stopNow: now.signal, log,
+          signal: stop, stopNow: now, log,
         });
         log(`fisherlens: worker ${r.name}: ${r.finished.length} run(s) finished, ${r.failed.length} failed, ${r.requeued.length} handed back`);
-        if (stop.signal.aborted) process.exitCode = EXIT.interrupted;
+        if (stop.aborted) process.exitCode = EXIT.interrupted;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        interrupt.dispose();
       }
     }));
 
-  program
+  const status = program
     .command('status')
     .description('the runs on a queue: waiting, active (worker, device, epoch k/n), finished, failed (reason)')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .argument('[experiment]', 'only this experiment (its config\'s `name`)')
-    .option('--json', 'print the runs as JSON on stdout')
+    .requiredOption('--queue <url>', QUEUE_URL)
+    .argument('[experiment]', 'only this experiment (its config\'s `name`)');
+  jsonOption(status)
     .action(action(async (experiment: string | undefined, o: { queue: string; json?: boolean }) => {
       const runs = await queueStatus(o.queue, experiment);
       emit(Boolean(o.json), { runs }, () => (runs.length ? runs.map(statusLine).join('\n') : `no runs${experiment ? ` of '${experiment}'` : ''} on the queue`));
     }));
 
-  program
+  const cancel = program
     .command('cancel')
     .description('cancel an experiment on a queue: remove its waiting runs and stop its active ones on every worker (they keep their checkpoint)')
-    .requiredOption('--queue <url>', 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)')
-    .argument('<experiment>', 'the experiment (its config\'s `name`)')
-    .option('--json', 'print what was done as JSON on stdout')
+    .requiredOption('--queue <url>', QUEUE_URL)
+    .argument('<experiment>', 'the experiment (its config\'s `name`)');
+  jsonOption(cancel)
     .action(action(async (experiment: string, o: { queue: string; json?: boolean }) => {
       const r = await cancelExperiment(o.queue, experiment);
       emit(Boolean(o.json), r, () => `removed ${r.removed.length} waiting run(s)${r.removed.length ? ` (${r.removed.join(', ')})` : ''}; asked ${r.stopping.length} active run(s) to stop${r.stopping.length ? ` (${r.stopping.join(', ')})` : ''}`);

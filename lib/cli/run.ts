@@ -1,12 +1,12 @@
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, emit, int, log, EXIT, executorFromEnv, interruptController } from './common';
+import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController } from './common';
 import { MAX_RUNS } from '../experiment/config';
 import { runExperiment } from '../experiment/runner';
 import { planExperiment, ExperimentResult } from '../experiment/plan';
 import { SweepProgress } from '../experiment/progress';
 import { writeReport } from '../report';
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { slurmCommand } from './queue';
 
 /** Sets process.exitCode from a sweep result and prints its one-line outcome. */
@@ -34,7 +34,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-      continueOnError: !o.stopOnError, executor, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1),
+      continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,
       ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
     });
@@ -47,34 +47,34 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
 
 /** `fisherlens run CONFIG`: trains and evaluates every run of a config (skips finished, resumes unfinished). */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('run')
     .description('run an experiment config (YAML/JSON): each grid point in its own folder; finished runs are skipped, unfinished ones resume from their checkpoint')
     .argument('<config>', 'experiment config file (.yaml, .yml or .json; see docs/experiments.md)')
-    .option('-o, --out <dir>', 'output folder (default: the config\'s `out`, else runs/<name>)')
-    .option('-d, --device <device>', 'cpu | cuda | cuda:N (default: the config\'s device)')
+    .option('-o, --out <dir>', 'output folder (default: the config\'s `out`, else runs/<name>)');
+  deviceOption(cmd, "the config's device")
     .option('--only <ids>', 'run only these run ids (comma-separated)')
     .option('--stop-on-error', 'stop at the first failed run (default: record it and go on)')
     .option('--dry-run', 'print the runs and their state without running anything')
     .option('--reevaluate', "evaluate the finished runs' checkpoints with the config's current `eval` section and rewrite their summaries (no training)")
     .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
-    .option('--no-progress', 'plain progress lines even on a terminal')
-    .option('--json', 'print the result as JSON on stdout')
-    .option('--queue <url>', 'enqueue the unfinished runs on BullMQ/Redis (redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://) for `fisherlens worker`s, and follow them')
+    .option('--no-progress', 'plain progress lines even on a terminal');
+  jsonOption(cmd)
+    .option('--queue <url>', `enqueue the unfinished runs on BullMQ/Redis (${QUEUE_URL}) for \`fisherlens worker\`s, and follow them`)
     .option('--detach', 'with --queue: enqueue and return')
     .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
     .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
     .action(action(async (config: string, o: SweepCliOptions & { dryRun?: boolean; slurm?: string; slurmArgs?: string }) => {
       if (o.slurm) {
-        if (o.queue) throw new FisherLensError('ERR_ARG', '--slurm and --queue are two ways to run a sweep elsewhere: choose one');
+        if (o.queue) throw invalidArgument('--queue', 'nothing with --slurm (two ways to run a sweep elsewhere: choose one)');
         await slurmCommand(config, o.slurm, o);
         return;
       }
-      if (o.detach && !o.queue) throw new FisherLensError('ERR_ARG', '--detach needs --queue');
+      if (o.detach && !o.queue) throw invalidArgument('--detach', '--queue with it');
       if (o.dryRun) {
-        const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: o.maxRuns === undefined ? undefined : int('max-runs', o.maxRuns, 1) });
+        const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: posInt('max-runs', o.maxRuns) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },
           () => [`${plan.runs.length} runs in ${plan.out}:`, ...plan.runs.map((r) => `  ${r.run.id.padEnd(44)} ${r.state}`)].join('\n'));
         return;

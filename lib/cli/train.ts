@@ -2,10 +2,12 @@ import { Command } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadData } from '../science/data';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
-import { presets, PresetName, ScheduleOptions, train, TrainOptions, TrainMethod, EpochMetrics } from '../science/train';
-import { action, emit, log, num, int as intArg, Progress, modelArg, weightsOptions, WeightsCliOptions } from './common';
+import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
+import {
+  action, choice, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
+} from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
 import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
@@ -32,6 +34,10 @@ interface TrainCliOptions extends WeightsCliOptions {
   stepSize?: string;
   steps?: string;
   beta?: string;
+  lambda?: string;
+  samples?: string;
+  exact?: boolean;
+  powerIters?: string;
   norm?: string;
   seed: string;
   probeSize: string;
@@ -50,23 +56,21 @@ export function parseSchedule(s: string): ScheduleOptions {
   if (name === 'cosine') return { type: 'cosine' };
   if (name === 'multistep') {
     const ms = (a ?? '').split(',').filter(Boolean).map(Number);
-    if (!ms.length || ms.some((v) => !Number.isInteger(v) || v < 1)) throw new FisherLensError('ERR_ARG', `--schedule multistep:<epochs>: expected epochs like 75,90, got '${s}'`);
+    if (!ms.length || ms.some((v) => !Number.isInteger(v) || v < 1)) throw invalidArgument('--schedule multistep:<epochs>', 'epochs >= 1 like 75,90', s);
     return { type: 'multistep', milestones: ms, gamma: b === undefined ? 0.1 : num('schedule', b) };
   }
   if (name === 'onecycle') return { type: 'onecycle', peak: a === undefined ? 0.3 : num('schedule', a) };
-  throw new FisherLensError('ERR_ARG', `--schedule: expected constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak], got '${s}'`);
+  throw invalidArgument('--schedule', 'constant, cosine, multistep:E1,E2[:gamma] or onecycle[:peak]', s);
 }
 
-/** `fisherlens train`: natural, PGD-AT or TRADES training with per-epoch tracking and checkpoints. */
+/** `fisherlens train`: natural, PGD-AT, TRADES, MART, FIRE, Jacobian or Fisher-penalty training with per-epoch tracking and checkpoints. */
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('train')
-    .description('train a model (natural | pgd-at | trades); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out')
-    .requiredOption('--model <spec>', 'architecture name (small-cnn, lenet, resnet20, …), inline JSON spec, spec .json, checkpoint or TorchScript .pt')
-    .addOption(weightsOptions()[0]).addOption(weightsOptions()[1]).addOption(weightsOptions()[2])
-    .requiredOption('--data <spec>', 'data: fashion-mnist[:dir], mnist:<dir>, cifar10:<dir>, a dataset directory or images .npy')
-    .option('--labels <path>', 'labels .npy (with an .npy --data)')
-    .option('--method <m>', `${TRAIN_METHODS.join(' | ')} (default natural, or the preset's)`)
+    .description(`train a model (${TRAIN_METHODS.join(' | ')}); per-epoch accuracy, Fisher norms and CCKL on a probe of the test set; checkpoints + metrics.jsonl in --out`);
+  modelOption(cmd);
+  dataOptions(cmd)
+    .option('--method <m>', `${optionHelp(TRAIN_STEP_OPTIONS.method)} (default natural, or the preset's)`)
     .option('--preset <name>', `published settings: ${Object.keys(presets).join(', ')} (explicit options override)`)
     .option('--epochs <n>', optionHelp(TRAIN_OPTIONS.epochs))
     .option('--batch-size <n>', optionHelp(TRAIN_OPTIONS.batchSize))
@@ -82,6 +86,10 @@ export function register(program: Command): void {
     .option('--step-size <a>', optionHelp(TRAIN_STEP_OPTIONS.stepSize))
     .option('--steps <k>', optionHelp(TRAIN_STEP_OPTIONS.steps))
     .option('--beta <b>', optionHelp(TRAIN_STEP_OPTIONS.beta))
+    .option('--lambda <l>', optionHelp(TRAIN_STEP_OPTIONS.lambda))
+    .option('--samples <n>', optionHelp(TRAIN_STEP_OPTIONS.samples))
+    .option('--exact', TRAIN_STEP_OPTIONS.exact.doc)
+    .option('--power-iters <k>', optionHelp(TRAIN_STEP_OPTIONS.powerIters))
     .option('--norm <n>', optionHelp(TRAIN_STEP_OPTIONS.norm))
     .option('--seed <n>', TRAIN_OPTIONS.seed.doc, String(TRAIN_OPTIONS.seed.default))
     .option('--probe-size <n>', 'test-set probe for per-epoch tracking (0: none)', String(TRAIN_OPTIONS.probeSize.default))
@@ -89,35 +97,27 @@ export function register(program: Command): void {
     .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
-    .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads')
-    .option('--device <device>', "'cpu', 'cuda' or 'cuda:N'", 'cpu')
-    .option('--json', 'print one JSON document (the history) on stdout')
+    .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads');
+  deviceOption(cmd);
+  jsonOption(cmd)
     .action(action(async (o: TrainCliOptions) => {
-      const int = (name: string, v: string | undefined, min: number): number | undefined => (v === undefined ? undefined : intArg(name, v, min));
       // flags that a config also sets are checked by the config schema's declaration of that field
       const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
-      if (o.resume && !o.out) throw new FisherLensError('ERR_ARG', '--resume: needs --out (the folder whose checkpoint.pt to continue from)');
+      if (o.resume && !o.out) throw invalidArgument('--resume', '--out with it (the folder whose checkpoint.pt to continue from)');
       // checked before training, not after it
       if (o.exportWeights !== undefined && !fs.existsSync(path.dirname(path.resolve(o.exportWeights)))) {
         throw new FisherLensError('ERR_IO', `--export-weights: folder ${path.dirname(path.resolve(o.exportWeights))} does not exist`);
       }
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
-        if (!(o.preset in presets)) throw new FisherLensError('ERR_ARG', `--preset: expected one of ${Object.keys(presets).join(', ')}, got '${o.preset}'`);
-        opts = JSON.parse(JSON.stringify(presets[o.preset as PresetName])) as TrainOptions;
+        opts = JSON.parse(JSON.stringify(presets[choice('preset', Object.keys(presets) as PresetName[], o.preset)])) as TrainOptions;
       }
-      if (o.method !== undefined) {
-        if (!['natural', 'pgd-at', 'trades'].includes(o.method)) throw new FisherLensError('ERR_ARG', `--method: expected natural, pgd-at or trades, got '${o.method}'`);
-        opts.method = o.method as TrainMethod;
-      }
-      if (o.epochs !== undefined) opts.epochs = int('epochs', o.epochs, 1);
-      if (o.batchSize !== undefined) opts.batchSize = int('batch-size', o.batchSize, 1);
-      if (o.subset !== undefined) opts.subset = int('subset', o.subset, 1);
+      if (o.method !== undefined) opts.method = declared('method', o.method, TRAIN_STEP_OPTIONS.method);
+      if (o.epochs !== undefined) opts.epochs = posInt('epochs', o.epochs);  // the API takes 0; from the command line it is a mistake
+      if (o.batchSize !== undefined) opts.batchSize = declared('batch-size', o.batchSize, TRAIN_OPTIONS.batchSize);
+      if (o.subset !== undefined) opts.subset = posInt('subset', o.subset);
       const opt = { ...(opts.optimizer ?? {}) };
-      if (o.optimizer !== undefined) {
-        if (!['sgd', 'adam', 'adamw'].includes(o.optimizer)) throw new FisherLensError('ERR_ARG', `--optimizer: expected sgd, adam or adamw, got '${o.optimizer}'`);
-        opt.type = o.optimizer as 'sgd' | 'adam' | 'adamw';
-      }
+      if (o.optimizer !== undefined) opt.type = declared('optimizer', o.optimizer, OPTIMIZER_OPTIONS.type);
       if (o.lr !== undefined) opt.lr = field('lr', OptimizerSchema.shape.lr, o.lr);
       if (o.momentum !== undefined) opt.momentum = field('momentum', OptimizerSchema.shape.momentum, o.momentum);
       if (o.nesterov) opt.nesterov = true;
@@ -130,19 +130,17 @@ export function register(program: Command): void {
       if (o.stepSize !== undefined) att.stepSize = field('step-size', TrainSchema.shape.stepSize, o.stepSize);
       if (o.steps !== undefined) att.steps = field('steps', TrainSchema.shape.steps, o.steps);
       if (o.beta !== undefined) att.beta = field('beta', TrainSchema.shape.beta, o.beta);
-      if (o.norm !== undefined) {
-        if (o.norm !== 'linf' && o.norm !== 'l2') throw new FisherLensError('ERR_ARG', `--norm: expected linf or l2, got '${o.norm}'`);
-        att.norm = o.norm;
-      }
+      if (o.lambda !== undefined) att.lambda = field('lambda', TrainSchema.shape.lambda, o.lambda);
+      if (o.samples !== undefined) att.samples = field('samples', TrainSchema.shape.samples, o.samples);
+      if (o.exact) att.exact = true;
+      if (o.powerIters !== undefined) att.powerIters = field('power-iters', TrainSchema.shape.powerIters, o.powerIters);
+      if (o.norm !== undefined) att.norm = declared('norm', o.norm, TRAIN_STEP_OPTIONS.norm);
       opts.attack = att;
-      opts.seed = int('seed', o.seed, 0);
-      if (o.trackAttack !== undefined) {
-        if (!(o.trackAttack in attackPresets)) throw new FisherLensError('ERR_ARG', `--track-attack: expected one of ${Object.keys(attackPresets).join(', ')}`);
-        opts.trackAttack = { ...attackPresets[o.trackAttack as AttackPresetName] };
-      }
-      if (o.nonRobustPairs !== undefined) opts.track = { nonRobustPairs: int('non-robust-pairs', o.nonRobustPairs, 1) };
+      opts.seed = declared('seed', o.seed, TRAIN_OPTIONS.seed);
+      if (o.trackAttack !== undefined) opts.trackAttack = { ...attackPresets[choice('track-attack', Object.keys(attackPresets) as AttackPresetName[], o.trackAttack)] };
+      if (o.nonRobustPairs !== undefined) opts.track = { nonRobustPairs: posInt('non-robust-pairs', o.nonRobustPairs) };
+      const probeSize = natInt('probe-size', o.probeSize);
       const trainSet = await loadData(o.data, { labels: o.labels, split: 'train' });
-      const probeSize = int('probe-size', o.probeSize, 0)!;
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
       const model = await modelArg(o.model, o.device, {
         defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },

@@ -4,7 +4,7 @@
  * schemas, lib/experiment/config.ts).
  */
 import { z } from 'zod';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument, show } from '../util/errors';
 
 export function fmtPath(p: (string | number)[]): string {
   let s = '';
@@ -16,13 +16,6 @@ export function fmtPath(p: (string | number)[]): string {
   return s || '(top level)';
 }
 
-export function show(v: unknown): string {
-  if (typeof v === 'string') return `'${v}'`;
-  if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v);
-  return s && s.length > 60 ? s.slice(0, 57) + '...' : String(s);
-}
-
 export function valueAt(root: unknown, p: (string | number)[]): unknown {
   let cur: unknown = root;
   for (const k of p) {
@@ -32,25 +25,41 @@ export function valueAt(root: unknown, p: (string | number)[]): unknown {
   return cur;
 }
 
-/** Allowed keys of the object schema at a path (for 'unknown key' errors). */
-export function issueMessage(issue: z.ZodIssue, input: unknown): string {
-  const got = valueAt(input, issue.path);
+/** What a zod issue says was expected, in words ('one of a | b', 'a number ≥ 0', 'at least 1 item(s)'); undefined for issues that are not about one value. */
+function issueExpected(issue: z.ZodIssue): string | undefined {
   switch (issue.code) {
     case 'invalid_enum_value':
-      return `expected one of ${issue.options.join(' | ')}, got ${show(issue.received)}`;
+      return `one of ${issue.options.join(' | ')}`;
     case 'invalid_union_discriminator':
-      return `expected one of ${issue.options.map(String).join(' | ')}, got ${show(got)}`;
+      return `one of ${issue.options.map(String).join(' | ')}`;
     case 'invalid_type':
-      if (issue.received === 'undefined') return `required (expected ${issue.expected})`;
-      return `expected ${issue.expected}, got ${issue.received} ${show(got)}`;
+      return issue.expected;
+    case 'too_small':
+      return issue.type === 'array' ? `at least ${issue.minimum} item(s)` : `a number ${issue.inclusive ? '≥' : '>'} ${issue.minimum}`;
+    case 'too_big':
+      return `a number ${issue.inclusive ? '≤' : '<'} ${issue.maximum}`;
+    default:
+      return undefined;
+  }
+}
+
+/** One zod issue as a line: what was expected, what came. */
+export function issueMessage(issue: z.ZodIssue, input: unknown): string {
+  const got = valueAt(input, issue.path);
+  const expected = issueExpected(issue);
+  switch (issue.code) {
+    case 'invalid_enum_value':
+      return `expected ${expected}, got ${show(issue.received)}`;
+    case 'invalid_type':
+      if (issue.received === 'undefined') return `required (expected ${expected})`;
+      return `expected ${expected}, got ${issue.received} ${show(got)}`;
     case 'unrecognized_keys':
       return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
     case 'too_small':
-      if (issue.type === 'array') return `expected at least ${issue.minimum} item(s), got ${Array.isArray(got) ? got.length : show(got)}`;
-      return `expected a number ${issue.inclusive ? '≥' : '>'} ${issue.minimum}, got ${show(got)}`;
-    case 'too_big':
-      return `expected a number ${issue.inclusive ? '≤' : '<'} ${issue.maximum}, got ${show(got)}`;
+      if (issue.type === 'array') return `expected ${expected}, got ${Array.isArray(got) ? got.length : show(got)}`;
+      return `expected ${expected}, got ${show(got)}`;
     default:
+      if (expected !== undefined) return `expected ${expected}, got ${show(got)}`;
       return `${issue.message}${got !== undefined ? `, got ${show(got)}` : ''}`;
   }
 }
@@ -108,7 +117,10 @@ export function configError(message: string, file?: string): FisherLensError {
  */
 export function checkField<T>(schema: z.ZodType<T>, value: unknown, label: string): T {
   const r = schema.safeParse(value);
-  if (!r.success) throw new FisherLensError('ERR_ARG', `${label}: ${issueMessage(r.error.issues[0], value)}`);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw invalidArgument(label, issueExpected(issue) ?? issue.message, valueAt(value, issue.path));
+  }
   return r.data;
 }
 

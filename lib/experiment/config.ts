@@ -2,7 +2,7 @@
  * Experiment configs (YAML or JSON): the zod schemas of datasets, models, training methods with
  * their parameters, evaluation (attacks, Fisher, CCKL), seeds and grids. Every error is a
  * FisherLensError('ERR_CONFIG') naming the exact path and the allowed values, e.g.
- * `runs[2].train.method: expected one of natural | pgd-at | trades, got 'tradez'`
+ * `runs[2].train.method: expected one of natural | pgd-at | trades | mart | fire | jacobian | fisher-trace | fisher-lambda, got 'tradez'`
  * (lib/experiment/config-errors.ts); loading and grid expansion are lib/experiment/grid.ts.
  * The format is documented in docs/experiments.md.
  */
@@ -122,12 +122,20 @@ export const TrainSchema = z.object({
   maxBatches: posInt.optional(),
   optimizer: OptimizerSchema.default({}),
   schedule: ScheduleSchema.default({}),
-  /** Attack radius of PGD-AT / TRADES inner maximisation. */
+  /** Attack radius of the PGD-AT / TRADES / MART / FIRE inner maximisation. */
   epsilon: numberOf(TRAIN_STEP_OPTIONS.epsilon).optional(),
   stepSize: z.number().positive().optional(),
   steps: posInt.optional(),
-  /** TRADES trade-off β. */
+  /** TRADES and MART trade-off β. */
   beta: numberOf(TRAIN_STEP_OPTIONS.beta).optional(),
+  /** The penalty's weight λ (fire, jacobian, fisher-trace, fisher-lambda; default per method). */
+  lambda: numberOf(TRAIN_STEP_OPTIONS.lambda).optional(),
+  /** jacobian: random projections; fisher-trace: sampled classes per input. */
+  samples: numberOf(TRAIN_STEP_OPTIONS.samples).optional(),
+  /** jacobian, fisher-trace: the exact all-classes penalty. */
+  exact: z.boolean().optional(),
+  /** fisher-lambda: detached power iterations per batch. */
+  powerIters: numberOf(TRAIN_STEP_OPTIONS.powerIters).optional(),
   norm: z.enum(NORMS).default(TRAIN_STEP_OPTIONS.norm.default),
   /** Convolutions in channels-last memory format during training steps (faster on CPU; default false). */
   channelsLast: z.boolean().default(TRAIN_STEP_OPTIONS.channelsLast.default),

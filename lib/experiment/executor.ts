@@ -76,7 +76,7 @@ export interface ScienceTrainOptions<D> {
   onEpoch(r: EpochRecord): void;
 }
 
-/** Per-sample Fisher quantities over a dataset (PAPER.md §3), in dataset order. */
+/** Per-sample Fisher quantities over a dataset (docs/math.md (9)–(18)), in dataset order. */
 export interface FisherArrays { lambdaMax: ArrayLike<number>; frobenius: ArrayLike<number>; trace: ArrayLike<number> }
 
 /** The science API as the runner needs it (bound to the real modules in science.ts). */

@@ -6,9 +6,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as YAML from 'yaml';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, show } from '../util/errors';
 import { ExperimentConfig, ExperimentSchema, MAX_RUNS, ModelConfig, ResolvedRun, ResolvedRunSchema } from './config';
-import { configError, fmtPath, formatIssues, show, valueAt } from './config-errors';
+import { configError, fmtPath, formatIssues, valueAt } from './config-errors';
 
 /** Parses YAML or JSON text (by extension; YAML is a superset of JSON, so text without one works). */
 export function parseConfigText(text: string, file = 'config'): unknown {

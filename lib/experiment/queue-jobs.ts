@@ -6,7 +6,7 @@
  */
 import * as crypto from 'crypto';
 import type IORedis from 'ioredis';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { packageVersion, nativeSourceHash } from '../util/version';
 import type { ExperimentConfig, ResolvedRun } from './config';
 import type { RunProgress } from './executor';
@@ -118,10 +118,11 @@ export function maskUrl(url: string): string {
   return url.replace(/^(rediss?:\/\/)([^@/]*)@/, (_m, scheme: string, auth: string) => `${scheme}${auth.includes(':') ? `${auth.split(':')[0]}:***` : '***'}@`);
 }
 
+/** What a queue URL is (`--queue` of the CLI). */
+export const QUEUE_URL = 'redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS)';
+
 export function checkUrl(url: string): void {
-  if (!/^rediss?:\/\/[^\s]+$/.test(url)) {
-    throw new FisherLensError('ERR_ARG', `--queue: expected redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://… (TLS), got '${maskUrl(url)}'`);
-  }
+  if (!/^rediss?:\/\/[^\s]+$/.test(url)) throw invalidArgument('--queue', QUEUE_URL, maskUrl(url));
 }
 
 /** ioredis options for BullMQ: blocking workers need maxRetriesPerRequest null. */

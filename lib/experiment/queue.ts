@@ -22,7 +22,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Queue } from 'bullmq';
-import { FisherLensError, ErrorCode } from '../util/errors';
+import { FisherLensError, ErrorCode, invalidArgument } from '../util/errors';
 import type { ExperimentConfig, ExperimentInput, ResolvedRun } from './config';
 import { estimateCost } from './executor';
 import { RunDir } from './rundir';
@@ -60,7 +60,7 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
     const unknown = opts.only.filter((id) => !ids.has(id));
     if (unknown.length > 0) throw new FisherLensError('ERR_CONFIG', `--only: unknown run id(s) ${unknown.map((u) => `'${u}'`).join(', ')}; this config has: ${[...ids].join(', ')}`);
   }
-  if (opts.executor) throw new FisherLensError('ERR_ARG', 'queue sweeps run on the workers\' executor: pass `executor` to worker(), not to runExperiment');
+  if (opts.executor) throw invalidArgument("runExperiment option 'executor'", "none with a queue (queue sweeps run on the workers' executor: pass `executor` to worker())", opts.executor);
   // the submitter sees the run folders when it shares the filesystem: refuse mixed configs early
   if (fs.existsSync(out)) checkRunFolders(out, runs);
   const emit = (e: ExperimentEvent) => {

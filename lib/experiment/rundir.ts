@@ -20,6 +20,7 @@ import { writeFileAtomic } from '../util/files';
 import type { ResolvedRun } from './config';
 import type { RunProvenance } from './provenance';
 import type { Quantiles } from '../util/stats';
+import type { EpochMetrics } from '../science/train';
 
 export const FILES = {
   experiment: 'experiment.json',
@@ -50,37 +51,14 @@ export const RUN_FOLDER_VERSION = 2;
 export const CHECKPOINT_VERSION = 2;
 
 /**
- * One line of metrics.jsonl: what training tracked at the end of an epoch on the fixed probe
- * subset of the test set (PAPER.md §5, Figures 3–4). Accuracies are fractions in [0, 1];
- * Fisher norms in nats per pixel².
+ * One line of metrics.jsonl: the {@link EpochMetrics} of training (lib/science/train.ts, where
+ * each field is documented), every field but `epoch` optional (an executor records what it
+ * tracks; docs/math.md §5: the paper's Figures 3–4 plot them), plus whatever fields a custom
+ * executor adds.
  */
-export interface EpochRecord {
-  /** 1-based epoch number. */
-  epoch: number;
-  /** Mean training loss and accuracy over the epoch. */
-  trainLoss?: number;
-  trainAccuracy?: number;
-  /** Probe (test-subset) accuracy and cross-entropy (nats). */
-  probeAccuracy?: number;
-  probeCrossEntropy?: number;
-  /** Mean and median ‖G_x‖_F over the probe. */
-  fisherFrobeniusMean?: number;
-  fisherFrobeniusMedian?: number;
-  /** Mean and median λ_max(G_x) over the probe. */
-  fisherLambdaMaxMean?: number;
-  fisherLambdaMaxMedian?: number;
-  /** CCKL over the probe (all pairs) and its non-robust fraction N / CCKL (when tracked). */
-  cckl?: number;
-  ccklNonRobustFraction?: number;
-  /** Probe accuracy under the tracked attack (when tracked). */
-  robustAccuracy?: number;
-  /** Learning rate at the epoch's last step. */
-  lr?: number;
-  /** Wall seconds of the epoch and training throughput. */
-  seconds?: number;
-  samplesPerSec?: number;
+export type EpochRecord = Pick<EpochMetrics, 'epoch'> & Partial<Omit<EpochMetrics, 'epoch'>> & {
   [key: string]: number | string | boolean | null | undefined;
-}
+};
 
 /** Quantiles of a per-sample quantity (lib/util/stats.ts). */
 export type { Quantiles } from '../util/stats';
@@ -98,7 +76,7 @@ export interface FisherSummary {
   lambdaMax: number[];
 }
 
-/** CCKL and its decomposition (PAPER.md §1, §2, §4). */
+/** CCKL and its decomposition (docs/math.md (1)–(8), (19)–(22)). */
 export interface CcklSummary {
   samples: number;
   /** Exact mean KL over all different-class pairs of the samples. */

@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { ExperimentConfig, ExperimentInput } from './config';
 import { modelLabel } from './grid';
 import { estimateCost } from './executor';
@@ -27,7 +27,7 @@ const ENVIRONMENT_ERRORS = new Set(['ERR_LOAD', 'ERR_DEVICE']);
  */
 export async function runExperiment(config: ExperimentConfig | ExperimentInput | string, opts: RunExperimentOptions = {}): Promise<ExperimentResult> {
   if (opts.queue !== undefined) {
-    if (opts.reevaluate) throw new FisherLensError('ERR_ARG', '--reevaluate runs locally on the finished run folders; it does not go through --queue');
+    if (opts.reevaluate) throw invalidArgument('--reevaluate', 'no --queue with it (it runs locally on the finished run folders)');
     // loaded on demand: local sweeps never load the queue client
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const q = require('./queue') as typeof import('./queue');

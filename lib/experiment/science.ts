@@ -13,7 +13,7 @@ import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../science/fisher';
 import { ccklMetrics } from '../science/metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../science/train';
-import { evaluate as evaluateAttacks, NamedAttack } from '../science/robust';
+import { evaluateRobustness, NamedAttack } from '../science/robust';
 import { AttackParams } from '../science/attacks';
 import { FisherLensError } from '../util/errors';
 import { classMatrices, pictureGrid, PictureAttack, pictureSamples } from '../science/pictures';
@@ -138,7 +138,7 @@ export function defaultScience(): Science<Model, Dataset> {
       const o: TrainOptions = {
         method: t.method, epochs: t.epochs, batchSize: t.batchSize, seed: opts.seed,
         optimizer: t.optimizer, schedule: trainSchedule(t),
-        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, norm: t.norm },
+        attack: { epsilon: t.epsilon, stepSize: t.stepSize, steps: t.steps, beta: t.beta, lambda: t.lambda, samples: t.samples, exact: t.exact, powerIters: t.powerIters, norm: t.norm },
         augment: t.augment,
         probe: opts.probe, probeSize: opts.probe?.size,
         track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
@@ -157,16 +157,16 @@ export function defaultScience(): Science<Model, Dataset> {
       return r.model;
     },
     async evaluate(model, data, attacks, opts) {
-      // clean accuracy and cross-entropy (lib/science/model.ts evaluate), then each attack (lib/science/robust.ts evaluate)
+      // clean accuracy and cross-entropy (lib/science/model.ts evaluate), then each attack (lib/science/robust.ts evaluateRobustness)
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
-      const r = await evaluateAttacks(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
+      const r = await evaluateRobustness(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
         batchSize: opts.batchSize, signal: opts.signal,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
-        throw new FisherLensError('ERR_VALUE', `clean accuracy differs between lib/model evaluate (${clean.accuracy}) and lib/attacks evaluate (${r.accuracy})`);
+        throw new FisherLensError('ERR_VALUE', `clean accuracy differs between science/model.ts evaluate (${clean.accuracy}) and science/robust.ts evaluateRobustness (${r.accuracy})`);
       }
       return {
         accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,

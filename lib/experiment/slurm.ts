@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { planExperiment, resolveConfig } from './plan';
 import { writeFileAtomic } from '../util/files';
 
@@ -36,7 +36,7 @@ export function parseSbatchArgs(s: string | undefined): string[] {
   const args = s.trim().split(/\s+/).filter(Boolean);
   for (const a of args) {
     if (!a.startsWith('-') || /[\r\n]/.test(a)) {
-      throw new FisherLensError('ERR_ARG', `--slurm-args: expected sbatch options like --gres=gpu:1 --time=04:00:00, got '${a}'`);
+      throw invalidArgument('--slurm-args', 'sbatch options like --gres=gpu:1 --time=04:00:00', a);
     }
   }
   return args;
@@ -55,7 +55,7 @@ export function slurmScript(configFile: string, opts: SlurmOptions = {}): { scri
     if (!/^[A-Za-z0-9._-]+$/.test(id)) throw new FisherLensError('ERR_CONFIG', `run id '${id}' has characters outside [A-Za-z0-9._-]`);
   }
   // #SBATCH lines are not shell: their values go unquoted, so keep them to a plain alphabet
-  if (!/^[A-Za-z0-9._/+-]+$/.test(plan.out)) throw new FisherLensError('ERR_ARG', `--out '${plan.out}': a Slurm output folder may hold letters, digits and . _ / + - only`);
+  if (!/^[A-Za-z0-9._/+-]+$/.test(plan.out)) throw invalidArgument('--out', 'a Slurm output folder of letters, digits and . _ / + - only', plan.out);
   const name = resolveConfig(config).name;
   const node = opts.node ?? process.execPath;
   const cli = opts.cli ?? path.resolve(__dirname, '..', 'cli', 'main.js');

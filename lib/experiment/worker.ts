@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Job } from 'bullmq';
-import { FisherLensError, ErrorCode } from '../util/errors';
+import { FisherLensError, ErrorCode, invalidArgument } from '../util/errors';
 import { detectModelFile } from '../science/model';
 import { backend, checkDevice } from '../binding/backend';
 import type { ResolvedRun } from './config';
@@ -87,6 +87,11 @@ function refuse(code: ErrorCode, message: string): Error {
   return new (bull().UnrecoverableError)(`${code}: ${message}`);
 }
 
+/** {@link refuse} with a FisherLens error's code and message. */
+function refuseError(e: FisherLensError): Error {
+  return refuse(e.code, e.message);
+}
+
 /** A conservative TorchScript test: archives, JSON specs naming one, and checkpoints that mention one. */
 function runsTorchScript(file: string): boolean {
   const kind = detectModelFile(file);
@@ -119,11 +124,11 @@ export function checkJob(data: JobData, o: { build: Build; roots: string[]; trus
   const paths: [string, string | undefined][] = [['out', data.out], ['data.root', run.data.root], ['model.path', run.model.path], ['model.weights', run.model.weights]];
   for (const [key, p] of paths) {
     if (p === undefined) continue;
-    if (!path.isAbsolute(p)) throw refuse('ERR_ARG', `${key} '${p}' is relative; a worker accepts absolute paths only`);
-    if (outside(p)) throw refuse('ERR_ARG', `${key} '${p}' is outside this worker's roots (${o.roots.join(', ')}); start the worker with --root for it`);
+    if (!path.isAbsolute(p)) throw refuseError(invalidArgument(key, 'an absolute path (a worker accepts absolute paths only)', p));
+    if (outside(p)) throw refuseError(invalidArgument(key, `a path under this worker's roots (${o.roots.join(', ')}; start the worker with --root for it)`, p));
   }
   if (run.model.path !== undefined && fs.existsSync(run.model.path) && !o.trustTorchScript && runsTorchScript(run.model.path)) {
-    throw refuse('ERR_ARG', `model.path '${run.model.path}' is a TorchScript model, which runs arbitrary code: this worker refuses it unless started with --trust-torchscript`);
+    throw refuseError(invalidArgument('model.path', 'a model that is not TorchScript (a TorchScript model runs arbitrary code: this worker refuses it unless started with --trust-torchscript)', run.model.path));
   }
   try {
     fs.mkdirSync(data.out, { recursive: true });
@@ -145,7 +150,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   const build = opts.build ?? currentBuild();
   const roots = (opts.roots && opts.roots.length > 0 ? opts.roots : [process.cwd()]).map((r) => path.resolve(r));
   for (const r of roots) {
-    if (!fs.existsSync(r) || !fs.statSync(r).isDirectory()) throw new FisherLensError('ERR_ARG', `--root '${r}': no such directory`);
+    if (!fs.existsSync(r) || !fs.statSync(r).isDirectory()) throw invalidArgument('--root', 'an existing directory', r);
   }
   if (!opts.executor) {
     // load LibTorch (a second or more, synchronously) and check the device before taking a job:

@@ -125,7 +125,7 @@ export function ccklDecomposition(runs: ReportRun[]): Chart | null {
   return {
     name: 'cckl-decomposition',
     title: 'CCKL and its decomposition',
-    caption: 'CCKL of each run split into the non-robust component N (quadratic Fisher term over different-class pairs) and the robust component R = CCKL − N; the black tick is the cross-entropy-based lower bound (PAPER.md §2, §4).',
+    caption: 'CCKL of each run split into the non-robust component N (quadratic Fisher term over different-class pairs) and the robust component R = CCKL − N; the black tick is the cross-entropy-based lower bound (math.md (4)–(8), (19)–(22)).',
     spec: {
       $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
       config: CONFIG,

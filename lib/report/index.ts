@@ -3,13 +3,16 @@
  * of a runs folder: the paper-style accuracy table (standard / PGD / CW), per-run Fisher and CCKL
  * summaries with the non-robust / robust split, training curves (Figures 3–4), the CCKL
  * decomposition and λ_max distributions, and each run's pictures (lib/report/pictures.ts). Every
- * number comes from summary.json / metrics.jsonl / pictures/.
+ * number comes from summary.json / metrics.jsonl / pictures/. Equation numbers "(n)" in the text
+ * and captions are those of docs/math.md, which writeReport copies beside the report as math.md
+ * (the link works wherever the report folder goes; the npm package ships docs/math.md).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { FisherLensError } from '../util/errors';
 import { FILES, readJson } from '../experiment/rundir';
 import { writeFileAtomic } from '../util/files';
+import { packageRoot } from '../util/version';
 import { loadRuns, orderRuns, ReportRun } from './load';
 import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
 import { provenanceText } from '../experiment/provenance';
@@ -58,6 +61,22 @@ export interface Report {
 }
 
 interface Table { head: string[]; rows: string[][]; align?: ('l' | 'r')[] }
+
+/** The name of the copy of docs/math.md beside a report, which its equation numbers "(n)" refer to. */
+export const MATH_FILE = 'math.md';
+
+/** The mathematics FisherLens implements, with the equation numbers the report cites: docs/math.md of the package. */
+export function mathSource(): string {
+  const f = path.join(packageRoot(), 'docs', 'math.md');
+  if (!fs.existsSync(f)) throw new FisherLensError('ERR_IO', `${f} is missing from the fisherlens package (package.json "files" ships it)`);
+  return f;
+}
+
+/** The sentence under a report's introduction that links math.md: [markdown, html]. */
+const MATH_NOTE: [string, string] = [
+  `Equation numbers (n) are those of [${MATH_FILE}](${MATH_FILE}) beside this report: the mathematics FisherLens implements (the package's docs/math.md).`,
+  `Equation numbers (n) are those of <a href="${MATH_FILE}">${MATH_FILE}</a> beside this report: the mathematics FisherLens implements (the package's docs/math.md).`,
+];
 
 function mdTable(t: Table): string {
   const al = t.align ?? t.head.map((_, i) => (i === 0 ? 'l' : 'r'));
@@ -188,7 +207,7 @@ export function findings(runs: ReportRun[]): string[] {
         `rank correlation of R with standard accuracy ${fmt(rho)}: ${rho > 0 ? 'the more accurate models carry more of their CCKL in the robust, higher-order component, as the paper argues' : 'not the paper\'s pattern here'}.`);
     }
   }
-  // The bound chain of PAPER.md §2 on every run.
+  // The bound chain of docs/math.md (4)–(8) on every run.
   const withC = done.filter((r) => r.summary!.cckl);
   if (withC.length > 0) {
     const ok = withC.filter((r) => { const c = r.summary!.cckl!; return c.lowerBound <= 2 * c.jsMean + 1e-9 && 2 * c.jsMean <= c.cckl + 1e-9; });
@@ -244,8 +263,8 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
 
   const dataset = [...new Set(runs.map((r) => r.config.data.dataset))].join(', ');
   const intro = `${finished.length} of ${runs.length} runs finished on ${dataset}. ` +
-    'Accuracies in %, on the test images of each run; Fisher quantities are of the input-space Fisher information G_x of the final model (nats per pixel²); ' +
-    'CCKL and its non-robust / robust split in nats (PAPER.md §1–4).';
+    'Accuracies in %, on the test images of each run; Fisher quantities are of the input-space Fisher information G_x (9)–(18) of the final model (nats per pixel²); ' +
+    'CCKL (1)–(3), its lower bounds (4)–(8) and its non-robust / robust split (19)–(22) in nats.';
   const sections: { title: string; text?: string; table?: Table; chart?: string; list?: string[] }[] = [];
   const fnd = findings(runs);
   const mixed = mixedProvenance(finished);
@@ -257,13 +276,13 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
     sections[sections.length - 1].text = 'Attacks: ' + attacksUsed.map((a) => `${(a.name ?? a.type).toUpperCase()} = ${a.type}, ${a.norm === 'l2' ? 'L2' : 'L∞'} ε = ${a.epsilon}` +
       `${a.steps ? `, ${a.steps} steps` : ''}${a.stepSize ? ` of ${a.stepSize}` : ''}`).join('; ') + '.';
   }
-  sections.push({ title: 'Training curves (Figures 3–4)', chart: 'training-curves' });
+  sections.push({ title: 'Training curves (Figures 3–4 of the paper; math.md §5)', chart: 'training-curves' });
   sections.push({ title: 'Fisher information of the final models', table: fisherTable(runs), chart: 'lambda-max' });
   sections.push({ title: 'CCKL and its non-robust / robust split', table: ccklTable(runs), chart: 'cckl-decomposition' });
   const perEpoch = runs.filter((r) => r.epochs.length > 0);
 
   const chartByName = new Map(charts.map((c) => [c.name, c]));
-  const md: string[] = [`# ${title}`, '', intro, ''];
+  const md: string[] = [`# ${title}`, '', intro, '', MATH_NOTE[0], ''];
   const html: string[] = [];
   for (const s of sections) {
     const chart = s.chart ? chartByName.get(s.chart) : undefined;
@@ -339,6 +358,7 @@ h1{font-size:24px}h2{font-size:19px;margin-top:1.6em;border-bottom:1px solid #ee
 </style></head><body>
 <h1>${esc(title)}</h1>
 <p>${esc(intro)}</p>
+<p>${MATH_NOTE[1]}</p>
 ${html.join('\n')}
 </body></html>
 `;
@@ -375,8 +395,11 @@ function dataText(r: ReportRun): string {
   return `${d.dataset}${d.trainSize ? `, ${d.trainSize} train` : ''}${d.testSize ? `, ${d.testSize} test` : ''}`;
 }
 
-/** Writes report.md, report.html and plots/*.svg (atomically) and returns their paths. */
-export async function writeReport(dir: string, opts: ReportOptions = {}): Promise<{ markdown: string; html: string; plots: string[]; report: Report }> {
+/**
+ * Writes report.md, report.html, plots/*.svg and math.md (the package's docs/math.md, which the
+ * report's equation numbers refer to) atomically and returns their paths.
+ */
+export async function writeReport(dir: string, opts: ReportOptions = {}): Promise<{ markdown: string; html: string; plots: string[]; math: string; report: Report }> {
   const report = await buildReport(dir, opts);
   const out = opts.out ?? dir;
   const plots: string[] = [];
@@ -387,7 +410,9 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   }
   const mdFile = path.join(out, 'report.md');
   const htmlFile = path.join(out, 'report.html');
+  const mathFile = path.join(out, MATH_FILE);
+  writeFileAtomic(mathFile, fs.readFileSync(mathSource()));
   writeFileAtomic(mdFile, report.markdown + '\n');
   writeFileAtomic(htmlFile, report.html);
-  return { markdown: mdFile, html: htmlFile, plots, report };
+  return { markdown: mdFile, html: htmlFile, plots, math: mathFile, report };
 }

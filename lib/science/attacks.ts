@@ -7,11 +7,11 @@
  */
 import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 
 export { NpyWriter } from './data';
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { ATTACK_TABLE, AttackKind, AttackNorm, AttackSpec, parseAttackOptions } from './options';
 import { withGradientChoices } from './tuning-store';
 
@@ -132,7 +132,7 @@ export function nativeOptions(p: AttackParams): Record<string, unknown> {
   const o: Record<string, unknown> = parseAttackOptions(p);
   if (p.init) o.init = p.init.native;
   if (p.targeted) {
-    if (!p.target) throw new FisherLensError('ERR_ARG', 'a targeted attack needs `target`: int64 labels [B]');
+    if (!p.target) throw invalidArgument("attack option 'target'", 'int64 labels [B] (a targeted attack moves towards them)', p.target);
     o.target = p.target.native;
   }
   return o;
@@ -145,7 +145,7 @@ export function nativeOptions(p: AttackParams): Record<string, unknown> {
 export async function attack(model: Model, x: Tensor, y: Tensor, opts: AttackParams & OpOptions = {}): Promise<AttackResult> {
   const { signal, onProgress, ...params } = opts;
   const o = nativeOptions(params);
-  const r = await withGradientChoices(model, () => runOp({ signal, onProgress }, (ctl) => addon().attack(model.native, x.native, y.native, o, ctl)));
+  const r = await withGradientChoices(model, () => runOp({ signal, onProgress }, (ctl) => addon().attack(modelHandle(model), x.native, y.native, o, ctl)));
   const out: AttackResult = { xAdv: new Tensor(r.xAdv), loss: r.loss, success: r.success, norm: r.norm, cleanCorrect: r.cleanCorrect };
   if (r.queries) out.queries = r.queries;
   return out;

@@ -5,10 +5,10 @@
  */
 import { addon, NativeChecks } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
-import { Dataset } from './data/dataset';
-import { FisherLensError } from '../util/errors';
+import { Dataset, firstBatches } from './data/dataset';
+import { invalidArgument } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
 import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
 import { parseOptions } from '../util/schema';
@@ -57,7 +57,7 @@ export interface AutoAttackParams {
   version?: AutoAttackVersion;
   /** The stages of a 'custom' cascade, in order (kinds or parameter objects). */
   attacks?: readonly AutoAttackStage[];
-  /** Seed of every stage's generator (batch i adds 7919·i) [0]. */
+  /** Seed of every stage's generator (batch i adds 7919·i: lib/science/data/dataset.ts BATCH_SEED_STRIDE) [0]. */
   seed?: number;
   /** Run the sanity checks (probability outputs, vanishing gradients, randomness) [true]. */
   checks?: boolean;
@@ -128,8 +128,8 @@ export function resolveCascade(p: AutoAttackParams, numClasses: number): Resolve
   // version, norm, ε: validated against lib/science/options.ts AUTOATTACK_OPTIONS, defaults filled in
   const { version: v, norm: nm, epsilon: e } = parseOptions('autoAttack', AUTOATTACK_OPTIONS, p);
   const version = v as AutoAttackVersion, norm = nm as AttackNorm, epsilon = e as number;
-  if (version === 'custom' && !(p.attacks && p.attacks.length)) throw new FisherLensError('ERR_ARG', "autoAttack version 'custom' needs `attacks`: a non-empty list of attack kinds");
-  if (version !== 'custom' && p.attacks) throw new FisherLensError('ERR_ARG', `autoAttack: \`attacks\` is for version 'custom', not '${version}'`);
+  if (version === 'custom' && !(p.attacks && p.attacks.length)) throw invalidArgument("autoAttack option 'attacks'", "a non-empty list of attack kinds (version 'custom' runs them)", p.attacks);
+  if (version !== 'custom' && p.attacks) throw invalidArgument("autoAttack option 'attacks'", `none with version '${version}' (it is for version 'custom')`, p.attacks);
   const list = version === 'custom' ? p.attacks! : autoAttackVersions[version];
   const table = new Map<string, AttackSpec>(attackKinds().map((a) => [a.kind, a]));
   const warnings: string[] = [];
@@ -138,12 +138,12 @@ export function resolveCascade(p: AutoAttackParams, numClasses: number): Resolve
   for (const st of list) {
     const s = typeof st === 'string' ? { kind: st } : st;
     const spec = table.get(String(s.kind));
-    if (!spec) throw new FisherLensError('ERR_ARG', `autoAttack: unknown attack '${String(s.kind)}'; expected one of ${[...table.keys()].join(', ')}`);
-    if ((s as AttackParams).targeted) throw new FisherLensError('ERR_ARG', `autoAttack: stage ${s.kind} is targeted; the cascade measures untargeted robustness (apgd-t and fab-t try targets internally)`);
+    if (!spec) throw invalidArgument("autoAttack stage 'kind'", `one of ${[...table.keys()].join(', ')}`, s.kind);
+    if ((s as AttackParams).targeted) throw invalidArgument(`autoAttack stage ${s.kind} option 'targeted'`, 'false: the cascade measures untargeted robustness (apgd-t and fab-t try targets internally)', true);
     if (!spec.available) {
-      throw new FisherLensError('ERR_ARG', `${spec.kind} not available in this build (native/${spec.kind.startsWith('fab') ? 'fab' : 'square'}.cc); use version 'custom' with the attacks of this build, e.g. attacks: ['apgd-ce', 'apgd-t'] (available: ${[...table.values()].filter((a) => a.available).map((a) => a.kind).join(', ')})`);
+      throw invalidArgument("autoAttack stage 'kind'", `an attack of this build (${spec.kind} not available in this build: native/${spec.kind.startsWith('fab') ? 'fab' : 'square'}.cc); use version 'custom' with the attacks of this build, e.g. attacks: ['apgd-ce', 'apgd-t'] (available: ${[...table.values()].filter((a) => a.available).map((a) => a.kind).join(', ')})`, spec.kind);
     }
-    if (!spec.norms.includes(norm)) throw new FisherLensError('ERR_ARG', `autoAttack: ${spec.kind} does not support norm '${norm}'`);
+    if (!spec.norms.includes(norm)) throw invalidArgument("autoAttack option 'norm'", `${spec.norms.join(' or ')} (stage ${spec.kind} supports no other)`, norm);
     if (numClasses < spec.minClasses) {
       warnings.push(`${spec.kind} skipped: its loss needs at least ${spec.minClasses} classes, the data has ${numClasses}`);
       continue;
@@ -155,7 +155,7 @@ export function resolveCascade(p: AutoAttackParams, numClasses: number): Resolve
     seen.set(spec.kind, n);
     stages.push({ ...q, name: name ?? (n === 1 ? spec.kind : `${spec.kind}-${n}`) });
   }
-  if (!stages.length) throw new FisherLensError('ERR_ARG', `autoAttack: no stage can run on ${numClasses} classes`);
+  if (!stages.length) throw invalidArgument('autoAttack: the number of classes', `enough for at least one stage (${[...table.values()].map((a) => `${a.kind} ${a.minClasses}`).join(', ')})`, numClasses);
   return { version, norm, epsilon, stages, warnings };
 }
 
@@ -165,7 +165,7 @@ export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: Res
 }> {
   const stages = c.stages.map(({ name: _n, ...s }) => nativeOptions({ ...s, seed: opts.seed ?? s.seed }));
   const checks = parseOptions('autoAttack', { checks: AUTOATTACK_OPTIONS.checks }, opts).checks;
-  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().autoAttack(model.native, x.native, y.native, { stages, checks }, ctl)));
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().autoAttack(modelHandle(model), x.native, y.native, { stages, checks }, ctl)));
   return { ...r, xAdv: new Tensor(r.xAdv) };
 }
 
@@ -193,47 +193,39 @@ export function sanityWarnings(ck: { probabilityRows: number; zeroGradient: numb
 export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOptions = {}): Promise<AutoAttackResult> {
   const c = resolveCascade(opts, data.numClasses);
   const n = Math.min(data.size, opts.limit ?? data.size);
-  if (n < 1) throw new FisherLensError('ERR_ARG', 'autoAttack: no samples');
+  if (n < 1) throw invalidArgument('autoAttack(model, data)', 'at least one sample', n);
   const batchSize = opts.batchSize ?? 128;
   const clean = new Uint8Array(n);
   const brokenBy = new Int16Array(n);
   const norms = new Float64Array(n);
   const seconds = c.stages.map(() => 0);
   const checks = { probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 };
-  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   let done = 0;
-  try {
-    let bi = 0;
-    for (const batch of src.batches({ batchSize })) {
-      const b = bi;
-      const r = await autoAttackBatch(model, batch.x, batch.y, c, {
-        seed: (opts.seed ?? 0) + 7919 * bi, checks: opts.checks, signal: opts.signal,
-        onProgress: (e) => {
-          if (e.type === 'stage') {
-            opts.onStage?.({ batch: b, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
-          }
-          opts.onProgress?.(e);
-        },
-      });
-      r.xAdv.dispose();
-      for (let i = 0; i < r.brokenBy.length; i++) {
-        brokenBy[done + i] = r.brokenBy[i];
-        clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
-        norms[done + i] = r.norm[i];
-      }
-      r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
-      checks.probabilityRows += r.checks.probabilityRows;
-      checks.zeroGradient += r.checks.zeroGradient;
-      checks.nonFiniteGradient += r.checks.nonFiniteGradient;
-      checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
-      done += r.brokenBy.length;
-      bi++;
-      let rob = 0, cc = 0;
-      for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
-      opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
+  for await (const batch of firstBatches(data, { limit: n, batchSize, seed: opts.seed, signal: opts.signal })) {
+    const r = await autoAttackBatch(model, batch.x, batch.y, c, {
+      seed: batch.seed, checks: opts.checks, signal: opts.signal,
+      onProgress: (e) => {
+        if (e.type === 'stage') {
+          opts.onStage?.({ batch: batch.index, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
+        }
+        opts.onProgress?.(e);
+      },
+    });
+    r.xAdv.dispose();
+    for (let i = 0; i < r.brokenBy.length; i++) {
+      brokenBy[done + i] = r.brokenBy[i];
+      clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
+      norms[done + i] = r.norm[i];
     }
-  } finally {
-    if (src !== data) src.dispose();
+    r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
+    checks.probabilityRows += r.checks.probabilityRows;
+    checks.zeroGradient += r.checks.zeroGradient;
+    checks.nonFiniteGradient += r.checks.nonFiniteGradient;
+    checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
+    done += r.brokenBy.length;
+    let rob = 0, cc = 0;
+    for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
+    opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
   }
   let correct = 0;
   for (const v of clean) correct += v;

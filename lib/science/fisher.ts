@@ -1,5 +1,5 @@
 /**
- * Per-sample Fisher information of the output distribution w.r.t. the input (shared/PAPER.md §3):
+ * Per-sample Fisher information of the output distribution w.r.t. the input (docs/math.md (9)–(18)):
  * G_x = Jᵀ M J, J = ∂z/∂x, M = diag(p) − p pᵀ. Units: nats per pixel² (KL(p(x) ‖ p(x+δ)) ≈
  * ½ δᵀ G_x δ with δ in pixel units); λ_max and the trace are in nats/pixel², the Frobenius norm too.
  *
@@ -8,10 +8,10 @@
  */
 import { addon, NativeTensor, NativeSpeedOpts, NativeTuneRow } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { summarize, Summary } from '../util/stats';
 import { uniformStream } from '../util/random';
 import { peakMemory } from '../binding/backend';
@@ -19,7 +19,6 @@ import { autotuneFile, readTuning, tuningKey, writeTuning } from './tuning-store
 import { FISHER_DATASET_OPTIONS, FISHER_LAYOUTS, FISHER_METHODS as METHODS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS } from './options';
 import { checkOption, parseOptions } from '../util/schema';
 
-const fa = addon;
 
 import type { FisherEngine } from '../binding/types';
 export type { FisherEngine };
@@ -127,7 +126,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
   const slice = x.shape[0] > EXACT_TUNE.maxBatch ? x.slice(0, EXACT_TUNE.maxBatch) : x;
   let rows: NativeTuneRow[];
   try {
-    rows = await runOp(opts, (ctl) => fa().fisherExactTune(model.native, slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
+    rows = await runOp(opts, (ctl) => addon().fisherExactTune(modelHandle(model), slice.native, { candidates, budgetMs: EXACT_TUNE.budgetMs, autograd }, ctl));
   } finally {
     if (slice !== x) slice.dispose();
   }
@@ -153,7 +152,7 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
  */
 export async function profileExactVjp(model: Model, x: Tensor, opts: { layout?: 'nchw' | 'channels-last'; classesPerPass?: number } & OpOptions = {}): Promise<{ op: string; ms: number; flops: number }[]> {
   const o = speed({ layout: opts.layout ?? 'nchw', classesPerPass: opts.classesPerPass ?? 1 });
-  return runOp(opts, (ctl) => fa().profileVjp(model.native, x.native, o, ctl));
+  return runOp(opts, (ctl) => addon().profileVjp(modelHandle(model), x.native, o, ctl));
 }
 
 /** classesPerPass 'auto' as absent (lib/science/options.ts FISHER_SPEED_OPTIONS: an optional positive integer). */
@@ -206,7 +205,7 @@ export interface ExactFisherResult {
 export async function fisherExact(model: Model, x: Tensor, opts: { eigvec?: boolean } & FisherSpeedOptions = {}): Promise<ExactFisherResult> {
   const tuning = await exactTuning(model, x, opts);
   const o = { ...methodOpts('exact', opts), channelsLast: tuning.layout === 'channels-last', classesPerPass: tuning.classesPerPass };
-  const r = await runOp(opts, (ctl) => fa().fisherExact(model.native, x.native, o as { eigvec: boolean } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherExact(modelHandle(model), x.native, o as { eigvec: boolean } & NativeSpeedOpts, ctl));
   return {
     lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius,
     spectrum: new Tensor(r.spectrum), probs: new Tensor(r.probs),
@@ -242,7 +241,7 @@ export interface PowerResult {
  * its samples' iterations).
  */
 export async function fisherPower(model: Model, x: Tensor, opts: { tol?: number; maxIter?: number } & FisherSpeedOptions = {}): Promise<PowerResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherPower(model.native, x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherPower(modelHandle(model), x.native, methodOpts('power', opts) as { tol: number; maxIter: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, iterations: r.iterations, converged: Array.from(r.converged, (v) => v !== 0), eigvec: new Tensor(r.eigvec), engine: r.engine, engineReason: r.engineReason };
 }
 
@@ -265,7 +264,7 @@ export interface LanczosResult {
  * Frobenius norm exact up to rounding).
  */
 export async function fisherLanczos(model: Model, x: Tensor, opts: { steps?: number } & FisherSpeedOptions = {}): Promise<LanczosResult> {
-  const r = await runOp(opts, (ctl) => fa().fisherLanczos(model.native, x.native, methodOpts('lanczos', opts) as { steps: number } & NativeSpeedOpts, ctl));
+  const r = await runOp(opts, (ctl) => addon().fisherLanczos(modelHandle(model), x.native, methodOpts('lanczos', opts) as { steps: number } & NativeSpeedOpts, ctl));
   return { lambdaMax: r.lambdaMax, trace: r.trace, frobenius: r.frobenius, steps: r.steps, ritz: new Tensor(r.ritz), eigvec: new Tensor(r.eigvec) };
 }
 
@@ -283,26 +282,26 @@ export interface HutchinsonResult {
  * vectors (default 32; seeded, the same probes for every sample). Cost: one JVP and one VJP per probe.
  */
 export async function fisherHutchinson(model: Model, x: Tensor, opts: { probes?: number; seed?: number } & FisherSpeedOptions = {}): Promise<HutchinsonResult> {
-  return runOp(opts, (ctl) => fa().fisherHutchinson(model.native, x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & NativeSpeedOpts, ctl));
+  return runOp(opts, (ctl) => addon().fisherHutchinson(modelHandle(model), x.native, methodOpts('hutchinson', opts) as { probes: number; seed: number } & NativeSpeedOpts, ctl));
 }
 
 /** δᵀ G_x δ per sample for directions v shaped like x (one JVP). Half of it approximates KL(p(x) ‖ p(x+v)). */
 export async function fisherQuadratic(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Float64Array> {
-  return runOp(opts, (ctl) => fa().fisherQuadratic(model.native, x.native, v.native, speed(opts), ctl));
+  return runOp(opts, (ctl) => addon().fisherQuadratic(modelHandle(model), x.native, v.native, speed(opts), ctl));
 }
 
 /** G_x v per sample (float64, shaped like x): one JVP and one VJP. */
 export async function fisherVectorProduct(model: Model, x: Tensor, v: Tensor, opts: FisherSpeedOptions = {}): Promise<Tensor> {
-  return new Tensor(await runOp(opts, (ctl) => fa().fisherVectorProduct(model.native, x.native, v.native, speed(opts), ctl)));
+  return new Tensor(await runOp(opts, (ctl) => addon().fisherVectorProduct(modelHandle(model), x.native, v.native, speed(opts), ctl)));
 }
 
 /**
  * KL(p(x) ‖ p(x + t δ)) for each t of `ts` (nats), per sample, beside the quadratic term
- * ½ t² δᵀ G_x δ: where the two part, higher-order terms take over (PAPER.md appendix B).
+ * ½ t² δᵀ G_x δ: where the two part, higher-order terms take over (docs/math.md §4, the paper's appendix B).
  */
 export async function klSegment(model: Model, x: Tensor, delta: Tensor, ts: number[], opts: FisherSpeedOptions = {}):
   Promise<{ ts: number[]; kl: Float64Array[]; quadratic: Float64Array[]; dGd: Float64Array }> {
-  const r = await runOp(opts, (ctl) => fa().klSegment(model.native, x.native, delta.native, ts, speed(opts), ctl));
+  const r = await runOp(opts, (ctl) => addon().klSegment(modelHandle(model), x.native, delta.native, ts, speed(opts), ctl));
   return { ts, ...segmentRows(r.kl, r.quadratic, ts), dGd: r.quadratic };
 }
 
@@ -379,7 +378,7 @@ export async function fisherBatch(model: Model, x: Tensor, opts: FisherMethodOpt
     case 'hutchinson':
       return fisherHutchinson(model, x, opts);
     default:
-      throw new FisherLensError('ERR_ARG', `unknown Fisher method '${String(method)}'; expected ${FISHER_METHODS.join(', ')}`);
+      throw invalidArgument("fisher option 'method'", `one of ${FISHER_METHODS.join(', ')}`, method);
   }
 }
 

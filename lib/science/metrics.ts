@@ -1,5 +1,5 @@
 /**
- * Performance metrics of shared/PAPER.md §1–4 (all KL/JS values in nats):
+ * Performance metrics of docs/math.md (1)–(22) (all KL/JS values in nats):
  * accuracy, mean cross-entropy, CCKL over all different-class pairs (exact, O(N·C), streaming),
  * the mean JS divergence over those pairs and the lower bound 2 ln2 · mean (1 − √err_i − √err_j)₊²,
  * the disentanglement CCKL = N + R with the non-robust component N = mean ½ δᵀ G δ, and the
@@ -13,10 +13,10 @@
  */
 import { addon, NativeBatchSums } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset } from './data/dataset';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { summarize, Summary, segmentRows } from './fisher';
 import { attack } from './attacks';
 import { meanSe } from '../util/stats';
@@ -24,7 +24,6 @@ import { PAIR_MEANS_OPTIONS, RHO_OPTIONS } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
-const ma = addon;
 
 /** CCKL and the quantities that stream with it. */
 export interface CcklResult {
@@ -40,7 +39,7 @@ export interface CcklResult {
   pairs: number;
 }
 
-/** The JS mean over different-class pairs and the lower bound (PAPER.md §2). */
+/** The JS mean over different-class pairs and the lower bound (docs/math.md (4)–(8)). */
 export interface PairResult {
   /** Mean JS(p_i, p_j) over different-class pairs (nats). */
   jsMean: number;
@@ -114,7 +113,7 @@ export class CcklAccumulator {
 
   /** Adds a batch of logits [B, C] with labels [B] (int64). */
   async addLogits(logits: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(null, logits.native, y.native, { probs: false }, ctl)), y);
+    this.add(await runOp(opts, (ctl) => addon().ccklBatch(null, logits.native, y.native, { probs: false }, ctl)), y);
   }
 
   /**
@@ -122,12 +121,12 @@ export class CcklAccumulator {
    * (int64); log p is taken as log max(p, 1e-300).
    */
   async addProbs(probs: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(null, probs.native, y.native, { probs: true }, ctl)), y);
+    this.add(await runOp(opts, (ctl) => addon().ccklBatch(null, probs.native, y.native, { probs: true }, ctl)), y);
   }
 
   /** Adds a batch of images through the model (one eval-mode forward, no gradients). */
   async addBatch(model: Model, x: Tensor, y: Tensor, opts?: OpOptions): Promise<void> {
-    this.add(await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl)), y);
+    this.add(await runOp(opts, (ctl) => addon().ccklBatch(modelHandle(model), x.native, y.native, { probs: false }, ctl)), y);
   }
 
   /** CCKL (exact over all different-class pairs), accuracy and cross-entropy so far. */
@@ -157,7 +156,7 @@ export class CcklAccumulator {
   /** The JS mean over different-class pairs and the lower bound (needs keepLogp). */
   async pairs(opts: PairOptions & OpOptions = {}): Promise<PairResult> {
     if (this.logps.length === 0) throw new FisherLensError('ERR_VALUE', 'CcklAccumulator.pairs: no log-probabilities kept (keepLogp: false or no batches)');
-    const r = await runOp(opts, (ctl) => ma().pairMeans(this.logps.map((t) => t.native), this.ys.map((t) => t.native),
+    const r = await runOp(opts, (ctl) => addon().pairMeans(this.logps.map((t) => t.native), this.ys.map((t) => t.native),
       parseOptions('pairs', PAIR_MEANS_OPTIONS, { exactMax: opts.exactMax, samples: opts.jsSamples, seed: opts.seed }) as { exactMax: number; samples: number; seed: number }, ctl));
     return { jsMean: r.jsMean, jsSe: r.jsSe, lowerBound: r.boundMean, lowerBoundSe: r.boundSe, exact: r.exact, pairsUsed: r.pairs };
   }
@@ -209,7 +208,7 @@ export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): P
   const B = x.shape[0];
   const y = Tensor.from(new BigInt64Array(B), [B]);
   try {
-    return new Tensor((await runOp(opts, (ctl) => ma().ccklBatch(model.native, x.native, y.native, { probs: false }, ctl))).logp);
+    return new Tensor((await runOp(opts, (ctl) => addon().ccklBatch(modelHandle(model), x.native, y.native, { probs: false }, ctl))).logp);
   } finally {
     y.dispose();
   }
@@ -225,7 +224,7 @@ export async function logProbs(model: Model, x: Tensor, opts: OpOptions = {}): P
 export async function samplePairs(labels: Tensor | ArrayLike<number>, count: number, seed = 0, opts: OpOptions = {}): Promise<{ i: number[]; j: number[] }> {
   const y = labels instanceof Tensor ? labels : Tensor.from(BigInt64Array.from(Array.from(labels), (v) => BigInt(v)), [labels.length]);
   try {
-    const r = await runOp(opts, (ctl) => ma().samplePairs(y.native, count, seed, ctl));
+    const r = await runOp(opts, (ctl) => addon().samplePairs(y.native, count, seed, ctl));
     return { i: Array.from(r.i), j: Array.from(r.j) };
   } finally {
     if (y !== labels) y.dispose();
@@ -262,7 +261,7 @@ export async function nonRobustComponent(model: Model, data: Dataset, opts: { pa
   for (let s = 0; s < count; s += bs) {
     const bi = data.batch(i.slice(s, s + bs)), bj = data.batch(j.slice(s, s + bs));
     try {
-      const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, [1], ctl));
+      const r = await runOp(opts, (ctl) => addon().klPairSegment(modelHandle(model), bi.x.native, bj.x.native, [1], ctl));
       const seg = segmentRows(r.kl, r.quadratic, [1]);
       for (let k = 0; k < r.quadratic.length; k++) {
         hq[s + k] = seg.quadratic[k][0];
@@ -343,7 +342,7 @@ export interface RhoResult {
 }
 
 /**
- * The adversarial measure ρ(x, ε) (PAPER.md §3, L2 radius ε in pixel units), per sample: the best
+ * The adversarial measure ρ(x, ε) (docs/math.md (9), (12); L2 radius ε in pixel units), per sample: the best
  * of (1) the attacks module's KL attack (L2, `steps` steps of 2.5 ε / steps from a tiny random
  * start, kept in [0, 1]) and (2) a KL-PGD started from the better of ±ε v_top (KL's gradient
  * vanishes at δ = 0, the Fisher eigenvector is where the quadratic term is largest), projected on
@@ -353,7 +352,7 @@ export interface RhoResult {
 export async function adversarialMeasure(model: Model, x: Tensor, eps: number, opts: { steps?: number; clip?: boolean; klAttack?: boolean } & OpOptions = {}): Promise<RhoResult> {
   const o = parseOptions('adversarialMeasure', RHO_OPTIONS, { ...opts, eps }) as { eps: number; steps: number; clip: boolean };
   const steps = o.steps;
-  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => ma().rho(model.native, x.native, o, ctl)));
+  const r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().rho(modelHandle(model), x.native, o, ctl)));
   let rho = r.rho;
   let rhoKlAttack: Float64Array | undefined;
   if (opts.klAttack ?? true) {
@@ -377,17 +376,17 @@ export async function adversarialMeasure(model: Model, x: Tensor, eps: number, o
 
 /**
  * KL(p(x_i) ‖ p(x_i + t δ_ij)), δ_ij = x_j − x_i, for chosen pairs (i, j) of a dataset and each t of
- * `ts` (default 0, 0.05, …, 1; nats), beside the quadratic term ½ t² δᵀ G_{x_i} δ (PAPER.md
- * appendix B: where the two part, the robust higher-order terms take over). At t = 1 the KL is
+ * `ts` (default 0, 0.05, …, 1; nats), beside the quadratic term ½ t² δᵀ G_{x_i} δ (docs/math.md
+ * (19) and §4, the paper's appendix B: where the two part, the robust higher-order terms take over). At t = 1 the KL is
  * the pair's term of CCKL.
  */
 export async function klPairSegments(model: Model, data: Dataset, pairs: { i: number[]; j: number[] }, opts: { ts?: number[] } & OpOptions = {}):
   Promise<{ ts: number[]; i: number[]; j: number[]; kl: Float64Array[]; quadratic: Float64Array[] }> {
   const ts = opts.ts ?? Array.from({ length: 21 }, (_, k) => k / 20);
-  if (pairs.i.length !== pairs.j.length) throw new FisherLensError('ERR_ARG', 'klPairSegments: pairs.i and pairs.j must have the same length');
+  if (pairs.i.length !== pairs.j.length) throw invalidArgument('klPairSegments: pairs.j', `as many indices as pairs.i (${pairs.i.length})`, pairs.j.length);
   const bi = data.batch(pairs.i), bj = data.batch(pairs.j);
   try {
-    const r = await runOp(opts, (ctl) => ma().klPairSegment(model.native, bi.x.native, bj.x.native, ts, ctl));
+    const r = await runOp(opts, (ctl) => addon().klPairSegment(modelHandle(model), bi.x.native, bj.x.native, ts, ctl));
     return { ts, i: pairs.i, j: pairs.j, ...segmentRows(r.kl, r.quadratic, ts) };
   } finally {
     for (const t of [bi.x, bi.y, bj.x, bj.y]) t.dispose();

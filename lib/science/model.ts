@@ -7,19 +7,20 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { addon, NativeCtl, NativeGradientChoice, NativeModel, NativeTensor } from '../binding/native';
-import { FisherLensError, sync } from '../util/errors';
+import { addon, NativeGradientChoice, NativeModel } from '../binding/native';
+import { FisherLensError, invalidArgument, sync } from '../util/errors';
 import { runOp, OpOptions } from '../binding/op';
 import { Tensor, Device, tensorArg } from '../binding/tensor';
 import { checkDevice } from '../binding/backend';
-import type { Dataset } from './data/dataset';
+import { packageRoot } from '../util/version';
+import { AtomicFile } from '../util/files';
+import { firstBatches, type Dataset } from './data/dataset';
 import { sniffFile } from './weights/read';
 import { looksLikeLegacy } from './weights/torch-file';
 import { LoadWeightsOptions, LoadWeightsResult, exportWeightsFrom, loadWeightsInto } from './weights/apply';
 import { TargetEntry } from './weights/keymap';
 import { OutFormat } from './weights/write';
 
-const native = addon;
 
 /** JSON-compatible value stored as a checkpoint's free-form metadata (epoch, history, ...). */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
@@ -77,18 +78,17 @@ export interface EvaluationResult {
  * eval mode without gradients (the model's mode is restored afterwards).
  */
 export async function evaluate(model: Model, dataset: Dataset, opts: { batchSize?: number; limit?: number } & OpOptions = {}): Promise<EvaluationResult> {
-  const ds = opts.limit !== undefined ? await dataset.take(opts.limit, { signal: opts.signal }) : dataset;
+  const handle = modelHandle(model);
   let correct = 0, ce = 0, count = 0;
-  const total = ds.size;
-  for (const b of ds.batches({ batchSize: opts.batchSize ?? 256 })) {
-    const r = await runOp({ signal: opts.signal }, (ctl) => native().evaluateBatch(model.native, b.x.native, b.y.native, ctl));
+  const total = Math.min(dataset.size, opts.limit ?? dataset.size);
+  for await (const b of firstBatches(dataset, { limit: opts.limit, batchSize: opts.batchSize ?? 256, signal: opts.signal })) {
+    const r = await runOp({ signal: opts.signal }, (ctl) => addon().evaluateBatch(handle, b.x.native, b.y.native, ctl));
     correct += r.correct;
     ce += r.ceSum;
     count += r.count;
     opts.onProgress?.({ type: 'batch', done: count, total });
   }
-  if (ds !== dataset) ds.dispose();
-  if (count === 0) throw new FisherLensError('ERR_ARG', 'evaluate: the dataset is empty');
+  if (count === 0) throw invalidArgument('evaluate(model, dataset)', 'at least one sample', total);
   return { accuracy: correct / count, crossEntropy: ce / count, count };
 }
 
@@ -98,13 +98,10 @@ function pythonCandidates(): string[] {
   return [...new Set(c)];
 }
 
-/** scripts/ of the package (dist/lib/model.js or lib/science/model.ts). */
+/** scripts/ of the package (util/version.ts finds its root). */
 function scriptsDir(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
-    if (fs.existsSync(path.join(dir, 'scripts', 'reference', 'export_torchscript.py'))) return path.join(dir, 'scripts');
-    dir = path.dirname(dir);
-  }
+  const dir = path.join(packageRoot(), 'scripts');
+  if (fs.existsSync(path.join(dir, 'reference', 'export_torchscript.py'))) return dir;
   throw new FisherLensError('ERR_IO', 'scripts/reference/export_torchscript.py not found next to the package');
 }
 
@@ -136,18 +133,35 @@ export interface ModelSpec {
   std?: number[];
 }
 
+/** Reads a Model's native handle (set by the class's static block; see {@link modelHandle}). */
+let handleOf: (m: Model) => NativeModel;
+
+/**
+ * The native handle of `model`, for the other lib/ modules that pass it to the addon (attacks,
+ * training, Fisher, the tuning store). Not exported from the package: the handle is no member of
+ * {@link Model} (a private field), so the public type does not show it. ERR_ARG when `model` is
+ * not a Model (`what` names the argument).
+ */
+export function modelHandle(model: Model, what = 'model'): NativeModel {
+  if (!(model instanceof Model)) throw invalidArgument(what, 'a Model (Model.create, Model.from, Model.load)', model);
+  return handleOf(model);
+}
+
 export class Model {
-  /** @internal */
-  readonly native: NativeModel;
+  readonly #native: NativeModel;
+
+  static {
+    handleOf = (m) => m.#native;
+  }
 
   /** @internal */
   constructor(native: NativeModel) {
-    this.native = native;
+    this.#native = native;
   }
 
   /** Builds a built-in architecture with fresh (seeded by the global generator) weights. */
   static create(spec: ModelSpec, opts: { device?: Device } = {}): Model {
-    if (!spec || typeof spec.arch !== 'string') throw new FisherLensError('ERR_ARG', 'Model.create(spec): spec.arch (a string) is required');
+    if (!spec || typeof spec.arch !== 'string') throw invalidArgument('Model.create(spec): spec.arch', 'an architecture name (a string; docs/models.md)', spec?.arch);
     const device = checkDevice(opts.device ?? 'cpu');
     return new Model(sync(() => addon().createModel(JSON.stringify(spec), device)));
   }
@@ -198,7 +212,7 @@ export class Model {
    */
   static async loadCheckpoint(file: string, opts: { device?: Device; restoreRng?: boolean } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');
-    const r = await runOp(opts, (ctl) => native().loadCheckpoint(path.resolve(file), device, opts.restoreRng ?? false, ctl));
+    const r = await runOp(opts, (ctl) => addon().loadCheckpoint(path.resolve(file), device, opts.restoreRng ?? false, ctl));
     const m = new Model(r.model);
     m.checkpoint = { meta: JSON.parse(r.meta) as JsonValue, hasOptimizer: r.hasOptimizer, version: r.version, path: file };
     return m;
@@ -216,7 +230,7 @@ export class Model {
    */
   async save(file: string, opts: { meta?: JsonValue } & OpOptions = {}): Promise<void> {
     const meta = JSON.stringify(opts.meta ?? {});
-    await runOp(opts, (ctl) => native().saveCheckpoint(this.native, path.resolve(file), meta, ctl));
+    await runOp(opts, (ctl) => addon().saveCheckpoint(this.#native, path.resolve(file), meta, ctl));
   }
 
   /**
@@ -224,7 +238,7 @@ export class Model {
    * mismatched checkpoint (ERR_FORMAT) leaves the model unchanged.
    */
   async loadState(file: string, opts: OpOptions = {}): Promise<void> {
-    await runOp(opts, (ctl) => native().loadCheckpointState(this.native, path.resolve(file), ctl));
+    await runOp(opts, (ctl) => addon().loadCheckpointState(this.#native, path.resolve(file), ctl));
   }
 
   /**
@@ -235,39 +249,48 @@ export class Model {
    */
   async exportTorchScript(file: string, opts: OpOptions = {}): Promise<void> {
     if (this.kind === 'torchscript') {
-      await runOp(opts, (ctl) => this.native.exportState(path.resolve(file), ctl));
+      await runOp(opts, (ctl) => this.#native.exportState(path.resolve(file), ctl));
       return;
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fisherlens-export-'));
     try {
       const state = path.join(dir, 'state.pt');
-      await runOp(opts, (ctl) => this.native.exportState(state, ctl));
+      await runOp(opts, (ctl) => this.#native.exportState(state, ctl));
       // reference logits for the check in Python: a fixed probe batch in [0, 1]
       const spec = this.spec;
       const c = spec.inChannels ?? 1, s = spec.inputSize ?? 28;
       const probe = Float32Array.from({ length: 2 * c * s * s }, (_, i) => ((i * 7919) % 1000) / 1000);
       const x = Tensor.from(probe, [2, c, s, s]);
+      let logits: Float32Array;
       const wasTraining = this.training;
-      await this.setTraining(false);
-      const z = await this.forward(x);
-      await this.setTraining(wasTraining);
-      fs.writeFileSync(path.join(dir, 'probe.json'), JSON.stringify({ shape: [2, c, s, s], x: Array.from(probe), logits: Array.from(z.toArray() as Float32Array) }));
-      x.dispose();
-      z.dispose();
+      try {
+        await this.setTraining(false);
+        const z = await this.forward(x);
+        try { logits = z.toArray() as Float32Array; } finally { z.dispose(); }
+      } finally {
+        x.dispose();
+        await this.setTraining(wasTraining);
+      }
+      fs.writeFileSync(path.join(dir, 'probe.json'), JSON.stringify({ shape: [2, c, s, s], x: Array.from(probe), logits: Array.from(logits) }));
       fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify(spec));
       const script = path.join(scriptsDir(), 'reference', 'export_torchscript.py');
-      const tmpOut = `${path.resolve(file)}.tmp-${process.pid}`;
+      // Python writes the archive through the path of the atomic file's temporary sibling
+      const out = new AtomicFile(path.resolve(file));
+      out.close();
       const tried: string[] = [];
-      for (const py of pythonCandidates()) {
-        const r = spawnSync(py, [script, '--spec', path.join(dir, 'spec.json'), '--state', state, '--probe', path.join(dir, 'probe.json'), '--out', tmpOut], { encoding: 'utf8' });
-        if (r.status === 0) {
-          fs.renameSync(tmpOut, path.resolve(file));
-          return;
+      try {
+        for (const py of pythonCandidates()) {
+          const r = spawnSync(py, [script, '--spec', path.join(dir, 'spec.json'), '--state', state, '--probe', path.join(dir, 'probe.json'), '--out', out.tmp], { encoding: 'utf8' });
+          if (r.status === 0) {
+            out.commit();
+            return;
+          }
+          tried.push(`${py}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-1)[0]}`);
+          if (r.status !== 3 && !r.error) break;  // 3: torch missing in that interpreter, try the next
         }
-        tried.push(`${py}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-1)[0]}`);
-        if (r.status !== 3 && !r.error) break;  // 3: torch missing in that interpreter, try the next
+      } finally {
+        out.abort();  // nothing once committed
       }
-      fs.rmSync(tmpOut, { force: true });
       throw new FisherLensError('ERR_IO', `exportTorchScript: the Python export failed. Tried:\n  ${tried.join('\n  ')}\n` +
         'Set FISHERLENS_PYTHON to a Python with torch >= 1.13.');
     } finally {
@@ -288,8 +311,8 @@ export class Model {
     const spec = this.spec;
     return loadWeightsInto({
       arch: this.kind === 'torchscript' ? 'torchscript' : spec.arch,
-      stateInfo: async () => (await runOp(opts, (ctl) => native().stateInfo(this.native, ctl))) as TargetEntry[],
-      load: (p, sources) => runOp(opts, (ctl) => native().loadWeights(this.native, path.resolve(p), JSON.stringify(sources), ctl)),
+      stateInfo: async () => (await runOp(opts, (ctl) => addon().stateInfo(this.#native, ctl))) as TargetEntry[],
+      load: (p, sources) => runOp(opts, (ctl) => addon().loadWeights(this.#native, path.resolve(p), JSON.stringify(sources), ctl)),
     }, file, opts);
   }
 
@@ -310,15 +333,14 @@ export class Model {
 
   /** Copies of the named parameters and buffers (PyTorch state_dict names), on the model's device. */
   async state(opts?: OpOptions): Promise<Map<string, Tensor>> {
-    const nm = this.native as NativeModel & { state(ctl?: NativeCtl): Promise<Record<string, NativeTensor>> };
-    const r = await runOp(opts, (ctl) => nm.state(ctl));
+    const r = await runOp(opts, (ctl) => this.#native.state(ctl));
     return new Map(Object.entries(r).map(([k, v]) => [k, new Tensor(v)]));
   }
 
   /** Logits [B, K] [B, C, H, W] (eval mode is the caller's choice; no gradients). */
   async forward(x: Tensor, opts?: OpOptions): Promise<Tensor> {
     const xt = tensorArg(x, 'forward(x)');
-    return new Tensor(await runOp(opts, (ctl) => this.native.forward(xt.native, ctl)));
+    return new Tensor(await runOp(opts, (ctl) => this.#native.forward(xt.native, ctl)));
   }
 
   /**
@@ -327,18 +349,18 @@ export class Model {
    * after it sees the new mode, and {@link training} says the new mode at once.
    */
   async setTraining(on: boolean, opts?: OpOptions): Promise<void> {
-    if (typeof on !== 'boolean') throw new FisherLensError('ERR_ARG', `setTraining(on): expected a boolean, got ${typeof on}`);
-    await runOp(opts, (ctl) => this.native.setTraining(on, ctl));
+    if (typeof on !== 'boolean') throw invalidArgument('setTraining(on)', 'a boolean', on);
+    await runOp(opts, (ctl) => this.#native.setTraining(on, ctl));
   }
   /** The mode set last by {@link setTraining} (read without waiting for running ops). */
-  get training(): boolean { return sync(() => this.native.training); }
+  get training(): boolean { return sync(() => this.#native.training); }
   /** 'builtin' or 'torchscript'. */
-  get kind(): 'builtin' | 'torchscript' { return sync(() => this.native.kind); }
+  get kind(): 'builtin' | 'torchscript' { return sync(() => this.#native.kind); }
   /** The spec (built-ins) or { arch: 'torchscript', path }. */
-  get spec(): ModelSpec & { path?: string } { return JSON.parse(sync(() => this.native.spec)) as ModelSpec; }
-  get device(): Device { return sync(() => this.native.device); }
+  get spec(): ModelSpec & { path?: string } { return JSON.parse(sync(() => this.#native.spec)) as ModelSpec; }
+  get device(): Device { return sync(() => this.#native.device); }
   /** Number of scalar parameters. */
-  get parameterCount(): number { return sync(() => this.native.parameterCount); }
+  get parameterCount(): number { return sync(() => this.#native.parameterCount); }
   /**
    * What the 'auto' gradient engine (lib/binding/backend.ts setGradientEngine) chose for attacks and
    * inner maximisation on this model's architecture (every model with this spec shares it), per
@@ -348,13 +370,13 @@ export class Model {
    * an op read a choice stored on this machine (lib/science/tuning-store.ts).
    */
   get gradientChoices(): (NativeGradientChoice & { shape: number[] })[] {
-    return sync(() => this.native.gradientChoices).map((c) => ({ shape: c.key.slice(0, -2), ...c }));
+    return sync(() => this.#native.gradientChoices).map((c) => ({ shape: c.key.slice(0, -2), ...c }));
   }
   /** Moves parameters and buffers to a device. */
   async to(device: Device, opts?: OpOptions): Promise<void> {
     checkDevice(device);
-    await runOp(opts, (ctl) => this.native.to(device, ctl));
+    await runOp(opts, (ctl) => this.#native.to(device, ctl));
   }
-  dispose(): void { this.native.dispose(); }
+  dispose(): void { this.#native.dispose(); }
   [Symbol.dispose](): void { this.dispose(); }
 }

@@ -11,7 +11,7 @@
  * This module loads nothing native: help, config validation and the attack capability table work
  * without LibTorch.
  */
-import { FisherLensError } from '../util/errors';
+import { invalidArgument } from '../util/errors';
 import { OptionSchema, Parsed, given, parseOptions } from '../util/schema';
 
 // ---------------- attacks ----------------
@@ -79,7 +79,7 @@ export function defaultStepsText(): string {
 /** The capability row of `kind`; ERR_ARG naming the known kinds when there is none. */
 export function attackSpec(kind: unknown): AttackSpec {
   const s = ATTACK_TABLE.find((a) => a.kind === kind);
-  if (!s) throw new FisherLensError('ERR_ARG', `attack option 'kind': expected one of ${ATTACK_KINDS.join(', ')}, got ${typeof kind === 'string' ? `'${kind}'` : String(kind)}`);
+  if (!s) throw invalidArgument("attack option 'kind'", `one of ${ATTACK_KINDS.join(', ')}`, kind);
   return s;
 }
 
@@ -110,10 +110,10 @@ export const ATTACK_OPTIONS = {
 
 /** Options only some kinds take: given to another kind they are ERR_ARG. */
 const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> = {
-  alphaMax: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t do' },
-  pInit: { kinds: ['square'], say: 'square does' },
+  alphaMax: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
+  pInit: { kinds: ['square'], say: 'square takes it' },
 };
 
 /**
@@ -124,32 +124,32 @@ const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> =
 export function parseAttackOptions(p: object): Parsed {
   const g = p as Record<string, unknown>;
   const kind = given(p, 'kind') ? g.kind : ATTACK_OPTIONS.kind.default;
-  if (typeof kind !== 'string') throw new FisherLensError('ERR_ARG', `attack option 'kind': expected one of ${ATTACK_KINDS.join(', ')}, got ${String(kind)}`);
+  if (typeof kind !== 'string') throw invalidArgument("attack option 'kind'", `one of ${ATTACK_KINDS.join(', ')}`, kind);
   const spec = attackSpec(kind);
-  if (!spec.available) throw new FisherLensError('ERR_ARG', `${kind} is not available in this build (${spec.summary})`);
+  if (!spec.available) throw invalidArgument("attack option 'kind'", `an attack of this build (${kind} is not available in this build: ${spec.summary})`, kind);
   const o = parseOptions('attack', ATTACK_OPTIONS, p, {
     norm: spec.norms[0], steps: spec.defaultSteps, ...(kind === 'cw-l2' ? { epsilon: Infinity } : {}),
   });
   const norm = o.norm as AttackNorm;
-  if (!spec.norms.includes(norm)) throw new FisherLensError('ERR_ARG', `${kind} does not support norm '${norm}'`);
+  if (!spec.norms.includes(norm)) throw invalidArgument("attack option 'norm'", `${spec.norms.join(' or ')} for ${kind} (it supports no other norm)`, norm);
   if (!spec.stepSize && given(p, 'stepSize')) {
-    throw new FisherLensError('ERR_ARG', `${kind} does not take stepSize${kind.startsWith('apgd') ? ' (APGD starts at 2ε and adapts it)' : ''}`);
+    throw invalidArgument("attack option 'stepSize'", `none for ${kind}${kind.startsWith('apgd') ? ' (APGD starts at 2ε and adapts it)' : ''}`, g.stepSize);
   }
-  if (!spec.randomStart && g.randomStart === true) throw new FisherLensError('ERR_ARG', `${kind} has no random start`);
-  if (!spec.restarts && (o.restarts as number) > 1) throw new FisherLensError('ERR_ARG', `${kind} has no restarts (restarts must be 1)`);
+  if (!spec.randomStart && g.randomStart === true) throw invalidArgument("attack option 'randomStart'", `false for ${kind} (it has no random start)`, true);
+  if (!spec.restarts && (o.restarts as number) > 1) throw invalidArgument("attack option 'restarts'", `1 for ${kind} (it has no restarts)`, o.restarts);
   if (!spec.targeted && o.targeted) {
-    throw new FisherLensError('ERR_ARG', `${kind} cannot be targeted${spec.internalTargets ? ' (it is an untargeted attack that tries target classes internally; see `targets`)' : ''}`);
+    throw invalidArgument("attack option 'targeted'", `false for ${kind}${spec.internalTargets ? ' (it is an untargeted attack that tries target classes internally; see `targets`)' : ' (it cannot be targeted)'}`, o.targeted);
   }
-  if (!spec.internalTargets && given(p, 'targets')) throw new FisherLensError('ERR_ARG', `${kind} does not take \`targets\` (apgd-t and fab-t do)`);
+  if (!spec.internalTargets && given(p, 'targets')) throw invalidArgument("attack option 'targets'", `none for ${kind} (apgd-t and fab-t take it)`, g.targets);
   if (o.eotIter !== 1 && !kind.startsWith('apgd')) {
-    throw new FisherLensError('ERR_ARG', `eotIter must be an integer >= 1 and only APGD averages gradients over several forwards, got ${o.eotIter} for ${kind}`);
+    throw invalidArgument("attack option 'eotIter'", `1 for ${kind} (only APGD averages gradients over several forwards)`, o.eotIter);
   }
-  if (given(p, 'init') && !kind.startsWith('apgd')) throw new FisherLensError('ERR_ARG', `${kind} does not take a start point \`init\` (APGD does)`);
+  if (given(p, 'init') && !kind.startsWith('apgd')) throw invalidArgument("attack option 'init'", `none for ${kind} (a start point: APGD takes one)`, g.init);
   for (const [k, only] of Object.entries(KIND_ONLY)) {
-    if (given(p, k) && !only.kinds.includes(spec.kind)) throw new FisherLensError('ERR_ARG', `${kind} does not take \`${k}\` (${only.say})`);
+    if (given(p, k) && !only.kinds.includes(spec.kind)) throw invalidArgument(`attack option '${k}'`, `none for ${kind} (${only.say})`, g[k]);
   }
-  if (kind === 'square' && (o.steps as number) < 1) throw new FisherLensError('ERR_ARG', `square steps (queries per sample) must be >= 1, got ${o.steps}`);
-  if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw new FisherLensError('ERR_ARG', `attack epsilon must be finite for ${kind}`);
+  if (kind === 'square' && (o.steps as number) < 1) throw invalidArgument("attack option 'steps'", 'an integer >= 1 for square (queries per sample)', o.steps);
+  if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw invalidArgument("attack option 'epsilon'", `a finite number for ${kind} (only cw-l2 takes an unbounded ε)`, o.epsilon);
   return o;
 }
 
@@ -230,8 +230,18 @@ export const RHO_OPTIONS = {
 
 // ---------------- training ----------------
 
+/** The optimisers (native train.cc createOptimizer). */
 export const OPTIMIZER_TYPES = ['sgd', 'adam', 'adamw'] as const;
-export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades'] as const;
+export type OptimizerType = typeof OPTIMIZER_TYPES[number];
+/**
+ * The training methods: natural (cross-entropy), PGD-AT (Madry et al. 2018), TRADES (Zhang et al.
+ * 2019), MART (Wang et al. 2020), FIRE (Picot et al. 2021), jacobian (Hoffman, Roberts & Yaida
+ * 2019) and the Fisher penalties fisher-trace and fisher-lambda (native/train.cc; docs/training.md
+ * cites each paper and states its defaults and, for the sampled penalties, the estimator and its
+ * variance).
+ */
+export const TRAIN_METHODS = ['natural', 'pgd-at', 'trades', 'mart', 'fire', 'jacobian', 'fisher-trace', 'fisher-lambda'] as const;
+export type TrainMethod = typeof TRAIN_METHODS[number];
 
 /** Options of createOptimizer (the TS API's `betas` pair crosses as beta1, beta2). */
 export const OPTIMIZER_OPTIONS = {
@@ -246,7 +256,7 @@ export const OPTIMIZER_OPTIONS = {
 } as const satisfies OptionSchema;
 
 /** The defaults that depend on the optimiser type. */
-export const OPTIMIZER_TYPE_DEFAULTS: Record<typeof OPTIMIZER_TYPES[number], Partial<Parsed>> = {
+export const OPTIMIZER_TYPE_DEFAULTS: Record<OptimizerType, Partial<Parsed>> = {
   sgd: {}, adam: { lr: 1e-3, momentum: 0 }, adamw: { lr: 1e-3, momentum: 0 },
 };
 
@@ -254,17 +264,31 @@ export const OPTIMIZER_TYPE_DEFAULTS: Record<typeof OPTIMIZER_TYPES[number], Par
 export const TRAIN_STEP_OPTIONS = {
   method: { type: 'enum', values: TRAIN_METHODS, doc: 'training method' },
   lr: { type: 'number', min: 0, doc: "this step's learning rate" },
-  epsilon: { type: 'number', min: 0, default: 0.031, unit: 'pixel units', doc: 'radius of the inner attack (pgd-at, trades)' },
+  epsilon: { type: 'number', min: 0, default: 0.031, unit: 'pixel units', doc: 'radius of the inner attack (pgd-at, trades, mart, fire)' },
   stepSize: { type: 'number', min: 0, default: 0.007, unit: 'pixel units', doc: 'step size of the inner attack' },
   steps: { type: 'integer', min: 0, default: 10, doc: 'inner attack steps' },
-  beta: { type: 'number', min: 0, default: 6, doc: 'TRADES trade-off β' },
+  beta: { type: 'number', min: 0, default: 6, doc: 'TRADES and MART trade-off β' },
+  lambda: { type: 'number', min: 0, doc: 'weight λ of the penalty: fire 6, jacobian 0.01, fisher-trace 0.01, fisher-lambda 0.01 (TRAIN_METHOD_DEFAULTS)' },
+  samples: { type: 'integer', min: 1, default: 1, doc: 'jacobian: random projections; fisher-trace: sampled classes ŷ ∼ p(·|x) per input' },
+  exact: { type: 'boolean', default: false, doc: 'jacobian, fisher-trace: the exact all-classes penalty (K double backprops) instead of the sampled estimate' },
+  powerIters: { type: 'integer', min: 0, default: 3, doc: 'fisher-lambda: detached power iterations k per batch' },
   norm: { type: 'enum', values: NORMS, default: 'linf', doc: 'threat model of the inner attack' },
-  randomStart: { type: 'boolean', default: true, doc: 'pgd-at: uniform random start (trades starts at x + 0.001·N(0, I))' },
+  randomStart: { type: 'boolean', default: true, doc: 'pgd-at: uniform random start (trades, mart, fire start at x + 0.001·N(0, I))' },
   cropPad: { type: 'integer', min: 0, default: 0, unit: 'pixels', doc: 'random crop with this zero padding (0: none)' },
   flip: { type: 'boolean', default: false, doc: 'random horizontal flip' },
   seed: { type: 'integer', min: 0, default: 0, doc: "seed of the step's attack start, augmentation and dropout" },
   channelsLast: { type: 'boolean', default: false, doc: 'convolutions channels-last during the step' },
 } as const satisfies OptionSchema;
+
+/**
+ * The defaults that depend on the training method (λ: the penalty's weight). FIRE: the trade-off
+ * 6 it shares with TRADES' β in its comparisons; jacobian: Hoffman et al.'s λ_JR = 0.01; the Fisher
+ * penalties (ours): 0.01, a starting point for the sweep's tuning (docs/training.md).
+ */
+export const TRAIN_METHOD_DEFAULTS: Record<TrainMethod, Partial<Parsed>> = {
+  natural: { lambda: 0 }, 'pgd-at': { lambda: 0 }, trades: { lambda: 0 }, mart: { lambda: 0 },
+  fire: { lambda: 6 }, jacobian: { lambda: 0.01 }, 'fisher-trace': { lambda: 0.01 }, 'fisher-lambda': { lambda: 0.01 },
+};
 
 /** Options of train() beyond the step's. */
 export const TRAIN_OPTIONS = {
@@ -299,13 +323,14 @@ export const AUGMENT_OPTIONS = {
  * own defaults (Adam: lr 1e-3, no momentum); the TS API's `betas` pair becomes beta1, beta2.
  */
 export function optimizerOptions(o: { type?: string; betas?: [number, number] } & Record<string, unknown>): Parsed {
-  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as typeof OPTIMIZER_TYPES[number];
+  const type = parseOptions('optimizer', { type: OPTIMIZER_OPTIONS.type }, o).type as OptimizerType;
   const p = parseOptions('optimizer', OPTIMIZER_OPTIONS, { ...o, beta1: o.betas?.[0] ?? o.beta1, beta2: o.betas?.[1] ?? o.beta2 }, OPTIMIZER_TYPE_DEFAULTS[type]);
-  if (p.nesterov && !((p.momentum as number) > 0)) throw new FisherLensError('ERR_ARG', 'Nesterov momentum needs momentum > 0');
+  if (p.nesterov && !((p.momentum as number) > 0)) throw invalidArgument("optimizer option 'momentum'", 'a number > 0 with nesterov (Nesterov momentum needs momentum)', p.momentum);
   return p;
 }
 
-/** trainStep's complete options: `o` validated against TRAIN_STEP_OPTIONS, defaults filled in. */
+/** trainStep's complete options: `o` validated against TRAIN_STEP_OPTIONS, the method's defaults filled in. */
 export function trainStepOptions(o: object): Parsed {
-  return parseOptions('trainStep', TRAIN_STEP_OPTIONS, o);
+  const method = parseOptions('trainStep', { method: TRAIN_STEP_OPTIONS.method }, o).method as TrainMethod;
+  return parseOptions('trainStep', TRAIN_STEP_OPTIONS, o, TRAIN_METHOD_DEFAULTS[method]);
 }

@@ -15,7 +15,7 @@ import { attack, AttackParams } from './attacks';
 import { autoAttackBatch, AutoAttackParams, resolveCascade } from './autoattack';
 import { fisherExact } from './fisher';
 import { CcklAccumulator, logProbs } from './metrics';
-import { FisherLensError } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import type { OpOptions } from '../binding/op';
 import { PICTURES_VERSION, ClassMatrices, PictureCell, PictureData } from './picture-files';
 
@@ -70,7 +70,7 @@ async function columnExamples(model: Model, x: Tensor, y: Tensor, params: Pictur
  */
 export function pictureSamples(labels: ArrayLike<number>, count: number, seed: number): number[] {
   const n = labels.length;
-  if (!Number.isInteger(count) || count < 1) throw new FisherLensError('ERR_ARG', `picture samples: expected an integer ≥ 1, got ${count}`);
+  if (!Number.isInteger(count) || count < 1) throw invalidArgument('picture samples', 'an integer >= 1', count);
   const want = Math.min(count, n);
   const order = permutation(n, seed);
   const taken = new Uint8Array(n);
@@ -134,13 +134,13 @@ const fmtScale = (s: number): string => Number(s.toPrecision(3)).toString();
  */
 export async function pictureGrid(model: Model, data: Dataset, attacks: PictureAttack[], opts: { indices: number[] } & OpOptions): Promise<PictureData> {
   const { indices, ...op } = opts;
-  if (indices.length === 0) throw new FisherLensError('ERR_ARG', 'pictureGrid: no samples');
+  if (indices.length === 0) throw invalidArgument('pictureGrid: indices', 'at least one sample index', indices);
   for (const i of indices) {
-    if (!Number.isInteger(i) || i < 0 || i >= data.size) throw new FisherLensError('ERR_ARG', `pictureGrid: sample index ${i} is outside [0, ${data.size})`);
+    if (!Number.isInteger(i) || i < 0 || i >= data.size) throw invalidArgument('pictureGrid: a sample index', `an integer in [0, ${data.size})`, i);
   }
   const names = new Set<string>();
   for (const a of attacks) {
-    if (names.has(a.name)) throw new FisherLensError('ERR_ARG', `pictureGrid: two attacks are named '${a.name}'`);
+    if (names.has(a.name)) throw invalidArgument('pictureGrid: an attack name', 'a name no other attack has (two attacks are named the same)', a.name);
     names.add(a.name);
   }
   const b = data.batch(indices);

@@ -8,7 +8,7 @@ import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
 import { Tensor } from '../binding/tensor';
 import { Model } from './model';
-import { Dataset } from './data/dataset';
+import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { attack, AttackParams, AttackResult } from './attacks';
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
@@ -16,6 +16,7 @@ import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, Reso
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
 export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
 
+/** Options of {@link evaluateRobustness}. */
 export interface EvaluateOptions extends OpOptions {
   /** Samples per native op [128]. */
   batchSize?: number;
@@ -48,7 +49,8 @@ export interface AttackSummary {
   warnings?: string[];
 }
 
-export interface EvaluateResult {
+/** Result of {@link evaluateRobustness}. */
+export interface RobustnessResult {
   samples: number;
   /** Clean (standard) accuracy. */
   accuracy: number;
@@ -64,7 +66,7 @@ export interface EvaluateResult {
  * per-sample worst case over all attacks. Each batch/attack pair gets its own seed derived from
  * the attack's seed, so results are reproducible and independent of the batch size only through it.
  */
-export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+export async function evaluateRobustness(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<RobustnessResult> {
   const n = Math.min(data.size, opts.limit ?? data.size);
   const batchSize = opts.batchSize ?? 128;
   const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));
@@ -89,10 +91,8 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   let done = 0;
-  const src = n < data.size ? await data.take(n, { signal: opts.signal }) : data;
   try {
-    let bi = 0;
-    for (const batch of src.batches({ batchSize })) {
+    for await (const batch of firstBatches(data, { limit: n, batchSize, signal: opts.signal })) {
       let c: Uint8Array | undefined;
       let w = new Uint8Array(0);
       const advs: Tensor[] = [];
@@ -101,11 +101,11 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
       for (let a = 0; a < list.length; a++) {
         const { name: _name, ...params } = list[a];
+        // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
+        const seed = (params.seed ?? 0) + batch.seed;
         const r = params.kind === 'autoattack'
-          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, (params.seed ?? 0) + 7919 * bi, checks[a], opts)
-          : await attack(model, batch.x, batch.y, {
-            ...params, seed: (params.seed ?? 0) + 7919 * bi, signal: opts.signal, onProgress: opts.onProgress,
-          });
+          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, checks[a], opts)
+          : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
         if (!c) {
           c = Uint8Array.from(r.cleanCorrect);
           w = Uint8Array.from(c);
@@ -133,7 +133,6 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
       clean.set(c!, done);
       worst.set(w, done);
       done += c!.length;
-      bi++;
       opts.onBatch?.({ done, total: n, cleanCorrect: sum(clean.subarray(0, done)), worstCorrect: sum(worst.subarray(0, done)) });
     }
     writers.forEach((wr) => wr?.close());
@@ -142,8 +141,6 @@ export async function evaluate(model: Model, data: Dataset, attacks: NamedAttack
     writers.forEach((wr) => wr?.abort());
     worstWriter?.abort();
     throw e;
-  } finally {
-    if (src !== data) src.dispose();
   }
   return {
     samples: n,

@@ -9,25 +9,25 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
-import { Model } from './model';
+import { Model, modelHandle } from './model';
 import { Dataset, permutation } from './data/dataset';
-import { FisherLensError, sync } from '../util/errors';
+import { invalidArgument, sync } from '../util/errors';
 import { fisherExact } from './fisher';
 import { AttackParams } from './attacks';
-import { evaluate } from './robust';
+import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions } from './options';
+import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
-export type TrainMethod = 'natural' | 'pgd-at' | 'trades';
+export type { TrainMethod } from './options';
 
 /** Optimiser; defaults in brackets. */
 export interface OptimizerOptions {
   /** ['sgd'] */
-  type?: 'sgd' | 'adam' | 'adamw';
+  type?: OptimizerType;
   /** Base learning rate [0.1 for sgd, 1e-3 for adam/adamw]. */
   lr?: number;
   /** SGD momentum [0.9]. */
@@ -62,7 +62,7 @@ export type ScheduleOptions = ({
   type: 'onecycle'; peak?: number;
 }) & { warmupEpochs?: number };
 
-/** The inner maximisation of PGD-AT and TRADES (L∞ unless norm says otherwise). */
+/** The method's parameters: the inner maximisation of PGD-AT, TRADES, MART and FIRE (L∞ unless norm says otherwise) and the penalties' weights and estimators. */
 export interface TrainAttackOptions {
   /** Ball radius in pixel units [0.031]. */
   epsilon?: number;
@@ -70,10 +70,19 @@ export interface TrainAttackOptions {
   stepSize?: number;
   /** Inner steps [10]. */
   steps?: number;
-  /** TRADES β [6]. */
+  /** TRADES and MART β [6]. */
   beta?: number;
-  norm?: 'linf' | 'l2';
-  /** PGD-AT random start [true]; TRADES always starts at x + 0.001·N(0, I). */
+  /** The penalty's weight λ (fire [6], jacobian [0.01], fisher-trace [0.01], fisher-lambda [0.01]). */
+  lambda?: number;
+  /** jacobian: random projections; fisher-trace: sampled classes per input [1]. */
+  samples?: number;
+  /** jacobian, fisher-trace: the exact all-classes penalty instead of the estimate [false]. */
+  exact?: boolean;
+  /** fisher-lambda: detached power iterations per batch [3]. */
+  powerIters?: number;
+  /** ['linf'] */
+  norm?: AttackNorm;
+  /** PGD-AT random start [true]; TRADES, MART and FIRE always start at x + 0.001·N(0, I). */
   randomStart?: boolean;
 }
 
@@ -136,23 +145,36 @@ export interface BatchEvent {
   samplesPerSec: number;
 }
 
-/** Metrics of one epoch (probe quantities are absent when no probe is given). */
+/**
+ * Metrics of one epoch, tracked at its end on the fixed probe set (probe quantities are absent
+ * when no probe is given; the tracked ones only when asked for). Accuracies are fractions in
+ * [0, 1]; losses and cross-entropies in nats; Fisher norms in nats per pixel². One line of a run
+ * folder's metrics.jsonl is this record (lib/experiment/rundir.ts EpochRecord).
+ */
 export interface EpochMetrics {
+  /** 1-based epoch number. */
   epoch: number;
   /** Learning rate at the epoch's last step. */
   lr: number;
+  /** Mean training loss (the minimised one) and accuracy over the epoch. */
   trainLoss: number;
   trainAccuracy: number;
+  /** Wall seconds of the epoch and training throughput (samples per second). */
   seconds: number;
   samplesPerSec: number;
+  /** Probe (test-subset) accuracy and cross-entropy (nats). */
   probeAccuracy?: number;
   probeCrossEntropy?: number;
+  /** Mean and median ‖G_x‖_F over the probe. */
   fisherFrobeniusMean?: number;
   fisherFrobeniusMedian?: number;
+  /** Mean and median λ_max(G_x) over the probe. */
   fisherLambdaMaxMean?: number;
   fisherLambdaMaxMedian?: number;
+  /** CCKL over the probe (all pairs) and its non-robust fraction N / CCKL (when tracked). */
   cckl?: number;
   ccklNonRobustFraction?: number;
+  /** Probe accuracy under the tracked attack (when tracked). */
   robustAccuracy?: number;
 }
 
@@ -164,11 +186,10 @@ export interface TrainResult {
   model: Model;
 }
 
-const native = addon;
 
 /** Seeds LibTorch's global CPU generator: call before Model.create for reproducible initial weights. */
 export function manualSeed(seed: number): void {
-  sync(() => native().manualSeed(seed));
+  sync(() => addon().manualSeed(seed));
 }
 
 /** Published settings (and a CPU-scale one); spread into train()'s options and override. */
@@ -228,7 +249,7 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
     }
     case 'piecewise': {
       const p = sch.points;
-      if (p.length === 0) throw new FisherLensError('ERR_ARG', 'piecewise schedule needs points');
+      if (p.length === 0) throw invalidArgument("schedule option 'points'", 'at least one (epoch, factor) point for a piecewise schedule', p);
       if (t <= p[0][0]) f = p[0][1];
       else if (t >= p[p.length - 1][0]) f = p[p.length - 1][1];
       else {
@@ -245,7 +266,7 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
       f = t <= peak ? t / peak : Math.max(0, (epochs - t) / (epochs - peak));
       break;
     }
-    default: throw new FisherLensError('ERR_ARG', `unknown schedule ${(sch as { type: string }).type}`);
+    default: throw invalidArgument("schedule option 'type'", 'one of constant, multistep, cosine, piecewise, onecycle', (sch as { type: unknown }).type);
   }
   const w = sch.warmupEpochs ?? 0;
   if (w > 0 && t < w) f *= t / w;
@@ -289,7 +310,7 @@ export async function probeMetrics(model: Model, probe: Dataset, opts: {
     m.ccklNonRobustFraction = c.nonRobustFraction;
   }
   if (opts.trackAttack) {
-    const r = await evaluate(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
+    const r = await evaluateRobustness(model, probe, [opts.trackAttack], { signal: opts.signal, batchSize: opts.batchSize ?? 128 });
     m.robustAccuracy = r.attacks[0].robustAccuracy;
   }
   return m;
@@ -310,7 +331,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const o = opts.optimizer ?? {};
   const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
   const baseLr = optOpts.lr as number;
-  const opt = await runOp(opts, (ctl) => native().createOptimizer(model.native, optOpts, ctl));
+  const opt = await runOp(opts, (ctl) => addon().createOptimizer(modelHandle(model), optOpts, ctl));
   const data = opts.subset !== undefined && opts.subset < trainData.size ? await trainData.take(opts.subset, { signal: opts.signal }) : trainData;
   const probeSize = top.probeSize as number;
   const probe = opts.probe
@@ -333,7 +354,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     removeStaleTemps(opts.outDir);
   }
   if (opts.resume && ckpt && fs.existsSync(ckpt)) {
-    const meta = JSON.parse(await runOp(opts, (ctl) => native().loadTrainState(ckpt, model.native, opt, ctl))) as Meta;
+    const meta = JSON.parse(await runOp(opts, (ctl) => addon().loadTrainState(ckpt, modelHandle(model), opt, ctl))) as Meta;
     history = meta.history;
     start = meta.epoch;
   }
@@ -354,7 +375,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           // the inner maximisation's gradient engine: the one stored on this machine for this
           // architecture (a resumed run in another process continues on the engine it started
           // with); a choice made by this step is stored at once, for a resume after a kill
-          r = await withGradientChoices(model, () => runOp(opts, (ctl) => native().trainStep(model.native, opt, b.x.native, b.y.native, {
+          r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
           }, ctl)));
         } finally {
@@ -380,7 +401,7 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       history.push(m);
       if (ckpt && metricsFile) {
         const meta: Meta = { epoch: epoch + 1, history, method, seed };
-        await runOp(opts, (ctl) => native().saveTrainState(ckpt, model.native, opt, JSON.stringify(meta), ctl));
+        await runOp(opts, (ctl) => addon().saveTrainState(ckpt, modelHandle(model), opt, JSON.stringify(meta), ctl));
         writeMetrics();
       }
       opts.onEvent?.({ type: 'epoch', ...m });

@@ -14,11 +14,28 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { Model } from './model';
+import { Model, modelHandle } from './model';
 import { backend } from '../binding/backend';
 import { cacheDir } from '../binding/loader';
+import { FisherLensError, fromNative } from '../util/errors';
+import { writeFileAtomic } from '../util/files';
 
 const STORE_VERSION = 1;
+
+/**
+ * Whether `e` is a failure of the file system (a Node system error: ENOENT, EACCES, EISDIR,
+ * ENOTDIR, EROFS, ENOSPC, ...; it has an errno and a syscall), the failures a cache shrugs off.
+ * A TypeError (ERR_INVALID_ARG_TYPE has a code but no errno) is a bug and is rethrown.
+ */
+function isFsError(e: unknown): boolean {
+  const x = e as NodeJS.ErrnoException;
+  return e instanceof Error && typeof x.code === 'string' && typeof x.errno === 'number' && typeof x.syscall === 'string';
+}
+
+/** A failure the store shrugs off: the file system's, or FisherLens's own coded errors (ERR_IO of the writer; ERR_DISPOSED of a model disposed while its op ran). */
+function expected(e: unknown): boolean {
+  return isFsError(e) || fromNative(e) instanceof FisherLensError;
+}
 
 /** The file (see the module comment). */
 export function autotuneFile(): string { return path.join(cacheDir(), 'autotune.json'); }
@@ -37,7 +54,8 @@ export function tuningKey(model: Model, key: string): string | undefined {
     try {
       const st = fs.statSync(file);
       id = JSON.stringify([file, st.size, st.mtimeMs]);
-    } catch {
+    } catch (e) {
+      if (!isFsError(e)) throw e;
       return undefined;  // the archive moved: nothing stable to key on
     }
   }
@@ -49,12 +67,26 @@ export function tuningKey(model: Model, key: string): string | undefined {
 
 /** Every entry ({} when the file is absent, unreadable or not ours). */
 export function readTuning(): Record<string, unknown> {
+  let text: string;
   try {
-    const j = JSON.parse(fs.readFileSync(autotuneFile(), 'utf8')) as { version?: number; entries?: Record<string, unknown> };
-    return j.version === STORE_VERSION && j.entries && typeof j.entries === 'object' ? j.entries : {};
-  } catch {
-    return {};
+    text = fs.readFileSync(autotuneFile(), 'utf8');
+  } catch (e) {
+    if (isFsError(e)) return {};  // absent (ENOENT) or unreadable: nothing stored
+    throw e;
   }
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch (e) {
+    if (e instanceof SyntaxError) return {};  // half a file of another writer, or not ours
+    throw e;
+  }
+  if (!isObject(j) || j.version !== STORE_VERSION || !isObject(j.entries)) return {};
+  return j.entries;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** Entries kept at most: the newest by measuredAt. */
@@ -70,12 +102,21 @@ function prune(entries: Record<string, unknown>): Record<string, unknown> {
     const id = splitKey(k)?.[0];
     if (id === undefined) return false;
     if (!id.startsWith('[')) return true;  // a built-in's spec
+    let parts: unknown;
     try {
-      const [file, size, mtimeMs] = JSON.parse(id) as [string, number, number];
+      parts = JSON.parse(id);
+    } catch (e) {
+      if (e instanceof SyntaxError) return false;
+      throw e;
+    }
+    if (!Array.isArray(parts) || typeof parts[0] !== 'string') return false;
+    const [file, size, mtimeMs] = parts as [string, unknown, unknown];
+    try {
       const st = fs.statSync(file);
       return st.size === size && st.mtimeMs === mtimeMs;
-    } catch {
-      return false;
+    } catch (e) {
+      if (isFsError(e)) return false;  // the archive is gone
+      throw e;
     }
   });
   const at = (v: unknown): string => String((v as { measuredAt?: unknown })?.measuredAt ?? '');
@@ -85,15 +126,12 @@ function prune(entries: Record<string, unknown>): Record<string, unknown> {
 
 /** Adds entries (one read-merge-prune-write). */
 export function writeTuning(add: Record<string, unknown>): void {
-  const file = autotuneFile();
-  const tmp = `${file}.tmp-${process.pid}`;
+  const entries = prune({ ...readTuning(), ...add });
   try {
-    const entries = prune({ ...readTuning(), ...add });
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify({ version: STORE_VERSION, entries }));
-    fs.renameSync(tmp, file);
-  } catch {
-    fs.rmSync(tmp, { force: true });  // a read-only or full cache folder: the choices stay in-process
+    writeFileAtomic(autotuneFile(), JSON.stringify({ version: STORE_VERSION, entries }));
+  } catch (e) {
+    // a read-only or full cache folder (ERR_IO; the writer removed its temporary file): the choices stay in-process
+    if (!(e instanceof FisherLensError && e.code === 'ERR_IO')) throw e;
   }
 }
 
@@ -119,28 +157,33 @@ const inFile = new WeakMap<Model, Set<string>>();
  * the op's own error, and the op's result stands whatever happens in the store.
  */
 export async function withGradientChoices<T>(model: Model, op: () => Promise<T>): Promise<T> {
+  if (!(model instanceof Model)) return op();  // the op's own ERR_ARG names the argument
   try {
     loadChoices(model);
-  } catch {
-    /* the op measures instead */
+  } catch (e) {
+    if (!expected(e)) throw e;  // the op measures instead
   }
   const r = await op();
   try {
     saveChoices(model);
-  } catch {
-    /* a later op stores them (e.g. the model was disposed while this one ran) */
+  } catch (e) {
+    if (!expected(e)) throw e;  // a later op stores them (e.g. the model was disposed while this one ran)
   }
   return r;
 }
 
 /** [architecture id, op key, machine] of an entry key, or undefined for a key that is not ours. */
 function splitKey(k: string): [string, string, string] | undefined {
+  let parts: unknown;
   try {
-    const [id, op, machine] = JSON.parse(k) as [unknown, unknown, unknown];
-    return typeof id === 'string' && typeof op === 'string' ? [id, op, JSON.stringify(machine)] : undefined;
-  } catch {
-    return undefined;
+    parts = JSON.parse(k);
+  } catch (e) {
+    if (e instanceof SyntaxError) return undefined;
+    throw e;
   }
+  if (!Array.isArray(parts)) return undefined;
+  const [id, op, machine] = parts as unknown[];
+  return typeof id === 'string' && typeof op === 'string' ? [id, op, JSON.stringify(machine)] : undefined;
 }
 
 // once per model object (a training loop calls it per step: backend() alone costs ~0.5 ms), under
@@ -156,24 +199,27 @@ function loadChoices(model: Model): void {
   for (const [k, v] of Object.entries(readTuning())) {
     const parts = splitKey(k);
     if (!parts || parts[0] !== id || parts[2] !== machine || !parts[1].startsWith(GRADIENT)) continue;
+    if (!isObject(v)) continue;
     const e = v as Partial<StoredGradient>;
+    const ms = (x: unknown): number => (typeof x === 'number' ? x : NaN);  // null: not measured
     let shape: unknown;
     try {
       shape = JSON.parse(parts[1].slice(GRADIENT.length));
-    } catch {
-      continue;
+    } catch (e) {
+      if (e instanceof SyntaxError) continue;
+      throw e;
     }
     if (!Array.isArray(shape) || !shape.every(Number.isInteger) || (e.engine !== 'linear' && e.engine !== 'autograd')) continue;
-    model.native.setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: e.linearMs ?? NaN, autogradMs: e.autogradMs ?? NaN });
+    modelHandle(model).setGradientChoice({ key: shape as number[], engine: e.engine, linearMs: ms(e.linearMs), autogradMs: ms(e.autogradMs) });
     have.add(JSON.stringify(shape));
   }
 }
 
 function saveChoices(model: Model): void {
-  if (model.native.disposed) return;
+  if (modelHandle(model).disposed) return;
   let have = inFile.get(model);
   if (!have) inFile.set(model, (have = new Set()));
-  const fresh = model.native.gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
+  const fresh = modelHandle(model).gradientChoices.filter((c) => !have!.has(JSON.stringify(c.key)));
   if (fresh.length === 0) return;
   const stored = readTuning();
   const add: Record<string, unknown> = {};

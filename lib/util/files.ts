@@ -57,37 +57,102 @@ export function ensureDir(dir: string, what = 'output folder'): void {
 }
 
 /**
- * Writes a file atomically: a temporary sibling (created exclusively, so a planted symlink is never
- * followed), fsync, then rename. A symlink at `file` is replaced, never written through.
+ * A file that appears whole or not at all, whoever writes it: this process through {@link fd},
+ * native code or a child process through the path {@link tmp}. The temporary sibling
+ * `<file>.tmp-<pid>-<random>` is created exclusively (a planted symlink is never followed) and
+ * tracked (a handled exit removes it; removeStaleTemps removes it after a kill -9). commit()
+ * fsyncs it and renames it into place (a symlink at `file` is replaced, never written through);
+ * abort() removes it. The one atomic writer: {@link writeFileAtomic} is it in one step. Every
+ * failure is ERR_IO naming `file`.
+ */
+export class AtomicFile {
+  /** The temporary file, renamed to `file` by commit(). */
+  readonly tmp: string;
+  #fd: number | null;
+  #done = false;
+  #committed = false;
+
+  /** `append`: open in append mode (native code appends to the same path while this process writes). */
+  constructor(readonly file: string, opts: { append?: boolean } = {}) {
+    ensureDir(path.dirname(file), 'folder');
+    this.tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    try {
+      this.#fd = fs.openSync(this.tmp, opts.append ? 'ax' : 'wx');
+    } catch (e) {
+      throw ioError(file, e);
+    }
+    track(this.tmp);
+  }
+
+  /** The open descriptor of the temporary file (ERR_IO once closed). */
+  get fd(): number {
+    if (this.#fd === null) throw new FisherLensError('ERR_IO', `${this.file}: its temporary file is closed`);
+    return this.#fd;
+  }
+
+  /** Writes data at the end of the temporary file; ERR_IO (and the temporary file removed) on failure. */
+  write(data: string | Buffer | Uint8Array): void {
+    try {
+      fs.writeSync(this.fd, typeof data === 'string' ? Buffer.from(data) : data);
+    } catch (e) {
+      this.abort();
+      throw ioError(this.file, e);
+    }
+  }
+
+  /** Syncs and closes the descriptor, for a writer that then writes through the path (a child process). */
+  close(): void {
+    if (this.#fd === null) return;
+    const fd = this.#fd;
+    this.#fd = null;
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Closes, syncs and renames the temporary file into place. */
+  commit(): void {
+    if (this.#done) throw new FisherLensError('ERR_IO', `${this.file}: already committed or aborted`);
+    try {
+      this.close();
+      fs.renameSync(this.tmp, this.file);
+    } catch (e) {
+      this.abort();
+      throw ioError(this.file, e);
+    }
+    this.#done = true;
+    this.#committed = true;
+    untrack(this.tmp);
+  }
+
+  /** Closes and removes the temporary file, so nothing appears at `file` (idempotent; nothing after commit()). */
+  abort(): void {
+    if (this.#committed) return;
+    if (this.#fd !== null) {
+      try { fs.closeSync(this.#fd); } catch { /* the descriptor is gone already */ }
+      this.#fd = null;
+    }
+    this.#done = true;
+    fs.rmSync(this.tmp, { force: true });
+    untrack(this.tmp);
+  }
+}
+
+function ioError(file: string, e: unknown): FisherLensError {
+  if (e instanceof FisherLensError) return e;
+  return new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+}
+
+/**
+ * Writes a file atomically (an {@link AtomicFile} written in one step): a temporary sibling
+ * created exclusively, fsync, then rename. A symlink at `file` is replaced, never written through.
  */
 export function writeFileAtomic(file: string, data: string | Buffer): void {
-  ensureDir(path.dirname(file), 'folder');
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  let fd: number;
-  try {
-    fd = fs.openSync(tmp, 'wx');
-  } catch (e) {
-    throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  track(tmp);
-  try {
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    untrack(tmp);
-    throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  fs.closeSync(fd);
-  try {
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as Error).message}`);
-  } finally {
-    untrack(tmp);
-  }
+  const w = new AtomicFile(file);
+  w.write(data);
+  w.commit();
 }
 
 /** Temporary files of this process that a handled exit removes (see removeTracked). */

@@ -4,7 +4,7 @@
  * options against a declaration and fills the defaults. The tables that use it live with their
  * layers (lib/science/options.ts, lib/binding/gradient-engine.ts). Loads nothing native.
  */
-import { FisherLensError } from './errors';
+import { invalidArgument } from './errors';
 
 /** A scalar an option can hold (tensors travel beside the declared options). */
 export type OptionValue = number | boolean | string;
@@ -65,30 +65,37 @@ export function optionHelp(d: OptionDecl, defaultOverride?: string): string {
   return parts.length ? `${d.doc} (${parts.join('; ')})` : d.doc;
 }
 
-/** Checks one value against its declaration; ERR_ARG naming the option (and the allowed values). */
-export function checkOption(op: string, key: string, d: OptionDecl, v: unknown): OptionValue {
-  const bad = (what: string): never => {
-    throw new FisherLensError('ERR_ARG', `${op} option '${key}': ${what}, got ${typeof v === 'string' ? `'${v}'` : String(v)}`);
-  };
+/**
+ * Checks one value against a declaration; ERR_ARG naming it `name` (an option of an op, a CLI
+ * flag) and saying what the declaration accepts: its values, or its type and range.
+ */
+export function checkValue(name: string, d: OptionDecl, v: unknown): OptionValue {
+  const bad = (expected: string): never => { throw invalidArgument(name, expected, v); };
   switch (d.type) {
     case 'boolean':
-      if (typeof v !== 'boolean') bad('expected true or false');
+      if (typeof v !== 'boolean') bad('true or false');
       return v as boolean;
     case 'enum':
-      if (typeof v !== 'string' || !d.values!.includes(v)) bad(`expected one of ${d.values!.join(', ')}`);
+      if (typeof v !== 'string' || !d.values!.includes(v)) bad(`one of ${d.values!.join(', ')}`);
       return v as string;
     case 'number':
     case 'integer': {
-      if (typeof v !== 'number' || Number.isNaN(v)) bad(d.type === 'integer' ? 'expected an integer' : 'expected a number');
-      const x = v as number;
-      if (!Number.isFinite(x) && !(d.infinite && x === Infinity)) bad('expected a finite number');
-      if (d.type === 'integer' && !Number.isInteger(x)) bad('expected an integer');
       const r = rangeText(d);
+      const what = `${d.type === 'integer' ? 'an integer' : d.infinite ? 'a number' : 'a finite number'}${r ? ` ${r}` : ''}`;
+      if (typeof v !== 'number' || Number.isNaN(v)) bad(what);
+      const x = v as number;
+      if (!Number.isFinite(x) && !(d.infinite && x === Infinity)) bad(what);
+      if (d.type === 'integer' && !Number.isInteger(x)) bad(what);
       if ((d.min !== undefined && !(x >= d.min)) || (d.max !== undefined && !(x <= d.max))
-        || (d.above !== undefined && !(x > d.above)) || (d.below !== undefined && !(x < d.below))) bad(`must be ${r}`);
+        || (d.above !== undefined && !(x > d.above)) || (d.below !== undefined && !(x < d.below))) bad(what);
       return x;
     }
   }
+}
+
+/** Checks one option of an op against its declaration ({@link checkValue} naming it `<op> option '<key>'`). */
+export function checkOption(op: string, key: string, d: OptionDecl, v: unknown): OptionValue {
+  return checkValue(`${op} option '${key}'`, d, v);
 }
 
 /**
@@ -104,7 +111,7 @@ export function parseOptions(op: string, schema: OptionSchema, given: object, de
     if (v === undefined || v === null) {
       const def = key in defaults ? defaults[key] : d.default;
       if (def !== undefined) out[key] = def;
-      else if (!d.optional) throw new FisherLensError('ERR_ARG', `${op}: option '${key}' is required (${optionHelp(d)})`);
+      else if (!d.optional) throw invalidArgument(`${op} option '${key}'`, optionHelp(d), v);  // got nothing: it is required
       continue;
     }
     out[key] = checkOption(op, key, d, v);

@@ -6,6 +6,7 @@
 #include "binding/tensor.h"
 #include "binding/worker.h"
 #include "common/errors.h"
+#include <ATen/CPUGeneratorImpl.h>
 #include "train.h"
 
 namespace fl {
@@ -27,6 +28,37 @@ OptPtr unwrapOpt(Napi::Value v) {
   auto* p = v.As<Napi::External<OptPtr>>().Data();
   FL_CHECK(p && (*p)->magic == kOptMagic, ERR_ARG, "expected an optimizer made by createOptimizer()");
   return *p;
+}
+
+// trainStep's options, complete (lib/science/options.ts TRAIN_STEP_OPTIONS declares, validates and
+// fills them; the method's own λ default is filled there too)
+StepOptions readStepOptions(OptionReader& j) {
+  StepOptions o;
+  o.method = j.string("method");
+  bool known = false;
+  for (const char* k : {"natural", "pgd-at", "trades", "mart", "fire", "jacobian", "fisher-trace", "fisher-lambda"}) {
+    known = known || o.method == k;
+  }
+  FL_CHECK(known, ERR_ARG, "unknown training method '", o.method,
+           "'; expected natural, pgd-at, trades, mart, fire, jacobian, fisher-trace or fisher-lambda");
+  o.lr = j.num("lr");
+  o.beta = j.num("beta");
+  o.attack.epsilon = j.num("epsilon");
+  o.attack.stepSize = j.num("stepSize");
+  o.attack.steps = j.integer("steps");
+  std::string norm = j.string("norm");
+  FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "norm must be 'linf' or 'l2', got '", norm, "'");
+  o.attack.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
+  o.attack.randomStart = j.flag("randomStart");
+  o.cropPad = j.integer("cropPad");
+  o.flip = j.flag("flip");
+  o.seed = static_cast<uint64_t>(j.integer("seed"));
+  o.channelsLast = j.flag("channelsLast");
+  o.lambda = j.num("lambda");
+  o.samples = j.integer("samples");
+  o.exact = j.flag("exact");
+  o.powerIters = j.integer("powerIters");
+  return o;
 }
 
 // createOptimizer(model, { type, lr, momentum, nesterov, weightDecay, beta1, beta2, eps }, ctl?)
@@ -69,22 +101,7 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     // complete options (lib/options.ts TRAIN_STEP_OPTIONS declares, validates and fills them)
     OptionReader j(info[4], "trainStep");
     StepOptions o;
-    o.method = j.string("method");
-    FL_CHECK(o.method == "natural" || o.method == "pgd-at" || o.method == "trades", ERR_ARG, "unknown training method '",
-             o.method, "'; expected natural, pgd-at or trades");
-    o.lr = j.num("lr");
-    o.beta = j.num("beta");
-    o.attack.epsilon = j.num("epsilon");
-    o.attack.stepSize = j.num("stepSize");
-    o.attack.steps = j.integer("steps");
-    std::string norm = j.string("norm");
-    FL_CHECK(norm == "linf" || norm == "l2", ERR_ARG, "norm must be 'linf' or 'l2', got '", norm, "'");
-    o.attack.norm = norm == "l2" ? Norm::L2 : Norm::Linf;
-    o.attack.randomStart = j.flag("randomStart");
-    o.cropPad = j.integer("cropPad");
-    o.flip = j.flag("flip");
-    o.seed = static_cast<uint64_t>(j.integer("seed"));
-    o.channelsLast = j.flag("channelsLast");
+    o = readStepOptions(j);
     return startOp(info.Env(), info[5], [m, box, x, y, o](OpContext& ctx) -> Finisher {
       StepResult r = trainStep(*m, *box->opt, x, y, o, &ctx);
       return [r](Napi::Env env) -> Napi::Value {
@@ -99,6 +116,53 @@ Napi::Value TrainStepJs(const Napi::CallbackInfo& info) {
     });
   });
 }
+
+#ifdef FL_TEST_HOOKS
+// (test build only: CMakeLists.txt's FL_TEST_HOOKS)
+// __trainLoss(model, x, y, options, { xAdv?, proj?, labels? }, ctl?) -> Promise<{ loss, lossNatural,
+//   lossRobust, grad }>: methodLoss (train.h) on the batch with the given draws (the rest from the
+// options' seed), no augmentation and no optimizer step; grad: the loss's parameter gradient,
+// every parameter flattened and concatenated in parameters() order, as a float64 Tensor. The
+// model's .grad are cleared afterwards.
+Napi::Value TrainLossJs(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    ClassifierPtr m = unwrapModel(info[0], "__trainLoss(model)");
+    torch::Tensor x = unwrapTensor(info[1], "__trainLoss(x)");
+    torch::Tensor y = unwrapTensor(info[2], "__trainLoss(y)");
+    OptionReader j(info[3], "__trainLoss");
+    StepOptions o = readStepOptions(j);
+    LossDraws d;
+    FL_CHECK(info[4].IsObject(), ERR_ARG, "__trainLoss(draws): expected an object");
+    Napi::Object dj = info[4].As<Napi::Object>();
+    if (dj.Has("xAdv")) d.xAdv = unwrapTensor(dj.Get("xAdv"), "__trainLoss(xAdv)");
+    if (dj.Has("proj")) d.proj = unwrapTensor(dj.Get("proj"), "__trainLoss(proj)");
+    if (dj.Has("labels")) d.labels = unwrapTensor(dj.Get("labels"), "__trainLoss(labels)");
+    return startOp(info.Env(), info[5], [m, x, y, o, d](OpContext& ctx) -> Finisher {
+      at::Generator gen = at::detail::createCPUGenerator(o.seed);
+      torch::Tensor xd = x.to(m->device()), yd = y.to(m->device());
+      ModeGuard mode(*m, /*train=*/true, /*paramsRequireGrad=*/true);
+      MethodLoss l = methodLoss(*m, xd, yd, o, gen, d, &ctx);
+      for (auto& p : m->parameters()) p.mutable_grad() = torch::Tensor();
+      l.loss.backward();
+      std::vector<torch::Tensor> gs;
+      for (auto& p : m->parameters()) {
+        gs.push_back((p.grad().defined() ? p.grad() : torch::zeros_like(p)).detach().flatten().to(torch::kCPU, torch::kFloat64));
+        p.mutable_grad() = torch::Tensor();
+      }
+      torch::Tensor g = torch::cat(gs);
+      double loss = l.loss.item<double>(), nat = l.natural, rob = l.robust;
+      return [g, loss, nat, rob](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("loss", loss);
+        out.Set("lossNatural", nat);
+        out.Set("lossRobust", rob);
+        out.Set("grad", wrapTensor(env, g));
+        return out;
+      };
+    });
+  });
+}
+#endif  // FL_TEST_HOOKS
 
 // saveTrainState(path, model, opt, metaJson, ctl?) -> Promise<void> (train.h saveTrainState)
 Napi::Value SaveTrainState(const Napi::CallbackInfo& info) {
@@ -146,6 +210,9 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("trainStep", Napi::Function::New(env, TrainStepJs, "trainStep"));
   exports.Set("saveTrainState", Napi::Function::New(env, SaveTrainState, "saveTrainState"));
   exports.Set("loadTrainState", Napi::Function::New(env, LoadTrainState, "loadTrainState"));
+#ifdef FL_TEST_HOOKS
+  exports.Set("__trainLoss", Napi::Function::New(env, TrainLossJs, "__trainLoss"));
+#endif
 }
 
 }  // namespace fl

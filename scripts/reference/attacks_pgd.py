@@ -4,7 +4,10 @@ Trains a small CNN on the first 2000 Fashion-MNIST training images, saves it as 
 and runs PGD without random start (L-inf and L2) on the first N test images with the same steps
 FisherLens takes: mean cross-entropy, x <- x + a*sign(g) (L2: a*g/||g||), then projection onto
 the eps-ball and the [0, 1] box. Writes model.pt, x.npy, y.npy, xadv_linf.npy, xadv_l2.npy and
-result.json into OUTDIR.
+result.json into OUTDIR. result.json also holds, per sample, the margin z_y - max_{j != y} z_j at the
+clean image and at each x_adv, and the L1 norm of its input gradient there: a caller whose x_adv
+differs from these by d (L-inf) knows its margin differs by about d times that norm, so it can tell
+the samples whose outcome rounding cannot flip.
 
 usage: /usr/bin/python3 scripts/reference/attacks_pgd.py OUTDIR [N]
 """
@@ -69,6 +72,17 @@ def pgd(model, x, y, norm, eps, alpha, steps):
     return xa.detach()
 
 
+def margins(model, x, y):
+    """Per sample: the margin z_y - max_{j != y} z_j and the L1 norm of its input gradient."""
+    x = x.detach().clone().requires_grad_(True)
+    z = model(x)
+    zy = z.gather(1, y.view(-1, 1)).squeeze(1)
+    other = z.scatter(1, y.view(-1, 1), float("-inf")).max(1).values
+    m = zy - other
+    (g,) = torch.autograd.grad(m.sum(), [x])
+    return m.detach().tolist(), g.flatten(1).abs().sum(1).tolist()
+
+
 def main():
     out = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 256
@@ -95,9 +109,11 @@ def main():
     res = {}
     with torch.no_grad():
         res["accuracy"] = (model(x).argmax(1) == y).float().mean().item()
+    res["margin_clean"], res["slack_clean"] = margins(model, x, y)
     for norm, eps, alpha in (("linf", 0.1, 0.01), ("l2", 1.0, 0.1)):
         xa = torch.cat([pgd(model, x[i:i + 128], y[i:i + 128], norm, eps, alpha, 20) for i in range(0, n, 128)])
         np.save(os.path.join(out, f"xadv_{norm}.npy"), xa.numpy())
+        res[f"margin_{norm}"], res[f"slack_{norm}"] = margins(model, xa, y)
         with torch.no_grad():
             res[f"robust_{norm}"] = ((model(xa).argmax(1) == y) & (model(x).argmax(1) == y)).float().mean().item()
     with open(os.path.join(out, "result.json"), "w") as f:

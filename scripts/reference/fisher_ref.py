@@ -7,7 +7,10 @@ it; CCKL, the JS mean and the bound by naive loops over all ordered different-cl
 
   fisher_ref.py make-fixture --out DIR      scripted test nets (float32 + float64), trained on
                                             synthetic data, inputs x.npy / y.npy / v.npy
-  fisher_ref.py fisher --model M --x X.npy [--v V.npy] --out OUT.json
+  fisher_ref.py fisher --model M --x X.npy [--v V.npy] [--probes P --seed S] --out OUT.json
+                                            (--probes: also Hutchinson's estimates from the
+                                            explicit G on P Rademacher probes drawn as the native
+                                            op draws them: LibTorch's generator seeded S)
   fisher_ref.py cckl --logits L.npy --labels Y.npy --out OUT.json
 Run with /usr/bin/python3 (torch 1.13). Inputs and outputs never leave float64 here.
 """
@@ -71,13 +74,17 @@ def make_fixture(out):
     print(json.dumps({'trainedAccuracy': acc, 'trainAccuracy': train_acc}))
 
 
-def fisher(model_path, x_path, v_path, out):
+def fisher(model_path, x_path, v_path, out, probes=0, seed=0):
     m = torch.jit.load(model_path).double().eval()
     for p in m.parameters():
         p.requires_grad_(False)
     x = torch.from_numpy(np.load(x_path)).double()
     v = torch.from_numpy(np.load(v_path)).double() if v_path else None
-    res = {k: [] for k in ['lambdaMax', 'trace', 'frobenius', 'spectrum', 'eigvec', 'probs', 'vGv', 'logits']}
+    res = {k: [] for k in ['lambdaMax', 'trace', 'frobenius', 'spectrum', 'eigvec', 'probs', 'vGv', 'logits',
+                           'hutchTrace', 'hutchTraceSe', 'hutchFrobenius', 'hutchFrobeniusSe']}
+    if probes > 0:
+        # one probe set for the whole batch, [P, D] of +-1: randint(2) on a generator seeded like the native op's
+        R = torch.randint(0, 2, (probes, x[0].numel()), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).mul_(2).sub_(1).numpy()
     for b in range(x.shape[0]):
         xb = x[b:b + 1].clone().requires_grad_(True)
         z = m(xb)[0]
@@ -99,6 +106,15 @@ def fisher(model_path, x_path, v_path, out):
         if v is not None:
             vb = v[b].flatten().numpy()
             res['vGv'].append(float(vb @ G @ vb))
+        if probes > 0:
+            GR = R @ G                                     # [P, D]: (G r_k)ᵀ, G symmetric
+            T = (GR * R).sum(1)                            # r_kᵀ G r_k
+            F = (GR * GR).sum(1)                           # ‖G r_k‖²
+            f2 = F.mean()
+            res['hutchTrace'].append(float(T.mean()))
+            res['hutchTraceSe'].append(float(T.std(ddof=1) / math.sqrt(probes)))
+            res['hutchFrobenius'].append(float(math.sqrt(max(f2, 0.0))))
+            res['hutchFrobeniusSe'].append(float(F.std(ddof=1) / math.sqrt(probes) / (2 * math.sqrt(max(f2, 1e-300)))))
     with open(out, 'w') as f:
         json.dump(res, f)
 
@@ -134,10 +150,11 @@ if __name__ == '__main__':
     ap.add_argument('--out', required=True)
     ap.add_argument('--model'); ap.add_argument('--x'); ap.add_argument('--v')
     ap.add_argument('--logits'); ap.add_argument('--labels')
+    ap.add_argument('--probes', type=int, default=0); ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args()
     if a.cmd == 'make-fixture':
         make_fixture(a.out)
     elif a.cmd == 'fisher':
-        fisher(a.model, a.x, a.v, a.out)
+        fisher(a.model, a.x, a.v, a.out, a.probes, a.seed)
     else:
         cckl(a.logits, a.labels, a.out)

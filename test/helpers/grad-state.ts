@@ -3,7 +3,7 @@
  * Fisher and training must leave as they found it), read on the compute thread after the ops
  * started before it. Not part of the public API.
  */
-import type { Model } from '../../lib/science/model';
+import { modelHandle, type Model } from '../../lib/science/model';
 import type { NativeModelTestHooks } from '../../lib/binding/addon-types';
 
 export interface ModelGradState {
@@ -16,5 +16,5 @@ export interface ModelGradState {
 }
 
 export function modelGradState(model: Model): Promise<ModelGradState> {
-  return (model.native as unknown as NativeModelTestHooks).gradState();
+  return (modelHandle(model) as unknown as NativeModelTestHooks).gradState();
 }

@@ -2,7 +2,7 @@
  * Dataset: images float32 [N, C, H, W] in [0, 1] and labels int64 [N], as native tensors on
  * their device. Batches are gathered natively by index; no image passes through JavaScript.
  */
-import { FisherLensError } from '../../util/errors';
+import { FisherLensError, invalidArgument } from '../../util/errors';
 import { Tensor } from '../../binding/tensor';
 import { addon } from '../../binding/native';
 import { runOp, OpOptions } from '../../binding/op';
@@ -121,7 +121,7 @@ export class Dataset {
   /** Index lists of the batches of one pass (seeded shuffle when asked). */
   batchIndices(opts: BatchOptions): number[][] {
     if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) {
-      throw new FisherLensError('ERR_ARG', `batchSize must be a positive integer, got ${opts.batchSize}`);
+      throw invalidArgument('batchSize', 'a positive integer', opts.batchSize);
     }
     const order = opts.shuffle ? permutation(this.size, opts.seed ?? 0) : Array.from({ length: this.size }, (_, i) => i);
     const out: number[][] = [];
@@ -179,10 +179,10 @@ export class Dataset {
    * rest, e.g. `const [train, val] = ds.split(0.9, { seed: 1 })`.
    */
   async split(fraction: number, opts: { seed?: number; shuffle?: boolean } = {}): Promise<[Dataset, Dataset]> {
-    if (!(fraction > 0 && fraction < 1)) throw new FisherLensError('ERR_ARG', `split(fraction): expected 0 < fraction < 1, got ${fraction}`);
+    if (!(fraction > 0 && fraction < 1)) throw invalidArgument('split(fraction)', 'a number in (0, 1)', fraction);
     const order = opts.shuffle === false ? Array.from({ length: this.size }, (_, i) => i) : permutation(this.size, opts.seed ?? 0);
     const k = Math.floor(this.size * fraction);
-    if (k === 0 || k === this.size) throw new FisherLensError('ERR_ARG', `split(${fraction}) of ${this.size} samples leaves one side empty`);
+    if (k === 0 || k === this.size) throw invalidArgument('split(fraction)', `a fraction that leaves both sides of ${this.size} samples non-empty`, fraction);
     const a = await this.subset(order.slice(0, k), `${this.name}[split:a]`);
     try {
       return [a, await this.subset(order.slice(k), `${this.name}[split:b]`)];
@@ -205,5 +205,40 @@ export class Dataset {
   dispose(): void {
     this.images.dispose();
     this.labels.dispose();
+  }
+}
+
+/**
+ * Seed stride between batches of a seeded pass: batch i gets `seed + BATCH_SEED_STRIDE · i`, so
+ * a result depends on the seed and the batch size only (a prime: two batches of nearby seeds
+ * rarely share one).
+ */
+export const BATCH_SEED_STRIDE = 7919;
+
+/** One batch of {@link firstBatches}: the batch, its 0-based position in the pass and its seed. */
+export interface SeededBatch extends Batch {
+  /** 0-based batch number in the pass. */
+  index: number;
+  /** `seed + BATCH_SEED_STRIDE · index`. */
+  seed: number;
+}
+
+/**
+ * The one loop over "the first `limit` samples, in order, batch by batch, each batch with its own
+ * seed" of the evaluations (lib/science/model.ts evaluate, robust.ts, autoattack.ts): the first
+ * min(limit, size) samples (all without `limit`) in batches of `batchSize`; batch i carries seed
+ * `seed + BATCH_SEED_STRIDE · i` (seed default 0). The copy that a limit takes is disposed when
+ * the loop ends, also by break or a throw; each batch's tensors when the loop moves on.
+ */
+export async function* firstBatches(data: Dataset, opts: { limit?: number; batchSize: number; seed?: number } & OpOptions): AsyncGenerator<SeededBatch> {
+  const src = opts.limit !== undefined && opts.limit < data.size ? await data.take(opts.limit, { signal: opts.signal }) : data;
+  try {
+    let index = 0;
+    for (const b of src.batches({ batchSize: opts.batchSize })) {
+      yield { ...b, index, seed: (opts.seed ?? 0) + BATCH_SEED_STRIDE * index };
+      index++;
+    }
+  } finally {
+    if (src !== data) src.dispose();
   }
 }

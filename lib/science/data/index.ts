@@ -8,17 +8,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { addon, NativeLoaded } from '../../binding/native';
-import { FisherLensError } from '../../util/errors';
+import { FisherLensError, invalidArgument } from '../../util/errors';
 import { runOp, OpOptions } from '../../binding/op';
 import { Tensor } from '../../binding/tensor';
 import { Dataset } from './dataset';
-import { ensureDir, removeStaleTemps, track, untrack } from '../../util/files';
+import { AtomicFile, ensureDir, removeStaleTemps } from '../../util/files';
 import { AUGMENT_OPTIONS, SYNTHETIC_OPTIONS } from '../options';
 import { parseOptions } from '../../util/schema';
 
 export { Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation } from './dataset';
 
-const data = addon;
 
 /**
  * Writes one float32 .npy file of a known total shape: the header first, then rows in order, into
@@ -28,9 +27,8 @@ const data = addon;
  * The reader is {@link loadNpy} / native/data.cc.
  */
 export class NpyWriter {
-  private fd: number;
+  private readonly out: AtomicFile;
   private written = 0;
-  private readonly tmp: string;
   constructor(readonly file: string, readonly shape: number[]) {
     const dims = shape.join(', ') + (shape.length === 1 ? ',' : '');
     let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
@@ -43,58 +41,48 @@ export class NpyWriter {
     const dir = path.dirname(path.resolve(file));
     ensureDir(dir);
     removeStaleTemps(dir, path.basename(file));
-    this.tmp = `${file}.tmp-${process.pid}`;
-    fs.rmSync(this.tmp, { force: true });
-    try {
-      // append mode: native appends (by path) and appendValues both go to the end
-      this.fd = fs.openSync(this.tmp, 'ax');
-    } catch (e) {
-      throw new FisherLensError('ERR_IO', `cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    track(this.tmp);
-    fs.writeSync(this.fd, Buffer.concat([pre, Buffer.from(header, 'latin1')]));
+    // append mode: native appends (by path) and appendValues both go to the end
+    this.out = new AtomicFile(file, { append: true });
+    this.out.write(Buffer.concat([pre, Buffer.from(header, 'latin1')]));
   }
   /** Appends a float tensor's rows as float32 (one native op). */
   async append(t: Tensor, opts: OpOptions = {}): Promise<void> {
-    this.written += await runOp(opts, (ctl) => data().appendNpy(this.tmp, t.native, ctl));
+    this.written += await runOp(opts, (ctl) => addon().appendNpy(this.out.tmp, t.native, ctl));
   }
   /** Appends float32 values that are already in JavaScript. */
   appendValues(a: Float32Array): void {
-    fs.writeSync(this.fd, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.out.write(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     this.written += a.length;
   }
   /** Checks the element count and renames the file into place. */
   close(): void {
-    fs.closeSync(this.fd);
     const want = this.shape.reduce((a, b) => a * b, 1);
     if (this.written !== want) {
       this.abort();
       throw new FisherLensError('ERR_IO', `${this.file}: wrote ${this.written} of ${want} values`);
     }
-    try {
-      fs.renameSync(this.tmp, this.file);
-    } catch (e) {
-      this.abort();
-      throw new FisherLensError('ERR_IO', `cannot write ${this.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    untrack(this.tmp);
+    this.out.commit();
   }
+  /** Removes the partial file (nothing appears at `file`). */
   abort(): void {
-    try { fs.closeSync(this.fd); } catch { /* already closed */ }
-    fs.rmSync(this.tmp, { force: true });
-    untrack(this.tmp);
+    this.out.abort();
   }
 }
 
+/** The halves of a dataset with a train/test split. */
+export const SPLITS = ['train', 'test'] as const;
 /** Which half of a dataset with a train/test split. */
-export type Split = 'train' | 'test';
+export type Split = typeof SPLITS[number];
+
+/** What a `--data` spec (and {@link loadData}'s `spec`) may be, in words: the CLI's help and the loader's error say it. */
+export const DATA_SPECS = 'fashion-mnist[:<dir>], mnist:<dir>, cifar10:<dir>, cifar100:<dir>, synthetic[:gaussian|linear], a dataset directory or an .npy images file';
 
 /** Debian's python3-fashion-mnist / dataset package location. */
 export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 
 function checkSplit(split: string | undefined): Split {
   const s = split ?? 'train';
-  if (s !== 'train' && s !== 'test') throw new FisherLensError('ERR_ARG', `split must be 'train' or 'test', got '${s}'`);
+  if (s !== 'train' && s !== 'test') throw invalidArgument('split', `one of ${SPLITS.join(', ')}`, s);
   return s;
 }
 
@@ -116,7 +104,7 @@ async function idx(dir: string, split: Split, name: string, opts: OpOptions): Pr
   const prefix = split === 'train' ? 'train' : 't10k';
   const img = findFile(dir, [`${prefix}-images-idx3-ubyte.gz`, `${prefix}-images-idx3-ubyte`, `${prefix}-images.idx3-ubyte`], name);
   const lbl = findFile(dir, [`${prefix}-labels-idx1-ubyte.gz`, `${prefix}-labels-idx1-ubyte`, `${prefix}-labels.idx1-ubyte`], name);
-  const r = await runOp(opts, (ctl) => data().loadIdx(img, lbl, 10, ctl));
+  const r = await runOp(opts, (ctl) => addon().loadIdx(img, lbl, 10, ctl));
   return toDataset(r, `${name}/${split}`);
 }
 
@@ -158,7 +146,7 @@ export async function cifar10(dir: string, split: Split = 'train', opts: OpOptio
   const files = checkSplit(split) === 'train'
     ? [1, 2, 3, 4, 5].map((i) => findFile(d, [`data_batch_${i}.bin`], 'cifar10'))
     : [findFile(d, ['test_batch.bin'], 'cifar10')];
-  return toDataset(await runOp(opts, (ctl) => data().loadCifar(files, 10, false, ctl)), `cifar10/${split}`);
+  return toDataset(await runOp(opts, (ctl) => addon().loadCifar(files, 10, false, ctl)), `cifar10/${split}`);
 }
 
 /**
@@ -169,7 +157,7 @@ export async function cifar100(dir: string, split: Split = 'train', opts: { labe
   const d = cifarDir(dir, 'cifar-100-binary');
   const file = findFile(d, [checkSplit(split) === 'train' ? 'train.bin' : 'test.bin'], 'cifar100');
   const coarse = opts.labels === 'coarse';
-  return toDataset(await runOp(opts, (ctl) => data().loadCifar([file], 100, coarse, ctl)), `cifar100/${split}`);
+  return toDataset(await runOp(opts, (ctl) => addon().loadCifar([file], 100, coarse, ctl)), `cifar100/${split}`);
 }
 
 /** Sibling label files tried when loadNpy gets no labels path: x.npy → y.npy, images.npy → labels.npy. */
@@ -194,12 +182,12 @@ function guessLabels(xPath: string): string | undefined {
 export async function loadNpy(xPath: string, yPath?: string, opts: { numClasses?: number } & OpOptions = {}): Promise<Dataset> {
   const yp = yPath ?? guessLabels(xPath);
   if (!yp) {
-    throw new FisherLensError('ERR_ARG', `loadNpy('${xPath}'): no labels given and no sibling labels file (y.npy, labels.npy) found; pass the labels .npy`);
+    throw invalidArgument(`loadNpy('${xPath}'): the labels`, 'a labels .npy (none given, and no sibling labels file y.npy or labels.npy found)', yPath);
   }
-  const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(xPath, 'images', ctl)));
+  const x = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(xPath, 'images', ctl)));
   let y: Tensor;
   try {
-    y = new Tensor(await runOp(opts, (ctl) => data().loadNpy(yp, 'labels', ctl)));
+    y = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(yp, 'labels', ctl)));
   } catch (e) {
     x.dispose();
     throw e;
@@ -227,7 +215,7 @@ export type { SyntheticOptions };
 /** A synthetic dataset with known structure (for tests and demos); seeded. */
 export async function synthetic(opts: SyntheticOptions & OpOptions = {}): Promise<Dataset> {
   const o = parseOptions('synthetic', SYNTHETIC_OPTIONS, opts) as Required<SyntheticOptions>;
-  const r = await runOp(opts, (ctl) => data().synthetic(o, ctl));
+  const r = await runOp(opts, (ctl) => addon().synthetic(o, ctl));
   return toDataset(r, `synthetic-${o.kind}`);
 }
 
@@ -247,9 +235,9 @@ export interface AugmentOptions {
  */
 export async function augment(x: Tensor, opts: AugmentOptions & OpOptions = {}): Promise<Tensor> {
   const seed = opts.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0) throw new FisherLensError('ERR_ARG', `augment: seed must be a non-negative integer, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0) throw invalidArgument("augment option 'seed'", 'a non-negative integer', seed);
   const { pad, flip } = parseOptions('augment', AUGMENT_OPTIONS, opts) as { pad: number; flip: boolean };
-  return new Tensor(await runOp(opts, (ctl) => data().augment(x.native, seed, pad, flip, ctl)));
+  return new Tensor(await runOp(opts, (ctl) => addon().augment(x.native, seed, pad, flip, ctl)));
 }
 
 function isDir(p: string): boolean {
@@ -319,10 +307,10 @@ export async function loadData(spec: string, opts: LoadDataOptions = {}): Promis
  */
 export async function loadImages(spec: string, opts: Omit<LoadDataOptions, 'labels' | 'numClasses'> = {}): Promise<Tensor> {
   if (!isDir(spec) && fs.existsSync(spec) && isNpy(spec)) {
-    const x = new Tensor(await runOp(opts, (ctl) => data().loadNpy(spec, 'images', ctl)));
+    const x = new Tensor(await runOp(opts, (ctl) => addon().loadNpy(spec, 'images', ctl)));
     if (!opts.device || opts.device === 'cpu') return x;
     try {
-      return new Tensor(await runOp(opts, (ctl) => data().tensorTo(x.native, opts.device!, ctl)));
+      return new Tensor(await runOp(opts, (ctl) => addon().tensorTo(x.native, opts.device!, ctl)));
     } finally {
       x.dispose();
     }
@@ -341,17 +329,17 @@ async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset
     case 'fashion-mnist':
       return fashionMnist({ ...opts, split, dir: rest || undefined });
     case 'mnist':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data mnist needs a directory: 'mnist:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'mnist:<dir> (the folder of its IDX files)', spec);
       return mnist(rest, { ...opts, split });
     case 'cifar10':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data cifar10 needs a directory: 'cifar10:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'cifar10:<dir> (the folder of its binary batches)', spec);
       return cifar10(rest, split, { signal: opts.signal, onProgress: opts.onProgress });
     case 'cifar100':
-      if (!rest) throw new FisherLensError('ERR_ARG', `--data cifar100 needs a directory: 'cifar100:<dir>'`);
+      if (!rest) throw invalidArgument('--data', 'cifar100:<dir> (the folder of its binary files)', spec);
       return cifar100(rest, split, { signal: opts.signal, onProgress: opts.onProgress });
     case 'synthetic': {
       const kind = rest || 'gaussian';
-      if (kind !== 'gaussian' && kind !== 'linear') throw new FisherLensError('ERR_ARG', `synthetic kind must be gaussian or linear, got '${kind}'`);
+      if (kind !== 'gaussian' && kind !== 'linear') throw invalidArgument('--data synthetic:<kind>', 'gaussian or linear', kind);
       return synthetic({ ...opts, kind, seed: split === 'train' ? 0 : 1 });
     }
     default:
@@ -363,13 +351,11 @@ async function loadDataCpu(spec: string, opts: LoadDataOptions): Promise<Dataset
     if (kind === 'idx') return idx(spec, split, name, opts);
     if (kind === 'cifar10') return cifar10(spec, split, { signal: opts.signal, onProgress: opts.onProgress });
     if (kind === 'cifar100') return cifar100(spec, split, { signal: opts.signal, onProgress: opts.onProgress });
-    throw new FisherLensError('ERR_ARG', `--data '${spec}': the directory holds no IDX (train-images-idx3-ubyte[.gz]), ` +
-      'cifar-10-batches-bin or cifar-100-binary files');
+    throw invalidArgument('--data', 'a dataset directory holding IDX (train-images-idx3-ubyte[.gz]), cifar-10-batches-bin or cifar-100-binary files', spec);
   }
   if (fs.existsSync(spec)) {
     if (isNpy(spec)) return loadNpy(spec, opts.labels, opts);
     throw new FisherLensError('ERR_FORMAT', `--data '${spec}': not an .npy file (no \\x93NUMPY magic)`);
   }
-  throw new FisherLensError('ERR_ARG', `--data '${spec}': expected fashion-mnist[:<dir>], mnist:<dir>, cifar10:<dir>, ` +
-    'cifar100:<dir>, synthetic[:gaussian|linear], a dataset directory or an existing .npy file');
+  throw invalidArgument('--data', `${DATA_SPECS} (an existing one)`, spec);
 }
