@@ -347,7 +347,7 @@ maybe('SIGTERM: the worker stops at the end of the epoch, the run goes back to t
   t.regex(sub.stderr, /fisherlens: enqueued; follow with `fisherlens status --queue URL`/);
   await whenActive(url, 0, () => w1.stderr());
   w1.proc.kill('SIGTERM');
-  t.is(await w1.exit, 130, w1.stderr());
+  t.is(await w1.exit, 143, w1.stderr());
   t.regex(w1.stderr(), /stopped mlp_natural_seed0 with its checkpoint; back in the queue/);
   const st = (await queueStatus(url, 'term'))[0];
   t.is(st.state, 'waiting');
@@ -434,6 +434,9 @@ test('the Slurm script runs the run of its array index with the local runner, an
   t.regex(text, /^#SBATCH --job-name=fisherlens-slurm$/m);
   t.regex(text, /^#SBATCH --gres=gpu:1$/m);
   t.regex(text, /^#SBATCH --time=01:00:00$/m);
+  // preemption: the signal ahead of the time limit, to the batch shell that execs fisherlens, and requeue
+  t.regex(text, /^#SBATCH --signal=B:TERM@120$/m);
+  t.regex(text, /^#SBATCH --requeue$/m);
   const env = { FISHERLENS_EXECUTOR: fakeModule, SLURM_ARRAY_TASK_ID: '2' };
   const task = await bash(script, env);
   t.is(task.status, 0, task.stderr);
@@ -447,4 +450,41 @@ test('the Slurm script runs the run of its array index with the local runner, an
   const inj = await runCli(['run', cfgFile, '--out', out, '--slurm', script, '--slurm-args', 'echo hi']);
   t.is(inj.status, 1);
   t.regex(inj.stderr, /^fisherlens: ERR_ARG: --slurm-args: expected sbatch options/);
+});
+
+maybe('retention removes ended jobs by count; queue clean removes the rest; status still reports every run from its folder; enqueuing again adds nothing', async (t) => {
+  const url = dbUrl();
+  const dir = tmp('keep');
+  const out = path.join(dir, 'runs');
+  const cfg = fakeConfig('keep', 1);
+  const w = fakeWorker(url, { roots: [dir] });
+  const r = await runExperiment(cfg, { out, queue: { url, pollMs: 100, keepCompleted: { count: 1 } } });
+  w.stop();
+  await w.done;
+  t.deepEqual(r.runs.map((x) => x.status), ['finished', 'finished', 'finished', 'finished']);
+  // BullMQ keeps the newest `count` completed jobs
+  const left = (await jobsOf(url)).map((j) => j.data.runId);
+  t.is(left.length, 1, `jobs left: ${left}`);
+  const st = await queueStatus(url, 'keep');
+  t.deepEqual(st.map((s) => [s.runId, s.state]), r.runs.map((x) => [x.id, 'finished']));
+  t.is(st.filter((s) => s.source === 'folder').length, 3);
+  t.true(st.filter((s) => s.source === 'folder').every((s) => s.epochs === 1 && s.out === out));
+  // queue clean removes the last one, and says which
+  const c = await runCli(['queue', 'clean', '--queue', url, '--json']);
+  t.is(c.status, 0, c.stderr);
+  t.deepEqual(JSON.parse(c.stdout).failed, []);
+  t.is(JSON.parse(c.stdout).completed.length, 1);
+  t.true((JSON.parse(c.stdout).completed[0] as string).endsWith(`__${left[0]}`));
+  t.is((await jobsOf(url)).length, 0);
+  const s = await runCli(['status', '--queue', url, 'keep']);
+  t.is(s.stdout.trim().split('\n').filter((l) => /\sfinished .*job removed; from its run folder/.test(l)).length, 4, s.stdout);
+  // enqueuing again: the finished runs are not added
+  const again = await runExperiment(cfg, { out, queue: { url, detach: true } });
+  t.deepEqual(again.runs.map((x) => x.status), ['skipped', 'skipped', 'skipped', 'skipped']);
+  t.is((await jobsOf(url)).length, 0);
+  // a wrong retention is a usage error naming the flag
+  const bad = await runCli(['run', path.join(dir, 'nope.json'), '--queue', url, '--keep-completed', '7x']);
+  t.regex(bad.stderr, /ERR_ARG: --keep-completed: expected AGE \(90s, 30m, 12h, 7d\), COUNT/);
+  const bad2 = await runCli(['queue', 'clean', '--queue', url, '--older-than', 'soon']);
+  t.regex(bad2.stderr, /ERR_ARG: --older-than: expected an age/);
 });

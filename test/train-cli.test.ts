@@ -4,6 +4,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
+import { spawn } from 'child_process';
+import { Model } from '../lib';
 
 const run = promisify(execFile);
 const CLI = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
@@ -41,4 +43,53 @@ test('train CLI writes checkpoint + metrics.jsonl; attack CLI evaluates the chec
   t.is((bad as { code: number }).code, 1);
   t.regex((bad as { stderr: string }).stderr, /ERR_ARG/);
   fs.rmSync(dir, { recursive: true });
+});
+
+/**
+ * Preemption of `fisherlens train` (issue 26): SIGTERM inside an epoch checkpoints at the next
+ * batch boundary and exits 143; kill -9 loses only the batches since the last mid-epoch
+ * checkpoint (--checkpoint-every 5b). Either way `--resume` ends with the same non-timing history
+ * (train loss and accuracy, probe accuracy, cross-entropy and Fisher norms of the final weights)
+ * as an uninterrupted run: exact, the same binary replaying the same float operations.
+ */
+test('train: SIGTERM mid-epoch exits 143 with a mid-epoch checkpoint, kill -9 loses only the batches since the last one; both resume identically', async (t) => {
+  const base = ['train', '--model', 'mlp', '--data', 'fashion-mnist', '--subset', '1500', '--epochs', '1', '--method', 'trades', '--steps', '3',
+    '--lr', '0.05', '--momentum', '0.9', '--batch-size', '10', '--probe-size', '64', '--seed', '7', '--json'];
+  const stable = (stdout: string) => (JSON.parse(stdout) as { history: Record<string, number>[] }).history.map(({ seconds: _s, samplesPerSec: _p, ...rest }) => rest);
+  const ref = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pre-'));
+  const full = await run('node', [CLI, ...base, '--out', ref]);
+  const meta = async (dir: string) => {
+    return (await Model.loadCheckpoint(path.join(dir, 'checkpoint.pt'))).checkpointMeta as { epoch: number; batch?: number };
+  };
+  for (const [sig, extra] of [['SIGTERM', []], ['SIGKILL', ['--checkpoint-every', '5b']]] as const) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pre-'));
+    const p = spawn('node', [CLI, ...base, '--out', dir, ...extra]);
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    p.stdout.resume();
+    // a point inside epoch 1 (150 batches of 10): its first batch (SIGTERM), or its first mid-epoch
+    // checkpoint (kill -9)
+    await new Promise<void>((resolve) => {
+      const iv = setInterval(() => {
+        if (sig === 'SIGTERM' ? !err.includes('epoch 1 1/150') : !fs.existsSync(path.join(dir, 'checkpoint.pt'))) return;
+        clearInterval(iv);
+        resolve();
+      }, 5);
+    });
+    p.kill(sig);
+    const code = await new Promise<number | null>((resolve) => p.on('close', (c) => resolve(c)));
+    const m = await meta(dir);
+    if (sig === 'SIGTERM') {
+      t.is(code, 143, err);
+      t.regex(err, /SIGTERM: checkpointing at the next batch boundary/);
+    }
+    t.true(m.epoch === 0 && m.batch !== undefined && m.batch > 0 && m.batch < 150, `${sig}: checkpoint at ${JSON.stringify(m)}`);
+    if (sig === 'SIGKILL') t.is(m.batch! % 5, 0);
+    const resumed = await run('node', [CLI, ...base, '--out', dir, '--resume', ...extra]);
+    t.deepEqual(stable(resumed.stdout), stable(full.stdout), sig);
+    fs.rmSync(dir, { recursive: true });
+  }
+  const bad = await run('node', [CLI, ...base, '--checkpoint-every', '5 min']).catch((e: { code: number; stderr: string }) => e);
+  t.regex((bad as { stderr: string }).stderr, /ERR_ARG: --checkpoint-every: expected a number of batches such as 500b/);
+  fs.rmSync(ref, { recursive: true });
 });

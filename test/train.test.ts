@@ -180,6 +180,61 @@ test('abort stops within a batch and leaves the last checkpoint intact', async (
   fs.rmSync(dir, { recursive: true });
 });
 
+/**
+ * Mid-epoch preemption (issue 26): a run stopped inside an epoch and resumed from its checkpoint
+ * ends with the same weights, optimiser state and non-timing metrics as an uninterrupted one.
+ * TRADES with SGD momentum and crop/flip augmentation, so the data order, augmentation draws,
+ * attack starts and momentum buffers all have to come back. Exact equality: the same binary on
+ * the same machine replays the same float operations.
+ */
+async function midEpochMatches(t: import('ava').ExecutionContext, stop: { at: [number, number]; how: 'graceful' | 'abort'; every?: string; savedAt: number }): Promise<void> {
+  const data = await trainSet.take(600); // 6 batches of 100 per epoch
+  const opts: TrainOptions = {
+    method: 'trades', batchSize: 100, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, attack: { epsilon: 0.1, stepSize: 0.04, steps: 2, beta: 1 },
+    augment: { cropPad: 2, flip: true }, seed: 5, probe, probeSize: 64, checkpointEvery: stop.every ?? 'off',
+  };
+  const a = tmp(), b = tmp();
+  const m1 = Model.create(MLP);
+  await m1.save(path.join(a, 'init.pt'));
+  const m2 = Model.create(MLP);
+  await m2.loadState(path.join(a, 'init.pt'));
+  const full = await train(m1, data, { ...opts, epochs: 3, outDir: a });
+  const ac = new AbortController();
+  const p = train(m2, data, {
+    ...opts, epochs: 3, outDir: b, ...(stop.how === 'graceful' ? { stopAtBatch: ac.signal } : { signal: ac.signal }),
+    onEvent: (e) => { if (e.type === 'batch' && e.epoch === stop.at[0] && e.batch === stop.at[1]) ac.abort(); },
+  });
+  await t.throwsAsync(p, { code: 'ERR_ABORTED' } as never);
+  const meta = (await Model.loadCheckpoint(path.join(b, 'checkpoint.pt'))).checkpointMeta as { epoch: number; batch?: number };
+  t.deepEqual([meta.epoch, meta.batch], [stop.at[0] - 1, stop.savedAt], 'the checkpoint is inside the epoch');
+  const m3 = Model.create(MLP); // other initial weights: resume must replace them
+  const resumed = await train(m3, data, { ...opts, epochs: 3, outDir: b, resume: true });
+  t.deepEqual(stable(resumed.history), stable(full.history));
+  t.deepEqual(await logits(m3, probe.images.slice(0, 16)), await logits(m1, probe.images.slice(0, 16)));
+  // the optimiser state too: one more epoch from each checkpoint gives the same weights
+  const m4 = Model.create(MLP), m5 = Model.create(MLP);
+  await train(m4, data, { ...opts, epochs: 4, outDir: a, resume: true });
+  await train(m5, data, { ...opts, epochs: 4, outDir: b, resume: true });
+  t.deepEqual(await logits(m5, probe.images.slice(0, 16)), await logits(m4, probe.images.slice(0, 16)));
+  fs.rmSync(a, { recursive: true });
+  fs.rmSync(b, { recursive: true });
+}
+
+test.serial('a graceful stop inside an epoch checkpoints at the next batch boundary and resumes identically', async (t) => {
+  // stopped during batch 3 of epoch 2: the checkpoint holds 3 batches of epoch 2
+  await midEpochMatches(t, { at: [2, 3], how: 'graceful', savedAt: 3 });
+});
+
+test.serial('an abrupt stop inside an epoch loses only the batches since the last mid-epoch checkpoint, and resumes identically', async (t) => {
+  // checkpoints after batches 2 and 4; aborted during batch 5 of epoch 2: resumes after batch 4
+  await midEpochMatches(t, { at: [2, 5], how: 'abort', every: '2b', savedAt: 4 });
+});
+
+test('checkpointEvery is validated', async (t) => {
+  const m = Model.create(MLP);
+  await t.throwsAsync(train(m, trainSet, { method: 'natural', epochs: 1, checkpointEvery: '5 minutes' }), { code: 'ERR_ARG', message: /checkpointEvery: expected a number of batches such as 500b, seconds such as 300s, or off/ } as never);
+});
+
 test.serial('adversarial training keeps the Fisher norm far below natural training after the same epochs', async (t) => {
   const run = async (method: 'natural' | 'pgd-at' | 'trades') => {
     manualSeed(11);

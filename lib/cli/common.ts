@@ -262,7 +262,52 @@ async function modelOnly(s: string, device: string, opts: { defaults?: Partial<M
  * 3 some runs failed (the others finished; see <run>/error.json); 130 interrupted (SIGINT/SIGTERM:
  * finished runs are kept, the current one resumes from its checkpoint on the next call).
  */
-export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130, terminated: 143 } as const;
+
+/**
+ * SIGTERM/SIGINT for preemptible work (train, run): the first signal aborts `stop`, asking for a
+ * checkpoint at the next batch boundary; if the work has not ended `graceSec` seconds later the
+ * process exits with what its last checkpoint holds; a second signal exits at once. The exit code
+ * is 143 after SIGTERM (Slurm, Kubernetes, spot instances), 130 after SIGINT. With `sigint`, a
+ * first SIGINT (Ctrl-C) instead aborts that controller (stop after the current step, the way
+ * interactive commands stop; works with executors that know no batch boundaries).
+ */
+export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+  const stop = new AbortController();
+  let code: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (code !== undefined) {
+      log(`fisherlens: ${sig} again, exiting now`);
+      process.exit(code);
+    }
+    code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
+    if (sig === 'SIGINT' && sigint) {
+      log(`\nfisherlens: ${sig}: ${sigint.what}`);
+      sigint.controller.abort();
+    } else {
+      log(`\nfisherlens: ${sig}: ${what} (within ${graceSec} s; again: exit at once)`);
+      stop.abort();
+    }
+    timer = setTimeout(() => {
+      log(`fisherlens: the ${graceSec} s grace is over: exiting with the last checkpoint`);
+      process.exit(code);
+    }, graceSec * 1000);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    stop, exitCode: () => code,
+    dispose: () => { clearTimeout(timer); process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
+}
+
+/** --grace SECONDS: a number ≥ 0. */
+export function graceArg(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw invalidArgument('--grace', 'seconds ≥ 0', v);
+  return n;
+}
 
 /**
  * The one SIGINT/SIGTERM handling of the CLI: the k-th signal aborts `stages[k]`'s signal and logs

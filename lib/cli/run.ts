@@ -1,6 +1,8 @@
+import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } from '../science/options';
+import { RETENTION, KeepJobs, parseKeep } from '../experiment/queue-jobs';
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController } from './common';
+import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg } from './common';
 import { MAX_RUNS } from '../experiment/config';
 import { runExperiment } from '../experiment/runner';
 import { planExperiment, ExperimentResult } from '../experiment/plan';
@@ -13,14 +15,21 @@ import { slurmCommand } from './queue';
 export function finish(result: ExperimentResult): void {
   const pending = result.runs.filter((r) => r.status === 'pending' || r.status === 'aborted').length;
   log(`fisherlens: ${result.finished} run(s) finished now, ${result.skipped} earlier, ${result.failed} failed${pending ? `, ${pending} left (interrupted)` : ''}; runs in ${result.out}`);
-  if (result.aborted) process.exitCode = EXIT.interrupted;
+  if (result.aborted) process.exitCode = stopCode ?? EXIT.interrupted;
   else if (result.failed > 0) process.exitCode = EXIT.runsFailed;
 }
+
+/** The exit code the last signal asked for (143 after SIGTERM, 130 after SIGINT). */
+let stopCode: number | undefined;
 
 export interface SweepCliOptions {
   out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
+  /** With --queue: how long Redis keeps finished and failed jobs ('AGE', 'COUNT' or 'AGE,COUNT'; queue-jobs.ts RETENTION). */
+  keepCompleted?: string; keepFailed?: string;
+  /** Local runs: mid-epoch checkpoints ('500b', '300s', 'off') and the SIGTERM grace in s. */
+  checkpointEvery?: string; grace?: string;
   /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
   reevaluate?: boolean;
 }
@@ -29,21 +38,38 @@ export interface SweepCliOptions {
 export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
   const executor = o.queue ? undefined : executorFromEnv();
   const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
-  const { controller, dispose } = interruptController(o.queue ? 'stopped following the sweep; its runs go on in the queue (fisherlens status --queue URL)' : undefined);
+  if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
+  // a queue sweep: a signal stops following; a local one: the current run checkpoints at its next
+  // batch boundary and the process exits within the grace (143 after SIGTERM)
+  // (SIGINT, Ctrl-C: stop after the current step as before)
+  const local = new AbortController();
+  const pre = o.queue ? undefined : preemptController(o.grace !== undefined ? graceArg(o.grace) : GRACE_DEFAULT_SEC,
+    'the current run checkpoints at its next batch boundary; finished runs are kept and the same command resumes',
+    { what: 'stopping after the current step; finished runs are kept and the current run resumes from its checkpoint when you run the same command again', controller: local });
+  const { controller, dispose } = o.queue ? interruptController('stopped following the sweep; its runs go on in the queue (fisherlens status --queue URL)')
+    : { controller: local, dispose: () => pre!.dispose() };
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
+      stopAtBatch: pre?.stop.signal, checkpointEvery: o.checkpointEvery,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,
-      ...(o.queue ? { queue: { url: o.queue, detach: Boolean(o.detach) } } : {}),
+      ...(o.queue ? { queue: {
+        url: o.queue, detach: Boolean(o.detach),
+        ...(o.keepCompleted !== undefined ? { keepCompleted: parseKeep('--keep-completed', o.keepCompleted) } : {}),
+        ...(o.keepFailed !== undefined ? { keepFailed: parseKeep('--keep-failed', o.keepFailed) } : {}),
+      } } : {}),
     });
+    stopCode = pre?.exitCode();
     return result;
   } finally {
     progress.stop();
     dispose();
   }
 }
+
+const keepText = (k: Required<KeepJobs>) => `${k.age / 86400}d,${k.count}`;
 
 /** `fisherlens run CONFIG`: trains and evaluates every run of a config (skips finished, resumes unfinished). */
 export function register(program: Command): void {
@@ -63,6 +89,10 @@ export function register(program: Command): void {
   jsonOption(cmd)
     .option('--queue <url>', `enqueue the unfinished runs on BullMQ/Redis (${QUEUE_URL}) for \`fisherlens worker\`s, and follow them`)
     .option('--detach', 'with --queue: enqueue and return')
+    .option('--keep-completed <keep>', `with --queue: how long Redis keeps finished jobs: AGE (90s, 12h, 7d), COUNT or AGE,COUNT (default ${keepText(RETENTION.completed)}; run folders stay)`)
+    .option('--keep-failed <keep>', `with --queue: how long Redis keeps failed jobs and their reasons (default ${keepText(RETENTION.failed)})`)
+    .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: the config's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
+    .option('--grace <seconds>', `on SIGTERM/SIGINT: the current run checkpoints at its next batch boundary and the process exits (143 after SIGTERM) within this many seconds (default ${GRACE_DEFAULT_SEC})`)
     .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
     .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
@@ -73,6 +103,7 @@ export function register(program: Command): void {
         return;
       }
       if (o.detach && !o.queue) throw invalidArgument('--detach', '--queue with it');
+      if ((o.keepCompleted !== undefined || o.keepFailed !== undefined) && !o.queue) throw invalidArgument('--keep-completed/--keep-failed', '--queue with them');
       if (o.dryRun) {
         const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: posInt('max-runs', o.maxRuns) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },

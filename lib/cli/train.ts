@@ -6,11 +6,11 @@ import { FisherLensError, invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
 import {
-  action, choice, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
+  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
 } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
-import { OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS } from '../science/options';
+import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseCheckpointEvery } from '../science/options';
 import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions extends WeightsCliOptions {
@@ -45,6 +45,8 @@ interface TrainCliOptions extends WeightsCliOptions {
   nonRobustPairs?: string;
   out?: string;
   resume?: boolean;
+  checkpointEvery: string;
+  grace: string;
   device: string;
   json?: boolean;
 }
@@ -97,6 +99,8 @@ export function register(program: Command): void {
     .option('--non-robust-pairs <n>', 'CCKL non-robust fraction per epoch from n sampled pairs (slow)')
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
+    .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC))
     .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads');
   deviceOption(cmd);
   jsonOption(cmd)
@@ -108,6 +112,8 @@ export function register(program: Command): void {
       if (o.exportWeights !== undefined && !fs.existsSync(path.dirname(path.resolve(o.exportWeights)))) {
         throw new FisherLensError('ERR_IO', `--export-weights: folder ${path.dirname(path.resolve(o.exportWeights))} does not exist`);
       }
+      const checkpointEvery = parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
+      const grace = graceArg(o.grace);
       let opts: TrainOptions = { method: 'natural' };
       if (o.preset !== undefined) {
         opts = JSON.parse(JSON.stringify(presets[choice('preset', Object.keys(presets) as PresetName[], o.preset)])) as TrainOptions;
@@ -148,18 +154,32 @@ export function register(program: Command): void {
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
+      const pre = preemptController(grace, o.out ? `checkpointing at the next batch boundary into ${o.out}; --resume continues from it` : 'stopping at the next batch boundary (no --out: nothing is kept)');
+      let progress = new Progress('epoch 1');
       log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
         `${model.parameterCount} parameters, ${opts.epochs ?? TRAIN_OPTIONS.epochs.default} epochs${o.out ? `, writing ${o.out}` : ''}`);
-      let progress = new Progress('epoch 1');
-      const r = await train(model, trainSet, {
-        ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
-        onEvent: (e) => {
-          if (e.type === 'batch') {
-            if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
-            progress.update(e.batch, e.batches, `loss ${e.loss.toFixed(3)} acc ${(100 * e.accuracy).toFixed(1)}% ${e.samplesPerSec.toFixed(0)} img/s`);
-          } else log(epochLine(e));
-        },
-      });
+      let r;
+      try {
+        r = await train(model, trainSet, {
+          ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
+          checkpointEvery, stopAtBatch: pre.stop.signal,
+          onEvent: (e) => {
+            if (e.type === 'batch') {
+              if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);
+              progress.update(e.batch, e.batches, `loss ${e.loss.toFixed(3)} acc ${(100 * e.accuracy).toFixed(1)}% ${e.samplesPerSec.toFixed(0)} img/s`);
+            } else log(epochLine(e));
+          },
+        });
+      } catch (e) {
+        if (pre.stop.signal.aborted && (e as { code?: string }).code === 'ERR_ABORTED') {
+          log(`fisherlens: train stopped${o.out ? `; its checkpoint is in ${o.out}: run the same command with --resume to continue` : ''}`);
+          process.exitCode = pre.exitCode();
+          return;
+        }
+        throw e;
+      } finally {
+        pre.dispose();
+      }
       if (o.exportWeights !== undefined) {
         await model.exportWeights(o.exportWeights);
         log(`train: weights written to ${o.exportWeights} (PyTorch state dict, ${/\.safetensors$/i.test(o.exportWeights) ? 'safetensors' : 'zip .pt'})`);

@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
-  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions,
+  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions, parseCheckpointEvery,
 } from '../science/options';
 import type { OptionDecl } from '../util/schema';
 import type { AttackKind, AttackNorm, AttackParams } from '../science/attacks';
@@ -118,6 +118,9 @@ export const TrainSchema = z.object({
   method: z.enum(METHODS),
   epochs: nonNegInt.default(5),
   batchSize: posInt.default(128),
+  /** Checkpoints inside an epoch too: every N batches ('500b') or S seconds ('300s'), or 'off' (default: options.ts CHECKPOINT_EVERY_DEFAULT). */
+  checkpointEvery: z.string().refine((v) => { try { parseCheckpointEvery('checkpointEvery', v); return true; } catch { return false; } },
+    { message: "expected a number of batches such as 500b, seconds such as 300s, or 'off'" }).optional(),
   /** Stop each epoch after this many batches (smoke tests of large configs). */
   maxBatches: posInt.optional(),
   optimizer: OptimizerSchema.default({}),

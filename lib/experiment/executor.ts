@@ -38,6 +38,10 @@ export interface RunContext {
   /** True when dir holds a checkpoint to continue from (training resumes; finished epochs are kept). */
   resume: boolean;
   signal?: AbortSignal;
+  /** Graceful stop: training checkpoints at its next batch boundary; the run then stops with ERR_ABORTED. */
+  stopAtBatch?: AbortSignal;
+  /** Mid-epoch checkpoints ('500b', '300s', 'off'), overriding run.train.checkpointEvery. */
+  checkpointEvery?: string;
   progress(p: RunProgress): void;
   /** Called after each epoch with the record that was appended to metrics.jsonl. */
   epoch(record: EpochRecord): void;
@@ -71,6 +75,10 @@ export interface ScienceTrainOptions<D> {
   /** Continue from dir.checkpoint (its epoch count, optimizer and schedule state). */
   resume: boolean;
   signal?: AbortSignal;
+  /** Graceful stop at the next batch boundary, with a checkpoint (ERR_ABORTED). */
+  stopAtBatch?: AbortSignal;
+  /** Mid-epoch checkpoints ('500b', '300s', 'off'; default config.checkpointEvery, else every 300 s). */
+  checkpointEvery?: string;
   onBatch(e: TrainBatchEvent): void;
   /** After each epoch, once its EpochRecord is in metrics.jsonl. */
   onEpoch(r: EpochRecord): void;
@@ -155,6 +163,8 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
   return {
     async execute(ctx: RunContext): Promise<RunResult> {
       const { run, signal } = ctx;
+      // phase boundaries: an abort, or a graceful stop (the training's checkpoint is written)
+      const stopCheck = () => { checkAbort(signal); checkAbort(ctx.stopAtBatch); };
       const seed = run.seed;
       ctx.progress({ phase: 'load', fraction: 0 });
       const owned: (M | D)[] = [];
@@ -168,7 +178,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         }
         const testData = await science.loadData(run.data, 'test', { seed, device: run.device, signal });
         owned.push(testData);
-        checkAbort(signal);
+        stopCheck();
         const info = science.info(trainData);
         const testInfo = science.info(testData);
         const probe = run.data.probeSize > 0 ? await science.take(testData, Math.min(run.data.probeSize, testInfo.size)) : undefined;
@@ -193,6 +203,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         if (t.epochs > 0) {
           const trained = await science.train(model, trainData, {
             config: t, seed, device: run.device, probe, dir: ctx.dir, resume: ctx.resume, signal,
+            stopAtBatch: ctx.stopAtBatch, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
             onBatch: (e) => ctx.progress({
               phase: 'train', fraction: (((e.epoch - 1) * e.batches + e.batch) * methodCost(t)) / total,
               epoch: e.epoch, epochs: t.epochs, batch: e.batch, batches: e.batches, loss: e.loss, accuracy: e.accuracy,
@@ -202,7 +213,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           });
           if (trained !== model) { owned.push(trained); model = trained; }
         }
-        checkAbort(signal);
+        stopCheck();
 
         // Final evaluation on the test subset.
         const ev = run.eval;
@@ -212,20 +223,20 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         const named = attackNames(ev.attacks);
         const acc = await science.evaluate(model, evalData, named, { batchSize: ev.batchSize, seed, signal, onProgress: evalProgress });
         done += attackCost(run, testInfo.size);
-        checkAbort(signal);
+        stopCheck();
 
         ctx.progress({ phase: 'eval', step: 'fisher', fraction: done / total });
         const fisherData = await science.take(testData, Math.min(ev.fisher.samples, testInfo.size));
         if (fisherData !== testData) owned.push(fisherData);
         const f = await science.fisher(model, fisherData, { method: ev.fisher.method, iterations: ev.fisher.iterations, batchSize: Math.min(ev.batchSize, 128), signal });
         done += Math.min(ev.fisher.samples, testInfo.size) * info.numClasses / 64;
-        checkAbort(signal);
+        stopCheck();
 
         ctx.progress({ phase: 'eval', step: 'cckl', fraction: done / total });
         const ccklData = await science.take(testData, Math.min(ev.cckl.samples, testInfo.size));
         if (ccklData !== testData) owned.push(ccklData);
         const c = await science.cckl(model, ccklData, { pairs: ev.cckl.pairs, seed, batchSize: Math.min(ev.batchSize, 128), signal });
-        checkAbort(signal);
+        stopCheck();
 
         // pictures: the class heatmaps over the CCKL samples, the image grid of a few test images
         const picDir = path.join(ctx.dir.dir, FILES.pictures);

@@ -33,6 +33,10 @@ export interface RunExperimentOptions {
   device?: string;
   /** Aborts the sweep; the current run keeps its last checkpoint and resumes on the next call. */
   signal?: AbortSignal;
+  /** Graceful stop (SIGTERM): the current run checkpoints at its next batch boundary and the sweep stops. */
+  stopAtBatch?: AbortSignal;
+  /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'), overriding the config's train.checkpointEvery. */
+  checkpointEvery?: string;
   onEvent?: (e: ExperimentEvent) => void;
   /** Who trains and evaluates a run (default: the real one, science.ts defaultExecutor()). */
   executor?: RunExecutor;

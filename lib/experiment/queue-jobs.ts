@@ -27,6 +27,65 @@ export interface QueueOptions {
   attempts?: number;
   /** First retry delay of a transient failure in ms, doubled per attempt (default 10000). */
   backoffMs?: number;
+  /** How long Redis keeps finished jobs (default RETENTION.completed); their run folders stay. */
+  keepCompleted?: KeepJobs;
+  /** How long Redis keeps failed jobs and their reasons (default RETENTION.failed). */
+  keepFailed?: KeepJobs;
+}
+
+/**
+ * Retention of ended jobs in Redis (BullMQ's removeOnComplete/removeOnFail, applied when a later
+ * job of the queue ends): none older than `age` seconds, at most the newest `count`.
+ */
+export interface KeepJobs { age?: number; count?: number }
+
+/**
+ * The retention defaults, declared once (the CLI's --keep-completed/--keep-failed and their help
+ * read them): finished runs for 7 days or the newest 1000, failed ones (whose reasons `status`
+ * shows) for 30 days or the newest 5000. `status` reports runs whose jobs were removed from their
+ * run folders, so retention loses no result.
+ */
+export const RETENTION: { completed: Required<KeepJobs>; failed: Required<KeepJobs> } = {
+  completed: { age: 7 * 86400, count: 1000 },
+  failed: { age: 30 * 86400, count: 5000 },
+};
+
+const AGE_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** An age with a unit: '90s', '30m', '12h', '7d' → seconds; ERR_ARG naming the flag otherwise. */
+export function parseAge(flag: string, v: string): number {
+  const m = /^(\d+(?:\.\d+)?)([smhd])$/.exec(v.trim());
+  if (!m) throw invalidArgument(flag, 'an age such as 90s, 30m, 12h or 7d', v);
+  return Number(m[1]) * AGE_UNITS[m[2]];
+}
+
+/** A retention: 'AGE' (90s, 12h, 7d), 'COUNT' (a whole number) or both, 'AGE,COUNT'. */
+export function parseKeep(flag: string, v: string): KeepJobs {
+  const k: KeepJobs = {};
+  for (const part of v.split(',').map((x) => x.trim())) {
+    if (/^\d+$/.test(part)) {
+      if (k.count !== undefined) throw new FisherLensError('ERR_ARG', `${flag}: two counts in '${v}'`);
+      k.count = Number(part);
+    } else {
+      if (k.age !== undefined) throw new FisherLensError('ERR_ARG', `${flag}: two ages in '${v}'`);
+      try {
+        k.age = parseAge(flag, part);
+      } catch {
+        throw invalidArgument(flag, 'AGE (90s, 30m, 12h, 7d), COUNT (a whole number) or AGE,COUNT', v);
+      }
+    }
+  }
+  return k;
+}
+
+function checkKeep(name: string, k: KeepJobs | undefined, dflt: Required<KeepJobs>): KeepJobs {
+  if (k === undefined) return { ...dflt };
+  for (const [f, x] of Object.entries(k)) {
+    if (!['age', 'count'].includes(f) || typeof x !== 'number' || !Number.isFinite(x) || x < 0) {
+      throw invalidArgument(`${name}.${f}`, 'a number ≥ 0 (age in s, count of jobs)', x);
+    }
+  }
+  return { ...k };
 }
 
 /** The build a job was enqueued from (or a worker runs): numbers from different builds are not mixed. */
@@ -92,6 +151,8 @@ export interface QueueRunStatus {
   /** Attempts that ended in a (transient) failure so far. */
   attempts: number;
   out: string;
+  /** 'folder': its job was removed from Redis (retention, `queue clean`); the state is its run folder's. */
+  source?: 'folder';
 }
 
 /** bullmq and ioredis, loaded on first use (≈ 0.5 s): commands and sweeps without a queue never pay for them. */
@@ -105,11 +166,12 @@ export const DEFAULT_QUEUE = 'fisherlens';
 export const DETERMINISTIC = new Set<string>(['ERR_CONFIG', 'ERR_ARG', 'ERR_IO', 'ERR_FORMAT', 'ERR_SHAPE', 'ERR_DTYPE', 'ERR_VALUE', 'ERR_ABORTED']);
 
 export function queueOptions(q: string | QueueOptions): Required<Omit<QueueOptions, 'detach'>> & { detach: boolean } {
-  const o = typeof q === 'string' ? { url: q } : q;
+  const o: QueueOptions = typeof q === 'string' ? { url: q } : q;
   checkUrl(o.url);
   return {
     url: o.url, name: o.name ?? DEFAULT_QUEUE, detach: o.detach ?? false, pollMs: o.pollMs ?? 1000,
     attempts: o.attempts ?? 3, backoffMs: o.backoffMs ?? 10000,
+    keepCompleted: checkKeep('keepCompleted', o.keepCompleted, RETENTION.completed), keepFailed: checkKeep('keepFailed', o.keepFailed, RETENTION.failed),
   };
 }
 
@@ -125,9 +187,35 @@ export function checkUrl(url: string): void {
   if (!/^rediss?:\/\/[^\s]+$/.test(url)) throw invalidArgument('--queue', QUEUE_URL, maskUrl(url));
 }
 
-/** ioredis options for BullMQ: blocking workers need maxRetriesPerRequest null. */
-export function connection(url: string, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number } {
-  return { url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000 };
+/** A command that Redis does not answer (a hung server) fails after this long, in ms. */
+export const COMMAND_TIMEOUT_MS = 15000;
+
+/**
+ * ioredis options for BullMQ: blocking workers need maxRetriesPerRequest null (their stop has a
+ * deadline instead, worker.ts); submitters fail a command after 3 reconnections or
+ * COMMAND_TIMEOUT_MS without an answer.
+ */
+export function connection(url: string, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number; commandTimeout?: number } {
+  return { url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000, ...(worker ? {} : { commandTimeout: COMMAND_TIMEOUT_MS }) };
+}
+
+/** ioredis's and BullMQ's connection failures ('Connection is closed', retries exhausted, timeouts, socket errors). */
+export function isConnectionError(e: unknown): boolean {
+  const m = e instanceof Error ? e.message : String(e);
+  return /max retries per request|Connection is closed|Command timed out|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|socket/i.test(m);
+}
+
+/** A connection failure after connecting as ERR_IO naming the masked URL; other errors unchanged. */
+export function lostRedis(e: unknown, url: string): unknown {
+  if (e instanceof FisherLensError || !isConnectionError(e)) return e;
+  return new FisherLensError('ERR_IO', `lost Redis at ${maskUrl(url)}: ${(e as Error).message.split('\n')[0]}`);
+}
+
+/** Resolves when `what` settles or after `ms`, whichever is first (closing connections to a server that is gone). */
+export async function settleWithin(what: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([what.catch(() => undefined), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); })]);
+  clearTimeout(timer);
 }
 
 /** Waits until a BullMQ object (or ioredis client) is connected; ERR_IO naming the masked URL otherwise. */
@@ -150,7 +238,7 @@ export function redisClient(url: string): IORedis {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const Redis = (require('ioredis') as { default: typeof IORedis }).default;
   // a bounded number of reconnection attempts, so a wrong URL fails instead of hanging
-  const client = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 10000, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
+  const client = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 10000, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
   client.on('error', (e: Error) => { lastRedisError.set(client, e.message); });
   return client;
 }
@@ -165,6 +253,8 @@ export async function redisTime(client: IORedis): Promise<number> {
 }
 
 export const cancelChannel = (queue: string) => `fisherlens:${queue}:cancel`;
+/** A Redis set of the sweeps enqueued on a queue, JSON {experiment, out}: `status` reads their run folders once their jobs are removed. */
+export const sweepsKey = (queue: string) => `fisherlens:${queue}:sweeps`;
 export const cancelKey = (queue: string) => `fisherlens:${queue}:cancelled`;
 
 /** This process's build. */

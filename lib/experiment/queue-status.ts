@@ -2,9 +2,12 @@
  * Status and cancel of queue sweeps (`fisherlens status`, `fisherlens cancel`): every run on the
  * queue with its state, and cancelling an experiment's runs on every machine (Redis pub/sub).
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import type { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
-import { JobData, JobProgress, JobResult, QueueOptions, QueueRunStatus, bull, cancelChannel, cancelKey, connection, queueOptions, ready, redisClient, redisTime } from './queue-jobs';
+import { RunDir } from './rundir';
+import { JobData, JobProgress, JobResult, QueueOptions, QueueRunStatus, bull, cancelChannel, cancelKey, connection, queueOptions, ready, redisClient, redisTime, sweepsKey } from './queue-jobs';
 
 async function openQueue(qo: string | QueueOptions): Promise<{ queue: Queue<JobData, JobResult>; client: IORedis; q: ReturnType<typeof queueOptions> }> {
   const q = queueOptions(qo);
@@ -24,7 +27,7 @@ const STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'fai
 
 /** Every run on the queue (of one experiment, or all) with its state, worker, device, epoch and failure reason. */
 export async function queueStatus(qo: string | QueueOptions, experiment?: string): Promise<QueueRunStatus[]> {
-  const { queue, client } = await openQueue(qo);
+  const { queue, client, q } = await openQueue(qo);
   try {
     const out: QueueRunStatus[] = [];
     for (const st of STATES) {
@@ -43,7 +46,60 @@ export async function queueStatus(qo: string | QueueOptions, experiment?: string
         });
       }
     }
+    // runs whose jobs retention or `queue clean` removed: their run folders say how they ended
+    const listed = new Set(out.map((r) => `${r.out}\n${r.runId}`));
+    for (const m of await client.smembers(sweepsKey(q.name))) {
+      let sweep: { experiment?: string; out?: string };
+      try { sweep = JSON.parse(m) as typeof sweep; } catch { continue; }
+      if (typeof sweep.experiment !== 'string' || typeof sweep.out !== 'string') continue;
+      if (experiment !== undefined && sweep.experiment !== experiment) continue;
+      out.push(...fromFolders(sweep.experiment, sweep.out, listed));
+    }
     return out.sort((a, b) => a.experiment.localeCompare(b.experiment) || a.runId.localeCompare(b.runId));
+  } finally {
+    await Promise.allSettled([queue.close(), client.quit()]);
+  }
+}
+
+/** The finished and failed runs of a sweep's folder that have no job (on a filesystem this process sees; none otherwise). */
+function fromFolders(experiment: string, out: string, listed: Set<string>): QueueRunStatus[] {
+  let names: string[];
+  try { names = fs.readdirSync(out).filter((n) => fs.existsSync(path.join(out, n, 'config.json'))); } catch { return []; }
+  const found: QueueRunStatus[] = [];
+  for (const runId of names) {
+    if (listed.has(`${out}\n${runId}`)) continue;
+    const rd = RunDir.of(out, runId);
+    const base = { experiment, runId, jobId: '', attempts: 0, out, source: 'folder' as const };
+    try {
+      if (fs.existsSync(rd.summary)) {
+        const s = rd.readSummary();
+        found.push({ ...base, state: 'finished', epoch: s.epochs, epochs: s.epochs });
+      } else if (fs.existsSync(rd.error)) {
+        const e = JSON.parse(fs.readFileSync(rd.error, 'utf8')) as { code?: string; message?: string };
+        found.push({ ...base, state: 'failed', reason: `${e.code ? `${e.code}: ` : ''}${e.message ?? 'failed'}` });
+      }
+    } catch { /* a folder being written: the next status shows it */ }
+  }
+  return found;
+}
+
+/** What `fisherlens queue clean` removed: job ids by state. */
+export interface CleanResult { completed: string[]; failed: string[] }
+
+/**
+ * Removes ended jobs from Redis now (what retention does over time): finished and/or failed jobs
+ * older than `olderThanSec` (default 0: all). Run folders are untouched, so `status` and reports
+ * still show those runs, and enqueuing again adds no duplicate of a finished run.
+ */
+export async function cleanQueue(qo: string | QueueOptions, o: { olderThanSec?: number; states?: ('completed' | 'failed')[] } = {}): Promise<CleanResult> {
+  const { queue, client } = await openQueue(qo);
+  try {
+    const r: CleanResult = { completed: [], failed: [] };
+    for (const st of o.states ?? ['completed', 'failed'] as const) {
+      // limit 0: every matching job
+      r[st] = (await queue.clean((o.olderThanSec ?? 0) * 1000, 0, st)).sort();
+    }
+    return r;
   } finally {
     await Promise.allSettled([queue.close(), client.quit()]);
   }

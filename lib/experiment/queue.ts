@@ -27,7 +27,7 @@ import type { ExperimentConfig, ExperimentInput, ResolvedRun } from './config';
 import { estimateCost } from './executor';
 import { RunDir } from './rundir';
 import { ExperimentEvent, ExperimentResult, RunExperimentOptions, RunOutcome, checkRunFolders, planExperiment, resolveConfig } from './plan';
-import { JobData, JobProgress, JobResult, bull, connection, currentBuild, jobIdOf, queueOptions, ready, redisClient, redisTime, sleep } from './queue-jobs';
+import { JobData, JobProgress, JobResult, bull, connection, currentBuild, jobIdOf, lostRedis, queueOptions, ready, redisClient, redisTime, settleWithin, sleep, sweepsKey } from './queue-jobs';
 
 /** Queue sweeps run on other machines: data and model paths must not depend on a working folder. */
 function checkAbsolutePaths(runs: ResolvedRun[]): void {
@@ -73,6 +73,8 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
   try {
     await ready(Promise.all([client.connect(), queue.waitUntilReady()]), q.url, client);
     const now = await redisTime(client);
+    // status finds this sweep's run folders when retention has removed its jobs
+    await client.sadd(sweepsKey(q.name), JSON.stringify({ experiment: cfg.name, out }));
     const build = currentBuild();
     const tracked: Tracked[] = [];
     const finishedBefore = new Set<string>();
@@ -84,7 +86,8 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
       const job = await queue.getJob(jobId);
       const add = () => queue.add(run.id, data, {
         jobId, attempts: q.attempts, backoff: { type: 'exponential', delay: q.backoffMs },
-        removeOnComplete: false, removeOnFail: false,
+        // BullMQ's KeepJobs is a union of {age?, count} and {count}: ours is structurally the first
+        removeOnComplete: q.keepCompleted as { age?: number; count: number }, removeOnFail: q.keepFailed as { age?: number; count: number },
       });
       if (state === 'finished') finishedBefore.add(run.id);
       if (!job) {
@@ -115,8 +118,13 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
       return result;
     }
     return await follow(queue, out, plan.runs.map((r) => r.run), tracked, finishedBefore, q.pollMs, opts, emit);
+  } catch (e) {
+    throw lostRedis(e, q.url);
   } finally {
-    await Promise.allSettled([queue.close(), client.quit()]);
+    // a server that has gone or hangs never acknowledges a close: 2 s, then drop the connections
+    await settleWithin(Promise.allSettled([queue.close(), client.quit()]), 2000);
+    client.disconnect();
+    await settleWithin(queue.disconnect(), 1000);
   }
 }
 
@@ -148,7 +156,14 @@ async function follow(queue: Queue<JobData, JobResult>, out: string, runs: Resol
       if (!job) {
         // removed (cancelled while waiting) or never added because it was finished earlier
         const dir = RunDir.of(out, t.run.id);
-        if (fs.existsSync(dir.summary)) {
+        if (fs.existsSync(dir.summary) && !finishedBefore.has(t.run.id)) {
+          // finished while followed, and its job already removed by retention
+          finished++;
+          const summary = dir.readSummary();
+          if (!s.started) emit({ type: 'run-start', ...base, resume: false });
+          outcome.set(t.run.id, { id: t.run.id, status: 'finished', summary });
+          emit({ type: 'run-end', runId: t.run.id, summary });
+        } else if (fs.existsSync(dir.summary)) {
           skipped++;
           outcome.set(t.run.id, { id: t.run.id, status: 'skipped', summary: dir.readSummary() });
           emit({ type: 'run-skip', ...base, reason: 'finished' });

@@ -75,7 +75,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     const run = runs[i];
     const dir = RunDir.of(out, run.id);
     const base = { runId: run.id, index: i, total: runs.length };
-    if (result.aborted || opts.signal?.aborted) {
+    if (result.aborted || opts.signal?.aborted || opts.stopAtBatch?.aborted) {
       result.aborted = true;
       result.runs.push({ id: run.id, status: 'pending' });
       continue;
@@ -111,7 +111,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     const startedAt = new Date();
     try {
       const res = await executor.execute({
-        run, dir, resume, signal: opts.signal,
+        run, dir, resume, signal: opts.signal, stopAtBatch: opts.stopAtBatch, checkpointEvery: opts.checkpointEvery,
         progress: (p) => emit({ type: 'progress', ...base, ...p, overall: Math.min(1, (doneCost + Math.max(0, Math.min(1, p.fraction)) * costs[i]) / totalCost) }),
         epoch: (record) => emit({ type: 'epoch', runId: run.id, record }),
       });

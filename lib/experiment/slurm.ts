@@ -65,6 +65,10 @@ export function slurmScript(configFile: string, opts: SlurmOptions = {}): { scri
     `#SBATCH --job-name=fisherlens-${name}`,
     `#SBATCH --array=0-${Math.max(0, runs.length - 1)}`,
     `#SBATCH --output=${path.join(plan.out, 'slurm-%A_%a.log')}`,
+    // preemption: SIGTERM 120 s before the time limit (the run checkpoints at its next batch
+    // boundary within its 30 s grace and exits 143), and a preempted task goes back to the queue
+    ...((opts.sbatchArgs ?? []).some((a) => a.startsWith('--signal')) ? [] : ['#SBATCH --signal=B:TERM@120']),
+    ...((opts.sbatchArgs ?? []).some((a) => a.startsWith('--requeue') || a.startsWith('--no-requeue')) ? [] : ['#SBATCH --requeue']),
     ...(opts.sbatchArgs ?? []).map((a) => `#SBATCH ${a}`),
     '# Written by `fisherlens run CONFIG --slurm FILE`: one array task per run that was unfinished then.',
     '# Submit with `sbatch FILE`; afterwards `fisherlens report OUT`. Re-running `fisherlens run --slurm`',

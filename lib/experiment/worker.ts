@@ -14,8 +14,9 @@ import type { ResolvedRun } from './config';
 import type { RunExecutor } from './executor';
 import type { EpochRecord } from './rundir';
 import { planExperiment } from './plan';
+import { GRACE_DEFAULT_SEC } from '../science/options';
 import { runExperiment } from './runner';
-import { Build, DETERMINISTIC, JobData, JobProgress, JobResult, QueueOptions, bull, cancelChannel, cancelKey, connection, currentBuild, maskUrl, queueOptions, ready, redisClient } from './queue-jobs';
+import { Build, DETERMINISTIC, JobData, JobProgress, JobResult, QueueOptions, bull, cancelChannel, cancelKey, connection, currentBuild, maskUrl, queueOptions, ready, redisClient, sleep } from './queue-jobs';
 
 /** Options of {@link worker}. */
 export interface WorkerOptions {
@@ -41,8 +42,15 @@ export interface WorkerOptions {
   maxStalledCount?: number;
   /** Name shown in `status` (default hostname/pid[/device]). */
   name?: string;
-  /** Graceful stop: take no more jobs; active runs stop at the end of their current epoch and go back to the queue. */
+  /**
+   * Graceful stop: take no more jobs; active runs checkpoint at their next batch boundary (or end
+   * of epoch, whichever comes first) and go back to the queue; after `graceSec` they stop at once.
+   */
   signal?: AbortSignal;
+  /** Seconds a graceful stop waits for active runs to checkpoint before stopping them at once (default 30). */
+  graceSec?: number;
+  /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'; default: the run's train.checkpointEvery, else every 300 s). */
+  checkpointEvery?: string;
   /** Immediate stop: active runs stop at their next step (keeping their last checkpoint) and go back to the queue. */
   stopNow?: AbortSignal;
   /** The build this worker accepts jobs from (default: this package's version and native-source hash). */
@@ -51,6 +59,12 @@ export interface WorkerOptions {
   progressMs?: number;
   /** One line per event (job taken, finished, refused, …); default: none. */
   log?: (line: string) => void;
+  /**
+   * How long a stop waits for Redis to acknowledge the worker's close, in ms (default 5000);
+   * then its connections are dropped by force, so a stop never hangs on a server that has gone
+   * or hangs (the whole stop of an idle worker takes under 10 s).
+   */
+  closeDeadlineMs?: number;
 }
 
 /** What {@link worker} did before it stopped. */
@@ -139,7 +153,7 @@ export function checkJob(data: JobData, o: { build: Build; roots: string[]; trus
   return run;
 }
 
-interface Active { job: Job<JobData, JobResult>; controller: AbortController; stopAtEpoch: boolean; cancelled: boolean }
+interface Active { job: Job<JobData, JobResult>; controller: AbortController; graceful: AbortController; stopAtEpoch: boolean; cancelled: boolean }
 
 /**
  * Takes runs from the queue and executes each with the local runner into its experiment's run
@@ -190,7 +204,9 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     if (cancelledAt > data.submittedAt) throw refuse('ERR_ABORTED', `cancelled (fisherlens cancel ${data.experiment})`);
     checkJob(data, { build, roots, trustTorchScript: opts.trustTorchScript ?? false });
     const controller = new AbortController();
-    const a: Active = { job, controller, stopAtEpoch: Boolean(opts.signal?.aborted), cancelled: false };
+    const graceful = new AbortController();
+    if (opts.signal?.aborted) graceful.abort();
+    const a: Active = { job, controller, graceful, stopAtEpoch: Boolean(opts.signal?.aborted), cancelled: false };
     active.set(job.id!, a);
     const records: EpochRecord[] = [];
     let progress: JobProgress = { startedAt: job.processedOn ?? 0, worker: name, device: opts.device ?? '', resume: false, records };
@@ -208,6 +224,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     try {
       const result = await runExperiment(data.config, {
         out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
+        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery,
         onEvent: (e) => {
           if (e.type === 'run-start') {
             const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;
@@ -271,14 +288,33 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   await ready(w.waitUntilReady(), q.url);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
+  // Stopping: BullMQ's close starts at once; the active runs end by themselves (at an epoch end, or
+  // at once after stopNow); then the close gets closeDeadlineMs to reach Redis, after which every
+  // connection is dropped by force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
+  const deadlineMs = opts.closeDeadlineMs ?? 5000;
+  const graceSec = opts.graceSec ?? GRACE_DEFAULT_SEC;
+  let onStopped: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
+  // unref'd: a deadline never keeps a process alive that has nothing else to do
+  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
   let closing: Promise<void> | undefined;
   const close = () => {
-    closing ??= w.close();
+    closing ??= (async () => {
+      // closing at once stops the worker taking jobs (a run handed back would be taken again)
+      const closed = w.close().then(() => true, () => true);
+      while (active.size > 0) await sleep(100);
+      if (!(await Promise.race([closed, timeout(deadlineMs)]))) {
+        log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
+        await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
+      }
+    })().finally(onStopped);
     return closing;
   };
   const onStop = () => {
-    log('stopping: active runs stop at the end of their current epoch and go back to the queue');
-    for (const a of active.values()) a.stopAtEpoch = true;
+    log(`stopping: active runs checkpoint at their next batch boundary and go back to the queue (within ${graceSec} s)`);
+    for (const a of active.values()) { a.stopAtEpoch = true; a.graceful.abort(); }
+    // past the grace, whatever a run is doing: it stops at once with its last checkpoint
+    if (active.size > 0) setTimeout(() => { for (const a of active.values()) a.controller.abort(); }, graceSec * 1000).unref();
     void close();
   };
   const onStopNow = () => {
@@ -290,19 +326,22 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   opts.signal?.addEventListener('abort', onStop, { once: true });
   opts.stopNow?.addEventListener('abort', onStopNow, { once: true });
   const idle = opts.idleExitSec !== undefined ? setInterval(() => {
-    if (active.size === 0 && Date.now() - lastBusy > opts.idleExitSec! * 1000) {
+    if (!closing && active.size === 0 && Date.now() - lastBusy > opts.idleExitSec! * 1000) {
       log(`idle for ${opts.idleExitSec} s: exiting`);
       void close();
     }
   }, Math.min(1000, opts.idleExitSec * 500)) : undefined;
   try {
-    await w.run();
+    // run() resolves once the worker is closed, but not when its connection was dropped by force
+    await Promise.race([w.run(), stopped]);
     await close();
   } finally {
     if (idle) clearInterval(idle);
     opts.signal?.removeEventListener('abort', onStop);
     opts.stopNow?.removeEventListener('abort', onStopNow);
-    await Promise.allSettled([sub.quit(), client.quit()]);
+    await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
+    sub.disconnect();
+    client.disconnect();
   }
   return report;
 }

@@ -298,6 +298,29 @@ export const TRAIN_OPTIONS = {
   probeSize: { type: 'integer', min: 1, default: 512, doc: 'probe samples tracked after every epoch' },
 } as const satisfies OptionSchema;
 
+// ---------------- mid-epoch checkpoints ----------------
+
+/**
+ * How often training writes a checkpoint inside an epoch, at a batch boundary: every `batches`
+ * batches and/or every `seconds` s of training (whichever comes first). Written '500b' or '300s'.
+ */
+export interface CheckpointEvery { batches?: number; seconds?: number }
+
+/** The default of train.checkpointEvery / --checkpoint-every: every 5 minutes of training. */
+export const CHECKPOINT_EVERY_DEFAULT = '300s';
+/** The default of --grace: seconds from SIGTERM to the exit (Slurm and spot instances give 30–120 s). */
+export const GRACE_DEFAULT_SEC = 30;
+
+/** '500b' (batches), '300s' (seconds), 'off' or '0' (epoch ends only) → CheckpointEvery; ERR_ARG naming `what` otherwise. */
+export function parseCheckpointEvery(what: string, v: unknown): CheckpointEvery {
+  if (v === 'off' || v === '0' || v === 0) return {};
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)([bs])$/.exec(v.trim()) : null;
+  if (!m || !(Number(m[1]) > 0) || (m[2] === 'b' && !Number.isInteger(Number(m[1])))) {
+    throw invalidArgument(what, 'a number of batches such as 500b, seconds such as 300s, or off', v);
+  }
+  return m[2] === 'b' ? { batches: Number(m[1]) } : { seconds: Number(m[1]) };
+}
+
 // ---------------- data ----------------
 
 /** Synthetic datasets with known structure (data.cc synthetic). */

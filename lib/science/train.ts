@@ -11,14 +11,14 @@ import { addon } from '../binding/native';
 import { runOp, OpOptions } from '../binding/op';
 import { Model, modelHandle } from './model';
 import { Dataset, permutation } from './data/dataset';
-import { invalidArgument, sync } from '../util/errors';
+import { FisherLensError, invalidArgument, sync } from '../util/errors';
 import { fisherExact } from './fisher';
 import { AttackParams } from './attacks';
 import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
+import { CHECKPOINT_EVERY_DEFAULT, CheckpointEvery, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseCheckpointEvery, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
@@ -128,6 +128,19 @@ export interface TrainOptions {
   outDir?: string;
   /** Continue from outDir's checkpoint when there is one [false]. */
   resume?: boolean;
+  /**
+   * Checkpoints inside an epoch too, at batch boundaries (outDir only): every n batches and/or
+   * s seconds of training ['300s', CHECKPOINT_EVERY_DEFAULT; 'off': epoch ends only]. A resume
+   * continues from that batch with the same data order, augmentation draws, RNG streams and
+   * optimiser state, so the finished run equals an uninterrupted one.
+   */
+  checkpointEvery?: CheckpointEvery | string;
+  /**
+   * Graceful stop (SIGTERM under preemption): at the next batch boundary the state is checkpointed
+   * (outDir only) and train rejects with ERR_ABORTED. `signal` instead aborts within the batch,
+   * leaving the last checkpoint.
+   */
+  stopAtBatch?: AbortSignal;
   onEvent?: (e: TrainEvent) => void;
 }
 
@@ -316,7 +329,14 @@ export async function probeMetrics(model: Model, probe: Dataset, opts: {
   return m;
 }
 
-interface Meta { epoch: number; history: EpochMetrics[]; method: TrainMethod; seed: number }
+/**
+ * A checkpoint's meta: `epoch` epochs done; a mid-epoch checkpoint also has `batch` batches of the
+ * next epoch done and that epoch's running sums (float64, so the epoch's metrics come out the same).
+ */
+interface Meta {
+  epoch: number; history: EpochMetrics[]; method: TrainMethod; seed: number;
+  batch?: number; partial?: { lossSum: number; correct: number; seen: number; seconds: number };
+}
 
 /**
  * Trains `model` on `trainData` (see {@link TrainOptions}); resolves with the per-epoch history
@@ -328,6 +348,8 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const method = parseOptions('train', { method: TRAIN_STEP_OPTIONS.method }, opts).method as TrainMethod;
   const top = parseOptions('train', TRAIN_OPTIONS, opts);
   const epochs = top.epochs as number, batchSize = top.batchSize as number, seed = top.seed as number;
+  const every = typeof opts.checkpointEvery === 'string' || opts.checkpointEvery === undefined
+    ? parseCheckpointEvery('checkpointEvery', opts.checkpointEvery ?? CHECKPOINT_EVERY_DEFAULT) : opts.checkpointEvery;
   const o = opts.optimizer ?? {};
   const optOpts = optimizerOptions(o as OptimizerOptions & Record<string, unknown>);
   const baseLr = optOpts.lr as number;
@@ -348,6 +370,8 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
   const metricsFile = opts.outDir ? path.join(opts.outDir, 'metrics.jsonl') : undefined;
   let history: EpochMetrics[] = [];
   let start = 0;
+  let startBatch = 0;
+  let partial: Meta['partial'];
   if (opts.outDir) {
     ensureDir(opts.outDir);
     // a checkpoint write killed midway leaves checkpoint.pt.tmp-<pid>-<n>: remove it now
@@ -357,16 +381,42 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     const meta = JSON.parse(await runOp(opts, (ctl) => addon().loadTrainState(ckpt, modelHandle(model), opt, ctl))) as Meta;
     history = meta.history;
     start = meta.epoch;
+    if (meta.batch !== undefined && meta.partial) {
+      startBatch = meta.batch;
+      partial = meta.partial;
+    }
   }
+  const save = async (meta: Meta) => {
+    await runOp(opts, (ctl) => addon().saveTrainState(ckpt!, modelHandle(model), opt, JSON.stringify(meta), ctl));
+  };
+  const stopped = () => new FisherLensError('ERR_ABORTED', 'training stopped at a batch boundary; its checkpoint is written and a resume continues from it');
+  let lastSave = Date.now();
   // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
   const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
   writeMetrics();
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
-      const t0 = Date.now();
+      let t0 = Date.now();
       let lossSum = 0, correct = 0, seen = 0, lr = baseLr;
-      for (let bi = 0; bi < idx.length; bi++) {
+      const first = epoch === start ? startBatch : 0;
+      if (first > 0 && partial) {
+        ({ lossSum, correct, seen } = partial);
+        t0 -= partial.seconds * 1000;
+      }
+      for (let bi = first; bi < idx.length; bi++) {
+        if (bi > first && ckpt && metricsFile) {
+          // a batch boundary inside the epoch: checkpoint when asked to stop or when due
+          const due = opts.stopAtBatch?.aborted
+            || (every.batches !== undefined && bi % every.batches === 0)
+            || (every.seconds !== undefined && Date.now() - lastSave >= every.seconds * 1000);
+          if (due) {
+            await save({ epoch, history, method, seed, batch: bi, partial: { lossSum, correct, seen, seconds: (Date.now() - t0) / 1000 } });
+            lastSave = Date.now();
+          }
+        }
+        // at the epoch's first batch the state is the last checkpoint's already
+        if (opts.stopAtBatch?.aborted) throw stopped();
         const b = data.batch(idx[bi]);
         const tb = Date.now();
         lr = baseLr * scheduleFactor(opts.schedule, epoch + bi / idx.length, epochs);
@@ -400,11 +450,12 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       }
       history.push(m);
       if (ckpt && metricsFile) {
-        const meta: Meta = { epoch: epoch + 1, history, method, seed };
-        await runOp(opts, (ctl) => addon().saveTrainState(ckpt, modelHandle(model), opt, JSON.stringify(meta), ctl));
+        await save({ epoch: epoch + 1, history, method, seed });
+        lastSave = Date.now();
         writeMetrics();
       }
       opts.onEvent?.({ type: 'epoch', ...m });
+      if (opts.stopAtBatch?.aborted && epoch + 1 < epochs) throw stopped();
     }
   } finally {
     if (data !== trainData) data.dispose();

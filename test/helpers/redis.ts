@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync, ChildProcess } from 'child_process';
 
-export interface RedisServer { url: string; port: number; dir: string; stop(): Promise<void> }
+export interface RedisServer { url: string; port: number; dir: string; /** The server's process id (tests stop it with SIGSTOP to make it hang). */ pid: number; stop(): Promise<void> }
 
 /** True when redis-server is installed (scripts/setup.sh installs Debian's). */
 export function haveRedis(): boolean {
@@ -57,7 +57,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
   }
   const auth = opts.password ? `:${encodeURIComponent(opts.password)}@` : '';
   return {
-    url: `redis://${auth}127.0.0.1:${port}`, port, dir,
+    url: `redis://${auth}127.0.0.1:${port}`, port, dir, pid: proc.pid!,
     async stop() {
       if (proc.exitCode === null) {
         const exited = new Promise((r) => proc.once('exit', r));
