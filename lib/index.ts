@@ -7,6 +7,8 @@ export { OpOptions, ProgressEvent, StepProgress, StageProgress, BatchProgress, E
 export { parseOptions, optionHelp, OptionDecl, OptionSchema } from './util/schema';
 export { parseAttackOptions, ATTACK_TABLE, ATTACK_OPTIONS, AUTOATTACK_OPTIONS, FISHER_OPTIONS, FISHER_SPEED_OPTIONS, FISHER_DATASET_OPTIONS, PAIR_MEANS_OPTIONS, RHO_OPTIONS, OPTIMIZER_OPTIONS, TRAIN_STEP_OPTIONS, TRAIN_OPTIONS, AUGMENT_OPTIONS } from './science/options';
 export { evaluate, EvaluationResult, JsonValue, detectModelFile, CHECKPOINT_MAGIC } from './science/model';
+export { describeWeights, readWeightsFile } from './science/weights';
+export type { LoadWeightsOptions, LoadWeightsResult, WeightsDescription, WeightsFile, WeightTensor, WeightDtype, WeightsFormat } from './science/weights';
 export {
   Dataset, Batch, BatchOptions, AugmentedBatchOptions, permutation, Split, fashionMnist, mnist, cifar10, cifar100,
   loadNpy, synthetic, SyntheticOptions, augment, AugmentOptions, loadData, LoadDataOptions, detectDir, fashionMnistDir,

@@ -46,7 +46,7 @@ test('choice and declared name the flag and what the one declaration accepts', (
   t.is(declared('seed', undefined, ATTACK_OPTIONS.seed), undefined);
 });
 
-test('--model, --data, --split, --device, --limit and --json have one help text in every command that takes them (--labels differs where fisher reads labels for captions only)', (t) => {
+test('--model, --data, --split, --device, --limit and --json have one help text in every command that takes them (--labels differs where fisher reads labels for captions only; info --model describes a file)', (t) => {
   const commands: [string, Command][] = [];
   const walk = (c: Command, prefix: string): void => {
     for (const s of c.commands) { commands.push([prefix + s.name(), s]); walk(s, `${prefix}${s.name()} `); }
@@ -57,6 +57,8 @@ test('--model, --data, --split, --device, --limit and --json have one help text 
     for (const o of c.options) {
       const flag = o.long ?? '';
       if (!['--model', '--data', '--split', '--device', '--limit', '--json'].includes(flag)) continue;
+      // info's --model only describes a file (format, tensors, the architecture it fits) and never loads it: its own option
+      if (flag === '--model' && name === 'info') continue;
       // --device of commands that run configs says what decides without it; the rest default to cpu
       const key = flag === '--device' ? `${flag} ${o.defaultValue === undefined ? '(config)' : '(cpu)'}` : flag;
       const texts = help.get(key) ?? new Map<string, string[]>();

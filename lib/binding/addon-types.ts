@@ -167,6 +167,16 @@ export interface Addon {
   }>;
   loadCheckpointState(m: NativeModel, path: string, ctl?: NativeCtl): Promise<void>;
 
+  // binding/weights.cc: PyTorch state dicts into a model (lib/science/weights reads the files)
+  /** The model's parameters and buffers in namedState order (names as in PyTorch's state_dict). */
+  stateInfo(m: NativeModel, ctl?: NativeCtl): Promise<{ name: string; shape: number[]; dtype: string }[]>;
+  /**
+   * Copies tensors of the file at `path` into the model: `sourcesJson` is a JSON array of
+   * { target, dtype, shape, strides, offset, byteStart, byteLength } (models/weights.h
+   * WeightSource); all are checked before the first copy (ERR_FORMAT changes nothing).
+   */
+  loadWeights(m: NativeModel, path: string, sourcesJson: string, ctl?: NativeCtl): Promise<void>;
+
   // data.cc: loaders, the .npy writer, synthetic data, augmentation
   loadIdx(images: string, labels: string, numClasses: number, ctl?: NativeCtl): Promise<NativeLoaded>;
   loadCifar(paths: string[], variant: 10 | 100, coarse: boolean, ctl?: NativeCtl): Promise<NativeLoaded>;
@@ -239,6 +249,7 @@ export const ADDON_EXPORTS = [
   'Tensor', 'tensorFromTypedArray', 'memory', 'tensorTo', 'tensorIndex',
   'Model', 'createModel', 'loadTorchScript', 'evaluateBatch',
   'saveCheckpoint', 'loadCheckpoint', 'loadCheckpointState',
+  'stateInfo', 'loadWeights',
   'loadIdx', 'loadCifar', 'loadNpy', 'appendNpy', 'synthetic', 'augment',
   'fisherExact', 'fisherPower', 'fisherLanczos', 'fisherHutchinson', 'fisherQuadratic', 'fisherVectorProduct',
   'klSegment', 'fisherExactTune', 'profileVjp',

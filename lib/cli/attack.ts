@@ -8,11 +8,11 @@ import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, attackSpec, defaultStepsText }
 import { optionHelp } from '../util/schema';
 import {
   action, choice, dataOptions, declared, deviceOption, emit, interruptController, jsonOption, limitOption, log, modelArg, modelOption,
-  posInt, Progress, splitArg,
+  posInt, Progress, splitArg, WeightsCliOptions,
 } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
-interface AttackCliOptions extends ImagesCliOptions {
+interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -88,7 +88,7 @@ export function register(program: Command): void {
       const batchSize = posInt('batch-size', o.batchSize);
       const limit = posInt('limit', o.limit);
       const imagesReq = parseImages(o, params.seed ?? 0);
-      const model = await modelArg(o.model, o.device, { seed: params.seed });
+      const model = await modelArg(o.model, o.device, { seed: params.seed, weights: o });
       const data = await loadData(o.data, { labels: o.labels, split });
       const n = Math.min(data.size, limit ?? data.size);
       log(`attack: ${params.kind} (${params.norm ?? attackSpec(params.kind).norms[0]}) on ${model.kind} model, ${data.name}: ${n} images`);
@@ -141,7 +141,7 @@ async function autoAttackCli(o: AttackCliOptions): Promise<void> {
   const limit = posInt('limit', o.limit);
   const seed = declared('seed', o.seed, AUTOATTACK_OPTIONS.seed);
   const epsilon = declared('epsilon', o.epsilon, AUTOATTACK_OPTIONS.epsilon);
-  const model = await modelArg(o.model, o.device);
+  const model = await modelArg(o.model, o.device, { weights: o });
   const data = await loadData(o.data, { labels: o.labels, split });
   try {
     const n = Math.min(data.size, limit ?? data.size);

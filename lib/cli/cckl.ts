@@ -1,10 +1,10 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
 import { ccklMetrics } from '../science/metrics';
-import { action, dataOptions, declared, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, natInt, posInt, Progress, splitArg } from './common';
+import { action, dataOptions, declared, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, natInt, posInt, Progress, splitArg, WeightsCliOptions } from './common';
 import { PAIR_MEANS_OPTIONS } from '../science/options';
 
-interface CcklCliOptions {
+interface CcklCliOptions extends WeightsCliOptions {
   model: string; data: string; labels?: string; split: string; pairs: string; jsSamples: string; exactMax: string;
   seed: string; batchSize: string; limit?: string; device: string; json?: boolean;
 }
@@ -33,7 +33,7 @@ export function register(program: Command): void {
         exactMax: declared('exact-max', o.exactMax, PAIR_MEANS_OPTIONS.exactMax),
         seed: declared('seed', o.seed, PAIR_MEANS_OPTIONS.seed), batchSize: posInt('batch-size', o.batchSize),
       };
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       const all = await loadData(o.data, { labels: o.labels, split });
       const data = limit !== undefined ? await all.take(limit) : all;
       log(`cckl: ${data.size} images [${data.imageShape.join(', ')}] of ${data.name}, ${model.kind} model`);

@@ -154,7 +154,15 @@ export { QUEUE_URL } from '../experiment/queue-jobs';
 
 /** Adds `--model <model>` (required). */
 export function modelOption(cmd: Command): Command {
-  return cmd.requiredOption('--model <model>', `model: ${MODEL_HELP}`);
+  return weightsOptions(cmd.requiredOption('--model <model>', `model: ${MODEL_HELP}`));
+}
+
+/** Adds `--weights FILE`, `--weights-entry KEY`, `--weights-partial` (read by {@link modelArg}). */
+function weightsOptions(cmd: Command): Command {
+  return cmd
+    .option('--weights <file>', 'load a PyTorch state dict into --model (a spec or architecture): torch.save .pt/.pth (zip or legacy, nested, module.-prefixed, from any device) or .safetensors; read weights-only, nothing in it runs')
+    .option('--weights-entry <key>', "where the state dict sits in the --weights file (e.g. 'ema' or 'model.state_dict'; default: found by looking)")
+    .option('--weights-partial', 'load the --weights tensors that fit and warn about the rest (default: any missing, unexpected or mis-shaped key is an error)');
 }
 
 /**
@@ -193,12 +201,40 @@ export function jsonOption(cmd: Command): Command {
   return cmd.option('--json', 'print one JSON document on stdout (logs and progress stay on stderr)');
 }
 
+/** The `--weights` options of every command that takes `--model` (declared once, here). */
+export interface WeightsCliOptions {
+  weights?: string;
+  weightsEntry?: string;
+  weightsPartial?: boolean;
+}
+
 /**
  * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, TorchScript .pt),
  * an inline JSON spec, or a built-in architecture name (fresh weights). `defaults` fill what a
- * spec leaves out (train: the data's input shape and class count).
+ * spec leaves out (train: the data's input shape and class count). `weights`: the --weights
+ * options, loaded into the model once it is built (a state dict given as --model is ERR_FORMAT
+ * saying so).
  */
-export async function modelArg(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean; seed?: number } = {}): Promise<Model> {
+export async function modelArg(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean; seed?: number; weights?: WeightsCliOptions } = {}): Promise<Model> {
+  const model = await modelOnly(s, device, { ...opts, announceFresh: opts.weights?.weights ? false : opts.announceFresh });
+  const w = opts.weights;
+  if (w?.weights === undefined) {
+    if (w?.weightsEntry !== undefined || w?.weightsPartial) throw new FisherLensError('ERR_ARG', '--weights-entry and --weights-partial need --weights FILE');
+    return model;
+  }
+  try {
+    const r = await model.loadWeights(w.weights, { strict: !w.weightsPartial, entry: w.weightsEntry, onWarning: (m) => log(`warning: --weights: ${m}`) });
+    const where = r.container.length ? ` (under '${r.container.join('.')}')` : '';
+    const how = [...r.mapped, ...r.ignored, ...(r.kept.length ? [`kept from the spec: ${r.kept.join(', ')}`] : [])];
+    log(`weights: ${r.loaded} tensors from ${w.weights}${where}, ${r.format}${how.length ? `; ${how.join('; ')}` : ''}`);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+async function modelOnly(s: string, device: string, opts: { defaults?: Partial<ModelSpec>; announceFresh?: boolean; seed?: number }): Promise<Model> {
   const defaults = opts.defaults ?? {};
   if (fs.existsSync(s)) return Model.from(s, { device });
   if (s.trim().startsWith('{')) {

@@ -1,9 +1,9 @@
 import { Command } from 'commander';
 import { evaluate } from '../science/model';
 import { loadData } from '../science/data';
-import { action, dataOptions, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, posInt, Progress, splitArg } from './common';
+import { action, dataOptions, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, posInt, Progress, splitArg, WeightsCliOptions } from './common';
 
-interface EvalOptions {
+interface EvalOptions extends WeightsCliOptions {
   model: string;
   data: string;
   labels?: string;
@@ -29,7 +29,7 @@ export function register(program: Command): void {
       const batchSize = posInt('batch-size', o.batchSize);
       const limit = posInt('limit', o.limit);
       const split = splitArg(o.split);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       const data = await loadData(o.data, { labels: o.labels, split });
       const shape = data.imageShape;
       log(`eval: ${model.kind} model (${model.parameterCount} parameters) on ${data.name}: ${data.size} images [${shape.join(', ')}]`);

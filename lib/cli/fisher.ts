@@ -5,7 +5,7 @@ import { adversarialMeasure } from '../science/metrics';
 import { FISHER_DATASET_OPTIONS as D, FISHER_OPTIONS as F, FISHER_SPEED_OPTIONS as S, RHO_OPTIONS } from '../science/options';
 import { optionHelp } from '../util/schema';
 import {
-  action, dataOptions, declared, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, posInt, Progress, splitArg,
+  action, dataOptions, declared, deviceOption, emit, jsonOption, limitOption, log, modelArg, modelOption, posInt, Progress, splitArg, WeightsCliOptions,
 } from './common';
 import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
@@ -26,7 +26,7 @@ export function summaryLine(name: string, s: Summary | undefined): string {
   return `${name.padEnd(11)} ${fmt(s.mean).padStart(12)} ${fmt(s.median).padStart(12)} ${fmt(s.q05).padStart(12)} ${fmt(s.q95).padStart(12)}\n`;
 }
 
-interface FisherCliOptions extends ImagesCliOptions {
+interface FisherCliOptions extends ImagesCliOptions, WeightsCliOptions {
   model: string; data: string; labels?: string; split: string; method: string; batchSize: string; limit?: string;
   tol: string; maxIter: string; steps?: string; probes: string; seed: string; device: string; channelsLast?: boolean;
   layout?: string; classesPerPass?: string; streams: string; rhoEps?: string; rhoSteps: string; perSample?: boolean; json?: boolean;
@@ -69,7 +69,7 @@ export function register(program: Command): void {
       };
       const rho = o.rhoEps === undefined ? undefined : { eps: declared('rho-eps', o.rhoEps, RHO_OPTIONS.eps), steps: declared('rho-steps', o.rhoSteps, RHO_OPTIONS.steps) };
       const imagesReq = parseImages(o, seed);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       // the Fisher information needs no labels: only the picture captions (--images) use them, and a
       // --labels file that is given must still be valid
       const labelled = o.labels !== undefined || imagesReq

@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { invalidArgument } from '../util/errors';
 import { profileFisher, FISHER_METHODS } from '../science/fisher';
-import { action, choice, deviceOption, emit, intList, jsonOption, log, modelArg, modelOption, posInt } from './common';
+import { action, choice, deviceOption, emit, intList, jsonOption, log, modelArg, modelOption, posInt, WeightsCliOptions } from './common';
 import { CLASSES_PER_PASS_HELP, LAYOUT_HELP, speedArgs } from './fisher';
 import { FISHER_SPEED_OPTIONS } from '../science/options';
 
-interface ProfileOptions {
+interface ProfileOptions extends WeightsCliOptions {
   model: string; batch: string; methods: string; inputShape?: string; repeats: string; device: string;
   channelsLast?: boolean; layout?: string; classesPerPass?: string; streams: string; json?: boolean;
 }
@@ -33,7 +33,7 @@ export function register(program: Command): void {
       const repeats = posInt('repeats', o.repeats);
       const speed = speedArgs(o);
       const inputShape = o.inputShape === undefined ? undefined : intList('input-shape', o.inputShape);
-      const model = await modelArg(o.model, o.device);
+      const model = await modelArg(o.model, o.device, { weights: o });
       let shape: number[];
       if (inputShape) shape = inputShape;
       else {

@@ -1,19 +1,21 @@
 import { Command } from 'commander';
+import * as fs from 'fs';
 import * as path from 'path';
 import { loadData } from '../science/data';
-import { invalidArgument } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
 import {
-  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress,
+  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
 } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
 import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseCheckpointEvery } from '../science/options';
 import { optionHelp } from '../util/schema';
 
-interface TrainCliOptions {
+interface TrainCliOptions extends WeightsCliOptions {
   model: string;
+  exportWeights?: string;
   data: string;
   labels?: string;
   method?: string;
@@ -98,13 +100,18 @@ export function register(program: Command): void {
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
     .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC));
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC))
+    .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads');
   deviceOption(cmd);
   jsonOption(cmd)
     .action(action(async (o: TrainCliOptions) => {
       // flags that a config also sets are checked by the config schema's declaration of that field
       const field = (name: string, schema: Parameters<typeof checkField>[0], v: string): number => checkField(schema, num(name, v), `--${name}`) as number;
       if (o.resume && !o.out) throw invalidArgument('--resume', '--out with it (the folder whose checkpoint.pt to continue from)');
+      // checked before training, not after it
+      if (o.exportWeights !== undefined && !fs.existsSync(path.dirname(path.resolve(o.exportWeights)))) {
+        throw new FisherLensError('ERR_IO', `--export-weights: folder ${path.dirname(path.resolve(o.exportWeights))} does not exist`);
+      }
       const checkpointEvery = parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
       const grace = graceArg(o.grace);
       let opts: TrainOptions = { method: 'natural' };
@@ -143,7 +150,7 @@ export function register(program: Command): void {
       const probe = probeSize > 0 && !o.labels ? await loadData(o.data, { split: 'test' }) : undefined;
       const model = await modelArg(o.model, o.device, {
         defaults: { inChannels: trainSet.imageShape[0], inputSize: trainSet.imageShape[1], numClasses: trainSet.numClasses },
-        announceFresh: false, seed: opts.seed,
+        announceFresh: false, seed: opts.seed, weights: o,
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
@@ -172,6 +179,10 @@ export function register(program: Command): void {
         throw e;
       } finally {
         pre.dispose();
+      }
+      if (o.exportWeights !== undefined) {
+        await model.exportWeights(o.exportWeights);
+        log(`train: weights written to ${o.exportWeights} (PyTorch state dict, ${/\.safetensors$/i.test(o.exportWeights) ? 'safetensors' : 'zip .pt'})`);
       }
       emit(Boolean(o.json), { method: opts.method, outDir: opts.outDir ?? null, history: r.history },
         () => r.history.map(epochLine).join('\n'));

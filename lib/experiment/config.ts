@@ -82,6 +82,13 @@ export const ModelSchema = z.object({
   hidden: z.array(posInt).optional(),
   mean: z.array(z.number()).optional(),
   std: z.array(z.number().positive()).optional(),
+  /**
+   * A PyTorch state dict loaded into the model once built (torch.save .pt/.pth, zip or legacy, or
+   * .safetensors; read weights-only): the config's form of `--model SPEC --weights FILE`.
+   */
+  weights: z.string().optional(),
+  /** Where the state dict sits in the `weights` file ('state_dict', 'ema'; default: found by looking). */
+  weightsEntry: z.string().optional(),
 }).strict().refine((m) => m.arch !== undefined || m.path !== undefined, { message: 'expected `arch` (a built-in architecture) or `path` (a saved model)' });
 
 /** Enums and the library defaults from lib/science/options.ts OPTIMIZER_OPTIONS; lr and weightDecay are the sweeps' own defaults. */

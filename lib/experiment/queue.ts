@@ -32,7 +32,7 @@ import { JobData, JobProgress, JobResult, bull, connection, currentBuild, jobIdO
 /** Queue sweeps run on other machines: data and model paths must not depend on a working folder. */
 function checkAbsolutePaths(runs: ResolvedRun[]): void {
   for (const r of runs) {
-    for (const [key, p] of [['data.root', r.data.root], ['model.path', r.model.path]] as const) {
+    for (const [key, p] of [['data.root', r.data.root], ['model.path', r.model.path], ['model.weights', r.model.weights]] as const) {
       if (p !== undefined && !path.isAbsolute(p)) {
         throw new FisherLensError('ERR_CONFIG', `run '${r.id}': ${key} '${p}' is relative; a queue sweep runs on workers with other working folders: give an absolute path (on a filesystem every worker sees)`);
       }

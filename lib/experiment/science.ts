@@ -113,12 +113,24 @@ export function defaultScience(): Science<Model, Dataset> {
     info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
     take: (d, n) => d.take(n),
     async createModel(spec, info, opts) {
-      const { name: _name, path: file, ...arch } = spec;
-      if (file !== undefined) return Model.from(file, { device: opts.device });
-      // seeded initial weights (the global generator; lib/science/train.ts manualSeed)
-      manualSeed(opts.seed);
-      return Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
-        { device: opts.device });
+      const { name: _name, path: file, weights, weightsEntry, ...arch } = spec;
+      let model: Model;
+      if (file !== undefined) model = await Model.from(file, { device: opts.device });
+      else {
+        // seeded initial weights (the global generator; lib/science/train.ts manualSeed)
+        manualSeed(opts.seed);
+        model = await Model.from({ ...arch, inChannels: info.imageShape[0], inputSize: info.imageShape[1], numClasses: info.numClasses } as ModelSpec,
+          { device: opts.device });
+      }
+      if (weights !== undefined) {
+        try {
+          await model.loadWeights(weights, { entry: weightsEntry });
+        } catch (e) {
+          model.dispose();
+          throw e;
+        }
+      }
+      return model;
     },
     async train(model, data, opts) {
       const t = opts.config;

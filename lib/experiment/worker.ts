@@ -135,7 +135,7 @@ export function checkJob(data: JobData, o: { build: Build; roots: string[]; trus
   if (!run) throw refuse('ERR_CONFIG', `the config of this job has no run '${data.runId}'`);
   const roots = o.roots.map(realish);
   const outside = (p: string) => !roots.some((r) => within(realish(p), r));
-  const paths: [string, string | undefined][] = [['out', data.out], ['data.root', run.data.root], ['model.path', run.model.path]];
+  const paths: [string, string | undefined][] = [['out', data.out], ['data.root', run.data.root], ['model.path', run.model.path], ['model.weights', run.model.weights]];
   for (const [key, p] of paths) {
     if (p === undefined) continue;
     if (!path.isAbsolute(p)) throw refuseError(invalidArgument(key, 'an absolute path (a worker accepts absolute paths only)', p));

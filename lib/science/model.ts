@@ -15,6 +15,11 @@ import { checkDevice } from '../binding/backend';
 import { packageRoot } from '../util/version';
 import { AtomicFile } from '../util/files';
 import { firstBatches, type Dataset } from './data/dataset';
+import { sniffFile } from './weights/read';
+import { looksLikeLegacy } from './weights/torch-file';
+import { LoadWeightsOptions, LoadWeightsResult, exportWeightsFrom, loadWeightsInto } from './weights/apply';
+import { TargetEntry } from './weights/keymap';
+import { OutFormat } from './weights/write';
 
 
 /** JSON-compatible value stored as a checkpoint's free-form metadata (epoch, history, ...). */
@@ -23,13 +28,19 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: s
 /** First bytes of a FisherLens checkpoint file (see docs/models.md for the format). */
 export const CHECKPOINT_MAGIC = 'FLCKPT';
 
-/** What a file holds, judged by its content: 'checkpoint' | 'torchscript' | 'spec'. */
-export function detectModelFile(file: string): 'checkpoint' | 'torchscript' | 'spec' {
+/**
+ * What a file holds, judged by its first bytes: 'checkpoint' | 'torchscript' (any zip: a zip-format
+ * state dict looks the same until its entries are read, which Model.from does) | 'state-dict' (a
+ * legacy-format torch.save file or safetensors: weights without an architecture) | 'spec'.
+ */
+export function detectModelFile(file: string): 'checkpoint' | 'torchscript' | 'state-dict' | 'spec' {
   let head: Buffer;
+  let size: number;
   try {
     const fd = fs.openSync(file, 'r');
-    head = Buffer.alloc(8);
-    const n = fs.readSync(fd, head, 0, 8, 0);
+    head = Buffer.alloc(16);
+    const n = fs.readSync(fd, head, 0, 16, 0);
+    size = fs.fstatSync(fd).size;
     head = head.subarray(0, n);
     fs.closeSync(fd);
   } catch (e) {
@@ -37,9 +48,19 @@ export function detectModelFile(file: string): 'checkpoint' | 'torchscript' | 's
   }
   if (head.subarray(0, 6).toString('latin1') === CHECKPOINT_MAGIC) return 'checkpoint';
   if (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return 'torchscript';
+  if (looksLikeLegacy(head)) return 'state-dict';
+  // safetensors: a little-endian header length that fits the file, then '{' (JSON text's first
+  // 8 bytes read as such a length are > 2^56: no spec file passes)
+  if (head.length >= 9 && head[8] === 0x7b && head.readBigUInt64LE(0) <= BigInt(size - 8)) return 'state-dict';
   const first = head.toString('latin1').trimStart()[0];
   if (first === '{') return 'spec';
-  throw new FisherLensError('ERR_FORMAT', `'${file}' is neither a FisherLens checkpoint, a TorchScript archive (zip) nor a JSON model spec`);
+  throw new FisherLensError('ERR_FORMAT', `'${file}' is neither a FisherLens checkpoint, a TorchScript archive (zip), a state dict (torch.save, safetensors) nor a JSON model spec`);
+}
+
+/** The error for a state dict given where a model is expected. */
+function stateDictGiven(file: string): FisherLensError {
+  return new FisherLensError('ERR_FORMAT', `'${file}' is a state dict (weights without an architecture): ` +
+    `use --model SPEC --weights ${file} (API: Model.create(spec).loadWeights(file)); \`fisherlens info --model ${file}\` says which architecture it fits`);
 }
 
 /** Result of {@link evaluate}. */
@@ -165,7 +186,11 @@ export class Model {
     if (!fs.existsSync(specOrPath)) throw new FisherLensError('ERR_IO', `model file '${specOrPath}' does not exist`);
     const kind = detectModelFile(specOrPath);
     if (kind === 'checkpoint') return Model.loadCheckpoint(specOrPath, opts);
-    if (kind === 'torchscript') return Model.load(specOrPath, opts);
+    if (kind === 'state-dict') throw stateDictGiven(specOrPath);
+    if (kind === 'torchscript') {
+      if (await sniffFile(specOrPath) === 'torch-zip') throw stateDictGiven(specOrPath);
+      return Model.load(specOrPath, opts);
+    }
     let spec: ModelSpec & { path?: string };
     try {
       spec = JSON.parse(fs.readFileSync(specOrPath, 'utf8')) as ModelSpec & { path?: string };
@@ -270,6 +295,39 @@ export class Model {
         'Set FISHERLENS_PYTHON to a Python with torch >= 1.13.');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Loads a PyTorch state dict into this model: a torch.save file (zip or legacy format, plain,
+   * nested as {state_dict} / {model}, DataParallel's module.* names, saved from any device) or
+   * safetensors, told apart by content and read weights-only (nothing in the file runs: a pickle
+   * naming any global outside the tensor-rebuilding allowlist is ERR_FORMAT). Keys map by name,
+   * through the published layouts (TRADES' SmallCNN and WideResNet; docs/models.md); other float
+   * dtypes are cast to the model's, each cast named through `onWarning`. Missing, unexpected or
+   * mis-shaped keys are one ERR_FORMAT listing them (the model unchanged) unless `strict: false`.
+   */
+  async loadWeights(file: string, opts: LoadWeightsOptions & OpOptions = {}): Promise<LoadWeightsResult> {
+    const spec = this.spec;
+    return loadWeightsInto({
+      arch: this.kind === 'torchscript' ? 'torchscript' : spec.arch,
+      stateInfo: async () => (await runOp(opts, (ctl) => addon().stateInfo(this.#native, ctl))) as TargetEntry[],
+      load: (p, sources) => runOp(opts, (ctl) => addon().loadWeights(this.#native, path.resolve(p), JSON.stringify(sources), ctl)),
+    }, file, opts);
+  }
+
+  /**
+   * Writes this model's parameters and buffers, with the built-ins' PyTorch names, as safetensors
+   * ('.safetensors', or format 'safetensors') or as a zip-format .pt that
+   * `torch.load(f, weights_only=True)` reads and `load_state_dict` takes (scripts/reference/models.py
+   * builds the same architectures). Atomic: a temporary file renamed into place.
+   */
+  async exportWeights(file: string, opts: { format?: OutFormat } & OpOptions = {}): Promise<void> {
+    const state = await this.state(opts);
+    try {
+      await exportWeightsFrom(state, file, opts.format);
+    } finally {
+      for (const t of state.values()) t.dispose();
     }
   }
 

@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   fl::InitAutoAttack(env, exports);
   fl::InitTrain(env, exports);
   fl::InitCheckpoint(env, exports);
+  fl::InitWeights(env, exports);
   return exports;
 }
 

@@ -14,4 +14,5 @@ void InitAttacks(Napi::Env env, Napi::Object exports);      // binding/attacks.c
 void InitAutoAttack(Napi::Env env, Napi::Object exports);   // binding/autoattack.cc
 void InitTrain(Napi::Env env, Napi::Object exports);        // binding/train.cc
 void InitCheckpoint(Napi::Env env, Napi::Object exports);   // binding/checkpoint.cc
+void InitWeights(Napi::Env env, Napi::Object exports);      // binding/weights.cc
 }  // namespace fl

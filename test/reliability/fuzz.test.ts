@@ -8,6 +8,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as path from 'path';
 import { cli, errorLine, tmpDir, smallData, writeNpy, tempLitter } from './harness';
+import { encodeSafetensors } from '../../lib/science/weights';
 
 const dir = tmpDir('fuzz');
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -38,6 +39,10 @@ const BAD_ENUM_CFG = f('enum.yaml', 'name: x\nruns:\n  - model: { arch: mlp }\n 
 const FILE_AS_DIR = f('plain-file', 'x');
 // an inline spec that fits the 1×8×8, 3-class data, so only the case's own defect can fail
 const MODEL = '{"arch":"mlp","inChannels":1,"inputSize":8,"numClasses":3}';
+// a state dict (safetensors) of that mlp with a 5-class last layer: it fits nothing here
+const WRONG_WEIGHTS = f('wrong.safetensors', encodeSafetensors([
+  [256, 64], [256], [256, 256], [256], [5, 256], [5],
+].map((shape, i) => ({ name: `fcs.${i >> 1}.${i % 2 ? 'bias' : 'weight'}`, dtype: 'float32' as const, shape, data: Buffer.alloc(4 * shape.reduce((a, b) => a * b, 1)) }))));
 
 type Case = { args: string[]; code: string; exit?: number; out?: string };
 const out = (name: string) => path.join(dir, 'outs', name);
@@ -56,6 +61,12 @@ for (const cmd of ['eval', 'fisher', 'cckl', 'attack', 'train']) {
   add(['--model', GARBAGE, ...DATA], 'ERR_FORMAT');
   add(['--model', '{"arch": "mlp", ', ...DATA], 'ERR_ARG');
   add(['--model', '{"arch": "nope"}', ...DATA], 'ERR_ARG');
+  add(['--model', WRONG_WEIGHTS, ...DATA], 'ERR_FORMAT');
+  add(['--model', MODEL, '--weights', MISSING.replace('.npy', '.pt'), ...DATA], 'ERR_IO');
+  add(['--model', MODEL, '--weights', GARBAGE, ...DATA], 'ERR_FORMAT');
+  add(['--model', MODEL, '--weights', WRONG_WEIGHTS, ...DATA], 'ERR_FORMAT');
+  add(['--model', MODEL, '--weights', EMPTY_DIR, ...DATA], 'ERR_IO');
+  add(['--model', MODEL, '--weights-entry', 'ema', ...DATA], 'ERR_ARG');
   add(['--model', MODEL, '--data', MISSING, '--labels', d.labels], 'ERR_ARG');
   add(['--model', MODEL, '--data', EMPTY_DIR], 'ERR_ARG');
   add(['--model', MODEL, '--data', TRUNC_NPY, '--labels', d.labels], 'ERR_FORMAT');
@@ -111,6 +122,9 @@ cases.push(
   { args: ['demo', '--config', MISSING], code: 'ERR_IO' },
   { args: ['nope'], code: 'ERR_ARG', exit: 2 },
   { args: ['info', '--nope'], code: 'ERR_ARG', exit: 2 },
+  { args: ['info', '--model', GARBAGE], code: 'ERR_FORMAT' },
+  { args: ['info', '--model', MISSING], code: 'ERR_IO' },
+  { args: ['profile', 'fisher', '--model', MODEL, '--weights', WRONG_WEIGHTS], code: 'ERR_FORMAT' },
   { args: ['report', EMPTY_DIR, '--out', '/proc/self/fl-report'], code: 'ERR_IO' },
   { args: ['run', BAD_ENUM_CFG, '--out', '/proc/self/fl-runs'], code: 'ERR_CONFIG' },
 );
