@@ -39,7 +39,7 @@ test('choice and declared name the flag and what the one declaration accepts', (
   t.is(choice('split', ['train', 'test'] as const, 'test'), 'test');
   t.throws(() => choice('split', ['train', 'test'] as const, 'val'), argError("--split: expected one of train, test, got 'val'"));
   t.is(declared('method', 'trades', TRAIN_STEP_OPTIONS.method), 'trades');
-  t.throws(() => declared('method', 'tradez', TRAIN_STEP_OPTIONS.method), argError("--method: expected one of natural, pgd-at, trades, got 'tradez'"));
+  t.throws(() => declared('method', 'tradez', TRAIN_STEP_OPTIONS.method), argError("--method: expected one of natural, pgd-at, trades, mart, fire, jacobian, fisher-trace, fisher-lambda, got 'tradez'"));
   t.is(declared('steps', '7', ATTACK_OPTIONS.steps), 7);
   t.throws(() => declared('restarts', '0', ATTACK_OPTIONS.restarts), argError('--restarts: expected an integer >= 1, got 0'));
   t.throws(() => declared('beta', 'big', ATTACK_OPTIONS.beta), argError("--beta: expected a finite number in (0, 1), got 'big'"));
