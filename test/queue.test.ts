@@ -337,7 +337,9 @@ maybe('SIGTERM: the worker stops at the end of the epoch, the run goes back to t
   const dir = tmp('term');
   const out = path.join(dir, 'runs');
   const cfg: ExperimentInput = { ...fakeConfig('term', 3), seeds: [0], runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }] };
-  const w1 = cliWorker(url, ['--root', dir], { FISHERLENS_EXECUTOR: fakeModule, FAKE_BATCH_MS: '150' });
+  // the run is held at the start of epoch 2 until its signal aborts, so the SIGTERM always lands
+  // while it is under way (timed batches alone let a loaded machine finish the run first)
+  const w1 = cliWorker(url, ['--root', dir], { FISHERLENS_EXECUTOR: fakeModule, FAKE_BATCH_MS: '150', FAKE_HOLD: 'mlp_natural_seed0@2' });
   await w1.ready;
   // enqueue through the CLI: `run --queue --detach` returns once the run is on the queue
   const cfgFile = path.join(dir, 'term.json');
