@@ -12,7 +12,6 @@ import * as path from 'path';
 import { EventWriter, HParamValue } from '../util/tfevents';
 import type { ResolvedRun } from './config';
 import type { RunResult } from './rundir';
-import type { FisherArrays } from './executor';
 import { encodePng, readClassPictures, readPictureGrid } from '../science/picture-files';
 import type { ClassMatrices } from '../science/picture-files';
 
@@ -64,8 +63,8 @@ export function evaluationScalars(r: RunResult): Record<string, number> {
   return Object.fromEntries(Object.entries(s).filter(([, v]) => Number.isFinite(v)));
 }
 
-/** The final evaluation at step `step` (the epochs trained): scalars, per-sample Fisher histograms. */
-export function logEvaluation(w: EventWriter, step: number, r: RunResult, f: FisherArrays): void {
+/** The final evaluation at step `step` (the epochs trained): scalars, histograms of the per-sample Fisher arrays (executor.ts FisherArrays). */
+export function logEvaluation(w: EventWriter, step: number, r: RunResult, f: { lambdaMax: ArrayLike<number>; frobenius: ArrayLike<number> }): void {
   w.scalars(step, evaluationScalars(r));
   w.histogram('eval/fisherLambdaMax', step, f.lambdaMax);
   w.histogram('eval/fisherFrobenius', step, f.frobenius);
