@@ -11,12 +11,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { EventWriter, HParamValue } from '../util/tfevents';
 import type { ResolvedRun } from './config';
-import type { RunResult } from './rundir';
+import { FILES, RunResult } from './rundir';
 import { encodePng, readClassPictures, readPictureGrid } from '../science/picture-files';
 import type { ClassMatrices } from '../science/picture-files';
 
 /** The folder of a run's event files, inside the run folder. */
-export const TB_DIR = 'tb';
+export const TB_DIR = FILES.tensorboard;
 /** Pixels per class-matrix cell in the class images. */
 const CLASS_ZOOM = 16;
 
