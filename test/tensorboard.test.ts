@@ -111,7 +111,7 @@ test.serial('EventAccumulator reads every run: scalars = metrics.jsonl and summa
   const out = await theSweep();
   const runs = fs.readdirSync(out).filter((d) => fs.existsSync(path.join(out, d, FILES.summary))).sort();
   t.deepEqual(runs, ['mlp_trades_beta1_seed0', 'mlp_trades_beta6_seed0']);
-  const seen = readEvents(...runs.map((r) => path.join(out, r, 'tb')));
+  const seen = readEvents(...runs.flatMap((r) => [path.join(out, r, 'tb'), path.join(out, r, 'tb', 'eval')]));
   for (const id of runs) {
     const rd = RunDir.of(out, id);
     const s = seen[path.join(rd.dir, 'tb')];
@@ -130,27 +130,28 @@ test.serial('EventAccumulator reads every run: scalars = metrics.jsonl and summa
     t.truthy(s.scalars['epoch/ccklNonRobustFraction']);
     // the evaluation: clean, each attack, AutoAttack, at the last epoch's step
     const sum = rd.readSummary();
-    t.deepEqual(s.scalars['eval/accuracy'], [[1, f32(sum.accuracy)]]);
-    t.deepEqual(s.scalars['eval/robustAccuracy/pgd'], [[1, f32(sum.attacks.pgd)]]);
-    t.deepEqual(s.scalars['eval/robustAccuracy/autoattack'], [[1, f32(sum.attacks.autoattack)]]);
-    t.deepEqual(s.scalars['eval/cckl'], [[1, f32(sum.cckl!.cckl)]]);
+    const ev = seen[path.join(rd.dir, 'tb', 'eval')];
+    t.deepEqual(ev.scalars['eval/accuracy'], [[1, f32(sum.accuracy)]]);
+    t.deepEqual(ev.scalars['eval/robustAccuracy/pgd'], [[1, f32(sum.attacks.pgd)]]);
+    t.deepEqual(ev.scalars['eval/robustAccuracy/autoattack'], [[1, f32(sum.attacks.autoattack)]]);
+    t.deepEqual(ev.scalars['eval/cckl'], [[1, f32(sum.cckl!.cckl)]]);
     // histograms: one per probe (12 samples) and of the final Fisher samples (10)
     t.deepEqual(s.histograms['probe/fisherLambdaMax'], [{ step: 1, num: 12, buckets: 12 }]);
     t.deepEqual(s.histograms['probe/fisherFrobenius'], [{ step: 1, num: 12, buckets: 12 }]);
-    t.deepEqual(s.histograms['eval/fisherLambdaMax'], [{ step: 1, num: 10, buckets: 10 }]);
+    t.deepEqual(ev.histograms['eval/fisherLambdaMax'], [{ step: 1, num: 10, buckets: 10 }]);
     // images: each grid cell is its PNG file, byte for byte; class matrices are K·16 pixels square
     const picDir = path.join(rd.dir, FILES.pictures);
     const grid = readPictureGrid(picDir)!;
     let cells = 0;
     grid.columns.forEach((col, k) => col.cells.forEach((cell, row) => {
-      const tag = Object.keys(s.images).find((x) => x.startsWith(`pictures/${String(k).padStart(2, '0')}-${col.kind}`) && x.endsWith(`/${row}`));
+      const tag = Object.keys(ev.images).find((x) => x.startsWith(`pictures/${String(k).padStart(2, '0')}-${col.kind}`) && x.endsWith(`/${row}`));
       t.truthy(tag, `cell ${k}/${row}`);
-      t.is(s.images[tag!][0].png, fs.readFileSync(path.join(picDir, cell.png)).toString('base64'));
-      t.deepEqual([s.images[tag!][0].width, s.images[tag!][0].height], [8, 8]);
+      t.is(ev.images[tag!][0].png, fs.readFileSync(path.join(picDir, cell.png)).toString('base64'));
+      t.deepEqual([ev.images[tag!][0].width, ev.images[tag!][0].height], [8, 8]);
       cells++;
     }));
     t.is(cells, 2 * grid.columns.length);
-    for (const m of ['initial/meanProbs', 'initial/kl', 'final/meanProbs', 'final/kl']) t.deepEqual([s.images[`classes/${m}`][0].width, s.images[`classes/${m}`][0].height], [3 * 16, 3 * 16], m);
+    for (const m of ['initial/meanProbs', 'initial/kl', 'final/meanProbs', 'final/kl']) t.deepEqual([ev.images[`classes/${m}`][0].width, ev.images[`classes/${m}`][0].height], [3 * 16, 3 * 16], m);
     // the text: the resolved run
     t.deepEqual(JSON.parse(s.text.config[0]), JSON.parse(fs.readFileSync(rd.config, 'utf8')));
     // HParams: the grid value, method, seed
@@ -222,6 +223,13 @@ test.serial('tensorboard --logdir serves the sweep: the scalars plugin lists bot
     t.is(hp.status, 200, hp.text);
     const groups = (JSON.parse(hp.text) as { sessionGroups: { hparams: Record<string, unknown> }[] }).sessionGroups;
     t.deepEqual(groups.map((g) => g.hparams['train.beta']).sort(), [1, 6]);
+    // …and the final metrics beside them: the evaluation's scalars (group `eval`, the tb/eval run)
+    const withMetrics = JSON.parse(hp.text) as { sessionGroups: { hparams: Record<string, unknown>; metricValues: { name: { group: string; tag: string }; value: number }[] }[] };
+    for (const g of withMetrics.sessionGroups) {
+      const run = `mlp_trades_beta${g.hparams['train.beta']}_seed0`;
+      const acc = g.metricValues.find((m) => m.name.group === 'eval' && m.name.tag === 'eval/accuracy');
+      t.is(acc?.value, f32(RunDir.of(out, run).readSummary().accuracy), run);
+    }
 
     // headless Chromium loads the scalars dashboard: no console error, a screenshot
     const chromium = ['chromium', 'chromium-browser'].find((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0);
@@ -255,7 +263,7 @@ test.serial('fisherlens tensorboard DIR prints the command for a sweep and for o
   const r = spawnSync(process.execPath, [CLI, 'tensorboard', out, '--json'], { encoding: 'utf8' });
   t.is(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout) as { logdir: string; runs: string[]; command: string };
-  t.deepEqual(j.runs, ['mlp_trades_beta1_seed0/tb', 'mlp_trades_beta1_seed0/tb/batches', 'mlp_trades_beta6_seed0/tb', 'mlp_trades_beta6_seed0/tb/batches']);
+  t.deepEqual(j.runs, ['mlp_trades_beta1_seed0', 'mlp_trades_beta6_seed0'].flatMap((r) => [`${r}/tb`, `${r}/tb/batches`, `${r}/tb/eval`]));
   t.is(j.command, `tensorboard --logdir '${out}' --port 6006`);
   const one = spawnSync(process.execPath, [CLI, 'tensorboard', path.join(out, 'mlp_trades_beta1_seed0')], { encoding: 'utf8' });
   t.is(one.stdout.trim(), `tensorboard --logdir '${path.join(out, 'mlp_trades_beta1_seed0')}' --port 6006`);
@@ -264,6 +272,21 @@ test.serial('fisherlens tensorboard DIR prints the command for a sweep and for o
   t.not(e.status, 0);
   t.regex(e.stderr, /ERR_IO.*no TensorBoard event files/s);
   fs.rmSync(empty, { recursive: true, force: true });
+});
+
+test.serial('a re-evaluation replaces the evaluation\'s events: each eval tag once, at the last epoch, with the new summary\'s value', async (t) => {
+  const out = await theSweep();
+  await new Promise((r) => setTimeout(r, 1100));  // event file names carry the second: the new ones sort after
+  const r = await runExperiment(sweep(out), { out, reevaluate: true });
+  t.is(r.finished, 2);
+  for (const x of r.runs) {
+    const evDir = path.join(out, x.id, 'tb', 'eval');
+    t.is(fs.readdirSync(evDir).length, 2, 'two event files: the first evaluation and the re-evaluation');
+    const ev = readEvents(evDir)[evDir];
+    t.deepEqual(ev.scalars['eval/accuracy'], [[1, f32(x.summary!.accuracy)]]);
+    t.is(ev.images['classes/final/kl'].length, 1);
+    t.is(ev.histograms['eval/fisherLambdaMax'].length, 1);
+  }
 });
 
 /** Scalars of one tag: steps strictly increasing, each at the value metrics.jsonl holds for that epoch. */

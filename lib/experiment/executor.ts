@@ -16,7 +16,7 @@ import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
 import type { ClassMatrices, ClassPictures } from '../science/picture-files';
 import * as path from 'path';
 import type { EventWriter } from '../util/tfevents';
-import { logEvaluation, logPictures, logRunEnd, logRunStart, openRunBoard } from './tensorboard';
+import { logEvaluation, logRunEnd, logRunStart, openRunBoard } from './tensorboard';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
 export interface RunProgress {
@@ -274,8 +274,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         };
         if (board) {
           // at the last epoch's step: the HParams dashboard pairs the grid values with these metrics
-          logEvaluation(board, t.epochs, result, f);
-          logPictures(board, t.epochs, picDir);
+          logEvaluation(ctx.dir.dir, t.epochs, result, f, picDir);
           logRunEnd(board);
         }
         return result;

@@ -4,8 +4,11 @@
  * values, so TensorBoard's HParams dashboard compares the runs of a sweep against their final
  * metrics), the final evaluation's scalars and per-sample Fisher histograms, the picture grid's
  * PNG cells and the class matrices as images. The event format is lib/util/tfevents.ts; the files
- * go into `<run>/tb/`, one per process (a resumed or re-evaluated run adds one). Each run folder is
- * one TensorBoard run and one HParams session, so `tensorboard --logdir <sweep out>` compares them.
+ * go into `<run>/tb/` (curves, config, HParams session), `<run>/tb/eval/` (the evaluation) and
+ * `<run>/tb/batches/` (the batch curve), one file per process in each (a resumed or re-evaluated
+ * run adds one). Each run folder is one HParams session, so `tensorboard --logdir <sweep out>`
+ * compares them; the evaluation is a run of its own because a re-evaluation writes it again at the
+ * same step: its SessionLog START drops the earlier evaluation and nothing else.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -63,11 +66,22 @@ export function evaluationScalars(r: RunResult): Record<string, number> {
   return Object.fromEntries(Object.entries(s).filter(([, v]) => Number.isFinite(v)));
 }
 
-/** The final evaluation at step `step` (the epochs trained): scalars, histograms of the per-sample Fisher arrays (executor.ts FisherArrays). */
-export function logEvaluation(w: EventWriter, step: number, r: RunResult, f: { lambdaMax: ArrayLike<number>; frobenius: ArrayLike<number> }): void {
+/** The sub-run of a run's evaluation, inside tb/ (TensorBoard run `<runId>/tb/eval`, HParams metric group `eval`). */
+export const EVAL_RUN = 'eval';
+
+/**
+ * The final evaluation at step `step` (the epochs trained) into a new event file of `<run>/tb/eval`:
+ * SessionLog START at `step` (an earlier evaluation of the same run is dropped), scalars, histograms
+ * of the per-sample Fisher arrays (executor.ts FisherArrays), pictures. Closed when done.
+ */
+export function logEvaluation(runDir: string, step: number, r: RunResult, f: { lambdaMax: ArrayLike<number>; frobenius: ArrayLike<number> }, picDir: string): void {
+  const w = new EventWriter(path.join(runDir, TB_DIR, EVAL_RUN));
+  w.sessionStart(step);
   w.scalars(step, evaluationScalars(r));
   w.histogram('eval/fisherLambdaMax', step, f.lambdaMax);
   w.histogram('eval/fisherFrobenius', step, f.frobenius);
+  logPictures(w, step, picDir);
+  w.close();
 }
 
 /** A class matrix as a grey PNG: cell values / scale in [0, 1], CLASS_ZOOM pixels per cell. */
