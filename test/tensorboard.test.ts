@@ -249,6 +249,11 @@ test.serial('tensorboard --logdir serves the sweep: the scalars plugin lists bot
     const consoleErrors = s.stderr.split('\n').filter((l) => /CONSOLE/.test(l) && /error|uncaught|failed/i.test(l));
     t.deepEqual(consoleErrors, []);
     t.true(fs.statSync(shot).size > 10_000, 'a screenshot with something on it');
+    // the dashboard loaded the data: its run table (light DOM of the time series page) names both runs
+    const dom = spawnSync(chromium, [...flags, '--dump-dom', `${base}/?darkMode=false#timeseries`], { encoding: 'utf8', timeout: 90_000 });
+    t.is(dom.status, 0, dom.stderr);
+    for (const run of ['mlp_trades_beta1_seed0/tb', 'mlp_trades_beta6_seed0/tb']) t.true(dom.stdout.includes(run), `the page lists ${run}`);
+    t.deepEqual(dom.stderr.split('\n').filter((l) => /CONSOLE/.test(l) && /error|uncaught|failed/i.test(l)), []);
     if (process.env.FISHERLENS_TB_SCREENSHOT) fs.copyFileSync(shot, process.env.FISHERLENS_TB_SCREENSHOT);
     t.log(`screenshot: ${shot}`);
   } finally {
