@@ -197,7 +197,7 @@ export function deviceOption(cmd: Command, fallback?: string): Command {
  * train, run, demo and worker): commander then gives `tensorboard: false`, else true.
  */
 export function tensorboardOption(cmd: Command): Command {
-  return cmd.option('--no-tensorboard', `no TensorBoard event files (default: ${TRAIN_OPTIONS.tensorboard.doc}; view with \`fisherlens tensorboard DIR\`)`);
+  return cmd.option('--no-tensorboard', `no TensorBoard event files (by default runs write them: ${TRAIN_OPTIONS.tensorboard.doc}; view them with \`fisherlens tensorboard DIR\`)`);
 }
 
 /** Adds `--limit <n>`: only the first n samples. */

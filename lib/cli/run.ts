@@ -38,6 +38,9 @@ export interface SweepCliOptions {
 
 /** Runs a config with progress and signal handling; used by `run` and `demo`. */
 export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
+  if (o.queue && o.tensorboard === false) {
+    throw invalidArgument('--no-tensorboard', "no --queue with it (the workers write the run folders: `fisherlens worker --no-tensorboard`, or the config's `tensorboard: false`)");
+  }
   const executor = o.queue ? undefined : executorFromEnv();
   const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
   if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
