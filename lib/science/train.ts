@@ -484,10 +484,11 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       }
       history.push(m);
       if (board) {
-        // every numeric field of the metrics.jsonl line; flushed before the checkpoint, so events
-        // past a checkpoint are only ever ones a resume's SessionLog START drops
+        // every numeric field of the metrics.jsonl line (a NaN is null there, and left out here);
+        // flushed before the checkpoint, so events past a checkpoint are only ever ones a
+        // resume's SessionLog START drops
         board.scalars(epoch + 1, Object.fromEntries(Object.entries(m)
-          .filter(([k, v]) => k !== 'epoch' && typeof v === 'number').map(([k, v]) => [`epoch/${k}`, v as number])));
+          .filter(([k, v]) => k !== 'epoch' && typeof v === 'number' && Number.isFinite(v)).map(([k, v]) => [`epoch/${k}`, v as number])));
         flushBoards();
       }
       if (ckpt && metricsFile) {
