@@ -127,6 +127,7 @@ test.serial('EventAccumulator reads every run: scalars = metrics.jsonl and summa
       }
     }
     t.true(fields >= 12, `trainLoss … ccklNonRobustFraction: ${fields} fields`);
+    t.is(Object.keys(s.scalars).filter((k) => k.startsWith('epoch/')).length, fields, 'no epoch scalar that metrics.jsonl lacks');
     t.truthy(s.scalars['epoch/ccklNonRobustFraction']);
     // the evaluation: clean, each attack, AutoAttack, at the last epoch's step
     const sum = rd.readSummary();
