@@ -24,6 +24,7 @@ import { train, EpochMetrics } from '../lib/science/train';
 import { synthetic } from '../lib/science/data';
 import { Model } from '../lib';
 import { EventWriter, tfRecord } from '../lib/util/tfevents';
+import { slurmScript } from '../lib/experiment/slurm';
 
 const ROOT = path.join(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
@@ -399,7 +400,7 @@ test.serial('faults: an unwritable tb/ and a full disk print one warning each; t
   }
 });
 
-test.serial('the record framing: length and data each carry the masked CRC-32C (the TFRecord test vector), and --no-tensorboard / tensorboard: false write nothing', async (t) => {
+test.serial('the record framing: length and data each carry the masked CRC-32C (the TFRecord test vector); tensorboard: false writes nothing; Slurm tasks get --no-tensorboard', async (t) => {
   // CRC-32C("123456789") = 0xe3069283 (RFC 3720 B.4); masked: ((c >>> 15) | (c << 17)) + 0xa282ead8 mod 2^32
   const rec = tfRecord(Buffer.from('123456789'));
   const c = 0xe3069283;
@@ -420,6 +421,11 @@ test.serial('the record framing: length and data each carry the masked CRC-32C (
   const r = await runExperiment({ ...cfg, tensorboard: false, runs: [{ name: 'off' }], defaults: { ...cfg.defaults, eval: { attacks: [], fisher: { samples: 4 }, cckl: { samples: 12, pairs: 4 }, pictures: { samples: 0, classes: false } } } }, { out });
   t.is(r.finished, 1, JSON.stringify(r.runs));
   t.false(fs.existsSync(path.join(RunDir.of(out, r.runs[0].id).dir, 'tb')));
+  // Slurm array tasks get the flag on their command line
+  const cfgFile = path.join(out, 'cfg.json');
+  fs.writeFileSync(cfgFile, JSON.stringify(sweep(path.join(out, 'slurm'))));
+  t.regex(slurmScript(cfgFile, { tensorboard: false }).script, /--only "\$\{RUNS\[\$SLURM_ARRAY_TASK_ID\]\}" --no-progress --no-tensorboard\n/);
+  t.notRegex(slurmScript(cfgFile).script, /--no-tensorboard/);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.rmSync(out, { recursive: true, force: true });
 });
