@@ -272,7 +272,7 @@ export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130
  * first SIGINT (Ctrl-C) instead aborts that controller (stop after the current step, the way
  * interactive commands stop; works with executors that know no batch boundaries).
  */
-export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; graceSec: number; exitCode(): number | undefined; dispose(): void } {
   const stop = new AbortController();
   let code: number | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -297,7 +297,7 @@ export function preemptController(graceSec: number, what: string, sigint?: { wha
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
-    stop, exitCode: () => code,
+    stop, graceSec, exitCode: () => code,
     dispose: () => { clearTimeout(timer); process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
   };
 }

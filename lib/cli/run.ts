@@ -51,7 +51,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
-      stopAtBatch: pre?.stop.signal, checkpointEvery: o.checkpointEvery,
+      stopAtBatch: pre?.stop.signal, stopGraceSec: pre?.graceSec, checkpointEvery: o.checkpointEvery,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,

@@ -162,7 +162,7 @@ export function register(program: Command): void {
       try {
         r = await train(model, trainSet, {
           ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
-          checkpointEvery, stopAtBatch: pre.stop.signal,
+          checkpointEvery, stopAtBatch: pre.stop.signal, stopGraceSec: pre.graceSec,
           onEvent: (e) => {
             if (e.type === 'batch') {
               if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);

@@ -40,6 +40,8 @@ export interface RunContext {
   signal?: AbortSignal;
   /** Graceful stop: training checkpoints at its next batch boundary; the run then stops with ERR_ABORTED. */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'), overriding run.train.checkpointEvery. */
   checkpointEvery?: string;
   progress(p: RunProgress): void;
@@ -77,6 +79,8 @@ export interface ScienceTrainOptions<D> {
   signal?: AbortSignal;
   /** Graceful stop at the next batch boundary, with a checkpoint (ERR_ABORTED). */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'; default config.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
   onBatch(e: TrainBatchEvent): void;
@@ -203,7 +207,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         if (t.epochs > 0) {
           const trained = await science.train(model, trainData, {
             config: t, seed, device: run.device, probe, dir: ctx.dir, resume: ctx.resume, signal,
-            stopAtBatch: ctx.stopAtBatch, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
+            stopAtBatch: ctx.stopAtBatch, stopGraceSec: ctx.stopGraceSec, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
             onBatch: (e) => ctx.progress({
               phase: 'train', fraction: (((e.epoch - 1) * e.batches + e.batch) * methodCost(t)) / total,
               epoch: e.epoch, epochs: t.epochs, batch: e.batch, batches: e.batches, loss: e.loss, accuracy: e.accuracy,

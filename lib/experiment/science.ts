@@ -144,7 +144,7 @@ export function defaultScience(): Science<Model, Dataset> {
         track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
         channelsLast: t.channelsLast,
-        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch,
+        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch, stopGraceSec: opts.stopGraceSec,
         onEvent: (e) => {
           if (e.type === 'batch') opts.onBatch(e);
           else {

@@ -224,7 +224,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     try {
       const result = await runExperiment(data.config, {
         out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
-        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery,
+        stopAtBatch: graceful.signal, stopGraceSec: opts.graceSec ?? GRACE_DEFAULT_SEC, checkpointEvery: opts.checkpointEvery,
         onEvent: (e) => {
           if (e.type === 'run-start') {
             const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;
