@@ -197,6 +197,15 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   let lastBusy = Date.now();
   const progressMs = opts.progressMs ?? 1000;
 
+  // what Redis gets, after the runs have ended, to acknowledge a stop (then: disconnect by force)
+  const deadlineMs = opts.closeDeadlineMs ?? 5000;
+  // unref'd: a deadline never keeps a process alive that has nothing else to do
+  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
+  // a stop's deadline for Redis runs from the end of the run it stopped (its checkpoint written):
+  // moving the job back and closing share it, so the worker exits within it plus the forced
+  // disconnect (docs/reliability.md: 10 s)
+  let redisBy = 0;
+  const redisLeft = () => (redisBy ? Math.max(0, redisBy - Date.now()) : deadlineMs);
   const process_ = async (job: Job<JobData, JobResult>, token?: string): Promise<JobResult> => {
     const data = job.data;
     if (data.format !== 1) throw refuse('ERR_FORMAT', `job format ${String(data.format)} is not understood by this worker (fisherlens ${build.version})`);
@@ -244,7 +253,11 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
           }
         },
       });
-      await pending;
+      // the run has ended (a stopped one with its checkpoint written): from here Redis gets the
+      // close deadline, so a worker whose Redis has gone still exits within it after the checkpoint
+      active.delete(job.id!);
+      if (closing) redisBy ||= Date.now() + deadlineMs;
+      await Promise.race([pending, timeout(redisLeft())]);
       const outcome = result.runs.find((r) => r.id === data.runId)!;
       if (outcome.status === 'finished' || outcome.status === 'skipped') {
         report.finished.push(data.runId);
@@ -257,9 +270,13 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
           throw refuse('ERR_ABORTED', `cancelled (fisherlens cancel ${data.experiment}); its checkpoint is kept and the run resumes when enqueued again`);
         }
         // stopped by this worker's SIGTERM/SIGINT: back to the queue, another worker resumes it
-        await job.moveToWait(token);
         report.requeued.push(data.runId);
-        log(`stopped ${data.runId} with its checkpoint; back in the queue`);
+        if (await Promise.race([job.moveToWait(token).then(() => true), timeout(redisLeft())])) {
+          log(`stopped ${data.runId} with its checkpoint; back in the queue`);
+        } else {
+          // its lock expires and a worker's stalled check hands it on once Redis is back
+          log(`stopped ${data.runId} with its checkpoint; Redis at ${maskUrl(q.url)} did not answer within ${deadlineMs / 1000} s: the run goes back to the queue when Redis does`);
+        }
         throw new (bull().WaitingError)();
       }
       report.failed.push(data.runId);
@@ -291,19 +308,16 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   // Stopping: BullMQ's close starts at once; the active runs end by themselves (at an epoch end, or
   // at once after stopNow); then the close gets closeDeadlineMs to reach Redis, after which every
   // connection is dropped by force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
-  const deadlineMs = opts.closeDeadlineMs ?? 5000;
   const graceSec = opts.graceSec ?? GRACE_DEFAULT_SEC;
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
-  // unref'd: a deadline never keeps a process alive that has nothing else to do
-  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       // closing at once stops the worker taking jobs (a run handed back would be taken again)
       const closed = w.close().then(() => true, () => true);
       while (active.size > 0) await sleep(100);
-      if (!(await Promise.race([closed, timeout(deadlineMs)]))) {
+      if (!(await Promise.race([closed, timeout(redisLeft())]))) {
         log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
         await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
       }

@@ -85,7 +85,7 @@ test.serial('run: SIGTERM during a batch that cannot end within the grace abando
   const out = path.join(dir, 'cut');
   // batch 37 of 150 never ends by itself (test/helpers/slow-batch.ts); the last periodic
   // checkpoint before it is after batch 20
-  const grace = 6;
+  const grace = 9;
   const p = spawn(process.execPath, [slowCli, 'run', file, '--out', out, '--no-progress', '--checkpoint-every', '20b', '--grace', String(grace)], { env: { ...process.env, SLOW_BATCH: '37' } });
   let err = '';
   let onSlow: () => void = () => undefined;
