@@ -14,6 +14,7 @@ import { FisherLensError } from '../util/errors';
 import { removeStaleTemps } from '../util/files';
 import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
 import type { ClassMatrices, ClassPictures } from '../science/picture-files';
+import * as fs from 'fs';
 import * as path from 'path';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
@@ -104,7 +105,13 @@ export interface Science<M, D> {
   train(model: M, data: D, opts: ScienceTrainOptions<D>): Promise<M>;
   /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
-    opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
+    opts: {
+      batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void;
+      /** Keep each finished batch here, and skip the batches found (a stopped evaluation resumes by batch); `modelKey` identifies the model. */
+      keepDir?: string; modelKey?: string;
+      /** Graceful stop at the next batch boundary (ERR_ABORTED; the batches done are kept). */
+      stopAtBatch?: AbortSignal;
+    }):
     Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
@@ -225,7 +232,14 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         let done = trainWork;
         const evalProgress = (fraction: number, step: string) => ctx.progress({ phase: 'eval', step, fraction: Math.min(1, (done + fraction * attackCost(run, testInfo.size)) / total) });
         const named = attackNames(ev.attacks);
-        const acc = await science.evaluate(model, evalData, named, { batchSize: ev.batchSize, seed, signal, onProgress: evalProgress });
+        // the attacks (an AutoAttack of many images can take hours) keep each finished batch in the
+        // run folder: a stopped or killed run resumes its evaluation by batch; the model is the
+        // final checkpoint (its size and mtime say which)
+        const ck = fs.existsSync(ctx.dir.checkpoint) ? fs.statSync(ctx.dir.checkpoint) : undefined;
+        const acc = await science.evaluate(model, evalData, named, {
+          batchSize: ev.batchSize, seed, signal, onProgress: evalProgress, stopAtBatch: ctx.stopAtBatch,
+          keepDir: path.join(ctx.dir.dir, FILES.evalBatches), modelKey: ck ? `${ck.size}:${ck.mtimeMs}` : JSON.stringify(run.model),
+        });
         done += attackCost(run, testInfo.size);
         stopCheck();
 

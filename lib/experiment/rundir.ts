@@ -34,6 +34,8 @@ export const FILES = {
   error: 'error.json',
   /** Folder of the evaluation's pictures (lib/science/pictures.ts). */
   pictures: 'pictures',
+  /** Folder of the final evaluation's finished batches while it runs (lib/science/robust.ts resumeDir): a stopped evaluation resumes by batch. */
+  evalBatches: 'eval-batches',
 } as const;
 
 /** Format version of summary.json (bump when fields change meaning). */

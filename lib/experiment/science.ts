@@ -162,7 +162,7 @@ export function defaultScience(): Science<Model, Dataset> {
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
       const r = await evaluateRobustness(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
-        batchSize: opts.batchSize, signal: opts.signal,
+        batchSize: opts.batchSize, signal: opts.signal, resumeDir: opts.keepDir, resumeKey: opts.modelKey, stopAtBatch: opts.stopAtBatch,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
