@@ -2,7 +2,7 @@ import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } fro
 import { RETENTION, KeepJobs, parseKeep } from '../experiment/queue-jobs';
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg } from './common';
+import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg, tlsOptions, queueTarget, TlsCliOptions } from './common';
 import { MAX_RUNS } from '../experiment/config';
 import { runExperiment } from '../experiment/runner';
 import { planExperiment, ExperimentResult } from '../experiment/plan';
@@ -22,7 +22,7 @@ export function finish(result: ExperimentResult): void {
 /** The exit code the last signal asked for (143 after SIGTERM, 130 after SIGINT). */
 let stopCode: number | undefined;
 
-export interface SweepCliOptions {
+export interface SweepCliOptions extends TlsCliOptions {
   out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
@@ -56,7 +56,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
       continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,
       ...(o.queue ? { queue: {
-        url: o.queue, detach: Boolean(o.detach),
+        ...queueTarget(o.queue, o), detach: Boolean(o.detach),
         ...(o.keepCompleted !== undefined ? { keepCompleted: parseKeep('--keep-completed', o.keepCompleted) } : {}),
         ...(o.keepFailed !== undefined ? { keepFailed: parseKeep('--keep-failed', o.keepFailed) } : {}),
       } } : {}),
@@ -86,7 +86,7 @@ export function register(program: Command): void {
     .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal');
-  jsonOption(cmd)
+  jsonOption(tlsOptions(cmd))
     .option('--queue <url>', `enqueue the unfinished runs on BullMQ/Redis (${QUEUE_URL}) for \`fisherlens worker\`s, and follow them`)
     .option('--detach', 'with --queue: enqueue and return')
     .option('--keep-completed <keep>', `with --queue: how long Redis keeps finished jobs: AGE (90s, 12h, 7d), COUNT or AGE,COUNT (default ${keepText(RETENTION.completed)}; run folders stay)`)
@@ -104,6 +104,7 @@ export function register(program: Command): void {
       }
       if (o.detach && !o.queue) throw invalidArgument('--detach', '--queue with it');
       if ((o.keepCompleted !== undefined || o.keepFailed !== undefined) && !o.queue) throw invalidArgument('--keep-completed/--keep-failed', '--queue with them');
+      if ((o.tlsCa ?? o.tlsCert ?? o.tlsKey) !== undefined && !o.queue) throw invalidArgument('--tls-ca/--tls-cert/--tls-key', '--queue with them');
       if (o.dryRun) {
         const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: posInt('max-runs', o.maxRuns) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },

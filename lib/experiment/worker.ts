@@ -178,9 +178,9 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   const log = (s: string) => opts.log?.(`worker ${name}: ${s}`);
   const report: WorkerReport = { name, finished: [], failed: [], requeued: [] };
   const active = new Map<string, Active>();
-  const sub = redisClient(q.url);
-  const client = redisClient(q.url);
-  await ready(Promise.all([sub.connect(), client.connect()]), q.url, client);
+  const sub = redisClient(q);
+  const client = redisClient(q);
+  await ready(Promise.all([sub.connect(), client.connect()]), q, client);
   // cancel requests reach every worker, wherever it runs
   await sub.subscribe(cancelChannel(q.name));
   sub.on('message', (_ch, msg) => {
@@ -291,7 +291,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   };
 
   const w = new (bull().Worker)<JobData, JobResult>(q.name, (job, token) => process_(job, token), {
-    connection: connection(q.url, true),
+    connection: connection(q, true),
     concurrency: opts.concurrency ?? 1,
     lockDuration: opts.lockDurationMs ?? 30000,
     stalledInterval: opts.stalledIntervalMs ?? opts.lockDurationMs ?? 30000,
@@ -302,7 +302,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   w.on('error', (e) => log(`queue error: ${e.message}`));
   w.on('failed', (job, e) => { if (job) log(`${job.data.runId} failed: ${e.message}`); });
   w.on('stalled', (jobId) => log(`${jobId} stalled (its worker stopped renewing its lock): back in the queue`));
-  await ready(w.waitUntilReady(), q.url);
+  await ready(w.waitUntilReady(), q);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
   // Stopping: BullMQ's close starts at once; the active runs end by themselves (at an epoch end, or
