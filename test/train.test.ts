@@ -311,3 +311,34 @@ test('optimizers, schedules and augmentation run and reduce the loss; bad option
   await t.throwsAsync(train(m, small, { method: 'nope' as never }), { code: 'ERR_ARG' } as never);
   await t.throwsAsync(train(m, small, { method: 'natural', optimizer: { type: 'rmsprop' as never } }), { code: 'ERR_ARG' } as never);
 });
+
+test.serial('a cancelled training step leaves the model as it was, BatchNorm running statistics included (fisher-lambda checks its signal after the train-mode forward)', async (t) => {
+  // resnet20 has BatchNorm; its running statistics change in any train-mode forward. The step runs
+  // 10⁹ power iterations, so only the cancellation ends it, after that forward.
+  manualSeed(3);
+  const m = Model.create({ arch: 'resnet20', inChannels: 1, inputSize: 28 });
+  const data = await trainSet.take(16);
+  const before = await m.state();
+  const ac = new AbortController();
+  const native = addon() as unknown as { trainStep: (...a: unknown[]) => Promise<unknown> };
+  const realStep = native.trainStep;
+  let started = false;
+  native.trainStep = (mm, o, x, y, so, ctl) => {
+    started = true;
+    setTimeout(() => ac.abort(), 300);
+    return realStep(mm, o, x, y, { ...(so as object), powerIters: 1e9 }, ctl);
+  };
+  try {
+    await t.throwsAsync(train(m, data, { method: 'fisher-lambda', epochs: 1, batchSize: 16, signal: ac.signal, optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 } }), { code: 'ERR_ABORTED' } as never);
+  } finally {
+    native.trainStep = realStep;
+  }
+  t.true(started);
+  const after = await m.state();
+  t.deepEqual([...after.keys()], [...before.keys()]);
+  t.true([...before.keys()].some((k) => k.endsWith('running_mean')), 'the model has BatchNorm buffers');
+  for (const [k, v] of before) t.deepEqual(Array.from(after.get(k)!.toArray() as Float32Array), Array.from(v.toArray() as Float32Array), k);
+  for (const v of [...before.values(), ...after.values()]) v.dispose();
+  data.dispose();
+  m.dispose();
+});
