@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .option('--stalled-interval <ms>', 'period of the check for dead workers\' runs', '30000')
     .option('--max-stalls <n>', 'stalls (dead workers, preemptions) a run may suffer before it fails', '10')
     .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: each run's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue, and the worker exits (143 after SIGTERM), within this many seconds', String(GRACE_DEFAULT_SEC))
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue, and the worker exits (143 after SIGTERM), within this many seconds; a batch that cannot end in time is abandoned and the boundary before it checkpointed', String(GRACE_DEFAULT_SEC))
     .addHelpText('after', '\n--device: every run this worker takes runs there (recorded in status).' +
       '\nSIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue within --grace, exit 143 after SIGTERM; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
     .action(action(async (o: TlsCliOptions & { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; checkpointEvery?: string; grace: string; lockDuration: string; stalledInterval: string; maxStalls: string }) => {

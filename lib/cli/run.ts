@@ -92,7 +92,7 @@ export function register(program: Command): void {
     .option('--keep-completed <keep>', `with --queue: how long Redis keeps finished jobs: AGE (90s, 12h, 7d), COUNT or AGE,COUNT (default ${keepText(RETENTION.completed)}; run folders stay)`)
     .option('--keep-failed <keep>', `with --queue: how long Redis keeps failed jobs and their reasons (default ${keepText(RETENTION.failed)})`)
     .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: the config's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
-    .option('--grace <seconds>', `on SIGTERM/SIGINT: the current run checkpoints at its next batch boundary and the process exits (143 after SIGTERM) within this many seconds (default ${GRACE_DEFAULT_SEC})`)
+    .option('--grace <seconds>', `on SIGTERM/SIGINT: the current run checkpoints at its next batch boundary and the process exits (143 after SIGTERM) within this many seconds (default ${GRACE_DEFAULT_SEC}); a batch that cannot end in time is abandoned and the boundary before it checkpointed`)
     .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
     .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
