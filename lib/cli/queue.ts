@@ -83,7 +83,7 @@ export function register(program: Command): void {
         if (stop.signal.aborted) process.exitCode = code;
         // the worker dropped its connections; whatever a library left scheduled must not keep the
         // process alive (an unref'd timer fires only if something else still holds the loop)
-        setTimeout(() => process.exit(), 2000).unref();
+        setTimeout(() => process.exit(), 1000).unref();
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -312,6 +312,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
   let closing: Promise<void> | undefined;
+  let unanswered = false;
   const close = () => {
     closing ??= (async () => {
       // closing at once stops the worker taking jobs (a run handed back would be taken again)
@@ -319,6 +320,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
       while (active.size > 0) await sleep(100);
       if (!(await Promise.race([closed, timeout(redisLeft())]))) {
         log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
+        unanswered = true;
         await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
       }
     })().finally(onStopped);
@@ -353,7 +355,8 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     if (idle) clearInterval(idle);
     opts.signal?.removeEventListener('abort', onStop);
     opts.stopNow?.removeEventListener('abort', onStopNow);
-    await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
+    // a Redis that did not answer the close will not answer QUIT either
+    if (!unanswered) await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
     sub.disconnect();
     client.disconnect();
   }
