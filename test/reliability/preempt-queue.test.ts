@@ -135,7 +135,9 @@ maybe(`SIGTERM to a busy worker at batch ${termAt}: the batch is abandoned, the 
   const url = `${redis!.url}/${db++}`;
   const dir = fs.mkdtempSync(path.join(base, 'term-'));
   const out = path.join(dir, 'runs');
-  const grace = 9;
+  // abandoned at abandonAfterSec(12) = 8 s: 4 s for the checkpoint, moving the job back, closing
+  // and exiting on a loaded machine (2 s of 6 was once not enough: 6.4 s)
+  const grace = 12;
   const w1 = worker(url, dir, ['--grace', String(grace), '--checkpoint-every', 'off'], { SLOW_BATCH: String(termAt) });
   enqueue(url, out);
   await w1.when('slow batch: started');
@@ -167,7 +169,7 @@ maybe(`a busy worker whose Redis has gone: SIGTERM at batch ${goneAt} checkpoint
   const url = `${redis!.url}/${db++}`;
   const dir = fs.mkdtempSync(path.join(base, 'gone-'));
   const out = path.join(dir, 'runs');
-  const grace = 9;
+  const grace = 12;
   const w1 = worker(url, dir, ['--grace', String(grace), '--checkpoint-every', 'off'], { SLOW_BATCH: String(goneAt) });
   enqueue(url, out);
   await w1.when('slow batch: started');
