@@ -15,7 +15,9 @@ import { trainedMlp, fashionSubset } from '../helpers/train-fixtures';
 import { runExperiment } from '../../lib/experiment/runner';
 import { RunDir } from '../../lib/experiment/rundir';
 
-const tmp = () => fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-evalres-')));
+const dirs: string[] = [];
+const tmp = () => { const d = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-evalres-'))); dirs.push(d); return d; };
+test.after.always(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
 
 // an AutoAttack cascade (its stages seeded per batch) beside a plain attack; 6 batches of 40
 const attacks: NamedAttack[] = [

@@ -38,6 +38,9 @@ async function weights(file: string): Promise<Record<string, number[]>> {
 
 const untimed = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([k]) => !['seconds', 'samplesPerSec', 'startedAt', 'finishedAt', 'provenance'].includes(k)));
 
+const dirs: string[] = [];
+test.after.always(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
 /** The uninterrupted run's folder (made once, by the first test that needs it). */
 let refDir: string | undefined;
 function reference(dir: string): RunDir {
@@ -52,6 +55,7 @@ function reference(dir: string): RunDir {
 
 test.serial('run: SIGTERM inside an epoch checkpoints at the next batch boundary, exits 143, and the same command finishes it as if uninterrupted', async (t) => {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-preempt-')));
+  dirs.push(dir);
   const file = path.join(dir, 'cfg.json');
   fs.writeFileSync(file, JSON.stringify(config));
   const a = reference(dir);
@@ -79,6 +83,7 @@ test.serial('run: SIGTERM inside an epoch checkpoints at the next batch boundary
 
 test.serial('run: SIGTERM during a batch that cannot end within the grace abandons it, checkpoints the last boundary and exits 143 within the grace; the same command finishes it as if uninterrupted', async (t) => {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-abandon-')));
+  dirs.push(dir);
   const file = path.join(dir, 'cfg.json');
   fs.writeFileSync(file, JSON.stringify(config));
   const a = reference(dir);
