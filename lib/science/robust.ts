@@ -159,69 +159,67 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
 
   /** One batch through every attack, into b (its counts; clean and worst per sample). */
   async function attackBatch(batch: { x: Tensor; y: Tensor; seed: number }, b: BatchRecord): Promise<void> {
-    {
-      let c: Uint8Array | undefined;
-      let w = new Uint8Array(0);
-      const advs: Tensor[] = [];
-      const successes: Uint8Array[] = [];
-      // no attack: a zero-step PGD gives the clean predictions
-      const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
-      for (let a = 0; a < list.length; a++) {
-        const { name: _name, ...params } = list[a];
-        // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
-        const seed = (params.seed ?? 0) + batch.seed;
-        const r = params.kind === 'autoattack'
-          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, b.checks[a], opts)
-          : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
-        if (!c) {
-          c = Uint8Array.from(r.cleanCorrect);
-          w = Uint8Array.from(c);
-        }
-        if (a >= attacks.length) { r.xAdv.dispose(); break; }
-        for (let i = 0; i < c.length; i++) {
-          const ok = c[i] === 1 && r.success[i] === 0;
-          if (ok) b.robust[a]++;
-          else w[i] = 0;
-          if (r.success[i] === 1) b.succ[a]++;
-          if (r.success[i] === 1 && c[i] === 1) { b.normCount[a]++; b.normSum[a] += r.norm[i]; }
-          b.lossSum[a] += r.loss[i];
-        }
-        await writers[a]?.append(r.xAdv, { signal: opts.signal });
-        if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
+    let c: Uint8Array | undefined;
+    let w = new Uint8Array(0);
+    const advs: Tensor[] = [];
+    const successes: Uint8Array[] = [];
+    // no attack: a zero-step PGD gives the clean predictions
+    const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
+    for (let a = 0; a < list.length; a++) {
+      const { name: _name, ...params } = list[a];
+      // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
+      const seed = (params.seed ?? 0) + batch.seed;
+      const r = params.kind === 'autoattack'
+        ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, b.checks[a], opts)
+        : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
+      if (!c) {
+        c = Uint8Array.from(r.cleanCorrect);
+        w = Uint8Array.from(c);
       }
-      if (worstWriter) {
-        try {
-          const w = await worstExamples(advs, successes, { signal: opts.signal });
-          try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
-        } finally {
-          advs.forEach((t) => t.dispose());
-        }
+      if (a >= attacks.length) { r.xAdv.dispose(); break; }
+      for (let i = 0; i < c.length; i++) {
+        const ok = c[i] === 1 && r.success[i] === 0;
+        if (ok) b.robust[a]++;
+        else w[i] = 0;
+        if (r.success[i] === 1) b.succ[a]++;
+        if (r.success[i] === 1 && c[i] === 1) { b.normCount[a]++; b.normSum[a] += r.norm[i]; }
+        b.lossSum[a] += r.loss[i];
       }
-      b.clean = Array.from(c!);
-      b.worst = Array.from(w);
+      await writers[a]?.append(r.xAdv, { signal: opts.signal });
+      if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
     }
+    if (worstWriter) {
+      try {
+        const w = await worstExamples(advs, successes, { signal: opts.signal });
+        try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
+      } finally {
+        advs.forEach((t) => t.dispose());
+      }
+    }
+    b.clean = Array.from(c!);
+    b.worst = Array.from(w);
   }
 
   function finish(): RobustnessResult {
-  return {
-    samples: n,
-    accuracy: sum(clean) / n,
-    attacks: attacks.map((a, i) => {
-      const { name: _n, ...params } = a;
-      if ('target' in params) delete params.target;
-      return {
-        name: names[i], params,
-        robustAccuracy: robust[i] / n,
-        successRate: succ[i] / n,
-        meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
-        meanLoss: lossSum[i] / n,
-        saved: writers[i]?.file,
-        ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
-      };
-    }),
-    worstCaseAccuracy: sum(worst) / n,
-    perSample: { clean, worst },
-  };
+    return {
+      samples: n,
+      accuracy: sum(clean) / n,
+      attacks: attacks.map((a, i) => {
+        const { name: _n, ...params } = a;
+        if ('target' in params) delete params.target;
+        return {
+          name: names[i], params,
+          robustAccuracy: robust[i] / n,
+          successRate: succ[i] / n,
+          meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
+          meanLoss: lossSum[i] / n,
+          saved: writers[i]?.file,
+          ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
+        };
+      }),
+      worstCaseAccuracy: sum(worst) / n,
+      perSample: { clean, worst },
+    };
   }
 }
 
