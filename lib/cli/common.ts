@@ -3,6 +3,7 @@
  * stdout; logs, warnings and progress go to stderr; exit 0 on success, non-zero with a one-line
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
+import { QUEUE_TLS_OPTIONS, QueueTls } from '../experiment/queue-jobs';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
@@ -153,6 +154,21 @@ const DEVICE_VALUES = 'cpu | cuda | cuda:N';
 /** What `--queue` takes (experiment/queue-jobs.ts, which checks it). */
 export { QUEUE_URL } from '../experiment/queue-jobs';
 
+/** The TLS flags of every command that takes `--queue` (declared in experiment/queue-jobs.ts QUEUE_TLS_OPTIONS). */
+export interface TlsCliOptions { tlsCa?: string; tlsCert?: string; tlsKey?: string }
+
+/** Adds `--tls-ca`, `--tls-cert`, `--tls-key` (read by {@link queueTarget}). */
+export function tlsOptions(cmd: Command): Command {
+  for (const o of Object.values(QUEUE_TLS_OPTIONS)) cmd.option(o.flag, o.doc);
+  return cmd;
+}
+
+/** `--queue URL` and its TLS flags as the queue functions take them. */
+export function queueTarget(url: string, o: TlsCliOptions): { url: string; tls?: QueueTls } {
+  const tls: QueueTls = { ...(o.tlsCa !== undefined ? { ca: o.tlsCa } : {}), ...(o.tlsCert !== undefined ? { cert: o.tlsCert } : {}), ...(o.tlsKey !== undefined ? { key: o.tlsKey } : {}) };
+  return { url, ...(Object.keys(tls).length ? { tls } : {}) };
+}
+
 /** Adds `--model <model>` (required). */
 export function modelOption(cmd: Command): Command {
   return weightsOptions(cmd.requiredOption('--model <model>', `model: ${MODEL_HELP}`));
@@ -281,7 +297,7 @@ export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130
  * first SIGINT (Ctrl-C) instead aborts that controller (stop after the current step, the way
  * interactive commands stop; works with executors that know no batch boundaries).
  */
-export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; graceSec: number; exitCode(): number | undefined; dispose(): void } {
   const stop = new AbortController();
   let code: number | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -306,7 +322,7 @@ export function preemptController(graceSec: number, what: string, sigint?: { wha
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
-    stop, exitCode: () => code,
+    stop, graceSec, exitCode: () => code,
     dispose: () => { clearTimeout(timer); process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
   };
 }

@@ -102,7 +102,7 @@ export function register(program: Command): void {
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
     .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC))
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds; a batch that cannot end in time is abandoned and the boundary before it checkpointed', String(GRACE_DEFAULT_SEC))
     .option('--tensorboard-batch-every <k>', `with --out: ${TRAIN_OPTIONS.tensorboardBatchEvery.doc} (default ${TRAIN_OPTIONS.tensorboardBatchEvery.default})`)
     .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads');
   deviceOption(cmd);
@@ -168,7 +168,7 @@ export function register(program: Command): void {
       try {
         r = await train(model, trainSet, {
           ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
-          checkpointEvery, stopAtBatch: pre.stop.signal,
+          checkpointEvery, stopAtBatch: pre.stop.signal, stopGraceSec: pre.graceSec,
           onEvent: (e) => {
             if (e.type === 'batch') {
               if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);

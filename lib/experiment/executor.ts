@@ -14,6 +14,7 @@ import { FisherLensError } from '../util/errors';
 import { removeStaleTemps } from '../util/files';
 import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
 import type { ClassMatrices, ClassPictures } from '../science/picture-files';
+import * as fs from 'fs';
 import * as path from 'path';
 import type { EventWriter } from '../util/tfevents';
 import { logEvaluation, logRunEnd, logRunStart, openRunBoard } from './tensorboard';
@@ -42,6 +43,8 @@ export interface RunContext {
   signal?: AbortSignal;
   /** Graceful stop: training checkpoints at its next batch boundary; the run then stops with ERR_ABORTED. */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'), overriding run.train.checkpointEvery. */
   checkpointEvery?: string;
   /** false: no TensorBoard event files, whatever run.tensorboard says (`--no-tensorboard`). */
@@ -81,6 +84,8 @@ export interface ScienceTrainOptions<D> {
   signal?: AbortSignal;
   /** Graceful stop at the next batch boundary, with a checkpoint (ERR_ABORTED). */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'; default config.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
   /** The run's open TensorBoard event writer (training adds its curves, SessionLog and flushes) and the batch-curve interval. */
@@ -106,7 +111,13 @@ export interface Science<M, D> {
   train(model: M, data: D, opts: ScienceTrainOptions<D>): Promise<M>;
   /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
-    opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
+    opts: {
+      batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void;
+      /** Keep each finished batch here, and skip the batches found (a stopped evaluation resumes by batch); `modelKey` identifies the model. */
+      keepDir?: string; modelKey?: string;
+      /** Graceful stop at the next batch boundary (ERR_ABORTED; the batches done are kept). */
+      stopAtBatch?: AbortSignal;
+    }):
     Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
@@ -212,7 +223,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         if (t.epochs > 0) {
           const trained = await science.train(model, trainData, {
             config: t, seed, device: run.device, probe, dir: ctx.dir, resume: ctx.resume, signal,
-            stopAtBatch: ctx.stopAtBatch, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
+            stopAtBatch: ctx.stopAtBatch, stopGraceSec: ctx.stopGraceSec, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
             tensorboard: board ? { writer: board, batchEvery: run.tensorboard.batchEvery } : undefined,
             onBatch: (e) => ctx.progress({
               phase: 'train', fraction: (((e.epoch - 1) * e.batches + e.batch) * methodCost(t)) / total,
@@ -231,7 +242,14 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         let done = trainWork;
         const evalProgress = (fraction: number, step: string) => ctx.progress({ phase: 'eval', step, fraction: Math.min(1, (done + fraction * attackCost(run, testInfo.size)) / total) });
         const named = attackNames(ev.attacks);
-        const acc = await science.evaluate(model, evalData, named, { batchSize: ev.batchSize, seed, signal, onProgress: evalProgress });
+        // the attacks (an AutoAttack of many images can take hours) keep each finished batch in the
+        // run folder: a stopped or killed run resumes its evaluation by batch; the model is the
+        // final checkpoint (its size and mtime say which)
+        const ck = fs.existsSync(ctx.dir.checkpoint) ? fs.statSync(ctx.dir.checkpoint) : undefined;
+        const acc = await science.evaluate(model, evalData, named, {
+          batchSize: ev.batchSize, seed, signal, onProgress: evalProgress, stopAtBatch: ctx.stopAtBatch,
+          keepDir: path.join(ctx.dir.dir, FILES.evalBatches), modelKey: ck ? `${ck.size}:${ck.mtimeMs}` : JSON.stringify(run.model),
+        });
         done += attackCost(run, testInfo.size);
         stopCheck();
 

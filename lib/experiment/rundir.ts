@@ -37,6 +37,8 @@ export const FILES = {
   pictures: 'pictures',
   /** Folder of the TensorBoard event files (lib/experiment/tensorboard.ts, lib/util/tfevents.ts). */
   tensorboard: 'tb',
+  /** Folder of the final evaluation's finished batches while it runs (lib/science/robust.ts resumeDir): a stopped evaluation resumes by batch. */
+  evalBatches: 'eval-batches',
 } as const;
 
 /** Format version of summary.json (bump when fields change meaning). */

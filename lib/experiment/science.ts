@@ -144,7 +144,7 @@ export function defaultScience(): Science<Model, Dataset> {
         track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
         channelsLast: t.channelsLast,
-        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch,
+        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch, stopGraceSec: opts.stopGraceSec,
         // the runner's event writer (tb/ of the run folder), else none: train opens no file of its own
         tensorboard: opts.tensorboard !== undefined, tensorboardWriter: opts.tensorboard?.writer, tensorboardBatchEvery: opts.tensorboard?.batchEvery,
         onEvent: (e) => {
@@ -164,7 +164,7 @@ export function defaultScience(): Science<Model, Dataset> {
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
       const r = await evaluateRobustness(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
-        batchSize: opts.batchSize, signal: opts.signal,
+        batchSize: opts.batchSize, signal: opts.signal, resumeDir: opts.keepDir, resumeKey: opts.modelKey, stopAtBatch: opts.stopAtBatch,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {

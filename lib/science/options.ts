@@ -312,6 +312,14 @@ export interface CheckpointEvery { batches?: number; seconds?: number }
 export const CHECKPOINT_EVERY_DEFAULT = '300s';
 /** The default of --grace: seconds from SIGTERM to the exit (Slurm and spot instances give 30–120 s). */
 export const GRACE_DEFAULT_SEC = 30;
+/**
+ * When a batch that is still running after a graceful stop is abandoned, in s after the stop: the
+ * grace less what cancelling the batch's native op and writing the checkpoint need (a third of the
+ * grace, at most 10 s: a WRN-34-10 checkpoint with its optimiser state is ~0.4 GB).
+ */
+export function abandonAfterSec(graceSec: number): number {
+  return graceSec - Math.min(10, graceSec / 3);
+}
 
 /** '500b' (batches), '300s' (seconds), 'off' or '0' (epoch ends only) → CheckpointEvery; ERR_ARG naming `what` otherwise. */
 export function parseCheckpointEvery(what: string, v: unknown): CheckpointEvery {

@@ -12,6 +12,11 @@ import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { attack, AttackParams, AttackResult } from './attacks';
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { ensureDir, writeFileAtomic } from '../util/files';
+import { FisherLensError, invalidArgument } from '../util/errors';
 
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
 export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
@@ -28,6 +33,18 @@ export interface EvaluateOptions extends OpOptions {
    * attack that succeeded, else the last attack's example).
    */
   save?: string;
+  /**
+   * A folder (a run's) where each batch's results are kept as it ends, atomically, one JSON file
+   * per batch under a key of the attacks, the sample count, the batch size and `resumeKey`: a
+   * repeated call skips the batches it finds there, and its result equals an uninterrupted call's
+   * (a long AutoAttack evaluation resumes by batch). The key's files are removed once the call
+   * completes. Not with `save` (the batches' examples are not kept).
+   */
+  resumeDir?: string;
+  /** Part of the resume key: what identifies the model (e.g. its checkpoint's size and mtime). */
+  resumeKey?: string;
+  /** Graceful stop: rejects with ERR_ABORTED at the next batch boundary (the batches done stay in resumeDir). */
+  stopAtBatch?: AbortSignal;
   /** Called after each batch with the running counts. */
   onBatch?: (e: { done: number; total: number; cleanCorrect: number; worstCorrect: number }) => void;
 }
@@ -90,49 +107,41 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
   const lossSum = attacks.map(() => 0);
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
+  if (opts.resumeDir !== undefined && opts.save !== undefined) throw invalidArgument('resumeDir', 'no save with it (the batches\' examples are not kept)');
+  const keep = opts.resumeDir !== undefined
+    ? path.join(opts.resumeDir, createHash('sha256').update(JSON.stringify({ attacks, names, n, batchSize, model: opts.resumeKey ?? '' })).digest('hex').slice(0, 16))
+    : undefined;
+  if (keep) ensureDir(keep, 'evaluation resume folder');
   let done = 0;
+  let bi = -1;
   try {
     for await (const batch of firstBatches(data, { limit: n, batchSize, signal: opts.signal })) {
-      let c: Uint8Array | undefined;
-      let w = new Uint8Array(0);
-      const advs: Tensor[] = [];
-      const successes: Uint8Array[] = [];
-      // no attack: a zero-step PGD gives the clean predictions
-      const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
-      for (let a = 0; a < list.length; a++) {
-        const { name: _name, ...params } = list[a];
-        // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
-        const seed = (params.seed ?? 0) + batch.seed;
-        const r = params.kind === 'autoattack'
-          ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, checks[a], opts)
-          : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
-        if (!c) {
-          c = Uint8Array.from(r.cleanCorrect);
-          w = Uint8Array.from(c);
-        }
-        if (a >= attacks.length) { r.xAdv.dispose(); break; }
-        for (let i = 0; i < c.length; i++) {
-          const ok = c[i] === 1 && r.success[i] === 0;
-          if (ok) robust[a]++;
-          else w[i] = 0;
-          if (r.success[i] === 1) succ[a]++;
-          if (r.success[i] === 1 && c[i] === 1) { normCount[a]++; normSum[a] += r.norm[i]; }
-          lossSum[a] += r.loss[i];
-        }
-        await writers[a]?.append(r.xAdv, { signal: opts.signal });
-        if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
+      bi++;
+      if (opts.stopAtBatch?.aborted) {
+        batch.x.dispose(); batch.y.dispose();
+        throw new FisherLensError('ERR_ABORTED', `evaluation stopped at a batch boundary after ${done} of ${n} samples${keep ? '; a repeated call continues from there' : ''}`);
       }
-      if (worstWriter) {
-        try {
-          const w = await worstExamples(advs, successes, { signal: opts.signal });
-          try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
-        } finally {
-          advs.forEach((t) => t.dispose());
-        }
+      const file = keep ? path.join(keep, `batch-${bi}.json`) : undefined;
+      const kept = file && fs.existsSync(file) ? readBatch(file) : undefined;
+      const b: BatchRecord = kept ?? {
+        clean: [], worst: [], robust: attacks.map(() => 0), succ: attacks.map(() => 0), normSum: attacks.map(() => 0),
+        normCount: attacks.map(() => 0), lossSum: attacks.map(() => 0), checks: attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 })),
+      };
+      try {
+        if (!kept) await attackBatch(batch, b);
+      } finally {
+        batch.x.dispose(); batch.y.dispose();
       }
-      clean.set(c!, done);
-      worst.set(w, done);
-      done += c!.length;
+      if (file && !kept) writeFileAtomic(file, JSON.stringify(b, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v)));
+      for (let a = 0; a < attacks.length; a++) {
+        robust[a] += b.robust[a]; succ[a] += b.succ[a]; normSum[a] += b.normSum[a]; normCount[a] += b.normCount[a]; lossSum[a] += b.lossSum[a];
+        const k = checks[a], d = b.checks[a];
+        k.probabilityRows += d.probabilityRows; k.zeroGradient += d.zeroGradient; k.nonFiniteGradient += d.nonFiniteGradient;
+        k.forwardDifference = Math.max(k.forwardDifference, d.forwardDifference);
+      }
+      clean.set(b.clean, done);
+      worst.set(b.worst, done);
+      done += b.clean.length;
       opts.onBatch?.({ done, total: n, cleanCorrect: sum(clean.subarray(0, done)), worstCorrect: sum(worst.subarray(0, done)) });
     }
     writers.forEach((wr) => wr?.close());
@@ -142,25 +151,93 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
     worstWriter?.abort();
     throw e;
   }
-  return {
-    samples: n,
-    accuracy: sum(clean) / n,
-    attacks: attacks.map((a, i) => {
-      const { name: _n, ...params } = a;
-      if ('target' in params) delete params.target;
-      return {
-        name: names[i], params,
-        robustAccuracy: robust[i] / n,
-        successRate: succ[i] / n,
-        meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
-        meanLoss: lossSum[i] / n,
-        saved: writers[i]?.file,
-        ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
-      };
-    }),
-    worstCaseAccuracy: sum(worst) / n,
-    perSample: { clean, worst },
-  };
+  if (keep) {
+    fs.rmSync(keep, { recursive: true, force: true });
+    try { fs.rmdirSync(opts.resumeDir!); } catch { /* other keys' batches are there */ }
+  }
+  return finish();
+
+  /** One batch through every attack, into b (its counts; clean and worst per sample). */
+  async function attackBatch(batch: { x: Tensor; y: Tensor; seed: number }, b: BatchRecord): Promise<void> {
+    let c: Uint8Array | undefined;
+    let w = new Uint8Array(0);
+    const advs: Tensor[] = [];
+    const successes: Uint8Array[] = [];
+    // no attack: a zero-step PGD gives the clean predictions
+    const list: NamedAttack[] = attacks.length ? attacks : [{ kind: 'pgd', steps: 0, randomStart: false }];
+    for (let a = 0; a < list.length; a++) {
+      const { name: _name, ...params } = list[a];
+      // each attack's own seed, moved on per batch as for every seeded pass (data/dataset.ts firstBatches)
+      const seed = (params.seed ?? 0) + batch.seed;
+      const r = params.kind === 'autoattack'
+        ? await cascadeBatch(model, batch.x, batch.y, cascades[a]!, seed, b.checks[a], opts)
+        : await attack(model, batch.x, batch.y, { ...params, seed, signal: opts.signal, onProgress: opts.onProgress });
+      if (!c) {
+        c = Uint8Array.from(r.cleanCorrect);
+        w = Uint8Array.from(c);
+      }
+      if (a >= attacks.length) { r.xAdv.dispose(); break; }
+      for (let i = 0; i < c.length; i++) {
+        const ok = c[i] === 1 && r.success[i] === 0;
+        if (ok) b.robust[a]++;
+        else w[i] = 0;
+        if (r.success[i] === 1) b.succ[a]++;
+        if (r.success[i] === 1 && c[i] === 1) { b.normCount[a]++; b.normSum[a] += r.norm[i]; }
+        b.lossSum[a] += r.loss[i];
+      }
+      await writers[a]?.append(r.xAdv, { signal: opts.signal });
+      if (worstWriter) { advs.push(r.xAdv); successes.push(r.success); } else r.xAdv.dispose();
+    }
+    if (worstWriter) {
+      try {
+        const w = await worstExamples(advs, successes, { signal: opts.signal });
+        try { await worstWriter.append(w, { signal: opts.signal }); } finally { w.dispose(); }
+      } finally {
+        advs.forEach((t) => t.dispose());
+      }
+    }
+    b.clean = Array.from(c!);
+    b.worst = Array.from(w);
+  }
+
+  function finish(): RobustnessResult {
+    return {
+      samples: n,
+      accuracy: sum(clean) / n,
+      attacks: attacks.map((a, i) => {
+        const { name: _n, ...params } = a;
+        if ('target' in params) delete params.target;
+        return {
+          name: names[i], params,
+          robustAccuracy: robust[i] / n,
+          successRate: succ[i] / n,
+          meanNorm: normCount[i] > 0 ? normSum[i] / normCount[i] : NaN,
+          meanLoss: lossSum[i] / n,
+          saved: writers[i]?.file,
+          ...(cascades[i] ? { warnings: [...cascades[i]!.warnings, ...sanityWarnings(checks[i], n, cascades[i]!.version)] } : {}),
+        };
+      }),
+      worstCaseAccuracy: sum(worst) / n,
+      perSample: { clean, worst },
+    };
+  }
+}
+
+/** One batch's share of an evaluation (per attack: counts and sums; per sample: clean and worst-case correct). */
+interface BatchRecord {
+  clean: number[]; worst: number[];
+  robust: number[]; succ: number[]; normSum: number[]; normCount: number[]; lossSum: number[];
+  checks: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }[];
+}
+
+/** A kept batch (NaN and ±Infinity were written as strings). */
+function readBatch(file: string): BatchRecord | undefined {
+  // written atomically; anything unreadable is attacked again
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'), (_k, v: unknown) => (v === 'NaN' || v === 'Infinity' || v === '-Infinity' ? Number(v) : v)) as BatchRecord;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

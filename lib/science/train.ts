@@ -18,7 +18,7 @@ import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { CHECKPOINT_EVERY_DEFAULT, CheckpointEvery, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseCheckpointEvery, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
+import { abandonAfterSec, CHECKPOINT_EVERY_DEFAULT, CheckpointEvery, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseCheckpointEvery, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 import { EventWriter } from '../util/tfevents';
@@ -153,6 +153,13 @@ export interface TrainOptions {
   tensorboardBatchEvery?: number;
   /** An open event writer to log into instead of opening one in outDir/tb (the runner's, which logs the evaluation too); train leaves it open. */
   tensorboardWriter?: EventWriter;
+  /**
+   * With stopAtBatch: the grace in s from its abort to the process's exit. A batch still running
+   * {@link abandonAfterSec}(grace) s after the stop is abandoned: its native op is cancelled (the
+   * model and optimiser are left as they were before it) and the checkpoint holds the state at the
+   * last batch boundary [undefined: wait for the batch however long it takes].
+   */
+  stopGraceSec?: number;
   onEvent?: (e: TrainEvent) => void;
 }
 
@@ -405,6 +412,18 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     await runOp(opts, (ctl) => addon().saveTrainState(ckpt!, modelHandle(model), opt, JSON.stringify(meta), ctl));
   };
   const stopped = () => new FisherLensError('ERR_ABORTED', 'training stopped at a batch boundary; its checkpoint is written and a resume continues from it');
+  // a graceful stop whose next boundary is out of reach: the running batch's op is cancelled
+  // abandonAfterSec(grace) s after the stop (one huge batch: a WRN-34-10 TRADES step on a CPU)
+  const abandon = new AbortController();
+  let abandonTimer: NodeJS.Timeout | undefined;
+  const armAbandon = () => {
+    if (opts.stopGraceSec === undefined) return;
+    abandonTimer = setTimeout(() => abandon.abort(), abandonAfterSec(opts.stopGraceSec) * 1000);
+    abandonTimer.unref();
+  };
+  if (opts.stopAtBatch?.aborted) armAbandon();
+  else opts.stopAtBatch?.addEventListener('abort', armAbandon, { once: true });
+  const stepSignal = opts.signal ? AbortSignal.any([opts.signal, abandon.signal]) : abandon.signal;
   let lastSave = Date.now();
   // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
   const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
@@ -454,9 +473,18 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           // the inner maximisation's gradient engine: the one stored on this machine for this
           // architecture (a resumed run in another process continues on the engine it started
           // with); a choice made by this step is stored at once, for a resume after a kill
-          r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
+          r = await withGradientChoices(model, () => runOp({ ...opts, signal: stepSignal }, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
           }, ctl)));
+        } catch (e) {
+          if (!(abandon.signal.aborted && !opts.signal?.aborted && (e as FisherLensError).code === 'ERR_ABORTED')) throw e;
+          // the batch is abandoned: a cancelled step leaves the model and optimiser as they were at
+          // this boundary (native/train.cc trainStep), so that state is what the checkpoint holds
+          // (at the first batch of this call it is on disk already)
+          if (ckpt && metricsFile && bi > first) {
+            await save({ epoch, history, method, seed, batch: bi, partial: { lossSum, correct, seen, seconds: (Date.now() - t0) / 1000 } });
+          }
+          throw new FisherLensError('ERR_ABORTED', `training stopped: batch ${bi + 1} of epoch ${epoch + 1} could not end within the grace and was abandoned; the checkpoint holds the state before it and a resume continues from it`);
         } finally {
           b.x.dispose(); b.y.dispose();
         }
@@ -500,6 +528,8 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       if (opts.stopAtBatch?.aborted && epoch + 1 < epochs) throw stopped();
     }
   } finally {
+    clearTimeout(abandonTimer);
+    opts.stopAtBatch?.removeEventListener('abort', armAbandon);
     if (data !== trainData) data.dispose();
     if (probe && probe !== opts.probe) probe.dispose();
     batchBoard?.close();
