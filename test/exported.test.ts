@@ -14,7 +14,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { createHash } from 'crypto';
-import { Model, Tensor, FisherLensError, fisherExact, attack, backend } from '../lib';
+import { Model, Tensor, FisherLensError, fisherExact, attack, backend, fashionMnist } from '../lib';
 import { addon } from '../lib/binding/native';
 import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
@@ -281,5 +281,34 @@ if (!py) {
       t.true(maxAbs(await run(m, npyTensor(path.join(dir, 'rmsnorm.x.npy'))), want) <= LOGIT_TOL);
       m.dispose();
     }
+  });
+}
+
+if (py) {
+  test('the CLI takes a .pt2 wherever it takes a model: info --model describes it, fisher runs it', async (t) => {
+    const dir = fixtures();
+    const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
+    const file = path.join(dir, 'small-cnn.pt2');
+    const info = spawnSync(process.execPath, [cli, 'info', '--model', file], { encoding: 'utf8' });
+    t.is(info.status, 0, info.stderr);
+    const d = JSON.parse(info.stdout) as Record<string, unknown>;
+    t.like(d, { kind: 'pt2', batch: 'dynamic', torchVersion: JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')).torch });
+    // fisher on the first 8 Fashion-MNIST test images: the CLI's mean λ_max is the API's on the same images
+    const r = spawnSync(process.execPath, [cli, 'fisher', '--model', file, '--data', 'fashion-mnist', '--limit', '8', '--json'], { encoding: 'utf8' });
+    if (r.status !== 0 && /fashion-mnist/i.test(r.stderr) && /ERR_IO/.test(r.stderr)) {
+      t.pass('no Fashion-MNIST on this machine (dataset-fashion-mnist)');
+      return;
+    }
+    t.is(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { n: number; mean: { lambdaMax: number } };
+    t.is(out.n, 8);
+    const ds = await fashionMnist({ split: 'test' });
+    const b = ds.batch([0, 1, 2, 3, 4, 5, 6, 7]);
+    const m = await Model.load(file);
+    const f = await fisherExact(m, b.x);
+    const mean = Array.from(f.lambdaMax).reduce((a, v) => a + v, 0) / 8;
+    // the same op on the same images and weights: only the mean's summation order differs
+    t.true(Math.abs(out.mean.lambdaMax - mean) <= 1e-6 * mean, `${out.mean.lambdaMax} vs ${mean}`);
+    m.dispose();
   });
 }

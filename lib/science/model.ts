@@ -1,5 +1,5 @@
 /**
- * Models: built-in architectures from a typed spec, and TorchScript models exported from
+ * Models: built-in architectures from a typed spec, torch.export programs (.pt2) and TorchScript models exported from
  * PyTorch. Every algorithm in FisherLens takes a {@link Model}. Inputs are pixels in [0, 1],
  * [B, C, H, W]; normalisation (mean/std per channel) is the model's first layer.
  */
