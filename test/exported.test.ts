@@ -130,15 +130,16 @@ if (!py) {
     });
   }
 
-  test('exact Fisher of .pt2 programs equals a float64 reference', async (t) => {
+  test('exact Fisher of .pt2 programs runs on the linear engine and equals a float64 reference', async (t) => {
     const dir = fixtures();
-    for (const arch of ['mlp', 'small-cnn']) {
+    // resnet20 here is a residual net with batch norm, GELU, average pooling and elementwise adds
+    for (const arch of ['mlp', 'small-cnn', 'resnet20']) {
       const m = await Model.load(path.join(dir, `${arch}.pt2`));
       const x = npyTensor(path.join(dir, `${arch}.x.npy`)).slice(0, 2);
       const ref = JSON.parse(fs.readFileSync(path.join(dir, `${arch}.fisher.json`), 'utf8')) as Record<'lambdaMax' | 'trace' | 'frobenius', number[]>;
       const r = await fisherExact(m, x);
-      t.is(r.engine, 'autograd');
-      t.regex(r.engineReason, /torch\.export/);
+      t.is(r.engine, 'linear', `${arch}: ${r.engineReason}`);
+      t.is(r.engineReason, '');
       // float32 Jacobians against float64 ones: ~1e-6 relative; 1e-4 is the Fisher tests' bound
       for (const k of ['lambdaMax', 'trace', 'frobenius'] as const) {
         for (let i = 0; i < 2; i++) t.true(Math.abs(r[k][i] - ref[k][i]) <= 1e-4 * Math.abs(ref[k][i]), `${arch} ${k}[${i}]: ${r[k][i]} vs ${ref[k][i]}`);
@@ -147,6 +148,19 @@ if (!py) {
       r.probs.dispose();
       m.dispose();
     }
+  });
+
+  test('an op the linear engine does not know: Fisher runs on autograd, the same numbers, and engineReason names the op', async (t) => {
+    const dir = fixtures();
+    const m = await Model.load(path.join(dir, 'hardswish.pt2'));
+    const x = npyTensor(path.join(dir, 'rmsnorm.x.npy'));
+    const r = await fisherExact(m, x);
+    t.is(r.engine, 'autograd');
+    t.regex(r.engineReason, /aten::hardswish/);
+    t.true(r.lambdaMax.every((v) => v > 0));
+    r.spectrum.dispose();
+    r.probs.dispose();
+    m.dispose();
   });
 
   for (const arch of ['mlp', 'resnet20']) {
@@ -180,15 +194,16 @@ if (!py) {
     });
   }
 
-  test('small-cnn.pt2: L2 PGD equals PyTorch PGD on the exported program', async (t) => {
+  test('resnet20.pt2: L2 PGD equals PyTorch PGD on the exported program', async (t) => {
     const dir = fixtures();
-    const m = await Model.load(path.join(dir, 'small-cnn.pt2'));
-    const x = npyTensor(path.join(dir, 'small-cnn.x.npy'));
-    const y = readNpy(path.join(dir, 'small-cnn.y.npy'));
+    const m = await Model.load(path.join(dir, 'resnet20.pt2'));
+    const x = npyTensor(path.join(dir, 'resnet20.x.npy'));
+    const y = readNpy(path.join(dir, 'resnet20.y.npy'));
     const yt = Tensor.from(BigInt64Array.from(y.data as BigInt64Array), y.shape);
     const r = await attack(m, x, yt, { kind: 'pgd', norm: 'l2', epsilon: 1, stepSize: 0.25, steps: 10, randomStart: false });
-    const want = readNpy(path.join(dir, 'small-cnn.pgd.npy')).data as Float32Array;
-    // L2 steps are continuous in the gradient (no sign to flip): float32 rounding of ~1e-6 per
+    const want = readNpy(path.join(dir, 'resnet20.pgd.npy')).data as Float32Array;
+    // L2 steps are continuous in the gradient (no sign to flip) and the GELU net is smooth (no
+    // ReLU kink or max-pool tie a path could cross by rounding): float32 rounding of ~1e-6 per
     // step over 10 steps stays far below 1e-4
     t.true(maxAbs(r.xAdv.toArray() as Float32Array, want) <= 1e-4, `max |Δx_adv| ${maxAbs(r.xAdv.toArray() as Float32Array, want)}`);
     r.xAdv.dispose();

@@ -7,9 +7,15 @@
 // weights then arrive through models/weights.h like a state dict's.
 #include "models/exported.h"
 #include "common/errors.h"
+#include "models/torchscript_tape.h"
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/script.h>
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <iomanip>
+#include <mutex>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 
 namespace fl {
@@ -127,9 +133,42 @@ class ExportedClassifier : public Classifier {
   }
   torch::Device device() const override { return device_; }
   std::string kind() const override { return "exported"; }
-  std::shared_ptr<LinearTape> linearize(const torch::Tensor&, torch::Tensor*, std::string* why) override {
-    if (why) *why = "the linear engine does not lower torch.export programs yet; they run on autograd";
-    return nullptr;
+  // The linear engine: the graph, written as the TorchScript forward of a module whose attributes
+  // are this model's own tensors, goes through the TorchScript lowering (models/torchscript_tape.h),
+  // which names the first op it cannot lower. The source is generated here from allowlisted ATen
+  // calls only; nothing of the archive is compiled as code.
+  std::shared_ptr<LinearTape> linearize(const torch::Tensor& x, torch::Tensor* z, std::string* why) override {
+    if (why) *why = "";
+    if (training_) {
+      if (why) *why = "the model is in train mode";
+      return nullptr;
+    }
+    if (staticBatch_ >= 0 && x.size(0) != staticBatch_) {
+      if (why) *why = str("the program was exported for batches of ", staticBatch_, " and runs other batches in chunks");
+      return nullptr;
+    }
+    std::call_once(loweringOnce_, [this]() {
+      try {
+        script_ = std::make_unique<torch::jit::Module>("fisherlens_exported");
+        for (size_t i = 0; i < state_.size(); ++i) {
+          if (isParam_[i]) script_->register_parameter("s" + std::to_string(i), state_[i], false);
+          else script_->register_buffer("s" + std::to_string(i), state_[i]);
+        }
+        script_->define(scriptSource());
+        script_->eval();
+        lowering_ = std::make_unique<ScriptLowering>(*script_);
+      } catch (const std::exception& e) {
+        loweringError_ = str("the exported graph could not be prepared for the linear engine: ", e.what());
+      }
+    });
+    if (!lowering_) {
+      if (why) *why = loweringError_;
+      return nullptr;
+    }
+    std::string reason;
+    auto tape = lowering_->record(x, z, &reason);
+    if (why) *why = reason;
+    return tape;
   }
   std::string specJson() const override { return spec_; }
   void exportState(const std::string&) override {
@@ -218,6 +257,115 @@ class ExportedClassifier : public Classifier {
     } catch (const json::exception& e) {
       throw FlError(ERR_FORMAT, str("the exported program's graph is malformed: ", e.what()));
     }
+  }
+
+  // The graph as TorchScript source: `def forward(self, x)` with one line per node, values renamed
+  // v0, v1, ..., the state read as self.s<i>, every argument a literal or a value, the mode flags
+  // of batch norm and dropout False (the engine linearises eval-mode forwards only).
+  std::string scriptSource() const {
+    std::unordered_map<std::string, std::string> names;
+    for (const auto& [arg, i] : inputSlot_) names[arg] = "self.s" + std::to_string(i);
+    names[userInput_] = "x";
+    int64_t next = 0;
+    auto fresh = [&](const std::string& graphName) {
+      std::string v = "v" + std::to_string(next++);
+      names[graphName] = v;
+      return v;
+    };
+    auto ref = [&](const json& r) -> std::string {
+      const std::string n = r.at("name").get<std::string>();
+      auto it = names.find(n);
+      FL_CHECK(it != names.end(), ERR_FORMAT, "the exported program uses '", n, "' before it is computed");
+      return it->second;
+    };
+    auto number = [](double v) {
+      if (std::isnan(v)) return std::string("float(\"nan\")");
+      if (std::isinf(v)) return std::string(v > 0 ? "float(\"inf\")" : "float(\"-inf\")");
+      std::ostringstream o;
+      o << std::setprecision(17) << v;
+      std::string t = o.str();
+      if (t.find_first_of(".e") == std::string::npos) t += ".0";
+      return t;
+    };
+    auto sym = [&](const json& a) -> std::string {
+      return a.contains("as_int") ? std::to_string(a["as_int"].get<int64_t>()) : names.at(a.at("as_name").get<std::string>());
+    };
+    std::function<std::string(const json&)> lit = [&](const json& a) -> std::string {
+      auto list = [&](const json& xs, const std::function<std::string(const json&)>& f) {
+        std::string o = "[";
+        for (size_t i = 0; i < xs.size(); ++i) o += (i ? ", " : "") + f(xs[i]);
+        return o + "]";
+      };
+      if (a.contains("as_tensor")) return ref(a["as_tensor"]);
+      if (a.contains("as_none")) return "None";
+      if (a.contains("as_int")) return std::to_string(a["as_int"].get<int64_t>());
+      if (a.contains("as_ints")) return list(a["as_ints"], [](const json& v) { return std::to_string(v.get<int64_t>()); });
+      if (a.contains("as_float")) return number(a["as_float"].get<double>());
+      if (a.contains("as_floats")) return list(a["as_floats"], [&](const json& v) { return number(v.get<double>()); });
+      if (a.contains("as_bool")) return a["as_bool"].get<bool>() ? "True" : "False";
+      if (a.contains("as_bools")) return list(a["as_bools"], [](const json& v) { return std::string(v.get<bool>() ? "True" : "False"); });
+      if (a.contains("as_string")) return json(a["as_string"].get<std::string>()).dump();
+      if (a.contains("as_sym_int")) return sym(a["as_sym_int"]);
+      if (a.contains("as_sym_ints")) return list(a["as_sym_ints"], sym);
+      if (a.contains("as_scalar_type")) return std::to_string(int64_t(scalarType(a["as_scalar_type"].get<int64_t>())));
+      if (a.contains("as_device")) return "x.device";
+      if (a.contains("as_tensors")) return list(a["as_tensors"], [&](const json& r) { return ref(r); });
+      if (a.contains("as_optional_tensor")) return a["as_optional_tensor"].contains("as_tensor") ? ref(a["as_optional_tensor"]["as_tensor"]) : "None";
+      throw FlError(ERR_FORMAT, str("the linear engine cannot take the argument ", a.dump().substr(0, 80)));
+    };
+    std::ostringstream src;
+    src << "def forward(self, x):\n";
+    for (const Node& n : nodes_) {
+      std::string call;
+      if (!n.handle) {
+        if (n.op == "sym_size") {
+          std::string t, d;
+          for (const auto& [k, v] : n.inputs) (k == "self" ? t : d) = lit(v);
+          call = t + ".size(" + d + ")";
+        } else {
+          const char* opText = n.op == "add" ? " + " : n.op == "sub" ? " - " : n.op == "mul" ? " * " : " // ";
+          call = lit(n.inputs.at(0).second) + opText + lit(n.inputs.at(1).second);
+        }
+      } else {
+        call = "torch." + n.op + "(";  // the TorchScript compiler reads torch.<name> as aten::<name>
+        bool skipped = false, first = true;
+        for (const c10::Argument& arg : n.handle->schema().arguments()) {
+          std::string value;
+          if (followsMode(n.op) && (arg.name() == "training" || arg.name() == "train")) {
+            value = "False";
+          } else {
+            const json* given = nullptr;
+            for (const auto& [k, v] : n.inputs)
+              if (k == arg.name()) given = &v;
+            if (!given) {
+              skipped = true;
+              continue;
+            }
+            value = lit(*given);
+          }
+          call += (first ? "" : ", ") + ((skipped || arg.kwarg_only()) ? arg.name() + "=" : std::string()) + value;
+          first = false;
+        }
+        call += ")";
+      }
+      std::string lhs;
+      const json& outs = n.outputs;
+      for (size_t i = 0; i < outs.size(); ++i) {
+        const json& o = outs[i];
+        std::string v;
+        if (o.contains("as_tensor")) v = fresh(o["as_tensor"]["name"].get<std::string>());
+        else if (o.contains("as_sym_int") && o["as_sym_int"].contains("as_name")) v = fresh(o["as_sym_int"]["as_name"].get<std::string>());
+        else if (o.contains("as_tensors")) {
+          for (size_t k = 0; k < o["as_tensors"].size(); ++k) v += (k ? ", " : "") + fresh(o["as_tensors"][k]["name"].get<std::string>());
+        } else {
+          v = "_";
+        }
+        lhs += (i ? ", " : "") + v;
+      }
+      src << "    " << (lhs.empty() ? "" : lhs + " = ") << call << "\n";
+    }
+    src << "    return " << names.at(output_) << "\n";
+    return src.str();
   }
 
   void bind(const std::string& arg, const std::string& stateName) {
@@ -424,6 +572,10 @@ class ExportedClassifier : public Classifier {
   int64_t staticBatch_ = -1;         // the exported batch, -1 when dynamic
   bool training_ = false;
   torch::Device device_{torch::kCPU};
+  std::once_flag loweringOnce_;
+  std::unique_ptr<torch::jit::Module> script_;  // the graph as TorchScript over this model's tensors
+  std::unique_ptr<ScriptLowering> lowering_;
+  std::string loweringError_;
 };
 
 }  // namespace

@@ -9,15 +9,18 @@ dynamic batch:
   ARCH.logits.npy            eval-mode logits [6, K]
   ARCH.grad.npy              ∇ₓ of the mean cross-entropy, eval mode
   ARCH.fisher.json           float64 per-sample λ_max, trace and ‖G‖_F of G = Jᵀ(diag p − ppᵀ)J
-                             (the full Jacobian by K autograd passes, numpy's eigvalsh; mlp and
-                             small-cnn, first 2 samples)
+                             (the full Jacobian by K autograd passes, numpy's eigvalsh; first 2
+                             samples)
   ARCH.sgd/NAME.npy          every parameter and buffer after one plain SGD step (lr 0.1) on the
                              mean cross-entropy in train mode (batch-norm batch statistics and
                              running averages; mlp and resnet20, which have no dropout)
-  small-cnn.pgd.npy          L2 PGD without random start (ε 1, α 0.25, 10 steps, mean CE,
-                             x ← Π(x + α g/‖g‖)), as FisherLens' PGD steps
+  resnet20.pgd.npy           L2 PGD without random start (ε 1, α 0.25, 10 steps, mean CE,
+                             x ← Π(x + α g/‖g‖)), as FisherLens' PGD steps, on the GELU resnet20:
+                             smooth everywhere, so rounding cannot send a path across a ReLU kink
+                             or a max-pool tie (on small-cnn one sample's path did, by 1e-2)
   small-cnn-static.pt2       the small-cnn exported with a fixed batch of 4
   rmsnorm.pt2 (+ .x/.logits) a net using aten.rms_norm (torch >= 2.4; LibTorch 1.13 lacks it)
+  hardswish.pt2 (+ .x)       a conv net with aten.hardswish, an op the linear engine does not know
   custom-op.pt2, sort.pt2, version99.pt2, pickled.pt2: archives FisherLens must refuse
   expected.json              the torch version and the list above
 
@@ -121,7 +124,7 @@ def main(out):
         gx, = torch.autograd.grad(F.cross_entropy(m(xg), y), [xg])
         np.save(os.path.join(out, f"{name}.grad.npy"), gx.numpy())
         entry = {"spec": spec}
-        if name in ("mlp", "small-cnn"):
+        if name in ("mlp", "small-cnn", "resnet20"):
             with open(os.path.join(out, f"{name}.fisher.json"), "w") as f:
                 json.dump(fisher64(m, x[:2]), f)
             entry["fisher"] = True
@@ -137,8 +140,9 @@ def main(out):
                 np.save(os.path.join(d, f"{k}.npy"), v.detach().numpy())
             entry["sgd"] = True
         if name == "small-cnn":
-            np.save(os.path.join(out, "small-cnn.pgd.npy"), pgd_l2(m, x, y, 1.0, 0.25, 10).numpy())
             export(m, x[:4], os.path.join(out, "small-cnn-static.pt2"), dynamic=False)
+        if name == "resnet20":
+            np.save(os.path.join(out, "resnet20.pgd.npy"), pgd_l2(m, x, y, 1.0, 0.25, 10).numpy())
         files[name] = entry
 
     # an op LibTorch 1.13 lacks (aten.rms_norm, torch >= 2.4)
@@ -160,6 +164,19 @@ def main(out):
     np.save(os.path.join(out, "rmsnorm.x.npy"), xr.numpy())
     with torch.no_grad():
         np.save(os.path.join(out, "rmsnorm.logits.npy"), rn(xr).numpy())
+
+    # an allowlisted op the linear engine does not lower
+    class Hard(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4 * 2 * 2, 5)
+
+        def forward(self, x):
+            return self.fc(F.hardswish(self.conv(x)).flatten(1))
+
+    torch.manual_seed(9)
+    export(Hard().eval(), xr, os.path.join(out, "hardswish.pt2"))
 
     # archives to refuse: a custom op, an ATen op outside the allowlist, another archive_version,
     # pickled weights
