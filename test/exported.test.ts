@@ -22,18 +22,32 @@ import { readNpy } from './fisher-fixtures';
 import { ROOT, torch2Python } from './helpers/weights-fixtures';
 
 const WRITER = path.join(ROOT, 'scripts', 'reference', 'export_pt2.py');
-const py = torch2Python();
+/**
+ * The exporters: torch 2.13 (the CI venv, scripts/torch-env.sh 2.13-cpu) and torch 2.14.1 where its
+ * venv exists (scripts/torch-env.sh 2.14-cu130: developers' machines, `npm run test:slow`), each
+ * label → its Python.
+ */
+function exporters(): Map<string, string> {
+  const m = new Map<string, string>();
+  const t213 = torch2Python();
+  if (t213) m.set('torch2.13', t213);
+  const root = process.env.FISHERLENS_VENVS ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fisherlens', 'venv');
+  const t214 = path.join(root, '2.14-cu130', 'bin', 'python');
+  if (fs.existsSync(t214)) m.set('torch2.14', t214);
+  return m;
+}
+const pythons = exporters();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pt2-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** The fixtures, written once per script version (a tmp folder renamed into place: no races). */
-function fixtures(): string {
+/** The fixtures of one exporter, written once per script version (a tmp folder renamed into place: no races). */
+function fixtures(label: string, py: string): string {
   const hash = createHash('sha1').update(fs.readFileSync(WRITER)).update(fs.readFileSync(path.join(ROOT, 'scripts', 'reference', 'models.py'))).digest('hex').slice(0, 10);
-  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `pt2-${hash}`);
+  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `pt2-${label}-${hash}`);
   if (!fs.existsSync(path.join(dir, 'expected.json'))) {
     const t = `${dir}.tmp-${process.pid}`;
     fs.rmSync(t, { recursive: true, force: true });
-    const r = spawnSync(py!, [WRITER, t], { encoding: 'utf8', timeout: 600_000 });
+    const r = spawnSync(py, [WRITER, t], { encoding: 'utf8', timeout: 600_000 });
     if (r.status !== 0) throw new Error(`export_pt2.py failed: ${r.stderr || r.error}`);
     try {
       fs.renameSync(t, dir);
@@ -82,14 +96,13 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
 // wrong weight, op argument or mode moves logits by > 1e-2.
 const LOGIT_TOL = 1e-5;
 
-if (!py) {
-  test.skip('.pt2 vs PyTorch 2.x: no torch 2.x venv (bash scripts/torch-env.sh 2.13-cpu makes it)', () => {});
-} else {
+if (pythons.size === 0) test.skip('.pt2 vs PyTorch 2.x: no torch 2.x venv (bash scripts/torch-env.sh 2.13-cpu makes it)', () => {});
+for (const [label, py] of pythons) {
   const archs = ['mlp', 'small-cnn', 'resnet20'];
 
   for (const arch of archs) {
-    test(`${arch}.pt2 (dynamic batch): logits and input gradients equal PyTorch's`, async (t) => {
-      const dir = fixtures();
+    test(`${label}: ${arch}.pt2 (dynamic batch): logits and input gradients equal PyTorch's`, async (t) => {
+      const dir = fixtures(label, py);
       const m = await Model.load(path.join(dir, `${arch}.pt2`));
       t.is(m.kind, 'exported');
       t.is(m.spec.arch, 'exported');
@@ -130,8 +143,8 @@ if (!py) {
     });
   }
 
-  test('exact Fisher of .pt2 programs runs on the linear engine and equals a float64 reference', async (t) => {
-    const dir = fixtures();
+  test(`${label}: exact Fisher of .pt2 programs runs on the linear engine and equals a float64 reference`, async (t) => {
+    const dir = fixtures(label, py);
     // resnet20 here is a residual net with batch norm, GELU, average pooling and elementwise adds
     for (const arch of ['mlp', 'small-cnn', 'resnet20']) {
       const m = await Model.load(path.join(dir, `${arch}.pt2`));
@@ -150,8 +163,8 @@ if (!py) {
     }
   });
 
-  test('an op the linear engine does not know: Fisher runs on autograd, the same numbers, and engineReason names the op', async (t) => {
-    const dir = fixtures();
+  test(`${label}: an op the linear engine does not know: Fisher runs on autograd, and engineReason names the op`, async (t) => {
+    const dir = fixtures(label, py);
     const m = await Model.load(path.join(dir, 'hardswish.pt2'));
     const x = npyTensor(path.join(dir, 'rmsnorm.x.npy'));
     const r = await fisherExact(m, x);
@@ -164,8 +177,8 @@ if (!py) {
   });
 
   for (const arch of ['mlp', 'resnet20']) {
-    test(`${arch}.pt2: one SGD step in train mode gives PyTorch's parameters and running statistics`, async (t) => {
-      const dir = fixtures();
+    test(`${label}: ${arch}.pt2: one SGD step in train mode gives PyTorch's parameters and running statistics`, async (t) => {
+      const dir = fixtures(label, py);
       const m = await Model.load(path.join(dir, `${arch}.pt2`));
       const x = npyTensor(path.join(dir, `${arch}.x.npy`));
       const y = readNpy(path.join(dir, `${arch}.y.npy`));
@@ -194,8 +207,8 @@ if (!py) {
     });
   }
 
-  test('resnet20.pt2: L2 PGD equals PyTorch PGD on the exported program', async (t) => {
-    const dir = fixtures();
+  test(`${label}: resnet20.pt2: L2 PGD equals PyTorch PGD on the exported program`, async (t) => {
+    const dir = fixtures(label, py);
     const m = await Model.load(path.join(dir, 'resnet20.pt2'));
     const x = npyTensor(path.join(dir, 'resnet20.x.npy'));
     const y = readNpy(path.join(dir, 'resnet20.y.npy'));
@@ -212,8 +225,8 @@ if (!py) {
     m.dispose();
   });
 
-  test('a fixed-batch export runs any batch in eval mode and refuses to train on another', async (t) => {
-    const dir = fixtures();
+  test(`${label}: a fixed-batch export runs any batch in eval mode and refuses to train on another`, async (t) => {
+    const dir = fixtures(label, py);
     const m = await Model.load(path.join(dir, 'small-cnn-static.pt2'));
     const x = npyTensor(path.join(dir, 'small-cnn.x.npy'));  // 6 samples; exported for 4
     const want = readNpy(path.join(dir, 'small-cnn.logits.npy')).data as Float32Array;
@@ -227,8 +240,8 @@ if (!py) {
     m.dispose();
   });
 
-  test('input of the wrong shape is ERR_SHAPE naming expected against got', async (t) => {
-    const dir = fixtures();
+  test(`${label}: input of the wrong shape is ERR_SHAPE naming expected against got`, async (t) => {
+    const dir = fixtures(label, py);
     const m = await Model.load(path.join(dir, 'small-cnn.pt2'));
     const x = Tensor.from(new Float32Array(2 * 3 * 32 * 32), [2, 3, 32, 32]);
     const e = await t.throwsAsync(run(m, x), { instanceOf: FisherLensError });
@@ -238,21 +251,21 @@ if (!py) {
     m.dispose();
   });
 
-  test('checkpoints and exportWeights carry a .pt2 program\'s state', async (t) => {
-    const dir = fixtures();
-    const src = path.join(tmp, 'moved.pt2');
+  test(`${label}: checkpoints and exportWeights carry a .pt2 program's state`, async (t) => {
+    const dir = fixtures(label, py);
+    const src = path.join(tmp, `${label}-moved.pt2`);
     fs.copyFileSync(path.join(dir, 'resnet20.pt2'), src);
     const m = await Model.load(src);
     const x = npyTensor(path.join(dir, 'resnet20.x.npy'));
     const want = await run(m, x);
-    const ck = path.join(tmp, 'resnet20.ckpt');
+    const ck = path.join(tmp, `${label}-resnet20.ckpt`);
     await m.save(ck);
     fs.rmSync(src);  // the checkpoint holds the program itself, not only the archive's path
     const back = await Model.loadCheckpoint(ck);
     t.is(back.kind, 'exported');
     t.is(maxAbs(await run(back, x), want), 0);
     // exported weights are the built-in resnet20's state dict (models.py names them alike)
-    const w = path.join(tmp, 'resnet20.safetensors');
+    const w = path.join(tmp, `${label}-resnet20.safetensors`);
     await back.exportWeights(w);
     const spec = (JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { files: Record<string, { spec: object }> }).files.resnet20.spec;
     const builtin = Model.create(spec as never);
@@ -263,8 +276,8 @@ if (!py) {
     for (const mm of [m, back, builtin]) mm.dispose();
   });
 
-  test('archives FisherLens must not run are ERR_FORMAT naming the reason', async (t) => {
-    const dir = fixtures();
+  test(`${label}: archives FisherLens must not run are ERR_FORMAT naming the reason`, async (t) => {
+    const dir = fixtures(label, py);
     const cases: [string, RegExp][] = [
       ['custom-op.pt2', /custom op 'torch\.ops\.fltest\.twice\.default'.*pure ATen ops only/],
       ['sort.pt2', /'torch\.ops\.aten\.sort\.(default|stable)', which is not among the pure ATen ops/],
@@ -283,8 +296,8 @@ if (!py) {
     m.dispose();
   });
 
-  test('an op this LibTorch lacks is ERR_FORMAT naming it and the exporting torch; where present it runs', async (t) => {
-    const dir = fixtures();
+  test(`${label}: an op this LibTorch lacks is ERR_FORMAT naming it and the exporting torch; where present it runs`, async (t) => {
+    const dir = fixtures(label, py);
     const [major, minor] = backend().torchVersion.split('.').map(Number);
     if (major < 2 || (major === 2 && minor < 4)) {
       const e = await t.throwsAsync(Model.load(path.join(dir, 'rmsnorm.pt2')), { instanceOf: FisherLensError });
@@ -299,9 +312,9 @@ if (!py) {
   });
 }
 
-if (py) {
-  test('the CLI takes a .pt2 wherever it takes a model: info --model describes it, fisher runs it', async (t) => {
-    const dir = fixtures();
+for (const [label, py] of pythons) {
+  test(`${label}: the CLI takes a .pt2 wherever it takes a model: info --model describes it, fisher runs it`, async (t) => {
+    const dir = fixtures(label, py);
     const cli = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
     const file = path.join(dir, 'small-cnn.pt2');
     const info = spawnSync(process.execPath, [cli, 'info', '--model', file], { encoding: 'utf8' });
