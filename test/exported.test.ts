@@ -13,50 +13,17 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
-import { createHash } from 'crypto';
-import { Model, Tensor, FisherLensError, fisherExact, attack, backend, fashionMnist } from '../lib';
+import { Model, Tensor, FisherLensError, fisherExact, fisherPower, attack, backend, fashionMnist } from '../lib';
 import { addon } from '../lib/binding/native';
 import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
 import { readNpy } from './fisher-fixtures';
-import { ROOT, torch2Python } from './helpers/weights-fixtures';
+import { ROOT, pt2Exporters, pt2Fixtures } from './helpers/weights-fixtures';
 
-const WRITER = path.join(ROOT, 'scripts', 'reference', 'export_pt2.py');
-/**
- * The exporters: torch 2.13 (the CI venv, scripts/torch-env.sh 2.13-cpu) and torch 2.14.1 where its
- * venv exists (scripts/torch-env.sh 2.14-cu130: developers' machines, `npm run test:slow`), each
- * label → its Python.
- */
-function exporters(): Map<string, string> {
-  const m = new Map<string, string>();
-  const t213 = torch2Python();
-  if (t213) m.set('torch2.13', t213);
-  const root = process.env.FISHERLENS_VENVS ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fisherlens', 'venv');
-  const t214 = path.join(root, '2.14-cu130', 'bin', 'python');
-  if (fs.existsSync(t214)) m.set('torch2.14', t214);
-  return m;
-}
-const pythons = exporters();
+const pythons = pt2Exporters();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pt2-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-/** The fixtures of one exporter, written once per script version (a tmp folder renamed into place: no races). */
-function fixtures(label: string, py: string): string {
-  const hash = createHash('sha1').update(fs.readFileSync(WRITER)).update(fs.readFileSync(path.join(ROOT, 'scripts', 'reference', 'models.py'))).digest('hex').slice(0, 10);
-  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `pt2-${label}-${hash}`);
-  if (!fs.existsSync(path.join(dir, 'expected.json'))) {
-    const t = `${dir}.tmp-${process.pid}`;
-    fs.rmSync(t, { recursive: true, force: true });
-    const r = spawnSync(py, [WRITER, t], { encoding: 'utf8', timeout: 600_000 });
-    if (r.status !== 0) throw new Error(`export_pt2.py failed: ${r.stderr || r.error}`);
-    try {
-      fs.renameSync(t, dir);
-    } catch {
-      fs.rmSync(t, { recursive: true, force: true });
-    }
-  }
-  return dir;
-}
+const fixtures = pt2Fixtures;
 
 function npyTensor(file: string): Tensor {
   const a = readNpy(file);
@@ -142,6 +109,24 @@ for (const [label, py] of pythons) {
       m.dispose();
     });
   }
+
+  test(`${label}: the other reference architectures load with PyTorch's logits and lower onto the linear engine`, async (t) => {
+    const dir = fixtures(label, py);
+    const more = (JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { files: { more: string[] } }).files.more;
+    t.is(more.length, 5);
+    for (const arch of more) {
+      const m = await Model.load(path.join(dir, 'more', `${arch}.pt2`));
+      const x = npyTensor(path.join(dir, 'more', `${arch}.x.npy`));
+      const want = readNpy(path.join(dir, 'more', `${arch}.logits.npy`)).data as Float32Array;
+      const got = await run(m, x);
+      t.true(maxAbs(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)), `${arch}: max |Δlogit| ${maxAbs(got, want)}`);
+      const p = await fisherPower(m, x.slice(0, 1), { tol: 0, maxIter: 1 });
+      t.is(p.engine, 'linear', `${arch}: ${p.engineReason}`);
+      p.eigvec.dispose();
+      x.dispose();
+      m.dispose();
+    }
+  });
 
   test(`${label}: exact Fisher of .pt2 programs runs on the linear engine and equals a float64 reference`, async (t) => {
     const dir = fixtures(label, py);

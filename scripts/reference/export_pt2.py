@@ -19,6 +19,8 @@ dynamic batch:
                              smooth everywhere, so rounding cannot send a path across a ReLU kink
                              or a max-pool tie (on small-cnn one sample's path did, by 1e-2)
   small-cnn-static.pt2       the small-cnn exported with a fixed batch of 4
+  more/ARCH.pt2 (+ .x/.logits) the other reference architectures (mnist-net, lenet, vgg11,
+                             wrn-16-4, preact-resnet18), dynamic batch, eval-mode logits of 2 images
   rmsnorm.pt2 (+ .x/.logits) a net using aten.rms_norm (torch >= 2.4; LibTorch 1.13 lacks it)
   hardswish.pt2 (+ .x)       a conv net with aten.hardswish, an op the linear engine does not know
   custom-op.pt2, sort.pt2, version99.pt2, pickled.pt2: archives FisherLens must refuse
@@ -144,6 +146,23 @@ def main(out):
         if name == "resnet20":
             np.save(os.path.join(out, "resnet20.pgd.npy"), pgd_l2(m, x, y, 1.0, 0.25, 10).numpy())
         files[name] = entry
+
+    more = {
+        "mnist-net": {"arch": "mnist-net", "inChannels": 1, "inputSize": 28, "numClasses": 10},
+        "lenet": {"arch": "lenet", "inChannels": 3, "inputSize": 32, "numClasses": 10, "activation": "tanh", "pool": "avg"},
+        "vgg11": {"arch": "vgg11", "inChannels": 3, "inputSize": 32, "numClasses": 10},
+        "wrn-16-4": {"arch": "wrn-16-4", "inChannels": 3, "inputSize": 32, "numClasses": 10},
+        "preact-resnet18": {"arch": "preact-resnet18", "inChannels": 3, "inputSize": 32, "numClasses": 10},
+    }
+    os.makedirs(os.path.join(out, "more"), exist_ok=True)
+    for i, (name, spec) in enumerate(more.items()):
+        m = seeded(spec, 30 + i)
+        x = torch.rand(2, spec["inChannels"], spec["inputSize"], spec["inputSize"], generator=torch.Generator().manual_seed(40 + i))
+        export(m, x, os.path.join(out, "more", f"{name}.pt2"))
+        np.save(os.path.join(out, "more", f"{name}.x.npy"), x.numpy())
+        with torch.no_grad():
+            np.save(os.path.join(out, "more", f"{name}.logits.npy"), m(x).numpy())
+    files["more"] = list(more)
 
     # an op LibTorch 1.13 lacks (aten.rms_norm, torch >= 2.4)
     class RmsNet(nn.Module):
