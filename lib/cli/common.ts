@@ -148,7 +148,7 @@ export function declared(flag: string, s: string | undefined, d: OptionDecl): Op
 
 /** What `--model` takes (parsed by {@link modelArg}). */
 const MODEL_HELP = 'a built-in architecture name (small-cnn, lenet, resnet20, …; fresh weights), an inline JSON spec, a spec .json, ' +
-  'a FisherLens checkpoint or a TorchScript .pt (trusted sources only: TorchScript runs code)';
+  'a FisherLens checkpoint, a torch.export .pt2 (data: runs no code) or a TorchScript .pt (trusted sources only: TorchScript runs code)';
 /** What `--device` takes. */
 const DEVICE_VALUES = 'cpu | cuda | cuda:N';
 /** What `--queue` takes (experiment/queue-jobs.ts, which checks it). */
@@ -234,7 +234,7 @@ export interface WeightsCliOptions {
 }
 
 /**
- * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, TorchScript .pt),
+ * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, torch.export .pt2, TorchScript .pt),
  * an inline JSON spec, or a built-in architecture name (fresh weights). `defaults` fill what a
  * spec leaves out (train: the data's input shape and class count). `weights`: the --weights
  * options, loaded into the model once it is built (a state dict given as --model is ERR_FORMAT
@@ -278,7 +278,7 @@ async function modelOnly(s: string, device: string, opts: { defaults?: Partial<M
     manualSeed(opts.seed ?? 0);
     return Model.create({ ...defaults, arch: s }, { device });
   }
-  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
+  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a torch.export .pt2, a TorchScript .pt or an architecture name)`);
 }
 
 /**

@@ -108,12 +108,20 @@ function refuseError(e: FisherLensError): Error {
   return refuse(e.code, e.message);
 }
 
-/** A conservative TorchScript test: archives, JSON specs naming one, and checkpoints that mention one. */
+/** A conservative TorchScript test: archives (a zip that is not a .pt2), JSON specs naming one, and checkpoints that mention one. */
 function runsTorchScript(file: string): boolean {
   const kind = detectModelFile(file);
-  if (kind === 'torchscript') return true;
   const fd = fs.openSync(file, 'r');
   try {
+    if (kind === 'torchscript') {
+      // a zip: a torch.export archive (.pt2: data only) names archive_format in its central
+      // directory at the end, and a TorchScript archive constants.pkl and code/ there
+      const size = fs.fstatSync(fd).size;
+      const tail = Buffer.alloc(Math.min(size, 1 << 16));
+      const m = fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+      const names = tail.subarray(0, m);
+      return !(names.includes('/archive_format') && !names.includes('constants.pkl') && !names.includes('/code/'));
+    }
     const buf = Buffer.alloc(1 << 20);
     const n = fs.readSync(fd, buf, 0, buf.length, 0);
     return buf.subarray(0, n).includes('torchscript');
