@@ -101,7 +101,7 @@ export interface Science<M, D> {
   /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
     opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
-    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
+    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number; warnings?: Record<string, string[]> }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
@@ -258,6 +258,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           crossEntropy: acc.crossEntropy,
           attacks: acc.attacks,
           ...(acc.worstCaseAccuracy !== undefined ? { worstCaseAccuracy: acc.worstCaseAccuracy } : {}),
+          ...(acc.warnings && Object.keys(acc.warnings).length > 0 ? { attackWarnings: acc.warnings } : {}),
           fisher: summariseFisher(ev.fisher.method, f),
           cckl: { samples: science.info(ccklData).size, ...c },
           epochs: t.epochs,
