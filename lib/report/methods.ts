@@ -191,7 +191,7 @@ export function methodChart(stats: GroupStats[], attackCols: string[]): Chart | 
   const x = { field: 'group', type: 'nominal' as const, title: null, sort: order, axis: { labelAngle: -35 } };
   const panels: unknown[] = [{
     title: 'Accuracy (mean ± s.d. over seeds)',
-    width: { step: 70 }, height: 240,
+    width: { step: 12 }, height: 240,
     data: { values: acc },
     layer: [
       {
