@@ -106,6 +106,22 @@ test('the method comparison: one row per method with mean ± s.d. over seeds, it
   t.true(svg.includes('>non-robust N<') && svg.includes('>robust R<'));
 });
 
+test('with the masking checks configured and nothing flagged, the report says so', async (t) => {
+  const dir = writeFixture();
+  // fisher-trace without the masking signs: Square above PGD, PGD at ε 0.5 at 0, no AutoAttack warning
+  for (const id of fs.readdirSync(dir).filter((d) => d.includes('fisher-trace'))) {
+    const f = path.join(dir, id, FILES.summary);
+    const s = JSON.parse(fs.readFileSync(f, 'utf8')) as RunSummary;
+    s.attacks = { ...s.attacks, square: 0.65, 'pgd-big': 0 };
+    delete s.attackWarnings;
+    fs.writeFileSync(f, JSON.stringify(s));
+  }
+  const { markdown } = await writeReport(dir);
+  const md = fs.readFileSync(markdown, 'utf8');
+  t.notRegex(md, /Gradient masking suspected/);
+  t.regex(md, /\*\*Gradient-masking checks\.\*\* Nothing flagged on any of the 2 method groups \(the gradient-free square against/);
+});
+
 test('a one-seed sweep gets no comparison section', async (t) => {
   const dir = writeFixture();
   for (const id of fs.readdirSync(dir)) if (/_seed[12]$/.test(id)) fs.rmSync(path.join(dir, id), { recursive: true });

@@ -279,6 +279,10 @@ export function maskingFindings(stats: GroupStats[]): string[] {
     for (const w of warned) flags.push(w);
     if (flags.length > 0) out.push(`**Gradient masking suspected (${l}).** ${flags.join('; ')}.`);
   }
+  // said when the checks ran and found nothing, so that silence is not mistaken for no checks
+  if (out.length === 0 && stats.length > 0 && maskingChecksText(stats) !== '') {
+    out.push(`**Gradient-masking checks.** Nothing flagged on any of the ${stats.length} method groups (${maskingChecksText(stats).replace(/^Gradient-masking checks: /, '').replace(/\.$/, '')}).`);
+  }
   return out;
 }
 
