@@ -5,6 +5,10 @@ import * as path from 'path';
 import { expandRuns, validateExperiment } from '../lib/experiment/grid';
 import { RunDir, RunSummary, SUMMARY_VERSION, writeJsonAtomic, appendJsonl, quantiles, FILES } from '../lib/experiment/rundir';
 import { writeReport, meanSd, binomialSeOfMean } from '../lib/report';
+import { runExperiment } from '../lib/experiment/runner';
+import { scienceExecutor } from '../lib/experiment/executor';
+import { ExperimentInput } from '../lib/experiment/config';
+import { fakeScience } from './helpers/fake-science';
 
 /**
  * A runs folder of the training-method comparison's shape (two methods × three seeds), with known
@@ -131,4 +135,25 @@ test('a one-seed sweep gets no comparison section', async (t) => {
   const { markdown, plots } = await writeReport(dir);
   t.notRegex(fs.readFileSync(markdown, 'utf8'), /Training methods compared/);
   t.false(plots.some((p) => p.endsWith('methods.svg')));
+});
+
+test('the executor keeps the evaluation\'s AutoAttack sanity findings in summary.json (attackWarnings), and writes none when there are none', async (t) => {
+  const cfg: ExperimentInput = {
+    name: 'warnings',
+    defaults: {
+      data: { dataset: 'fashion-mnist', trainSize: 100, testSize: 20, probeSize: 0 }, train: { epochs: 1, batchSize: 50 },
+      eval: { attacks: [{ name: 'autoattack', type: 'autoattack', epsilon: 0.1 }], fisher: { samples: 5 }, cckl: { samples: 10, pairs: 10 }, pictures: { samples: 0, classes: false } },
+    },
+    runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }],
+  };
+  for (const warnings of [{ autoattack: ['the input gradient of the cross-entropy is zero on 15 of 20 samples'] }, {}]) {
+    const base = fakeScience();
+    const science = { ...base, evaluate: async (...a: Parameters<typeof base.evaluate>) => ({ ...(await base.evaluate(...a)), warnings }) };
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-warnings-'));
+    await runExperiment(cfg, { out, executor: scienceExecutor(science) });
+    const id = fs.readdirSync(out).find((d) => fs.existsSync(path.join(out, d, FILES.summary)))!;
+    const s = JSON.parse(fs.readFileSync(path.join(out, id, FILES.summary), 'utf8')) as RunSummary;
+    if (Object.keys(warnings).length) t.deepEqual(s.attackWarnings, warnings);
+    else t.false('attackWarnings' in s);
+  }
 });
