@@ -146,7 +146,8 @@ test('the executor keeps the evaluation\'s AutoAttack sanity findings in summary
     },
     runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }],
   };
-  for (const warnings of [{ autoattack: ['the input gradient of the cross-entropy is zero on 15 of 20 samples'] }, {}]) {
+  const cases: Record<string, string[]>[] = [{ autoattack: ['the input gradient of the cross-entropy is zero on 15 of 20 samples'] }, {}];
+  for (const warnings of cases) {
     const base = fakeScience();
     const science = { ...base, evaluate: async (...a: Parameters<typeof base.evaluate>) => ({ ...(await base.evaluate(...a)), warnings }) };
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-warnings-'));
