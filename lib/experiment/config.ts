@@ -56,6 +56,13 @@ export const DataSchema = z.object({
   trainSize: posInt.optional(),
   /** Test images used for the final evaluation (the first N of the test split; default all). */
   testSize: posInt.optional(),
+  /**
+   * Where the evaluation (and probe) images come from: `test` (the test split) or `heldout`: the
+   * training split's images outside the run's training subset (the next testSize images of the
+   * same seeded permutation that draws the trainSize subset), for tuning presets without looking
+   * at the test split. `heldout` needs trainSize and testSize.
+   */
+  evalSplit: z.enum(['test', 'heldout']).default('test'),
   /** Test images on which Fisher norms, accuracy and CCKL are tracked every epoch (default 256). */
   probeSize: nonNegInt.default(256),
   /** Shape of the synthetic stand-in (dataset: synthetic). */
@@ -67,7 +74,9 @@ export const DataSchema = z.object({
     testSize: posInt.default(128),
   }).strict().optional(),
 }).strict().refine((d) => d.root !== undefined || d.dataset === 'fashion-mnist' || d.dataset === 'synthetic',
-  { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] });
+  { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] })
+  .refine((d) => d.evalSplit !== 'heldout' || (d.trainSize !== undefined && d.testSize !== undefined),
+    { message: 'evalSplit heldout needs trainSize and testSize (the held-out images follow the training subset in its seeded permutation)', path: ['evalSplit'] });
 
 /** A built-in architecture (lib/science/model.ts ModelSpec) or a saved model (`path`). */
 export const ModelSchema = z.object({

@@ -118,7 +118,7 @@ export interface Science<M, D> {
       /** Graceful stop at the next batch boundary (ERR_ABORTED; the batches done are kept). */
       stopAtBatch?: AbortSignal;
     }):
-    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
+    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number; warnings?: Record<string, string[]> }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
@@ -286,6 +286,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           crossEntropy: acc.crossEntropy,
           attacks: acc.attacks,
           ...(acc.worstCaseAccuracy !== undefined ? { worstCaseAccuracy: acc.worstCaseAccuracy } : {}),
+          ...(acc.warnings && Object.keys(acc.warnings).length > 0 ? { attackWarnings: acc.warnings } : {}),
           fisher: summariseFisher(ev.fisher.method, f),
           cckl: { samples: science.info(ccklData).size, ...c },
           epochs: t.epochs,

@@ -111,6 +111,11 @@ export interface RunResult {
   attacks: Record<string, number>;
   /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
   worstCaseAccuracy?: number;
+  /**
+   * AutoAttack's gradient-masking and randomness sanity findings (lib/science/autoattack.ts
+   * sanityWarnings), as sentences, by attack name; only attacks with findings appear (absent: none).
+   */
+  attackWarnings?: Record<string, string[]>;
   fisher?: FisherSummary;
   cckl?: CcklSummary;
   /** Epochs trained in total. */

@@ -29,6 +29,7 @@ import { scienceExecutor } from './executor';
  * first images of the test split.
  */
 export async function loadRunData(data: DataConfig, split: 'train' | 'test', opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  if (split === 'test' && data.evalSplit === 'heldout') return heldOut(data, opts);
   let full: Dataset;
   if (data.dataset === 'synthetic') {
     const s = data.synthetic ?? { channels: 3, size: 32, classes: 10, trainSize: 256, testSize: 128 };
@@ -47,6 +48,25 @@ export async function loadRunData(data: DataConfig, split: 'train' | 'test', opt
   if (keep === undefined || keep >= full.size) return moveTo(full, opts.device, opts.signal);
   const idx = split === 'train' ? permutation(full.size, opts.seed).slice(0, keep) : range(0, keep);
   const sub = await full.subset(idx, full.name, { signal: opts.signal });
+  full.dispose();
+  return moveTo(sub, opts.device, opts.signal);
+}
+
+/**
+ * evalSplit heldout: the training split's images at positions [trainSize, trainSize + testSize) of
+ * the seeded permutation whose first trainSize positions are the training subset (disjoint from it).
+ */
+async function heldOut(data: DataConfig, opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  const { trainSize, testSize } = data;
+  if (trainSize === undefined || testSize === undefined) throw new FisherLensError('ERR_CONFIG', 'data.evalSplit heldout needs data.trainSize and data.testSize');
+  const full = await loadRunData({ ...data, trainSize: undefined, evalSplit: 'test' }, 'train', { ...opts, device: 'cpu' });
+  if (trainSize + testSize > full.size) {
+    const n = full.size;
+    full.dispose();
+    throw new FisherLensError('ERR_CONFIG', `data.evalSplit heldout: trainSize + testSize = ${trainSize + testSize} exceeds the ${n} training images`);
+  }
+  const idx = permutation(full.size, opts.seed).slice(trainSize, trainSize + testSize);
+  const sub = await full.subset(idx, `${full.name}/heldout`, { signal: opts.signal });
   full.dispose();
   return moveTo(sub, opts.device, opts.signal);
 }
@@ -174,6 +194,7 @@ export function defaultScience(): Science<Model, Dataset> {
         accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,
         attacks: Object.fromEntries(r.attacks.map((a) => [a.name, a.robustAccuracy])),
         worstCaseAccuracy: r.worstCaseAccuracy,
+        warnings: Object.fromEntries(r.attacks.filter((a) => (a.warnings?.length ?? 0) > 0).map((a) => [a.name, a.warnings!])),
       };
     },
     async fisher(model, data, opts) {
