@@ -63,7 +63,7 @@ export function register(program: Command): void {
     .option('--seed <n>', optionHelp({ ...A.seed, default: undefined }), String(A.seed.default))
     .option('--batch-size <n>', 'samples per batch', '128');
   limitOption(cmd)
-    .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W]');
+    .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W] (autoattack: per sample the breaking stage\'s, else the last stage\'s attempt)');
   deviceOption(cmd);
   jsonOption(cmd)
     .action(action(async (o: AttackCliOptions) => {
@@ -128,7 +128,7 @@ export function register(program: Command): void {
 
 /** `fisherlens attack --attack autoattack`: the cascade's clean and robust accuracy, per stage. */
 async function autoAttackCli(o: AttackCliOptions): Promise<void> {
-  for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['out', o.out], ['images', o.images]] as const) {
+  for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['images', o.images]] as const) {
     if (v !== undefined) throw invalidArgument(`--${flag}`, 'nothing with --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)', v);
   }
   if (!o.randomStart) throw invalidArgument('--no-random-start', 'nothing with --attack autoattack (its stages choose their own starts)');
@@ -148,12 +148,12 @@ async function autoAttackCli(o: AttackCliOptions): Promise<void> {
     log(`attack: autoattack (${version ?? AUTOATTACK_OPTIONS.version.default}, ${norm ?? AUTOATTACK_OPTIONS.norm.default}) on ${model.kind} model, ${data.name}: ${n} images`);
     const progress = new Progress('autoattack');
     let stage = '';
-    // Ctrl-C stops between iterations (a second one exits now)
-    const interrupt = interruptController('stopping the attack');
+    // Ctrl-C stops between iterations and removes the partial --out file (a second one exits now)
+    const interrupt = interruptController('stopping the attack (no partial --out file is kept)');
     let r;
     try {
       r = await autoAttack(model, data, {
-        norm, epsilon, version, attacks, seed, batchSize, limit, signal: interrupt.controller.signal,
+        norm, epsilon, version, attacks, seed, batchSize, limit, save: o.out, signal: interrupt.controller.signal,
         onStage: (e) => { stage = `${e.name} (${e.stage + 1}/${e.stages}, ${e.remaining} left)`; },
         onProgress: (e) => { if (e.type === 'step' && e.steps > 0) progress.update(e.step, e.steps, stage); },
         onBatch: (e) => log(`autoattack: ${e.done}/${e.total} images, robust ${(100 * e.robust / e.done).toFixed(1)} %`),
@@ -167,11 +167,13 @@ async function autoAttackCli(o: AttackCliOptions): Promise<void> {
       accuracy: r.accuracy, robustAccuracy: r.robustAccuracy, robustAccuracyStderr: r.robustAccuracyStderr,
       stages: r.stages.map((s) => ({ name: s.name, params: s.params, robustAccuracy: s.robustAccuracy, broken: s.broken, seconds: s.seconds })),
       warnings: r.warnings,
+      ...(r.saved ? { saved: r.saved } : {}),
     };
     emit(Boolean(o.json), out, () => [
       `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,
       ...r.stages.map((s) => `  after ${s.name.padEnd(10)} ${(100 * s.robustAccuracy).toFixed(2)} %   (broke ${s.broken}, ${s.seconds.toFixed(1)} s)`),
       `robustAccuracy  ${(100 * r.robustAccuracy).toFixed(2)} ± ${(100 * r.robustAccuracyStderr).toFixed(2)} %   (autoattack ${r.version}, ε ${r.epsilon} ${r.norm}, ${r.samples} samples)`,
+      ...(r.saved ? [`saved           ${r.saved}`] : []),
     ].join('\n'));
   } finally {
     data.dispose();
