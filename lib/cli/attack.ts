@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import { loadData } from '../science/data';
-import { invalidArgument } from '../util/errors';
+import { FisherLensError, invalidArgument } from '../util/errors';
 import { attackPresets, ATTACK_KINDS, AttackKind, AttackParams, AttackPresetName } from '../science/attacks';
 import { evaluateRobustness } from '../science/robust';
 import { autoAttack } from '../science/autoattack';
-import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, attackSpec, defaultStepsText } from '../science/options';
+import { ATTACK_OPTIONS as A, AUTOATTACK_OPTIONS, EVALUATE_OPTIONS as E, attackSpec, defaultStepsText, parseAttackOptions } from '../science/options';
+import { resolveCascade } from '../science/autoattack';
 import { optionHelp } from '../util/schema';
 import {
   action, choice, dataOptions, declared, deviceOption, emit, interruptController, jsonOption, limitOption, log, modelArg, modelOption,
@@ -40,6 +41,27 @@ interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
 
 const KINDS = [...ATTACK_KINDS, 'autoattack'] as const;
 
+/** The flag of each declared option, where its name differs from the kebab-case of the key. */
+const FLAG_OF: Record<string, string> = { kind: '--attack', randomStart: '--no-random-start', attacks: '--attacks' };
+const flagOf = (key: string): string => FLAG_OF[key] ?? `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/**
+ * Runs a check of the option declarations (lib/science/options.ts parseAttackOptions,
+ * autoattack.ts resolveCascade) on the flags' values before any model or data is loaded, with
+ * its ERR_ARG naming the flag instead of the option: "attack option 'stepSize'" → "--step-size".
+ */
+function asFlags<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (!(e instanceof FisherLensError) || e.code !== 'ERR_ARG') throw e;
+    const m = /^(?:attack|autoAttack)(?: stage \S+)? option '(\w+)'|^autoAttack stage '(kind)'/.exec(e.message);
+    if (!m) throw e;
+    const flag = m[2] ? '--attacks' : flagOf(m[1]);
+    throw new FisherLensError('ERR_ARG', flag + e.message.slice(m[0].length));
+  }
+}
+
 /** `fisherlens attack`: clean and robust accuracy of a model under one attack. */
 export function register(program: Command): void {
   const cmd = imagesOptions(program.command('attack'))
@@ -61,7 +83,7 @@ export function register(program: Command): void {
     .option('--version <v>', `autoattack: ${optionHelp(AUTOATTACK_OPTIONS.version)}`)
     .option('--attacks <list>', "autoattack --version custom: comma-separated stages, e.g. 'apgd-ce,apgd-t'")
     .option('--seed <n>', optionHelp({ ...A.seed, default: undefined }), String(A.seed.default))
-    .option('--batch-size <n>', 'samples per batch', '128');
+    .option('--batch-size <n>', optionHelp({ ...E.batchSize, default: undefined }), String(E.batchSize.default));
   limitOption(cmd)
     .option('--out <file>', 'save the adversarial examples as float32 .npy [N, C, H, W] (autoattack: per sample the breaking stage\'s, else the last stage\'s attempt)');
   deviceOption(cmd);
@@ -84,9 +106,11 @@ export function register(program: Command): void {
       if (!o.randomStart) params.randomStart = false;
       params.restarts = declared('restarts', o.restarts, A.restarts);
       params.seed = declared('seed', o.seed, A.seed);
+      // the whole combination against the declaration (which kinds take which options), before loading anything
+      asFlags(() => parseAttackOptions(params));
       const split = splitArg(o.split);
-      const batchSize = posInt('batch-size', o.batchSize);
-      const limit = posInt('limit', o.limit);
+      const batchSize = declared('batch-size', o.batchSize, E.batchSize);
+      const limit = declared('limit', o.limit, E.limit);
       const imagesReq = parseImages(o, params.seed ?? 0);
       const model = await modelArg(o.model, o.device, { seed: params.seed, weights: o });
       const data = await loadData(o.data, { labels: o.labels, split });
@@ -137,10 +161,13 @@ async function autoAttackCli(o: AttackCliOptions): Promise<void> {
   const attacks = o.attacks?.split(',').map((a) => a.trim()).filter((a) => a.length > 0) as AttackKind[] | undefined;
   const norm = declared('norm', o.norm, AUTOATTACK_OPTIONS.norm);
   const split = splitArg(o.split);
-  const batchSize = posInt('batch-size', o.batchSize);
-  const limit = posInt('limit', o.limit);
+  const batchSize = declared('batch-size', o.batchSize, E.batchSize);
+  const limit = declared('limit', o.limit, E.limit);
   const seed = declared('seed', o.seed, AUTOATTACK_OPTIONS.seed);
   const epsilon = declared('epsilon', o.epsilon, AUTOATTACK_OPTIONS.epsilon);
+  // the cascade against the declarations (known kinds, untargeted, norms) before loading anything;
+  // stages that need more classes than the data has are dropped later with a warning
+  asFlags(() => resolveCascade({ norm, epsilon, version, attacks, seed }, Number.MAX_SAFE_INTEGER));
   const model = await modelArg(o.model, o.device, { weights: o });
   const data = await loadData(o.data, { labels: o.labels, split });
   try {

@@ -11,7 +11,7 @@ import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { invalidArgument } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
-import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
+import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, EVALUATE_OPTIONS } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
@@ -208,7 +208,7 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
   const c = resolveCascade(opts, data.numClasses);
   const n = Math.min(data.size, opts.limit ?? data.size);
   if (n < 1) throw invalidArgument('autoAttack(model, data)', 'at least one sample', n);
-  const batchSize = opts.batchSize ?? 128;
+  const batchSize = opts.batchSize ?? EVALUATE_OPTIONS.batchSize.default;
   const clean = new Uint8Array(n);
   const brokenBy = new Int16Array(n);
   const norms = new Float64Array(n);

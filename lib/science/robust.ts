@@ -11,6 +11,7 @@ import { Model } from './model';
 import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { attack, AttackParams, AttackResult } from './attacks';
+import { EVALUATE_OPTIONS } from './options';
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
 
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
@@ -68,7 +69,7 @@ export interface RobustnessResult {
  */
 export async function evaluateRobustness(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<RobustnessResult> {
   const n = Math.min(data.size, opts.limit ?? data.size);
-  const batchSize = opts.batchSize ?? 128;
+  const batchSize = opts.batchSize ?? EVALUATE_OPTIONS.batchSize.default;
   const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));
   const writers: (NpyWriter | undefined)[] = [];
   let worstWriter: NpyWriter | undefined;
