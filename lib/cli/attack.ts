@@ -11,7 +11,7 @@ import {
   action, choice, dataOptions, declared, deviceOption, emit, interruptController, jsonOption, limitOption, log, modelArg, modelOption,
   posInt, Progress, splitArg, WeightsCliOptions,
 } from './common';
-import { ImagesCliOptions, classNamesOf, imagesOptions, imagesText, parseImages, writeImages } from './images';
+import { ImagesCliOptions, classNamesOf, imageIndices, imagesOptions, imagesText, parseImages, writeImages } from './images';
 
 interface AttackCliOptions extends ImagesCliOptions, WeightsCliOptions {
   model: string;
@@ -123,6 +123,8 @@ export function register(program: Command): void {
       try {
         r = await evaluateRobustness(model, data, [{ name: params.kind, ...params }], {
           batchSize, limit, save: o.out, signal: interrupt.controller.signal,
+          // the grid's samples: their examples and outcomes from these batches (the grid's marks are these counts')
+          keep: imagesReq ? imageIndices(data, n, imagesReq) : undefined,
           onBatch: (e) => progress.update(e.done, e.total, `robust ${(100 * e.worstCorrect / e.done).toFixed(1)} %`),
         });
       } finally {
@@ -136,7 +138,7 @@ export function register(program: Command): void {
       };
       if (params.kind === 'cw-l2') out.meanPerturbationNorm = Number.isFinite(a.meanNorm) ? a.meanNorm : null;
       if (a.saved) out.saved = a.saved;
-      const images = imagesReq && await writeImages(model, data, n, [{ name: params.kind!, ...params }], imagesReq, classNamesOf(o.data));
+      const images = imagesReq && await writeImages(model, data, n, [{ name: a.name, ...params }], imagesReq, classNamesOf(o.data), r.kept);
       if (images) out.images = images;
       emit(Boolean(o.json), out, () => [
         `accuracy        ${(100 * r.accuracy).toFixed(2)} %`,

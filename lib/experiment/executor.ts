@@ -98,9 +98,13 @@ export interface Science<M, D> {
   createModel(spec: ModelConfig, info: DataInfo, opts: { seed: number; device: string }): Promise<M>;
   /** Trains in place (or resumes), writing checkpoint.ckpt and metrics.jsonl into opts.dir; resolves with the trained model. */
   train(model: M, data: D, opts: ScienceTrainOptions<D>): Promise<M>;
-  /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
+  /**
+   * Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). With
+   * `pictureSamples`, it keeps the examples of the samples {@link pictures} will show (same count
+   * and seed), so the grid shows the evaluation's outcomes instead of attacking again.
+   */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
-    opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
+    opts: { batchSize: number; seed: number; pictureSamples?: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
     Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
@@ -221,7 +225,9 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         let done = trainWork;
         const evalProgress = (fraction: number, step: string) => ctx.progress({ phase: 'eval', step, fraction: Math.min(1, (done + fraction * attackCost(run, testInfo.size)) / total) });
         const named = attackNames(ev.attacks);
-        const acc = await science.evaluate(model, evalData, named, { batchSize: ev.batchSize, seed, signal, onProgress: evalProgress });
+        const acc = await science.evaluate(model, evalData, named, {
+          batchSize: ev.batchSize, seed, signal, onProgress: evalProgress, ...(science.pictures && pics.samples > 0 ? { pictureSamples: pics.samples } : {}),
+        });
         done += attackCost(run, testInfo.size);
         stopCheck();
 

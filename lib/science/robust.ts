@@ -12,6 +12,7 @@ import { Dataset, firstBatches } from './data/dataset';
 import { NpyWriter } from './data';
 import { attack, AttackParams, AttackResult } from './attacks';
 import { EVALUATE_OPTIONS } from './options';
+import { invalidArgument } from '../util/errors';
 import { autoAttackBatch, resolveCascade, sanityWarnings, AutoAttackParams, ResolvedCascade } from './autoattack';
 
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
@@ -29,8 +30,31 @@ export interface EvaluateOptions extends OpOptions {
    * attack that succeeded, else the last attack's example).
    */
   save?: string;
+  /**
+   * Keep these samples' adversarial examples and outcomes (indices into the first `limit`
+   * samples), as the evaluation's batches made them: the picture grid shows them instead of
+   * attacking again, so its marks are the evaluation's (lib/science/pictures.ts pictureGrid).
+   */
+  keep?: readonly number[];
   /** Called after each batch with the running counts. */
   onBatch?: (e: { done: number; total: number; cleanCorrect: number; worstCorrect: number }) => void;
+}
+
+/** What an evaluation kept of some samples ({@link EvaluateOptions.keep}), in `indices` order. */
+export interface KeptExamples {
+  indices: number[];
+  /** 1 where the clean input is classified correctly [S]. */
+  clean: Uint8Array;
+  attacks: {
+    name: string;
+    /** The adversarial examples, float32 [S·C·H·W] (autoattack: the breaking stage's, else the last stage's attempt). */
+    xAdv: Float32Array;
+    /** 1 where the attack succeeded (misclassified at x_adv) [S]. */
+    success: Uint8Array;
+    /** autoattack: the stage that broke each sample (undefined: none), and its last stage's name. */
+    brokenBy?: (string | undefined)[];
+    lastStage?: string;
+  }[];
 }
 
 export interface AttackSummary {
@@ -60,6 +84,8 @@ export interface RobustnessResult {
   worstCaseAccuracy: number;
   /** Per sample: 1 correct clean, and 1 correct under every attack [N]. */
   perSample: { clean: Uint8Array; worst: Uint8Array };
+  /** The samples of {@link EvaluateOptions.keep}. */
+  kept?: KeptExamples;
 }
 
 /**
@@ -92,8 +118,21 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   let done = 0;
+  const keep = opts.keep ? [...opts.keep] : undefined;
+  for (const i of keep ?? []) if (!Number.isInteger(i) || i < 0 || i >= n) throw invalidArgument('evaluateRobustness option \'keep\'', `sample indices in [0, ${n})`, i);
+  const D = data.imageShape.reduce((a, b) => a * b, 1);
+  const kept: KeptExamples | undefined = keep && {
+    indices: keep, clean: new Uint8Array(keep.length),
+    attacks: attacks.map((a, i) => ({
+      name: names[i], xAdv: new Float32Array(keep.length * D), success: new Uint8Array(keep.length),
+      ...(cascades[i] ? { brokenBy: keep.map(() => undefined), lastStage: cascades[i]!.stages[cascades[i]!.stages.length - 1].name } : {}),
+    })),
+  };
   try {
     for await (const batch of firstBatches(data, { limit: n, batchSize, signal: opts.signal })) {
+      // the kept samples in this batch: [position in keep, row in the batch]
+      const B = batch.y.shape[0];
+      const here = keep ? keep.flatMap((g, k) => (g >= done && g < done + B ? [[k, g - done]] : [])) : [];
       let c: Uint8Array | undefined;
       let w = new Uint8Array(0);
       const advs: Tensor[] = [];
@@ -112,6 +151,20 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
           w = Uint8Array.from(c);
         }
         if (a >= attacks.length) { r.xAdv.dispose(); break; }
+        if (here.length) {
+          const ka = kept!.attacks[a];
+          const idx = Tensor.fromNested(here.map(([, row]) => row), { dtype: 'int64' });
+          const rows = r.xAdv.index(idx);
+          idx.dispose();
+          const v = rows.toArray() as Float32Array | Float64Array;
+          rows.dispose();
+          here.forEach(([k, row], j) => {
+            ka.xAdv.set(v.subarray(j * D, (j + 1) * D), k * D);
+            ka.success[k] = r.success[row];
+            const by = 'brokenBy' in r ? (r.brokenBy as Float64Array) : undefined;
+            if (ka.brokenBy && by) ka.brokenBy[k] = by[row] >= 0 ? cascades[a]!.stages[by[row]].name : undefined;
+          });
+        }
         for (let i = 0; i < c.length; i++) {
           const ok = c[i] === 1 && r.success[i] === 0;
           if (ok) robust[a]++;
@@ -131,6 +184,7 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
           advs.forEach((t) => t.dispose());
         }
       }
+      for (const [k, row] of here) kept!.clean[k] = c![row];
       clean.set(c!, done);
       worst.set(w, done);
       done += c!.length;
@@ -161,6 +215,7 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
     }),
     worstCaseAccuracy: sum(worst) / n,
     perSample: { clean, worst },
+    ...(kept ? { kept } : {}),
   };
 }
 
@@ -174,14 +229,14 @@ export async function worstExamples(advs: Tensor[], successes: Uint8Array[], opt
 
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */
 async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, seed: number,
-  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult> {
+  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult & { brokenBy: Float64Array }> {
   const b = await autoAttackBatch(model, x, y, c, { seed, signal: opts.signal, onProgress: opts.onProgress });
   acc.probabilityRows += b.checks.probabilityRows;
   acc.zeroGradient += b.checks.zeroGradient;
   acc.nonFiniteGradient += b.checks.nonFiniteGradient;
   acc.forwardDifference = Math.max(acc.forwardDifference, b.checks.forwardDifference);
   return {
-    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN),
+    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN), brokenBy: b.brokenBy,
     success: Uint8Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
     cleanCorrect: Uint8Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
   };
