@@ -46,6 +46,7 @@ const CASES: [string[], string][] = [
   [['--attack', 'autoattack', '--attacks', 'cw-l2'], "--norm: expected l2 (stage cw-l2 supports no other), got 'linf'"],
   [['--attack', 'autoattack', '--version', 'standard', '--attacks', 'apgd-ce'], "--attacks: expected none with version 'standard' (it is for version 'custom'), got [\"apgd-ce\"]"],
   [['--attack', 'autoattack', '--batch-size', '-1'], '--batch-size: expected an integer >= 1, got -1'],
+  [['--attack', 'autoattack', '--images', 'g.png'], "--images: expected nothing with --attack autoattack (a run draws the cascade's picture grid: eval.pictures in a config, docs/experiments.md), got 'g.png'"],
 ];
 
 for (const [args, message] of CASES) {

@@ -154,9 +154,10 @@ export function register(program: Command): void {
 
 /** `fisherlens attack --attack autoattack`: the cascade's clean and robust accuracy, per stage. */
 async function autoAttackCli(o: AttackCliOptions): Promise<void> {
-  for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets], ['images', o.images]] as const) {
+  for (const [flag, v] of [['preset', o.preset], ['step-size', o.stepSize], ['steps', o.steps], ['kappa', o.kappa], ['binary-steps', o.binarySteps], ['targets', o.targets]] as const) {
     if (v !== undefined) throw invalidArgument(`--${flag}`, 'nothing with --attack autoattack (its stages are parameter-free; use --version custom --attacks for a cheaper list)', v);
   }
+  if (o.images !== undefined) throw invalidArgument('--images', 'nothing with --attack autoattack (a run draws the cascade\'s picture grid: eval.pictures in a config, docs/experiments.md)', o.images);
   if (!o.randomStart) throw invalidArgument('--no-random-start', 'nothing with --attack autoattack (its stages choose their own starts)');
   if (o.restarts !== String(A.restarts.default)) throw invalidArgument('--restarts', 'nothing with --attack autoattack (its stages choose their own restarts)', o.restarts);
   const version = declared('version', o.version ?? (o.attacks !== undefined ? 'custom' : undefined), AUTOATTACK_OPTIONS.version);
