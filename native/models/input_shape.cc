@@ -1,6 +1,6 @@
 // Shape errors that name what the model expects against what it got (classifier.h InputShape):
-// a forward that fails inside LibTorch or the TorchScript interpreter on an input of the wrong
-// [C, H, W] is ERR_SHAPE "expects [B, C, H, W] (source), got [...]", the interpreter's text only
+// a forward that fails inside LibTorch or the TorchScript interpreter, with a shape mismatch, on
+// an input of the wrong [C, H, W] is ERR_SHAPE "expects [B, C, H, W] (source), got [...]", the interpreter's text only
 // as the trailing detail.
 #include "models/classifier.h"
 #include "common/errors.h"
@@ -28,7 +28,11 @@ std::string lastLine(const std::string& msg) {
   return line;
 }
 
+// Whether LibTorch words a failure as a shape mismatch ("mat1 and mat2 shapes cannot be
+// multiplied", "expected input[...] to have 1 channels", "size mismatch", ...); never an
+// allocation failure (CUDA's names max_split_size_mb)
 bool soundsLikeShape(const std::string& m) {
+  if (m.find("out of memory") != std::string::npos || m.find("allocate memory") != std::string::npos) return false;
   return m.find("shape") != std::string::npos || m.find("size") != std::string::npos ||
          m.find("dimension") != std::string::npos || m.find("channels") != std::string::npos;
 }
@@ -60,7 +64,8 @@ torch::Tensor forwardNamingShape(InputShape& known, const torch::Tensor& x, cons
     ep = std::current_exception();
   }
   const std::string detail = lastLine(msg);
-  if (!known.chw.empty() && x.dim() == 4) {
+  // a failure of another kind (memory, device, values) stays what it is, whatever the shape
+  if (!known.chw.empty() && x.dim() == 4 && soundsLikeShape(detail)) {
     const std::vector<int64_t> got{x.size(1), x.size(2), x.size(3)};
     if (got != known.chw) {
       throw FlError(ERR_SHAPE, str(what, " expects input [B, ", known.chw[0], ", ", known.chw[1], ", ", known.chw[2], "] (",
