@@ -101,9 +101,15 @@ test('built-in models (fresh, from a checkpoint, exported to TorchScript) name t
   await m.save(ck);
   const loaded = await Model.loadCheckpoint(ck);
   const x = zeros([2, 1, 28, 28]);
-  for (const model of [m, loaded]) {
+  // and with PyTorch weights loaded into the spec (safetensors written from it)
+  const st = path.join(dir, 'w.safetensors');
+  await m.exportWeights(st);
+  const weighted = await Model.create(spec);
+  await weighted.loadWeights(st);
+  for (const model of [m, loaded, weighted]) {
     await t.throwsAsync(model.forward(x), shapeErr(/^the model expects input \[B, 3, 32, 32\] \(small-cnn's spec: inChannels 3, inputSize 32\), got \[2, 1, 28, 28\]/));
   }
+  weighted.dispose();
   // exported to TorchScript, the spec's shape is recorded in the archive
   if (hasTorch) {
     const file = path.join(dir, 'exported.pt');
