@@ -12,6 +12,7 @@ import { DATA_SPECS, SPLITS, Split } from '../science/data';
 import { Model, ModelSpec } from '../science/model';
 import { manualSeed } from '../science/train';
 import { removeTracked } from '../util/files';
+import { TRAIN_OPTIONS } from '../science/options';
 import type { RunExecutor } from '../experiment/executor';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
@@ -189,6 +190,14 @@ export function deviceOption(cmd: Command, fallback?: string): Command {
   return fallback === undefined
     ? cmd.option('-d, --device <device>', DEVICE_VALUES, 'cpu')
     : cmd.option('-d, --device <device>', `${DEVICE_VALUES} (default: ${fallback})`);
+}
+
+/**
+ * `--no-tensorboard` (lib/science/options.ts TRAIN_OPTIONS.tensorboard, declared once here for
+ * train, run, demo and worker): commander then gives `tensorboard: false`, else true.
+ */
+export function tensorboardOption(cmd: Command): Command {
+  return cmd.option('--no-tensorboard', `no TensorBoard event files (by default runs write them: ${TRAIN_OPTIONS.tensorboard.doc}; view them with \`fisherlens tensorboard DIR\`)`);
 }
 
 /** Adds `--limit <n>`: only the first n samples. */

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, choice, deviceOption, emit, graceArg, jsonOption, log, num, posInt, EXIT, QUEUE_URL, executorFromEnv } from './common';
+import { action, choice, deviceOption, emit, graceArg, jsonOption, log, num, posInt, EXIT, QUEUE_URL, executorFromEnv, tensorboardOption } from './common';
 import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } from '../science/options';
 import { worker } from '../experiment/worker';
 import { queueStatus, cancelExperiment, cleanQueue } from '../experiment/queue-status';
@@ -13,8 +13,8 @@ import { QueueRunStatus, parseAge } from '../experiment/queue-jobs';
 import { writeSlurmScript, parseSbatchArgs } from '../experiment/slurm';
 
 /** `run CONFIG --slurm FILE`: writes the sbatch script of the unfinished runs. */
-export async function slurmCommand(config: string, file: string, o: { out?: string; device?: string; slurmArgs?: string; json?: boolean }): Promise<void> {
-  const w = writeSlurmScript(config, file, { out: o.out, device: o.device, sbatchArgs: parseSbatchArgs(o.slurmArgs) });
+export async function slurmCommand(config: string, file: string, o: { out?: string; device?: string; slurmArgs?: string; json?: boolean; tensorboard?: boolean }): Promise<void> {
+  const w = writeSlurmScript(config, file, { out: o.out, device: o.device, sbatchArgs: parseSbatchArgs(o.slurmArgs), tensorboard: o.tensorboard });
   if (w.runs.length === 0) log(`fisherlens: every run in ${w.out} is finished; ${file} has nothing to run`);
   else log(`fisherlens: ${file}: ${w.runs.length} array task(s); submit with \`sbatch ${file}\`, then \`fisherlens report ${w.out}\``);
   emit(Boolean(o.json), { file: path.resolve(file), out: w.out, runs: w.runs }, () => w.runs.map((r, i) => `${String(i).padStart(4)}  ${r}`).join('\n'));
@@ -34,6 +34,7 @@ export function register(program: Command): void {
     .command('worker')
     .description('take runs from a queue (`fisherlens run CONFIG --queue URL`) and execute them with the local runner; one worker per GPU')
     .requiredOption('--queue <url>', QUEUE_URL);
+  tensorboardOption(worker_);
   deviceOption(worker_, "the config's device")
     .option('--concurrency <n>', 'runs at once in this process', '1')
     .option('--idle-exit <seconds>', 'exit after this many seconds without a job')
@@ -47,7 +48,7 @@ export function register(program: Command): void {
     .option('--grace <seconds>', 'on SIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue, and the worker exits (143 after SIGTERM), within this many seconds', String(GRACE_DEFAULT_SEC))
     .addHelpText('after', '\n--device: every run this worker takes runs there (recorded in status).' +
       '\nSIGTERM/SIGINT: active runs checkpoint at their next batch boundary and go back to the queue within --grace, exit 143 after SIGTERM; an idle worker exits within 10 s even when Redis has gone; a second signal exits at once (active runs resume from their last checkpoint on another worker).')
-    .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; checkpointEvery?: string; grace: string; lockDuration: string; stalledInterval: string; maxStalls: string }) => {
+    .action(action(async (o: { queue: string; device?: string; concurrency: string; idleExit?: string; root?: string[]; trustTorchscript?: boolean; checkpointEvery?: string; grace: string; lockDuration: string; stalledInterval: string; maxStalls: string; tensorboard: boolean }) => {
       const opts = {
         concurrency: posInt('concurrency', o.concurrency), idleExitSec: num('idle-exit', o.idleExit),
         lockDurationMs: posInt('lock-duration', o.lockDuration), stalledIntervalMs: posInt('stalled-interval', o.stalledInterval),
@@ -75,7 +76,7 @@ export function register(program: Command): void {
       process.on('SIGTERM', onSignal);
       try {
         const r = await worker({
-          queue: o.queue, device: o.device, ...opts, graceSec, checkpointEvery: o.checkpointEvery,
+          queue: o.queue, device: o.device, ...opts, graceSec, checkpointEvery: o.checkpointEvery, tensorboard: o.tensorboard === false ? false : undefined,
           roots: o.root, trustTorchScript: Boolean(o.trustTorchscript), executor: executorFromEnv(),
           signal: stop.signal, log,
         });

@@ -2,7 +2,7 @@ import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } fro
 import { RETENTION, KeepJobs, parseKeep } from '../experiment/queue-jobs';
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg } from './common';
+import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg, tensorboardOption } from './common';
 import { MAX_RUNS } from '../experiment/config';
 import { runExperiment } from '../experiment/runner';
 import { planExperiment, ExperimentResult } from '../experiment/plan';
@@ -30,12 +30,17 @@ export interface SweepCliOptions {
   keepCompleted?: string; keepFailed?: string;
   /** Local runs: mid-epoch checkpoints ('500b', '300s', 'off') and the SIGTERM grace in s. */
   checkpointEvery?: string; grace?: string;
+  /** --no-tensorboard: false. */
+  tensorboard?: boolean;
   /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
   reevaluate?: boolean;
 }
 
 /** Runs a config with progress and signal handling; used by `run` and `demo`. */
 export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
+  if (o.queue && o.tensorboard === false) {
+    throw invalidArgument('--no-tensorboard', "no --queue with it (the workers write the run folders: `fisherlens worker --no-tensorboard`, or the config's `tensorboard: false`)");
+  }
   const executor = o.queue ? undefined : executorFromEnv();
   const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
   if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
@@ -51,7 +56,7 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
-      stopAtBatch: pre?.stop.signal, checkpointEvery: o.checkpointEvery,
+      stopAtBatch: pre?.stop.signal, checkpointEvery: o.checkpointEvery, tensorboard: o.tensorboard === false ? false : undefined,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,
@@ -86,6 +91,7 @@ export function register(program: Command): void {
     .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal');
+  tensorboardOption(cmd);
   jsonOption(cmd)
     .option('--queue <url>', `enqueue the unfinished runs on BullMQ/Redis (${QUEUE_URL}) for \`fisherlens worker\`s, and follow them`)
     .option('--detach', 'with --queue: enqueue and return')

@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
-  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions, parseCheckpointEvery,
+  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseAttackOptions, parseCheckpointEvery,
 } from '../science/options';
 import type { OptionDecl } from '../util/schema';
 import type { AttackKind, AttackNorm, AttackParams } from '../science/attacks';
@@ -234,6 +234,16 @@ export const EvalSchema = z.object({
   }).strict().default({}),
 }).strict();
 
+/**
+ * TensorBoard event files in each run folder's tb/ (lib/experiment/tensorboard.ts): on unless
+ * `enabled: false`; `batchEvery` adds the train loss every k batches. Defaults from
+ * lib/science/options.ts TRAIN_OPTIONS. Not part of a run's identity (like the device).
+ */
+export const TensorBoardSchema = z.object({
+  enabled: z.boolean().default(TRAIN_OPTIONS.tensorboard.default),
+  batchEvery: numberOf(TRAIN_OPTIONS.tensorboardBatchEvery).default(TRAIN_OPTIONS.tensorboardBatchEvery.default),
+}).strict();
+
 /** One fully resolved run: everything the executor needs, nothing left to default. */
 export const ResolvedRunSchema = z.object({
   id: z.string(),
@@ -244,6 +254,8 @@ export const ResolvedRunSchema = z.object({
   eval: EvalSchema.default({}),
   seed: nonNegInt,
   device: z.string().default('cpu'),
+  /** TensorBoard event files of this run (the config's top-level `tensorboard`). */
+  tensorboard: TensorBoardSchema.default({}),
   /** The grid point that produced this run ({ 'train.beta': 6 }), for reports. */
   gridPoint: z.record(z.unknown()).default({}),
 }).strict();
@@ -276,6 +288,8 @@ export const ExperimentSchema = z.object({
   /** Output folder (relative to the working directory); `--out` overrides. */
   out: z.string().optional(),
   device: z.string().default('cpu'),
+  /** TensorBoard event files in every run folder's tb/: true (default), false, or { enabled, batchEvery }. */
+  tensorboard: z.union([z.boolean(), TensorBoardSchema]).optional(),
   seeds: z.array(nonNegInt).nonempty().default([0]),
   /** Merged into every run entry (entry fields win; objects merge deeply, arrays replace). */
   defaults: z.object({

@@ -15,6 +15,8 @@ import { removeStaleTemps } from '../util/files';
 import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
 import type { ClassMatrices, ClassPictures } from '../science/picture-files';
 import * as path from 'path';
+import type { EventWriter } from '../util/tfevents';
+import { logEvaluation, logRunEnd, logRunStart, openRunBoard } from './tensorboard';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
 export interface RunProgress {
@@ -42,6 +44,8 @@ export interface RunContext {
   stopAtBatch?: AbortSignal;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'), overriding run.train.checkpointEvery. */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files, whatever run.tensorboard says (`--no-tensorboard`). */
+  tensorboard?: boolean;
   progress(p: RunProgress): void;
   /** Called after each epoch with the record that was appended to metrics.jsonl. */
   epoch(record: EpochRecord): void;
@@ -79,6 +83,8 @@ export interface ScienceTrainOptions<D> {
   stopAtBatch?: AbortSignal;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'; default config.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
+  /** The run's open TensorBoard event writer (training adds its curves, SessionLog and flushes) and the batch-curve interval. */
+  tensorboard?: { writer: EventWriter; batchEvery: number };
   onBatch(e: TrainBatchEvent): void;
   /** After each epoch, once its EpochRecord is in metrics.jsonl. */
   onEpoch(r: EpochRecord): void;
@@ -172,7 +178,10 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
       const seed = run.seed;
       ctx.progress({ phase: 'load', fraction: 0 });
       const owned: (M | D)[] = [];
+      // TensorBoard: this process's event file in <run>/tb (lib/experiment/tensorboard.ts)
+      const board = run.tensorboard.enabled && ctx.tensorboard !== false ? openRunBoard(ctx.dir.dir) : undefined;
       try {
+        if (board) logRunStart(board, run, 0);
         let trainData: D = await science.loadData(run.data, 'train', { seed, device: run.device, signal });
         owned.push(trainData);
         if (run.train.maxBatches !== undefined) {
@@ -208,6 +217,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           const trained = await science.train(model, trainData, {
             config: t, seed, device: run.device, probe, dir: ctx.dir, resume: ctx.resume, signal,
             stopAtBatch: ctx.stopAtBatch, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
+            tensorboard: board ? { writer: board, batchEvery: run.tensorboard.batchEvery } : undefined,
             onBatch: (e) => ctx.progress({
               phase: 'train', fraction: (((e.epoch - 1) * e.batches + e.batch) * methodCost(t)) / total,
               epoch: e.epoch, epochs: t.epochs, batch: e.batch, batches: e.batches, loss: e.loss, accuracy: e.accuracy,
@@ -258,7 +268,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           await science.pictures(model, testData, named, { samples: pics.samples, seed, dir: picDir, signal });
         }
         ctx.progress({ phase: 'eval', step: 'done', fraction: 1 });
-        return {
+        const result: RunResult = {
           evalCount: acc.count,
           accuracy: acc.accuracy,
           crossEntropy: acc.crossEntropy,
@@ -268,7 +278,14 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           cckl: { samples: science.info(ccklData).size, ...c },
           epochs: t.epochs,
         };
+        if (board) {
+          // at the last epoch's step: the HParams dashboard pairs the grid values with these metrics
+          logEvaluation(ctx.dir.dir, t.epochs, result, f, picDir);
+          logRunEnd(board);
+        }
+        return result;
       } finally {
+        board?.close();
         for (const x of owned.reverse()) {
           try { science.dispose(x); } catch { /* already disposed */ }
         }

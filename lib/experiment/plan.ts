@@ -37,6 +37,8 @@ export interface RunExperimentOptions {
   stopAtBatch?: AbortSignal;
   /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'), overriding the config's train.checkpointEvery. */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files in any run folder, whatever the config's `tensorboard` says (`--no-tensorboard`). */
+  tensorboard?: boolean;
   onEvent?: (e: ExperimentEvent) => void;
   /** Who trains and evaluates a run (default: the real one, science.ts defaultExecutor()). */
   executor?: RunExecutor;

@@ -147,6 +147,8 @@ export function defaultScience(): Science<Model, Dataset> {
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
         channelsLast: t.channelsLast,
         outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch,
+        // the runner's event writer (tb/ of the run folder), else none: train opens no file of its own
+        tensorboard: opts.tensorboard !== undefined, tensorboardWriter: opts.tensorboard?.writer, tensorboardBatchEvery: opts.tensorboard?.batchEvery,
         onEvent: (e) => {
           if (e.type === 'batch') opts.onBatch(e);
           else {

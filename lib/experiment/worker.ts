@@ -51,6 +51,8 @@ export interface WorkerOptions {
   graceSec?: number;
   /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'; default: the run's train.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files in the run folders, whatever the configs say (`fisherlens worker --no-tensorboard`). */
+  tensorboard?: boolean;
   /** Immediate stop: active runs stop at their next step (keeping their last checkpoint) and go back to the queue. */
   stopNow?: AbortSignal;
   /** The build this worker accepts jobs from (default: this package's version and native-source hash). */
@@ -224,7 +226,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     try {
       const result = await runExperiment(data.config, {
         out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
-        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery,
+        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery, tensorboard: opts.tensorboard,
         onEvent: (e) => {
           if (e.type === 'run-start') {
             const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;

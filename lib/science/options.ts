@@ -307,6 +307,8 @@ export const TRAIN_OPTIONS = {
   batchSize: { type: 'integer', min: 1, default: 128, doc: 'samples per step' },
   seed: { type: 'integer', min: 0, default: 0, doc: 'seed of shuffling, attack starts, augmentation and dropout' },
   probeSize: { type: 'integer', min: 1, default: 512, doc: 'probe samples tracked after every epoch' },
+  tensorboard: { type: 'boolean', default: true, doc: 'with an output folder, TensorBoard event files in its tb/' },
+  tensorboardBatchEvery: { type: 'integer', min: 0, default: 0, unit: 'batches', doc: 'TensorBoard: the train loss every k batches too, under batch/ tags (0: off)' },
 } as const satisfies OptionSchema;
 
 // ---------------- mid-epoch checkpoints ----------------
