@@ -109,10 +109,14 @@ export interface Science<M, D> {
   createModel(spec: ModelConfig, info: DataInfo, opts: { seed: number; device: string }): Promise<M>;
   /** Trains in place (or resumes), writing checkpoint.ckpt and metrics.jsonl into opts.dir; resolves with the trained model. */
   train(model: M, data: D, opts: ScienceTrainOptions<D>): Promise<M>;
-  /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
+  /**
+   * Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). With
+   * `pictureSamples`, it keeps the examples of the samples {@link pictures} will show (same count
+   * and seed), so the grid shows the evaluation's outcomes instead of attacking again.
+   */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
     opts: {
-      batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void;
+      batchSize: number; seed: number; pictureSamples?: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void;
       /** Keep each finished batch here, and skip the batches found (a stopped evaluation resumes by batch); `modelKey` identifies the model. */
       keepDir?: string; modelKey?: string;
       /** Graceful stop at the next batch boundary (ERR_ABORTED; the batches done are kept). */
@@ -249,6 +253,7 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         const acc = await science.evaluate(model, evalData, named, {
           batchSize: ev.batchSize, seed, signal, onProgress: evalProgress, stopAtBatch: ctx.stopAtBatch,
           keepDir: path.join(ctx.dir.dir, FILES.evalBatches), modelKey: ck ? `${ck.size}:${ck.mtimeMs}` : JSON.stringify(run.model),
+          ...(science.pictures && pics.samples > 0 ? { pictureSamples: pics.samples } : {}),
         });
         done += attackCost(run, testInfo.size);
         stopCheck();

@@ -13,7 +13,7 @@ import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../science/fisher';
 import { ccklMetrics } from '../science/metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../science/train';
-import { evaluateRobustness, NamedAttack } from '../science/robust';
+import { evaluateRobustness, KeptExamples, NamedAttack } from '../science/robust';
 import { AttackParams } from '../science/attacks';
 import { FisherLensError } from '../util/errors';
 import { classMatrices, pictureGrid, PictureAttack, pictureSamples } from '../science/pictures';
@@ -128,6 +128,8 @@ export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: numb
 
 /** The real science API bound for the runner. */
 export function defaultScience(): Science<Model, Dataset> {
+  // per model, the examples evaluate() kept of the samples pictures() shows (then dropped)
+  const kept = new WeakMap<Model, KeptExamples>();
   return {
     loadData: loadRunData,
     info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
@@ -183,13 +185,16 @@ export function defaultScience(): Science<Model, Dataset> {
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
+      // the samples the picture grid will show (pictures() below draws the same): kept from these batches
+      const keep = opts.pictureSamples ? pictureSamples(data.labels.toNumbers(), opts.pictureSamples, opts.seed) : undefined;
       const r = await evaluateRobustness(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
-        batchSize: opts.batchSize, signal: opts.signal, resumeDir: opts.keepDir, resumeKey: opts.modelKey, stopAtBatch: opts.stopAtBatch,
+        batchSize: opts.batchSize, signal: opts.signal, resumeDir: opts.keepDir, resumeKey: opts.modelKey, stopAtBatch: opts.stopAtBatch, keep,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
         throw new FisherLensError('ERR_VALUE', `clean accuracy differs between science/model.ts evaluate (${clean.accuracy}) and science/robust.ts evaluateRobustness (${r.accuracy})`);
       }
+      if (r.kept) kept.set(model, r.kept);
       return {
         accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,
         attacks: Object.fromEntries(r.attacks.map((a) => [a.name, a.robustAccuracy])),
@@ -205,8 +210,12 @@ export function defaultScience(): Science<Model, Dataset> {
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
     async pictures(model, data, attacks, opts) {
       const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
-      // a cascade's column shows per sample the breaking stage's example, else the last stage's attempt
-      const pd = await pictureGrid(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name }) as PictureAttack), { indices, signal: opts.signal });
+      // the evaluation's examples and outcomes of these samples (evaluate() kept them), so every mark
+      // is the table's; a cascade's column shows the breaking stage's example, else the last stage's attempt
+      const ex = kept.get(model);
+      const examples = ex && ex.indices.length === indices.length && ex.indices.every((v, k) => v === indices[k]) ? ex : undefined;
+      const pd = await pictureGrid(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name }) as PictureAttack), { indices, examples, signal: opts.signal });
+      kept.delete(model);
       writePictureGrid(opts.dir, pd);
     },
     classes: (model, data, opts) => classMatrices(model, data, opts),

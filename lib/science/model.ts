@@ -170,7 +170,10 @@ export class Model {
   /**
    * Loads a TorchScript model saved by `torch.jit.save` in PyTorch. Its forward must map
    * [B, C, H, W] pixels in [0, 1] to logits [B, K]. TorchScript archives run code: load only
-   * archives from trusted sources.
+   * archives from trusted sources. An archive may record its input shape, as
+   * {@link exportTorchScript} does: `torch.jit.save(m, f, _extra_files={'fisherlens.json':
+   * '{"inputShape": [C, H, W]}'})`; a forward on another shape is then ERR_SHAPE naming both (else
+   * the shape of the first successful forward is the one named).
    */
   static async load(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');

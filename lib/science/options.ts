@@ -114,6 +114,11 @@ const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> =
   eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
   beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
   pInit: { kinds: ['square'], say: 'square takes it' },
+  kappa: { kinds: ['cw'], say: 'cw takes it; cw-l2 has confidence' },
+  binarySteps: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  learningRate: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  initialConst: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  confidence: { kinds: ['cw-l2'], say: 'cw-l2 takes it; cw has kappa' },
 };
 
 /**
@@ -152,6 +157,12 @@ export function parseAttackOptions(p: object): Parsed {
   if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw invalidArgument("attack option 'epsilon'", `a finite number for ${kind} (only cw-l2 takes an unbounded ε)`, o.epsilon);
   return o;
 }
+
+/** Options of the streaming evaluations (evaluateRobustness, autoAttack) beyond the attacks'. */
+export const EVALUATE_OPTIONS = {
+  batchSize: { type: 'integer', min: 1, default: 128, doc: 'samples per batch (one native op each)' },
+  limit: { type: 'integer', min: 1, optional: true, doc: 'only the first n samples (default: all)' },
+} as const satisfies OptionSchema;
 
 /** AutoAttack versions: standard | plus | rand (EOT 20) | custom (`attacks`). */
 export const AUTOATTACK_VERSIONS = ['standard', 'plus', 'rand', 'custom'] as const;

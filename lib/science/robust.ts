@@ -17,6 +17,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ensureDir, writeFileAtomic } from '../util/files';
 import { FisherLensError, invalidArgument } from '../util/errors';
+import { EVALUATE_OPTIONS } from './options';
 
 /** An attack in an evaluation: its parameters and a name for reports; `kind: 'autoattack'` is the cascade (lib/science/autoattack.ts). */
 export type NamedAttack = (AttackParams & { name?: string }) | (AutoAttackParams & { kind: 'autoattack'; name?: string });
@@ -45,6 +46,13 @@ export interface EvaluateOptions extends OpOptions {
   resumeKey?: string;
   /** Graceful stop: rejects with ERR_ABORTED at the next batch boundary (the batches done stay in resumeDir). */
   stopAtBatch?: AbortSignal;
+  /**
+   * Keep these samples' adversarial examples and outcomes (indices into the first `limit`
+   * samples), as the evaluation's batches made them: the picture grid shows them instead of
+   * attacking again, so its marks are the evaluation's (lib/science/pictures.ts pictureGrid).
+   * Batches restored from `resumeDir` have no examples: then nothing is kept (the grid attacks again).
+   */
+  keep?: readonly number[];
   /** Called after each batch with the running counts. */
   onBatch?: (e: { done: number; total: number; cleanCorrect: number; worstCorrect: number }) => void;
 }
@@ -66,6 +74,23 @@ export interface AttackSummary {
   warnings?: string[];
 }
 
+/** What an evaluation kept of some samples ({@link EvaluateOptions.keep}), in `indices` order. */
+export interface KeptExamples {
+  indices: number[];
+  /** 1 where the clean input is classified correctly [S]. */
+  clean: Uint8Array;
+  attacks: {
+    name: string;
+    /** The adversarial examples, float32 [S·C·H·W] (autoattack: the breaking stage's, else the last stage's attempt). */
+    xAdv: Float32Array;
+    /** 1 where the attack succeeded (misclassified at x_adv) [S]. */
+    success: Uint8Array;
+    /** autoattack: the stage that broke each sample (undefined: none), and its last stage's name. */
+    brokenBy?: (string | undefined)[];
+    lastStage?: string;
+  }[];
+}
+
 /** Result of {@link evaluateRobustness}. */
 export interface RobustnessResult {
   samples: number;
@@ -76,6 +101,8 @@ export interface RobustnessResult {
   worstCaseAccuracy: number;
   /** Per sample: 1 correct clean, and 1 correct under every attack [N]. */
   perSample: { clean: Uint8Array; worst: Uint8Array };
+  /** The samples of {@link EvaluateOptions.keep}. */
+  kept?: KeptExamples;
 }
 
 /**
@@ -85,7 +112,7 @@ export interface RobustnessResult {
  */
 export async function evaluateRobustness(model: Model, data: Dataset, attacks: NamedAttack[], opts: EvaluateOptions = {}): Promise<RobustnessResult> {
   const n = Math.min(data.size, opts.limit ?? data.size);
-  const batchSize = opts.batchSize ?? 128;
+  const batchSize = opts.batchSize ?? EVALUATE_OPTIONS.batchSize.default;
   const names = attacks.map((a, i) => a.name ?? (attacks.findIndex((b) => (b.kind ?? 'pgd') === (a.kind ?? 'pgd')) === i ? a.kind ?? 'pgd' : `${a.kind ?? 'pgd'}${i}`));
   const writers: (NpyWriter | undefined)[] = [];
   let worstWriter: NpyWriter | undefined;
@@ -108,10 +135,20 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
   const cascades: (ResolvedCascade | undefined)[] = attacks.map((a) => (a.kind === 'autoattack' ? resolveCascade(a, data.numClasses) : undefined));
   const checks = attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 }));
   if (opts.resumeDir !== undefined && opts.save !== undefined) throw invalidArgument('resumeDir', 'no save with it (the batches\' examples are not kept)');
-  const keep = opts.resumeDir !== undefined
+  const resumeFolder = opts.resumeDir !== undefined
     ? path.join(opts.resumeDir, createHash('sha256').update(JSON.stringify({ attacks, names, n, batchSize, model: opts.resumeKey ?? '' })).digest('hex').slice(0, 16))
     : undefined;
-  if (keep) ensureDir(keep, 'evaluation resume folder');
+  if (resumeFolder) ensureDir(resumeFolder, 'evaluation resume folder');
+  const keep = opts.keep ? [...opts.keep] : undefined;
+  for (const i of keep ?? []) if (!Number.isInteger(i) || i < 0 || i >= n) throw invalidArgument('evaluateRobustness option \'keep\'', `sample indices in [0, ${n})`, i);
+  const D = data.imageShape.reduce((a, b) => a * b, 1);
+  let kept: KeptExamples | undefined = keep && {
+    indices: keep, clean: new Uint8Array(keep.length),
+    attacks: attacks.map((a, i) => ({
+      name: names[i], xAdv: new Float32Array(keep.length * D), success: new Uint8Array(keep.length),
+      ...(cascades[i] ? { brokenBy: keep.map(() => undefined), lastStage: cascades[i]!.stages[cascades[i]!.stages.length - 1].name } : {}),
+    })),
+  };
   let done = 0;
   let bi = -1;
   try {
@@ -119,20 +156,26 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
       bi++;
       if (opts.stopAtBatch?.aborted) {
         batch.x.dispose(); batch.y.dispose();
-        throw new FisherLensError('ERR_ABORTED', `evaluation stopped at a batch boundary after ${done} of ${n} samples${keep ? '; a repeated call continues from there' : ''}`);
+        throw new FisherLensError('ERR_ABORTED', `evaluation stopped at a batch boundary after ${done} of ${n} samples${resumeFolder ? '; a repeated call continues from there' : ''}`);
       }
-      const file = keep ? path.join(keep, `batch-${bi}.json`) : undefined;
-      const kept = file && fs.existsSync(file) ? readBatch(file) : undefined;
-      const b: BatchRecord = kept ?? {
+      // the kept samples in this batch: [position in keep, row in the batch]
+      const B = batch.y.shape[0];
+      const here = keep ? keep.flatMap((g, k) => (g >= done && g < done + B ? [[k, g - done]] : [])) : [];
+      const file = resumeFolder ? path.join(resumeFolder, `batch-${bi}.json`) : undefined;
+      const stored = file && fs.existsSync(file) ? readBatch(file) : undefined;
+      const b: BatchRecord = stored ?? {
         clean: [], worst: [], robust: attacks.map(() => 0), succ: attacks.map(() => 0), normSum: attacks.map(() => 0),
         normCount: attacks.map(() => 0), lossSum: attacks.map(() => 0), checks: attacks.map(() => ({ probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 })),
       };
       try {
-        if (!kept) await attackBatch(batch, b);
+        if (!stored) await attackBatch(batch, b, here);
       } finally {
         batch.x.dispose(); batch.y.dispose();
       }
-      if (file && !kept) writeFileAtomic(file, JSON.stringify(b, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v)));
+      // a restored batch has no examples of its kept samples: keep nothing (the grid attacks again)
+      if (stored && here.length) kept = undefined;
+      for (const [k, row] of here) if (kept) kept.clean[k] = b.clean[row];
+      if (file && !stored) writeFileAtomic(file, JSON.stringify(b, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v)));
       for (let a = 0; a < attacks.length; a++) {
         robust[a] += b.robust[a]; succ[a] += b.succ[a]; normSum[a] += b.normSum[a]; normCount[a] += b.normCount[a]; lossSum[a] += b.lossSum[a];
         const k = checks[a], d = b.checks[a];
@@ -151,14 +194,14 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
     worstWriter?.abort();
     throw e;
   }
-  if (keep) {
-    fs.rmSync(keep, { recursive: true, force: true });
+  if (resumeFolder) {
+    fs.rmSync(resumeFolder, { recursive: true, force: true });
     try { fs.rmdirSync(opts.resumeDir!); } catch { /* other keys' batches are there */ }
   }
   return finish();
 
   /** One batch through every attack, into b (its counts; clean and worst per sample). */
-  async function attackBatch(batch: { x: Tensor; y: Tensor; seed: number }, b: BatchRecord): Promise<void> {
+  async function attackBatch(batch: { x: Tensor; y: Tensor; seed: number }, b: BatchRecord, here: number[][]): Promise<void> {
     let c: Uint8Array | undefined;
     let w = new Uint8Array(0);
     const advs: Tensor[] = [];
@@ -177,6 +220,20 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
         w = Uint8Array.from(c);
       }
       if (a >= attacks.length) { r.xAdv.dispose(); break; }
+      if (here.length && kept) {
+        const ka = kept.attacks[a];
+        const idx = Tensor.fromNested(here.map(([, row]) => row), { dtype: 'int64' });
+        const rows = r.xAdv.index(idx);
+        idx.dispose();
+        const v = rows.toArray() as Float32Array | Float64Array;
+        rows.dispose();
+        here.forEach(([k, row], j) => {
+          ka.xAdv.set(v.subarray(j * D, (j + 1) * D), k * D);
+          ka.success[k] = r.success[row];
+          const by = 'brokenBy' in r ? (r.brokenBy as Float64Array) : undefined;
+          if (ka.brokenBy && by) ka.brokenBy[k] = by[row] >= 0 ? cascades[a]!.stages[by[row]].name : undefined;
+        });
+      }
       for (let i = 0; i < c.length; i++) {
         const ok = c[i] === 1 && r.success[i] === 0;
         if (ok) b.robust[a]++;
@@ -219,6 +276,7 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
       }),
       worstCaseAccuracy: sum(worst) / n,
       perSample: { clean, worst },
+      ...(kept ? { kept } : {}),
     };
   }
 }
@@ -250,14 +308,14 @@ export async function worstExamples(advs: Tensor[], successes: Uint8Array[], opt
 
 /** One batch through an AutoAttack cascade, as an attack result (success: broken or wrong clean; loss: NaN). */
 async function cascadeBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, seed: number,
-  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult> {
+  acc: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }, opts: OpOptions): Promise<AttackResult & { brokenBy: Float64Array }> {
   const b = await autoAttackBatch(model, x, y, c, { seed, signal: opts.signal, onProgress: opts.onProgress });
   acc.probabilityRows += b.checks.probabilityRows;
   acc.zeroGradient += b.checks.zeroGradient;
   acc.nonFiniteGradient += b.checks.nonFiniteGradient;
   acc.forwardDifference = Math.max(acc.forwardDifference, b.checks.forwardDifference);
   return {
-    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN),
+    xAdv: b.xAdv, norm: b.norm, loss: new Float64Array(b.brokenBy.length).fill(NaN), brokenBy: b.brokenBy,
     success: Uint8Array.from(b.brokenBy, (v) => (v === -1 ? 0 : 1)),
     cleanCorrect: Uint8Array.from(b.brokenBy, (v) => (v === -2 ? 0 : 1)),
   };
