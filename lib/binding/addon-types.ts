@@ -136,6 +136,8 @@ export interface Addon {
   // binding/backend.cc: process-wide settings and diagnostics
   backend(): NativeBackend;
   setThreads(n: number): void;
+  /** Ends the process now, skipping destructors (a forced exit while an op runs). */
+  exitNow(code: number): never;
   setTf32(on: boolean): void;
   setGradientEngine(engine: string): void;
   /** Process RSS and its high-water mark in bytes (reset: malloc_trim, then clear the mark). */
@@ -246,7 +248,7 @@ export interface Addon {
  * fails. The checks below make this list and the interface agree at compile time.
  */
 export const ADDON_EXPORTS = [
-  'backend', 'setThreads', 'setTf32', 'setGradientEngine', 'peakMemory',
+  'backend', 'setThreads', 'setTf32', 'setGradientEngine', 'peakMemory', 'exitNow',
   'CancelToken',
   'Tensor', 'tensorFromTypedArray', 'memory', 'tensorTo', 'tensorIndex',
   'Model', 'createModel', 'createExported', 'loadTorchScript', 'evaluateBatch',

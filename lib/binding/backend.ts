@@ -1,5 +1,5 @@
 /** Backend facts and settings (LibTorch version, CUDA, threads, BLAS). */
-import { addon, loadInfo, NativeBackend } from './native';
+import { addon, addonPath, loadInfo, NativeBackend } from './native';
 import type { LibTorchInfo } from './loader';
 import { FisherLensError, sync, invalidArgument } from '../util/errors';
 import { packageVersion } from '../util/version';
@@ -43,6 +43,16 @@ export function setThreads(n: number): void {
  * products and convolutions for the whole process: faster on Ampere+ GPUs, but λ_max moves in the
  * 3rd digit. {@link backend} reports the setting.
  */
+/**
+ * Exits at once with `code` (a second signal, a grace that ran out): through the addon when it is
+ * loaded, which skips the static destructors that would crash under an op still running on the
+ * compute thread; else process.exit.
+ */
+export function exitNow(code: number): never {
+  if (addonPath()) addon().exitNow(code);
+  process.exit(code);
+}
+
 export function setTf32(on: boolean): void {
   if (typeof on !== 'boolean') throw invalidArgument('setTf32(on)', 'a boolean', on);
   sync(() => addon().setTf32(on));

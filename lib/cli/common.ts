@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
 import { FisherLensError, fromNative, invalidArgument } from '../util/errors';
+import { exitNow } from '../binding/backend';
 import { OptionDecl, OptionValue, checkValue } from '../util/schema';
 import { DATA_SPECS, SPLITS, Split } from '../science/data';
 import { Model, ModelSpec } from '../science/model';
@@ -304,7 +305,7 @@ export function preemptController(graceSec: number, what: string, sigint?: { wha
   const onSignal = (sig: NodeJS.Signals) => {
     if (code !== undefined) {
       log(`fisherlens: ${sig} again, exiting now`);
-      process.exit(code);
+      exitNow(code);
     }
     code = sig === 'SIGTERM' ? EXIT.terminated : EXIT.interrupted;
     if (sig === 'SIGINT' && sigint) {
@@ -316,7 +317,7 @@ export function preemptController(graceSec: number, what: string, sigint?: { wha
     }
     timer = setTimeout(() => {
       log(`fisherlens: the ${graceSec} s grace is over: exiting with the last checkpoint`);
-      process.exit(code);
+      exitNow(code!);
     }, graceSec * 1000);
   };
   process.on('SIGINT', onSignal);
@@ -346,7 +347,7 @@ export function interruptStages(stages: string[]): { signals: AbortSignal[]; dis
     const k = received++;
     if (k >= stages.length) {
       log(`fisherlens: ${sig} again, exiting now`);
-      process.exit(EXIT.interrupted);
+      exitNow(EXIT.interrupted);
     }
     log(k === 0 ? `\nfisherlens: ${sig}: ${stages[k]}` : `fisherlens: ${sig} again: ${stages[k]}`);
     controllers[k].abort();

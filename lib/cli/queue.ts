@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import * as path from 'path';
+import { exitNow } from '../binding/backend';
 import { action, choice, deviceOption, emit, graceArg, jsonOption, log, num, posInt, EXIT, QUEUE_URL, executorFromEnv, tensorboardOption, tlsOptions, queueTarget, TlsCliOptions } from './common';
 import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } from '../science/options';
 import { worker } from '../experiment/worker';
@@ -64,12 +65,12 @@ export function register(program: Command): void {
           log(`fisherlens: ${sig}: active runs checkpoint at their next batch boundary and go back to the queue (within ${graceSec} s; again: exit at once)`);
           stop.abort();
           // the grace is a promise: past it (and the Redis deadline), exit whatever is left
-          setTimeout(() => process.exit(code), (graceSec + 10) * 1000).unref();
+          setTimeout(() => exitNow(code), (graceSec + 10) * 1000).unref();
         } else {
           // at once, whatever Redis does: the active runs' locks expire and another worker resumes
           // each from its last checkpoint (written atomically, so none is left half-written)
           log(`fisherlens: ${sig} again: exiting now (active runs resume from their last checkpoint on another worker)`);
-          process.exit(code);
+          exitNow(code);
         }
       };
       process.on('SIGINT', onSignal);

@@ -4,6 +4,8 @@
 #include "binding/init.h"
 #include <ATen/Parallel.h>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include "gradient.h"
 #include "binding/worker.h"
@@ -102,6 +104,15 @@ Napi::Value PeakMemoryJs(const Napi::CallbackInfo& info) {
   });
 }
 
+// exitNow(code): ends the process at once without running static destructors or atexit handlers
+// (a forced exit while an op runs on the compute thread: LibTorch's destructors would run under
+// it and crash, turning a second Ctrl-C into a segmentation fault). stdout/stderr are flushed first.
+Napi::Value ExitNow(const Napi::CallbackInfo& info) {
+  const int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
 }  // namespace
 
 void InitBackend(Napi::Env env, Napi::Object exports) {
@@ -116,6 +127,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
   exports.Set("noop", Napi::Function::New(env, Noop, "noop"));
   exports.Set("spin", Napi::Function::New(env, Spin, "spin"));
 #endif
+  exports.Set("exitNow", Napi::Function::New(env, ExitNow, "exitNow"));
   exports.Set("peakMemory", Napi::Function::New(env, PeakMemoryJs, "peakMemory"));
 }
 

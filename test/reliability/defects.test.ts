@@ -232,3 +232,24 @@ test('Ctrl-C during attack --out leaves neither the .npy nor its temporary file'
   t.not(code, 0, stderr);
   t.deepEqual(fs.readdirSync(out), [], stderr);
 });
+
+test('a second SIGTERM while a native op runs exits 143 at once, not with a crash in LibTorch\'s destructors', async (t) => {
+  const out = path.join(dir, 'term-twice');
+  // the 2nd training step never ends by itself (test/helpers/slow-batch.ts: 10⁹ PGD steps), so the
+  // first SIGTERM waits for a batch boundary (grace 60 s) and the second exits while it runs
+  const slowCli = path.join(__dirname, '..', 'helpers', 'slow-batch.js');
+  const p = spawn(process.execPath, [slowCli, 'train', '--model', 'mlp', '--data', 'synthetic', '--method', 'pgd-at', '--epochs', '1',
+    '--out', out, '--grace', '60'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SLOW_BATCH: '2' } });
+  let stderr = '';
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) => p.on('exit', (c, s) => res([c, s])));
+  const slow = new Promise<void>((res) => p.stderr.on('data', (d) => { stderr += String(d); if (stderr.includes('slow batch: started')) res(); }));
+  await Promise.race([slow, exited]);
+  p.kill('SIGTERM');
+  const t0 = Date.now();
+  while (!stderr.includes('SIGTERM:') && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+  p.kill('SIGTERM');
+  const [code, signal] = await exited;
+  t.is(signal, null, stderr);
+  t.is(code, 143, stderr);
+  t.regex(stderr, /SIGTERM again, exiting now/);
+});
