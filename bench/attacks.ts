@@ -15,7 +15,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { GradientEngine, Model, ModelSpec, Tensor, setGradientEngine, setThreads } from '../lib';
 import { attack } from '../lib/science/attacks';
-import { PyServer, passiveOpenMp } from './pyserver';
+import { PyServer, passiveOpenMp, torchPairing } from './pyserver';
 
 
 const P = { kind: 'pgd' as const, epsilon: 0.031, stepSize: 0.003, randomStart: false };
@@ -32,6 +32,7 @@ export async function main(): Promise<void> {
   const reps = Number(process.env.BENCH_REPS ?? 2);
   const batch = 128;
   setThreads(2);
+  console.log(torchPairing());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-attacks-'));
   const rows: string[] = [];
   const all: [string, ModelSpec, number[]][] = [

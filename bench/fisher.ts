@@ -22,7 +22,7 @@ import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/science/fisher';
 import { uniformStream } from '../lib/util/random';
-import { passiveOpenMp } from './pyserver';
+import { passiveOpenMp, torchPairing } from './pyserver';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -91,6 +91,7 @@ export async function main(): Promise<void> {
   const archs = arg('arch', 'small-cnn,resnet20').split(',');
   const kinds = arg('kinds', 'fwd,exact,power').split(',');
   const C = 10;
+  console.log(torchPairing());
   console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
     `best of ${repeats} alternating runs; power iteration: ${iters} iterations`);
   for (const arch of archs) {

@@ -10,13 +10,14 @@ import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { addon } from '../lib/binding/native';
 import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
-import { PyServer, passiveOpenMp } from './pyserver';
+import { PyServer, passiveOpenMp, torchPairing } from './pyserver';
 
 export async function main(): Promise<void> {
   passiveOpenMp();
   const reps = Number(process.env.BENCH_REPS ?? 3);
   const batch = 128;
   setThreads(2);
+  console.log(torchPairing());
   const n = addon();
   const archs: [string, ModelSpec, number[]][] = [
     ['small-cnn', { arch: 'small-cnn' }, [1, 28, 28]],
