@@ -4,7 +4,7 @@
  * classes with torch.autograd.grad for the exact Fisher, double-backward JVPs for power iteration.
  * Both sides: the same architecture, batch 128, the same intra-op thread count. The Python process
  * stays up and the two sides alternate run by run (this machine is shared: alternating exposes both
- * to the same load), best of `repeats` each. Prints ms per batch, samples/s, the ratio
+ * to the same load), the median of `repeats` (default 5) each. Prints ms per batch, samples/s, the ratio
  * FisherLens / Python, and the achieved FLOP/s against the measured matrix-product peak.
  * Never passes or fails on time.
  *
@@ -22,7 +22,7 @@ import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/science/fisher';
 import { uniformStream } from '../lib/util/random';
-import { passiveOpenMp, torchPairing } from './pyserver';
+import { median, passiveOpenMp, torchPairing } from './pyserver';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -65,7 +65,8 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
   return [Number(process.hrtime.bigint() - t) / 1e6, (u.user + u.system) / 1000];
 }
 const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
-const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
+// the median wall and the median CPU time of a row's runs (bench/pyserver.ts median)
+const medPair = (runs: [number, number][]): [number, number] => [median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))];
 
 // exact: pinned layout × classes per pass rows beside the autotuned default
 const EXACT_PINS: [string, FisherSpeedOptions][] = [
@@ -93,7 +94,7 @@ export async function main(): Promise<void> {
   const C = 10;
   console.log(torchPairing());
   console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
-    `best of ${repeats} alternating runs; power iteration: ${iters} iterations`);
+    `median of ${repeats} alternating runs; power iteration: ${iters} iterations`);
   for (const arch of archs) {
     const cfg = CONFIGS[arch];
     if (!cfg) throw new Error(`unknown arch ${arch}; expected ${Object.keys(CONFIGS).join(', ')}`);
@@ -151,22 +152,26 @@ export async function main(): Promise<void> {
       e.eigvec.dispose();
       console.log(`${arch} TorchScript: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
     }
-    const INF: [number, number] = [Infinity, Infinity];
     const variants = flVariants.filter(([, kind]) => kinds.includes(kind));
-    const best: Record<string, [number, number]> = {};
-    const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
-    const pyReuseBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
+    // every run of each row; the Python runs of a kind are pooled over all the rows of that kind
+    // (each FisherLens run has a Python run of its kind next to it)
+    const runs: Record<string, [number, number][]> = {};
+    const pyRuns: Record<string, [number, number][]> = { fwd: [], exact: [], power: [] };
+    const pyReuseRuns: Record<string, [number, number][]> = { fwd: [], exact: [], power: [] };
     for (const [name, kind, o, mk] of variants) {
       const fn = mk();
       await fn(o);  // warm-up
-      if (pyBest[kind] === INF) { await py.ask(kind); await pyReuse.ask(kind); }
-      best[name] = INF;
+      if (pyRuns[kind].length === 0) { await py.ask(kind); await pyReuse.ask(kind); }
+      runs[name] = [];
       for (let r = 0; r < repeats; r++) {
-        pyBest[kind] = minPair(pyBest[kind], await py.ask(kind));
-        if (r < 2) pyReuseBest[kind] = minPair(pyReuseBest[kind], await pyReuse.ask(kind));
-        best[name] = minPair(best[name], await timed(() => fn(o)));
+        pyRuns[kind].push(await py.ask(kind));
+        if (r < 2) pyReuseRuns[kind].push(await pyReuse.ask(kind));
+        runs[name].push(await timed(() => fn(o)));
       }
     }
+    const best: Record<string, [number, number]> = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, medPair(v)]));
+    const pyBest: Record<string, [number, number]> = Object.fromEntries(Object.entries(pyRuns).map(([k, v]) => [k, medPair(v)]));
+    const pyReuseBest: Record<string, [number, number]> = Object.fromEntries(Object.entries(pyReuseRuns).map(([k, v]) => [k, medPair(v)]));
     py.close();
     pyReuse.close();
     const rows: string[] = [];
@@ -250,7 +255,7 @@ export async function main(): Promise<void> {
     'the bound row is the exact method\'s ' +
     'FLOPs at the measured matmul peak, the least time any implementation of C−1 input-gradient passes can take here.\n' +
     'The "malloc as FisherLens" rows run the same Python with glibc\'s mmap/trim thresholds set as FisherLens sets them\n' +
-    '(best of 2; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +
+    '(median of 2 runs per row; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +
     'all threads: less sensitive to other processes on a shared machine). GFLOP/s counts conv/linear FLOPs as executed\n' +
     '(exact: forward + one input-gradient backward per pass, FisherLens C−1 passes, Python C; power: 3 + 2·iterations forward-equivalents).');
 }

@@ -19,6 +19,18 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { backend } from '../lib';
 
+/**
+ * The median of a side's interleaved runs (NaN when none): the figure every bench's ratio uses.
+ * The best run is biased towards whichever side's runs scatter more on a shared machine; the
+ * median of at least 5 interleaved runs is not moved by one or two runs that met a load spike.
+ */
+export function median(v: number[]): number {
+  if (v.length === 0) return NaN;
+  const s = [...v].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
 export const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
 
 /**
