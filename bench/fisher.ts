@@ -12,7 +12,11 @@
  * on the linear engine (its graph lowered, native/models/torchscript_tape.cc) and on autograd
  * (--torchscript 0 leaves them out). tanh-avg-cnn is LeNet-5 with tanh and average pooling.
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--kinds fwd,exact,power]
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--kinds fwd,exact,power] [--rows all|defaults]
+ *
+ * --rows defaults times only the rows with FisherLens's defaults (forward, exact, power: the
+ * issue's hot paths) beside Python, leaving out the pinned and autograd-engine rows: on a loaded
+ * shared machine a resnet20 run of every row takes over 20 minutes.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -91,6 +95,8 @@ export async function main(): Promise<void> {
   const iters = Number(arg('power-iters', '20'));
   const archs = arg('arch', 'small-cnn,resnet20').split(',');
   const kinds = arg('kinds', 'fwd,exact,power').split(',');
+  const DEFAULT_ROWS = ['fisherlens forward', 'fisherlens exact', 'fisherlens power'];
+  const onlyDefaults = arg('rows', 'all') === 'defaults';
   const C = 10;
   console.log(torchPairing());
   console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
@@ -152,7 +158,7 @@ export async function main(): Promise<void> {
       e.eigvec.dispose();
       console.log(`${arch} TorchScript: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
     }
-    const variants = flVariants.filter(([, kind]) => kinds.includes(kind));
+    const variants = flVariants.filter(([name, kind]) => kinds.includes(kind) && (!onlyDefaults || DEFAULT_ROWS.includes(name)));
     // every run of each row; the Python runs of a kind are pooled over all the rows of that kind
     // (each FisherLens run has a Python run of its kind next to it)
     const runs: Record<string, [number, number][]> = {};
@@ -177,7 +183,8 @@ export async function main(): Promise<void> {
     const rows: string[] = [];
     rows.push(`\n${arch} [${shape.join('×')}], forward ${(info.forwardFlopsPerSample / 1e6).toFixed(1)} MFLOP/sample; matmul peak ${peak.toFixed(1)} GFLOP/s (2048² sgemm, same threads)`);
     rows.push(`${'method'.padEnd(38)} ${'ms/batch'.padStart(9)} ${'samples/s'.padStart(9)} ${'ratio'.padStart(6)} ${'GFLOP/s'.padStart(8)} ${'%peak'.padStart(7)} ${'cpu ms'.padStart(8)} ${'cpu ratio'.padStart(9)}`);
-    const line = (name: string, t: [number, number], ref: [number, number], fl: number) => {
+    const line = (name: string, t: [number, number] | undefined, ref: [number, number], fl: number) => {
+      if (!t) return;  // a row not timed in this run (--rows defaults)
       const [ms, cpu] = t;
       const gf = fl / (ms / 1000) / 1e9;
       rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${fix(cpu, 1).padStart(8)} ${fix(cpu / ref[1], 2).padStart(9)}`);
