@@ -9,6 +9,7 @@
  * autograd: lib/binding/backend.ts setGradientEngine), and the built-in with channelsLast: true. Prints
  * samples/s and time ratios (target ≤ 0.7 × Python's reference) and what auto chose. The runs are
  * interleaved BENCH_REPS times (default 5; the machine is shared) and the median of each is kept.
+ * BENCH_ROWS=defaults times only the default row (built-in, auto) beside Python.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -56,11 +57,12 @@ export async function main(): Promise<void> {
     // FisherLens rows: the built-in and the TorchScript module Python exported, on each input-gradient
     // engine (lib/binding/backend.ts setGradientEngine; auto measures both on its first steps and keeps the
     // faster, so its row includes that), and the built-in channels-last
-    const fl: [string, Model, GradientEngine, boolean][] = [
+    // BENCH_ROWS=defaults: the default row only (built-in, auto) beside Python, for loaded machines
+    const fl: [string, Model, GradientEngine, boolean][] = ([
       ['built-in, auto', builtin, 'auto', false], ['built-in, linear', builtin, 'linear', false], ['built-in, autograd', builtin, 'autograd', false],
       ['TorchScript, auto', script, 'auto', false], ['TorchScript, linear', script, 'linear', false], ['TorchScript, autograd', script, 'autograd', false],
       ['built-in channels-last, auto', builtin, 'auto', true],
-    ];
+    ] as [string, Model, GradientEngine, boolean][]).filter(([name]) => process.env.BENCH_ROWS !== 'defaults' || name === 'built-in, auto');
     const run = async ([, m, engine, cl]: [string, Model, GradientEngine, boolean], steps = 20): Promise<number> => {
       setGradientEngine(engine);
       try {

@@ -4,7 +4,7 @@
  * (one native op per step) vs the same step in Python/PyTorch on the same LibTorch with the TRADES
  * reference's structure (bench/python/train_bench.py), interleaved BENCH_REPS times (default 5;
  * the machine is shared), the median of each kept, 2 threads each. Prints ms per step and the ratio
- * (target ≤ 0.8 × Python's time), also with channelsLast: true.
+ * (target ≤ 0.8 × Python's time), also with channelsLast: true (not with BENCH_ROWS=defaults).
  */
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { addon } from '../lib/binding/native';
@@ -46,6 +46,7 @@ export async function main(): Promise<void> {
       runs.flNatural.push(await step('natural'));
       runs.pyTrades.push(await server.time('trades'));
       runs.flTrades.push(await step('trades'));
+      if (process.env.BENCH_ROWS === 'defaults') continue;  // the default (NCHW) rows only
       runs.clNatural.push(await step('natural', 10, true));
       runs.clTrades.push(await step('trades', 10, true));
     }
