@@ -69,6 +69,8 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
   return [Number(process.hrtime.bigint() - t) / 1e6, (u.user + u.system) / 1000];
 }
 const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
+// ' ± (max − min) / 2' of an autotune candidate's timed passes (its noise, lib/science/fisher.ts chooseExactCandidate)
+const spread = (v?: number[]): string => (v && v.length > 1 ? ` ± ${((Math.max(...v) - Math.min(...v)) / 2).toFixed(1)}` : '');
 // the median wall and the median CPU time of a row's runs (bench/pyserver.ts median)
 const medPair = (runs: [number, number][]): [number, number] => [median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))];
 
@@ -207,7 +209,8 @@ export async function main(): Promise<void> {
     // what the autotune chose (cached by the warm-up run), and where one class's VJP spends its time
     const tn = await exactTuning(model, x);
     rows.push(`autotune (${tn.source === 'cached' ? 'measured in this run' : tn.source}) chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
-      (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
+      (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}${spread(c.msSamples)}`).join(', ') +
+      ' (median ± half the spread of its timed passes; chooseExactCandidate)');
     const vjpBound = F / (peak * 1e9) * 1000;
     // one VJP pass profiled per configuration: ms per class, in total and by op kind
     const CONFIGS_VJP = [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const;
