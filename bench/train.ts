@@ -54,8 +54,8 @@ export async function main(): Promise<void> {
     const med = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, median(v)])) as Record<keyof typeof runs, number>;
     const ms = (s: number): string => (1000 * s).toFixed(1).padStart(8);
     console.log(`${arch.padEnd(10)} natural step: python ${ms(med.pyNatural)} ms, FisherLens ${ms(med.flNatural)} ms (${(med.flNatural / med.pyNatural).toFixed(2)}×) | ` +
-      `TRADES step (10 inner): python ${ms(med.pyTrades)} ms, FisherLens ${ms(med.flTrades)} ms (${(med.flTrades / med.pyTrades).toFixed(2)}×) | ` +
-      `channels-last: natural ${ms(med.clNatural)} ms (${(med.clNatural / med.pyNatural).toFixed(2)}×), TRADES ${ms(med.clTrades)} ms (${(med.clTrades / med.pyTrades).toFixed(2)}×)`);
+      `TRADES step (10 inner): python ${ms(med.pyTrades)} ms, FisherLens ${ms(med.flTrades)} ms (${(med.flTrades / med.pyTrades).toFixed(2)}×)` +
+      (runs.clNatural.length === 0 ? '' : ' | ' + `channels-last: natural ${ms(med.clNatural)} ms (${(med.clNatural / med.pyNatural).toFixed(2)}×), TRADES ${ms(med.clTrades)} ms (${(med.clTrades / med.pyTrades).toFixed(2)}×)`));
     m.dispose(); x.dispose(); y.dispose();
   }
   console.log(`batch 128, 2 threads, median of ${reps} interleaved runs (BENCH_REPS); ratio = FisherLens time / Python time (target ≤ 0.8)`);
