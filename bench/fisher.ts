@@ -12,11 +12,16 @@
  * on the linear engine (its graph lowered, native/models/torchscript_tape.cc) and on autograd
  * (--torchscript 0 leaves them out). tanh-avg-cnn is LeNet-5 with tanh and average pooling.
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--kinds fwd,exact,power] [--rows all|defaults]
+ * .pt2 rows (when the Python side's torch has torch.export, e.g. the torch 2.13 venv): the Python
+ * side's model exported with a dynamic batch, loaded by FisherLens (native/models/exported.cc) and
+ * run on the linear engine (its graph lowered) and on the interpreter's autograd path; the summary
+ * row gives .pt2 ÷ built-in (target ≤ 1.10) and the autograd path ÷ Python (target ≤ 1.20).
+ *
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--pt2 1] [--kinds fwd,exact,power] [--rows all|defaults]
  *
  * --rows defaults times only the rows with FisherLens's defaults (forward, exact, power: the
- * issue's hot paths) beside Python, leaving out the pinned and autograd-engine rows: on a loaded
- * shared machine a resnet20 run of every row takes over 20 minutes.
+ * issue's hot paths) beside Python, leaving out the pinned, autograd-engine, TorchScript and .pt2
+ * rows: on a loaded shared machine a resnet20 run of every row takes over 20 minutes.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -110,8 +115,9 @@ export async function main(): Promise<void> {
     const spec = { arch, ...cfg.spec };
     // TorchScript rows: the Python side saves the model it runs
     const tsFile = arg('torchscript', '1') !== '0' ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-')), `${arch}.pt`) : '';
+    const pt2File = arg('pt2', '1') !== '0' ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-')), `${arch}.pt2`) : '';
     const py = new PySide(['--arch', String(spec.arch), '--spec', JSON.stringify(cfg.spec ?? {}), '--input', shape.join(','), '--batch', String(batch),
-      '--power-iters', String(iters), '--threads', String(threads), ...(tsFile ? ['--save-torchscript', tsFile] : [])]);
+      '--power-iters', String(iters), '--threads', String(threads), ...(tsFile ? ['--save-torchscript', tsFile] : []), ...(pt2File ? ['--save-pt2', pt2File] : [])]);
     const info = JSON.parse(await py.next()) as { forwardFlopsPerSample: number };
     // the same Python with glibc tuned as FisherLens tunes it (backend().allocator 'glibc-reuse'):
     // shows how much of the difference is the allocator policy
@@ -122,6 +128,8 @@ export async function main(): Promise<void> {
     const peak = Number(await py.next());
     const model = Model.create({ ...spec, inChannels: cfg.inChannels, inputSize: cfg.inputSize, numClasses: C } as ModelSpec);
     const ts = tsFile ? await Model.load(tsFile) : undefined;
+    // the Python side writes the .pt2 only where its torch has torch.export
+    const pt2 = pt2File && fs.existsSync(pt2File) ? await Model.load(pt2File) : undefined;
     const n = batch * shape.reduce((a, b) => a * b, 1);
     const x = Tensor.from(Float32Array.from({ length: n }, uniformStream(batch)), [batch, ...shape]);
     const F = info.forwardFlopsPerSample * batch;
@@ -159,6 +167,16 @@ export async function main(): Promise<void> {
       const e = await fisherPower(ts, x.slice(0, 1), { tol: 0, maxIter: 1 });
       e.eigvec.dispose();
       console.log(`${arch} TorchScript: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
+    }
+    const PT2_ROWS = ['pt2 exact', 'pt2 exact, autograd engine', 'pt2 power', 'pt2 power, autograd engine'];
+    if (pt2) {
+      for (const [name, autograd] of [[PT2_ROWS[0], false], [PT2_ROWS[1], true]] as const)
+        flVariants.push([name, 'exact', { autograd }, () => (o) => fisherExact(pt2, x, o).then((r) => { r.spectrum.dispose(); r.probs.dispose(); })]);
+      for (const [name, autograd] of [[PT2_ROWS[2], false], [PT2_ROWS[3], true]] as const)
+        flVariants.push([name, 'power', { autograd }, () => (o) => fisherPower(pt2, x, { tol: 0, maxIter: iters, ...o }).then((r) => r.eigvec.dispose())]);
+      const e = await fisherPower(pt2, x.slice(0, 1), { tol: 0, maxIter: 1 });
+      e.eigvec.dispose();
+      console.log(`${arch} .pt2: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
     }
     const variants = flVariants.filter(([name, kind]) => kinds.includes(kind) && (!onlyDefaults || DEFAULT_ROWS.includes(name)));
     // every run of each row; the Python runs of a kind are pooled over all the rows of that kind
@@ -251,13 +269,20 @@ export async function main(): Promise<void> {
     // the TorchScript power rows only (TS_ROWS[4] is an exact row: under the power baseline it read "201 % of peak")
     if (ts) for (const k of TS_ROWS.slice(2, 4)) line(k, best[k], pyBest.power, flops.power);
     }
+    if (pt2 && has(PT2_ROWS[0])) for (const k of PT2_ROWS.slice(0, 2)) line(k, best[k], pyBest.exact, flops.flExact);
+    if (pt2 && has(PT2_ROWS[2])) for (const k of PT2_ROWS.slice(2, 4)) line(k, best[k], pyBest.power, flops.power);
+    if (pt2 && has(PT2_ROWS[0]) && has(PT2_ROWS[2])) rows.push(`.pt2 / built-in (linear engine; target ≤ 1.10): exact ${(best[PT2_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
+      `power ${(best[PT2_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}; .pt2 autograd path / python (target ≤ 1.20): exact ${(best[PT2_ROWS[1]][0] / pyBest.exact[0]).toFixed(2)}, ` +
+      `power ${(best[PT2_ROWS[3]][0] / pyBest.power[0]).toFixed(2)}`);
     if (ts && has(TS_ROWS[0]) && has(TS_ROWS[2])) rows.push(`TorchScript / built-in (same engine, same defaults): exact ${(best[TS_ROWS[0]][0] / best['fisherlens exact'][0]).toFixed(2)}, ` +
       `exact with the built-in's choice pinned ${(best[TS_ROWS[4]][0] / best['fisherlens exact'][0]).toFixed(2)}, power ${(best[TS_ROWS[2]][0] / best['fisherlens power'][0]).toFixed(2)}`);
     console.log(rows.join('\n'));
     x.dispose();
     model.dispose();
     ts?.dispose();
+    pt2?.dispose();
     if (tsFile) fs.rmSync(path.dirname(tsFile), { recursive: true, force: true });
+    if (pt2File) fs.rmSync(path.dirname(pt2File), { recursive: true, force: true });
   }
   console.log('\nratio = FisherLens ms / Python ms (targets: exact ≤ 0.5, power ≤ 0.8); FisherLens rows use the linear engine\n' +
     '(built-ins: the linearisation recorded in one forward) unless marked autograd, and their defaults (exact: autotuned layout and\n' +

@@ -108,15 +108,16 @@ AutoAttackResult autoAttack(Classifier& m, const torch::Tensor& x, const torch::
     FL_CHECK(r.xAdv.min().item<double>() >= 0 && r.xAdv.max().item<double>() <= 1, ERR_INTERNAL, "autoAttack: ", o.kind,
              " left the [0, 1] box");
     torch::Tensor hit = idx.masked_select(succ);
-    if (hit.numel() > 0) {
-      brokenBy.index_fill_(0, hit, static_cast<double>(s));
-      torch::Tensor rows = succ.nonzero().squeeze(1).to(dev);
-      xAdv.index_copy_(0, hit.to(dev), r.xAdv.index_select(0, rows).to(xAdv.scalar_type()));
-    }
+    if (hit.numel() > 0) brokenBy.index_fill_(0, hit, static_cast<double>(s));
+    // every attacked sample takes this stage's attempt: a sample it broke is never attacked again
+    // (it keeps the breaking example); one still robust is overwritten by the next stage, so it ends
+    // with the last stage's attempt (the samples misclassified clean keep x)
+    xAdv.index_copy_(0, idxd, r.xAdv.to(xAdv.scalar_type()));
     seconds[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   torch::Tensor d = (xAdv - xd).flatten(1).to(torch::kFloat64);
-  res.norm = (norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1)).cpu();
+  // ‖δ‖ of the breaking example; 0 where no stage broke the sample (its attempt is not a finding)
+  res.norm = (norm == Norm::Linf ? d.abs().amax(1) : d.norm(2, 1)).cpu().masked_fill(brokenBy.lt(0), 0.0);
   res.stageSeconds = torch::tensor(seconds, torch::kFloat64);
   return res;
 }

@@ -18,7 +18,7 @@ struct AutoAttackChecks {
 };
 
 struct AutoAttackResult {
-  torch::Tensor xAdv;          // [B, ...] like x: the example of the stage that broke a sample, else x
+  torch::Tensor xAdv;          // [B, ...] like x: the example of the stage that broke a sample, else the last stage's attempt (x if misclassified clean)
   torch::Tensor brokenBy;      // [B] float64: stage index; −1 robust; −2 misclassified clean
   torch::Tensor norm;          // [B] float64: ‖x_adv − x‖ in the stages' norm
   torch::Tensor stageSeconds;  // [stages] float64: wall time of each stage

@@ -293,8 +293,32 @@ StepResult trainStep(Classifier& m, torch::optim::Optimizer& opt, const torch::T
   r.batch = x.size(0);
   // train mode and parameter gradients until backward is done (methodLoss's own guard restores to this)
   ModeGuard mode(m, /*train=*/true, /*paramsRequireGrad=*/true);
+  // A cancelled step (its AbortSignal: a batch abandoned at the end of a preemption grace) leaves
+  // the model and optimiser as they were, so that a checkpoint written then holds the state at
+  // this batch boundary: every abort check comes before opt.step(), and the buffers a train-mode
+  // forward updates (BatchNorm running statistics; fisher-lambda checks between its power
+  // iterations, after that forward) are put back. The buffers are small (2 floats per channel).
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers;
+  if (ctx) {
+    std::vector<torch::Tensor> params = m.parameters();
+    for (auto& [name, t] : m.namedState()) {
+      bool isParam = false;
+      for (auto& p : params) isParam = isParam || p.unsafeGetTensorImpl() == t.unsafeGetTensorImpl();
+      if (!isParam) buffers.emplace_back(t, t.detach().clone());
+    }
+  }
   opt.zero_grad();
-  MethodLoss l = methodLoss(m, x, y, o, gen, LossDraws{}, ctx);
+  MethodLoss l;
+  try {
+    l = methodLoss(m, x, y, o, gen, LossDraws{}, ctx);
+  } catch (...) {
+    torch::NoGradGuard noGrad;
+    for (auto& [t, saved] : buffers) t.copy_(saved);
+    for (auto& p : m.parameters()) {
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+    }
+    throw;
+  }
   l.loss.backward();
   opt.step();
   r.loss = l.loss.item<double>();

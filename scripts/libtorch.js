@@ -12,9 +12,46 @@
 //   3. the system library (Debian's libtorch1.13: /usr/lib/<triplet>/libtorch_cpu.so.1.13).
 // Two candidates whose libraries live in one folder, symlinks resolved (Debian's python3-torch links to the system
 // library) are reported once.
+//
+// With a cache folder (the run-time loader passes lib/binding/loader.ts cacheDir()), what a Python
+// said about torch and what dpkg said about the system library are remembered in
+// <cache>/discovery/, each with the stamps (path, size, mtime) of what decides it: the Python
+// command and interpreter, every folder on its sys.path (installing or removing a package changes
+// the folder's mtime), the user site folder (even before it exists), the torch folder, its
+// version.py and libtorch_cpu; pyenv-style shims also their version files; dpkg's answer the
+// library file. A start whose stamps all match spawns no process; `pip install torch`, an apt
+// upgrade or another Python on PATH changes a stamp, and that one answer is asked again.
+const crypto = require('crypto');
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { execFileSync } = require('child_process');
+
+/** [path, size, mtime] of a file or folder; [path, -1, -1] when absent (its appearing is a change too). */
+function stampOf(p) {
+  try { const st = fs.statSync(p); return [p, st.size, st.mtimeMs]; } catch { return [p, -1, -1]; }
+}
+
+/**
+ * `compute()` → { value, stamps: [paths] } remembered under cacheDir/discovery/<hash of key>.json
+ * and reused while every stamp still matches; without a cache folder, computed every time.
+ */
+function cached(cacheDir, key, compute) {
+  if (!cacheDir) return compute().value;
+  const file = path.join(cacheDir, 'discovery', `${crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 32)}.json`);
+  try {
+    const c = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (JSON.stringify(c.key) === JSON.stringify(key) && c.stamps.every((st) => JSON.stringify(stampOf(st[0])) === JSON.stringify(st))) return c.value;
+  } catch { /* not cached yet, or unreadable: ask */ }
+  const r = compute();
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify({ key, stamps: r.stamps.map(stampOf), value: r.value }));
+    fs.renameSync(tmp, file);
+  } catch { /* a read-only cache only costs the question next time */ }
+  return r.value;
+}
 
 /** The LibTorch libraries the addon links, in the order they must be loaded. */
 const TORCH_LIBS = ['c10', 'c10_cuda', 'torch_cpu', 'torch_cuda', 'torch'];
@@ -46,8 +83,12 @@ function readVersionPy(file) {
   }
 }
 
-/** Debian package version of the system LibTorch (e.g. "1.13.1"), or null. */
-function debianVersion(soVersion) {
+/** Debian package version of the system LibTorch (e.g. "1.13.1"), or null; cached against the library file `lib`. */
+function debianVersion(soVersion, lib, cacheDir) {
+  return cached(cacheDir, ['dpkg', soVersion, lib], () => ({ value: askDpkg(soVersion), stamps: [lib, realpath(lib)] }));
+}
+
+function askDpkg(soVersion) {
   try {
     const out = execFileSync('dpkg-query', ['-W', '-f', '${Version}', `libtorch${soVersion}`],
       { stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 }).toString();
@@ -63,7 +104,7 @@ function debianVersion(soVersion) {
  * cuda, prefix, includeDirs, cmakePrefixPath } or { why } when it has no libtorch_cpu.
  * `hint` may carry what the caller already knows (a version.py, the prefix).
  */
-function describe(givenDir, source, hint = {}) {
+function describe(givenDir, source, hint = {}, cacheDir) {
   // The folder the libraries really live in (symlinks resolved): what the loader opens files in
   const first = libFile(givenDir, 'torch_cpu');
   const libDir = first ? path.dirname(realpath(first)) : givenDir;
@@ -84,7 +125,7 @@ function describe(givenDir, source, hint = {}) {
     else if (vp && vp.version) { version = vp.version; cuda = vp.cuda; }
     else {
       const m = /\.so\.(\d+\.\d+)/.exec(path.basename(realpath(libs.torch_cpu)));
-      if (m) version = (libDir.startsWith('/usr/lib/') && debianVersion(m[1])) || m[1];
+      if (m) version = (libDir.startsWith('/usr/lib/') && debianVersion(m[1], libs.torch_cpu, cacheDir)) || m[1];
     }
   }
   if (cuda === null && libs.torch_cuda) {
@@ -107,20 +148,20 @@ function describe(givenDir, source, hint = {}) {
  * A folder given by the user: a libtorch prefix, a pip torch folder, or a lib folder itself;
  * /usr (or /usr/lib/<triplet>) is the system library (Debian's libtorch-dev), headers included.
  */
-function fromFolder(dir, source) {
+function fromFolder(dir, source, cacheDir) {
   if (!exists(dir)) return { source, libDir: dir, why: `${dir} does not exist` };
   const real = realpath(dir);
-  if (real === '/usr' || TRIPLETS.some((t) => real === `/usr/lib/${t}`)) return { ...system(), source };
+  if (real === '/usr' || TRIPLETS.some((t) => real === `/usr/lib/${t}`)) return { ...system(cacheDir), source };
   const libDir = exists(path.join(dir, 'lib')) ? path.join(dir, 'lib') : dir;
   const prefix = libDir === dir ? path.dirname(dir) : dir;
-  return describe(libDir, source, { prefix });
+  return describe(libDir, source, { prefix }, cacheDir);
 }
 
-function system() {
+function system(cacheDir) {
   for (const t of TRIPLETS) {
     const dir = `/usr/lib/${t}`;
     if (!libFile(dir, 'torch_cpu')) continue;
-    const d = describe(dir, 'system', { prefix: '/usr' });
+    const d = describe(dir, 'system', { prefix: '/usr' }, cacheDir);
     if (d.why) continue;
     if (exists(`/usr/lib/${t}/cmake/Torch/TorchConfig.cmake`)) {
       d.cmakePrefixPath = `/usr/lib/${t}/cmake`;
@@ -149,24 +190,83 @@ function pythonWithTorch(env = process.env) {
   return null;
 }
 
-function python(py) {
+// What a Python knows about torch, without importing it, and what decides that answer: its
+// interpreter, its sys.path (the current folder left out: discovery must not depend on where it
+// runs) and its user site folder
+const PY_INFO = [
+  'import importlib.util as u, json, site, sys',
+  "sys.path[:] = [p for p in sys.path if p and p != '.']",
+  "s = u.find_spec('torch')",
+  "user = site.getusersitepackages() if site.ENABLE_USER_SITE is not False else ''",
+  "print(json.dumps({'torch': s.submodule_search_locations[0] if s and s.submodule_search_locations else '', 'exe': sys.executable, 'path': sys.path, 'user': user}))",
+].join('\n');
+
+/** The environment that decides which Python a command runs and where it looks. */
+const PY_ENV = ['PATH', 'PYTHONPATH', 'PYTHONHOME', 'PYTHONUSERBASE', 'PYTHONNOUSERSITE', 'VIRTUAL_ENV', 'CONDA_PREFIX', 'PYENV_VERSION', 'PYENV_ROOT', 'HOME'];
+
+/** The file a command runs (PATH searched as the shell does), or null. */
+function which(cmd, env) {
+  if (cmd.includes('/')) return exists(cmd) ? path.resolve(cmd) : null;
+  for (const d of (env.PATH || '').split(':')) {
+    const f = path.join(d || '.', cmd);
+    try { fs.accessSync(f, fs.constants.X_OK); if (fs.statSync(f).isFile()) return f; } catch { /* next */ }
+  }
+  return null;
+}
+
+/** Whether a file is a script (#!): a shim (pyenv, asdf) that picks its Python from version files. */
+function isScript(f) {
+  try { const fd = fs.openSync(f, 'r'); const b = Buffer.alloc(2); fs.readSync(fd, b, 0, 2, 0); fs.closeSync(fd); return b.toString() === '#!'; } catch { return false; }
+}
+
+/** The version files a shim may read: .python-version in the current folder and its parents, and pyenv's global one. */
+function shimFiles(env) {
+  const out = [];
+  for (let d = process.cwd(); ; d = path.dirname(d)) {
+    out.push(path.join(d, '.python-version'));
+    if (path.dirname(d) === d) break;
+  }
+  out.push(path.join(env.PYENV_ROOT || path.join(env.HOME || os.homedir(), '.pyenv'), 'version'));
+  return out;
+}
+
+/** What `py` says about torch: { torch: folder or '', stamps } (null when it does not run). */
+function askPython(py, env) {
+  let info;
+  try {
+    info = JSON.parse(execFileSync(py, ['-c', PY_INFO], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 30000, env }).toString());
+  } catch {
+    return { value: null, stamps: [] };
+  }
+  const stamps = [info.exe, realpath(info.exe), ...info.path, ...(info.user ? [info.user] : [])];
+  if (info.torch) stamps.push(info.torch, path.join(info.torch, 'version.py'), path.join(info.torch, 'lib'), path.join(info.torch, 'lib', 'libtorch_cpu.so'));
+  return { value: info.torch, stamps };
+}
+
+function python(py, env = process.env, cacheDir) {
   const source = `python (${py})`;
   let dir;
-  try {
-    dir = execFileSync(py, ['-c', FIND_SPEC], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 30000 }).toString().trim();
-  } catch {
-    return { source, libDir: '', why: `${py} not runnable` };
-  }
+  const file = which(py, env);
+  if (!file) return { source, libDir: '', why: `${py} not runnable` };
+  const script = isScript(file);
+  const key = ['python', py, file, PY_ENV.map((k) => env[k] ?? null), script ? process.cwd() : null];
+  dir = cached(cacheDir, key, () => {
+    const r = askPython(py, env);
+    return { value: r.value, stamps: [file, realpath(file), ...(script ? shimFiles(env) : []), ...r.stamps] };
+  });
+  if (dir === null) return { source, libDir: '', why: `${py} not runnable` };
   if (!dir) return { source, libDir: '', why: `${py} has no torch package` };
   const vp = readVersionPy(path.join(dir, 'version.py')) || {};
-  return describe(path.join(dir, 'lib'), source, { prefix: dir, version: vp.version, cuda: vp.cuda });
+  return describe(path.join(dir, 'lib'), source, { prefix: dir, version: vp.version, cuda: vp.cuda }, cacheDir);
 }
 
 /**
  * Every LibTorch candidate: { found: [descriptions], rejected: [{ source, libDir, why }] }.
- * `env` defaults to process.env.
+ * `env` defaults to process.env; `opts.cacheDir`: remember the Pythons' and dpkg's answers there
+ * (see the file comment).
  */
-function candidates(env = process.env) {
+function candidates(env = process.env, opts = {}) {
+  const cacheDir = opts.cacheDir;
   const found = [];
   const rejected = [];
   const add = (d) => {
@@ -183,12 +283,12 @@ function candidates(env = process.env) {
   const explicit = env.FISHERLENS_TORCH ? ['$FISHERLENS_TORCH', env.FISHERLENS_TORCH]
     : env.LIBTORCH ? ['$LIBTORCH', env.LIBTORCH] : null;
   if (explicit) {
-    add(fromFolder(path.resolve(explicit[1]), `${explicit[0]}=${explicit[1]}`));
+    add(fromFolder(path.resolve(explicit[1]), `${explicit[0]}=${explicit[1]}`, cacheDir));
     rejected.push({ source: 'python, system', libDir: '', why: `not considered: ${explicit[0]} is set` });
     return { found, rejected };
   }
-  for (const py of pythons(env)) add(python(py));
-  add(system());
+  for (const py of pythons(env)) add(python(py, env, cacheDir));
+  add(system(cacheDir));
   return { found, rejected };
 }
 

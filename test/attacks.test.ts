@@ -62,7 +62,7 @@ test.serial('attacks leave the model as found: mode, requires-grad flags, no .gr
   t.deepEqual(before, { training: false, parameters: 4, requiresGrad: 4, withGrad: 0 });
   await model.setTraining(true);
   for (const p of cases.map((c) => c[1])) {
-    await attack(model, xs.slice(0, 16), ys.slice(0, 16), { ...p, steps: Math.min(p.steps ?? 1, 3), binarySteps: 1 });
+    await attack(model, xs.slice(0, 16), ys.slice(0, 16), { ...p, steps: Math.min(p.steps ?? 1, 3), ...(p.kind === 'cw-l2' ? { binarySteps: 1 } : {}) });
     t.deepEqual(await modelGradState(model), { ...before, training: true });
   }
   await model.setTraining(false);

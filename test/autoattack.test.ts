@@ -278,7 +278,7 @@ test.serial('CLI attack --attack autoattack --json; configs accept autoattack', 
   t.deepEqual(out.stages.map((s) => [s.name, s.robustAccuracy]), lib.stages.map((s) => [s.name, s.robustAccuracy]));
   const bad = spawnSync(process.execPath, [cli, 'attack', '--model', ck, '--data', 'fashion-mnist', '--limit', '8', '--attack', 'apgd-ce', '--step-size', '0.1'], { encoding: 'utf8' });
   t.is(bad.status, 1);
-  t.regex(bad.stderr, /attack option 'stepSize': expected none for apgd-ce/);
+  t.regex(bad.stderr, /ERR_ARG: --step-size: expected none for apgd-ce/);
   fs.rmSync(dir, { recursive: true });
 
   const cfg = (a: Record<string, unknown>) => ({ name: 'x', defaults: { data: { dataset: 'fashion-mnist' } }, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' }, eval: { attacks: [a] } }] });

@@ -4,7 +4,7 @@ import { ccklMetrics } from '../lib/science/metrics';
 import { DataSchema, TrainSchema, AttackSchema } from '../lib/experiment/config';
 import { Model } from '../lib/science/model';
 import { fisherExact } from '../lib/science/fisher';
-import { fashionMnistDir } from '../lib/science/data';
+import { fashionMnistDir, Dataset } from '../lib/science/data';
 import * as fs from 'fs';
 
 test('loadRunData: seeded train subset, first-N test subset, synthetic split shares one class structure', async (t) => {
@@ -18,6 +18,30 @@ test('loadRunData: seeded train subset, first-N test subset, synthetic split sha
   const tr3 = await loadRunData(syn, 'train', { seed: 4, device: 'cpu' });
   t.notDeepEqual(Array.from(tr3.images.toArray() as Float32Array).slice(0, 50), Array.from(tr.images.toArray() as Float32Array).slice(0, 50));
   for (const d of [tr, te, tr2, tr3]) d.dispose();
+});
+
+test('loadRunData: evalSplit heldout draws the evaluation images from the training split, disjoint from the training subset', async (t) => {
+  const base = { dataset: 'synthetic', synthetic: { channels: 1, size: 4, classes: 3, trainSize: 40, testSize: 5 }, trainSize: 25, testSize: 10 };
+  const d = DataSchema.parse({ ...base, evalSplit: 'heldout' });
+  const rows = (x: Dataset) => {
+    const a = Array.from(x.images.toArray() as Float32Array);
+    const w = a.length / x.size;
+    return Array.from({ length: x.size }, (_, i) => a.slice(i * w, (i + 1) * w).join(','));
+  };
+  const tr = await loadRunData(d, 'train', { seed: 2, device: 'cpu' });
+  const ho = await loadRunData(d, 'test', { seed: 2, device: 'cpu' });
+  const all = await loadRunData(DataSchema.parse({ ...base, trainSize: undefined, testSize: undefined }), 'train', { seed: 2, device: 'cpu' });
+  const test = await loadRunData(DataSchema.parse(base), 'test', { seed: 2, device: 'cpu' });
+  t.is(ho.size, 10);
+  const trRows = new Set(rows(tr));
+  const allRows = new Set(rows(all));
+  // Gaussian images: every image is distinct, so equal rows are the same image
+  t.is(allRows.size, 40);
+  t.true(rows(ho).every((r) => allRows.has(r)), 'held-out images come from the training split');
+  t.true(rows(ho).every((r) => !trRows.has(r)), 'and none is in the training subset');
+  t.true(rows(test).every((r) => !allRows.has(r)), 'the default evalSplit is the test split');
+  t.throws(() => DataSchema.parse({ dataset: 'fashion-mnist', evalSplit: 'heldout', testSize: 10 }), { message: /trainSize and testSize/ });
+  for (const x of [tr, ho, all, test]) x.dispose();
 });
 
 test('loadRunData: Fashion-MNIST from the Debian package', async (t) => {

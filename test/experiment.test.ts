@@ -57,7 +57,7 @@ test('config errors name the exact path and the allowed values', (t) => {
     "runs[0].grid.beta: grid keys are dotted paths under data | model | train | eval (or 'seed'), got 'beta'");
   t.is(configError({ ...base, runs: [{ model: { arch: 'mlp' } }] }), "runs[0].train.method: required (expected 'natural' | 'pgd-at' | 'trades' | 'mart' | 'fire' | 'jacobian' | 'fisher-trace' | 'fisher-lambda')");
   t.is(configError({ name: 'x', runs: [] }), 'runs: expected at least 1 item(s), got 0');
-  t.is(configError({ name: 'x', rusn: [] }), "runs: required (expected array); (top level): unknown key 'rusn'; allowed: name, description, out, device, seeds, defaults, grid, runs");
+  t.is(configError({ name: 'x', rusn: [] }), "runs: required (expected array); (top level): unknown key 'rusn'; allowed: name, description, out, device, tensorboard, seeds, defaults, grid, runs");
   t.regex(configError({ ...base, runs: [{ model: { arch: 'mlp' }, train: { method: 'natural' } }, { model: { arch: 'mlp' }, train: { method: 'natural' } }] }),
     /^runs\[1\]: run id 'mlp_natural_seed0' is also produced by runs\[0\]/);
   t.regex(configError({ ...base, runs: [{ model: { name: 'a' }, train: { method: 'natural' } }] }), /^runs\[0\]\.model: expected `arch`/);
@@ -128,7 +128,7 @@ test('a sweep writes the run-dir layout; summary.json holds the executor\'s numb
   for (const id of exp.runs) {
     const rd = RunDir.of(out, id);
     t.is(rd.state(), 'finished');
-    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'run.json', 'summary.json']);
+    t.deepEqual(fs.readdirSync(rd.dir).sort(), ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'run.json', 'summary.json', 'tb']);
     t.deepEqual(readJson(rd.run), { version: RUN_FOLDER_VERSION, checkpointVersion: 2 });
     t.is(rd.readConfig().id, id);
     t.deepEqual(rd.readEpochs().map((e) => e.epoch), [1, 2, 3]);
@@ -201,13 +201,13 @@ test('a run folder of another format is refused for resume and re-evaluation wit
   t.is(rd.folderVersion(), RUN_FOLDER_VERSION);
   // a folder written before run.json existed (format 1: the old randomness)
   fs.rmSync(rd.run);
-  const before = fs.readdirSync(rd.dir).sort().map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]);
+  const before = fs.readdirSync(rd.dir, { recursive: true, encoding: 'utf8' }).sort().filter((f) => fs.statSync(path.join(rd.dir, f)).isFile()).map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]);
   const log: FakeLog = { trainCalls: [], evaluated: [] };
   const err = await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) }));
   t.is((err as { code?: string }).code, 'ERR_FORMAT');
   t.regex(err!.message, /small-cnn_trades_seed0: run folder format 1 cannot be resumed exactly by this FisherLens \(run folder format 2, checkpoint format 2/);
   t.deepEqual(log.trainCalls, [], 'refused before any run starts');
-  t.deepEqual(fs.readdirSync(rd.dir).sort().map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]), before, 'the folder is untouched');
+  t.deepEqual(fs.readdirSync(rd.dir, { recursive: true, encoding: 'utf8' }).sort().filter((f) => fs.statSync(path.join(rd.dir, f)).isFile()).map((f) => [f, fs.readFileSync(path.join(rd.dir, f), 'utf8')]), before, 'the folder is untouched');
   // a newer format is refused too
   writeJsonAtomic(rd.run, { version: RUN_FOLDER_VERSION + 1 });
   await t.throwsAsync(runExperiment(small, { out, executor: scienceExecutor(fakeScience({ log })) }), { code: 'ERR_FORMAT', message: /run folder format 3 is newer than this FisherLens reads \(2\)/ } as never);

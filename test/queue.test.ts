@@ -370,9 +370,11 @@ maybe('cancel removes waiting runs and stops the active one in another process; 
   const dir = tmp('cancel');
   const out = path.join(dir, 'runs');
   const cfg = fakeConfig('cancel', 3);
+  // enqueued before the worker starts: its 1 s idle exit must not run out while a loaded machine
+  // enqueues (it did once: 'idle for 1 s: exiting' before the first job was there)
+  await runExperiment(cfg, { out, queue: { url, detach: true } });
   const w1 = cliWorker(url, ['--root', dir, '--idle-exit', '1'], { FISHERLENS_EXECUTOR: fakeModule, FAKE_BATCH_MS: '400' });
   await w1.ready;
-  await runExperiment(cfg, { out, queue: { url, detach: true } });
   await whenActive(url, 1, () => w1.stderr());
   // in process, so the cancel lands while that run is under way (the CLI is the same call)
   const r = await cancelExperiment(url, 'cancel');

@@ -9,6 +9,7 @@ import { CcklAccumulator } from '../lib/science/metrics';
 import { fisherExact } from '../lib/science/fisher';
 import { Dataset } from '../lib/science/data/dataset';
 import { fashionSubset } from './helpers/train-fixtures';
+import { addon } from '../lib/binding/native';
 
 let trainSet: Dataset;
 let probe: Dataset;
@@ -187,7 +188,7 @@ test('abort stops within a batch and leaves the last checkpoint intact', async (
  * attack starts and momentum buffers all have to come back. Exact equality: the same binary on
  * the same machine replays the same float operations.
  */
-async function midEpochMatches(t: import('ava').ExecutionContext, stop: { at: [number, number]; how: 'graceful' | 'abort'; every?: string; savedAt: number }): Promise<void> {
+async function midEpochMatches(t: import('ava').ExecutionContext, stop: { at: [number, number]; how: 'graceful' | 'abort' | 'abandon'; every?: string; savedAt: number }): Promise<void> {
   const data = await trainSet.take(600); // 6 batches of 100 per epoch
   const opts: TrainOptions = {
     method: 'trades', batchSize: 100, optimizer: { type: 'sgd', lr: 0.05, momentum: 0.9 }, attack: { epsilon: 0.1, stepSize: 0.04, steps: 2, beta: 1 },
@@ -200,11 +201,42 @@ async function midEpochMatches(t: import('ava').ExecutionContext, stop: { at: [n
   await m2.loadState(path.join(a, 'init.pt'));
   const full = await train(m1, data, { ...opts, epochs: 3, outDir: a });
   const ac = new AbortController();
+  // 'abandon': the batch after the stop cannot end within the grace. Constructed, not timed: its
+  // step runs with 10⁹ attack steps (minutes on any machine), so only the cancellation at
+  // abandonAfterSec(grace) ends it; options a cancelled step never uses, so no result changes.
+  const native = addon() as unknown as { trainStep: (...a: unknown[]) => Promise<unknown> };
+  const realStep = native.trainStep;
+  let armed = false, huge = false, abandonedAfterMs = 0;
+  if (stop.how === 'abandon') {
+    native.trainStep = (m, o, x, y, so, ctl) => {
+      if (!armed) return realStep(m, o, x, y, so, ctl);
+      // the stop (SIGTERM) comes while this step runs
+      ac.abort();
+      huge = true;
+      const t0 = Date.now();
+      return realStep(m, o, x, y, { ...(so as object), steps: 1e9 }, ctl).finally(() => { abandonedAfterMs = Date.now() - t0; });
+    };
+  }
   const p = train(m2, data, {
-    ...opts, epochs: 3, outDir: b, ...(stop.how === 'graceful' ? { stopAtBatch: ac.signal } : { signal: ac.signal }),
-    onEvent: (e) => { if (e.type === 'batch' && e.epoch === stop.at[0] && e.batch === stop.at[1]) ac.abort(); },
+    ...opts, epochs: 3, outDir: b, ...(stop.how === 'abort' ? { signal: ac.signal } : { stopAtBatch: ac.signal }),
+    ...(stop.how === 'abandon' ? { stopGraceSec: 0.6 } : {}),
+    onEvent: (e) => {
+      if (e.type === 'batch' && e.epoch === stop.at[0] && e.batch === stop.at[1]) {
+        if (stop.how === 'abandon') armed = true; else ac.abort();
+      }
+    },
   });
-  await t.throwsAsync(p, { code: 'ERR_ABORTED' } as never);
+  try {
+    await t.throwsAsync(p, { code: 'ERR_ABORTED', ...(stop.how === 'abandon' ? { message: /could not end within the grace and was abandoned/ } : {}) } as never);
+  } finally {
+    native.trainStep = realStep;
+  }
+  if (stop.how === 'abandon') {
+    t.true(huge, 'the batch after the stop ran with the huge inner attack');
+    // cancelled at abandonAfterSec(0.6) = 0.4 s; the op checks its signal between attack steps (< 1 ms each
+    // here), 5 s covers a loaded CI machine and is far below the uncancelled 10⁹ steps
+    t.true(abandonedAfterMs >= 300 && abandonedAfterMs < 5000, `abandoned after ${abandonedAfterMs} ms`);
+  }
   const meta = (await Model.loadCheckpoint(path.join(b, 'checkpoint.pt'))).checkpointMeta as { epoch: number; batch?: number };
   t.deepEqual([meta.epoch, meta.batch], [stop.at[0] - 1, stop.savedAt], 'the checkpoint is inside the epoch');
   const m3 = Model.create(MLP); // other initial weights: resume must replace them
@@ -228,6 +260,12 @@ test.serial('a graceful stop inside an epoch checkpoints at the next batch bound
 test.serial('an abrupt stop inside an epoch loses only the batches since the last mid-epoch checkpoint, and resumes identically', async (t) => {
   // checkpoints after batches 2 and 4; aborted during batch 5 of epoch 2: resumes after batch 4
   await midEpochMatches(t, { at: [2, 5], how: 'abort', every: '2b', savedAt: 4 });
+});
+
+test.serial('a batch that cannot end within the grace is abandoned: its op is cancelled and the state at the last boundary is checkpointed and resumes identically', async (t) => {
+  // stopped during batch 6 of epoch 2 (last checkpoint: epoch 1's end), which never ends: the
+  // checkpoint holds the 5 batches of epoch 2 before it
+  await midEpochMatches(t, { at: [2, 5], how: 'abandon', savedAt: 5 });
 });
 
 test('checkpointEvery is validated', async (t) => {
@@ -272,4 +310,35 @@ test('optimizers, schedules and augmentation run and reduce the loss; bad option
   const m = Model.create(MLP);
   await t.throwsAsync(train(m, small, { method: 'nope' as never }), { code: 'ERR_ARG' } as never);
   await t.throwsAsync(train(m, small, { method: 'natural', optimizer: { type: 'rmsprop' as never } }), { code: 'ERR_ARG' } as never);
+});
+
+test.serial('a cancelled training step leaves the model as it was, BatchNorm running statistics included (fisher-lambda checks its signal after the train-mode forward)', async (t) => {
+  // resnet20 has BatchNorm; its running statistics change in any train-mode forward. The step runs
+  // 10⁹ power iterations, so only the cancellation ends it, after that forward.
+  manualSeed(3);
+  const m = Model.create({ arch: 'resnet20', inChannels: 1, inputSize: 28 });
+  const data = await trainSet.take(16);
+  const before = await m.state();
+  const ac = new AbortController();
+  const native = addon() as unknown as { trainStep: (...a: unknown[]) => Promise<unknown> };
+  const realStep = native.trainStep;
+  let started = false;
+  native.trainStep = (mm, o, x, y, so, ctl) => {
+    started = true;
+    setTimeout(() => ac.abort(), 300);
+    return realStep(mm, o, x, y, { ...(so as object), powerIters: 1e9 }, ctl);
+  };
+  try {
+    await t.throwsAsync(train(m, data, { method: 'fisher-lambda', epochs: 1, batchSize: 16, signal: ac.signal, optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 } }), { code: 'ERR_ABORTED' } as never);
+  } finally {
+    native.trainStep = realStep;
+  }
+  t.true(started);
+  const after = await m.state();
+  t.deepEqual([...after.keys()], [...before.keys()]);
+  t.true([...before.keys()].some((k) => k.endsWith('running_mean')), 'the model has BatchNorm buffers');
+  for (const [k, v] of before) t.deepEqual(Array.from(after.get(k)!.toArray() as Float32Array), Array.from(v.toArray() as Float32Array), k);
+  for (const v of [...before.values(), ...after.values()]) v.dispose();
+  data.dispose();
+  m.dispose();
 });

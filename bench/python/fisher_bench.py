@@ -108,6 +108,7 @@ if __name__ == '__main__':
     ap.add_argument('--peak', action='store_true')
     ap.add_argument('--serve', action='store_true')
     ap.add_argument('--save-torchscript')
+    ap.add_argument('--save-pt2', help='also torch.export the model (dynamic batch) to this .pt2 (torch >= 2.4)')
     ap.add_argument('--spec', default='{}', help='JSON merged into the model spec (e.g. {"activation": "tanh"})')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -117,6 +118,9 @@ if __name__ == '__main__':
                    **json.loads(a.spec)}).eval()
     if a.save_torchscript:
         torch.jit.save(torch.jit.script(model), a.save_torchscript)
+    if a.save_pt2 and hasattr(torch, 'export') and hasattr(torch.export, 'save'):
+        ep = torch.export.export(model, (torch.rand(2, *shape),), dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}})
+        torch.export.save(ep, a.save_pt2)
     x = torch.rand(a.batch, *shape)
     out = {'arch': a.arch, 'batch': a.batch, 'threads': torch.get_num_threads(), 'torch': torch.__version__,
            'forwardFlopsPerSample': forward_flops(model, shape)}

@@ -62,7 +62,7 @@ export interface NativeModel extends Handle<'model'> {
   dispose(): void;
   /** Cached on the JS side (no read of the model while an op runs on it). */
   readonly training: boolean;
-  readonly kind: 'builtin' | 'torchscript';
+  readonly kind: 'builtin' | 'torchscript' | 'exported';
   readonly spec: string;
   readonly device: string;
   readonly parameterCount: number;
@@ -157,6 +157,8 @@ export interface Addon {
   // binding/model.cc: the Model handle (built-in zoo and TorchScript)
   Model: new () => NativeModel;
   createModel(specJson: string, device?: string): NativeModel;
+  /** An exported program (native/models/exported.h) with zero weights. */
+  createExported(specJson: string, device?: string): NativeModel;
   loadTorchScript(path: string, device: string, ctl?: NativeCtl): Promise<NativeModel>;
   evaluateBatch(m: NativeModel, x: NativeTensor, y: NativeTensor, ctl?: NativeCtl): Promise<{ correct: number; ceSum: number; count: number }>;
 
@@ -247,7 +249,7 @@ export const ADDON_EXPORTS = [
   'backend', 'setThreads', 'setTf32', 'setGradientEngine', 'peakMemory',
   'CancelToken',
   'Tensor', 'tensorFromTypedArray', 'memory', 'tensorTo', 'tensorIndex',
-  'Model', 'createModel', 'loadTorchScript', 'evaluateBatch',
+  'Model', 'createModel', 'createExported', 'loadTorchScript', 'evaluateBatch',
   'saveCheckpoint', 'loadCheckpoint', 'loadCheckpointState',
   'stateInfo', 'loadWeights',
   'loadIdx', 'loadCifar', 'loadNpy', 'appendNpy', 'synthetic', 'augment',

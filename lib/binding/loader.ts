@@ -3,7 +3,9 @@
  *  1. `FISHERLENS_ADDON` (an explicit .node file; nothing else is tried);
  *  2. the development build of a checkout (build/Release/fisherlens.node);
  *  3. for each LibTorch found (scripts/libtorch.js: `$FISHERLENS_TORCH`/`$LIBTORCH`, Python torch,
- *     the system library): the prebuilt variants of variants/manifest.json that fit it, then the
+ *     the system library; what Python and dpkg answered is cached in the cache folder, keyed by the
+ *     stamps of the interpreters, library and version files that decide it): the prebuilt
+ *     variants of variants/manifest.json that fit it, then the
  *     builds `fisherlens build` made for it in the cache folder. Each (binary, LibTorch) pair is
  *     probed once in a child process (two LibTorch versions can never share a process, and a
  *     wrong one may crash it); the verdict is cached. The chosen LibTorch's libraries are opened
@@ -100,8 +102,9 @@ export interface TorchCandidate {
   cmakePrefixPath?: string;
 }
 interface Discovery {
-  candidates(env?: NodeJS.ProcessEnv): { found: TorchCandidate[]; rejected: Array<{ source: string; libDir: string; why: string }> };
-  describe(libDir: string, source: string, hint?: object): TorchCandidate & { why?: string };
+  /** `opts.cacheDir`: remember the Pythons' and dpkg's answers there, re-asked when a stamp of what decides them changes. */
+  candidates(env?: NodeJS.ProcessEnv, opts?: { cacheDir?: string }): { found: TorchCandidate[]; rejected: Array<{ source: string; libDir: string; why: string }> };
+  describe(libDir: string, source: string, hint?: object, cacheDir?: string): TorchCandidate & { why?: string };
   majorMinor(v: string): string | null;
   TORCH_LIBS: string[];
 }
@@ -229,7 +232,7 @@ function mappedLibTorch(d: Discovery | null): LibTorchInfo {
     const m = /(\/\S*\/libtorch_cpu\.so[^\s]*)/.exec(maps);
     if (m) {
       const dir = path.dirname(m[1]);
-      const c = d ? d.describe(dir, 'loaded') : null;
+      const c = d ? d.describe(dir, 'loaded', {}, cacheDir()) : null;
       return { path: dir, version: c && !c.why ? c.version : 'unknown', cuda: c && !c.why ? c.cuda : null, source: 'loaded' };
     }
   } catch { /* not Linux */ }
@@ -281,7 +284,8 @@ export function loadAddon(): LoadResult {
   const manifest = readManifest(root);
   if (!d) throw new FisherLensError('ERR_LOAD', `fisherlens: ${path.join(root, 'scripts', 'libtorch.js')} is missing; reinstall fisherlens`);
   const disc = d;
-  const { found, rejected } = disc.candidates();
+  // the Pythons' answers are cached (a start spawns no Python until a torch install changes)
+  const { found, rejected } = disc.candidates(process.env, { cacheDir: cacheDir() });
   const shim = manifest ? path.join(root, 'variants', manifest.shim.file) : null;
   let shimOk = shim !== null && fs.existsSync(shim);
   if (shimOk) {

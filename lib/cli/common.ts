@@ -3,6 +3,7 @@
  * stdout; logs, warnings and progress go to stderr; exit 0 on success, non-zero with a one-line
  * reason on failure. Progress: a bar on a terminal, plain lines elsewhere.
  */
+import { QUEUE_TLS_OPTIONS, QueueTls } from '../experiment/queue-jobs';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
@@ -12,6 +13,7 @@ import { DATA_SPECS, SPLITS, Split } from '../science/data';
 import { Model, ModelSpec } from '../science/model';
 import { manualSeed } from '../science/train';
 import { removeTracked } from '../util/files';
+import { TRAIN_OPTIONS } from '../science/options';
 import type { RunExecutor } from '../experiment/executor';
 
 /** Prints the result: JSON on stdout with --json, else the human text. */
@@ -146,11 +148,26 @@ export function declared(flag: string, s: string | undefined, d: OptionDecl): Op
 
 /** What `--model` takes (parsed by {@link modelArg}). */
 const MODEL_HELP = 'a built-in architecture name (small-cnn, lenet, resnet20, …; fresh weights), an inline JSON spec, a spec .json, ' +
-  'a FisherLens checkpoint or a TorchScript .pt (trusted sources only: TorchScript runs code)';
+  'a FisherLens checkpoint, a torch.export .pt2 (data: runs no code) or a TorchScript .pt (trusted sources only: TorchScript runs code)';
 /** What `--device` takes. */
 const DEVICE_VALUES = 'cpu | cuda | cuda:N';
 /** What `--queue` takes (experiment/queue-jobs.ts, which checks it). */
 export { QUEUE_URL } from '../experiment/queue-jobs';
+
+/** The TLS flags of every command that takes `--queue` (declared in experiment/queue-jobs.ts QUEUE_TLS_OPTIONS). */
+export interface TlsCliOptions { tlsCa?: string; tlsCert?: string; tlsKey?: string }
+
+/** Adds `--tls-ca`, `--tls-cert`, `--tls-key` (read by {@link queueTarget}). */
+export function tlsOptions(cmd: Command): Command {
+  for (const o of Object.values(QUEUE_TLS_OPTIONS)) cmd.option(o.flag, o.doc);
+  return cmd;
+}
+
+/** `--queue URL` and its TLS flags as the queue functions take them. */
+export function queueTarget(url: string, o: TlsCliOptions): { url: string; tls?: QueueTls } {
+  const tls: QueueTls = { ...(o.tlsCa !== undefined ? { ca: o.tlsCa } : {}), ...(o.tlsCert !== undefined ? { cert: o.tlsCert } : {}), ...(o.tlsKey !== undefined ? { key: o.tlsKey } : {}) };
+  return { url, ...(Object.keys(tls).length ? { tls } : {}) };
+}
 
 /** Adds `--model <model>` (required). */
 export function modelOption(cmd: Command): Command {
@@ -191,6 +208,14 @@ export function deviceOption(cmd: Command, fallback?: string): Command {
     : cmd.option('-d, --device <device>', `${DEVICE_VALUES} (default: ${fallback})`);
 }
 
+/**
+ * `--no-tensorboard` (lib/science/options.ts TRAIN_OPTIONS.tensorboard, declared once here for
+ * train, run, demo and worker): commander then gives `tensorboard: false`, else true.
+ */
+export function tensorboardOption(cmd: Command): Command {
+  return cmd.option('--no-tensorboard', `no TensorBoard event files (by default runs write them: ${TRAIN_OPTIONS.tensorboard.doc}; view them with \`fisherlens tensorboard DIR\`)`);
+}
+
 /** Adds `--limit <n>`: only the first n samples. */
 export function limitOption(cmd: Command): Command {
   return cmd.option('--limit <n>', 'only the first n samples (default: all)');
@@ -209,7 +234,7 @@ export interface WeightsCliOptions {
 }
 
 /**
- * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, TorchScript .pt),
+ * `--model` of every subcommand: a file (spec .json, FisherLens checkpoint, torch.export .pt2, TorchScript .pt),
  * an inline JSON spec, or a built-in architecture name (fresh weights). `defaults` fill what a
  * spec leaves out (train: the data's input shape and class count). `weights`: the --weights
  * options, loaded into the model once it is built (a state dict given as --model is ERR_FORMAT
@@ -253,7 +278,7 @@ async function modelOnly(s: string, device: string, opts: { defaults?: Partial<M
     manualSeed(opts.seed ?? 0);
     return Model.create({ ...defaults, arch: s }, { device });
   }
-  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a TorchScript .pt or an architecture name)`);
+  throw new FisherLensError('ERR_IO', `--model '${s}': no such file (expected a spec .json, a checkpoint, a torch.export .pt2, a TorchScript .pt or an architecture name)`);
 }
 
 /**
@@ -272,7 +297,7 @@ export const EXIT = { ok: 0, error: 1, usage: 2, runsFailed: 3, interrupted: 130
  * first SIGINT (Ctrl-C) instead aborts that controller (stop after the current step, the way
  * interactive commands stop; works with executors that know no batch boundaries).
  */
-export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; exitCode(): number | undefined; dispose(): void } {
+export function preemptController(graceSec: number, what: string, sigint?: { what: string; controller: AbortController }): { stop: AbortController; graceSec: number; exitCode(): number | undefined; dispose(): void } {
   const stop = new AbortController();
   let code: number | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -297,7 +322,7 @@ export function preemptController(graceSec: number, what: string, sigint?: { wha
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
-    stop, exitCode: () => code,
+    stop, graceSec, exitCode: () => code,
     dispose: () => { clearTimeout(timer); process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
   };
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import { action, deviceOption, emit, jsonOption, log } from './common';
+import { action, deviceOption, emit, jsonOption, log, tensorboardOption } from './common';
 import { runWithProgress, finish } from './run';
 import { writeReport, accuracyTable } from '../report';
 import { FisherLensError } from '../util/errors';
@@ -26,12 +26,13 @@ export function register(program: Command): void {
     .option('-c, --config <file>', 'another config instead of configs/demo.yaml');
   deviceOption(cmd, "the config's device")
     .option('--no-progress', 'plain progress lines even on a terminal');
+  tensorboardOption(cmd);
   jsonOption(cmd)
     .addHelpText('after', '\nExit codes: 0 done, 1 error, 2 usage, 3 some runs failed, 130 interrupted (run again to resume).')
-    .action(action(async (o: { out: string; config?: string; device?: string; progress?: boolean; json?: boolean }) => {
+    .action(action(async (o: { out: string; config?: string; device?: string; progress?: boolean; json?: boolean; tensorboard: boolean }) => {
       const config = o.config ?? packageFile(path.join('configs', 'demo.yaml'));
       const t0 = Date.now();
-      const result = await runWithProgress(config, { out: o.out, device: o.device, progress: o.progress });
+      const result = await runWithProgress(config, { out: o.out, device: o.device, progress: o.progress, tensorboard: o.tensorboard });
       let report: string | undefined;
       if (!result.aborted && result.finished + result.skipped > 0) {
         const w = await writeReport(result.out);

@@ -13,6 +13,7 @@ import { natInt, posInt } from './common';
 import { Model } from '../science/model';
 import { CLASS_NAMES, caption, gridPng } from '../science/picture-files';
 import { PICTURE_SAMPLES, PictureAttack, pictureGrid, pictureSamples } from '../science/pictures';
+import type { KeptExamples } from '../science/robust';
 import { writeFileAtomic } from '../util/files';
 
 export interface ImagesCliOptions { images?: string; imageSamples: string; imageSeed?: string }
@@ -46,11 +47,19 @@ export function parseImages(o: ImagesCliOptions, seed: number): ImagesRequest | 
   return { file: o.images, count, seed: s };
 }
 
-/** Writes the grid of a seeded handful of the first `n` samples of `data` to req.file (atomically) and returns what was drawn. */
-export async function writeImages(model: Model, data: Dataset, n: number, attacks: PictureAttack[], req: ImagesRequest, names?: string[]): Promise<ImagesOutput> {
-  const labels = data.labels.toNumbers().slice(0, n);
-  const indices = pictureSamples(labels, req.count, req.seed);
-  const pd = await pictureGrid(model, data, attacks, { indices });
+/** The seeded handful of the first `n` samples of `data` that the grid of `req` shows. */
+export function imageIndices(data: Dataset, n: number, req: ImagesRequest): number[] {
+  return pictureSamples(data.labels.toNumbers().slice(0, n), req.count, req.seed);
+}
+
+/**
+ * Writes the grid of a seeded handful of the first `n` samples of `data` to req.file (atomically)
+ * and returns what was drawn. `examples`: the evaluation's examples and outcomes of those samples
+ * (evaluateRobustness keep: {@link imageIndices}), shown instead of attacking again.
+ */
+export async function writeImages(model: Model, data: Dataset, n: number, attacks: PictureAttack[], req: ImagesRequest, names?: string[], examples?: KeptExamples): Promise<ImagesOutput> {
+  const indices = examples?.indices ?? imageIndices(data, n, req);
+  const pd = await pictureGrid(model, data, attacks, { indices, examples });
   writeFileAtomic(req.file, gridPng(pd));
   const g = pd.grid;
   return {

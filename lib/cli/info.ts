@@ -4,6 +4,7 @@ import { backend } from '../binding/backend';
 import { loadInfo } from '../binding/native';
 import { FisherLensError } from '../util/errors';
 import { Model, ModelSpec } from '../science/model';
+import { readExported } from '../science/exported';
 import { describeWeights, planWeights, sniffFile, TargetEntry, WeightDtype, readWeightsFile } from '../science/weights';
 import { action, emit, jsonOption } from './common';
 
@@ -37,6 +38,12 @@ async function describeFile(file: string, entry?: string): Promise<Record<string
   const kind = await sniffFile(file);
   const size = fs.statSync(file).size;
   if (kind === 'fisherlens-checkpoint') return { file, bytes: size, kind: 'fisherlens-checkpoint', use: `--model ${file}` };
+  if (kind === 'pt2') {
+    const a = await readExported(file);
+    return { file, bytes: size, kind: 'pt2', torchVersion: a.spec.torchVersion, parameters: a.spec.state.filter((t) => t.param).length,
+      buffers: a.spec.state.filter((t) => !t.param).length, batch: a.dynamicBatch ? 'dynamic' : a.batch,
+      use: `--model ${file} (a torch.export program: data, runs no code)` };
+  }
   if (kind === 'torchscript') return { file, bytes: size, kind: 'torchscript', use: `--model ${file} (loading runs the archive's code: trusted sources only)` };
   if (kind === 'unknown') {
     const text = fs.readFileSync(file, 'utf8').trimStart();

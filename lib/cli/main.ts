@@ -13,6 +13,7 @@ import { register as attackCmd } from './attack';
 import { register as trainCmd } from './train';
 import { register as buildCmd } from './build';
 import { register as queueCmds } from './queue';
+import { register as tensorboardCmd } from './tensorboard';
 import { packageVersion } from '../util/version';
 
 export function buildProgram(): Command {
@@ -29,7 +30,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`fisherlens: ERR_ARG: ${str.replace(/^error: /, '').split('\n').filter(Boolean).join(' ')} (add --help for usage)\n`),
     })
     .exitOverride((err) => { throw err; });
-  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo, buildCmd, queueCmds]) reg(program);
+  for (const reg of [info, evalCmd, fisherCmd, ccklCmd, profileCmd, attackCmd, trainCmd, run, report, demo, buildCmd, queueCmds, tensorboardCmd]) reg(program);
   return program;
 }
 

@@ -2,7 +2,7 @@ import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, parseCheckpointEvery } fro
 import { RETENTION, KeepJobs, parseKeep } from '../experiment/queue-jobs';
 import { Command } from 'commander';
 import * as path from 'path';
-import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg } from './common';
+import { action, deviceOption, emit, jsonOption, log, posInt, EXIT, QUEUE_URL, executorFromEnv, interruptController, preemptController, graceArg, tensorboardOption, tlsOptions, queueTarget, TlsCliOptions } from './common';
 import { MAX_RUNS } from '../experiment/config';
 import { runExperiment } from '../experiment/runner';
 import { planExperiment, ExperimentResult } from '../experiment/plan';
@@ -22,7 +22,7 @@ export function finish(result: ExperimentResult): void {
 /** The exit code the last signal asked for (143 after SIGTERM, 130 after SIGINT). */
 let stopCode: number | undefined;
 
-export interface SweepCliOptions {
+export interface SweepCliOptions extends TlsCliOptions {
   out?: string; device?: string; only?: string; stopOnError?: boolean; report?: boolean; json?: boolean; progress?: boolean; maxRuns?: string;
   /** Queue sweeps (lib/cli/queue.ts): the Redis URL, and whether to return after enqueuing. */
   queue?: string; detach?: boolean;
@@ -30,12 +30,17 @@ export interface SweepCliOptions {
   keepCompleted?: string; keepFailed?: string;
   /** Local runs: mid-epoch checkpoints ('500b', '300s', 'off') and the SIGTERM grace in s. */
   checkpointEvery?: string; grace?: string;
+  /** --no-tensorboard: false. */
+  tensorboard?: boolean;
   /** Re-evaluate finished runs with the config's current eval section (runner.ts `reevaluate`). */
   reevaluate?: boolean;
 }
 
 /** Runs a config with progress and signal handling; used by `run` and `demo`. */
 export async function runWithProgress(config: string, o: SweepCliOptions): Promise<ExperimentResult> {
+  if (o.queue && o.tensorboard === false) {
+    throw invalidArgument('--no-tensorboard', "no --queue with it (the workers write the run folders: `fisherlens worker --no-tensorboard`, or the config's `tensorboard: false`)");
+  }
   const executor = o.queue ? undefined : executorFromEnv();
   const progress = new SweepProgress({ tty: o.progress === false ? false : undefined });
   if (o.checkpointEvery !== undefined) parseCheckpointEvery('--checkpoint-every', o.checkpointEvery);
@@ -51,12 +56,12 @@ export async function runWithProgress(config: string, o: SweepCliOptions): Promi
   try {
     const result = await runExperiment(config, {
       out: o.out, device: o.device, signal: controller.signal, onEvent: progress.onEvent,
-      stopAtBatch: pre?.stop.signal, checkpointEvery: o.checkpointEvery,
+      stopAtBatch: pre?.stop.signal, stopGraceSec: pre?.graceSec, checkpointEvery: o.checkpointEvery, tensorboard: o.tensorboard === false ? false : undefined,
       only: o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
       continueOnError: !o.stopOnError, executor, maxRuns: posInt('max-runs', o.maxRuns),
       reevaluate: o.reevaluate,
       ...(o.queue ? { queue: {
-        url: o.queue, detach: Boolean(o.detach),
+        ...queueTarget(o.queue, o), detach: Boolean(o.detach),
         ...(o.keepCompleted !== undefined ? { keepCompleted: parseKeep('--keep-completed', o.keepCompleted) } : {}),
         ...(o.keepFailed !== undefined ? { keepFailed: parseKeep('--keep-failed', o.keepFailed) } : {}),
       } } : {}),
@@ -86,13 +91,14 @@ export function register(program: Command): void {
     .option('--max-runs <n>', `refuse a config that expands to more runs than this (default ${MAX_RUNS})`)
     .option('--report', 'write report.md / report.html into the output folder afterwards')
     .option('--no-progress', 'plain progress lines even on a terminal');
-  jsonOption(cmd)
+  tensorboardOption(cmd);
+  jsonOption(tlsOptions(cmd))
     .option('--queue <url>', `enqueue the unfinished runs on BullMQ/Redis (${QUEUE_URL}) for \`fisherlens worker\`s, and follow them`)
     .option('--detach', 'with --queue: enqueue and return')
     .option('--keep-completed <keep>', `with --queue: how long Redis keeps finished jobs: AGE (90s, 12h, 7d), COUNT or AGE,COUNT (default ${keepText(RETENTION.completed)}; run folders stay)`)
     .option('--keep-failed <keep>', `with --queue: how long Redis keeps failed jobs and their reasons (default ${keepText(RETENTION.failed)})`)
     .option('--checkpoint-every <every>', `checkpoint inside epochs every N batches (500b) or S seconds (300s), or off (default: the config's train.checkpointEvery, else ${CHECKPOINT_EVERY_DEFAULT})`)
-    .option('--grace <seconds>', `on SIGTERM/SIGINT: the current run checkpoints at its next batch boundary and the process exits (143 after SIGTERM) within this many seconds (default ${GRACE_DEFAULT_SEC})`)
+    .option('--grace <seconds>', `on SIGTERM/SIGINT: the current run checkpoints at its next batch boundary and the process exits (143 after SIGTERM) within this many seconds (default ${GRACE_DEFAULT_SEC}); a batch that cannot end in time is abandoned and the boundary before it checkpointed`)
     .option('--slurm <file>', 'write an sbatch script with one array task per unfinished run instead of running')
     .option('--slurm-args <args>', 'with --slurm: extra sbatch options, e.g. "--gres=gpu:1 --time=04:00:00"')
     .addHelpText('after', '\nExit codes: 0 all runs finished, 1 error, 2 usage, 3 some runs failed, 130 interrupted (re-run to resume).')
@@ -104,6 +110,7 @@ export function register(program: Command): void {
       }
       if (o.detach && !o.queue) throw invalidArgument('--detach', '--queue with it');
       if ((o.keepCompleted !== undefined || o.keepFailed !== undefined) && !o.queue) throw invalidArgument('--keep-completed/--keep-failed', '--queue with them');
+      if ((o.tlsCa ?? o.tlsCert ?? o.tlsKey) !== undefined && !o.queue) throw invalidArgument('--tls-ca/--tls-cert/--tls-key', '--queue with them');
       if (o.dryRun) {
         const plan = planExperiment(config, { out: o.out, device: o.device, maxRuns: posInt('max-runs', o.maxRuns) });
         emit(Boolean(o.json), { out: plan.out, runs: plan.runs.map((r) => ({ id: r.run.id, state: r.state, run: r.run })) },

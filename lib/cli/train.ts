@@ -6,7 +6,7 @@ import { FisherLensError, invalidArgument } from '../util/errors';
 import { attackPresets, AttackPresetName } from '../science/attacks';
 import { presets, PresetName, ScheduleOptions, train, TrainOptions, EpochMetrics } from '../science/train';
 import {
-  action, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
+  action, tensorboardOption, choice, graceArg, preemptController, dataOptions, declared, deviceOption, emit, jsonOption, log, modelArg, modelOption, natInt, num, posInt, Progress, WeightsCliOptions,
 } from './common';
 import { checkField } from '../experiment/config-errors';
 import { OptimizerSchema, ScheduleSchema, TrainSchema } from '../experiment/config';
@@ -14,6 +14,8 @@ import { CHECKPOINT_EVERY_DEFAULT, GRACE_DEFAULT_SEC, OPTIMIZER_OPTIONS, TRAIN_M
 import { optionHelp } from '../util/schema';
 
 interface TrainCliOptions extends WeightsCliOptions {
+  tensorboard: boolean;
+  tensorboardBatchEvery?: string;
   model: string;
   exportWeights?: string;
   data: string;
@@ -100,9 +102,11 @@ export function register(program: Command): void {
     .option('--out <dir>', 'write checkpoint.pt (every epoch) and metrics.jsonl here')
     .option('--resume', 'continue from --out\'s checkpoint')
     .option('--checkpoint-every <every>', `with --out: also checkpoint inside an epoch, every N batches (500b) or S seconds (300s), or off`, CHECKPOINT_EVERY_DEFAULT)
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds', String(GRACE_DEFAULT_SEC))
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT: checkpoint at the next batch boundary and exit (143 after SIGTERM) within this many seconds; a batch that cannot end in time is abandoned and the boundary before it checkpointed', String(GRACE_DEFAULT_SEC))
+    .option('--tensorboard-batch-every <k>', `with --out: ${TRAIN_OPTIONS.tensorboardBatchEvery.doc} (default ${TRAIN_OPTIONS.tensorboardBatchEvery.default})`)
     .option('--export-weights <file>', 'at the end, write the weights as a PyTorch state dict: .safetensors, else a zip .pt that torch.load(weights_only=True) reads');
   deviceOption(cmd);
+  tensorboardOption(cmd);
   jsonOption(cmd)
     .action(action(async (o: TrainCliOptions) => {
       // flags that a config also sets are checked by the config schema's declaration of that field
@@ -154,6 +158,8 @@ export function register(program: Command): void {
       });
       if (o.out) opts.outDir = path.resolve(o.out);
       opts.resume = Boolean(o.resume);
+      opts.tensorboard = o.tensorboard;
+      if (o.tensorboardBatchEvery !== undefined) opts.tensorboardBatchEvery = declared('tensorboard-batch-every', o.tensorboardBatchEvery, TRAIN_OPTIONS.tensorboardBatchEvery);
       const pre = preemptController(grace, o.out ? `checkpointing at the next batch boundary into ${o.out}; --resume continues from it` : 'stopping at the next batch boundary (no --out: nothing is kept)');
       let progress = new Progress('epoch 1');
       log(`train: ${opts.method} on ${trainSet.name} (${Math.min(trainSet.size, opts.subset ?? Infinity)} images), ` +
@@ -162,7 +168,7 @@ export function register(program: Command): void {
       try {
         r = await train(model, trainSet, {
           ...opts, probe, probeSize: probe ? probeSize : undefined,  // --probe-size 0: no probe (the API's probeSize is ≥ 1)
-          checkpointEvery, stopAtBatch: pre.stop.signal,
+          checkpointEvery, stopAtBatch: pre.stop.signal, stopGraceSec: pre.graceSec,
           onEvent: (e) => {
             if (e.type === 'batch') {
               if (e.batch === 1) progress = new Progress(`epoch ${e.epoch}`);

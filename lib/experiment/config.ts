@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import {
   ATTACK_KINDS, ATTACK_OPTIONS, AUGMENT_OPTIONS, AUTOATTACK_VERSIONS, FISHER_DATASET_OPTIONS, FISHER_METHODS as FISHER_METHOD_LIST, NORMS,
-  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_STEP_OPTIONS, parseAttackOptions, parseCheckpointEvery,
+  OPTIMIZER_OPTIONS, OPTIMIZER_TYPES, TRAIN_METHODS, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, parseAttackOptions, parseCheckpointEvery,
 } from '../science/options';
 import type { OptionDecl } from '../util/schema';
 import type { AttackKind, AttackNorm, AttackParams } from '../science/attacks';
@@ -56,6 +56,13 @@ export const DataSchema = z.object({
   trainSize: posInt.optional(),
   /** Test images used for the final evaluation (the first N of the test split; default all). */
   testSize: posInt.optional(),
+  /**
+   * Where the evaluation (and probe) images come from: `test` (the test split) or `heldout`: the
+   * training split's images outside the run's training subset (the next testSize images of the
+   * same seeded permutation that draws the trainSize subset), for tuning presets without looking
+   * at the test split. `heldout` needs trainSize and testSize.
+   */
+  evalSplit: z.enum(['test', 'heldout']).default('test'),
   /** Test images on which Fisher norms, accuracy and CCKL are tracked every epoch (default 256). */
   probeSize: nonNegInt.default(256),
   /** Shape of the synthetic stand-in (dataset: synthetic). */
@@ -67,7 +74,9 @@ export const DataSchema = z.object({
     testSize: posInt.default(128),
   }).strict().optional(),
 }).strict().refine((d) => d.root !== undefined || d.dataset === 'fashion-mnist' || d.dataset === 'synthetic',
-  { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] });
+  { message: 'mnist and cifar10 need `root` (the folder of their files)', path: ['root'] })
+  .refine((d) => d.evalSplit !== 'heldout' || (d.trainSize !== undefined && d.testSize !== undefined),
+    { message: 'evalSplit heldout needs trainSize and testSize (the held-out images follow the training subset in its seeded permutation)', path: ['evalSplit'] });
 
 /** A built-in architecture (lib/science/model.ts ModelSpec) or a saved model (`path`). */
 export const ModelSchema = z.object({
@@ -234,6 +243,16 @@ export const EvalSchema = z.object({
   }).strict().default({}),
 }).strict();
 
+/**
+ * TensorBoard event files in each run folder's tb/ (lib/experiment/tensorboard.ts): on unless
+ * `enabled: false`; `batchEvery` adds the train loss every k batches. Defaults from
+ * lib/science/options.ts TRAIN_OPTIONS. Not part of a run's identity (like the device).
+ */
+export const TensorBoardSchema = z.object({
+  enabled: z.boolean().default(TRAIN_OPTIONS.tensorboard.default),
+  batchEvery: numberOf(TRAIN_OPTIONS.tensorboardBatchEvery).default(TRAIN_OPTIONS.tensorboardBatchEvery.default),
+}).strict();
+
 /** One fully resolved run: everything the executor needs, nothing left to default. */
 export const ResolvedRunSchema = z.object({
   id: z.string(),
@@ -244,6 +263,8 @@ export const ResolvedRunSchema = z.object({
   eval: EvalSchema.default({}),
   seed: nonNegInt,
   device: z.string().default('cpu'),
+  /** TensorBoard event files of this run (the config's top-level `tensorboard`). */
+  tensorboard: TensorBoardSchema.default({}),
   /** The grid point that produced this run ({ 'train.beta': 6 }), for reports. */
   gridPoint: z.record(z.unknown()).default({}),
 }).strict();
@@ -276,6 +297,8 @@ export const ExperimentSchema = z.object({
   /** Output folder (relative to the working directory); `--out` overrides. */
   out: z.string().optional(),
   device: z.string().default('cpu'),
+  /** TensorBoard event files in every run folder's tb/: true (default), false, or { enabled, batchEvery }. */
+  tensorboard: z.union([z.boolean(), TensorBoardSchema]).optional(),
   seeds: z.array(nonNegInt).nonempty().default([0]),
   /** Merged into every run entry (entry fields win; objects merge deeply, arrays replace). */
   defaults: z.object({

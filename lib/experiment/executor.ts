@@ -14,7 +14,10 @@ import { FisherLensError } from '../util/errors';
 import { removeStaleTemps } from '../util/files';
 import { CLASSES_FILE, PICTURES_VERSION } from '../science/picture-files';
 import type { ClassMatrices, ClassPictures } from '../science/picture-files';
+import * as fs from 'fs';
 import * as path from 'path';
+import type { EventWriter } from '../util/tfevents';
+import { logEvaluation, logRunEnd, logRunStart, openRunBoard } from './tensorboard';
 
 /** Progress inside one run. `fraction` is the share of the run's work done, in [0, 1]. */
 export interface RunProgress {
@@ -40,8 +43,12 @@ export interface RunContext {
   signal?: AbortSignal;
   /** Graceful stop: training checkpoints at its next batch boundary; the run then stops with ERR_ABORTED. */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'), overriding run.train.checkpointEvery. */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files, whatever run.tensorboard says (`--no-tensorboard`). */
+  tensorboard?: boolean;
   progress(p: RunProgress): void;
   /** Called after each epoch with the record that was appended to metrics.jsonl. */
   epoch(record: EpochRecord): void;
@@ -77,8 +84,12 @@ export interface ScienceTrainOptions<D> {
   signal?: AbortSignal;
   /** Graceful stop at the next batch boundary, with a checkpoint (ERR_ABORTED). */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints ('500b', '300s', 'off'; default config.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
+  /** The run's open TensorBoard event writer (training adds its curves, SessionLog and flushes) and the batch-curve interval. */
+  tensorboard?: { writer: EventWriter; batchEvery: number };
   onBatch(e: TrainBatchEvent): void;
   /** After each epoch, once its EpochRecord is in metrics.jsonl. */
   onEpoch(r: EpochRecord): void;
@@ -98,10 +109,20 @@ export interface Science<M, D> {
   createModel(spec: ModelConfig, info: DataInfo, opts: { seed: number; device: string }): Promise<M>;
   /** Trains in place (or resumes), writing checkpoint.ckpt and metrics.jsonl into opts.dir; resolves with the trained model. */
   train(model: M, data: D, opts: ScienceTrainOptions<D>): Promise<M>;
-  /** Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). */
+  /**
+   * Clean accuracy / cross-entropy and the accuracy under each attack (by attack name). With
+   * `pictureSamples`, it keeps the examples of the samples {@link pictures} will show (same count
+   * and seed), so the grid shows the evaluation's outcomes instead of attacking again.
+   */
   evaluate(model: M, data: D, attacks: { name: string; attack: AttackConfig }[],
-    opts: { batchSize: number; seed: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void }):
-    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number }>;
+    opts: {
+      batchSize: number; seed: number; pictureSamples?: number; signal?: AbortSignal; onProgress?: (fraction: number, step: string) => void;
+      /** Keep each finished batch here, and skip the batches found (a stopped evaluation resumes by batch); `modelKey` identifies the model. */
+      keepDir?: string; modelKey?: string;
+      /** Graceful stop at the next batch boundary (ERR_ABORTED; the batches done are kept). */
+      stopAtBatch?: AbortSignal;
+    }):
+    Promise<{ accuracy: number; crossEntropy: number; count: number; attacks: Record<string, number>; worstCaseAccuracy?: number; warnings?: Record<string, string[]> }>;
   /** Per-sample Fisher of every sample of data (eval mode). */
   fisher(model: M, data: D, opts: { method: string; iterations?: number; batchSize: number; signal?: AbortSignal }): Promise<FisherArrays>;
   /** CCKL over all different-class pairs of data and its decomposition over `pairs` sampled pairs. */
@@ -168,7 +189,10 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
       const seed = run.seed;
       ctx.progress({ phase: 'load', fraction: 0 });
       const owned: (M | D)[] = [];
+      // TensorBoard: this process's event file in <run>/tb (lib/experiment/tensorboard.ts)
+      const board = run.tensorboard.enabled && ctx.tensorboard !== false ? openRunBoard(ctx.dir.dir) : undefined;
       try {
+        if (board) logRunStart(board, run, 0);
         let trainData: D = await science.loadData(run.data, 'train', { seed, device: run.device, signal });
         owned.push(trainData);
         if (run.train.maxBatches !== undefined) {
@@ -203,7 +227,8 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         if (t.epochs > 0) {
           const trained = await science.train(model, trainData, {
             config: t, seed, device: run.device, probe, dir: ctx.dir, resume: ctx.resume, signal,
-            stopAtBatch: ctx.stopAtBatch, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
+            stopAtBatch: ctx.stopAtBatch, stopGraceSec: ctx.stopGraceSec, checkpointEvery: ctx.checkpointEvery ?? t.checkpointEvery,
+            tensorboard: board ? { writer: board, batchEvery: run.tensorboard.batchEvery } : undefined,
             onBatch: (e) => ctx.progress({
               phase: 'train', fraction: (((e.epoch - 1) * e.batches + e.batch) * methodCost(t)) / total,
               epoch: e.epoch, epochs: t.epochs, batch: e.batch, batches: e.batches, loss: e.loss, accuracy: e.accuracy,
@@ -221,7 +246,15 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
         let done = trainWork;
         const evalProgress = (fraction: number, step: string) => ctx.progress({ phase: 'eval', step, fraction: Math.min(1, (done + fraction * attackCost(run, testInfo.size)) / total) });
         const named = attackNames(ev.attacks);
-        const acc = await science.evaluate(model, evalData, named, { batchSize: ev.batchSize, seed, signal, onProgress: evalProgress });
+        // the attacks (an AutoAttack of many images can take hours) keep each finished batch in the
+        // run folder: a stopped or killed run resumes its evaluation by batch; the model is the
+        // final checkpoint (its size and mtime say which)
+        const ck = fs.existsSync(ctx.dir.checkpoint) ? fs.statSync(ctx.dir.checkpoint) : undefined;
+        const acc = await science.evaluate(model, evalData, named, {
+          batchSize: ev.batchSize, seed, signal, onProgress: evalProgress, stopAtBatch: ctx.stopAtBatch,
+          keepDir: path.join(ctx.dir.dir, FILES.evalBatches), modelKey: ck ? `${ck.size}:${ck.mtimeMs}` : JSON.stringify(run.model),
+          ...(science.pictures && pics.samples > 0 ? { pictureSamples: pics.samples } : {}),
+        });
         done += attackCost(run, testInfo.size);
         stopCheck();
 
@@ -252,17 +285,25 @@ export function scienceExecutor<M, D>(science: Science<M, D>): RunExecutor {
           await science.pictures(model, testData, named, { samples: pics.samples, seed, dir: picDir, signal });
         }
         ctx.progress({ phase: 'eval', step: 'done', fraction: 1 });
-        return {
+        const result: RunResult = {
           evalCount: acc.count,
           accuracy: acc.accuracy,
           crossEntropy: acc.crossEntropy,
           attacks: acc.attacks,
           ...(acc.worstCaseAccuracy !== undefined ? { worstCaseAccuracy: acc.worstCaseAccuracy } : {}),
+          ...(acc.warnings && Object.keys(acc.warnings).length > 0 ? { attackWarnings: acc.warnings } : {}),
           fisher: summariseFisher(ev.fisher.method, f),
           cckl: { samples: science.info(ccklData).size, ...c },
           epochs: t.epochs,
         };
+        if (board) {
+          // at the last epoch's step: the HParams dashboard pairs the grid values with these metrics
+          logEvaluation(ctx.dir.dir, t.epochs, result, f, picDir);
+          logRunEnd(board);
+        }
+        return result;
       } finally {
+        board?.close();
         for (const x of owned.reverse()) {
           try { science.dispose(x); } catch { /* already disposed */ }
         }

@@ -154,6 +154,7 @@ export function expandRuns(config: ExperimentConfig, opts: { device?: string; ma
           id: 'pending',
           seed,
           device: opts.device ?? entry.device ?? config.device,
+          tensorboard: typeof config.tensorboard === 'boolean' ? { enabled: config.tensorboard } : (config.tensorboard ?? {}),
           gridPoint: point,
         };
         const where = Object.keys(point).length > 0
@@ -200,8 +201,8 @@ export function firstDifference(a: unknown, b: unknown, at = ''): string {
   return `${at || '(top level)'}: ${JSON.stringify(a)} → ${JSON.stringify(b)}`;
 }
 
-/** A resolved run without its device (the device does not change a run's identity). */
-export function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device'> {
-  const { device: _device, ...rest } = r;
+/** A resolved run without its device and TensorBoard setting (neither changes a run's identity). */
+export function withoutDevice(r: ResolvedRun): Omit<ResolvedRun, 'device' | 'tensorboard'> {
+  const { device: _device, tensorboard: _tensorboard, ...rest } = r;
   return rest;
 }

@@ -35,8 +35,12 @@ export interface RunExperimentOptions {
   signal?: AbortSignal;
   /** Graceful stop (SIGTERM): the current run checkpoints at its next batch boundary and the sweep stops. */
   stopAtBatch?: AbortSignal;
+  /** With stopAtBatch: the grace in s; a batch that cannot end in time is abandoned and the last boundary checkpointed (TrainOptions.stopGraceSec). */
+  stopGraceSec?: number;
   /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'), overriding the config's train.checkpointEvery. */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files in any run folder, whatever the config's `tensorboard` says (`--no-tensorboard`). */
+  tensorboard?: boolean;
   onEvent?: (e: ExperimentEvent) => void;
   /** Who trains and evaluates a run (default: the real one, science.ts defaultExecutor()). */
   executor?: RunExecutor;

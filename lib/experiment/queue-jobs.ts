@@ -5,6 +5,7 @@
  * (worker.ts) and status and cancel (queue-status.ts) share.
  */
 import * as crypto from 'crypto';
+import * as fs from 'fs';
 import type IORedis from 'ioredis';
 import { FisherLensError, invalidArgument } from '../util/errors';
 import { packageVersion, nativeSourceHash } from '../util/version';
@@ -17,6 +18,8 @@ import { stable, withoutDevice } from './grid';
 export interface QueueOptions {
   /** `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (TLS). */
   url: string;
+  /** With a rediss:// URL: the CA file that signed the server's certificate, and a client certificate and key (default: the system's CAs, no client certificate). */
+  tls?: QueueTls;
   /** BullMQ queue name (default 'fisherlens'); workers and submitters must agree. */
   name?: string;
   /** Enqueue and return without following the sweep (default false). */
@@ -31,6 +34,68 @@ export interface QueueOptions {
   keepCompleted?: KeepJobs;
   /** How long Redis keeps failed jobs and their reasons (default RETENTION.failed). */
   keepFailed?: KeepJobs;
+}
+
+/**
+ * TLS of a rediss:// queue, as PEM files: `ca` the certificate authority that signed the server's
+ * certificate (default: the system's), `cert` and `key` this client's certificate and key, for a
+ * server that asks for one (Redis's tls-auth-clients). The server's name is checked against its
+ * certificate (the URL's host).
+ */
+export interface QueueTls { ca?: string; cert?: string; key?: string }
+
+/** A Redis server to connect to: its URL and, for rediss://, the TLS files. */
+export interface RedisTarget { url: string; tls?: QueueTls }
+
+/** The TLS options, each declared once: the API's field, the CLI's flag and its help. */
+export const QUEUE_TLS_OPTIONS = {
+  ca: { flag: '--tls-ca <file>', doc: "with rediss://: PEM file of the CA that signed the Redis server's certificate (default: the system's CAs)" },
+  cert: { flag: '--tls-cert <file>', doc: 'with rediss://: PEM file of this client\'s certificate, for a server that asks for one (needs --tls-key)' },
+  key: { flag: '--tls-key <file>', doc: 'with rediss://: PEM file of the private key of --tls-cert' },
+} as const;
+
+function checkTls(url: string, tls: QueueTls | undefined): QueueTls {
+  const t = tls ?? {};
+  const given = (Object.keys(QUEUE_TLS_OPTIONS) as (keyof QueueTls)[]).filter((k) => t[k] !== undefined);
+  if (given.length === 0) return {};
+  const flag = (k: keyof QueueTls) => QUEUE_TLS_OPTIONS[k].flag.split(' ')[0];
+  if (!/^rediss:\/\//.test(url)) throw invalidArgument(given.map(flag).join(', '), `a rediss:// URL with ${given.length > 1 ? 'them' : 'it'} (TLS)`, maskUrl(url));
+  if ((t.cert === undefined) !== (t.key === undefined)) throw invalidArgument(t.cert === undefined ? '--tls-key' : '--tls-cert', `${t.cert === undefined ? '--tls-cert' : '--tls-key'} with it (a client certificate and its key)`);
+  for (const k of given) {
+    try {
+      fs.accessSync(t[k]!, fs.constants.R_OK);
+    } catch (e) {
+      throw new FisherLensError('ERR_IO', `${flag(k)} '${t[k]}': cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  return t;
+}
+
+/** ioredis's tls option for a target: the files read; undefined for redis://. */
+function tlsOptions(t: RedisTarget): { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined {
+  if (!/^rediss:\/\//.test(t.url)) return undefined;
+  const read = (f?: string) => (f === undefined ? undefined : fs.readFileSync(f));
+  return { ...(t.tls?.ca ? { ca: read(t.tls.ca) } : {}), ...(t.tls?.cert ? { cert: read(t.tls.cert), key: read(t.tls.key) } : {}) };
+}
+
+/**
+ * What a failed TLS handshake of a rediss:// connection means, for the user (Node's and OpenSSL's
+ * error texts; `withCert`: a client certificate was given), or undefined when `why` is no TLS failure.
+ */
+export function tlsCause(why: string, withCert: boolean): string | undefined {
+  if (/altnames|Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME_INVALID/i.test(why)) return "the server's certificate is not for this host name (wrong hostname: connect by a name the certificate lists)";
+  if (/self[- ]signed certificate|unable to verify the first certificate|unable to get (local )?issuer certificate|UNABLE_TO_VERIFY_LEAF_SIGNATURE|certificate signature failure/i.test(why)) return "the server's certificate is not signed by a CA this client trusts (unknown CA: give the CA's file with --tls-ca)";
+  if (/certificate has expired|CERT_HAS_EXPIRED/i.test(why)) return "the server's certificate has expired";
+  if (/certificate required|peer did not return a certificate|alert handshake failure/i.test(why)) return 'the server requires a client certificate (missing client certificate: give --tls-cert and --tls-key)';
+  if (/unknown ca|bad certificate|certificate unknown|decrypt error/i.test(why)) return 'the server refused this client\'s certificate (not signed by a CA it trusts)';
+  if (/wrong version number|packet length too long|EPROTO/i.test(why)) return 'TLS handshake failed (a rediss:// URL to a port that does not speak TLS, or the reverse)';
+  // TLS 1.3: the client's certificate goes after the handshake, and a server that refuses it (or
+  // its absence) may just close the connection
+  if (/ECONNRESET|socket hang up/i.test(why)) {
+    return withCert ? "the server closed the connection at the TLS handshake: it refused this client's certificate (not signed by a CA it trusts)"
+      : 'the server closed the connection at the TLS handshake: it requires a client certificate (missing client certificate: give --tls-cert and --tls-key)';
+  }
+  return undefined;
 }
 
 /**
@@ -169,7 +234,7 @@ export function queueOptions(q: string | QueueOptions): Required<Omit<QueueOptio
   const o: QueueOptions = typeof q === 'string' ? { url: q } : q;
   checkUrl(o.url);
   return {
-    url: o.url, name: o.name ?? DEFAULT_QUEUE, detach: o.detach ?? false, pollMs: o.pollMs ?? 1000,
+    url: o.url, tls: checkTls(o.url, o.tls), name: o.name ?? DEFAULT_QUEUE, detach: o.detach ?? false, pollMs: o.pollMs ?? 1000,
     attempts: o.attempts ?? 3, backoffMs: o.backoffMs ?? 10000,
     keepCompleted: checkKeep('keepCompleted', o.keepCompleted, RETENTION.completed), keepFailed: checkKeep('keepFailed', o.keepFailed, RETENTION.failed),
   };
@@ -195,8 +260,9 @@ export const COMMAND_TIMEOUT_MS = 15000;
  * deadline instead, worker.ts); submitters fail a command after 3 reconnections or
  * COMMAND_TIMEOUT_MS without an answer.
  */
-export function connection(url: string, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number; commandTimeout?: number } {
-  return { url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000, ...(worker ? {} : { commandTimeout: COMMAND_TIMEOUT_MS }) };
+export function connection(t: RedisTarget, worker: boolean): { url: string; maxRetriesPerRequest: number | null; connectTimeout: number; commandTimeout?: number; tls?: object } {
+  const tls = tlsOptions(t);
+  return { url: t.url, maxRetriesPerRequest: worker ? null : 3, connectTimeout: 10000, ...(worker ? {} : { commandTimeout: COMMAND_TIMEOUT_MS }), ...(tls ? { tls } : {}) };
 }
 
 /** ioredis's and BullMQ's connection failures ('Connection is closed', retries exhausted, timeouts, socket errors). */
@@ -219,26 +285,37 @@ export async function settleWithin(what: Promise<unknown>, ms: number): Promise<
 }
 
 /** Waits until a BullMQ object (or ioredis client) is connected; ERR_IO naming the masked URL otherwise. */
-export async function ready<T>(what: Promise<T>, url: string, client?: IORedis, timeoutMs = 15000): Promise<T> {
+export async function ready<T>(what: Promise<T>, target: RedisTarget, client?: IORedis, timeoutMs = 15000): Promise<T> {
+  const url = target.url;
   let timer: NodeJS.Timeout | undefined;
+  // a certificate the other side refuses does not heal by retrying: fail at the first (a reset
+  // connection may be transient, and is retried)
+  let onError: ((e: Error) => void) | undefined;
+  const certificate = new Promise<never>((_, reject) => {
+    onError = (e: Error) => { if (/^rediss:\/\//.test(url) && !/ECONNRESET|socket hang up/i.test(e.message) && tlsCause(e.message, false)) reject(e); };
+  });
+  client?.on('error', onError!);
   try {
     return await Promise.race([
-      what,
+      what, certificate,
       new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${timeoutMs / 1000} s`)), timeoutMs); }),
     ]);
   } catch (e) {
     const why = (client && lastRedisError.get(client)) ?? (e as Error).message;
-    throw new FisherLensError('ERR_IO', `cannot reach Redis at ${maskUrl(url)}: ${why}`);
+    const tls = /^rediss:\/\//.test(url) ? tlsCause(why, target.tls?.cert !== undefined) : undefined;
+    throw new FisherLensError('ERR_IO', `cannot reach Redis at ${maskUrl(url)}: ${tls ? `TLS: ${tls} (${why})` : why}`);
   } finally {
     clearTimeout(timer);
+    client?.off('error', onError!);
   }
 }
 
-export function redisClient(url: string): IORedis {
+export function redisClient(t: RedisTarget): IORedis {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const Redis = (require('ioredis') as { default: typeof IORedis }).default;
   // a bounded number of reconnection attempts, so a wrong URL fails instead of hanging
-  const client = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 10000, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
+  const tls = tlsOptions(t);
+  const client = new Redis(t.url, { ...(tls ? { tls } : {}), maxRetriesPerRequest: 3, connectTimeout: 10000, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true, retryStrategy: (n) => (n > 3 ? null : Math.min(n * 200, 1000)) });
   client.on('error', (e: Error) => { lastRedisError.set(client, e.message); });
   return client;
 }

@@ -11,11 +11,11 @@ import { JobData, JobProgress, JobResult, QueueOptions, QueueRunStatus, bull, ca
 
 async function openQueue(qo: string | QueueOptions): Promise<{ queue: Queue<JobData, JobResult>; client: IORedis; q: ReturnType<typeof queueOptions> }> {
   const q = queueOptions(qo);
-  const queue = new (bull().Queue)<JobData, JobResult>(q.name, { connection: connection(q.url, false) });
+  const queue = new (bull().Queue)<JobData, JobResult>(q.name, { connection: connection(q, false) });
   queue.on('error', () => { /* reported by the call that fails */ });
-  const client = redisClient(q.url);
+  const client = redisClient(q);
   try {
-    await ready(Promise.all([client.connect(), queue.waitUntilReady()]), q.url, client);
+    await ready(Promise.all([client.connect(), queue.waitUntilReady()]), q, client);
   } catch (e) {
     await Promise.allSettled([queue.close(), client.quit()]);
     throw e;

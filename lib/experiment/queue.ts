@@ -67,11 +67,11 @@ export async function runOnQueue(config: ExperimentConfig | ExperimentInput | st
     try { opts.onEvent?.(e); } catch { /* a throwing listener must not break following */ }
   };
 
-  const queue = new (bull().Queue)<JobData, JobResult>(q.name, { connection: connection(q.url, false) });
+  const queue = new (bull().Queue)<JobData, JobResult>(q.name, { connection: connection(q, false) });
   queue.on('error', () => { /* reported by the call that fails */ });
-  const client = redisClient(q.url);
+  const client = redisClient(q);
   try {
-    await ready(Promise.all([client.connect(), queue.waitUntilReady()]), q.url, client);
+    await ready(Promise.all([client.connect(), queue.waitUntilReady()]), q, client);
     const now = await redisTime(client);
     // status finds this sweep's run folders when retention has removed its jobs
     await client.sadd(sweepsKey(q.name), JSON.stringify({ experiment: cfg.name, out }));

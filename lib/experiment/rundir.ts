@@ -10,6 +10,7 @@
  * <out>/<runId>/summary.json   RunSummary, written last and atomically: its presence means finished
  * <out>/<runId>/error.json     { message, code, at } when the run's last attempt failed (removed on success)
  * <out>/<runId>/pictures/      grid.json + PNGs + .npy of the image grid, classes.json (lib/science/pictures.ts)
+ * <out>/<runId>/tb/            TensorBoard event files, one per process (lib/experiment/tensorboard.ts)
  * ```
  * Every file is written under a temporary name and renamed, so a crash never leaves half a file.
  */
@@ -34,6 +35,10 @@ export const FILES = {
   error: 'error.json',
   /** Folder of the evaluation's pictures (lib/science/pictures.ts). */
   pictures: 'pictures',
+  /** Folder of the TensorBoard event files (lib/experiment/tensorboard.ts, lib/util/tfevents.ts). */
+  tensorboard: 'tb',
+  /** Folder of the final evaluation's finished batches while it runs (lib/science/robust.ts resumeDir): a stopped evaluation resumes by batch. */
+  evalBatches: 'eval-batches',
 } as const;
 
 /** Format version of summary.json (bump when fields change meaning). */
@@ -106,6 +111,11 @@ export interface RunResult {
   attacks: Record<string, number>;
   /** Accuracy under the per-sample worst case over all attacks (correct only if every attack failed). */
   worstCaseAccuracy?: number;
+  /**
+   * AutoAttack's gradient-masking and randomness sanity findings (lib/science/autoattack.ts
+   * sanityWarnings), as sentences, by attack name; only attacks with findings appear (absent: none).
+   */
+  attackWarnings?: Record<string, string[]>;
   fisher?: FisherSummary;
   cckl?: CcklSummary;
   /** Epochs trained in total. */

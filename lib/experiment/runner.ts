@@ -111,7 +111,7 @@ export async function runExperiment(config: ExperimentConfig | ExperimentInput |
     const startedAt = new Date();
     try {
       const res = await executor.execute({
-        run, dir, resume, signal: opts.signal, stopAtBatch: opts.stopAtBatch, checkpointEvery: opts.checkpointEvery,
+        run, dir, resume, signal: opts.signal, stopAtBatch: opts.stopAtBatch, stopGraceSec: opts.stopGraceSec, checkpointEvery: opts.checkpointEvery, tensorboard: opts.tensorboard,
         progress: (p) => emit({ type: 'progress', ...base, ...p, overall: Math.min(1, (doneCost + Math.max(0, Math.min(1, p.fraction)) * costs[i]) / totalCost) }),
         epoch: (record) => emit({ type: 'epoch', runId: run.id, record }),
       });

@@ -13,7 +13,7 @@ import type { CcklSummary } from './rundir';
 import { fisherDataset, FisherMethod } from '../science/fisher';
 import { ccklMetrics } from '../science/metrics';
 import { train as trainModel, manualSeed, TrainOptions, ScheduleOptions } from '../science/train';
-import { evaluateRobustness, NamedAttack } from '../science/robust';
+import { evaluateRobustness, KeptExamples, NamedAttack } from '../science/robust';
 import { AttackParams } from '../science/attacks';
 import { FisherLensError } from '../util/errors';
 import { classMatrices, pictureGrid, PictureAttack, pictureSamples } from '../science/pictures';
@@ -29,6 +29,7 @@ import { scienceExecutor } from './executor';
  * first images of the test split.
  */
 export async function loadRunData(data: DataConfig, split: 'train' | 'test', opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  if (split === 'test' && data.evalSplit === 'heldout') return heldOut(data, opts);
   let full: Dataset;
   if (data.dataset === 'synthetic') {
     const s = data.synthetic ?? { channels: 3, size: 32, classes: 10, trainSize: 256, testSize: 128 };
@@ -47,6 +48,25 @@ export async function loadRunData(data: DataConfig, split: 'train' | 'test', opt
   if (keep === undefined || keep >= full.size) return moveTo(full, opts.device, opts.signal);
   const idx = split === 'train' ? permutation(full.size, opts.seed).slice(0, keep) : range(0, keep);
   const sub = await full.subset(idx, full.name, { signal: opts.signal });
+  full.dispose();
+  return moveTo(sub, opts.device, opts.signal);
+}
+
+/**
+ * evalSplit heldout: the training split's images at positions [trainSize, trainSize + testSize) of
+ * the seeded permutation whose first trainSize positions are the training subset (disjoint from it).
+ */
+async function heldOut(data: DataConfig, opts: { seed: number; device: string; signal?: AbortSignal }): Promise<Dataset> {
+  const { trainSize, testSize } = data;
+  if (trainSize === undefined || testSize === undefined) throw new FisherLensError('ERR_CONFIG', 'data.evalSplit heldout needs data.trainSize and data.testSize');
+  const full = await loadRunData({ ...data, trainSize: undefined, evalSplit: 'test' }, 'train', { ...opts, device: 'cpu' });
+  if (trainSize + testSize > full.size) {
+    const n = full.size;
+    full.dispose();
+    throw new FisherLensError('ERR_CONFIG', `data.evalSplit heldout: trainSize + testSize = ${trainSize + testSize} exceeds the ${n} training images`);
+  }
+  const idx = permutation(full.size, opts.seed).slice(trainSize, trainSize + testSize);
+  const sub = await full.subset(idx, `${full.name}/heldout`, { signal: opts.signal });
   full.dispose();
   return moveTo(sub, opts.device, opts.signal);
 }
@@ -108,6 +128,8 @@ export async function ccklSplit(model: Model, data: Dataset, opts: { pairs: numb
 
 /** The real science API bound for the runner. */
 export function defaultScience(): Science<Model, Dataset> {
+  // per model, the examples evaluate() kept of the samples pictures() shows (then dropped)
+  const kept = new WeakMap<Model, KeptExamples>();
   return {
     loadData: loadRunData,
     info: (d) => ({ size: d.size, imageShape: d.imageShape, numClasses: d.numClasses }),
@@ -144,7 +166,9 @@ export function defaultScience(): Science<Model, Dataset> {
         track: { fisher: track.fisher, cckl: track.cckl, nonRobustPairs: track.nonRobustPairs },
         trackAttack: track.attack ? attackParams(track.attack, opts.seed) : undefined,
         channelsLast: t.channelsLast,
-        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch,
+        outDir: opts.dir.dir, resume: opts.resume, checkpointEvery: opts.checkpointEvery, stopAtBatch: opts.stopAtBatch, stopGraceSec: opts.stopGraceSec,
+        // the runner's event writer (tb/ of the run folder), else none: train opens no file of its own
+        tensorboard: opts.tensorboard !== undefined, tensorboardWriter: opts.tensorboard?.writer, tensorboardBatchEvery: opts.tensorboard?.batchEvery,
         onEvent: (e) => {
           if (e.type === 'batch') opts.onBatch(e);
           else {
@@ -161,17 +185,21 @@ export function defaultScience(): Science<Model, Dataset> {
       const clean = await evaluateClean(model, data, { batchSize: opts.batchSize, signal: opts.signal });
       opts.onProgress?.(1 / (1 + attacks.length), 'clean');
       if (attacks.length === 0) return { accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count, attacks: {} };
+      // the samples the picture grid will show (pictures() below draws the same): kept from these batches
+      const keep = opts.pictureSamples ? pictureSamples(data.labels.toNumbers(), opts.pictureSamples, opts.seed) : undefined;
       const r = await evaluateRobustness(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name })), {
-        batchSize: opts.batchSize, signal: opts.signal,
+        batchSize: opts.batchSize, signal: opts.signal, resumeDir: opts.keepDir, resumeKey: opts.modelKey, stopAtBatch: opts.stopAtBatch, keep,
         onBatch: (e) => opts.onProgress?.((1 + attacks.length * e.done / e.total) / (1 + attacks.length), 'attacks'),
       });
       if (Math.abs(r.accuracy - clean.accuracy) > 1e-9) {
         throw new FisherLensError('ERR_VALUE', `clean accuracy differs between science/model.ts evaluate (${clean.accuracy}) and science/robust.ts evaluateRobustness (${r.accuracy})`);
       }
+      if (r.kept) kept.set(model, r.kept);
       return {
         accuracy: clean.accuracy, crossEntropy: clean.crossEntropy, count: clean.count,
         attacks: Object.fromEntries(r.attacks.map((a) => [a.name, a.robustAccuracy])),
         worstCaseAccuracy: r.worstCaseAccuracy,
+        warnings: Object.fromEntries(r.attacks.filter((a) => (a.warnings?.length ?? 0) > 0).map((a) => [a.name, a.warnings!])),
       };
     },
     async fisher(model, data, opts) {
@@ -182,8 +210,12 @@ export function defaultScience(): Science<Model, Dataset> {
     cckl: (model, data, opts) => ccklSplit(model, data, opts),
     async pictures(model, data, attacks, opts) {
       const indices = pictureSamples(data.labels.toNumbers(), opts.samples, opts.seed);
-      // a cascade's column shows per sample the breaking stage's example, else the last stage's attempt
-      const pd = await pictureGrid(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name }) as PictureAttack), { indices, signal: opts.signal });
+      // the evaluation's examples and outcomes of these samples (evaluate() kept them), so every mark
+      // is the table's; a cascade's column shows the breaking stage's example, else the last stage's attempt
+      const ex = kept.get(model);
+      const examples = ex && ex.indices.length === indices.length && ex.indices.every((v, k) => v === indices[k]) ? ex : undefined;
+      const pd = await pictureGrid(model, data, attacks.map((a) => ({ ...evalAttackParams(a.attack, opts.seed), name: a.name }) as PictureAttack), { indices, examples, signal: opts.signal });
+      kept.delete(model);
       writePictureGrid(opts.dir, pd);
     },
     classes: (model, data, opts) => classMatrices(model, data, opts),

@@ -23,6 +23,8 @@ export interface SlurmOptions {
   node?: string;
   /** The fisherlens CLI script (default: this package's dist/lib/cli/main.js). */
   cli?: string;
+  /** false: the tasks run with --no-tensorboard. */
+  tensorboard?: boolean;
 }
 
 /** One shell word, single-quoted. */
@@ -80,7 +82,7 @@ export function slurmScript(configFile: string, opts: SlurmOptions = {}): { scri
     'if (( SLURM_ARRAY_TASK_ID < 0 || SLURM_ARRAY_TASK_ID >= ${#RUNS[@]} )); then',
     '  echo "fisherlens: SLURM_ARRAY_TASK_ID=$SLURM_ARRAY_TASK_ID is outside 0..$(( ${#RUNS[@]} - 1 ))" >&2; exit 2',
     'fi',
-    `exec ${shellQuote(node)} ${shellQuote(cli)} run ${shellQuote(config)} --out ${shellQuote(plan.out)}${device} --only "\${RUNS[$SLURM_ARRAY_TASK_ID]}" --no-progress`,
+    `exec ${shellQuote(node)} ${shellQuote(cli)} run ${shellQuote(config)} --out ${shellQuote(plan.out)}${device} --only "\${RUNS[$SLURM_ARRAY_TASK_ID]}" --no-progress${opts.tensorboard === false ? ' --no-tensorboard' : ''}`,
     '',
   ];
   return { script: lines.join('\n'), runs, out: plan.out };

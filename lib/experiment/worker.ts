@@ -51,6 +51,8 @@ export interface WorkerOptions {
   graceSec?: number;
   /** Mid-epoch checkpoints of every run ('500b', '300s', 'off'; default: the run's train.checkpointEvery, else every 300 s). */
   checkpointEvery?: string;
+  /** false: no TensorBoard event files in the run folders, whatever the configs say (`fisherlens worker --no-tensorboard`). */
+  tensorboard?: boolean;
   /** Immediate stop: active runs stop at their next step (keeping their last checkpoint) and go back to the queue. */
   stopNow?: AbortSignal;
   /** The build this worker accepts jobs from (default: this package's version and native-source hash). */
@@ -106,12 +108,20 @@ function refuseError(e: FisherLensError): Error {
   return refuse(e.code, e.message);
 }
 
-/** A conservative TorchScript test: archives, JSON specs naming one, and checkpoints that mention one. */
+/** A conservative TorchScript test: archives (a zip that is not a .pt2), JSON specs naming one, and checkpoints that mention one. */
 function runsTorchScript(file: string): boolean {
   const kind = detectModelFile(file);
-  if (kind === 'torchscript') return true;
   const fd = fs.openSync(file, 'r');
   try {
+    if (kind === 'torchscript') {
+      // a zip: a torch.export archive (.pt2: data only) names archive_format in its central
+      // directory at the end, and a TorchScript archive constants.pkl and code/ there
+      const size = fs.fstatSync(fd).size;
+      const tail = Buffer.alloc(Math.min(size, 1 << 16));
+      const m = fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+      const names = tail.subarray(0, m);
+      return !(names.includes('/archive_format') && !names.includes('constants.pkl') && !names.includes('/code/'));
+    }
     const buf = Buffer.alloc(1 << 20);
     const n = fs.readSync(fd, buf, 0, buf.length, 0);
     return buf.subarray(0, n).includes('torchscript');
@@ -178,9 +188,9 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   const log = (s: string) => opts.log?.(`worker ${name}: ${s}`);
   const report: WorkerReport = { name, finished: [], failed: [], requeued: [] };
   const active = new Map<string, Active>();
-  const sub = redisClient(q.url);
-  const client = redisClient(q.url);
-  await ready(Promise.all([sub.connect(), client.connect()]), q.url, client);
+  const sub = redisClient(q);
+  const client = redisClient(q);
+  await ready(Promise.all([sub.connect(), client.connect()]), q, client);
   // cancel requests reach every worker, wherever it runs
   await sub.subscribe(cancelChannel(q.name));
   sub.on('message', (_ch, msg) => {
@@ -197,6 +207,15 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   let lastBusy = Date.now();
   const progressMs = opts.progressMs ?? 1000;
 
+  // what Redis gets, after the runs have ended, to acknowledge a stop (then: disconnect by force)
+  const deadlineMs = opts.closeDeadlineMs ?? 5000;
+  // unref'd: a deadline never keeps a process alive that has nothing else to do
+  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
+  // a stop's deadline for Redis runs from the end of the run it stopped (its checkpoint written):
+  // moving the job back and closing share it, so the worker exits within it plus the forced
+  // disconnect (docs/reliability.md: 10 s)
+  let redisBy = 0;
+  const redisLeft = () => (redisBy ? Math.max(0, redisBy - Date.now()) : deadlineMs);
   const process_ = async (job: Job<JobData, JobResult>, token?: string): Promise<JobResult> => {
     const data = job.data;
     if (data.format !== 1) throw refuse('ERR_FORMAT', `job format ${String(data.format)} is not understood by this worker (fisherlens ${build.version})`);
@@ -224,7 +243,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     try {
       const result = await runExperiment(data.config, {
         out: data.out, only: [data.runId], device: opts.device, executor: opts.executor, signal: controller.signal, maxRuns: data.maxRuns,
-        stopAtBatch: graceful.signal, checkpointEvery: opts.checkpointEvery,
+        stopAtBatch: graceful.signal, stopGraceSec: opts.graceSec ?? GRACE_DEFAULT_SEC, checkpointEvery: opts.checkpointEvery, tensorboard: opts.tensorboard,
         onEvent: (e) => {
           if (e.type === 'run-start') {
             const run = planExperiment(data.config, { out: data.out, device: opts.device, maxRuns: data.maxRuns }).runs.find((r) => r.run.id === data.runId)!.run;
@@ -244,7 +263,11 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
           }
         },
       });
-      await pending;
+      // the run has ended (a stopped one with its checkpoint written): from here Redis gets the
+      // close deadline, so a worker whose Redis has gone still exits within it after the checkpoint
+      active.delete(job.id!);
+      if (closing) redisBy ||= Date.now() + deadlineMs;
+      await Promise.race([pending, timeout(redisLeft())]);
       const outcome = result.runs.find((r) => r.id === data.runId)!;
       if (outcome.status === 'finished' || outcome.status === 'skipped') {
         report.finished.push(data.runId);
@@ -257,9 +280,13 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
           throw refuse('ERR_ABORTED', `cancelled (fisherlens cancel ${data.experiment}); its checkpoint is kept and the run resumes when enqueued again`);
         }
         // stopped by this worker's SIGTERM/SIGINT: back to the queue, another worker resumes it
-        await job.moveToWait(token);
         report.requeued.push(data.runId);
-        log(`stopped ${data.runId} with its checkpoint; back in the queue`);
+        if (await Promise.race([job.moveToWait(token).then(() => true), timeout(redisLeft())])) {
+          log(`stopped ${data.runId} with its checkpoint; back in the queue`);
+        } else {
+          // its lock expires and a worker's stalled check hands it on once Redis is back
+          log(`stopped ${data.runId} with its checkpoint; Redis at ${maskUrl(q.url)} did not answer within ${deadlineMs / 1000} s: the run goes back to the queue when Redis does`);
+        }
         throw new (bull().WaitingError)();
       }
       report.failed.push(data.runId);
@@ -274,7 +301,7 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   };
 
   const w = new (bull().Worker)<JobData, JobResult>(q.name, (job, token) => process_(job, token), {
-    connection: connection(q.url, true),
+    connection: connection(q, true),
     concurrency: opts.concurrency ?? 1,
     lockDuration: opts.lockDurationMs ?? 30000,
     stalledInterval: opts.stalledIntervalMs ?? opts.lockDurationMs ?? 30000,
@@ -285,26 +312,25 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
   w.on('error', (e) => log(`queue error: ${e.message}`));
   w.on('failed', (job, e) => { if (job) log(`${job.data.runId} failed: ${e.message}`); });
   w.on('stalled', (jobId) => log(`${jobId} stalled (its worker stopped renewing its lock): back in the queue`));
-  await ready(w.waitUntilReady(), q.url);
+  await ready(w.waitUntilReady(), q);
   log(`ready on ${maskUrl(q.url)} queue '${q.name}' (roots ${roots.join(', ')})`);
 
   // Stopping: BullMQ's close starts at once; the active runs end by themselves (at an epoch end, or
   // at once after stopNow); then the close gets closeDeadlineMs to reach Redis, after which every
   // connection is dropped by force. Without the deadline a worker whose Redis has gone never stops (BullMQ retries forever).
-  const deadlineMs = opts.closeDeadlineMs ?? 5000;
   const graceSec = opts.graceSec ?? GRACE_DEFAULT_SEC;
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => { onStopped = resolve; });
-  // unref'd: a deadline never keeps a process alive that has nothing else to do
-  const timeout = (ms: number) => new Promise<false>((resolve) => { setTimeout(() => resolve(false), ms).unref(); });
   let closing: Promise<void> | undefined;
+  let unanswered = false;
   const close = () => {
     closing ??= (async () => {
       // closing at once stops the worker taking jobs (a run handed back would be taken again)
       const closed = w.close().then(() => true, () => true);
       while (active.size > 0) await sleep(100);
-      if (!(await Promise.race([closed, timeout(deadlineMs)]))) {
+      if (!(await Promise.race([closed, timeout(redisLeft())]))) {
         log(`Redis at ${maskUrl(q.url)} did not acknowledge the close within ${deadlineMs / 1000} s: disconnecting`);
+        unanswered = true;
         await Promise.race([w.disconnect().catch(() => undefined), timeout(1000)]);
       }
     })().finally(onStopped);
@@ -339,7 +365,8 @@ export async function worker(opts: WorkerOptions): Promise<WorkerReport> {
     if (idle) clearInterval(idle);
     opts.signal?.removeEventListener('abort', onStop);
     opts.stopNow?.removeEventListener('abort', onStopNow);
-    await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
+    // a Redis that did not answer the close will not answer QUIT either
+    if (!unanswered) await Promise.race([Promise.allSettled([sub.quit(), client.quit()]), timeout(1000)]);
     sub.disconnect();
     client.disconnect();
   }

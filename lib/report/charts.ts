@@ -38,7 +38,7 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-const METHOD_NAMES: Record<string, string> = { natural: 'natural', 'pgd-at': 'PGD-AT', trades: 'TRADES' };
+const METHOD_NAMES: Record<string, string> = { natural: 'natural', 'pgd-at': 'PGD-AT', trades: 'TRADES', mart: 'MART', fire: 'FIRE' };
 export const methodName = (m: string): string => METHOD_NAMES[m] ?? m;
 
 /** Figures 3–4: test accuracy and mean ‖G_x‖_F per epoch, one line per run (colour), dashed by method. */

@@ -17,9 +17,11 @@ import { loadRuns, orderRuns, ReportRun } from './load';
 import { classHeatmaps, gridHtml, gridMarkdown, loadPictures } from './pictures';
 import { provenanceText } from '../experiment/provenance';
 import { Chart, accuracyBars, ccklDecomposition, lambdaMaxDistribution, methodName, renderSvg, trainingCurves } from './charts';
+import { gridText, groupStats, hasMethodComparison, maskingChecksText, maskingFindings, methodChart, methodGroups, methodTable } from './methods';
 
 export { loadRuns, ReportRun } from './load';
 export { renderSvg, Chart } from './charts';
+export { meanSd, binomialSeOfMean, methodGroups, groupStats, methodTable, maskingFindings, pctSd, numSd } from './methods';
 
 /** Accuracy as a percentage with two decimals (0.81234 → "81.23"). */
 export function pct(x: number | undefined): string {
@@ -102,11 +104,6 @@ export function attackColumns(runs: ReportRun[]): string[] {
   for (const r of runs) for (const k of Object.keys(r.summary?.attacks ?? {})) if (!seen.includes(k)) seen.push(k);
   const first = ['pgd', 'cw'].filter((k) => seen.includes(k));
   return [...first, ...seen.filter((k) => !first.includes(k))];
-}
-
-function gridText(r: ReportRun): string {
-  const g = Object.entries(r.config.gridPoint ?? {}).filter(([k]) => k !== 'train.method' && k !== 'seed' && !k.startsWith('model.'));
-  return g.map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
 }
 
 export function accuracyTable(runs: ReportRun[]): Table {
@@ -256,8 +253,12 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
   const finished = runs.filter((r) => r.summary);
   const unfinished = runs.filter((r) => !r.summary);
 
+  // the training-method comparison (mean ± s.d. over seeds), when the sweep has one
+  const groups = methodGroups(finished);
+  const cols = attackColumns(finished);
+  const stats = hasMethodComparison(groups) ? groups.map((g) => groupStats(g, cols)) : [];
   const charts: (Chart & { svg: string })[] = [];
-  for (const c of [accuracyBars(finished, attackColumns(finished)), trainingCurves(runs), ccklDecomposition(finished), lambdaMaxDistribution(runs)]) {
+  for (const c of [accuracyBars(finished, attackColumns(finished)), stats.length ? methodChart(stats, cols) : null, trainingCurves(runs), ccklDecomposition(finished), lambdaMaxDistribution(runs)]) {
     if (c) charts.push({ ...c, svg: await renderSvg(c.spec) });
   }
 
@@ -266,7 +267,7 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
     'Accuracies in %, on the test images of each run; Fisher quantities are of the input-space Fisher information G_x (9)–(18) of the final model (nats per pixel²); ' +
     'CCKL (1)–(3), its lower bounds (4)–(8) and its non-robust / robust split (19)–(22) in nats.';
   const sections: { title: string; text?: string; table?: Table; chart?: string; list?: string[] }[] = [];
-  const fnd = findings(runs);
+  const fnd = [...findings(runs), ...maskingFindings(stats)];
   const mixed = mixedProvenance(finished);
   if (mixed) sections.push({ title: 'Warning: runs from different binaries or devices', text: mixed });
   if (fnd.length > 0) sections.push({ title: 'Findings', list: fnd });
@@ -275,6 +276,15 @@ export async function buildReport(dir: string, opts: ReportOptions = {}): Promis
   if (attacksUsed.length > 0) {
     sections[sections.length - 1].text = 'Attacks: ' + attacksUsed.map((a) => `${(a.name ?? a.type).toUpperCase()} = ${a.type}, ${a.norm === 'l2' ? 'L2' : 'L∞'} ε = ${a.epsilon}` +
       `${a.steps ? `, ${a.steps} steps` : ''}${a.stepSize ? ` of ${a.stepSize}` : ''}`).join('; ') + '.';
+  }
+  if (stats.length > 0) {
+    sections.push({
+      title: 'Training methods compared (mean ± s.d. over seeds)',
+      text: 'One row per training method (and grid point): the mean ± sample standard deviation over its seeds of accuracy in % (standard, then each attack with [the evaluation\'s binomial standard error of the mean, √(Σ p(1 − p)/n) / seeds]), ' +
+        'the mean Frobenius norm and mean λ_max of G_x (9)–(18), CCKL (1)–(3) with its non-robust component N and robust component R (19)–(22), N / CCKL in %, and seconds per training epoch (metrics.jsonl). ' +
+        maskingChecksText(stats),
+      table: methodTable(stats, cols), chart: 'methods',
+    });
   }
   sections.push({ title: 'Training curves (Figures 3–4 of the paper; math.md §5)', chart: 'training-curves' });
   sections.push({ title: 'Fisher information of the final models', table: fisherTable(runs), chart: 'lambda-max' });
@@ -387,7 +397,10 @@ function specText(r: ReportRun): string {
 }
 function trainText(r: ReportRun): string {
   const t = r.config.train;
-  const adv = t.method === 'natural' ? '' : `, ε ${t.epsilon ?? 'default'}, ${t.steps ?? 'default'} steps${t.method === 'trades' ? `, β ${t.beta ?? 'default'}` : ''}`;
+  const inner = ['pgd-at', 'trades', 'mart', 'fire'].includes(t.method);
+  const adv = (inner ? `, ε ${t.epsilon ?? 'default'}, ${t.steps ?? 'default'} steps` : '') +
+    (t.method === 'trades' || t.method === 'mart' ? `, β ${t.beta ?? 'default'}` : '') +
+    (['fire', 'jacobian', 'fisher-trace', 'fisher-lambda'].includes(t.method) ? `, λ ${t.lambda ?? 'default'}` : '');
   return `${methodName(t.method)}, ${t.epochs} epochs × batch ${t.batchSize}${t.maxBatches ? ` (≤ ${t.maxBatches} batches)` : ''}${adv}`;
 }
 function dataText(r: ReportRun): string {

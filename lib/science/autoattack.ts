@@ -8,9 +8,10 @@ import { runOp, OpOptions } from '../binding/op';
 import { Model, modelHandle } from './model';
 import { Tensor } from '../binding/tensor';
 import { Dataset, firstBatches } from './data/dataset';
+import { NpyWriter } from './data';
 import { invalidArgument } from '../util/errors';
 import { attackKinds, nativeOptions, AttackKind, AttackNorm, AttackParams, AttackSpec } from './attacks';
-import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS } from './options';
+import { AUTOATTACK_OPTIONS, AUTOATTACK_VERSIONS, EVALUATE_OPTIONS } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
 
@@ -68,6 +69,13 @@ export interface AutoAttackOptions extends AutoAttackParams, OpOptions {
   batchSize?: number;
   /** Attack only the first n samples [all]. */
   limit?: number;
+  /**
+   * Save the cascade's final adversarial examples as float32 .npy [N, C, H, W], pixels in [0, 1]:
+   * per sample the example of the stage that broke it, else the last stage's attempt (the input
+   * itself where it is misclassified clean). Written to a temporary name and renamed at the end:
+   * an error or abort leaves no file.
+   */
+  save?: string;
   /** Called when a stage starts on a batch: stage index, its name, samples still robust in the batch. */
   onStage?: (e: { batch: number; stage: number; stages: number; name: string; remaining: number }) => void;
   /** Called after each batch with the running counts. */
@@ -99,6 +107,8 @@ export interface AutoAttackResult {
   stages: AutoAttackStageResult[];
   /** Sanity-check findings, as sentences (also written to the log by the CLI). */
   warnings: string[];
+  /** Path of the saved .npy of adversarial examples (with `save`). */
+  saved?: string;
   perSample: {
     /** 1 where the clean input is classified correctly [N]. */
     clean: Uint8Array;
@@ -159,7 +169,11 @@ export function resolveCascade(p: AutoAttackParams, numClasses: number): Resolve
   return { version, norm, epsilon, stages, warnings };
 }
 
-/** One batch through the cascade (native op): per sample the breaking stage (−1 robust, −2 wrong clean). */
+/**
+ * One batch through the cascade (native op): per sample the breaking stage (−1 robust, −2 wrong
+ * clean) and xAdv [B, ...]: the breaking stage's example, else the last stage's attempt (x where
+ * misclassified clean); `norm`: ‖xAdv − x‖ of broken samples, 0 elsewhere.
+ */
 export async function autoAttackBatch(model: Model, x: Tensor, y: Tensor, c: ResolvedCascade, opts: OpOptions & { seed?: number; checks?: boolean } = {}): Promise<{
   xAdv: Tensor; brokenBy: Float64Array; norm: Float64Array; stageSeconds: Float64Array; checks: NativeChecks;
 }> {
@@ -194,38 +208,49 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
   const c = resolveCascade(opts, data.numClasses);
   const n = Math.min(data.size, opts.limit ?? data.size);
   if (n < 1) throw invalidArgument('autoAttack(model, data)', 'at least one sample', n);
-  const batchSize = opts.batchSize ?? 128;
+  const batchSize = opts.batchSize ?? EVALUATE_OPTIONS.batchSize.default;
   const clean = new Uint8Array(n);
   const brokenBy = new Int16Array(n);
   const norms = new Float64Array(n);
   const seconds = c.stages.map(() => 0);
   const checks = { probabilityRows: 0, zeroGradient: 0, nonFiniteGradient: 0, forwardDifference: 0 };
   let done = 0;
-  for await (const batch of firstBatches(data, { limit: n, batchSize, seed: opts.seed, signal: opts.signal })) {
-    const r = await autoAttackBatch(model, batch.x, batch.y, c, {
-      seed: batch.seed, checks: opts.checks, signal: opts.signal,
-      onProgress: (e) => {
-        if (e.type === 'stage') {
-          opts.onStage?.({ batch: batch.index, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
-        }
-        opts.onProgress?.(e);
-      },
-    });
-    r.xAdv.dispose();
-    for (let i = 0; i < r.brokenBy.length; i++) {
-      brokenBy[done + i] = r.brokenBy[i];
-      clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
-      norms[done + i] = r.norm[i];
+  const writer = opts.save !== undefined ? new NpyWriter(opts.save, [n, ...data.imageShape]) : undefined;
+  try {
+    for await (const batch of firstBatches(data, { limit: n, batchSize, seed: opts.seed, signal: opts.signal })) {
+      const r = await autoAttackBatch(model, batch.x, batch.y, c, {
+        seed: batch.seed, checks: opts.checks, signal: opts.signal,
+        onProgress: (e) => {
+          if (e.type === 'stage') {
+            opts.onStage?.({ batch: batch.index, stage: e.stage, stages: c.stages.length, name: c.stages[e.stage].name, remaining: e.remaining });
+          }
+          opts.onProgress?.(e);
+        },
+      });
+      try {
+        await writer?.append(r.xAdv, { signal: opts.signal });
+      } finally {
+        r.xAdv.dispose();
+      }
+      for (let i = 0; i < r.brokenBy.length; i++) {
+        brokenBy[done + i] = r.brokenBy[i];
+        clean[done + i] = r.brokenBy[i] === -2 ? 0 : 1;
+        norms[done + i] = r.norm[i];
+      }
+      r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
+      checks.probabilityRows += r.checks.probabilityRows;
+      checks.zeroGradient += r.checks.zeroGradient;
+      checks.nonFiniteGradient += r.checks.nonFiniteGradient;
+      checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
+      done += r.brokenBy.length;
+      let rob = 0, cc = 0;
+      for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
+      opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
     }
-    r.stageSeconds.forEach((s, i) => { seconds[i] += s; });
-    checks.probabilityRows += r.checks.probabilityRows;
-    checks.zeroGradient += r.checks.zeroGradient;
-    checks.nonFiniteGradient += r.checks.nonFiniteGradient;
-    checks.forwardDifference = Math.max(checks.forwardDifference, r.checks.forwardDifference);
-    done += r.brokenBy.length;
-    let rob = 0, cc = 0;
-    for (let i = 0; i < done; i++) { if (brokenBy[i] === -1) rob++; if (clean[i]) cc++; }
-    opts.onBatch?.({ done, total: n, cleanCorrect: cc, robust: rob });
+    writer?.close();
+  } catch (e) {
+    writer?.abort();
+    throw e;
   }
   let correct = 0;
   for (const v of clean) correct += v;
@@ -244,6 +269,7 @@ export async function autoAttack(model: Model, data: Dataset, opts: AutoAttackOp
     robustAccuracyStderr: Math.sqrt(robust * (1 - robust) / n),
     stages,
     warnings: (opts.checks ?? true) ? [...c.warnings, ...sanityWarnings(checks, n, c.version)] : c.warnings,
+    ...(writer ? { saved: writer.file } : {}),
     perSample: { clean, brokenBy, norm: norms },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * Models: built-in architectures from a typed spec, and TorchScript models exported from
+ * Models: built-in architectures from a typed spec, torch.export programs (.pt2) and TorchScript models exported from
  * PyTorch. Every algorithm in FisherLens takes a {@link Model}. Inputs are pixels in [0, 1],
  * [B, C, H, W]; normalisation (mean/std per channel) is the model's first layer.
  */
@@ -16,6 +16,7 @@ import { packageRoot } from '../util/version';
 import { AtomicFile } from '../util/files';
 import { firstBatches, type Dataset } from './data/dataset';
 import { sniffFile } from './weights/read';
+import { readExported } from './exported';
 import { looksLikeLegacy } from './weights/torch-file';
 import { LoadWeightsOptions, LoadWeightsResult, exportWeightsFrom, loadWeightsInto } from './weights/apply';
 import { TargetEntry } from './weights/keymap';
@@ -169,12 +170,38 @@ export class Model {
   /**
    * Loads a TorchScript model saved by `torch.jit.save` in PyTorch. Its forward must map
    * [B, C, H, W] pixels in [0, 1] to logits [B, K]. TorchScript archives run code: load only
-   * archives from trusted sources.
+   * archives from trusted sources. An archive may record its input shape, as
+   * {@link exportTorchScript} does: `torch.jit.save(m, f, _extra_files={'fisherlens.json':
+   * '{"inputShape": [C, H, W]}'})`; a forward on another shape is then ERR_SHAPE naming both (else
+   * the shape of the first successful forward is the one named).
    */
   static async load(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
     const device = checkDevice(opts.device ?? 'cpu');
+    if (await sniffFile(file) === 'pt2') return Model.loadExported(file, opts);
     // absolute: a checkpoint of this model records where to reload the archive from
     return new Model(await runOp(opts, (ctl) => addon().loadTorchScript(path.resolve(file), device, ctl)));
+  }
+
+  /**
+   * Loads a program exported by torch.export (`torch.export.save(torch.export.export(model, (x,),
+   * dynamic_shapes=...), 'model.pt2')`): its graph runs op by op through LibTorch with autograd,
+   * so gradients and training work, and its parameters and buffers are the model's (checkpoints,
+   * exportWeights). The archive is data: only pure ATen ops run (ERR_FORMAT names any other op,
+   * pickled weights, another archive_version, or an op this LibTorch lacks). A program exported
+   * with a fixed batch runs any batch in eval mode (chunks of its size, the last one padded).
+   */
+  static async loadExported(file: string, opts: { device?: Device } & OpOptions = {}): Promise<Model> {
+    const device = checkDevice(opts.device ?? 'cpu');
+    const a = await readExported(path.resolve(file));
+    const m = new Model(sync(() => addon().createExported(JSON.stringify(a.spec), 'cpu')));
+    try {
+      await runOp(opts, (ctl) => addon().loadWeights(m.#native, a.spec.path, JSON.stringify(a.sources), ctl));
+      if (device !== 'cpu') await m.to(device, opts);
+    } catch (e) {
+      m.dispose();
+      throw e;
+    }
+    return m;
   }
 
   /**
@@ -188,7 +215,9 @@ export class Model {
     if (kind === 'checkpoint') return Model.loadCheckpoint(specOrPath, opts);
     if (kind === 'state-dict') throw stateDictGiven(specOrPath);
     if (kind === 'torchscript') {
-      if (await sniffFile(specOrPath) === 'torch-zip') throw stateDictGiven(specOrPath);
+      const zipKind = await sniffFile(specOrPath);
+      if (zipKind === 'torch-zip') throw stateDictGiven(specOrPath);
+      if (zipKind === 'pt2') return Model.loadExported(specOrPath, opts);
       return Model.load(specOrPath, opts);
     }
     let spec: ModelSpec & { path?: string };
@@ -197,7 +226,7 @@ export class Model {
     } catch (e) {
       throw new FisherLensError('ERR_FORMAT', `'${specOrPath}' is not valid JSON: ${(e as Error).message}`);
     }
-    if (spec.arch === 'torchscript' && typeof spec.path === 'string') {
+    if ((spec.arch === 'torchscript' || spec.arch === 'exported') && typeof spec.path === 'string') {
       return Model.load(path.resolve(path.dirname(specOrPath), spec.path), opts);
     }
     return Model.create(spec, opts);
@@ -310,7 +339,7 @@ export class Model {
   async loadWeights(file: string, opts: LoadWeightsOptions & OpOptions = {}): Promise<LoadWeightsResult> {
     const spec = this.spec;
     return loadWeightsInto({
-      arch: this.kind === 'torchscript' ? 'torchscript' : spec.arch,
+      arch: this.kind === 'builtin' ? spec.arch : 'torchscript',
       stateInfo: async () => (await runOp(opts, (ctl) => addon().stateInfo(this.#native, ctl))) as TargetEntry[],
       load: (p, sources) => runOp(opts, (ctl) => addon().loadWeights(this.#native, path.resolve(p), JSON.stringify(sources), ctl)),
     }, file, opts);
@@ -354,10 +383,14 @@ export class Model {
   }
   /** The mode set last by {@link setTraining} (read without waiting for running ops). */
   get training(): boolean { return sync(() => this.#native.training); }
-  /** 'builtin' or 'torchscript'. */
-  get kind(): 'builtin' | 'torchscript' { return sync(() => this.#native.kind); }
-  /** The spec (built-ins) or { arch: 'torchscript', path }. */
-  get spec(): ModelSpec & { path?: string } { return JSON.parse(sync(() => this.#native.spec)) as ModelSpec; }
+  /** 'builtin', 'torchscript' or 'exported' (a torch.export .pt2 program). */
+  get kind(): 'builtin' | 'torchscript' | 'exported' { return sync(() => this.#native.kind); }
+  /** The spec (built-ins), { arch: 'torchscript', path } or { arch: 'exported', path, torchVersion }. */
+  get spec(): ModelSpec & { path?: string } {
+    const s = JSON.parse(sync(() => this.#native.spec)) as ModelSpec & { path?: string; torchVersion?: string };
+    // an exported program's spec carries its whole graph (for checkpoints); users see where it came from
+    return s.arch === 'exported' ? { arch: 'exported', path: s.path, torchVersion: s.torchVersion } as ModelSpec & { path?: string } : s;
+  }
   get device(): Device { return sync(() => this.#native.device); }
   /** Number of scalar parameters. */
   get parameterCount(): number { return sync(() => this.#native.parameterCount); }

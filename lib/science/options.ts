@@ -114,6 +114,11 @@ const KIND_ONLY: Record<string, { kinds: readonly AttackKind[]; say: string }> =
   eta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
   beta: { kinds: ['fab', 'fab-t'], say: 'fab and fab-t take it' },
   pInit: { kinds: ['square'], say: 'square takes it' },
+  kappa: { kinds: ['cw'], say: 'cw takes it; cw-l2 has confidence' },
+  binarySteps: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  learningRate: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  initialConst: { kinds: ['cw-l2'], say: 'cw-l2 takes it' },
+  confidence: { kinds: ['cw-l2'], say: 'cw-l2 takes it; cw has kappa' },
 };
 
 /**
@@ -152,6 +157,12 @@ export function parseAttackOptions(p: object): Parsed {
   if (kind !== 'cw-l2' && !Number.isFinite(o.epsilon)) throw invalidArgument("attack option 'epsilon'", `a finite number for ${kind} (only cw-l2 takes an unbounded ε)`, o.epsilon);
   return o;
 }
+
+/** Options of the streaming evaluations (evaluateRobustness, autoAttack) beyond the attacks'. */
+export const EVALUATE_OPTIONS = {
+  batchSize: { type: 'integer', min: 1, default: 128, doc: 'samples per batch (one native op each)' },
+  limit: { type: 'integer', min: 1, optional: true, doc: 'only the first n samples (default: all)' },
+} as const satisfies OptionSchema;
 
 /** AutoAttack versions: standard | plus | rand (EOT 20) | custom (`attacks`). */
 export const AUTOATTACK_VERSIONS = ['standard', 'plus', 'rand', 'custom'] as const;
@@ -296,6 +307,8 @@ export const TRAIN_OPTIONS = {
   batchSize: { type: 'integer', min: 1, default: 128, doc: 'samples per step' },
   seed: { type: 'integer', min: 0, default: 0, doc: 'seed of shuffling, attack starts, augmentation and dropout' },
   probeSize: { type: 'integer', min: 1, default: 512, doc: 'probe samples tracked after every epoch' },
+  tensorboard: { type: 'boolean', default: true, doc: 'with an output folder, TensorBoard event files in its tb/' },
+  tensorboardBatchEvery: { type: 'integer', min: 0, default: 0, unit: 'batches', doc: 'TensorBoard: the train loss every k batches too, under batch/ tags (0: off)' },
 } as const satisfies OptionSchema;
 
 // ---------------- mid-epoch checkpoints ----------------
@@ -310,6 +323,14 @@ export interface CheckpointEvery { batches?: number; seconds?: number }
 export const CHECKPOINT_EVERY_DEFAULT = '300s';
 /** The default of --grace: seconds from SIGTERM to the exit (Slurm and spot instances give 30–120 s). */
 export const GRACE_DEFAULT_SEC = 30;
+/**
+ * When a batch that is still running after a graceful stop is abandoned, in s after the stop: the
+ * grace less what cancelling the batch's native op and writing the checkpoint need (a third of the
+ * grace, at most 10 s: a WRN-34-10 checkpoint with its optimiser state is ~0.4 GB).
+ */
+export function abandonAfterSec(graceSec: number): number {
+  return graceSec - Math.min(10, graceSec / 3);
+}
 
 /** '500b' (batches), '300s' (seconds), 'off' or '0' (epoch ends only) → CheckpointEvery; ERR_ARG naming `what` otherwise. */
 export function parseCheckpointEvery(what: string, v: unknown): CheckpointEvery {

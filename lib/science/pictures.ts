@@ -18,6 +18,7 @@ import { CcklAccumulator, logProbs } from './metrics';
 import { FisherLensError, invalidArgument } from '../util/errors';
 import type { OpOptions } from '../binding/op';
 import { PICTURES_VERSION, ClassMatrices, PictureCell, PictureData } from './picture-files';
+import type { KeptExamples } from './robust';
 
 /** Samples in a picture grid unless told otherwise (config `eval.pictures.samples`, CLI `--image-samples`). */
 export const PICTURE_SAMPLES = 8;
@@ -43,25 +44,8 @@ async function columnExamples(model: Model, x: Tensor, y: Tensor, params: Pictur
   const c = resolveCascade(p as AutoAttackParams, numClasses);
   const r = await autoAttackBatch(model, x, y, c, { seed: p.seed ?? 0, signal: op.signal });
   const by = Array.from(r.brokenBy, (b) => (b >= 0 ? c.stages[b].name : undefined));
-  if (!r.brokenBy.some((b) => b === -1)) return { xAdv: r.xAdv, by };
-  // samples no stage broke keep x in the cascade's result: show the last stage's attempt instead. The
-  // cascade ran that stage on the samples no earlier stage broke (those it broke and those left
-  // robust), in this order, with this seed: the same call gives the same attempt (deterministic)
-  const lastIndex = c.stages.length - 1;
-  const rows = [...r.brokenBy.keys()].filter((s) => r.brokenBy[s] === -1 || r.brokenBy[s] === lastIndex);
-  const { name: lastName, ...lastParams } = c.stages[lastIndex];
-  const idx = Tensor.fromNested(rows, { dtype: 'int64' });
-  const xr = x.index(idx), yr = y.index(idx);
-  idx.dispose();
-  const tried = await attack(model, xr, yr, { ...lastParams, signal: op.signal }).finally(() => { xr.dispose(); yr.dispose(); });
-  const shown = Float32Array.from(r.xAdv.toArray() as Float32Array | Float64Array);
-  const attempt = tried.xAdv.toArray() as Float32Array | Float64Array;
-  tried.xAdv.dispose();
-  r.xAdv.dispose();
-  const D = shown.length / r.brokenBy.length;
-  rows.forEach((s, i) => { if (r.brokenBy[s] === -1) shown.set(attempt.subarray(i * D, (i + 1) * D), s * D); });
-  const xAdv = Tensor.from(shown, x.shape);
-  return { xAdv, by, tried: lastName };
+  // samples no stage broke show the last stage's attempt (native autoattack.cc keeps it)
+  return { xAdv: r.xAdv, by, tried: r.brokenBy.some((b) => b === -1) ? c.stages[c.stages.length - 1].name : undefined };
 }
 
 /**
@@ -132,8 +116,11 @@ const fmtScale = (s: number): string => Number(s.toPrecision(3)).toString();
  * difference of step {@link SIGN_STEP} on float64 log-probabilities; an exact 0 keeps the sign
  * that makes the largest-|value| pixel positive).
  */
-export async function pictureGrid(model: Model, data: Dataset, attacks: PictureAttack[], opts: { indices: number[] } & OpOptions): Promise<PictureData> {
-  const { indices, ...op } = opts;
+export async function pictureGrid(model: Model, data: Dataset, attacks: PictureAttack[], opts: { indices: number[]; examples?: KeptExamples } & OpOptions): Promise<PictureData> {
+  const { indices, examples, ...op } = opts;
+  if (examples && (examples.indices.length !== indices.length || examples.indices.some((v, k) => v !== indices[k]))) {
+    throw invalidArgument('pictureGrid: examples', `the evaluation's examples of the same samples (${JSON.stringify(indices)})`, examples.indices);
+  }
   if (indices.length === 0) throw invalidArgument('pictureGrid: indices', 'at least one sample index', indices);
   for (const i of indices) {
     if (!Number.isInteger(i) || i < 0 || i >= data.size) throw invalidArgument('pictureGrid: a sample index', `an integer in [0, ${data.size})`, i);
@@ -164,7 +151,12 @@ export async function pictureGrid(model: Model, data: Dataset, attacks: PictureA
 
     for (const a of attacks) {
       const name = a.name;
-      const r = await columnExamples(model, b.x, b.y, a, C, op);
+      // the evaluation's examples and outcomes where it kept them, else this batch attacked now
+      const ka = examples?.attacks.find((e) => e.name === name);
+      if (examples && !ka) throw invalidArgument('pictureGrid: examples', `an entry for attack '${name}'`, examples.attacks.map((e) => e.name));
+      const r = ka
+        ? { xAdv: Tensor.from(ka.xAdv, [S, ...shape]), by: ka.brokenBy, tried: ka.lastStage }
+        : await columnExamples(model, b.x, b.y, a, C, op);
       tensors.push(r.xAdv);
       const adv = Float32Array.from(r.xAdv.toArray() as Float32Array | Float64Array);
       const pa = (await evalProbs(model, r.xAdv, op)).p;
@@ -174,9 +166,10 @@ export async function pictureGrid(model: Model, data: Dataset, attacks: PictureA
       columns.push({ kind: 'adversarial', title: name.toUpperCase(), attack: name, mapping: 'unit', scale: 1 });
       values.push(adv);
       cells.push(predA.map((k, s) => {
-        // broken: correct clean, wrong here; a sample wrong already when clean is neither robust nor broken
-        const robust = k === labels[s];
-        const broken = !robust && pred[s] === labels[s];
+        // broken: correct clean, wrong here; a sample wrong already when clean is neither robust nor
+        // broken. With the evaluation's outcomes: exactly its flags (the table counts them)
+        const robust = ka ? examples!.clean[s] === 1 && ka.success[s] === 0 : k === labels[s];
+        const broken = ka ? examples!.clean[s] === 1 && ka.success[s] === 1 : !robust && pred[s] === labels[s];
         return {
           prediction: k, confidence: pa[s * C + k], robust,
           ...(broken ? { by: r.by?.[s] ?? name } : {}),

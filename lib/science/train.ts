@@ -18,9 +18,10 @@ import { evaluateRobustness } from './robust';
 import { ccklMetrics, CcklAccumulator, CcklResult } from './metrics';
 import { ensureDir, removeStaleTemps, writeFileAtomic } from '../util/files';
 import { mean, median } from '../util/stats';
-import { CHECKPOINT_EVERY_DEFAULT, CheckpointEvery, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseCheckpointEvery, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
+import { abandonAfterSec, CHECKPOINT_EVERY_DEFAULT, CheckpointEvery, TRAIN_OPTIONS, TRAIN_STEP_OPTIONS, optimizerOptions, parseCheckpointEvery, trainStepOptions, AttackNorm, OptimizerType, TrainMethod } from './options';
 import { parseOptions } from '../util/schema';
 import { withGradientChoices } from './tuning-store';
+import { EventWriter } from '../util/tfevents';
 
 export type { TrainMethod } from './options';
 
@@ -141,6 +142,24 @@ export interface TrainOptions {
    * leaving the last checkpoint.
    */
   stopAtBatch?: AbortSignal;
+  /**
+   * With outDir: TensorBoard event files in outDir/tb [true]: per epoch (step = epoch) every
+   * numeric field of metrics.jsonl under `epoch/<field>` and histograms of the probe's per-sample
+   * λ_max and ‖G_x‖_F under `probe/`; flushed at each epoch end and before each checkpoint. A
+   * resumed run writes a SessionLog START at its first new step. docs/experiments.md.
+   */
+  tensorboard?: boolean;
+  /** TensorBoard: the batch loss every k batches too (step = global batch number, 1-based), in outDir/tb/batches [0: off]. */
+  tensorboardBatchEvery?: number;
+  /** An open event writer to log into instead of opening one in outDir/tb (the runner's, which logs the evaluation too); train leaves it open. */
+  tensorboardWriter?: EventWriter;
+  /**
+   * With stopAtBatch: the grace in s from its abort to the process's exit. A batch still running
+   * {@link abandonAfterSec}(grace) s after the stop is abandoned: its native op is cancelled (the
+   * model and optimiser are left as they were before it) and the checkpoint holds the state at the
+   * last batch boundary [undefined: wait for the batch however long it takes].
+   */
+  stopGraceSec?: number;
   onEvent?: (e: TrainEvent) => void;
 }
 
@@ -289,6 +308,8 @@ export function scheduleFactor(s: ScheduleOptions | undefined, t: number, epochs
 /** Probe metrics: accuracy, CE, Fisher norms, CCKL, robust accuracy (eval mode; model left as found). */
 export async function probeMetrics(model: Model, probe: Dataset, opts: {
   track?: TrackOptions; trackAttack?: AttackParams; batchSize?: number; seed?: number;
+  /** Receives the per-sample ‖G_x‖_F and λ_max over the probe, in probe order (nats per pixel²). */
+  onPerSample?: (frobenius: number[], lambdaMax: number[]) => void;
 } & OpOptions = {}): Promise<Partial<EpochMetrics>> {
   const fro: number[] = [];
   const lam: number[] = [];
@@ -310,6 +331,7 @@ export async function probeMetrics(model: Model, probe: Dataset, opts: {
   } finally {
     acc.dispose();
   }
+  opts.onPerSample?.(fro, lam);
   const m: Partial<EpochMetrics> = { probeAccuracy: c.accuracy, probeCrossEntropy: c.crossEntropy };
   if (opts.track?.fisher ?? true) {
     m.fisherFrobeniusMean = mean(fro);
@@ -390,10 +412,34 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
     await runOp(opts, (ctl) => addon().saveTrainState(ckpt!, modelHandle(model), opt, JSON.stringify(meta), ctl));
   };
   const stopped = () => new FisherLensError('ERR_ABORTED', 'training stopped at a batch boundary; its checkpoint is written and a resume continues from it');
+  // a graceful stop whose next boundary is out of reach: the running batch's op is cancelled
+  // abandonAfterSec(grace) s after the stop (one huge batch: a WRN-34-10 TRADES step on a CPU)
+  const abandon = new AbortController();
+  let abandonTimer: NodeJS.Timeout | undefined;
+  const armAbandon = () => {
+    if (opts.stopGraceSec === undefined) return;
+    abandonTimer = setTimeout(() => abandon.abort(), abandonAfterSec(opts.stopGraceSec) * 1000);
+    abandonTimer.unref();
+  };
+  if (opts.stopAtBatch?.aborted) armAbandon();
+  else opts.stopAtBatch?.addEventListener('abort', armAbandon, { once: true });
+  const stepSignal = opts.signal ? AbortSignal.any([opts.signal, abandon.signal]) : abandon.signal;
   let lastSave = Date.now();
   // metrics.jsonl is rewritten atomically (a symlink there is replaced, never followed)
   const writeMetrics = () => { if (metricsFile) writeFileAtomic(metricsFile, history.map((h) => JSON.stringify(h) + '\n').join('')); };
   writeMetrics();
+  // TensorBoard: the caller's writer, else one of our own in outDir/tb; the batch curve in its own
+  // run (tb/batches), since a SessionLog START drops every tag's later steps and batch steps are
+  // on another scale than epochs
+  const ownBoard = !opts.tensorboardWriter && opts.outDir !== undefined && top.tensorboard === true;
+  const board = opts.tensorboardWriter ?? (ownBoard ? new EventWriter(path.join(opts.outDir!, 'tb')) : undefined);
+  const batchEvery = top.tensorboardBatchEvery as number;
+  const batchBoard = board && batchEvery > 0 ? new EventWriter(path.join(board.dir, 'batches')) : undefined;
+  // steps ≥ start + 1 written before (after the checkpoint we resume from) are orphans: drop them
+  board?.sessionStart(start + 1);
+  if (ownBoard) board!.text('config', start, trainConfigText(opts));
+  board?.flush();
+  const flushBoards = () => { board?.flush(); batchBoard?.flush(); };
   try {
     for (let epoch = start; epoch < epochs; epoch++) {
       const idx = data.batchIndices({ batchSize, shuffle: true, seed: seed * 1000 + epoch });
@@ -411,12 +457,14 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
             || (every.batches !== undefined && bi % every.batches === 0)
             || (every.seconds !== undefined && Date.now() - lastSave >= every.seconds * 1000);
           if (due) {
+            flushBoards();
             await save({ epoch, history, method, seed, batch: bi, partial: { lossSum, correct, seen, seconds: (Date.now() - t0) / 1000 } });
             lastSave = Date.now();
           }
         }
         // at the epoch's first batch the state is the last checkpoint's already
         if (opts.stopAtBatch?.aborted) throw stopped();
+        if (batchBoard && bi === first && epoch === start) batchBoard.sessionStart(epoch * idx.length + bi + 1);
         const b = data.batch(idx[bi]);
         const tb = Date.now();
         lr = baseLr * scheduleFactor(opts.schedule, epoch + bi / idx.length, epochs);
@@ -425,15 +473,25 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
           // the inner maximisation's gradient engine: the one stored on this machine for this
           // architecture (a resumed run in another process continues on the engine it started
           // with); a choice made by this step is stored at once, for a resume after a kill
-          r = await withGradientChoices(model, () => runOp(opts, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
+          r = await withGradientChoices(model, () => runOp({ ...opts, signal: stepSignal }, (ctl) => addon().trainStep(modelHandle(model), opt, b.x.native, b.y.native, {
             ...stepOpts, lr, seed: (seed * 1009 + epoch) * 100003 + bi,
           }, ctl)));
+        } catch (e) {
+          if (!(abandon.signal.aborted && !opts.signal?.aborted && (e as FisherLensError).code === 'ERR_ABORTED')) throw e;
+          // the batch is abandoned: a cancelled step leaves the model and optimiser as they were at
+          // this boundary (native/train.cc trainStep), so that state is what the checkpoint holds
+          // (at the first batch of this call it is on disk already)
+          if (ckpt && metricsFile && bi > first) {
+            await save({ epoch, history, method, seed, batch: bi, partial: { lossSum, correct, seen, seconds: (Date.now() - t0) / 1000 } });
+          }
+          throw new FisherLensError('ERR_ABORTED', `training stopped: batch ${bi + 1} of epoch ${epoch + 1} could not end within the grace and was abandoned; the checkpoint holds the state before it and a resume continues from it`);
         } finally {
           b.x.dispose(); b.y.dispose();
         }
         lossSum += r.loss * r.batch;
         correct += r.correct;
         seen += r.batch;
+        if (batchBoard && (bi + 1) % batchEvery === 0) batchBoard.scalars(epoch * idx.length + bi + 1, { 'batch/loss': r.loss, 'batch/accuracy': r.correct / r.batch });
         opts.onEvent?.({
           type: 'batch', epoch: epoch + 1, batch: bi + 1, batches: idx.length, loss: r.loss,
           accuracy: r.correct / r.batch, samplesPerSec: r.batch / Math.max(1e-3, (Date.now() - tb) / 1000),
@@ -446,9 +504,21 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       if (probe) {
         m = { ...m, ...(await probeMetrics(model, probe, {
           track: opts.track, trackAttack: opts.trackAttack, seed, signal: opts.signal,
+          onPerSample: board && (opts.track?.fisher ?? true) ? (fro, lam) => {
+            board.histogram('probe/fisherLambdaMax', epoch + 1, lam);
+            board.histogram('probe/fisherFrobenius', epoch + 1, fro);
+          } : undefined,
         })) };
       }
       history.push(m);
+      if (board) {
+        // every numeric field of the metrics.jsonl line (a NaN is null there, and left out here);
+        // flushed before the checkpoint, so events past a checkpoint are only ever ones a
+        // resume's SessionLog START drops
+        board.scalars(epoch + 1, Object.fromEntries(Object.entries(m)
+          .filter(([k, v]) => k !== 'epoch' && typeof v === 'number' && Number.isFinite(v)).map(([k, v]) => [`epoch/${k}`, v as number])));
+        flushBoards();
+      }
       if (ckpt && metricsFile) {
         await save({ epoch: epoch + 1, history, method, seed });
         lastSave = Date.now();
@@ -458,8 +528,21 @@ export async function train(model: Model, trainData: Dataset, opts: TrainOptions
       if (opts.stopAtBatch?.aborted && epoch + 1 < epochs) throw stopped();
     }
   } finally {
+    clearTimeout(abandonTimer);
+    opts.stopAtBatch?.removeEventListener('abort', armAbandon);
     if (data !== trainData) data.dispose();
     if (probe && probe !== opts.probe) probe.dispose();
+    batchBoard?.close();
+    if (ownBoard) board!.close();
+    else board?.flush();
   }
   return { history, model };
+}
+
+/** The training options as markdown (TensorBoard's text dashboard): the JSON of the settings, data sets and callbacks left out. */
+function trainConfigText(opts: TrainOptions): string {
+  const keep: (keyof TrainOptions)[] = ['method', 'epochs', 'batchSize', 'optimizer', 'schedule', 'seed', 'attack', 'augment', 'subset',
+    'channelsLast', 'probeSize', 'track', 'trackAttack', 'checkpointEvery', 'tensorboardBatchEvery'];
+  const o = Object.fromEntries(keep.filter((k) => opts[k] !== undefined).map((k) => [k, opts[k]]));
+  return JSON.stringify(o, null, 2).split('\n').map((l) => `    ${l}`).join('\n');
 }

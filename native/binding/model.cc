@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "gradient.h"
 #include "metrics.h"
+#include "models/exported.h"
 
 namespace fl {
 namespace {
@@ -273,6 +274,20 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
   });
 }
 
+// createExported(specJson, device) -> Model: an exported program (models/exported.h) with zero
+// weights; lib/science/exported.ts then loads the archive's weights through loadWeights
+Napi::Value CreateExported(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "createExported(spec): expected the spec as JSON text");
+    ClassifierPtr m = createExported(info[0].As<Napi::String>().Utf8Value());
+    if (info.Length() >= 2 && info[1].IsString()) {
+      torch::Device d = parseDevice(info[1].As<Napi::String>().Utf8Value());
+      if (!d.is_cpu()) m->to(d);
+    }
+    return wrapModel(info.Env(), m);
+  });
+}
+
 // evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad
 // (metrics.h evaluateBatch). ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).
 Napi::Value EvaluateBatchJs(const Napi::CallbackInfo& info) {
@@ -313,6 +328,7 @@ void InitModels(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", ctor);
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
   exports.Set("loadTorchScript", Napi::Function::New(env, LoadTorchScript, "loadTorchScript"));
+  exports.Set("createExported", Napi::Function::New(env, CreateExported, "createExported"));
   exports.Set("evaluateBatch", Napi::Function::New(env, EvaluateBatchJs, "evaluateBatch"));
 }
 

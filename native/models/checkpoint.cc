@@ -4,6 +4,7 @@
 #include "common/errors.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
+#include "models/exported.h"
 #include <zlib.h>
 #include <cstdio>
 #include <cstring>
@@ -237,6 +238,12 @@ LoadedCheckpoint loadCheckpoint(const std::string& path, const torch::Device& de
     FL_CHECK(j.is_object() && j.contains("path") && j["path"].is_string(), ERR_FORMAT, "checkpoint '", path,
              "': a TorchScript checkpoint needs the archive's path in its spec");
     out.model = loadTorchScript(j["path"].get<std::string>(), torch::Device(torch::kCPU));
+  } else if (p.kind == "exported") {
+    try {
+      out.model = createExported(p.spec);
+    } catch (const FlError& e) {
+      throw FlError(ERR_FORMAT, fl::str("checkpoint '", path, "' holds an exported program this FisherLens cannot run: ", e.what()));
+    }
   } else {
     throw FlError(ERR_FORMAT, fl::str("checkpoint '", path, "': unknown model kind '", p.kind, "'"));
   }

@@ -3,6 +3,7 @@
 // first layer normalises. forward returns logits [B, K].
 #pragma once
 #include <torch/torch.h>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,26 @@ class Classifier {
 };
 
 using ClassifierPtr = std::shared_ptr<Classifier>;
+
+// What a model knows of its input [C, H, W]: a built-in's spec, a TorchScript archive's recorded
+// shape (extra file fisherlens.json: {"inputShape": [C, H, W]}) or the shape of its first
+// successful forward; `chw` is empty while nothing is known.
+struct InputShape {
+  std::vector<int64_t> chw;
+  std::string source;  // where it comes from, as a message names it: "its spec: inChannels 1, inputSize 28"
+};
+
+// "[2, 1, 32, 32]"
+std::string shapeText(torch::IntArrayRef s);
+
+// Runs fn() (a forward or a linearisation of x [B, C, H, W]). When it fails and x's [C, H, W] is
+// not the one `known` names, the failure becomes ERR_SHAPE "<what> expects input [B, C, H, W]
+// (<source>), got [...]" with LibTorch's (or the TorchScript interpreter's) message only as the
+// trailing detail; a failure on the expected shape passes through. Unknown shape: an interpreter
+// failure that LibTorch words as a shape mismatch is ERR_SHAPE naming the input it got. After a
+// success, an unknown shape is learnt from x.
+torch::Tensor forwardNamingShape(InputShape& known, const torch::Tensor& x, const std::string& what,
+                                 const std::function<torch::Tensor()>& fn);
 
 // Restores train/eval mode and parameters' requires_grad on scope exit: algorithms that must run
 // in eval mode without weight gradients (Fisher, attacks) leave the model exactly as they found it.

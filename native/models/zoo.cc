@@ -80,8 +80,11 @@ std::shared_ptr<Net> build(const ArchSpec& s) {
 // ---------- the Classifier over a built-in Net ----------
 class BuiltinClassifier : public Classifier {
  public:
-  BuiltinClassifier(std::shared_ptr<Net> net, std::string spec) : net_(std::move(net)), spec_(std::move(spec)) {}
-  torch::Tensor forward(const torch::Tensor& x) override { return net_->forward(x); }
+  BuiltinClassifier(std::shared_ptr<Net> net, std::string spec, InputShape shape)
+      : net_(std::move(net)), spec_(std::move(spec)), shape_(std::move(shape)) {}
+  torch::Tensor forward(const torch::Tensor& x) override {
+    return forwardNamingShape(shape_, x, "the model", [&]() { return net_->forward(x); });
+  }
   std::vector<torch::Tensor> parameters() override { return net_->parameters(); }
   std::vector<std::pair<std::string, torch::Tensor>> namedState() override {
     std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -108,7 +111,7 @@ class BuiltinClassifier : public Classifier {
     try {
       TapeRecording rec(*tape);
       tape->setInput(x);
-      torch::Tensor out = net_->forward(x);
+      torch::Tensor out = forwardNamingShape(shape_, x, "the model", [&]() { return net_->forward(x); });
       tape->finish(out);
       if (z) *z = out;
     } catch (const FlError& e) {
@@ -126,6 +129,7 @@ class BuiltinClassifier : public Classifier {
  private:
   std::shared_ptr<Net> net_;
   std::string spec_;
+  InputShape shape_;  // the spec's [inChannels, inputSize, inputSize]: every architecture takes it
 };
 
 // The C++ frontend cannot script a torch::nn::Module, so a built-in model's TorchScript export
@@ -219,7 +223,8 @@ ClassifierPtr createBuiltin(const std::string& specJson) {
   std::shared_ptr<Net> net = build(s);
   net->setNormalisation(s);
   net->eval();
-  return std::make_shared<BuiltinClassifier>(net, specJson);
+  InputShape shape{{s.inChannels, s.inputSize, s.inputSize}, str(s.arch, "'s spec: inChannels ", s.inChannels, ", inputSize ", s.inputSize)};
+  return std::make_shared<BuiltinClassifier>(net, specJson, std::move(shape));
 }
 
 }  // namespace fl

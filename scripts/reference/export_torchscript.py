@@ -63,7 +63,11 @@ def main() -> int:
         if not diff < 1e-4:
             sys.stderr.write(f"export_torchscript.py: PyTorch logits differ from FisherLens' by {diff}\n")
             return 4
-    scripted.save(a.out)
+    # the input shape [C, H, W] the spec fixes (FisherLens' zoo defaults: 1 channel, 28 pixels):
+    # FisherLens reads it back to name what the model expects when a forward gets another shape
+    size = spec.get("inputSize", 28)
+    meta = json.dumps({"inputShape": [spec.get("inChannels", 1), size, size]})
+    torch.jit.save(scripted, a.out, _extra_files={"fisherlens.json": meta})
     return 0
 
 

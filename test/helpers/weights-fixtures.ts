@@ -81,3 +81,38 @@ export function modelWeightFixtures(label: string, python: string, cmd: 'write' 
   }
   return { dir, expected: JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) };
 }
+
+export const PT2_WRITER = path.join(ROOT, 'scripts', 'reference', 'export_pt2.py');
+
+/**
+ * The torch.export exporters on this machine: torch 2.13 (the CI venv, scripts/torch-env.sh
+ * 2.13-cpu) and torch 2.14.1 where its venv exists (scripts/torch-env.sh 2.14-cu130: developers'
+ * machines, `npm run test:slow`), label → its Python.
+ */
+export function pt2Exporters(): Map<string, string> {
+  const m = new Map<string, string>();
+  const t213 = torch2Python();
+  if (t213) m.set('torch2.13', t213);
+  const root = process.env.FISHERLENS_VENVS ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fisherlens', 'venv');
+  const t214 = path.join(root, '2.14-cu130', 'bin', 'python');
+  if (fs.existsSync(t214)) m.set('torch2.14', t214);
+  return m;
+}
+
+/** scripts/reference/export_pt2.py's archives for one exporter, written once per script version (a tmp folder renamed into place: no races). */
+export function pt2Fixtures(label: string, python: string): string {
+  const hash = createHash('sha1').update(fs.readFileSync(PT2_WRITER)).update(fs.readFileSync(path.join(ROOT, 'scripts', 'reference', 'models.py'))).digest('hex').slice(0, 10);
+  const dir = path.join(ROOT, 'test', 'fixtures', 'generated', `pt2-${label}-${hash}`);
+  if (!fs.existsSync(path.join(dir, 'expected.json'))) {
+    const t = `${dir}.tmp-${process.pid}`;
+    fs.rmSync(t, { recursive: true, force: true });
+    const r = spawnSync(python, [PT2_WRITER, t], { encoding: 'utf8', timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`export_pt2.py (${label}) failed: ${r.stderr || r.error}`);
+    try {
+      fs.renameSync(t, dir);
+    } catch {
+      fs.rmSync(t, { recursive: true, force: true });
+    }
+  }
+  return dir;
+}

@@ -10,9 +10,11 @@ import * as path from 'path';
 import { runExperiment, FisherLensError, ExperimentInput } from '../../lib';
 import { executor } from '../helpers/fake-science';
 import { tmpDir, tempLitter } from './harness';
+import * as os from 'os';
+import { cleanupNobody, runAsNobody } from '../helpers/unprivileged';
 
 const dir = tmpDir('fs');
-test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
+test.after.always(() => { fs.rmSync(dir, { recursive: true, force: true }); cleanupNobody(); });
 
 const config = (name: string, extra: Partial<ExperimentInput> = {}): ExperimentInput => ({
   name,
@@ -85,15 +87,44 @@ test('hostile names: path separators, . and .. in config, entry, model and attac
   t.false(fs.existsSync(out));
 });
 
-test('an output folder that cannot be written is ERR_IO naming it (a file in the way, a pseudo file system, no permission)', async (t) => {
+// Root writes through any permission bit, and CI runs as root: there this case runs as `nobody`
+// (setpriv, test/helpers/unprivileged.ts) in a child reading a tree that user can read; as any
+// other user it runs in this process. Either way the folder is one the running user cannot write.
+test('a folder without write permission is ERR_IO naming it, as an unprivileged user (nobody via setpriv when root)', async (t) => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-rel-perm-'));
+  fs.chmodSync(base, 0o755);  // nobody must reach the folder to be refused by it
+  const ro = path.join(base, 'read-only');
+  fs.mkdirSync(ro, { mode: 0o555 });
+  fs.chmodSync(ro, 0o555);  // whatever the umask
+  const out = path.join(ro, 'out');
+  try {
+    let got: { code?: string; message?: string; uid?: number };
+    if (process.getuid?.() !== 0) {
+      const e = await t.throwsAsync(runExperiment(config('ro'), { out, executor }));
+      got = { code: (e as FisherLensError).code, message: (e as Error).message, uid: process.getuid?.() };
+    } else {
+      const script = `const { runExperiment } = require(ROOT + '/dist/lib/index.js');
+const { executor } = require(ROOT + '/dist/test/helpers/fake-science.js');
+runExperiment(${JSON.stringify(config('ro'))}, { out: ${JSON.stringify(out)}, executor }).then(
+  () => console.log(JSON.stringify({ uid: process.getuid() })),
+  (e) => console.log(JSON.stringify({ code: e.code, message: e.message, uid: process.getuid() })));`;
+      const r = runAsNobody(script, base);
+      if (typeof r === 'string') { t.fail(`cannot run as an unprivileged user: ${r}`); return; }
+      t.is(r.status, 0, r.stderr);
+      got = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    }
+    t.not(got.uid, 0, 'the check ran unprivileged');
+    t.is(got.code, 'ERR_IO', got.message);
+    t.true(got.message?.includes(out), got.message);
+    t.false(fs.existsSync(out));
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('an output folder that cannot be written is ERR_IO naming it (a file in the way, a pseudo file system)', async (t) => {
   const file = victim('in-the-way');
   const outs = [path.join(file, 'out'), '/proc/self/fl-out', '/sys/fl-out'];
-  if (process.getuid?.() !== 0) {
-    // root writes anywhere: the permission case only means something for other users
-    const ro = path.join(dir, 'read-only');
-    fs.mkdirSync(ro, { mode: 0o555 });
-    outs.push(path.join(ro, 'out'));
-  }
   for (const out of outs) {
     const e = await t.throwsAsync(runExperiment(config('ro'), { out, executor }));
     t.is((e as FisherLensError).code, 'ERR_IO', out);

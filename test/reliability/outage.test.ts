@@ -11,6 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { startRedis, haveRedis } from '../helpers/redis';
+import { queueStatus } from '../../lib/experiment/queue-status';
 
 const root = path.join(__dirname, '..', '..', '..');
 const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
@@ -123,8 +124,9 @@ maybe('a worker whose Redis hangs (SIGSTOP) still exits within 10 s of SIGTERM',
   }
 });
 
-maybe('run --queue whose Redis goes away while it enqueues fails with ERR_IO, without hanging', async (t) => {
-  const redis = await startRedis();
+maybe('run --queue whose Redis goes away while it enqueues fails with ERR_IO, without hanging; when Redis is back, enqueuing again adds each missing run once', async (t) => {
+  // its data on disk, as a managed Redis that restarts keeps it
+  const redis = await startRedis({ persist: true });
   leftovers.push(() => void redis.stop());
   const dir = tmp('enqueue');
   // many runs, so the enqueue lasts long enough to be cut
@@ -148,11 +150,25 @@ maybe('run --queue whose Redis goes away while it enqueues fails with ERR_IO, wi
     if (n > 0 || r.proc.exitCode !== null || Date.now() > deadline) break;
     await new Promise((res) => setTimeout(res, 10));
   }
-  await redis.stop();
+  await redis.halt();
   const stoppedAt = Date.now();
   const e = await within(r, 40000);
   t.truthy(e, `run --queue did not exit: ${r.stderr()}`);
   t.true(e!.at - stoppedAt <= 30000, `exited ${(e!.at - stoppedAt) / 1000} s after Redis stopped`);
   t.is(e!.code, 1, r.stderr());
   t.regex(r.stderr(), /fisherlens: ERR_IO: (lost|cannot reach) Redis at redis:\/\/127\.0\.0\.1:\d+/);
+  // nothing lost: Redis back with what it had, the same command enqueues what is missing, once
+  await redis.restart();
+  // the jobs themselves (no worker: every one waiting), not the runs known from folders
+  const jobs = async () => (await queueStatus(redis.url, 'outage')).filter((s) => s.state === 'waiting');
+  const before = await jobs();
+  t.true(before.length > 0 && before.length < 400, `${before.length} runs were in the queue when Redis stopped`);
+  const again = child(['run', file, '--out', path.join(dir, 'runs'), '--queue', redis.url, '--max-runs', '1000', '--detach']);
+  const a = await within(again, 60000);
+  t.is(a?.code, 0, again.stderr());
+  const after = await jobs();
+  t.is(after.length, 400);
+  t.is(new Set(after.map((s) => s.runId)).size, 400, 'no run is in the queue twice');
+  t.true(before.every((b) => after.some((j) => j.jobId === b.jobId)), 'the jobs enqueued before the outage are kept');
+  await redis.stop();
 });

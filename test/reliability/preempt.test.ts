@@ -24,14 +24,41 @@ const config = {
   runs: [{ model: { arch: 'mlp' }, train: { method: 'trades' } }],
 };
 
+const slowCli = path.join(__dirname, '..', 'helpers', 'slow-batch.js');
+
+/** A checkpoint's model parameters and buffers, by name. */
+async function weights(file: string): Promise<Record<string, number[]>> {
+  const m = await Model.loadCheckpoint(file);
+  const state = await m.state();
+  const out: Record<string, number[]> = {};
+  for (const [k, v] of state) { out[k] = Array.from(v.toArray() as Float32Array); v.dispose(); }
+  m.dispose();
+  return out;
+}
+
 const untimed = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([k]) => !['seconds', 'samplesPerSec', 'startedAt', 'finishedAt', 'provenance'].includes(k)));
 
-test('run: SIGTERM inside an epoch checkpoints at the next batch boundary, exits 143, and the same command finishes it as if uninterrupted', async (t) => {
+const dirs: string[] = [];
+test.after.always(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+/** The uninterrupted run's folder (made once, by the first test that needs it). */
+let refDir: string | undefined;
+function reference(dir: string): RunDir {
+  if (!refDir) {
+    const file = path.join(dir, 'cfg.json');
+    const ref = spawnSync(process.execPath, [cli, 'run', file, '--out', path.join(dir, 'ref'), '--no-progress'], { encoding: 'utf8' });
+    if (ref.status !== 0) throw new Error(ref.stderr);
+    refDir = path.join(dir, 'ref');
+  }
+  return RunDir.of(refDir, 'mlp_trades_seed3');
+}
+
+test.serial('run: SIGTERM inside an epoch checkpoints at the next batch boundary, exits 143, and the same command finishes it as if uninterrupted', async (t) => {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-preempt-')));
+  dirs.push(dir);
   const file = path.join(dir, 'cfg.json');
   fs.writeFileSync(file, JSON.stringify(config));
-  const ref = spawnSync(process.execPath, [cli, 'run', file, '--out', path.join(dir, 'ref'), '--no-progress'], { encoding: 'utf8' });
-  t.is(ref.status, 0, ref.stderr);
+  const a = reference(dir);
   const out = path.join(dir, 'cut');
   const p = spawn(process.execPath, [cli, 'run', file, '--out', out, '--no-progress', '--checkpoint-every', '4b']);
   let err = '';
@@ -50,8 +77,41 @@ test('run: SIGTERM inside an epoch checkpoints at the next batch boundary, exits
   t.is(rd.state(), 'resumable');
   const again = spawnSync(process.execPath, [cli, 'run', file, '--out', out, '--no-progress'], { encoding: 'utf8' });
   t.is(again.status, 0, again.stderr);
-  const a = RunDir.of(path.join(dir, 'ref'), 'mlp_trades_seed3');
   t.deepEqual(untimed(rd.readSummary() as unknown as Record<string, unknown>), untimed(a.readSummary() as unknown as Record<string, unknown>));
   t.deepEqual(readJsonl<Record<string, unknown>>(rd.metrics).map(untimed), readJsonl<Record<string, unknown>>(a.metrics).map(untimed));
-  fs.rmSync(dir, { recursive: true });
+});
+
+test.serial('run: SIGTERM during a batch that cannot end within the grace abandons it, checkpoints the last boundary and exits 143 within the grace; the same command finishes it as if uninterrupted', async (t) => {
+  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'fl-abandon-')));
+  dirs.push(dir);
+  const file = path.join(dir, 'cfg.json');
+  fs.writeFileSync(file, JSON.stringify(config));
+  const a = reference(dir);
+  const out = path.join(dir, 'cut');
+  // batch 37 of 150 never ends by itself (test/helpers/slow-batch.ts); the last periodic
+  // checkpoint before it is after batch 20
+  const grace = 9;
+  const p = spawn(process.execPath, [slowCli, 'run', file, '--out', out, '--no-progress', '--checkpoint-every', '20b', '--grace', String(grace)], { env: { ...process.env, SLOW_BATCH: '37' } });
+  let err = '';
+  let onSlow: () => void = () => undefined;
+  const slow = new Promise<void>((resolve) => { onSlow = resolve; });
+  p.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('slow batch: started')) onSlow(); });
+  p.stdout.resume();
+  const closed = new Promise<number | null>((resolve) => p.on('close', resolve));
+  await Promise.race([slow, closed]);
+  const sent = Date.now();
+  p.kill('SIGTERM');
+  const code = await closed;
+  const took = (Date.now() - sent) / 1000;
+  t.is(code, 143, err);
+  t.true(took <= grace, `exited ${took} s after SIGTERM (grace ${grace} s)`);
+  t.notRegex(err, /grace is over/, 'the checkpoint was written before the grace ran out');
+  const rd = RunDir.of(out, 'mlp_trades_seed3');
+  const meta = (await Model.loadCheckpoint(rd.checkpoint)).checkpointMeta as { epoch: number; batch?: number };
+  t.deepEqual([meta.epoch, meta.batch], [0, 36], 'the state at the boundary before the abandoned batch');
+  const again = spawnSync(process.execPath, [cli, 'run', file, '--out', out, '--no-progress'], { encoding: 'utf8' });
+  t.is(again.status, 0, again.stderr);
+  t.deepEqual(untimed(rd.readSummary() as unknown as Record<string, unknown>), untimed(a.readSummary() as unknown as Record<string, unknown>));
+  t.deepEqual(readJsonl<Record<string, unknown>>(rd.metrics).map(untimed), readJsonl<Record<string, unknown>>(a.metrics).map(untimed));
+  t.deepEqual(await weights(rd.checkpoint), await weights(a.checkpoint));
 });

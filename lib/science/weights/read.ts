@@ -13,7 +13,7 @@ import { FisherLensError, WeightTensor, WeightsFile, WeightsFormat, checkView, f
 import { looksLikeZip, readZip } from './zip';
 
 /** What a file is, from its first bytes (and, for a zip, its entry names). */
-export type FileKind = WeightsFormat | 'torchscript' | 'fisherlens-checkpoint' | 'unknown';
+export type FileKind = WeightsFormat | 'torchscript' | 'pt2' | 'fisherlens-checkpoint' | 'unknown';
 
 /** The FisherLens checkpoint's magic (docs/models.md, "Checkpoints"). */
 const FL_MAGIC = Buffer.from('FLCKPT', 'latin1');
@@ -38,6 +38,7 @@ export async function sniff(buf: Buffer): Promise<FileKind> {
 
 /** A kind from a zip archive's entry names. */
 function zipKind(names: string[]): FileKind {
+  if (names.some((n) => /^([^/]+\/)?archive_format$/.test(n))) return 'pt2';
   if (names.some((n) => /(^|\/)constants\.pkl$/.test(n) || /^[^/]+\/code\//.test(n))) return 'torchscript';
   if (names.some((n) => /^([^/]+\/)?data\.pkl$/.test(n))) return 'torch-zip';
   return 'unknown';
@@ -113,6 +114,8 @@ export async function readWeights(buf: Buffer, opts: ReadOptions = {}): Promise<
       return fromTorch('torch-legacy', readTorchLegacy(buf, what), opts, what);
     case 'torchscript':
       throw formatError(`${what} is a TorchScript archive, not a state dict: load it as a model (--model FILE)`);
+    case 'pt2':
+      throw formatError(`${what} is a torch.export archive (.pt2), not a state dict: load it as a model (--model FILE)`);
     case 'fisherlens-checkpoint':
       throw formatError(`${what} is a FisherLens checkpoint, not a state dict: load it as a model (--model FILE)`);
     default:
