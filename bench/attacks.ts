@@ -8,14 +8,15 @@
  * TorchScript module Python exported, each on the three input-gradient engines (auto, linear,
  * autograd: lib/binding/backend.ts setGradientEngine), and the built-in with channelsLast: true. Prints
  * samples/s and time ratios (target ≤ 0.7 × Python's reference) and what auto chose. The runs are
- * interleaved BENCH_REPS times (default 2; the machine is shared) and the best of each is kept.
+ * interleaved BENCH_REPS times (default 5; the machine is shared) and the median of each is kept.
+ * BENCH_ROWS=defaults times only the default row (built-in, auto) beside Python.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { GradientEngine, Model, ModelSpec, Tensor, setGradientEngine, setThreads } from '../lib';
 import { attack } from '../lib/science/attacks';
-import { PyServer, passiveOpenMp } from './pyserver';
+import { PyServer, median, passiveOpenMp, torchPairing } from './pyserver';
 
 
 const P = { kind: 'pgd' as const, epsilon: 0.031, stepSize: 0.003, randomStart: false };
@@ -29,9 +30,10 @@ async function timePgd(model: Model, x: Tensor, y: Tensor, steps = 20, channelsL
 
 export async function main(): Promise<void> {
   passiveOpenMp();
-  const reps = Number(process.env.BENCH_REPS ?? 2);
+  const reps = Number(process.env.BENCH_REPS ?? 5);
   const batch = 128;
   setThreads(2);
+  console.log(torchPairing());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-bench-attacks-'));
   const rows: string[] = [];
   const all: [string, ModelSpec, number[]][] = [
@@ -55,11 +57,12 @@ export async function main(): Promise<void> {
     // FisherLens rows: the built-in and the TorchScript module Python exported, on each input-gradient
     // engine (lib/binding/backend.ts setGradientEngine; auto measures both on its first steps and keeps the
     // faster, so its row includes that), and the built-in channels-last
-    const fl: [string, Model, GradientEngine, boolean][] = [
+    // BENCH_ROWS=defaults: the default row only (built-in, auto) beside Python, for loaded machines
+    const fl: [string, Model, GradientEngine, boolean][] = ([
       ['built-in, auto', builtin, 'auto', false], ['built-in, linear', builtin, 'linear', false], ['built-in, autograd', builtin, 'autograd', false],
       ['TorchScript, auto', script, 'auto', false], ['TorchScript, linear', script, 'linear', false], ['TorchScript, autograd', script, 'autograd', false],
       ['built-in channels-last, auto', builtin, 'auto', true],
-    ];
+    ] as [string, Model, GradientEngine, boolean][]).filter(([name]) => process.env.BENCH_ROWS !== 'defaults' || name === 'built-in, auto');
     const run = async ([, m, engine, cl]: [string, Model, GradientEngine, boolean], steps = 20): Promise<number> => {
       setGradientEngine(engine);
       try {
@@ -69,19 +72,21 @@ export async function main(): Promise<void> {
       }
     };
     for (const r of fl) await run(r, 2);  // warm-up (and the auto rows' measurement for this shape)
-    const py = { reference: Infinity, lean: Infinity };
-    const best = fl.map(() => Infinity);
+    const pyRuns = { reference: [] as number[], lean: [] as number[] };
+    const flRuns: number[][] = fl.map(() => []);
     for (let r = 0; r < reps; r++) {
-      py.reference = Math.min(py.reference, await server.time('reference'));
-      py.lean = Math.min(py.lean, await server.time('lean'));
-      for (let i = 0; i < fl.length; i++) best[i] = Math.min(best[i], await run(fl[i]));
+      pyRuns.reference.push(await server.time('reference'));
+      pyRuns.lean.push(await server.time('lean'));
+      for (let i = 0; i < fl.length; i++) flRuns[i].push(await run(fl[i]));
     }
     server.close();
+    const py = { reference: median(pyRuns.reference), lean: median(pyRuns.lean) };
+    const med = flRuns.map(median);
     const sps = (t: number): string => (batch / t).toFixed(1).padStart(9);
     rows.push(`\n${arch}: ${'samples/s'.padStart(36)} ${'× ref'.padStart(6)} ${'× lean'.padStart(6)}`);
     rows.push(`${'python reference (TRADES pgd_whitebox)'.padEnd(38)}${sps(py.reference)}   1.00 ${(py.reference / py.lean).toFixed(2).padStart(6)}`);
     rows.push(`${'python lean (input gradient only)'.padEnd(38)}${sps(py.lean)} ${(py.lean / py.reference).toFixed(2).padStart(6)}   1.00`);
-    fl.forEach(([name], i) => rows.push(`${('FisherLens ' + name).padEnd(38)}${sps(best[i])} ${(best[i] / py.reference).toFixed(2).padStart(6)} ${(best[i] / py.lean).toFixed(2).padStart(6)}`));
+    fl.forEach(([name], i) => rows.push(`${('FisherLens ' + name).padEnd(38)}${sps(med[i])} ${(med[i] / py.reference).toFixed(2).padStart(6)} ${(med[i] / py.lean).toFixed(2).padStart(6)}`));
     const choice = (m: Model) => m.gradientChoices.filter((c) => c.shape[0] === batch)
       .map((c) => `${c.engine} (linear ${c.linearMs.toFixed(1)} ms, autograd ${c.autogradMs.toFixed(1)} ms per gradient)`).join('; ');
     rows.push(`auto chose: built-in ${choice(builtin)}; TorchScript ${choice(script)}`);
@@ -89,7 +94,7 @@ export async function main(): Promise<void> {
     builtin.dispose(); script.dispose(); x.dispose(); y.dispose();
   }
   fs.rmSync(dir, { recursive: true, force: true });
-  console.log('\nPGD-20, batch 128, 2 threads, best of BENCH_REPS interleaved runs; × = time / Python time (target ≤ 0.7 vs the reference loop)');
+  console.log(`\nPGD-20, batch 128, 2 threads, median of ${reps} interleaved runs (BENCH_REPS); × = time / Python time (target ≤ 0.7 vs the reference loop)`);
 }
 
 if (require.main === module) main().catch((e) => { console.error(e); process.exitCode = 1; });

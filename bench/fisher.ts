@@ -4,7 +4,7 @@
  * classes with torch.autograd.grad for the exact Fisher, double-backward JVPs for power iteration.
  * Both sides: the same architecture, batch 128, the same intra-op thread count. The Python process
  * stays up and the two sides alternate run by run (this machine is shared: alternating exposes both
- * to the same load), best of `repeats` each. Prints ms per batch, samples/s, the ratio
+ * to the same load), the median of `repeats` (default 5) each. Prints ms per batch, samples/s, the ratio
  * FisherLens / Python, and the achieved FLOP/s against the measured matrix-product peak.
  * Never passes or fails on time.
  *
@@ -17,7 +17,11 @@
  * run on the linear engine (its graph lowered) and on the interpreter's autograd path; the summary
  * row gives .pt2 ÷ built-in (target ≤ 1.10) and the autograd path ÷ Python (target ≤ 1.20).
  *
- *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--pt2 1] [--kinds fwd,exact,power]
+ *   node dist/bench/fisher.js [--arch small-cnn,resnet20,tanh-avg-cnn] [--batch 128] [--repeats 5] [--power-iters 20] [--threads 2] [--torchscript 1] [--pt2 1] [--kinds fwd,exact,power] [--rows all|defaults]
+ *
+ * --rows defaults times only the rows with FisherLens's defaults (forward, exact, power: the
+ * issue's hot paths) beside Python, leaving out the pinned, autograd-engine, TorchScript and .pt2
+ * rows: on a loaded shared machine a resnet20 run of every row takes over 20 minutes.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -27,7 +31,7 @@ import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
 import { Model, ModelSpec, Tensor, backend, setThreads } from '../lib';
 import { fisherExact, fisherPower, FisherSpeedOptions, exactTuning, profileExactVjp } from '../lib/science/fisher';
 import { uniformStream } from '../lib/util/random';
-import { passiveOpenMp } from './pyserver';
+import { median, passiveOpenMp, torchPairing } from './pyserver';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -70,7 +74,10 @@ async function timed(fn: () => Promise<unknown>): Promise<[number, number]> {
   return [Number(process.hrtime.bigint() - t) / 1e6, (u.user + u.system) / 1000];
 }
 const fix = (v: number, d: number): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
-const minPair = (a: [number, number], b: [number, number]): [number, number] => [Math.min(a[0], b[0]), Math.min(a[1], b[1])];
+// ' ± (max − min) / 2' of an autotune candidate's timed passes (its noise, lib/science/fisher.ts chooseExactCandidate)
+const spread = (v?: number[]): string => (v && v.length > 1 ? ` ± ${((Math.max(...v) - Math.min(...v)) / 2).toFixed(1)}` : '');
+// the median wall and the median CPU time of a row's runs (bench/pyserver.ts median)
+const medPair = (runs: [number, number][]): [number, number] => [median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))];
 
 // exact: pinned layout × classes per pass rows beside the autotuned default
 const EXACT_PINS: [string, FisherSpeedOptions][] = [
@@ -95,9 +102,12 @@ export async function main(): Promise<void> {
   const iters = Number(arg('power-iters', '20'));
   const archs = arg('arch', 'small-cnn,resnet20').split(',');
   const kinds = arg('kinds', 'fwd,exact,power').split(',');
+  const DEFAULT_ROWS = ['fisherlens forward', 'fisherlens exact', 'fisherlens power'];
+  const onlyDefaults = arg('rows', 'all') === 'defaults';
   const C = 10;
+  console.log(torchPairing());
   console.log(`LibTorch ${backend().torchVersion}, ${threads} intra-op threads both sides, batch ${batch}, ` +
-    `best of ${repeats} alternating runs; power iteration: ${iters} iterations`);
+    `median of ${repeats} alternating runs; power iteration: ${iters} iterations`);
   for (const arch of archs) {
     const cfg = CONFIGS[arch];
     if (!cfg) throw new Error(`unknown arch ${arch}; expected ${Object.keys(CONFIGS).join(', ')}`);
@@ -168,28 +178,33 @@ export async function main(): Promise<void> {
       e.eigvec.dispose();
       console.log(`${arch} .pt2: engine ${e.engine}${e.engineReason ? ` (${e.engineReason})` : ''}`);
     }
-    const INF: [number, number] = [Infinity, Infinity];
-    const variants = flVariants.filter(([, kind]) => kinds.includes(kind));
-    const best: Record<string, [number, number]> = {};
-    const pyBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
-    const pyReuseBest: Record<string, [number, number]> = { fwd: INF, exact: INF, power: INF };
+    const variants = flVariants.filter(([name, kind]) => kinds.includes(kind) && (!onlyDefaults || DEFAULT_ROWS.includes(name)));
+    // every run of each row; the Python runs of a kind are pooled over all the rows of that kind
+    // (each FisherLens run has a Python run of its kind next to it)
+    const runs: Record<string, [number, number][]> = {};
+    const pyRuns: Record<string, [number, number][]> = { fwd: [], exact: [], power: [] };
+    const pyReuseRuns: Record<string, [number, number][]> = { fwd: [], exact: [], power: [] };
     for (const [name, kind, o, mk] of variants) {
       const fn = mk();
       await fn(o);  // warm-up
-      if (pyBest[kind] === INF) { await py.ask(kind); await pyReuse.ask(kind); }
-      best[name] = INF;
+      if (pyRuns[kind].length === 0) { await py.ask(kind); await pyReuse.ask(kind); }
+      runs[name] = [];
       for (let r = 0; r < repeats; r++) {
-        pyBest[kind] = minPair(pyBest[kind], await py.ask(kind));
-        if (r < 2) pyReuseBest[kind] = minPair(pyReuseBest[kind], await pyReuse.ask(kind));
-        best[name] = minPair(best[name], await timed(() => fn(o)));
+        pyRuns[kind].push(await py.ask(kind));
+        if (r < 2) pyReuseRuns[kind].push(await pyReuse.ask(kind));
+        runs[name].push(await timed(() => fn(o)));
       }
     }
+    const best: Record<string, [number, number]> = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, medPair(v)]));
+    const pyBest: Record<string, [number, number]> = Object.fromEntries(Object.entries(pyRuns).map(([k, v]) => [k, medPair(v)]));
+    const pyReuseBest: Record<string, [number, number]> = Object.fromEntries(Object.entries(pyReuseRuns).map(([k, v]) => [k, medPair(v)]));
     py.close();
     pyReuse.close();
     const rows: string[] = [];
     rows.push(`\n${arch} [${shape.join('×')}], forward ${(info.forwardFlopsPerSample / 1e6).toFixed(1)} MFLOP/sample; matmul peak ${peak.toFixed(1)} GFLOP/s (2048² sgemm, same threads)`);
     rows.push(`${'method'.padEnd(38)} ${'ms/batch'.padStart(9)} ${'samples/s'.padStart(9)} ${'ratio'.padStart(6)} ${'GFLOP/s'.padStart(8)} ${'%peak'.padStart(7)} ${'cpu ms'.padStart(8)} ${'cpu ratio'.padStart(9)}`);
-    const line = (name: string, t: [number, number], ref: [number, number], fl: number) => {
+    const line = (name: string, t: [number, number] | undefined, ref: [number, number], fl: number) => {
+      if (!t) return;  // a row not timed in this run (--rows defaults)
       const [ms, cpu] = t;
       const gf = fl / (ms / 1000) / 1e9;
       rows.push(`${name.padEnd(38)} ${ms.toFixed(1).padStart(9)} ${(batch * 1000 / ms).toFixed(1).padStart(9)} ${(ms / ref[0]).toFixed(2).padStart(6)} ${gf.toFixed(1).padStart(8)} ${(100 * gf / peak).toFixed(1).padStart(6)}% ${fix(cpu, 1).padStart(8)} ${fix(cpu / ref[1], 2).padStart(9)}`);
@@ -212,7 +227,8 @@ export async function main(): Promise<void> {
     // what the autotune chose (cached by the warm-up run), and where one class's VJP spends its time
     const tn = await exactTuning(model, x);
     rows.push(`autotune (${tn.source === 'cached' ? 'measured in this run' : tn.source}) chose ${tn.layout}, ${tn.classesPerPass} classes/pass; measured ms/class: ` +
-      (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}`).join(', '));
+      (tn.candidates ?? []).map((c) => `${c.layout} ${c.classesPerPass}: ${fix(c.msPerClass, 1)}${spread(c.msSamples)}`).join(', ') +
+      ' (median ± half the spread of its timed passes; chooseExactCandidate)');
     const vjpBound = F / (peak * 1e9) * 1000;
     // one VJP pass profiled per configuration: ms per class, in total and by op kind
     const CONFIGS_VJP = [['nchw', 1], ['nchw', 3], ['channels-last', 1], ['channels-last', 3]] as const;
@@ -274,7 +290,7 @@ export async function main(): Promise<void> {
     'the bound row is the exact method\'s ' +
     'FLOPs at the measured matmul peak, the least time any implementation of C−1 input-gradient passes can take here.\n' +
     'The "malloc as FisherLens" rows run the same Python with glibc\'s mmap/trim thresholds set as FisherLens sets them\n' +
-    '(best of 2; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +
+    '(median of 2 runs per row; ratio against the default Python). cpu = process CPU time of the run (user + system,\n' +
     'all threads: less sensitive to other processes on a shared machine). GFLOP/s counts conv/linear FLOPs as executed\n' +
     '(exact: forward + one input-gradient backward per pass, FisherLens C−1 passes, Python C; power: 3 + 2·iterations forward-equivalents).');
 }

@@ -13,11 +13,47 @@ export function passiveOpenMp(): void {
 }
 
 /** A Python timing server (bench/python/*_bench.py): one JSON line per request, for interleaving. */
-import { spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import { execFileSync, spawn, ChildProcessWithoutNullStreams } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import * as readline from 'readline';
+import { backend } from '../lib';
+
+/**
+ * The median of a side's interleaved runs (NaN when none): the figure every bench's ratio uses.
+ * The best run is biased towards whichever side's runs scatter more on a shared machine; the
+ * median of at least 5 interleaved runs is not moved by one or two runs that met a load spike.
+ */
+export function median(v: number[]): number {
+  if (v.length === 0) return NaN;
+  const s = [...v].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
 
 export const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
+
+/**
+ * One line for a bench's header: the Python side's torch and the LibTorch the addon runs on. A
+ * side-by-side figure compares implementations only when both run one LibTorch (Debian:
+ * /usr/bin/python3 with the development build; pip torch 2.13: FISHERLENS_PYTHON=<venv>/bin/python
+ * with FISHERLENS_ADDON=build-torch2.13-cpu/Release/fisherlens.node, docs/install.md); a
+ * mismatch is said loudly, not hidden.
+ */
+export function torchPairing(): string {
+  let py = 'unknown';
+  try {
+    py = execFileSync(PY, ['-c', 'import torch; print(torch.__version__, torch.__file__)'], { encoding: 'utf8', timeout: 120_000 }).trim();
+  } catch { /* reported as unknown */ }
+  const [pyVersion, pyFile] = py.split(' ');
+  const lt = backend().libtorch;
+  // the folder the Python torch's libtorch_cpu really lives in (Debian's python3-torch links to the system library)
+  let pyLib = '';
+  try { pyLib = path.dirname(fs.realpathSync(path.join(path.dirname(pyFile ?? ''), 'lib', 'libtorch_cpu.so'))); } catch { /* unknown */ }
+  const same = pyLib !== '' && pyLib === lt.path;
+  return `Python ${PY}: torch ${pyVersion}; addon: LibTorch ${lt.version} at ${lt.path}` +
+    (same ? ' (the same LibTorch)' : pyVersion.replace(/\+.*/, '') === lt.version.replace(/\+.*/, '') ? ' (same version, another copy)' : ' — NOT the same LibTorch: ratios compare two versions');
+}
 export const PY_DIR = path.join(__dirname, '..', '..', 'bench', 'python');
 
 export class PyServer {

@@ -2,21 +2,22 @@
  * One natural step and one TRADES step (10 inner steps, ε 0.031, step 0.007, β 6) on a batch of
  * 128, small-cnn (1×28×28) and resnet20 (3×32×32), SGD (0.01, momentum 0.9, wd 2e-4): FisherLens
  * (one native op per step) vs the same step in Python/PyTorch on the same LibTorch with the TRADES
- * reference's structure (bench/python/train_bench.py), interleaved BENCH_REPS times (default 3;
- * the machine is shared), best of each kept, 2 threads each. Prints ms per step and the ratio
- * (target ≤ 0.8 × Python's time), also with channelsLast: true.
+ * reference's structure (bench/python/train_bench.py), interleaved BENCH_REPS times (default 5;
+ * the machine is shared), the median of each kept, 2 threads each. Prints ms per step and the ratio
+ * (target ≤ 0.8 × Python's time), also with channelsLast: true (not with BENCH_ROWS=defaults).
  */
 import { Model, ModelSpec, Tensor, setThreads } from '../lib';
 import { addon } from '../lib/binding/native';
 import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
-import { PyServer, passiveOpenMp } from './pyserver';
+import { PyServer, median, passiveOpenMp, torchPairing } from './pyserver';
 
 export async function main(): Promise<void> {
   passiveOpenMp();
-  const reps = Number(process.env.BENCH_REPS ?? 3);
+  const reps = Number(process.env.BENCH_REPS ?? 5);
   const batch = 128;
   setThreads(2);
+  console.log(torchPairing());
   const n = addon();
   const archs: [string, ModelSpec, number[]][] = [
     ['small-cnn', { arch: 'small-cnn' }, [1, 28, 28]],
@@ -38,23 +39,26 @@ export async function main(): Promise<void> {
     await step('natural');
     await step('trades', 1);
     await step('natural', 10, true);
-    const best = { pyNatural: Infinity, pyTrades: Infinity, flNatural: Infinity, flTrades: Infinity, clNatural: Infinity, clTrades: Infinity };
+    const runs: Record<'pyNatural' | 'pyTrades' | 'flNatural' | 'flTrades' | 'clNatural' | 'clTrades', number[]> =
+      { pyNatural: [], pyTrades: [], flNatural: [], flTrades: [], clNatural: [], clTrades: [] };
     for (let r = 0; r < reps; r++) {
-      best.pyNatural = Math.min(best.pyNatural, await server.time('natural'));
-      best.flNatural = Math.min(best.flNatural, await step('natural'));
-      best.pyTrades = Math.min(best.pyTrades, await server.time('trades'));
-      best.flTrades = Math.min(best.flTrades, await step('trades'));
-      best.clNatural = Math.min(best.clNatural, await step('natural', 10, true));
-      best.clTrades = Math.min(best.clTrades, await step('trades', 10, true));
+      runs.pyNatural.push(await server.time('natural'));
+      runs.flNatural.push(await step('natural'));
+      runs.pyTrades.push(await server.time('trades'));
+      runs.flTrades.push(await step('trades'));
+      if (process.env.BENCH_ROWS === 'defaults') continue;  // the default (NCHW) rows only
+      runs.clNatural.push(await step('natural', 10, true));
+      runs.clTrades.push(await step('trades', 10, true));
     }
     server.close();
+    const med = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, median(v)])) as Record<keyof typeof runs, number>;
     const ms = (s: number): string => (1000 * s).toFixed(1).padStart(8);
-    console.log(`${arch.padEnd(10)} natural step: python ${ms(best.pyNatural)} ms, FisherLens ${ms(best.flNatural)} ms (${(best.flNatural / best.pyNatural).toFixed(2)}×) | ` +
-      `TRADES step (10 inner): python ${ms(best.pyTrades)} ms, FisherLens ${ms(best.flTrades)} ms (${(best.flTrades / best.pyTrades).toFixed(2)}×) | ` +
-      `channels-last: natural ${ms(best.clNatural)} ms (${(best.clNatural / best.pyNatural).toFixed(2)}×), TRADES ${ms(best.clTrades)} ms (${(best.clTrades / best.pyTrades).toFixed(2)}×)`);
+    console.log(`${arch.padEnd(10)} natural step: python ${ms(med.pyNatural)} ms, FisherLens ${ms(med.flNatural)} ms (${(med.flNatural / med.pyNatural).toFixed(2)}×) | ` +
+      `TRADES step (10 inner): python ${ms(med.pyTrades)} ms, FisherLens ${ms(med.flTrades)} ms (${(med.flTrades / med.pyTrades).toFixed(2)}×)` +
+      (runs.clNatural.length === 0 ? '' : ' | ' + `channels-last: natural ${ms(med.clNatural)} ms (${(med.clNatural / med.pyNatural).toFixed(2)}×), TRADES ${ms(med.clTrades)} ms (${(med.clTrades / med.pyTrades).toFixed(2)}×)`));
     m.dispose(); x.dispose(); y.dispose();
   }
-  console.log('batch 128, 2 threads; ratio = FisherLens time / Python time (target ≤ 0.8)');
+  console.log(`batch 128, 2 threads, median of ${reps} interleaved runs (BENCH_REPS); ratio = FisherLens time / Python time (target ≤ 0.8)`);
 }
 
 if (require.main === module) main().catch((e) => { console.error(e); process.exitCode = 1; });

@@ -45,13 +45,14 @@ struct FisherOptions {
 struct ExactTuneRow {
   bool channelsLast = false;
   int64_t classesPerPass = 1;
-  double msPerClass = 0;  // best of the timed passes, ms per class's VJP over the batch; NaN: not measured
+  double msPerClass = 0;            // median of msSamples; NaN: not measured
+  std::vector<double> msSamples;    // each timed pass: ms per class's VJP over the batch
 };
-// Times each candidate's VJP pass on x's batch: one warm-up and one timed pass each, then up to
-// two more timed passes (best of) while the time since the start is under budgetMs; with the
-// linear engine the candidates take turns within each round. Candidates
-// with classesPerPass > 1 need the linear engine (NaN otherwise). For the exact method's autotune
-// (lib/fisher.ts picks and caches).
+// Times each candidate's VJP pass on x's batch: one warm-up and three timed passes each, then up
+// to two more timed passes while the time since the start is under budgetMs; with the linear
+// engine the candidates take turns within each round. Every timed pass is returned (the noise of
+// the measurement) with their median. Candidates with classesPerPass > 1 need the linear engine
+// (NaN otherwise). For the exact method's autotune (lib/fisher.ts chooses and caches).
 std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x, std::vector<ExactTuneRow> candidates, double budgetMs, bool autograd);
 // One op of a profiled VJP pass: its kind, wall time (ms) and the multiply-add FLOPs of its input
 // gradient (convolutions and linear layers: 2 per multiply-add, the same count as their forward;

@@ -1,5 +1,6 @@
 // The exact method's speed measurements (fisher.h): the autotune's timing of its candidate
 // options (lib/fisher.ts picks and caches) and the per-op profile of one VJP pass.
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include "common/tensor_ops.h"
@@ -7,6 +8,19 @@
 #include "models/linear_tape.h"
 
 namespace fl {
+
+namespace {
+// Median of the timed passes (NaN when none)
+double median(std::vector<double> v) {
+  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+// Rounds of the autotune: a warm-up (kernel selection, allocations) and three timed always (a
+// median and a spread to tell noise from a difference); up to two more while the budget lasts
+bool tuneRound(int rep, double elapsedMs, double budgetMs) { return rep < 4 || (rep < 6 && elapsedMs < budgetMs); }
+}  // namespace
 
 std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std::vector<ExactTuneRow> cands, double budgetMs, bool autograd) {
   using Clock = std::chrono::steady_clock;
@@ -33,18 +47,15 @@ std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std:
         ks.push_back(std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R)));
         gos.push_back(classCotangents(z, 0, ks.back()));
       }
-      std::vector<double> best(cands.size(), INFINITY);
-      // a warm-up round (kernel selection, allocations) and one timed round always; up to two
-      // more timed rounds (best of) while the budget lasts
-      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
+      for (int rep = 0; tuneRound(rep, ms(start), budgetMs); ++rep) {
         for (size_t i = 0; i < cands.size(); ++i) {
           syncDevice(z);
           auto t0 = Clock::now();
           syncDevice((cands[i].channelsLast ? cl : nchw)->vjp(gos[i], ks[i]));
-          if (rep > 0) best[i] = std::min(best[i], ms(t0) / static_cast<double>(ks[i]));
+          if (rep > 0) cands[i].msSamples.push_back(ms(t0) / static_cast<double>(ks[i]));
         }
       }
-      for (size_t i = 0; i < cands.size(); ++i) cands[i].msPerClass = best[i];
+      for (auto& c : cands) c.msPerClass = median(c.msSamples);
       return cands;
     }
   }
@@ -67,17 +78,14 @@ std::vector<ExactTuneRow> tuneExact(Classifier& m, const torch::Tensor& x0, std:
       if (!tape && c.classesPerPass > 1) continue;
       const int64_t k = std::max<int64_t>(1, std::min<int64_t>(c.classesPerPass, R));
       torch::Tensor go = classCotangents(z, 0, k);
-      double best = INFINITY;
-      // a warm-up pass (kernel selection, allocations) and one timed pass always; up to two more
-      // timed passes (best of) while the budget lasts
-      for (int rep = 0; rep < 4 && (rep < 2 || ms(start) < budgetMs); ++rep) {
+      for (int rep = 0; tuneRound(rep, ms(start), budgetMs); ++rep) {
         syncDevice(z);
         auto t0 = Clock::now();
         torch::Tensor g = tape ? tape->vjp(go, k) : torch::autograd::grad({z}, {x}, {go}, /*retain_graph=*/true)[0];
         syncDevice(g);
-        if (rep > 0) best = std::min(best, ms(t0) / static_cast<double>(k));
+        if (rep > 0) c.msSamples.push_back(ms(t0) / static_cast<double>(k));
       }
-      c.msPerClass = best;
+      c.msPerClass = median(c.msSamples);
     }
   }
   return cands;

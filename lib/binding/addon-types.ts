@@ -110,7 +110,7 @@ export interface NativeBackend {
 /** Speed options every Fisher op takes (fisher.cc's SpeedOptions; results do not depend on them beyond rounding). */
 export interface NativeSpeedOpts { channelsLast?: boolean; streams?: number; autograd?: boolean; classesPerPass?: number }
 /** One row of fisherExactTune's timing table. */
-export interface NativeTuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number }
+export interface NativeTuneRow { channelsLast: boolean; classesPerPass: number; msPerClass: number; msSamples: number[] }
 /** Per-batch sums ccklBatch returns (metrics.cc). */
 export interface NativeBatchSums {
   n: Float64Array; A: Float64Array; P: Float64Array; S: Float64Array;

@@ -62,11 +62,40 @@ export interface FisherSpeedOptions extends OpOptions {
 
 /**
  * The exact method's autotune: candidate classes per pass, and the measuring budget (ms). Each
- * candidate (both layouts × these) costs one warm-up and one timed VJP pass over the batch (at
- * most its first `maxBatch` samples), always; while the budget lasts, up to two more timed passes
- * each (best of), which steadies the choice on a loaded machine.
+ * candidate (both layouts × these) costs one warm-up and three timed VJP passes over the batch
+ * (at most its first `maxBatch` samples), always; while the budget lasts, up to two more timed
+ * passes each. {@link chooseExactCandidate} decides from the passes' median and spread.
  */
-export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128 } as const;
+export const EXACT_TUNE = { classesPerPass: [1, 3], budgetMs: 1000, maxBatch: 128, noiseFloor: 0.02 } as const;
+
+/** One measured candidate of the exact method's autotune (ms per class's VJP over the batch). */
+export interface ExactCandidate {
+  layout: 'nchw' | 'channels-last';
+  classesPerPass: number;
+  /** Median of msSamples (NaN: not measured). */
+  msPerClass: number;
+  /** Each timed pass (absent in choices stored before they were recorded). */
+  msSamples?: number[];
+}
+
+/**
+ * The autotune's choice: the fastest candidate within the measurement's noise. Each candidate's
+ * time is the median of its timed passes, not the best of them: the minimum of a candidate whose
+ * passes scatter is biased low, and nothing told a real difference from noise (a bench run chose
+ * 3 classes per pass at 217 ms per batch where 1 per pass ran at 182 ms). Its noise is half the
+ * spread of its passes ((max − min) / 2). A candidate whose median exceeds the lowest median by no more than
+ * the larger noise of the two, plus EXACT_TUNE.noiseFloor (2 %) of the lowest, cannot be told
+ * from the fastest; among those, the fewest classes per pass (the least memory), then NCHW, wins.
+ * So the choice is never measurably slower than another candidate.
+ */
+export function chooseExactCandidate<T extends ExactCandidate>(cands: T[]): T | undefined {
+  const measured = cands.filter((c) => Number.isFinite(c.msPerClass));
+  if (measured.length === 0) return undefined;
+  const noise = (c: T): number => (c.msSamples && c.msSamples.length > 1 ? (Math.max(...c.msSamples) - Math.min(...c.msSamples)) / 2 : 0);
+  const fastest = measured.reduce((a, b) => (b.msPerClass < a.msPerClass ? b : a));
+  const tied = measured.filter((c) => c.msPerClass - fastest.msPerClass <= Math.max(noise(c), noise(fastest)) + EXACT_TUNE.noiseFloor * fastest.msPerClass);
+  return tied.sort((a, b) => a.classesPerPass - b.classesPerPass || (a.layout === 'nchw' ? 0 : 1) - (b.layout === 'nchw' ? 0 : 1) || a.msPerClass - b.msPerClass)[0];
+}
 
 /** What the exact method ran with, and whether it was measured for this call. */
 export interface ExactTuning {
@@ -78,8 +107,8 @@ export interface ExactTuning {
    * (see {@link autotuneFile}).
    */
   source: 'pinned' | 'measured' | 'cached' | 'stored';
-  /** The measurement (ms per class's VJP over the batch; NaN: not measured). */
-  candidates?: { layout: 'nchw' | 'channels-last'; classesPerPass: number; msPerClass: number }[];
+  /** The measurement (ms per class's VJP over the batch; see {@link chooseExactCandidate}). */
+  candidates?: ExactCandidate[];
 }
 
 // per model: per-sample input shape, device and engine -> the measured choice
@@ -131,12 +160,12 @@ export async function exactTuning(model: Model, x: Tensor, opts: FisherSpeedOpti
     if (slice !== x) slice.dispose();
   }
   tuneRuns++;
-  const named = rows.map((r) => ({ layout: r.channelsLast ? 'channels-last' as const : 'nchw' as const, classesPerPass: r.classesPerPass, msPerClass: r.msPerClass }));
-  const measured = named.filter((r) => Number.isFinite(r.msPerClass));
-  const best = measured.length > 0 ? measured.reduce((a, b) => (b.msPerClass < a.msPerClass ? b : a)) : { layout: layouts[0], classesPerPass: ks[0] };
+  const named: ExactCandidate[] = rows.map((r) => ({ layout: r.channelsLast ? 'channels-last' as const : 'nchw' as const, classesPerPass: r.classesPerPass, msPerClass: r.msPerClass, msSamples: r.msSamples }));
+  const chosen = chooseExactCandidate(named);
+  const best = chosen ?? { layout: layouts[0], classesPerPass: ks[0] };
   const choice: ExactTuning = { layout: best.layout, classesPerPass: best.classesPerPass, source: 'measured', candidates: named };
   perModel.set(key, choice);
-  if (skey && measured.length > 0) {
+  if (skey && chosen) {
     const e: StoredTuning = { layout: choice.layout, classesPerPass: choice.classesPerPass, candidates: choice.candidates, measuredAt: new Date().toISOString() };
     writeTuning({ [skey]: e });
   }

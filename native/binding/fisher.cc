@@ -196,7 +196,8 @@ Napi::Value KlSegmentJs(const Napi::CallbackInfo& info) {
 }
 
 // fisherExactTune(model, x, { candidates: [{ channelsLast, classesPerPass }], budgetMs, autograd? }, ctl?)
-// -> Promise<[{ channelsLast, classesPerPass, msPerClass }]> (msPerClass NaN: not measured)
+// -> Promise<[{ channelsLast, classesPerPass, msPerClass, msSamples }]> (msPerClass: the median of
+// msSamples, each timed pass in ms per class; NaN: not measured)
 Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     ClassifierPtr m = unwrapModel(info[0], "fisherExactTune(model)");
@@ -226,6 +227,9 @@ Napi::Value FisherExactTuneJs(const Napi::CallbackInfo& info) {
           o.Set("channelsLast", r[i].channelsLast);
           o.Set("classesPerPass", static_cast<double>(r[i].classesPerPass));
           o.Set("msPerClass", r[i].msPerClass);
+          Napi::Array samples = Napi::Array::New(env, r[i].msSamples.size());
+          for (size_t j = 0; j < r[i].msSamples.size(); ++j) samples.Set(static_cast<uint32_t>(j), r[i].msSamples[j]);
+          o.Set("msSamples", samples);
           a.Set(static_cast<uint32_t>(i), o);
         }
         return a;
