@@ -247,12 +247,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   std::shared_ptr<ModelInfo> info_;
 };
 
-// createModel(specJson: string, device: string) -> Model (sync: building a new model is fast and
-// touches nothing an op holds)
-Napi::Value CreateModel(const Napi::CallbackInfo& info) {
+// A model built synchronously from spec JSON text by `build` (what: the function's name for errors),
+// moved to the device named by info[1] when given
+Napi::Value modelFromSpec(const Napi::CallbackInfo& info, const char* what, ClassifierPtr (*build)(const std::string&)) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "createModel(spec): expected the spec as JSON text");
-    ClassifierPtr m = createBuiltin(info[0].As<Napi::String>().Utf8Value());
+    FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, what, "(spec): expected the spec as JSON text");
+    ClassifierPtr m = build(info[0].As<Napi::String>().Utf8Value());
     if (info.Length() >= 2 && info[1].IsString()) {
       torch::Device d = parseDevice(info[1].As<Napi::String>().Utf8Value());
       if (!d.is_cpu()) m->to(d);
@@ -260,6 +260,10 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     return wrapModel(info.Env(), m);
   });
 }
+
+// createModel(specJson: string, device: string) -> Model (sync: building a new model is fast and
+// touches nothing an op holds)
+Napi::Value CreateModel(const Napi::CallbackInfo& info) { return modelFromSpec(info, "createModel", createBuiltin); }
 
 // loadTorchScript(path, device, ctl?) -> Promise<Model>
 Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
@@ -276,17 +280,7 @@ Napi::Value LoadTorchScript(const Napi::CallbackInfo& info) {
 
 // createExported(specJson, device) -> Model: an exported program (models/exported.h) with zero
 // weights; lib/science/exported.ts then loads the archive's weights through loadWeights
-Napi::Value CreateExported(const Napi::CallbackInfo& info) {
-  return guard(info.Env(), [&]() -> Napi::Value {
-    FL_CHECK(info.Length() >= 1 && info[0].IsString(), ERR_ARG, "createExported(spec): expected the spec as JSON text");
-    ClassifierPtr m = createExported(info[0].As<Napi::String>().Utf8Value());
-    if (info.Length() >= 2 && info[1].IsString()) {
-      torch::Device d = parseDevice(info[1].As<Napi::String>().Utf8Value());
-      if (!d.is_cpu()) m->to(d);
-    }
-    return wrapModel(info.Env(), m);
-  });
-}
+Napi::Value CreateExported(const Napi::CallbackInfo& info) { return modelFromSpec(info, "createExported", createExported); }
 
 // evaluateBatch(model, x, y, ctl?) -> Promise<{ correct, ceSum, count }> in eval mode, no grad
 // (metrics.h evaluateBatch). ceSum: Σ_i −log softmax(z_i)_{y_i} in nats (float64 accumulation).

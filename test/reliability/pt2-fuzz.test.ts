@@ -11,23 +11,12 @@ import * as path from 'path';
 import { Model, Tensor, FisherLensError } from '../../lib';
 import { readZip } from '../../lib/science/weights';
 import { encodeStoredZip } from '../../lib/science/weights/write';
+import { uniformStream } from '../../lib/util/random';
 import { pt2Exporters, pt2Fixtures } from '../helpers/weights-fixtures';
 
 const exporters = pt2Exporters();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pt2-fuzz-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-/** mulberry32: seeded, so a failing mutant can be rebuilt from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Outcome = 'ran' | string;
 
@@ -112,7 +101,7 @@ if (label) {
     const base = fs.readFileSync(path.join(pt2Fixtures(label, py), 'mlp.pt2'));
     const counts: Record<string, number> = {};
     for (let seed = 1; seed <= 60; seed++) {
-      const r = rng(seed);
+      const r = uniformStream(seed);  // seeded: a failing mutant can be rebuilt from its seed
       const b = Buffer.from(base);
       const pick = (n: number) => Math.floor(r() * n);
       let m: Buffer = b;
