@@ -19,7 +19,8 @@ import { RunExecutor, scienceExecutor } from '../lib/experiment/executor';
 import { RunDir, readJsonl } from '../lib/experiment/rundir';
 import { worker, WorkerOptions } from '../lib/experiment/worker';
 import { queueStatus, cancelExperiment } from '../lib/experiment/queue-status';
-import { JobData, JobProgress } from '../lib/experiment/queue-jobs';
+import { JobData, JobProgress, currentBuild } from '../lib/experiment/queue-jobs';
+import { runAsNobody, cleanupNobody } from './helpers/unprivileged';
 import { slurmScript } from '../lib/experiment/slurm';
 import { buildReport } from '../lib/report';
 import { FisherLensError } from '../lib/util/errors';
@@ -42,6 +43,7 @@ test.before(async () => { if (haveRedis()) redis = await startRedis(); });
 test.after.always(async () => {
   await Promise.allSettled(leftovers.map((f) => f()));
   await redis?.stop();
+  cleanupNobody();
 });
 
 /** A fake-science sweep (no LibTorch): 2 methods × 2 seeds, 2 epochs. */
@@ -323,6 +325,27 @@ maybe('a worker refuses paths outside its roots, TorchScript without trust, othe
   if (process.getuid?.() !== 0) t.regex(await reason(one('locked'), path.join(locked, 'out')), /^ERR_IO: cannot write the experiment folder/);
   w.stop();
   await w.done;
+  if (process.getuid?.() === 0) {
+    // root writes through any permission bit: the unwritable folder is checked by a worker running
+    // as `nobody` (test/helpers/unprivileged.ts), with this build's identity and the fake science
+    fs.chmodSync(rootDir, 0o755);
+    await runExperiment(one('locked'), { out: path.join(locked, 'out'), queue: { url, detach: true } });
+    const r = runAsNobody(`
+      const { worker } = require(ROOT + '/dist/lib/experiment/worker');
+      const { scienceExecutor } = require(ROOT + '/dist/lib/experiment/executor');
+      const { fakeScience } = require(ROOT + '/dist/test/helpers/fake-science');
+      console.log('uid', process.getuid());
+      worker({ queue: ${JSON.stringify(url)}, roots: [${JSON.stringify(rootDir)}], build: ${JSON.stringify(currentBuild())},
+        executor: scienceExecutor(fakeScience({})), idleExitSec: 3, lockDurationMs: 10000, stalledIntervalMs: 5000 })
+        .then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });`, os.tmpdir());
+    if (typeof r === 'string') t.log(`the unwritable-folder case as nobody did not run: ${r}`);
+    else {
+      t.is(r.status, 0, r.stderr);
+      t.notRegex(r.stdout, /^uid 0$/m, 'the worker ran unprivileged');
+      const job = (await jobsOf(url)).find((j) => j.data.out === path.join(locked, 'out'));
+      t.regex(job?.failedReason ?? '', /ERR_IO: cannot write the experiment folder/);
+    }
+  }
   // a worker of another build refuses the job (the job carries the submitter's build)
   const w2 = fakeWorker(url, { roots: [rootDir], build: { version: '0.0.0-other', native: 'ffffffffffffffff' } });
   t.regex(await reason(one('build'), path.join(rootDir, 'd')), /^ERR_VALUE: enqueued from fisherlens .* but this worker runs 0\.0\.0-other \(native sources ffffffffffffffff\); numbers from different builds are not mixed/);
