@@ -54,7 +54,7 @@ export function fakeScience(opts: {
       opts.log?.trainCalls.push({ dir: o.dir.id, resume: o.resume, startEpoch: start });
       const batches = Math.min(Math.ceil(data.size / o.config.batchSize), o.config.maxBatches ?? Infinity);
       for (let e = start; e <= o.config.epochs; e++) {
-        if (opts.hold && opts.hold.run === o.dir.id && opts.hold.epoch === e) await held(o.signal, opts.hold.ms ?? 60_000);
+        if (opts.hold && (opts.hold.run === '*' || opts.hold.run === o.dir.id) && opts.hold.epoch === e) await held(o.signal, opts.hold.ms ?? 60_000);
         for (let b = 1; b <= batches; b++) {
           if (o.signal?.aborted) throw new FisherLensError('ERR_ABORTED', 'aborted');
           if (opts.batchMs) await new Promise((r) => setTimeout(r, opts.batchMs));
@@ -104,7 +104,7 @@ function held(signal: AbortSignal | undefined, ms: number): Promise<void> {
   });
 }
 
-/** `FAKE_HOLD=<run id>@<epoch>` for CLI tests: see `hold` above. */
+/** `FAKE_HOLD=<run id>@<epoch>` (`*@<epoch>`: every run) for CLI tests: see `hold` above. */
 function holdFromEnv(): { run: string; epoch: number } | undefined {
   const m = /^(.+)@(\d+)$/.exec(process.env.FAKE_HOLD ?? '');
   return m ? { run: m[1], epoch: Number(m[2]) } : undefined;
