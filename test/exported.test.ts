@@ -217,6 +217,18 @@ for (const [label, py] of pythons) {
     const want = readNpy(path.join(dir, 'small-cnn.logits.npy')).data as Float32Array;
     const got = await run(m, x);
     t.true(maxAbs(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)));
+    // power iteration drops converged samples, so its batches shrink below and between the exported
+    // size: λ_max per sample equals the dynamic export's exact value (the power method stops at a
+    // relative change of 1e-7, and its Rayleigh quotient converges faster than its vector: 1e-3
+    // leaves room for small eigengaps, while a wrong chunk or padding row moves λ by far more)
+    const dyn = await Model.load(path.join(dir, 'small-cnn.pt2'));
+    const exact = await fisherExact(dyn, x);
+    const power = await fisherPower(m, x, { tol: 1e-7, maxIter: 100 });
+    for (let i = 0; i < 6; i++) t.true(Math.abs(power.lambdaMax[i] - exact.lambdaMax[i]) <= 1e-3 * exact.lambdaMax[i], `sample ${i}: ${power.lambdaMax[i]} vs ${exact.lambdaMax[i]}`);
+    power.eigvec.dispose();
+    exact.spectrum.dispose();
+    exact.probs.dispose();
+    dyn.dispose();
     await m.setTraining(true);
     const e = await t.throwsAsync(run(m, x), { instanceOf: FisherLensError });
     t.is(e?.code, 'ERR_SHAPE');
