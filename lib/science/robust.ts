@@ -172,8 +172,22 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
       } finally {
         batch.x.dispose(); batch.y.dispose();
       }
-      // a restored batch has no examples of its kept samples: keep nothing (the grid attacks again)
-      if (stored && here.length) kept = undefined;
+      // a restored batch brings its kept samples' examples back (a record without them: keep
+      // nothing, and the grid attacks again)
+      if (stored && here.length && kept) {
+        const byK = new Map((stored.kept ?? []).map((e) => [e.k, e]));
+        if (here.every(([k]) => byK.get(k)?.attacks.length === attacks.length)) {
+          for (const [k] of here) {
+            byK.get(k)!.attacks.forEach((e, a) => {
+              const ka = kept!.attacks[a];
+              const buf = Buffer.from(e.xAdv, 'base64');
+              ka.xAdv.set(new Float32Array(buf.buffer, buf.byteOffset, D), k * D);
+              ka.success[k] = e.success;
+              if (ka.brokenBy) ka.brokenBy[k] = e.brokenBy;
+            });
+          }
+        } else kept = undefined;
+      }
       for (const [k, row] of here) if (kept) kept.clean[k] = b.clean[row];
       if (file && !stored) writeFileAtomic(file, JSON.stringify(b, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v)));
       for (let a = 0; a < attacks.length; a++) {
@@ -232,6 +246,11 @@ export async function evaluateRobustness(model: Model, data: Dataset, attacks: N
           ka.success[k] = r.success[row];
           const by = 'brokenBy' in r ? (r.brokenBy as Float64Array) : undefined;
           if (ka.brokenBy && by) ka.brokenBy[k] = by[row] >= 0 ? cascades[a]!.stages[by[row]].name : undefined;
+          // and into the batch's record, for a resumed evaluation
+          b.kept ??= here.map(([kk]) => ({ k: kk, attacks: [] }));
+          const x32 = ka.xAdv.subarray(k * D, (k + 1) * D);
+          b.kept[j].attacks[a] = { success: ka.success[k], ...(ka.brokenBy?.[k] !== undefined ? { brokenBy: ka.brokenBy[k] } : {}),
+            xAdv: Buffer.from(x32.buffer, x32.byteOffset, x32.byteLength).toString('base64') };
         });
       }
       for (let i = 0; i < c.length; i++) {
@@ -286,6 +305,11 @@ interface BatchRecord {
   clean: number[]; worst: number[];
   robust: number[]; succ: number[]; normSum: number[]; normCount: number[]; lossSum: number[];
   checks: { probabilityRows: number; zeroGradient: number; nonFiniteGradient: number; forwardDifference: number }[];
+  /**
+   * The batch's samples of {@link EvaluateOptions.keep}: position k in keep, and per attack its
+   * outcome and example (float32, base64), so a resumed evaluation still has the grid's examples.
+   */
+  kept?: { k: number; attacks: { success: number; brokenBy?: string; xAdv: string }[] }[];
 }
 
 /** A kept batch (NaN and ±Infinity were written as strings). */
