@@ -65,12 +65,48 @@ c10::ScalarType scalarType(int64_t v) {
   }
 }
 
+// A serialized Argument that does not depend on the run's values (numbers, lists of them, flags,
+// strings, dtypes, memory formats, layouts, None) as the IValue the op takes; false for the others
+// (tensors, sizes computed by the graph, the device).
+bool constantOf(const json& a, c10::IValue* out) {
+  if (a.contains("as_none")) *out = c10::IValue();
+  else if (a.contains("as_int")) *out = c10::IValue(a["as_int"].get<int64_t>());
+  else if (a.contains("as_ints")) *out = c10::IValue(a["as_ints"].get<std::vector<int64_t>>());
+  else if (a.contains("as_float")) *out = c10::IValue(a["as_float"].get<double>());
+  else if (a.contains("as_floats")) *out = c10::IValue(a["as_floats"].get<std::vector<double>>());
+  else if (a.contains("as_bool")) *out = c10::IValue(a["as_bool"].get<bool>());
+  else if (a.contains("as_bools")) {
+    c10::List<bool> l;
+    for (const json& b : a["as_bools"]) l.push_back(b.get<bool>());
+    *out = c10::IValue(l);
+  } else if (a.contains("as_string")) *out = c10::IValue(a["as_string"].get<std::string>());
+  else if (a.contains("as_scalar_type")) *out = c10::IValue(int64_t(scalarType(a["as_scalar_type"].get<int64_t>())));
+  else if (a.contains("as_memory_format")) {
+    static const c10::MemoryFormat f[] = {c10::MemoryFormat::Contiguous, c10::MemoryFormat::Contiguous,
+                                          c10::MemoryFormat::ChannelsLast, c10::MemoryFormat::ChannelsLast3d,
+                                          c10::MemoryFormat::Preserve};
+    int64_t v = a["as_memory_format"].get<int64_t>();
+    FL_CHECK(v >= 0 && v <= 4, ERR_FORMAT, "unknown memory format ", v);
+    *out = c10::IValue(int64_t(f[v]));
+  } else if (a.contains("as_layout")) *out = c10::IValue(int64_t(c10::kStrided));
+  else return false;
+  return true;
+}
+
 struct Node {
   std::string target;  // torch.ops.aten.conv2d.default, _operator.mul, ...
   std::string op;      // conv2d
   c10::optional<c10::OperatorHandle> handle;
   std::vector<std::pair<std::string, json>> inputs;  // schema argument name -> serialized Argument
   json outputs;
+  // An ATen op's arguments in schema order, resolved once at load: a constant (given or the
+  // schema's default), a value the run computes (serialized), or the model's mode
+  struct Arg {
+    enum class Kind { Constant, Value, Mode } kind;
+    c10::IValue constant;
+    json value;
+  };
+  std::vector<Arg> args;
   // batch_norm: the state index of its module's num_batches_tracked, which PyTorch's BatchNorm
   // module (not the op) counts up per train-mode forward; -1 when absent
   int64_t batchCounter = -1;
@@ -416,6 +452,23 @@ class ExportedClassifier : public Classifier {
     FL_CHECK(h.has_value(), ERR_FORMAT, "the exported program calls '", t, "', which this LibTorch (", TORCH_VERSION,
              ") lacks: it needs the LibTorch of the torch that exported it (", torchVersion, ")");
     node.handle = h;
+    for (const c10::Argument& arg : h->schema().arguments()) {
+      Node::Arg a;
+      const json* given = nullptr;
+      for (const auto& [k, v] : node.inputs)
+        if (k == arg.name()) given = &v;
+      if (followsMode(name) && (arg.name() == "training" || arg.name() == "train")) {
+        a.kind = Node::Arg::Kind::Mode;
+      } else if (given) {
+        a.kind = constantOf(*given, &a.constant) ? Node::Arg::Kind::Constant : Node::Arg::Kind::Value;
+        if (a.kind == Node::Arg::Kind::Value) a.value = *given;
+      } else {
+        FL_CHECK(arg.default_value().has_value(), ERR_FORMAT, "'", t, "' is missing its argument '", arg.name(), "'");
+        a.kind = Node::Arg::Kind::Constant;
+        a.constant = *arg.default_value();
+      }
+      node.args.push_back(std::move(a));
+    }
   }
 
   torch::Tensor run(const torch::Tensor& x) {
@@ -437,35 +490,15 @@ class ExportedClassifier : public Classifier {
       return it->second;
     };
     auto value = [&](const json& a) -> c10::IValue {
+      c10::IValue c;
+      if (constantOf(a, &c)) return c;
       if (a.contains("as_tensor")) return tensorOf(a["as_tensor"]);
-      if (a.contains("as_none")) return c10::IValue();
-      if (a.contains("as_int")) return c10::IValue(a["as_int"].get<int64_t>());
-      if (a.contains("as_ints")) return c10::IValue(a["as_ints"].get<std::vector<int64_t>>());
-      if (a.contains("as_float")) return c10::IValue(a["as_float"].get<double>());
-      if (a.contains("as_floats")) return c10::IValue(a["as_floats"].get<std::vector<double>>());
-      if (a.contains("as_bool")) return c10::IValue(a["as_bool"].get<bool>());
-      if (a.contains("as_bools")) {
-        c10::List<bool> l;
-        for (const json& b : a["as_bools"]) l.push_back(b.get<bool>());
-        return c10::IValue(l);
-      }
-      if (a.contains("as_string")) return c10::IValue(a["as_string"].get<std::string>());
       if (a.contains("as_sym_int")) return c10::IValue(symOf(a["as_sym_int"]));
       if (a.contains("as_sym_ints")) {
         std::vector<int64_t> v;
         for (const json& s : a["as_sym_ints"]) v.push_back(symOf(s));
         return c10::IValue(v);
       }
-      if (a.contains("as_scalar_type")) return c10::IValue(int64_t(scalarType(a["as_scalar_type"].get<int64_t>())));
-      if (a.contains("as_memory_format")) {
-        static const c10::MemoryFormat f[] = {c10::MemoryFormat::Contiguous, c10::MemoryFormat::Contiguous,
-                                              c10::MemoryFormat::ChannelsLast, c10::MemoryFormat::ChannelsLast3d,
-                                              c10::MemoryFormat::Preserve};
-        int64_t v = a["as_memory_format"].get<int64_t>();
-        FL_CHECK(v >= 0 && v <= 4, ERR_FORMAT, "unknown memory format ", v);
-        return c10::IValue(int64_t(f[v]));
-      }
-      if (a.contains("as_layout")) return c10::IValue(int64_t(c10::kStrided));
       if (a.contains("as_device")) return c10::IValue(device_);
       if (a.contains("as_tensors")) {
         c10::List<at::Tensor> l;
@@ -509,20 +542,12 @@ class ExportedClassifier : public Classifier {
         torch::NoGradGuard ng;
         state_[size_t(n.batchCounter)].add_(1);
       }
-      const c10::FunctionSchema& schema = n.handle->schema();
       torch::jit::Stack stack;
-      for (const c10::Argument& arg : schema.arguments()) {
-        if (followsMode(n.op) && (arg.name() == "training" || arg.name() == "train")) {
-          stack.emplace_back(training_);
-          continue;
-        }
-        const json* given = input(n, arg.name());
-        if (given) {
-          stack.push_back(value(*given));
-        } else {
-          FL_CHECK(arg.default_value().has_value(), ERR_FORMAT, "'", n.target, "' is missing its argument '", arg.name(), "'");
-          stack.push_back(*arg.default_value());
-        }
+      stack.reserve(n.args.size());
+      for (const Node::Arg& arg : n.args) {
+        if (arg.kind == Node::Arg::Kind::Mode) stack.emplace_back(training_);
+        else if (arg.kind == Node::Arg::Kind::Constant) stack.push_back(arg.constant);
+        else stack.push_back(value(arg.value));
       }
       if (n.op == "slice" && stack.size() >= 4 && stack[0].isTensor() && stack[1].isInt()) {
         // exporters write an open end as INT64_MAX; LibTorch 1.13's SymInt arguments read values
