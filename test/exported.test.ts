@@ -17,18 +17,13 @@ import { Model, Tensor, FisherLensError, fisherExact, fisherPower, attack, backe
 import { addon } from '../lib/binding/native';
 import { modelHandle } from '../lib/science/model';
 import { optimizerOptions, trainStepOptions } from '../lib/science/options';
-import { readNpy } from './fisher-fixtures';
+import { maxAbsDiff, npyTensor, readNpy } from './fisher-fixtures';
 import { ROOT, pt2Exporters, pt2Fixtures } from './helpers/weights-fixtures';
 
 const pythons = pt2Exporters();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-pt2-'));
 test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const fixtures = pt2Fixtures;
-
-function npyTensor(file: string): Tensor {
-  const a = readNpy(file);
-  return Tensor.from(a.data as Float32Array, a.shape);
-}
 
 async function run(m: Model, x: Tensor): Promise<Float32Array> {
   const z = await m.forward(x);
@@ -37,12 +32,6 @@ async function run(m: Model, x: Tensor): Promise<Float32Array> {
   } finally {
     z.dispose();
   }
-}
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
 }
 
 /** ‖a − b‖ / ‖b‖ */
@@ -77,10 +66,10 @@ for (const [label, py] of pythons) {
       const want = readNpy(path.join(dir, `${arch}.logits.npy`)).data as Float32Array;
       const got = await run(m, x);
       const scale = Math.max(1, ...Array.from(want, Math.abs));
-      t.true(maxAbs(got, want) <= LOGIT_TOL * scale, `max |Δlogit| ${maxAbs(got, want)}`);
+      t.true(maxAbsDiff(got, want) <= LOGIT_TOL * scale, `max |Δlogit| ${maxAbsDiff(got, want)}`);
       // any batch: the dynamic export runs one sample as well
       const one = await run(m, x.slice(0, 1));
-      t.true(maxAbs(one, want.subarray(0, want.length / 6)) <= LOGIT_TOL * scale);
+      t.true(maxAbsDiff(one, want.subarray(0, want.length / 6)) <= LOGIT_TOL * scale);
       // ∇ₓ of the mean cross-entropy: the dispatcher's autograd kernels recorded every op
       const y = readNpy(path.join(dir, `${arch}.y.npy`));
       const yt = Tensor.from(BigInt64Array.from(y.data as BigInt64Array), y.shape);
@@ -119,7 +108,7 @@ for (const [label, py] of pythons) {
       const x = npyTensor(path.join(dir, 'more', `${arch}.x.npy`));
       const want = readNpy(path.join(dir, 'more', `${arch}.logits.npy`)).data as Float32Array;
       const got = await run(m, x);
-      t.true(maxAbs(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)), `${arch}: max |Δlogit| ${maxAbs(got, want)}`);
+      t.true(maxAbsDiff(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)), `${arch}: max |Δlogit| ${maxAbsDiff(got, want)}`);
       const p = await fisherPower(m, x.slice(0, 1), { tol: 0, maxIter: 1 });
       t.is(p.engine, 'linear', `${arch}: ${p.engineReason}`);
       p.eigvec.dispose();
@@ -203,7 +192,7 @@ for (const [label, py] of pythons) {
     // L2 steps are continuous in the gradient (no sign to flip) and the GELU net is smooth (no
     // ReLU kink or max-pool tie a path could cross by rounding): float32 rounding of ~1e-6 per
     // step over 10 steps stays far below 1e-4
-    t.true(maxAbs(r.xAdv.toArray() as Float32Array, want) <= 1e-4, `max |Δx_adv| ${maxAbs(r.xAdv.toArray() as Float32Array, want)}`);
+    t.true(maxAbsDiff(r.xAdv.toArray() as Float32Array, want) <= 1e-4, `max |Δx_adv| ${maxAbsDiff(r.xAdv.toArray() as Float32Array, want)}`);
     r.xAdv.dispose();
     x.dispose();
     yt.dispose();
@@ -216,7 +205,7 @@ for (const [label, py] of pythons) {
     const x = npyTensor(path.join(dir, 'small-cnn.x.npy'));  // 6 samples; exported for 4
     const want = readNpy(path.join(dir, 'small-cnn.logits.npy')).data as Float32Array;
     const got = await run(m, x);
-    t.true(maxAbs(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)));
+    t.true(maxAbsDiff(got, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)));
     // power iteration drops converged samples, so its batches shrink below and between the exported
     // size: λ_max per sample equals the dynamic export's exact value (the power method stops at a
     // relative change of 1e-7, and its Rayleigh quotient converges faster than its vector: 1e-3
@@ -260,7 +249,7 @@ for (const [label, py] of pythons) {
     fs.rmSync(src);  // the checkpoint holds the program itself, not only the archive's path
     const back = await Model.loadCheckpoint(ck);
     t.is(back.kind, 'exported');
-    t.is(maxAbs(await run(back, x), want), 0);
+    t.is(maxAbsDiff(await run(back, x), want), 0);
     // exported weights are the built-in resnet20's state dict (models.py names them alike)
     const w = path.join(tmp, `${label}-resnet20.safetensors`);
     await back.exportWeights(w);
@@ -268,7 +257,7 @@ for (const [label, py] of pythons) {
     const builtin = Model.create(spec as never);
     await builtin.loadWeights(w);
     const zb = await run(builtin, x);
-    t.true(maxAbs(zb, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)));
+    t.true(maxAbsDiff(zb, want) <= LOGIT_TOL * Math.max(1, ...Array.from(want, Math.abs)));
     x.dispose();
     for (const mm of [m, back, builtin]) mm.dispose();
   });
@@ -303,7 +292,7 @@ for (const [label, py] of pythons) {
     } else {
       const m = await Model.load(path.join(dir, 'rmsnorm.pt2'));
       const want = readNpy(path.join(dir, 'rmsnorm.logits.npy')).data as Float32Array;
-      t.true(maxAbs(await run(m, npyTensor(path.join(dir, 'rmsnorm.x.npy'))), want) <= LOGIT_TOL);
+      t.true(maxAbsDiff(await run(m, npyTensor(path.join(dir, 'rmsnorm.x.npy'))), want) <= LOGIT_TOL);
       m.dispose();
     }
   });

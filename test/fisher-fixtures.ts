@@ -103,6 +103,13 @@ export function npyTensor(file: string): Tensor {
   return Tensor.from(data, shape);
 }
 
+/** max_i |a_i − b_i|; Infinity when the lengths differ. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return a.length === b.length ? m : Infinity;
+}
+
 export function relErr(a: number, b: number): number {
   return Math.abs(a - b) / Math.max(Math.abs(b), 1e-300);
 }

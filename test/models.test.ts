@@ -11,6 +11,7 @@ import { execFileSync } from 'child_process';
 import { createHash } from 'crypto';
 import { Model, ModelSpec, Tensor, FisherLensError } from '../lib';
 import { fisherExact, fisherQuadratic, fisherVectorProduct } from '../lib/science/fisher';
+import { maxAbsDiff } from './fisher-fixtures';
 
 const root = path.resolve(__dirname, '..', '..');
 const PY = process.env.FISHERLENS_PYTHON ?? '/usr/bin/python3';
@@ -29,12 +30,6 @@ test.before(() => {
 
 function fixture(name: string): Fixture {
   return JSON.parse(fs.readFileSync(path.join(fixtures, `${name}.json`), 'utf8')) as Fixture;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return a.length === b.length ? m : Infinity;
 }
 
 const NAMES = ['mlp', 'small-cnn', 'mnist-net', 'lenet', 'vgg11', 'vgg13-pure-linear', 'vgg13-half-linear', 'vgg16',

@@ -25,6 +25,7 @@ import { main } from '../lib/cli/main';
 import { train, manualSeed } from '../lib/science/train';
 import { PY, hasTorch } from './helpers/python';
 import { useTempCache } from './helpers/env';
+import { maxAbsDiff } from './fisher-fixtures';
 
 const root = path.resolve(__dirname, '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fl-tslower-'));
@@ -168,12 +169,6 @@ const input = (p: Probe, n = p.shape[0]): Tensor => Tensor.from(Float32Array.fro
 
 function rel(a: number, b: number): number {
   return Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return a.length === b.length ? m : Infinity;
 }
 
 const TOL = 1e-4;  // see the header

@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { Model, ModelSpec, Tensor, FisherLensError } from '../lib';
-import { readNpy, writeNpy } from './fisher-fixtures';
+import { maxAbsDiff, readNpy, writeNpy } from './fisher-fixtures';
 import { fixturePythons, modelWeightFixtures, MODEL_WRITER } from './helpers/weights-fixtures';
 
 // Python's torch and this addon run the same kernels on the same weights; what differs is the
@@ -34,12 +34,6 @@ async function logits(m: Model, xFile: string): Promise<Float32Array> {
   return out;
 }
 
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
-}
-
 if (pythons.size === 0) test.skip('loadWeights vs PyTorch: no Python with torch (python3-torch)', () => {});
 
 for (const [label, py] of pythons) {
@@ -55,7 +49,7 @@ for (const [label, py] of pythons) {
       const m = models.get(key)!;
       const warnings: string[] = [];
       const r = await m.loadWeights(path.join(dir, file), { onWarning: (w) => warnings.push(w) });
-      const d = maxDiff(await logits(m, path.join(dir, e.x)), readNpy(path.join(dir, e.logits)).data as Float32Array);
+      const d = maxAbsDiff(await logits(m, path.join(dir, e.x)), readNpy(path.join(dir, e.logits)).data as Float32Array);
       rows.push(`${file}: ${r.format}, ${r.loaded} tensors, max |Δlogit| ${d.toExponential(1)}`);
       t.true(d <= TOL, `${file} (${e.how}): logits differ by ${d}`);
       t.is(warnings.length > 0, /float64|float16|bfloat16/.test(file), `${file}: warnings ${warnings}`);
@@ -76,7 +70,7 @@ if (pythons.size) {
     t.true(err instanceof FisherLensError);
     t.is((err as FisherLensError).code, 'ERR_FORMAT');
     t.regex(err!.message, /fc\.weight: file \[10, 256\] float32, model \[5, 256\] float32.*looks like \{"arch":"wrn-16-4","inChannels":3/);
-    t.is(maxDiff(await logits(m, path.join(dir, e.x)), before), 0, 'the model is unchanged');
+    t.is(maxAbsDiff(await logits(m, path.join(dir, e.x)), before), 0, 'the model is unchanged');
     // strict: false loads what fits and warns about the rest
     const warnings: string[] = [];
     const r = await m.loadWeights(path.join(dir, 'wrn-16-4.pt'), { strict: false, onWarning: (w) => warnings.push(w) });
@@ -101,7 +95,7 @@ if (pythons.size) {
         // back into a fresh FisherLens model: bit-exact
         const back = Model.create(e.spec as ModelSpec);
         await back.loadWeights(out);
-        t.is(maxDiff(await logits(back, path.join(dir, e.x)), ours), 0, `${out} round trip`);
+        t.is(maxAbsDiff(await logits(back, path.join(dir, e.x)), ours), 0, `${out} round trip`);
         back.dispose();
         // and into PyTorch: Debian's torch 1.13 reads .pt; torch 2.x reads both (weights_only=True)
         for (const [plabel, p] of [['torch1', pythons.get('torch1')], ['torch2', t2]] as const) {
@@ -109,7 +103,7 @@ if (pythons.size) {
           const z = path.join(tmp, `${name}-${ext}-${plabel}.npy`);
           const r = spawnSync(p, [MODEL_WRITER, 'logits', '--spec', JSON.stringify(e.spec), '--weights', out, '--x', path.join(dir, e.x), '--out', z], { encoding: 'utf8' });
           t.is(r.status, 0, r.stderr);
-          t.true(maxDiff(readNpy(z).data as Float32Array, ours) <= TOL, `${out} in ${plabel}`);
+          t.true(maxAbsDiff(readNpy(z).data as Float32Array, ours) <= TOL, `${out} in ${plabel}`);
           checked++;
         }
       }
@@ -129,13 +123,13 @@ if (pythons.size) {
     const r = await m.loadWeights(path.join(dir, ts.weights));
     t.is(r.loaded, 12);
     const ours = await logits(m, path.join(dir, ts.x));
-    t.true(maxDiff(ours, readNpy(path.join(dir, ts.logits)).data as Float32Array) <= TOL);
+    t.true(maxAbsDiff(ours, readNpy(path.join(dir, ts.logits)).data as Float32Array) <= TOL);
     const out = path.join(tmp, 'ts-export.pt');
     await m.exportWeights(out);
     const z = path.join(tmp, 'ts-export.npy');
     const p = spawnSync(py, [MODEL_WRITER, 'logits', '--spec', JSON.stringify(ts.spec), '--weights', out, '--x', path.join(dir, ts.x), '--out', z], { encoding: 'utf8' });
     t.is(p.status, 0, p.stderr);
-    t.true(maxDiff(readNpy(z).data as Float32Array, ours) <= TOL);
+    t.true(maxAbsDiff(readNpy(z).data as Float32Array, ours) <= TOL);
     m.dispose();
   });
 }
